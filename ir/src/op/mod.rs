@@ -1,0 +1,348 @@
+//! The closed set of operations. Per-op behaviour lives in `match`-based functions split by
+//! concern: attributes (`attrs.rs`), shape inference (`shape.rs`), cost (`cost.rs`).
+//! Adding an op is the checklist in `ir/README.md`.
+
+mod attrs;
+mod cost;
+mod shape;
+
+pub use attrs::{all_op_names, op_attrs, op_from_attrs, Attr, AttrError};
+pub use cost::{op_cost, OpCost};
+pub use shape::{infer_types, InferCtx, ShapeError};
+
+use crate::dist::ReduceOp;
+use crate::types::{DType, Dim};
+use serde::{Deserialize, Serialize};
+
+/// Elementwise ops of one input.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum UnaryOp {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Tanh,
+    Erf,
+    Abs,
+    Relu,
+    Relu6,
+    LeakyRelu { alpha: f64 },
+    Sigmoid,
+    /// `clip(alpha * x + beta, 0, 1)` (ONNX defaults alpha=0.2, beta=0.5; Paddle uses 1/6, 0.5).
+    HardSigmoid { alpha: f64, beta: f64 },
+    HardSwish,
+    /// `tanh` selects the tanh approximation, otherwise the exact erf form.
+    Gelu { tanh: bool },
+    Silu,
+    Mish,
+    Clip { min: f64, max: f64 },
+}
+
+/// Elementwise ops of two inputs, with numpy broadcasting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Max,
+    Min,
+    /// Comparisons produce `bool`.
+    Equal,
+    Less,
+    Greater,
+}
+
+impl BinaryOp {
+    /// Every binary op.
+    pub const ALL: [BinaryOp; 10] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Div,
+        BinaryOp::Pow,
+        BinaryOp::Max,
+        BinaryOp::Min,
+        BinaryOp::Equal,
+        BinaryOp::Less,
+        BinaryOp::Greater,
+    ];
+
+    /// Whether the result is a `bool` mask.
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinaryOp::Equal | BinaryOp::Less | BinaryOp::Greater)
+    }
+}
+
+/// How a parameter is initialised. Fan-based schemes (Xavier, Kaiming) are resolved to a
+/// concrete distribution by whoever creates the parameter, so the IR stays simple.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Init {
+    Constant(f64),
+    Normal { mean: f64, std: f64 },
+    Uniform { low: f64, high: f64 },
+}
+
+/// A named, trainable (or loadable) tensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamAttrs {
+    /// Hierarchical name, as in checkpoints (`blocks.3.dw.weight`).
+    pub name: String,
+    pub init: Option<Init>,
+}
+
+/// Literal data of a constant, row-major. Integer and bool dtypes use `Ints`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Literal {
+    Floats(Vec<f64>),
+    Ints(Vec<i64>),
+}
+
+impl Literal {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Literal::Floats(v) => v.len(),
+            Literal::Ints(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Matrix product over the last two dims, batched with broadcasting over the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MatMulAttrs {
+    pub transpose_a: bool,
+    pub transpose_b: bool,
+}
+
+/// 2-d convolution in NCHW, weights OIHW (`O`, `I/groups`, kh, kw); optional bias `[O]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvAttrs {
+    pub stride: [u64; 2],
+    /// top, left, bottom, right.
+    pub padding: [u64; 4],
+    pub dilation: [u64; 2],
+    pub groups: u64,
+}
+
+impl Default for ConvAttrs {
+    fn default() -> Self {
+        ConvAttrs {
+            stride: [1, 1],
+            padding: [0; 4],
+            dilation: [1, 1],
+            groups: 1,
+        }
+    }
+}
+
+/// Transposed 2-d convolution in NCHW, weights `I`, `O/groups`, kh, kw; optional bias `[O]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConvTransposeAttrs {
+    pub conv: ConvAttrs,
+    pub output_padding: [u64; 2],
+}
+
+/// Reduction over `axes` (empty means all axes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReduceOverAxes {
+    pub op: ReduceOp,
+    pub axes: Vec<i64>,
+    pub keepdims: bool,
+}
+
+/// Max or average.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
+
+/// A windowed 2-d pooling in NCHW.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolAttrs {
+    pub kind: PoolKind,
+    pub kernel: [u64; 2],
+    pub stride: [u64; 2],
+    /// top, left, bottom, right.
+    pub padding: [u64; 4],
+    pub ceil_mode: bool,
+    /// For average pooling: whether padded cells count in the divisor.
+    pub count_include_pad: bool,
+}
+
+/// Interpolation of `resize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResizeMode {
+    Nearest,
+    Bilinear,
+}
+
+/// How output coordinates map back to input coordinates (ONNX names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordMode {
+    HalfPixel,
+    AlignCorners,
+    Asymmetric,
+    PytorchHalfPixel,
+}
+
+/// Spatial resize of NCHW to a fixed output size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResizeAttrs {
+    pub mode: ResizeMode,
+    pub coord: CoordMode,
+    /// Output height and width.
+    pub size: [Dim; 2],
+}
+
+/// ONNX-style slice; ends are clamped, negative indices count from the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SliceAttrs {
+    pub axes: Vec<i64>,
+    pub starts: Vec<i64>,
+    pub ends: Vec<i64>,
+    pub steps: Vec<i64>,
+}
+
+/// One entry of a reshape target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReshapeDim {
+    /// Inferred from the element count (at most one).
+    Infer,
+    Dim(Dim),
+}
+
+/// The devices a collective spans: one axis of a named mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommGroup {
+    pub mesh: String,
+    pub axis: usize,
+}
+
+/// An operation. Sources (`Input`, `Param`, `Constant`, `Recv`) take their output type from
+/// the node's declaration; every other op's output types are inferred from its inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    // Sources.
+    Input,
+    Param(ParamAttrs),
+    Constant(Literal),
+    // Elementwise.
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// `where(cond, a, b)` with broadcasting.
+    Where,
+    Cast { to: DType },
+    /// Identity at inference; zeroes with probability `p` when training.
+    Dropout { p: f64 },
+    // Linear algebra and convolution.
+    MatMul(MatMulAttrs),
+    Conv2d(ConvAttrs),
+    ConvTranspose2d(ConvTransposeAttrs),
+    // Normalisation.
+    /// Inference batch norm: inputs x, scale, bias, mean, var (ONNX order).
+    BatchNorm { eps: f64 },
+    /// Normalises over dims `axis..`; inputs x, scale, bias.
+    LayerNorm { axis: i64, eps: f64 },
+    Softmax { axis: i64 },
+    LogSoftmax { axis: i64 },
+    Reduce(ReduceOverAxes),
+    // Pooling and resizing.
+    Pool(PoolAttrs),
+    GlobalPool(PoolKind),
+    Resize(ResizeAttrs),
+    // Shape ops.
+    Concat { axis: i64 },
+    Split { axis: i64, sizes: Vec<u64> },
+    Slice(SliceAttrs),
+    Reshape { shape: Vec<ReshapeDim> },
+    Transpose { perm: Vec<usize> },
+    Squeeze { axes: Vec<i64> },
+    Unsqueeze { axes: Vec<i64> },
+    Flatten { axis: i64 },
+    /// ONNX Gather: data, indices.
+    Gather { axis: i64 },
+    /// Embedding lookup: table `[V, D]`, integer ids `[...]` → `[..., D]`.
+    Embedding,
+    // Collectives, over one axis of a mesh.
+    AllReduce { op: ReduceOp, group: CommGroup },
+    AllGather { axis: i64, group: CommGroup },
+    ReduceScatter { op: ReduceOp, axis: i64, group: CommGroup },
+    AllToAll { split_axis: i64, concat_axis: i64, group: CommGroup },
+    Broadcast { root: u64, group: CommGroup },
+    // Point to point, for pipeline stages.
+    Send { peer: u64 },
+    Recv { peer: u64 },
+}
+
+impl Op {
+    /// Whether the output types come from the declaration rather than inference.
+    pub fn is_source(&self) -> bool {
+        matches!(
+            self,
+            Op::Input | Op::Param(_) | Op::Constant(_) | Op::Recv { .. }
+        )
+    }
+
+    /// Whether the op has effects beyond its outputs (never removed as dead code).
+    pub fn has_side_effects(&self) -> bool {
+        matches!(self, Op::Send { .. } | Op::Recv { .. })
+    }
+
+    /// The group a collective spans.
+    pub fn comm_group(&self) -> Option<&CommGroup> {
+        match self {
+            Op::AllReduce { group, .. }
+            | Op::AllGather { group, .. }
+            | Op::ReduceScatter { group, .. }
+            | Op::AllToAll { group, .. }
+            | Op::Broadcast { group, .. } => Some(group),
+            _ => None,
+        }
+    }
+
+    /// The text-format name.
+    pub fn name(&self) -> &'static str {
+        attrs::op_name(self)
+    }
+
+    /// The op family, for statistics and documentation.
+    pub fn family(&self) -> &'static str {
+        match self {
+            Op::Input | Op::Param(_) | Op::Constant(_) => "source",
+            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Dropout { .. } => {
+                "elementwise"
+            }
+            Op::MatMul(_) | Op::Conv2d(_) | Op::ConvTranspose2d(_) => "contraction",
+            Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. } => "normalization",
+            Op::Reduce(_) => "reduction",
+            Op::Pool(_) | Op::GlobalPool(_) | Op::Resize(_) => "pool/resize",
+            Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice(_)
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Flatten { .. } => "shape",
+            Op::Gather { .. } | Op::Embedding => "gather",
+            Op::AllReduce { .. }
+            | Op::AllGather { .. }
+            | Op::ReduceScatter { .. }
+            | Op::AllToAll { .. }
+            | Op::Broadcast { .. } => "collective",
+            Op::Send { .. } | Op::Recv { .. } => "p2p",
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! Text → graph. Each statement is type-checked as it is read, so every error points at
+//! the line and column it comes from.
+
+use super::lexer::{tokenize, Tok};
+use super::ParseError;
+use crate::dist::{DeviceKind, DeviceRef, OpDist, Placement, ProcessMesh, ReduceOp};
+use crate::graph::{types_text, Graph, ValueRef};
+use crate::op::{op_from_attrs, Attr};
+use crate::types::{is_symbol_name, DType, Dim, TensorType};
+use std::collections::{BTreeSet, HashMap};
+
+/// Parses a module (meshes, then one graph) from text.
+pub fn parse(src: &str) -> Result<Graph, ParseError> {
+    let toks = tokenize(src)?;
+    let mut p = Parser {
+        src,
+        toks,
+        pos: 0,
+        graph: Graph::default(),
+        names: HashMap::new(),
+        symbols: BTreeSet::new(),
+        node_at: Vec::new(),
+    };
+    p.module()?;
+    // Parsing already type-checked each statement; the verifier adds the graph-wide checks.
+    if let Err(errs) = crate::verify::verify(&p.graph) {
+        let e = &errs.0[0];
+        let at = e.node.and_then(|n| p.node_at.get(n.index()).copied()).unwrap_or(0);
+        return Err(ParseError::at(src, at, e.to_string()));
+    }
+    Ok(p.graph)
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    toks: Vec<(Tok, usize)>,
+    pos: usize,
+    graph: Graph,
+    names: HashMap<String, crate::graph::NodeId>,
+    /// Symbols introduced by the graph's input types.
+    symbols: BTreeSet<String>,
+    /// Source offset of each node's definition, for errors found after parsing.
+    node_at: Vec<usize>,
+}
+
+type R<T> = Result<T, ParseError>;
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> &Tok {
+        &self.toks[self.pos].0
+    }
+
+    fn offset(&self) -> usize {
+        self.toks[self.pos].1
+    }
+
+    fn bump(&mut self) -> Tok {
+        let t = self.toks[self.pos].0.clone();
+        if self.pos + 1 < self.toks.len() {
+            self.pos += 1;
+        }
+        t
+    }
+
+    fn err_at<T>(&self, offset: usize, msg: impl Into<String>) -> R<T> {
+        Err(ParseError::at(self.src, offset, msg))
+    }
+
+    fn expected<T>(&self, what: &str) -> R<T> {
+        self.err_at(
+            self.offset(),
+            format!("expected {what}, found {}", self.peek().describe()),
+        )
+    }
+
+    fn eat(&mut self, p: &str) -> bool {
+        if matches!(self.peek(), Tok::Punct(q) if *q == p) {
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, p: &str) -> R<()> {
+        if self.eat(p) {
+            Ok(())
+        } else {
+            self.expected(&format!("`{p}`"))
+        }
+    }
+
+    fn keyword(&mut self, kw: &str) -> bool {
+        if matches!(self.peek(), Tok::Ident(w) if w == kw) {
+            self.bump();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn ident(&mut self, what: &str) -> R<String> {
+        match self.peek().clone() {
+            Tok::Ident(w) => {
+                self.bump();
+                Ok(w)
+            }
+            _ => self.expected(what),
+        }
+    }
+
+    fn global(&mut self, what: &str) -> R<String> {
+        match self.peek().clone() {
+            Tok::Global(g) => {
+                self.bump();
+                Ok(g)
+            }
+            _ => self.expected(what),
+        }
+    }
+
+    /// `item (, item)*` up to `close`, which is consumed.
+    fn list<T>(&mut self, close: &str, mut item: impl FnMut(&mut Self) -> R<T>) -> R<Vec<T>> {
+        let mut v = Vec::new();
+        if self.eat(close) {
+            return Ok(v);
+        }
+        loop {
+            v.push(item(self)?);
+            if self.eat(close) {
+                return Ok(v);
+            }
+            if !self.eat(",") {
+                return self.expected(&format!("`,` or `{close}`"));
+            }
+        }
+    }
+
+    fn module(&mut self) -> R<()> {
+        while self.keyword("mesh") {
+            self.mesh_decl()?;
+        }
+        if !self.keyword("graph") {
+            return self.expected("`mesh` or `graph`");
+        }
+        self.graph.name = self.global("a graph name such as `@model`")?;
+        self.expect("(")?;
+        self.list(")", |p| p.graph_input())?;
+        self.expect("->")?;
+        let sig_at = self.offset();
+        let sig = self.types()?;
+        self.expect("{")?;
+        loop {
+            if self.keyword("return") {
+                break;
+            }
+            if matches!(self.peek(), Tok::Eof | Tok::Punct("}")) {
+                return self.expected("a statement or `return`");
+            }
+            self.statement()?;
+        }
+        let ret_at = self.offset();
+        let mut outs = Vec::new();
+        if matches!(self.peek(), Tok::Value(_)) {
+            outs.push(self.value()?);
+            while self.eat(",") {
+                outs.push(self.value()?);
+            }
+        }
+        self.expect("}")?;
+        if !matches!(self.peek(), Tok::Eof) {
+            return self.expected("end of file after the graph");
+        }
+        let got: Vec<TensorType> = outs
+            .iter()
+            .filter_map(|v| self.graph.value_type(*v).cloned())
+            .collect();
+        if got != sig {
+            return self.err_at(
+                ret_at,
+                format!(
+                    "returned values have types {} but the signature (at offset {sig_at}) says {}",
+                    types_text(&got),
+                    types_text(&sig)
+                ),
+            );
+        }
+        self.graph.set_outputs(outs);
+        Ok(())
+    }
+
+    fn mesh_decl(&mut self) -> R<()> {
+        let at = self.offset();
+        let name = self.global("a mesh name such as `@m`")?;
+        self.expect("=")?;
+        let attrs = self.attr_dict()?;
+        let bad = |p: &Self, m: &str| p.err_at(at, format!("mesh @{name}: {m}"));
+        let mut shape = None;
+        let mut axes = None;
+        let mut devices = None;
+        for (k, v) in attrs {
+            match (k.as_str(), v) {
+                ("shape", Attr::List(l)) => {
+                    shape = l.iter().map(|a| match a { Attr::Int(i) if *i > 0 => Some(*i as u64), _ => None }).collect::<Option<Vec<_>>>();
+                    if shape.is_none() {
+                        return bad(self, "`shape` must be a list of positive integers");
+                    }
+                }
+                ("axes", Attr::List(l)) => {
+                    axes = l.iter().map(|a| match a { Attr::Str(s) => Some(s.clone()), _ => None }).collect::<Option<Vec<_>>>();
+                    if axes.is_none() {
+                        return bad(self, "`axes` must be a list of strings");
+                    }
+                }
+                ("devices", Attr::List(l)) => {
+                    devices = l.iter().map(|a| match a { Attr::Int(i) if *i >= 0 => Some(*i as u64), _ => None }).collect::<Option<Vec<_>>>();
+                    if devices.is_none() {
+                        return bad(self, "`devices` must be a list of device ids");
+                    }
+                }
+                (k, _) => return bad(self, &format!("unknown or ill-typed field `{k}` (expected shape, axes, devices)")),
+            }
+        }
+        let (Some(shape), Some(axes)) = (shape, axes) else {
+            return bad(self, "needs `shape` and `axes`");
+        };
+        let mut mesh = ProcessMesh::new(shape, axes);
+        if let Some(d) = devices {
+            mesh.device_ids = d;
+        }
+        if let Err(e) = mesh.validate() {
+            return bad(self, &e);
+        }
+        if self.graph.meshes.insert(name.clone(), mesh).is_some() {
+            return self.err_at(at, format!("mesh @{name} is declared twice"));
+        }
+        Ok(())
+    }
+
+    fn define(&mut self, at: usize, name: &str, id: crate::graph::NodeId) -> R<()> {
+        if self.names.insert(name.to_string(), id).is_some() {
+            return self.err_at(at, format!("value %{name} is defined twice"));
+        }
+        Ok(())
+    }
+
+    fn graph_input(&mut self) -> R<()> {
+        let at = self.offset();
+        let Tok::Value(name) = self.peek().clone() else {
+            return self.expected("an input such as `%x: f32[N,3]`");
+        };
+        self.bump();
+        self.expect(":")?;
+        let ty = self.tensor_type(true)?;
+        let v = self.graph.add_input(name.clone(), ty);
+        self.node_at.push(at);
+        self.define(at, &name, v.node)?;
+        let (dist, device) = self.annotations(1)?;
+        let node = self.graph.node_mut(v.node);
+        node.dist = dist;
+        node.device = device;
+        Ok(())
+    }
+
+    fn statement(&mut self) -> R<()> {
+        let at = self.offset();
+        let Tok::Value(name) = self.peek().clone() else {
+            return self.expected("a statement such as `%y = relu(%x) : f32[4]`");
+        };
+        self.bump();
+        self.expect("=")?;
+        let op_at = self.offset();
+        let op_name = self.ident("an op name")?;
+        let mut attrs = Vec::new();
+        if let Tok::Str(s) = self.peek().clone() {
+            self.bump();
+            attrs.push(("name".to_string(), Attr::Str(s)));
+        }
+        let mut inputs = Vec::new();
+        if self.eat("(") {
+            inputs = self.list(")", |p| p.value())?;
+        }
+        if matches!(self.peek(), Tok::Punct("{")) {
+            attrs.extend(self.attr_dict()?);
+        }
+        self.expect(":")?;
+        let declared = self.types()?;
+        let op = op_from_attrs(&op_name, attrs, &declared).map_err(|e| {
+            let msg = if e.0.starts_with("unknown op") {
+                format!("{} (see ir/README.md for the op list)", e.0)
+            } else {
+                e.0
+            };
+            ParseError::at(self.src, op_at, msg)
+        })?;
+        let id = self
+            .graph
+            .add_node_typed(op, inputs, declared.clone(), Some(name.clone()))
+            .map_err(|e| ParseError::at(self.src, op_at, format!("%{name} = {}: {}", e.op, e.message)))?;
+        self.node_at.push(at);
+        self.define(at, &name, id)?;
+        let (dist, device) = self.annotations(declared.len())?;
+        let node = self.graph.node_mut(id);
+        node.dist = dist;
+        node.device = device;
+        Ok(())
+    }
+
+    fn value(&mut self) -> R<ValueRef> {
+        let at = self.offset();
+        let Tok::Value(name) = self.peek().clone() else {
+            return self.expected("a value such as `%x`");
+        };
+        self.bump();
+        let Some(&node) = self.names.get(&name) else {
+            return self.err_at(at, format!("unknown value %{name} (values must be defined before use)"));
+        };
+        let mut port = 0;
+        if self.eat("#") {
+            match self.bump() {
+                Tok::Int(p) if p >= 0 => port = p as u32,
+                _ => return self.err_at(at, "expected an output index after `#`"),
+            }
+        }
+        let n_out = self.graph.node(node).outputs.len();
+        if port as usize >= n_out {
+            return self.err_at(at, format!("%{name} has {n_out} outputs, no output #{port}"));
+        }
+        Ok(ValueRef::new(node, port))
+    }
+
+    /// `f32[..]`, `(f32[..], ...)` or `()`.
+    fn types(&mut self) -> R<Vec<TensorType>> {
+        if self.eat("(") {
+            self.list(")", |p| p.tensor_type(false))
+        } else {
+            Ok(vec![self.tensor_type(false)?])
+        }
+    }
+
+    fn tensor_type(&mut self, introduces_symbols: bool) -> R<TensorType> {
+        let at = self.offset();
+        let dt = self.ident("a type such as `f32[N,3]`")?;
+        let Some(dtype) = DType::from_name(&dt) else {
+            let names: Vec<&str> = DType::ALL.iter().map(|d| d.name()).collect();
+            return self.err_at(at, format!("unknown dtype `{dt}` (expected one of {})", names.join(", ")));
+        };
+        self.expect("[")?;
+        let dims = self.list("]", |p| p.dim(introduces_symbols))?;
+        Ok(TensorType::new(dtype, dims))
+    }
+
+    fn dim_atom(&mut self, introduces: bool) -> R<Dim> {
+        let at = self.offset();
+        match self.bump() {
+            Tok::Int(n) if n >= 0 => Ok(Dim::Static(n as u64)),
+            Tok::Ident(s) if is_symbol_name(&s) => {
+                if introduces {
+                    self.symbols.insert(s.clone());
+                } else if !self.symbols.contains(&s) {
+                    let known: Vec<&str> = self.symbols.iter().map(String::as_str).collect();
+                    return self.err_at(
+                        at,
+                        format!(
+                            "unknown symbol `{s}`: symbols come from the graph's input types (known: {})",
+                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        ),
+                    );
+                }
+                Ok(Dim::sym(&s))
+            }
+            t => self.err_at(at, format!("expected a dimension (a size or a symbol), found {}", t.describe())),
+        }
+    }
+
+    fn dim(&mut self, introduces: bool) -> R<Dim> {
+        let mut d = self.dim_atom(introduces)?;
+        while self.eat("*") {
+            d = d.mul(&self.dim_atom(introduces)?);
+        }
+        Ok(d)
+    }
+
+    fn attr_dict(&mut self) -> R<Vec<(String, Attr)>> {
+        self.expect("{")?;
+        self.list("}", |p| {
+            let k = p.ident("an attribute name")?;
+            p.expect("=")?;
+            Ok((k, p.attr()?))
+        })
+    }
+
+    fn attr(&mut self) -> R<Attr> {
+        let at = self.offset();
+        let first = match self.bump() {
+            Tok::Int(i) => Attr::Int(i),
+            Tok::Float(x) => Attr::Float(x),
+            Tok::Str(s) => Attr::Str(s),
+            Tok::Global(g) => Attr::Global(g),
+            Tok::Punct("[") => return Ok(Attr::List(self.list("]", |p| p.attr())?)),
+            Tok::Ident(w) => {
+                if self.eat("(") {
+                    return Ok(Attr::Call(w, self.list(")", |p| p.attr())?));
+                }
+                Attr::Word(w)
+            }
+            t => return self.err_at(at, format!("expected an attribute value, found {}", t.describe())),
+        };
+        if !matches!(self.peek(), Tok::Punct("*")) {
+            return Ok(first);
+        }
+        // A symbolic size such as `2*N` in a reshape or resize target.
+        let mut d = self.attr_dim(at, &first)?;
+        while self.eat("*") {
+            let at = self.offset();
+            let next = match self.bump() {
+                Tok::Int(i) => Attr::Int(i),
+                Tok::Ident(w) => Attr::Word(w),
+                t => return self.err_at(at, format!("expected a size or symbol after `*`, found {}", t.describe())),
+            };
+            d = d.mul(&self.attr_dim(at, &next)?);
+        }
+        Ok(Attr::Dim(d))
+    }
+
+    fn attr_dim(&self, at: usize, a: &Attr) -> R<Dim> {
+        match a {
+            Attr::Int(i) if *i >= 0 => Ok(Dim::Static(*i as u64)),
+            Attr::Word(w) if self.symbols.contains(w) => Ok(Dim::sym(w)),
+            Attr::Word(w) => self.err_at(at, format!("unknown symbol `{w}`: symbols come from the graph's input types")),
+            _ => self.err_at(at, format!("`{a}` cannot be part of a size")),
+        }
+    }
+
+    fn placement(&mut self) -> R<Placement> {
+        let at = self.offset();
+        let w = self.ident("a placement (R, S(dim) or P(op))")?;
+        match w.as_str() {
+            "R" => Ok(Placement::Replicate),
+            "S" => {
+                self.expect("(")?;
+                let d = match self.bump() {
+                    Tok::Int(d) if d >= 0 => d as usize,
+                    _ => return self.err_at(at, "expected a tensor dim in `S(dim)`"),
+                };
+                self.expect(")")?;
+                Ok(Placement::Shard(d))
+            }
+            "P" => {
+                self.expect("(")?;
+                let op_at = self.offset();
+                let op = self.ident("a reduce op")?;
+                let Some(r) = ReduceOp::from_name(&op) else {
+                    return self.err_at(op_at, format!("unknown reduce op `{op}` (expected sum, mean, max, min, prod)"));
+                };
+                self.expect(")")?;
+                Ok(Placement::Partial(r))
+            }
+            _ => self.err_at(at, format!("unknown placement `{w}` (expected R, S(dim) or P(op))")),
+        }
+    }
+
+    fn placements(&mut self) -> R<Vec<Placement>> {
+        self.expect("[")?;
+        self.list("]", |p| p.placement())
+    }
+
+    /// `#dist<...>` and `#device<...>` after a node with `n_out` outputs.
+    fn annotations(&mut self, n_out: usize) -> R<(Option<OpDist>, Option<DeviceRef>)> {
+        let mut dist = None;
+        let mut device = None;
+        while let Tok::Hash(h) = self.peek().clone() {
+            let at = self.offset();
+            self.bump();
+            self.expect("<")?;
+            match h.as_str() {
+                "dist" => dist = Some(self.dist_body(at, n_out)?),
+                "device" => {
+                    let k_at = self.offset();
+                    let k = self.ident("a device kind (cpu or gpu)")?;
+                    let Some(kind) = DeviceKind::from_name(&k) else {
+                        return self.err_at(k_at, format!("unknown device kind `{k}` (expected cpu or gpu)"));
+                    };
+                    let mut index = None;
+                    if self.eat(":") {
+                        match self.bump() {
+                            Tok::Int(i) if i >= 0 && i <= u32::MAX as i64 => index = Some(i as u32),
+                            _ => return self.err_at(k_at, "expected a device index after `:`"),
+                        }
+                    }
+                    self.expect(">")?;
+                    device = Some(DeviceRef { kind, index });
+                }
+                _ => return self.err_at(at, format!("unknown annotation `#{h}` (expected #dist or #device)")),
+            }
+        }
+        Ok((dist, device))
+    }
+
+    fn dist_body(&mut self, at: usize, n_out: usize) -> R<OpDist> {
+        let mut d = OpDist::default();
+        let mut mesh_at = at;
+        let items_done = |p: &mut Self| -> R<bool> {
+            if p.eat(">") {
+                return Ok(true);
+            }
+            if !p.eat(",") {
+                return p.expected("`,` or `>`");
+            }
+            Ok(false)
+        };
+        if !self.eat(">") {
+            loop {
+                match self.peek().clone() {
+                    Tok::Ident(k) if k == "mesh" => {
+                        self.bump();
+                        self.expect("=")?;
+                        mesh_at = self.offset();
+                        d.mesh = Some(self.global("a mesh name such as `@m`")?);
+                    }
+                    Tok::Ident(k) if k == "in" => {
+                        self.bump();
+                        self.expect("=")?;
+                        self.expect("[")?;
+                        d.inputs = self.list("]", |p| p.placements())?;
+                    }
+                    Tok::Ident(k) if k == "stage" => {
+                        self.bump();
+                        self.expect("=")?;
+                        match self.bump() {
+                            Tok::Int(s) if s >= 0 && s <= u32::MAX as i64 => d.stage = Some(s as u32),
+                            _ => return self.err_at(at, "expected a stage number after `stage=`"),
+                        }
+                    }
+                    Tok::Punct("[") => d.outputs.push(self.placements()?),
+                    _ => return self.expected("`mesh=`, `in=`, `stage=` or placements `[...]`"),
+                }
+                if items_done(self)? {
+                    break;
+                }
+            }
+        }
+        self.check_dist(&d, at, mesh_at, n_out)?;
+        Ok(d)
+    }
+
+    fn check_dist(&self, d: &OpDist, at: usize, mesh_at: usize, n_out: usize) -> R<()> {
+        let Some(mesh_name) = &d.mesh else {
+            if d.outputs.is_empty() && d.inputs.is_empty() {
+                return Ok(());
+            }
+            return self.err_at(at, "placements need a mesh (`mesh=@m`)");
+        };
+        let Some(mesh) = self.graph.meshes.get(mesh_name) else {
+            let known: Vec<String> = self.graph.meshes.keys().map(|k| format!("@{k}")).collect();
+            return self.err_at(
+                mesh_at,
+                format!(
+                    "unknown mesh @{mesh_name} (declared: {})",
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                ),
+            );
+        };
+        if !d.outputs.is_empty() && d.outputs.len() != n_out {
+            return self.err_at(at, format!("{} placement lists for {n_out} outputs", d.outputs.len()));
+        }
+        for ps in d.outputs.iter().chain(&d.inputs) {
+            if ps.len() != mesh.shape.len() {
+                return self.err_at(
+                    at,
+                    format!("mesh @{mesh_name} has {} axes but {} placements are given", mesh.shape.len(), ps.len()),
+                );
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! The verifier: every invariant of a well-formed graph, checked in one place and run
+//! between passes in debug and test builds. Errors name the node, its op and the mismatch.
+
+use crate::dist::Placement;
+use crate::graph::{types_text, Graph, NodeId};
+use crate::op::{infer_types, InferCtx, Op};
+use crate::types::TensorType;
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError {
+    /// The node it concerns, if any.
+    pub node: Option<NodeId>,
+    /// `%name (op)`, or the graph part it concerns.
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// All broken invariants of a graph.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct VerifyErrors(pub Vec<VerifyError>);
+
+impl fmt::Display for VerifyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "graph is not well formed ({} errors):", self.0.len())?;
+        for e in &self.0 {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` is a valid value name in the text format.
+pub fn is_value_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+fn symbols_of(t: &TensorType) -> impl Iterator<Item = &str> {
+    t.shape.0.iter().flat_map(|d| d.symbols())
+}
+
+/// Checks every invariant; returns all violations.
+pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
+    let mut errs = Vec::new();
+    let mut at = |node: Option<NodeId>, location: String, message: String| {
+        errs.push(VerifyError { node, location, message })
+    };
+    if !crate::verify::is_value_name(&g.name) {
+        at(None, "graph".into(), format!("name `{}` is not a valid name", g.name));
+    }
+    for (name, m) in &g.meshes {
+        if let Err(e) = m.validate() {
+            at(None, format!("mesh @{name}"), e);
+        }
+    }
+    let symbols: BTreeSet<&str> = g
+        .inputs()
+        .iter()
+        .flat_map(|&i| g.node(i).outputs.iter().flat_map(symbols_of))
+        .collect();
+    let declared_inputs: HashSet<NodeId> = g.inputs().iter().copied().collect();
+    let mut names = HashSet::new();
+    let ctx = InferCtx {
+        meshes: Some(&g.meshes),
+    };
+    for (id, n) in g.iter() {
+        let loc = format!("%{} ({})", n.name, n.op.name());
+        if !is_value_name(&n.name) {
+            at(Some(id), loc.clone(), format!("name `{}` has characters other than letters, digits, `_` and `.`", n.name));
+        }
+        if !names.insert(n.name.as_str()) {
+            at(Some(id), loc.clone(), "name is used twice".into());
+        }
+        if matches!(n.op, Op::Input) != declared_inputs.contains(&id) {
+            at(Some(id), loc.clone(), "input nodes and the graph's input list disagree".into());
+        }
+        let mut in_types = Vec::new();
+        for v in &n.inputs {
+            if v.node >= id {
+                at(Some(id), loc.clone(), format!("operand {v} is not defined before this node"));
+            } else if let Some(t) = g.value_type(*v) {
+                in_types.push(t.clone());
+            } else {
+                at(Some(id), loc.clone(), format!("operand {v} does not exist"));
+            }
+        }
+        if in_types.len() == n.inputs.len() {
+            match infer_types(&n.op, &in_types, &n.outputs, &ctx) {
+                Ok(t) if t != n.outputs => at(
+                    Some(id),
+                    loc.clone(),
+                    format!("declared {} but the op produces {}", types_text(&n.outputs), types_text(&t)),
+                ),
+                Ok(_) => {}
+                Err(e) => at(Some(id), loc.clone(), e.0),
+            }
+        }
+        for t in &n.outputs {
+            for s in symbols_of(t) {
+                if !symbols.contains(s) {
+                    at(Some(id), loc.clone(), format!("unknown symbol `{s}` in {t}: symbols come from the graph's input types"));
+                }
+            }
+        }
+        if let Some(d) = &n.dist {
+            let mesh = d.mesh.as_ref().map(|m| (m, g.meshes.get(m)));
+            match mesh {
+                None if !d.outputs.is_empty() || !d.inputs.is_empty() => {
+                    at(Some(id), loc.clone(), "placements without a mesh".into())
+                }
+                Some((m, None)) => at(Some(id), loc.clone(), format!("unknown mesh @{m}")),
+                Some((m, Some(mesh))) => {
+                    let check = |ps: &[Placement], t: Option<&TensorType>, what: &str| -> Option<String> {
+                        if ps.len() != mesh.shape.len() {
+                            return Some(format!("{what}: mesh @{m} has {} axes but {} placements", mesh.shape.len(), ps.len()));
+                        }
+                        let rank = t.map(|t| t.rank())?;
+                        ps.iter().find_map(|p| match p {
+                            Placement::Shard(dim) if *dim >= rank => {
+                                Some(format!("{what}: S({dim}) shards a dim the rank-{rank} tensor lacks"))
+                            }
+                            _ => None,
+                        })
+                    };
+                    if !d.outputs.is_empty() && d.outputs.len() != n.outputs.len() {
+                        at(Some(id), loc.clone(), format!("{} placement lists for {} outputs", d.outputs.len(), n.outputs.len()));
+                    }
+                    if !d.inputs.is_empty() && d.inputs.len() != n.inputs.len() {
+                        at(Some(id), loc.clone(), format!("{} input placement lists for {} inputs", d.inputs.len(), n.inputs.len()));
+                    }
+                    for (i, ps) in d.outputs.iter().enumerate() {
+                        if let Some(msg) = check(ps, n.outputs.get(i), &format!("output {i}")) {
+                            at(Some(id), loc.clone(), msg);
+                        }
+                    }
+                    for (i, ps) in d.inputs.iter().enumerate() {
+                        let t = n.inputs.get(i).and_then(|v| g.value_type(*v));
+                        if let Some(msg) = check(ps, t, &format!("input {i}")) {
+                            at(Some(id), loc.clone(), msg);
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    for v in g.outputs() {
+        if g.value_type(*v).is_none() {
+            at(None, "return".into(), format!("output {v} does not exist"));
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(VerifyErrors(errs))
+    }
+}

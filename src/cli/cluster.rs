@@ -1,0 +1,57 @@
+//! `oar cluster list` and `oar cluster show PRESET|FILE`.
+
+use clap::{Subcommand, ValueEnum};
+use oar::ir::cluster::{Cluster, PRESETS};
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Format {
+    Text,
+    Json,
+    Toml,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// List the built-in presets.
+    List,
+    /// Show a preset or a cluster file (TOML or JSON) with its totals.
+    Show {
+        /// A preset name (see `oar cluster list`) or a .toml/.json file.
+        spec: String,
+        /// Override the number of nodes in every node group.
+        #[arg(long)]
+        nodes: Option<u32>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+}
+
+pub fn run(c: ClusterCommand) -> anyhow::Result<()> {
+    match c {
+        ClusterCommand::List => {
+            for p in PRESETS {
+                let aliases = if p.aliases.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (alias: {})", p.aliases.join(", "))
+                };
+                println!("{:<16} {}{}", p.name, p.description, aliases);
+            }
+            Ok(())
+        }
+        ClusterCommand::Show { spec, nodes, format } => {
+            let mut cluster = Cluster::resolve(&spec)?;
+            if let Some(n) = nodes {
+                anyhow::ensure!(n > 0, "--nodes must be at least 1");
+                cluster = cluster.with_nodes(n);
+            }
+            let out = match format {
+                Format::Text => cluster.summary(),
+                Format::Json => serde_json::to_string_pretty(&cluster)? + "\n",
+                Format::Toml => cluster.to_toml(),
+            };
+            print!("{out}");
+            Ok(())
+        }
+    }
+}

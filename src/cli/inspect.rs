@@ -1,0 +1,87 @@
+//! `oar inspect FILE`: the graph as text, JSON or DOT, and `--stats`.
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use oar::ir;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Format {
+    Text,
+    Json,
+    Dot,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// A graph file: text IR (.oir) or JSON.
+    file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Print statistics (nodes by op, parameters, FLOPs, per-node table) instead of the graph.
+    #[arg(long)]
+    stats: bool,
+    /// Bind a symbolic dim for statistics, e.g. `--sym N=8` (unbound symbols count as 1).
+    #[arg(long = "sym", value_name = "NAME=VALUE")]
+    syms: Vec<String>,
+    /// Write to a file instead of stdout.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+fn parse_bindings(syms: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut b = BTreeMap::new();
+    for s in syms {
+        let Some((k, v)) = s.split_once('=') else {
+            bail!("--sym expects NAME=VALUE, found `{s}`");
+        };
+        let v: u64 = v
+            .parse()
+            .with_context(|| format!("--sym {k}: `{v}` is not a non-negative integer"))?;
+        b.insert(k.to_string(), v);
+    }
+    Ok(b)
+}
+
+pub fn run(a: InspectArgs) -> anyhow::Result<()> {
+    let shown = a.file.display().to_string();
+    let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {shown}"))?;
+    let graph = ir::read_graph(&text, &shown)?;
+    let out = if a.stats {
+        let bindings = parse_bindings(&a.syms)?;
+        let stats = ir::stats::graph_stats(&graph, &bindings);
+        match a.format {
+            Format::Text => stats.render(&graph.name),
+            Format::Json => {
+                let rows: Vec<_> = stats
+                    .rows
+                    .iter()
+                    .map(|r| serde_json::json!({"name": r.name, "op": r.op, "outputs": r.outputs, "flops": r.flops, "bytes": r.bytes}))
+                    .collect();
+                let j = serde_json::json!({
+                    "graph": graph.name,
+                    "symbols": stats.bindings,
+                    "nodes": stats.nodes,
+                    "nodes_by_op": stats.by_op,
+                    "param_tensors": stats.param_tensors,
+                    "param_elements": stats.param_elements,
+                    "param_bytes": stats.param_bytes,
+                    "flops": stats.flops,
+                    "bytes": stats.bytes,
+                    "per_node": rows,
+                });
+                serde_json::to_string_pretty(&j)? + "\n"
+            }
+            Format::Dot => bail!("--stats prints text or json, not dot"),
+        }
+    } else {
+        match a.format {
+            Format::Text => ir::print(&graph),
+            Format::Json => serde_json::to_string_pretty(&graph)? + "\n",
+            Format::Dot => ir::dot::to_dot(&graph),
+        }
+    };
+    super::emit(&out, a.output.as_deref())
+}

@@ -1,0 +1,43 @@
+//! Subcommands. Each file is one command family.
+
+mod cluster;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+
+/// oar: compile models, plan their parallel training, inspect their IR.
+#[derive(Parser, Debug)]
+#[command(name = "oar", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a graph (text IR or JSON) as text, JSON or DOT, with optional statistics.
+    Inspect(inspect::InspectArgs),
+    /// Cluster presets and files.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::Cluster(c) => cluster::run(c),
+    }
+}
+
+/// Writes `text` to `path`, or to stdout when there is none.
+pub(crate) fn emit(text: &str, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    match path {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
