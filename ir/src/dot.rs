@@ -40,11 +40,20 @@ pub fn to_dot(g: &Graph) -> String {
     for (id, n) in g.iter() {
         for v in &n.inputs {
             let t = g.value_type(*v).map(|t| t.to_string()).unwrap_or_default();
-            let _ = writeln!(s, "  n{} -> n{} [label=\"{}\"];", v.node.0, id.0, escape(&t));
+            let _ = writeln!(
+                s,
+                "  n{} -> n{} [label=\"{}\"];",
+                v.node.0,
+                id.0,
+                escape(&t)
+            );
         }
     }
     for (i, v) in g.outputs().iter().enumerate() {
-        let _ = writeln!(s, "  out{i} [label=\"return #{i}\", shape=oval, fillcolor=lightblue];");
+        let _ = writeln!(
+            s,
+            "  out{i} [label=\"return #{i}\", shape=oval, fillcolor=lightblue];"
+        );
         let _ = writeln!(s, "  n{} -> out{i};", v.node.0);
     }
     s.push_str("}\n");

@@ -253,7 +253,13 @@ impl Graph {
         self.add_node_typed(op, inputs, outs, Some(name))
     }
 
-    fn push(&mut self, op: Op, inputs: Vec<ValueRef>, outputs: Vec<TensorType>, name: String) -> NodeId {
+    fn push(
+        &mut self,
+        op: Op,
+        inputs: Vec<ValueRef>,
+        outputs: Vec<TensorType>,
+        name: String,
+    ) -> NodeId {
         let id = self.next_id();
         self.nodes.push(Node {
             op,
@@ -270,7 +276,11 @@ impl Graph {
     /// canonical order the text format prints.
     pub fn canonicalize_order(&mut self) {
         let n = self.nodes.len();
-        let is_input: Vec<bool> = self.nodes.iter().map(|n| matches!(n.op, Op::Input)).collect();
+        let is_input: Vec<bool> = self
+            .nodes
+            .iter()
+            .map(|n| matches!(n.op, Op::Input))
+            .collect();
         let order: Vec<usize> = (0..n)
             .filter(|&i| is_input[i])
             .chain((0..n).filter(|&i| !is_input[i]))
@@ -283,11 +293,17 @@ impl Graph {
         let old = std::mem::take(&mut self.nodes);
         let mut slots: Vec<Option<Node>> = old.into_iter().map(Some).collect();
         for &i in &order {
-            let mut node = slots[i].take().expect("each index appears once in the order");
+            let mut node = slots[i]
+                .take()
+                .expect("each index appears once in the order");
             node.inputs = node.inputs.into_iter().map(remap).collect();
             self.nodes.push(node);
         }
-        self.inputs = self.inputs.iter().map(|&i| NodeId(new_of[i.index()])).collect();
+        self.inputs = self
+            .inputs
+            .iter()
+            .map(|&i| NodeId(new_of[i.index()]))
+            .collect();
         self.outputs = self.outputs.iter().map(|&v| remap(v)).collect();
     }
 }

@@ -7,6 +7,7 @@ pub mod dist;
 pub mod dot;
 pub mod graph;
 pub mod op;
+mod serde_f64;
 pub mod stats;
 pub mod text;
 pub mod types;

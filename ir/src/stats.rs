@@ -101,8 +101,16 @@ impl GraphStats {
         let mut s = String::new();
         let _ = writeln!(s, "graph @{graph_name}");
         if !self.bindings.is_empty() {
-            let b: Vec<String> = self.bindings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let _ = writeln!(s, "symbols     {} (set with --sym NAME=VALUE)", b.join(", "));
+            let b: Vec<String> = self
+                .bindings
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "symbols     {} (set with --sym NAME=VALUE)",
+                b.join(", ")
+            );
         }
         let _ = writeln!(s, "nodes       {}", self.nodes);
         let _ = writeln!(
@@ -118,10 +126,32 @@ impl GraphStats {
         for (op, n) in &self.by_op {
             let _ = writeln!(s, "  {op:<18} {n}");
         }
-        let wn = self.rows.iter().map(|r| r.name.len() + 1).max().unwrap_or(4).max(4);
-        let wo = self.rows.iter().map(|r| r.op.len()).max().unwrap_or(2).max(2);
-        let wt = self.rows.iter().map(|r| r.outputs.len()).max().unwrap_or(6).max(6);
-        let _ = writeln!(s, "\n{:<wn$}  {:<wo$}  {:<wt$}  {:>10}  {:>10}", "node", "op", "output", "FLOPs", "bytes");
+        let wn = self
+            .rows
+            .iter()
+            .map(|r| r.name.len() + 1)
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        let wo = self
+            .rows
+            .iter()
+            .map(|r| r.op.len())
+            .max()
+            .unwrap_or(2)
+            .max(2);
+        let wt = self
+            .rows
+            .iter()
+            .map(|r| r.outputs.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let _ = writeln!(
+            s,
+            "\n{:<wn$}  {:<wo$}  {:<wt$}  {:>10}  {:>10}",
+            "node", "op", "output", "FLOPs", "bytes"
+        );
         for r in &self.rows {
             let _ = writeln!(
                 s,

@@ -380,8 +380,14 @@ mod tests {
         let seq = Dim::sym("seq");
         let flat = n.mul(&seq).mul(&Dim::Static(12));
         assert_eq!(flat.to_string(), "12*N*seq");
-        assert_eq!(flat.div_exact(&Dim::Static(12)).unwrap().to_string(), "N*seq");
-        assert_eq!(flat.div_exact(&n.mul(&Dim::Static(4))), Some(Dim::Static(3).mul(&seq)));
+        assert_eq!(
+            flat.div_exact(&Dim::Static(12)).unwrap().to_string(),
+            "N*seq"
+        );
+        assert_eq!(
+            flat.div_exact(&n.mul(&Dim::Static(4))),
+            Some(Dim::Static(3).mul(&seq))
+        );
         assert_eq!(flat.div_exact(&Dim::Static(5)), None);
         assert_eq!(Dim::parse("2*N*N").unwrap().to_string(), "2*N*N");
         assert_eq!(Dim::parse("N*4"), Some(Dim::Static(4).mul(&n)));

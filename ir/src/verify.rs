@@ -40,7 +40,9 @@ impl fmt::Display for VerifyErrors {
 
 /// Whether `s` is a valid value name in the text format.
 pub fn is_value_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
 fn symbols_of(t: &TensorType) -> impl Iterator<Item = &str> {
@@ -51,10 +53,18 @@ fn symbols_of(t: &TensorType) -> impl Iterator<Item = &str> {
 pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
     let mut errs = Vec::new();
     let mut at = |node: Option<NodeId>, location: String, message: String| {
-        errs.push(VerifyError { node, location, message })
+        errs.push(VerifyError {
+            node,
+            location,
+            message,
+        })
     };
     if !crate::verify::is_value_name(&g.name) {
-        at(None, "graph".into(), format!("name `{}` is not a valid name", g.name));
+        at(
+            None,
+            "graph".into(),
+            format!("name `{}` is not a valid name", g.name),
+        );
     }
     for (name, m) in &g.meshes {
         if let Err(e) = m.validate() {
@@ -74,18 +84,33 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
     for (id, n) in g.iter() {
         let loc = format!("%{} ({})", n.name, n.op.name());
         if !is_value_name(&n.name) {
-            at(Some(id), loc.clone(), format!("name `{}` has characters other than letters, digits, `_` and `.`", n.name));
+            at(
+                Some(id),
+                loc.clone(),
+                format!(
+                    "name `{}` has characters other than letters, digits, `_` and `.`",
+                    n.name
+                ),
+            );
         }
         if !names.insert(n.name.as_str()) {
             at(Some(id), loc.clone(), "name is used twice".into());
         }
         if matches!(n.op, Op::Input) != declared_inputs.contains(&id) {
-            at(Some(id), loc.clone(), "input nodes and the graph's input list disagree".into());
+            at(
+                Some(id),
+                loc.clone(),
+                "input nodes and the graph's input list disagree".into(),
+            );
         }
         let mut in_types = Vec::new();
         for v in &n.inputs {
             if v.node >= id {
-                at(Some(id), loc.clone(), format!("operand {v} is not defined before this node"));
+                at(
+                    Some(id),
+                    loc.clone(),
+                    format!("operand {v} is not defined before this node"),
+                );
             } else if let Some(t) = g.value_type(*v) {
                 in_types.push(t.clone());
             } else {
@@ -97,7 +122,11 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
                 Ok(t) if t != n.outputs => at(
                     Some(id),
                     loc.clone(),
-                    format!("declared {} but the op produces {}", types_text(&n.outputs), types_text(&t)),
+                    format!(
+                        "declared {} but the op produces {}",
+                        types_text(&n.outputs),
+                        types_text(&t)
+                    ),
                 ),
                 Ok(_) => {}
                 Err(e) => at(Some(id), loc.clone(), e.0),
@@ -118,23 +147,44 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
                 }
                 Some((m, None)) => at(Some(id), loc.clone(), format!("unknown mesh @{m}")),
                 Some((m, Some(mesh))) => {
-                    let check = |ps: &[Placement], t: Option<&TensorType>, what: &str| -> Option<String> {
-                        if ps.len() != mesh.shape.len() {
-                            return Some(format!("{what}: mesh @{m} has {} axes but {} placements", mesh.shape.len(), ps.len()));
-                        }
-                        let rank = t.map(|t| t.rank())?;
-                        ps.iter().find_map(|p| match p {
-                            Placement::Shard(dim) if *dim >= rank => {
-                                Some(format!("{what}: S({dim}) shards a dim the rank-{rank} tensor lacks"))
+                    let check =
+                        |ps: &[Placement], t: Option<&TensorType>, what: &str| -> Option<String> {
+                            if ps.len() != mesh.shape.len() {
+                                return Some(format!(
+                                    "{what}: mesh @{m} has {} axes but {} placements",
+                                    mesh.shape.len(),
+                                    ps.len()
+                                ));
                             }
-                            _ => None,
-                        })
-                    };
+                            let rank = t.map(|t| t.rank())?;
+                            ps.iter().find_map(|p| match p {
+                                Placement::Shard(dim) if *dim >= rank => Some(format!(
+                                    "{what}: S({dim}) shards a dim the rank-{rank} tensor lacks"
+                                )),
+                                _ => None,
+                            })
+                        };
                     if !d.outputs.is_empty() && d.outputs.len() != n.outputs.len() {
-                        at(Some(id), loc.clone(), format!("{} placement lists for {} outputs", d.outputs.len(), n.outputs.len()));
+                        at(
+                            Some(id),
+                            loc.clone(),
+                            format!(
+                                "{} placement lists for {} outputs",
+                                d.outputs.len(),
+                                n.outputs.len()
+                            ),
+                        );
                     }
                     if !d.inputs.is_empty() && d.inputs.len() != n.inputs.len() {
-                        at(Some(id), loc.clone(), format!("{} input placement lists for {} inputs", d.inputs.len(), n.inputs.len()));
+                        at(
+                            Some(id),
+                            loc.clone(),
+                            format!(
+                                "{} input placement lists for {} inputs",
+                                d.inputs.len(),
+                                n.inputs.len()
+                            ),
+                        );
                     }
                     for (i, ps) in d.outputs.iter().enumerate() {
                         if let Some(msg) = check(ps, n.outputs.get(i), &format!("output {i}")) {

@@ -39,7 +39,11 @@ pub fn run(c: ClusterCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        ClusterCommand::Show { spec, nodes, format } => {
+        ClusterCommand::Show {
+            spec,
+            nodes,
+            format,
+        } => {
             let mut cluster = Cluster::resolve(&spec)?;
             if let Some(n) = nodes {
                 anyhow::ensure!(n > 0, "--nodes must be at least 1");

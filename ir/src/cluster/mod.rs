@@ -223,7 +223,10 @@ impl Cluster {
             })
         };
         if self.node_groups.is_empty() {
-            return bad("node_group".into(), "a cluster needs at least one [[node_group]]");
+            return bad(
+                "node_group".into(),
+                "a cluster needs at least one [[node_group]]",
+            );
         }
         let link = |l: &Link, f: &str| -> Result<(), ClusterError> {
             if !(l.bandwidth_gbs.is_finite() && l.bandwidth_gbs > 0.0) {
@@ -246,20 +249,35 @@ impl Cluster {
             link(&g.intra_node, &format!("{f}.intra_node"))?;
             let d = &g.device;
             if !(d.memory_gib.is_finite() && d.memory_gib > 0.0) {
-                return bad(format!("{f}.device.memory_gib"), "must be a positive number");
+                return bad(
+                    format!("{f}.device.memory_gib"),
+                    "must be a positive number",
+                );
             }
             if !(d.memory_bandwidth_gbs.is_finite() && d.memory_bandwidth_gbs > 0.0) {
-                return bad(format!("{f}.device.memory_bandwidth_gbs"), "must be a positive number");
+                return bad(
+                    format!("{f}.device.memory_bandwidth_gbs"),
+                    "must be a positive number",
+                );
             }
             if !(d.price_per_hour.is_finite() && d.price_per_hour >= 0.0) {
-                return bad(format!("{f}.device.price_per_hour"), "must be zero or positive");
+                return bad(
+                    format!("{f}.device.price_per_hour"),
+                    "must be zero or positive",
+                );
             }
             let peaks = d.peak_tflops.entries();
             if peaks.is_empty() {
-                return bad(format!("{f}.device.peak_tflops"), "give at least one precision (f32, bf16, ...)");
+                return bad(
+                    format!("{f}.device.peak_tflops"),
+                    "give at least one precision (f32, bf16, ...)",
+                );
             }
             if let Some((k, _)) = peaks.iter().find(|(_, v)| !(v.is_finite() && *v > 0.0)) {
-                return bad(format!("{f}.device.peak_tflops.{k}"), "must be a positive number");
+                return bad(
+                    format!("{f}.device.peak_tflops.{k}"),
+                    "must be a positive number",
+                );
             }
         }
         Ok(())

@@ -27,7 +27,8 @@ pub const PRESETS: &[PresetInfo] = &[
     PresetInfo {
         name: "dgx-v100-32g",
         aliases: &["v100"],
-        description: "8x V100-SXM2-32GB, NVLink hybrid cube-mesh, 4x 100 Gb/s EDR InfiniBand per node",
+        description:
+            "8x V100-SXM2-32GB, NVLink hybrid cube-mesh, 4x 100 Gb/s EDR InfiniBand per node",
         build: dgx_v100,
     },
     PresetInfo {
@@ -98,9 +99,9 @@ fn dgx_a100() -> Cluster {
             bf16: Some(312.0),
             i8: Some(624.0),
         },
-        memory_gib: 80.0,              // 80 GB HBM2e (81920 MiB as nvidia-smi reports)
-        memory_bandwidth_gbs: 2039.0,  // datasheet: 2,039 GB/s
-        price_per_hour: 5.12,          // AWS p4de.24xlarge on-demand $40.96/h ÷ 8 (us-east-1, 2023)
+        memory_gib: 80.0, // 80 GB HBM2e (81920 MiB as nvidia-smi reports)
+        memory_bandwidth_gbs: 2039.0, // datasheet: 2,039 GB/s
+        price_per_hour: 5.12, // AWS p4de.24xlarge on-demand $40.96/h ÷ 8 (us-east-1, 2023)
     };
     one_node(
         "dgx-a100-80g",

@@ -248,7 +248,13 @@ impl AttrWriter {
         self.0.push((name, a));
         self
     }
-    fn put_unless<T: PartialEq>(&mut self, name: &'static str, v: T, default: T, a: Attr) -> &mut Self {
+    fn put_unless<T: PartialEq>(
+        &mut self,
+        name: &'static str,
+        v: T,
+        default: T,
+        a: Attr,
+    ) -> &mut Self {
         if v != default {
             self.0.push((name, a));
         }
@@ -348,7 +354,12 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
         Op::Conv2d(c) => conv_attrs(&mut w, c),
         Op::ConvTranspose2d(c) => {
             conv_attrs(&mut w, &c.conv);
-            w.put_unless("output_padding", c.output_padding, [0, 0], ints(c.output_padding));
+            w.put_unless(
+                "output_padding",
+                c.output_padding,
+                [0, 0],
+                ints(c.output_padding),
+            );
         }
         Op::BatchNorm { eps } => {
             w.put_unless("eps", *eps, 1e-5, Attr::Float(*eps));
@@ -361,15 +372,24 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             w.put_unless("axis", *axis, -1, Attr::Int(*axis));
         }
         Op::Reduce(r) => {
-            w.put("axes", ints(r.axes.iter().copied()))
-                .put_unless("keepdims", r.keepdims, false, boolean(true));
+            w.put("axes", ints(r.axes.iter().copied())).put_unless(
+                "keepdims",
+                r.keepdims,
+                false,
+                boolean(true),
+            );
         }
         Op::Pool(p) => {
             w.put("kernel", ints(p.kernel))
                 .put_unless("stride", p.stride, [1, 1], ints(p.stride))
                 .put_unless("padding", p.padding, [0; 4], ints(p.padding))
                 .put_unless("ceil_mode", p.ceil_mode, false, boolean(true))
-                .put_unless("count_include_pad", p.count_include_pad, false, boolean(true));
+                .put_unless(
+                    "count_include_pad",
+                    p.count_include_pad,
+                    false,
+                    boolean(true),
+                );
         }
         Op::Resize(r) => {
             let mode = match r.mode {
@@ -463,7 +483,10 @@ impl<'a> AttrReader<'a> {
     }
 
     fn take(&mut self, name: &str) -> Option<Attr> {
-        let slot = self.attrs.iter_mut().find(|(k, _, used)| k == name && !*used)?;
+        let slot = self
+            .attrs
+            .iter_mut()
+            .find(|(k, _, used)| k == name && !*used)?;
         slot.2 = true;
         Some(slot.1.clone())
     }
@@ -580,7 +603,11 @@ impl<'a> AttrReader<'a> {
         l.iter().map(|a| self.to_uint(name, a)).collect()
     }
 
-    fn fixed<const K: usize>(&mut self, name: &str, d: Option<[u64; K]>) -> Result<[u64; K], AttrError> {
+    fn fixed<const K: usize>(
+        &mut self,
+        name: &str,
+        d: Option<[u64; K]>,
+    ) -> Result<[u64; K], AttrError> {
         let present = self.attrs.iter().any(|(k, _, u)| k == name && !u);
         let v = match (present, d) {
             (false, Some(d)) => return Ok(d),
@@ -776,7 +803,11 @@ pub fn op_from_attrs(
             axis: r.int_or("axis", -1)?,
         },
         "max_pool" | "avg_pool" => Op::Pool(PoolAttrs {
-            kind: if name == "max_pool" { PoolKind::Max } else { PoolKind::Avg },
+            kind: if name == "max_pool" {
+                PoolKind::Max
+            } else {
+                PoolKind::Avg
+            },
             kernel: r.fixed("kernel", None)?,
             stride: r.fixed("stride", Some([1, 1]))?,
             padding: r.fixed("padding", Some([0; 4]))?,
@@ -792,13 +823,11 @@ pub fn op_from_attrs(
             };
             let coord = match r.take("coord") {
                 None => CoordMode::HalfPixel,
-                Some(Attr::Word(w)) if COORD_NAMES.iter().any(|(n, _)| *n == w) => {
-                    COORD_NAMES
-                        .iter()
-                        .find(|(n, _)| *n == w)
-                        .map(|(_, c)| *c)
-                        .unwrap_or(CoordMode::HalfPixel)
-                }
+                Some(Attr::Word(w)) if COORD_NAMES.iter().any(|(n, _)| *n == w) => COORD_NAMES
+                    .iter()
+                    .find(|(n, _)| *n == w)
+                    .map(|(_, c)| *c)
+                    .unwrap_or(CoordMode::HalfPixel),
                 Some(a) => {
                     let names: Vec<&str> = COORD_NAMES.iter().map(|(n, _)| *n).collect();
                     return r.bad("coord", &format!("one of {}", names.join(", ")), &a);
@@ -809,12 +838,14 @@ pub fn op_from_attrs(
                 .iter()
                 .map(|a| r.dim_of("size", a))
                 .collect::<Result<_, _>>()?;
-            let size: [Dim; 2] = dims
-                .try_into()
-                .or_else(|_| err("`resize` attribute `size` must have 2 entries (height, width)"))?;
+            let size: [Dim; 2] = dims.try_into().or_else(|_| {
+                err("`resize` attribute `size` must have 2 entries (height, width)")
+            })?;
             Op::Resize(ResizeAttrs { mode, coord, size })
         }
-        "concat" => Op::Concat { axis: r.int("axis")? },
+        "concat" => Op::Concat {
+            axis: r.int("axis")?,
+        },
         "flatten" => Op::Flatten {
             axis: r.int_or("axis", 1)?,
         },
@@ -851,8 +882,12 @@ pub fn op_from_attrs(
         "transpose" => Op::Transpose {
             perm: r.uints("perm")?.into_iter().map(|p| p as usize).collect(),
         },
-        "squeeze" => Op::Squeeze { axes: r.ints("axes")? },
-        "unsqueeze" => Op::Unsqueeze { axes: r.ints("axes")? },
+        "squeeze" => Op::Squeeze {
+            axes: r.ints("axes")?,
+        },
+        "unsqueeze" => Op::Unsqueeze {
+            axes: r.ints("axes")?,
+        },
         "embedding" => Op::Embedding,
         "all_reduce" => Op::AllReduce {
             op: r.reduce_op()?,
@@ -876,8 +911,12 @@ pub fn op_from_attrs(
             root: r.uint("root")?,
             group: r.group()?,
         },
-        "send" => Op::Send { peer: r.uint("peer")? },
-        "recv" => Op::Recv { peer: r.uint("peer")? },
+        "send" => Op::Send {
+            peer: r.uint("peer")?,
+        },
+        "recv" => Op::Recv {
+            peer: r.uint("peer")?,
+        },
         _ => return err(format!("unknown op `{name}`")),
     };
     r.finish(op)

@@ -45,19 +45,24 @@ pub fn op_cost(
 
     let (flops, bytes) = match op {
         Op::Input | Op::Param(_) | Op::Constant(_) => (0, 0),
-        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. } => (0, 0),
+        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. } => {
+            (0, 0)
+        }
         Op::Unary(_) | Op::Binary(_) | Op::Where => (out_elems, rw),
         Op::Cast { .. } | Op::Dropout { .. } => (0, rw),
         Op::MatMul(m) => {
             let a = dims(&inputs[0]);
-            let k = if m.transpose_a { a[a.len() - 2] } else { a[a.len() - 1] };
+            let k = if m.transpose_a {
+                a[a.len() - 2]
+            } else {
+                a[a.len() - 1]
+            };
             (2 * out_elems * k, rw)
         }
-        Op::Conv2d(c) => {
+        Op::Conv2d(_) => {
             let w = dims(&inputs[1]);
             let macs = out_elems * w[1] * w[2] * w[3];
             let bias = if inputs.len() > 2 { out_elems } else { 0 };
-            let _ = c;
             (2 * macs + bias, rw)
         }
         Op::ConvTranspose2d(_) => {
@@ -80,7 +85,10 @@ pub fn op_cost(
             (f, rw)
         }
         Op::Gather { .. } | Op::Embedding => {
-            let idx = inputs.get(1).map(|t| t.bytes(bindings, default)).unwrap_or(0);
+            let idx = inputs
+                .get(1)
+                .map(|t| t.bytes(bindings, default))
+                .unwrap_or(0);
             (0, idx + 2 * bytes_of(outputs))
         }
         Op::Concat { .. } | Op::Split { .. } | Op::Slice(_) | Op::Transpose { .. } => (0, rw),
@@ -118,8 +126,16 @@ mod tests {
     fn grouped_conv_counts_per_group_channels() {
         // depthwise 3x3 on 8 channels, 10x10 output, with bias
         let c = cost(
-            Op::Conv2d(ConvAttrs { groups: 8, padding: [1; 4], ..Default::default() }),
-            &[TensorType::f32(&[1, 8, 10, 10]), TensorType::f32(&[8, 1, 3, 3]), TensorType::f32(&[8])],
+            Op::Conv2d(ConvAttrs {
+                groups: 8,
+                padding: [1; 4],
+                ..Default::default()
+            }),
+            &[
+                TensorType::f32(&[1, 8, 10, 10]),
+                TensorType::f32(&[8, 1, 3, 3]),
+                TensorType::f32(&[8]),
+            ],
             &[TensorType::f32(&[1, 8, 10, 10])],
         );
         assert_eq!(c.flops, 2 * 800 * 9 + 800);
@@ -128,7 +144,9 @@ mod tests {
     #[test]
     fn views_move_nothing() {
         let c = cost(
-            Op::Reshape { shape: vec![ReshapeDim::Infer] },
+            Op::Reshape {
+                shape: vec![ReshapeDim::Infer],
+            },
             &[TensorType::f32(&[4, 4])],
             &[TensorType::f32(&[16])],
         );

@@ -27,16 +27,31 @@ pub enum UnaryOp {
     Abs,
     Relu,
     Relu6,
-    LeakyRelu { alpha: f64 },
+    LeakyRelu {
+        #[serde(with = "crate::serde_f64")]
+        alpha: f64,
+    },
     Sigmoid,
     /// `clip(alpha * x + beta, 0, 1)` (ONNX defaults alpha=0.2, beta=0.5; Paddle uses 1/6, 0.5).
-    HardSigmoid { alpha: f64, beta: f64 },
+    HardSigmoid {
+        #[serde(with = "crate::serde_f64")]
+        alpha: f64,
+        #[serde(with = "crate::serde_f64")]
+        beta: f64,
+    },
     HardSwish,
     /// `tanh` selects the tanh approximation, otherwise the exact erf form.
-    Gelu { tanh: bool },
+    Gelu {
+        tanh: bool,
+    },
     Silu,
     Mish,
-    Clip { min: f64, max: f64 },
+    Clip {
+        #[serde(with = "crate::serde_f64")]
+        min: f64,
+        #[serde(with = "crate::serde_f64")]
+        max: f64,
+    },
 }
 
 /// Elementwise ops of two inputs, with numpy broadcasting.
@@ -80,9 +95,19 @@ impl BinaryOp {
 /// concrete distribution by whoever creates the parameter, so the IR stays simple.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Init {
-    Constant(f64),
-    Normal { mean: f64, std: f64 },
-    Uniform { low: f64, high: f64 },
+    Constant(#[serde(with = "crate::serde_f64")] f64),
+    Normal {
+        #[serde(with = "crate::serde_f64")]
+        mean: f64,
+        #[serde(with = "crate::serde_f64")]
+        std: f64,
+    },
+    Uniform {
+        #[serde(with = "crate::serde_f64")]
+        low: f64,
+        #[serde(with = "crate::serde_f64")]
+        high: f64,
+    },
 }
 
 /// A named, trainable (or loadable) tensor.
@@ -96,7 +121,7 @@ pub struct ParamAttrs {
 /// Literal data of a constant, row-major. Integer and bool dtypes use `Ints`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Literal {
-    Floats(Vec<f64>),
+    Floats(#[serde(with = "crate::serde_f64::vec")] Vec<f64>),
     Ints(Vec<i64>),
 }
 
@@ -240,47 +265,101 @@ pub enum Op {
     Binary(BinaryOp),
     /// `where(cond, a, b)` with broadcasting.
     Where,
-    Cast { to: DType },
+    Cast {
+        to: DType,
+    },
     /// Identity at inference; zeroes with probability `p` when training.
-    Dropout { p: f64 },
+    Dropout {
+        #[serde(with = "crate::serde_f64")]
+        p: f64,
+    },
     // Linear algebra and convolution.
     MatMul(MatMulAttrs),
     Conv2d(ConvAttrs),
     ConvTranspose2d(ConvTransposeAttrs),
     // Normalisation.
     /// Inference batch norm: inputs x, scale, bias, mean, var (ONNX order).
-    BatchNorm { eps: f64 },
+    BatchNorm {
+        #[serde(with = "crate::serde_f64")]
+        eps: f64,
+    },
     /// Normalises over dims `axis..`; inputs x, scale, bias.
-    LayerNorm { axis: i64, eps: f64 },
-    Softmax { axis: i64 },
-    LogSoftmax { axis: i64 },
+    LayerNorm {
+        axis: i64,
+        #[serde(with = "crate::serde_f64")]
+        eps: f64,
+    },
+    Softmax {
+        axis: i64,
+    },
+    LogSoftmax {
+        axis: i64,
+    },
     Reduce(ReduceOverAxes),
     // Pooling and resizing.
     Pool(PoolAttrs),
     GlobalPool(PoolKind),
     Resize(ResizeAttrs),
     // Shape ops.
-    Concat { axis: i64 },
-    Split { axis: i64, sizes: Vec<u64> },
+    Concat {
+        axis: i64,
+    },
+    Split {
+        axis: i64,
+        sizes: Vec<u64>,
+    },
     Slice(SliceAttrs),
-    Reshape { shape: Vec<ReshapeDim> },
-    Transpose { perm: Vec<usize> },
-    Squeeze { axes: Vec<i64> },
-    Unsqueeze { axes: Vec<i64> },
-    Flatten { axis: i64 },
+    Reshape {
+        shape: Vec<ReshapeDim>,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Squeeze {
+        axes: Vec<i64>,
+    },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
+    Flatten {
+        axis: i64,
+    },
     /// ONNX Gather: data, indices.
-    Gather { axis: i64 },
+    Gather {
+        axis: i64,
+    },
     /// Embedding lookup: table `[V, D]`, integer ids `[...]` → `[..., D]`.
     Embedding,
     // Collectives, over one axis of a mesh.
-    AllReduce { op: ReduceOp, group: CommGroup },
-    AllGather { axis: i64, group: CommGroup },
-    ReduceScatter { op: ReduceOp, axis: i64, group: CommGroup },
-    AllToAll { split_axis: i64, concat_axis: i64, group: CommGroup },
-    Broadcast { root: u64, group: CommGroup },
+    AllReduce {
+        op: ReduceOp,
+        group: CommGroup,
+    },
+    AllGather {
+        axis: i64,
+        group: CommGroup,
+    },
+    ReduceScatter {
+        op: ReduceOp,
+        axis: i64,
+        group: CommGroup,
+    },
+    AllToAll {
+        split_axis: i64,
+        concat_axis: i64,
+        group: CommGroup,
+    },
+    Broadcast {
+        root: u64,
+        group: CommGroup,
+    },
     // Point to point, for pipeline stages.
-    Send { peer: u64 },
-    Recv { peer: u64 },
+    Send {
+        peer: u64,
+    },
+    Recv {
+        peer: u64,
+    },
 }
 
 impl Op {

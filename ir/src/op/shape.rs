@@ -80,10 +80,7 @@ fn need_int(op: &Op, what: &str, t: &TensorType) -> R<()> {
     if t.dtype.is_int() {
         Ok(())
     } else {
-        fail(format!(
-            "`{}` needs integer {what}, found {t}",
-            op.name()
-        ))
+        fail(format!("`{}` needs integer {what}, found {t}", op.name()))
     }
 }
 
@@ -129,8 +126,27 @@ fn add_dims(a: &Dim, b: &Dim) -> Option<Dim> {
     (ma == mb).then(|| ma.mul(&Dim::Static(ca + cb)))
 }
 
+/// A sliding window along one spatial dim.
+struct Window {
+    /// Kernel extent after dilation.
+    eff_kernel: u64,
+    /// Padding at the start.
+    pad_begin: u64,
+    /// Padding at both ends together.
+    pads: u64,
+    stride: u64,
+    ceil: bool,
+}
+
 /// Output size of a sliding window (conv, pool).
-fn window_out(op: &Op, what: &str, d: &Dim, eff_kernel: u64, pads: u64, stride: u64, ceil: bool, pad_begin: u64) -> R<Dim> {
+fn window_out(op: &Op, what: &str, d: &Dim, w: Window) -> R<Dim> {
+    let Window {
+        eff_kernel,
+        pad_begin,
+        pads,
+        stride,
+        ceil,
+    } = w;
     if stride == 0 {
         return fail(format!("`{}` stride must be positive", op.name()));
     }
@@ -159,12 +175,19 @@ fn window_out(op: &Op, what: &str, d: &Dim, eff_kernel: u64, pads: u64, stride: 
 }
 
 fn group_size(op: &Op, g: &CommGroup, ctx: &InferCtx) -> R<u64> {
-    let meshes = ctx
-        .meshes
-        .ok_or_else(|| ShapeError(format!("`{}` needs a mesh but none are declared", op.name())))?;
-    let mesh = meshes
-        .get(&g.mesh)
-        .ok_or_else(|| ShapeError(format!("`{}` refers to unknown mesh @{}", op.name(), g.mesh)))?;
+    let meshes = ctx.meshes.ok_or_else(|| {
+        ShapeError(format!(
+            "`{}` needs a mesh but none are declared",
+            op.name()
+        ))
+    })?;
+    let mesh = meshes.get(&g.mesh).ok_or_else(|| {
+        ShapeError(format!(
+            "`{}` refers to unknown mesh @{}",
+            op.name(),
+            g.mesh
+        ))
+    })?;
     mesh.shape.get(g.axis).copied().ok_or_else(|| {
         ShapeError(format!(
             "`{}`: mesh @{} has {} axes, no axis {}",
@@ -209,9 +232,10 @@ pub fn infer_types(
             let [t] = declared else {
                 return fail("`constant` has exactly one output");
             };
-            let n = t.shape.numel().as_static().ok_or_else(|| {
-                ShapeError(format!("a constant needs a static shape, found {t}"))
-            })?;
+            let n =
+                t.shape.numel().as_static().ok_or_else(|| {
+                    ShapeError(format!("a constant needs a static shape, found {t}"))
+                })?;
             if n != lit.len() as u64 {
                 return fail(format!(
                     "constant of type {t} needs {n} values, found {}",
@@ -222,7 +246,11 @@ pub fn infer_types(
             if float_lit != t.dtype.is_float() {
                 return fail(format!(
                     "constant of type {t} needs {} values",
-                    if t.dtype.is_float() { "float" } else { "integer" }
+                    if t.dtype.is_float() {
+                        "float"
+                    } else {
+                        "integer"
+                    }
                 ));
             }
             Ok(declared.to_vec())
@@ -243,13 +271,20 @@ pub fn infer_types(
             same_dtype(op, &inputs[0], &inputs[1])?;
             let shape = broadcast(&inputs[0].shape, &inputs[1].shape)
                 .map_err(|e| ShapeError(format!("`{}`: {e}", op.name())))?;
-            let dtype = if b.is_comparison() { DType::Bool } else { inputs[0].dtype };
+            let dtype = if b.is_comparison() {
+                DType::Bool
+            } else {
+                inputs[0].dtype
+            };
             one(TensorType { dtype, shape })
         }
         Op::Where => {
             arity(op, inputs, &[3])?;
             if inputs[0].dtype != DType::Bool {
-                return fail(format!("`where` needs a bool condition, found {}", inputs[0]));
+                return fail(format!(
+                    "`where` needs a bool condition, found {}",
+                    inputs[0]
+                ));
             }
             same_dtype(op, &inputs[1], &inputs[2])?;
             let s = broadcast(&inputs[0].shape, &inputs[1].shape)
@@ -269,18 +304,31 @@ pub fn infer_types(
             let (a, b) = (&inputs[0], &inputs[1]);
             same_dtype(op, a, b)?;
             if a.rank() < 2 || b.rank() < 2 {
-                return fail(format!("`matmul` needs operands of rank ≥ 2, found {a} and {b}"));
+                return fail(format!(
+                    "`matmul` needs operands of rank ≥ 2, found {a} and {b}"
+                ));
             }
             let (ra, rb) = (a.rank(), b.rank());
-            let (m_dim, ka) = if m.transpose_a { (&a.shape.0[ra - 1], &a.shape.0[ra - 2]) } else { (&a.shape.0[ra - 2], &a.shape.0[ra - 1]) };
-            let (kb, n_dim) = if m.transpose_b { (&b.shape.0[rb - 1], &b.shape.0[rb - 2]) } else { (&b.shape.0[rb - 2], &b.shape.0[rb - 1]) };
+            let (m_dim, ka) = if m.transpose_a {
+                (&a.shape.0[ra - 1], &a.shape.0[ra - 2])
+            } else {
+                (&a.shape.0[ra - 2], &a.shape.0[ra - 1])
+            };
+            let (kb, n_dim) = if m.transpose_b {
+                (&b.shape.0[rb - 1], &b.shape.0[rb - 2])
+            } else {
+                (&b.shape.0[rb - 2], &b.shape.0[rb - 1])
+            };
             if ka != kb {
                 return fail(format!(
                     "`matmul`: inner dimensions differ: {a} × {b} ({ka} vs {kb})"
                 ));
             }
-            let batch = broadcast(&Shape(a.shape.0[..ra - 2].to_vec()), &Shape(b.shape.0[..rb - 2].to_vec()))
-                .map_err(|e| ShapeError(format!("`matmul` batch dims: {e}")))?;
+            let batch = broadcast(
+                &Shape(a.shape.0[..ra - 2].to_vec()),
+                &Shape(b.shape.0[..rb - 2].to_vec()),
+            )
+            .map_err(|e| ShapeError(format!("`matmul` batch dims: {e}")))?;
             let mut dims = batch.0;
             dims.push(m_dim.clone());
             dims.push(n_dim.clone());
@@ -293,7 +341,10 @@ pub fn infer_types(
             need_rank(op, "input (NCHW)", x, 4)?;
             need_rank(op, "weight", w, 4)?;
             if c.groups == 0 || c.dilation.contains(&0) {
-                return fail(format!("`{}` groups and dilation must be positive", op.name()));
+                return fail(format!(
+                    "`{}` groups and dilation must be positive",
+                    op.name()
+                ));
             }
             let g = Dim::Static(c.groups);
             let transpose = matches!(op, Op::ConvTranspose2d(_));
@@ -315,18 +366,28 @@ pub fn infer_types(
             }
             if let Some(o) = out_ch.as_static() {
                 if o % c.groups != 0 {
-                    return fail(format!("`{}`: {o} output channels do not split into {} groups", op.name(), c.groups));
+                    return fail(format!(
+                        "`{}`: {o} output channels do not split into {} groups",
+                        op.name(),
+                        c.groups
+                    ));
                 }
             }
             if let Some(bias) = inputs.get(2) {
                 if bias.shape.0 != [out_ch.clone()] {
-                    return fail(format!("`{}`: bias must be [{out_ch}], found {bias}", op.name()));
+                    return fail(format!(
+                        "`{}`: bias must be [{out_ch}], found {bias}",
+                        op.name()
+                    ));
                 }
             }
             let mut dims = vec![x.shape.0[0].clone(), out_ch];
             for i in 0..2 {
                 let k = w.shape.0[2 + i].as_static().ok_or_else(|| {
-                    ShapeError(format!("`{}` needs a static kernel size, found {w}", op.name()))
+                    ShapeError(format!(
+                        "`{}` needs a static kernel size, found {w}",
+                        op.name()
+                    ))
                 })?;
                 let eff = c.dilation[i] * (k.max(1) - 1) + 1;
                 let pads = c.padding[i] + c.padding[i + 2];
@@ -335,7 +396,18 @@ pub fn infer_types(
                 let out = if let Op::ConvTranspose2d(t) = op {
                     transpose_out(op, what, d, eff, pads, c.stride[i], t.output_padding[i])?
                 } else {
-                    window_out(op, what, d, eff, pads, c.stride[i], false, c.padding[i])?
+                    window_out(
+                        op,
+                        what,
+                        d,
+                        Window {
+                            eff_kernel: eff,
+                            pad_begin: c.padding[i],
+                            pads,
+                            stride: c.stride[i],
+                            ceil: false,
+                        },
+                    )?
                 };
                 dims.push(out);
             }
@@ -345,12 +417,16 @@ pub fn infer_types(
             arity(op, inputs, &[5])?;
             let x = &inputs[0];
             if x.rank() < 2 {
-                return fail(format!("`batch_norm` needs rank ≥ 2 (N, C, ...), found {x}"));
+                return fail(format!(
+                    "`batch_norm` needs rank ≥ 2 (N, C, ...), found {x}"
+                ));
             }
             let c = &x.shape.0[1];
             for (t, what) in inputs[1..].iter().zip(["scale", "bias", "mean", "var"]) {
                 if t.shape.0 != [c.clone()] {
-                    return fail(format!("`batch_norm`: {what} must be [{c}] for input {x}, found {t}"));
+                    return fail(format!(
+                        "`batch_norm`: {what} must be [{c}] for input {x}, found {t}"
+                    ));
                 }
                 same_dtype(op, x, t)?;
             }
@@ -380,7 +456,11 @@ pub fn infer_types(
         Op::Reduce(r) => {
             arity(op, inputs, &[1])?;
             let x = &inputs[0];
-            let mut axes: Vec<usize> = r.axes.iter().map(|&a| norm_axis(a, x.rank())).collect::<R<_>>()?;
+            let mut axes: Vec<usize> = r
+                .axes
+                .iter()
+                .map(|&a| norm_axis(a, x.rank()))
+                .collect::<R<_>>()?;
             if axes.is_empty() {
                 axes = (0..x.rank()).collect();
             }
@@ -411,7 +491,14 @@ pub fn infer_types(
             for i in 0..2 {
                 let what = if i == 0 { "height" } else { "width" };
                 let pads = p.padding[i] + p.padding[i + 2];
-                dims.push(window_out(op, what, &x.shape.0[2 + i], p.kernel[i], pads, p.stride[i], p.ceil_mode, p.padding[i])?);
+                let w = Window {
+                    eff_kernel: p.kernel[i],
+                    pad_begin: p.padding[i],
+                    pads,
+                    stride: p.stride[i],
+                    ceil: p.ceil_mode,
+                };
+                dims.push(window_out(op, what, &x.shape.0[2 + i], w)?);
             }
             one(TensorType::new(x.dtype, dims))
         }
@@ -419,7 +506,10 @@ pub fn infer_types(
             arity(op, inputs, &[1])?;
             let x = &inputs[0];
             if x.rank() < 3 {
-                return fail(format!("`{}` needs rank ≥ 3 (N, C, spatial...), found {x}", op.name()));
+                return fail(format!(
+                    "`{}` needs rank ≥ 3 (N, C, spatial...), found {x}",
+                    op.name()
+                ));
             }
             let mut dims = x.shape.0[..2].to_vec();
             dims.extend(std::iter::repeat_n(Dim::Static(1), x.rank() - 2));
@@ -443,15 +533,25 @@ pub fn infer_types(
             for t in &inputs[1..] {
                 same_dtype(op, first, t)?;
                 if t.rank() != first.rank() {
-                    return fail(format!("`concat` needs inputs of one rank, found {first} and {t}"));
+                    return fail(format!(
+                        "`concat` needs inputs of one rank, found {first} and {t}"
+                    ));
                 }
                 for i in 0..t.rank() {
                     if i != a {
-                        same_dim(op, &format!("dims {i} of {first} and {t}"), &first.shape.0[i], &t.shape.0[i])?;
+                        same_dim(
+                            op,
+                            &format!("dims {i} of {first} and {t}"),
+                            &first.shape.0[i],
+                            &t.shape.0[i],
+                        )?;
                     }
                 }
                 total = add_dims(&total, &t.shape.0[a]).ok_or_else(|| {
-                    ShapeError(format!("`concat`: the sum {total} + {} is not a single size", t.shape.0[a]))
+                    ShapeError(format!(
+                        "`concat`: the sum {total} + {} is not a single size",
+                        t.shape.0[a]
+                    ))
                 })?;
             }
             let mut out = first.clone();
@@ -464,7 +564,10 @@ pub fn infer_types(
             let a = norm_axis(*axis, x.rank())?;
             let sum: u64 = sizes.iter().sum();
             if x.shape.0[a] != Dim::Static(sum) {
-                return fail(format!("`split`: sizes {sizes:?} add up to {sum} but dim {a} of {x} is {}", x.shape.0[a]));
+                return fail(format!(
+                    "`split`: sizes {sizes:?} add up to {sum} but dim {a} of {x} is {}",
+                    x.shape.0[a]
+                ));
             }
             Ok(sizes
                 .iter()
@@ -493,7 +596,10 @@ pub fn infer_types(
             arity(op, inputs, &[1])?;
             let x = &inputs[0];
             let total = x.shape.numel();
-            let infer = shape.iter().filter(|d| matches!(d, ReshapeDim::Infer)).count();
+            let infer = shape
+                .iter()
+                .filter(|d| matches!(d, ReshapeDim::Infer))
+                .count();
             if infer > 1 {
                 return fail("`reshape` can infer at most one dim (-1)");
             }
@@ -503,11 +609,15 @@ pub fn infer_types(
             });
             let inferred = if infer == 1 {
                 Some(total.div_exact(&known).ok_or_else(|| {
-                    ShapeError(format!("`reshape`: {x} has {total} elements, not a multiple of {known}"))
+                    ShapeError(format!(
+                        "`reshape`: {x} has {total} elements, not a multiple of {known}"
+                    ))
                 })?)
             } else {
                 if known != total {
-                    return fail(format!("`reshape`: {x} has {total} elements but the target has {known}"));
+                    return fail(format!(
+                        "`reshape`: {x} has {total} elements but the target has {known}"
+                    ));
                 }
                 None
             };
@@ -526,24 +636,37 @@ pub fn infer_types(
             let mut sorted = perm.clone();
             sorted.sort();
             if sorted != (0..x.rank()).collect::<Vec<_>>() {
-                return fail(format!("`transpose`: perm {perm:?} is not a permutation of the {} dims of {x}", x.rank()));
+                return fail(format!(
+                    "`transpose`: perm {perm:?} is not a permutation of the {} dims of {x}",
+                    x.rank()
+                ));
             }
-            one(TensorType::new(x.dtype, perm.iter().map(|&p| x.shape.0[p].clone()).collect()))
+            one(TensorType::new(
+                x.dtype,
+                perm.iter().map(|&p| x.shape.0[p].clone()).collect(),
+            ))
         }
         Op::Squeeze { axes } => {
             arity(op, inputs, &[1])?;
             let x = &inputs[0];
             let axes: Vec<usize> = if axes.is_empty() {
-                (0..x.rank()).filter(|&i| x.shape.0[i] == Dim::Static(1)).collect()
+                (0..x.rank())
+                    .filter(|&i| x.shape.0[i] == Dim::Static(1))
+                    .collect()
             } else {
-                axes.iter().map(|&a| norm_axis(a, x.rank())).collect::<R<_>>()?
+                axes.iter()
+                    .map(|&a| norm_axis(a, x.rank()))
+                    .collect::<R<_>>()?
             };
             for &a in &axes {
                 if x.shape.0[a] != Dim::Static(1) {
                     return fail(format!("`squeeze`: dim {a} of {x} is not 1"));
                 }
             }
-            let dims = (0..x.rank()).filter(|i| !axes.contains(i)).map(|i| x.shape.0[i].clone()).collect();
+            let dims = (0..x.rank())
+                .filter(|i| !axes.contains(i))
+                .map(|i| x.shape.0[i].clone())
+                .collect();
             one(TensorType::new(x.dtype, dims))
         }
         Op::Unsqueeze { axes } => {
@@ -557,7 +680,13 @@ pub fn infer_types(
             }
             let mut src = x.shape.0.iter();
             let dims = (0..rank)
-                .map(|i| if at.contains(&i) { Some(Dim::Static(1)) } else { src.next().cloned() })
+                .map(|i| {
+                    if at.contains(&i) {
+                        Some(Dim::Static(1))
+                    } else {
+                        src.next().cloned()
+                    }
+                })
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| ShapeError("`unsqueeze` axes out of range".into()))?;
             one(TensorType::new(x.dtype, dims))
@@ -607,7 +736,11 @@ pub fn infer_types(
             t.shape.0[a] = scale_dim(op, &t.shape.0[a], n, matches!(op, Op::ReduceScatter { .. }))?;
             one(t)
         }
-        Op::AllToAll { split_axis, concat_axis, group } => {
+        Op::AllToAll {
+            split_axis,
+            concat_axis,
+            group,
+        } => {
             arity(op, inputs, &[1])?;
             let n = group_size(op, group, ctx)?;
             let mut t = inputs[0].clone();
@@ -624,7 +757,15 @@ pub fn infer_types(
     }
 }
 
-fn transpose_out(op: &Op, what: &str, d: &Dim, eff: u64, pads: u64, stride: u64, out_pad: u64) -> R<Dim> {
+fn transpose_out(
+    op: &Op,
+    what: &str,
+    d: &Dim,
+    eff: u64,
+    pads: u64,
+    stride: u64,
+    out_pad: u64,
+) -> R<Dim> {
     // out = (d - 1)·s - pads + eff + out_pad = s·d + (eff + out_pad - s - pads)
     let extra = (eff + out_pad) as i64 - stride as i64 - pads as i64;
     match d {
@@ -656,11 +797,19 @@ fn slice_len(d: &Dim, start: i64, end: i64, step: i64) -> R<Dim> {
             let len = if step > 0 {
                 let s = clamp(norm(start), 0, n);
                 let e = clamp(norm(end), 0, n);
-                if e > s { (e - s + step - 1) / step } else { 0 }
+                if e > s {
+                    (e - s + step - 1) / step
+                } else {
+                    0
+                }
             } else {
                 let s = clamp(norm(start), -1, n - 1);
                 let e = clamp(norm(end), -1, n - 1);
-                if s > e { (s - e + (-step) - 1) / (-step) } else { 0 }
+                if s > e {
+                    (s - e + (-step) - 1) / (-step)
+                } else {
+                    0
+                }
             };
             Ok(Dim::Static(len as u64))
         }

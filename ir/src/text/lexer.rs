@@ -39,10 +39,11 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '.'
 }
 
-const PUNCT: [&str; 14] = ["->", "(", ")", "[", "]", "{", "}", "<", ">", ",", ":", "=", "*", "#"];
+const PUNCT: [&str; 14] = [
+    "->", "(", ")", "[", "]", "{", "}", "<", ">", ",", ":", "=", "*", "#",
+];
 
 pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
-    let bytes = src.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
     let take_while = |start: usize, f: &dyn Fn(char) -> bool| -> usize {
@@ -67,11 +68,19 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
             '%' | '@' => {
                 let end = take_while(i + 1, &is_name_char);
                 if end == i + 1 {
-                    return Err(ParseError::at(src, i, format!("expected a name after `{c}`")));
+                    return Err(ParseError::at(
+                        src,
+                        i,
+                        format!("expected a name after `{c}`"),
+                    ));
                 }
                 let name = src[i + 1..end].to_string();
                 i = end;
-                if c == '%' { Tok::Value(name) } else { Tok::Global(name) }
+                if c == '%' {
+                    Tok::Value(name)
+                } else {
+                    Tok::Global(name)
+                }
             }
             '#' if src[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic()) => {
                 let end = take_while(i + 1, &|c| c.is_ascii_alphanumeric() || c == '_');
@@ -84,7 +93,10 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
                 i = end;
                 Tok::Str(s)
             }
-            c if c.is_ascii_digit() || (c == '-' && src[i + 1..].starts_with(|d: char| d.is_ascii_digit() || d == 'i')) => {
+            c if c.is_ascii_digit()
+                || (c == '-'
+                    && src[i + 1..].starts_with(|d: char| d.is_ascii_digit() || d == 'i')) =>
+            {
                 let (t, end) = lex_number(src, i)?;
                 i = end;
                 t
@@ -105,12 +117,15 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
                     Tok::Punct(p)
                 }
                 None => {
-                    return Err(ParseError::at(src, i, format!("unexpected character `{c}`")));
+                    return Err(ParseError::at(
+                        src,
+                        i,
+                        format!("unexpected character `{c}`"),
+                    ));
                 }
             },
         };
         out.push((tok, start));
-        let _ = bytes;
     }
     out.push((Tok::Eof, src.len()));
     Ok(out)
@@ -141,12 +156,20 @@ fn lex_string(src: &str, start: usize) -> Result<(String, usize), ParseError> {
                                 chars.next();
                             }
                         }
-                        _ => return Err(ParseError::at(src, at, "bad `\\u{...}` escape in string")),
+                        _ => {
+                            return Err(ParseError::at(src, at, "bad `\\u{...}` escape in string"))
+                        }
                     }
                 }
                 _ => return Err(ParseError::at(src, at, "unknown escape in string")),
             },
-            '\n' => return Err(ParseError::at(src, start, "string is not closed on its line")),
+            '\n' => {
+                return Err(ParseError::at(
+                    src,
+                    start,
+                    "string is not closed on its line",
+                ))
+            }
             c => s.push(c),
         }
     }

@@ -43,7 +43,10 @@ impl ParseError {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map(|p| p + 1).unwrap_or(0);
         let col = src[line_start..offset].chars().count() + 1;
-        let line_end = src[offset..].find('\n').map(|p| offset + p).unwrap_or(src.len());
+        let line_end = src[offset..]
+            .find('\n')
+            .map(|p| offset + p)
+            .unwrap_or(src.len());
         ParseError {
             file: None,
             line,

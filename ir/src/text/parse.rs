@@ -25,7 +25,10 @@ pub fn parse(src: &str) -> Result<Graph, ParseError> {
     // Parsing already type-checked each statement; the verifier adds the graph-wide checks.
     if let Err(errs) = crate::verify::verify(&p.graph) {
         let e = &errs.0[0];
-        let at = e.node.and_then(|n| p.node_at.get(n.index()).copied()).unwrap_or(0);
+        let at = e
+            .node
+            .and_then(|n| p.node_at.get(n.index()).copied())
+            .unwrap_or(0);
         return Err(ParseError::at(src, at, e.to_string()));
     }
     Ok(p.graph)
@@ -147,7 +150,6 @@ impl<'a> Parser<'a> {
         self.expect("(")?;
         self.list(")", |p| p.graph_input())?;
         self.expect("->")?;
-        let sig_at = self.offset();
         let sig = self.types()?;
         self.expect("{")?;
         loop {
@@ -179,7 +181,7 @@ impl<'a> Parser<'a> {
             return self.err_at(
                 ret_at,
                 format!(
-                    "returned values have types {} but the signature (at offset {sig_at}) says {}",
+                    "returned values have types {} but the signature says {}",
                     types_text(&got),
                     types_text(&sig)
                 ),
@@ -201,24 +203,49 @@ impl<'a> Parser<'a> {
         for (k, v) in attrs {
             match (k.as_str(), v) {
                 ("shape", Attr::List(l)) => {
-                    shape = l.iter().map(|a| match a { Attr::Int(i) if *i > 0 => Some(*i as u64), _ => None }).collect::<Option<Vec<_>>>();
+                    shape = l
+                        .iter()
+                        .map(|a| match a {
+                            Attr::Int(i) if *i > 0 => Some(*i as u64),
+                            _ => None,
+                        })
+                        .collect::<Option<Vec<_>>>();
                     if shape.is_none() {
                         return bad(self, "`shape` must be a list of positive integers");
                     }
                 }
                 ("axes", Attr::List(l)) => {
-                    axes = l.iter().map(|a| match a { Attr::Str(s) => Some(s.clone()), _ => None }).collect::<Option<Vec<_>>>();
+                    axes = l
+                        .iter()
+                        .map(|a| match a {
+                            Attr::Str(s) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .collect::<Option<Vec<_>>>();
                     if axes.is_none() {
                         return bad(self, "`axes` must be a list of strings");
                     }
                 }
                 ("devices", Attr::List(l)) => {
-                    devices = l.iter().map(|a| match a { Attr::Int(i) if *i >= 0 => Some(*i as u64), _ => None }).collect::<Option<Vec<_>>>();
+                    devices = l
+                        .iter()
+                        .map(|a| match a {
+                            Attr::Int(i) if *i >= 0 => Some(*i as u64),
+                            _ => None,
+                        })
+                        .collect::<Option<Vec<_>>>();
                     if devices.is_none() {
                         return bad(self, "`devices` must be a list of device ids");
                     }
                 }
-                (k, _) => return bad(self, &format!("unknown or ill-typed field `{k}` (expected shape, axes, devices)")),
+                (k, _) => {
+                    return bad(
+                        self,
+                        &format!(
+                            "unknown or ill-typed field `{k}` (expected shape, axes, devices)"
+                        ),
+                    )
+                }
             }
         }
         let (Some(shape), Some(axes)) = (shape, axes) else {
@@ -287,7 +314,13 @@ impl<'a> Parser<'a> {
         let declared = self.types()?;
         let op = op_from_attrs(&op_name, attrs, &declared).map_err(|e| {
             let msg = if e.0.starts_with("unknown op") {
-                format!("{} (see ir/README.md for the op list)", e.0)
+                match closest_op(&op_name) {
+                    Some(near) => format!(
+                        "{} (did you mean `{near}`? the op list is in ir/README.md)",
+                        e.0
+                    ),
+                    None => format!("{} (the op list is in ir/README.md)", e.0),
+                }
             } else {
                 e.0
             };
@@ -296,7 +329,11 @@ impl<'a> Parser<'a> {
         let id = self
             .graph
             .add_node_typed(op, inputs, declared.clone(), Some(name.clone()))
-            .map_err(|e| ParseError::at(self.src, op_at, format!("%{name} = {}: {}", e.op, e.message)))?;
+            .map_err(|e| {
+                let prefix = format!("`{}`: ", e.op);
+                let msg = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
+                ParseError::at(self.src, op_at, format!("%{name} = {}: {msg}", e.op))
+            })?;
         self.node_at.push(at);
         self.define(at, &name, id)?;
         let (dist, device) = self.annotations(declared.len())?;
@@ -313,7 +350,10 @@ impl<'a> Parser<'a> {
         };
         self.bump();
         let Some(&node) = self.names.get(&name) else {
-            return self.err_at(at, format!("unknown value %{name} (values must be defined before use)"));
+            return self.err_at(
+                at,
+                format!("unknown value %{name} (values must be defined before use)"),
+            );
         };
         let mut port = 0;
         if self.eat("#") {
@@ -324,7 +364,10 @@ impl<'a> Parser<'a> {
         }
         let n_out = self.graph.node(node).outputs.len();
         if port as usize >= n_out {
-            return self.err_at(at, format!("%{name} has {n_out} outputs, no output #{port}"));
+            return self.err_at(
+                at,
+                format!("%{name} has {n_out} outputs, no output #{port}"),
+            );
         }
         Ok(ValueRef::new(node, port))
     }
@@ -343,7 +386,13 @@ impl<'a> Parser<'a> {
         let dt = self.ident("a type such as `f32[N,3]`")?;
         let Some(dtype) = DType::from_name(&dt) else {
             let names: Vec<&str> = DType::ALL.iter().map(|d| d.name()).collect();
-            return self.err_at(at, format!("unknown dtype `{dt}` (expected one of {})", names.join(", ")));
+            return self.err_at(
+                at,
+                format!(
+                    "unknown dtype `{dt}` (expected one of {})",
+                    names.join(", ")
+                ),
+            );
         };
         self.expect("[")?;
         let dims = self.list("]", |p| p.dim(introduces_symbols))?;
@@ -369,7 +418,13 @@ impl<'a> Parser<'a> {
                 }
                 Ok(Dim::sym(&s))
             }
-            t => self.err_at(at, format!("expected a dimension (a size or a symbol), found {}", t.describe())),
+            t => self.err_at(
+                at,
+                format!(
+                    "expected a dimension (a size or a symbol), found {}",
+                    t.describe()
+                ),
+            ),
         }
     }
 
@@ -404,7 +459,12 @@ impl<'a> Parser<'a> {
                 }
                 Attr::Word(w)
             }
-            t => return self.err_at(at, format!("expected an attribute value, found {}", t.describe())),
+            t => {
+                return self.err_at(
+                    at,
+                    format!("expected an attribute value, found {}", t.describe()),
+                )
+            }
         };
         if !matches!(self.peek(), Tok::Punct("*")) {
             return Ok(first);
@@ -416,7 +476,15 @@ impl<'a> Parser<'a> {
             let next = match self.bump() {
                 Tok::Int(i) => Attr::Int(i),
                 Tok::Ident(w) => Attr::Word(w),
-                t => return self.err_at(at, format!("expected a size or symbol after `*`, found {}", t.describe())),
+                t => {
+                    return self.err_at(
+                        at,
+                        format!(
+                            "expected a size or symbol after `*`, found {}",
+                            t.describe()
+                        ),
+                    )
+                }
             };
             d = d.mul(&self.attr_dim(at, &next)?);
         }
@@ -427,7 +495,10 @@ impl<'a> Parser<'a> {
         match a {
             Attr::Int(i) if *i >= 0 => Ok(Dim::Static(*i as u64)),
             Attr::Word(w) if self.symbols.contains(w) => Ok(Dim::sym(w)),
-            Attr::Word(w) => self.err_at(at, format!("unknown symbol `{w}`: symbols come from the graph's input types")),
+            Attr::Word(w) => self.err_at(
+                at,
+                format!("unknown symbol `{w}`: symbols come from the graph's input types"),
+            ),
             _ => self.err_at(at, format!("`{a}` cannot be part of a size")),
         }
     }
@@ -451,12 +522,18 @@ impl<'a> Parser<'a> {
                 let op_at = self.offset();
                 let op = self.ident("a reduce op")?;
                 let Some(r) = ReduceOp::from_name(&op) else {
-                    return self.err_at(op_at, format!("unknown reduce op `{op}` (expected sum, mean, max, min, prod)"));
+                    return self.err_at(
+                        op_at,
+                        format!("unknown reduce op `{op}` (expected sum, mean, max, min, prod)"),
+                    );
                 };
                 self.expect(")")?;
                 Ok(Placement::Partial(r))
             }
-            _ => self.err_at(at, format!("unknown placement `{w}` (expected R, S(dim) or P(op))")),
+            _ => self.err_at(
+                at,
+                format!("unknown placement `{w}` (expected R, S(dim) or P(op))"),
+            ),
         }
     }
 
@@ -479,7 +556,10 @@ impl<'a> Parser<'a> {
                     let k_at = self.offset();
                     let k = self.ident("a device kind (cpu or gpu)")?;
                     let Some(kind) = DeviceKind::from_name(&k) else {
-                        return self.err_at(k_at, format!("unknown device kind `{k}` (expected cpu or gpu)"));
+                        return self.err_at(
+                            k_at,
+                            format!("unknown device kind `{k}` (expected cpu or gpu)"),
+                        );
                     };
                     let mut index = None;
                     if self.eat(":") {
@@ -491,7 +571,12 @@ impl<'a> Parser<'a> {
                     self.expect(">")?;
                     device = Some(DeviceRef { kind, index });
                 }
-                _ => return self.err_at(at, format!("unknown annotation `#{h}` (expected #dist or #device)")),
+                _ => {
+                    return self.err_at(
+                        at,
+                        format!("unknown annotation `#{h}` (expected #dist or #device)"),
+                    )
+                }
             }
         }
         Ok((dist, device))
@@ -528,7 +613,9 @@ impl<'a> Parser<'a> {
                         self.bump();
                         self.expect("=")?;
                         match self.bump() {
-                            Tok::Int(s) if s >= 0 && s <= u32::MAX as i64 => d.stage = Some(s as u32),
+                            Tok::Int(s) if s >= 0 && s <= u32::MAX as i64 => {
+                                d.stage = Some(s as u32)
+                            }
                             _ => return self.err_at(at, "expected a stage number after `stage=`"),
                         }
                     }
@@ -557,21 +644,58 @@ impl<'a> Parser<'a> {
                 mesh_at,
                 format!(
                     "unknown mesh @{mesh_name} (declared: {})",
-                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             );
         };
         if !d.outputs.is_empty() && d.outputs.len() != n_out {
-            return self.err_at(at, format!("{} placement lists for {n_out} outputs", d.outputs.len()));
+            return self.err_at(
+                at,
+                format!("{} placement lists for {n_out} outputs", d.outputs.len()),
+            );
         }
         for ps in d.outputs.iter().chain(&d.inputs) {
             if ps.len() != mesh.shape.len() {
                 return self.err_at(
                     at,
-                    format!("mesh @{mesh_name} has {} axes but {} placements are given", mesh.shape.len(), ps.len()),
+                    format!(
+                        "mesh @{mesh_name} has {} axes but {} placements are given",
+                        mesh.shape.len(),
+                        ps.len()
+                    ),
                 );
             }
         }
         Ok(())
     }
+}
+
+/// The known op name nearest to a misspelt one (edit distance ≤ 2).
+fn closest_op(name: &str) -> Option<&'static str> {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for j in 0..b.len() {
+                let cur = row[j + 1];
+                row[j + 1] = (prev + usize::from(ca != b[j]))
+                    .min(row[j] + 1)
+                    .min(cur + 1);
+                prev = cur;
+            }
+        }
+        row[b.len()]
+    }
+    crate::op::all_op_names()
+        .into_iter()
+        .map(|n| (distance(name, n), n))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, n)| n)
 }

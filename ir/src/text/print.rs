@@ -71,8 +71,14 @@ pub fn print(g: &Graph) -> String {
     let mut out = String::new();
     for (name, m) in &g.meshes {
         let mut attrs = vec![
-            ("shape", Attr::List(m.shape.iter().map(|&d| Attr::Int(d as i64)).collect())),
-            ("axes", Attr::List(m.axis_names.iter().map(|a| Attr::Str(a.clone())).collect())),
+            (
+                "shape",
+                Attr::List(m.shape.iter().map(|&d| Attr::Int(d as i64)).collect()),
+            ),
+            (
+                "axes",
+                Attr::List(m.axis_names.iter().map(|a| Attr::Str(a.clone())).collect()),
+            ),
         ];
         if m.device_ids != (0..m.size()).collect::<Vec<_>>() {
             attrs.push((
