@@ -20,4 +20,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# numpy computes the reference values the interpreter's op tests compare against.
+if ! python3 -c "import numpy" 2>/dev/null; then
+  echo "setup: installing numpy"
+  python3 -m pip install -q --disable-pip-version-check numpy
+fi
 echo "setup: system packages ready"

@@ -342,7 +342,9 @@ impl Gen {
             ),
             18 => {
                 let idx = self.constant();
-                if self.rng.chance(0.5) {
+                if rank == 1 && self.rng.chance(0.3) {
+                    (Op::GatherElements { axis: 0 }, vec![x, idx])
+                } else if self.rng.chance(0.5) {
                     (Op::Gather { axis }, vec![x, idx])
                 } else {
                     let table = self.param(&[7, 3]);

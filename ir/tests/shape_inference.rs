@@ -412,6 +412,21 @@ fn gathers() {
         "f32[N,seq,768]",
     );
     bad(Op::Embedding, &["f32[40000]", "i64[N,seq]"], "rank 2");
+    ok(
+        Op::GatherElements { axis: -1 },
+        &["f32[N,seq,40000]", "i64[N,seq,1]"],
+        "f32[N,seq,1]",
+    );
+    bad(
+        Op::GatherElements { axis: -1 },
+        &["f32[N,seq,9]", "i64[N,1]"],
+        "the data's rank",
+    );
+    bad(
+        Op::GatherElements { axis: 0 },
+        &["f32[3,4]", "i64[2,5]"],
+        "dims 1",
+    );
 }
 
 #[test]

@@ -179,6 +179,7 @@ pub(super) fn op_name(op: &Op) -> &'static str {
         Op::Unsqueeze { .. } => "unsqueeze",
         Op::Flatten { .. } => "flatten",
         Op::Gather { .. } => "gather",
+        Op::GatherElements { .. } => "gather_elements",
         Op::Embedding => "embedding",
         Op::AllReduce { .. } => "all_reduce",
         Op::AllGather { .. } => "all_gather",
@@ -224,6 +225,7 @@ pub fn all_op_names() -> Vec<&'static str> {
         "unsqueeze",
         "flatten",
         "gather",
+        "gather_elements",
         "embedding",
         "all_reduce",
         "all_gather",
@@ -405,7 +407,10 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
                 .put_unless("coord", r.coord, CoordMode::HalfPixel, word(coord))
                 .put("size", Attr::List(r.size.iter().map(dim_attr).collect()));
         }
-        Op::Concat { axis } | Op::Flatten { axis } | Op::Gather { axis } => {
+        Op::Concat { axis }
+        | Op::Flatten { axis }
+        | Op::Gather { axis }
+        | Op::GatherElements { axis } => {
             w.put("axis", Attr::Int(*axis));
         }
         Op::Split { axis, sizes } => {
@@ -887,6 +892,9 @@ pub fn op_from_attrs(
         },
         "unsqueeze" => Op::Unsqueeze {
             axes: r.ints("axes")?,
+        },
+        "gather_elements" => Op::GatherElements {
+            axis: r.int_or("axis", 0)?,
         },
         "embedding" => Op::Embedding,
         "all_reduce" => Op::AllReduce {

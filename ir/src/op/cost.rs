@@ -25,6 +25,8 @@ use std::collections::BTreeMap;
 pub struct OpCost {
     pub flops: u64,
     pub bytes: u64,
+    /// Multiply-accumulates of contractions (matmul, conv), as papers' MAC columns count.
+    pub macs: u64,
 }
 
 /// FLOPs and bytes of `op` with the given input and output types. Unbound symbols count as
@@ -43,6 +45,7 @@ pub fn op_cost(
     let bytes_of = |ts: &[TensorType]| ts.iter().map(|t| t.bytes(bindings, default)).sum::<u64>();
     let rw = bytes_of(inputs) + bytes_of(outputs);
 
+    let mut macs = 0;
     let (flops, bytes) = match op {
         Op::Input | Op::Param(_) | Op::Constant(_) => (0, 0),
         Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. } => {
@@ -57,18 +60,19 @@ pub fn op_cost(
             } else {
                 a[a.len() - 1]
             };
-            (2 * out_elems * k, rw)
+            macs = out_elems * k;
+            (2 * macs, rw)
         }
         Op::Conv2d(_) => {
             let w = dims(&inputs[1]);
-            let macs = out_elems * w[1] * w[2] * w[3];
+            macs = out_elems * w[1] * w[2] * w[3];
             let bias = if inputs.len() > 2 { out_elems } else { 0 };
             (2 * macs + bias, rw)
         }
         Op::ConvTranspose2d(_) => {
             // Every input pixel scatters into (O/g)·kh·kw outputs.
             let w = dims(&inputs[1]);
-            let macs = in_elems * w[1] * w[2] * w[3];
+            macs = in_elems * w[1] * w[2] * w[3];
             let bias = if inputs.len() > 2 { out_elems } else { 0 };
             (2 * macs + bias, rw)
         }
@@ -84,7 +88,7 @@ pub fn op_cost(
             };
             (f, rw)
         }
-        Op::Gather { .. } | Op::Embedding => {
+        Op::Gather { .. } | Op::GatherElements { .. } | Op::Embedding => {
             let idx = inputs
                 .get(1)
                 .map(|t| t.bytes(bindings, default))
@@ -100,7 +104,7 @@ pub fn op_cost(
         | Op::Send { .. }
         | Op::Recv { .. } => (0, rw),
     };
-    OpCost { flops, bytes }
+    OpCost { flops, bytes, macs }
 }
 
 #[cfg(test)]

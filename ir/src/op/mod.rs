@@ -8,7 +8,7 @@ mod shape;
 
 pub use attrs::{all_op_names, op_attrs, op_from_attrs, Attr, AttrError};
 pub use cost::{op_cost, OpCost};
-pub use shape::{infer_types, InferCtx, ShapeError};
+pub use shape::{infer_types, norm_axis, InferCtx, ShapeError};
 
 use crate::dist::ReduceOp;
 use crate::types::{DType, Dim};
@@ -328,6 +328,11 @@ pub enum Op {
     Gather {
         axis: i64,
     },
+    /// ONNX GatherElements: picks `data[..., index[...], ...]` along `axis`; output has the
+    /// shape of the indices (used by cross-entropy losses).
+    GatherElements {
+        axis: i64,
+    },
     /// Embedding lookup: table `[V, D]`, integer ids `[...]` → `[..., D]`.
     Embedding,
     // Collectives, over one axis of a mesh.
@@ -415,7 +420,7 @@ impl Op {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. } => "shape",
-            Op::Gather { .. } | Op::Embedding => "gather",
+            Op::Gather { .. } | Op::GatherElements { .. } | Op::Embedding => "gather",
             Op::AllReduce { .. }
             | Op::AllGather { .. }
             | Op::ReduceScatter { .. }

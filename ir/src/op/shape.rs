@@ -714,6 +714,26 @@ pub fn infer_types(
             dims.extend(data.shape.0[a + 1..].iter().cloned());
             one(TensorType::new(data.dtype, dims))
         }
+        Op::GatherElements { axis } => {
+            arity(op, inputs, &[2])?;
+            let (data, idx) = (&inputs[0], &inputs[1]);
+            need_int(op, "indices", idx)?;
+            if idx.rank() != data.rank() {
+                return fail(format!(
+                    "`gather_elements` needs indices of the data's rank, found {data} and {idx}"
+                ));
+            }
+            let a = norm_axis(*axis, data.rank())?;
+            for i in (0..data.rank()).filter(|&i| i != a) {
+                same_dim(
+                    op,
+                    &format!("dims {i} of {data} and {idx}"),
+                    &data.shape.0[i],
+                    &idx.shape.0[i],
+                )?;
+            }
+            one(TensorType::new(data.dtype, idx.shape.0.clone()))
+        }
         Op::Embedding => {
             arity(op, inputs, &[2])?;
             let (table, ids) = (&inputs[0], &inputs[1]);

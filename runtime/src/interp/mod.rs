@@ -1,0 +1,275 @@
+//! The reference interpreter: runs any `ir::Graph` on host tensors, one node at a time, with
+//! loops written for obviousness. It is the oracle every optimised or compiled path is tested
+//! against. Computes in f32, with i64 and bool where ops need them.
+
+mod elementwise;
+mod layout;
+mod linalg;
+mod nn;
+
+use crate::io::weights::Weights;
+use crate::tensor::HostTensor;
+use oar_ir::op::{Literal, Op};
+use oar_ir::{Dim, Graph, Node};
+use std::collections::BTreeMap;
+
+pub(crate) type Res<T> = Result<T, String>;
+
+pub(crate) fn err<T>(m: impl Into<String>) -> Res<T> {
+    Err(m.into())
+}
+
+pub(crate) fn f32s(t: &HostTensor) -> Res<&[f32]> {
+    t.as_f32()
+        .ok_or_else(|| format!("needs f32, found {}", t.describe()))
+}
+
+pub(crate) fn norm_axis(axis: i64, rank: usize) -> Res<usize> {
+    oar_ir::op::norm_axis(axis, rank).map_err(|e| e.0)
+}
+
+/// Why a graph could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum InterpError {
+    #[error("graph takes {expected} inputs, {given} were given")]
+    InputCount { expected: usize, given: usize },
+    #[error("input %{name}: {message}")]
+    Input { name: String, message: String },
+    #[error("no weight for parameter `{0}` (load a weights file or initialise with a seed)")]
+    MissingWeight(String),
+    #[error("%{node} ({op}): {message}")]
+    Node {
+        node: String,
+        op: &'static str,
+        message: String,
+    },
+}
+
+/// Binds symbols from the input shapes and checks every static dim.
+fn bind_inputs(graph: &Graph, inputs: &[HostTensor]) -> Result<BTreeMap<String, u64>, InterpError> {
+    if inputs.len() != graph.inputs().len() {
+        return Err(InterpError::InputCount {
+            expected: graph.inputs().len(),
+            given: inputs.len(),
+        });
+    }
+    let mut b = BTreeMap::new();
+    let pairs: Vec<(&Node, &HostTensor)> = graph
+        .inputs()
+        .iter()
+        .map(|&i| graph.node(i))
+        .zip(inputs)
+        .collect();
+    let fail = |n: &Node, message: String| InterpError::Input {
+        name: n.name.clone(),
+        message,
+    };
+    for (n, t) in &pairs {
+        let ty = &n.outputs[0];
+        if ty.dtype != t.dtype() {
+            return Err(fail(n, format!("expected {ty}, found {}", t.describe())));
+        }
+        if ty.rank() != t.shape.len() {
+            return Err(fail(
+                n,
+                format!("expected rank {} ({ty}), found {}", ty.rank(), t.describe()),
+            ));
+        }
+        for (d, &v) in ty.shape.0.iter().zip(&t.shape) {
+            if let Dim::Sym(_) = d {
+                // A plain symbol binds; products are checked below once all are bound.
+                if let [s] = d.symbols().as_slice() {
+                    if d.to_string() == *s {
+                        if let Some(&old) = b.get(*s) {
+                            if old != v as u64 {
+                                return Err(fail(
+                                    n,
+                                    format!(
+                                        "symbol {s} is {old} from an earlier input but {v} here"
+                                    ),
+                                ));
+                            }
+                        }
+                        b.insert(s.to_string(), v as u64);
+                    }
+                }
+            }
+        }
+    }
+    for (n, t) in &pairs {
+        let want = n.outputs[0].shape.eval(&b, 0);
+        if want.iter().map(|&d| d as usize).ne(t.shape.iter().copied()) {
+            return Err(fail(
+                n,
+                format!(
+                    "expected {} = {want:?}, found {}",
+                    n.outputs[0],
+                    t.describe()
+                ),
+            ));
+        }
+    }
+    Ok(b)
+}
+
+fn literal_tensor(lit: &Literal, shape: Vec<usize>, bool_out: bool) -> HostTensor {
+    match lit {
+        Literal::Floats(v) => HostTensor::f32(shape, v.iter().map(|&x| x as f32).collect()),
+        Literal::Ints(v) if bool_out => {
+            HostTensor::bool(shape, v.iter().map(|&x| x != 0).collect())
+        }
+        Literal::Ints(v) => HostTensor::i64(shape, v.clone()),
+    }
+}
+
+fn eval(
+    node: &Node,
+    ins: &[&HostTensor],
+    weights: &Weights,
+    out_shapes: &[Vec<usize>],
+) -> Result<Vec<HostTensor>, InterpError> {
+    let one = |r: Res<HostTensor>| r.map(|t| vec![t]);
+    let res: Res<Vec<HostTensor>> = match &node.op {
+        Op::Input => unreachable!("inputs are bound before evaluation"),
+        Op::Param(p) => {
+            let w = weights.get(&p.name).ok_or_else(|| InterpError::MissingWeight(p.name.clone()))?;
+            if w.shape != out_shapes[0] || w.dtype() != node.outputs[0].dtype {
+                Err(format!("weight `{}` is {} but the graph declares {}", p.name, w.describe(), node.outputs[0]))
+            } else {
+                Ok(vec![w.clone()])
+            }
+        }
+        Op::Constant(lit) => Ok(vec![literal_tensor(lit, out_shapes[0].clone(), node.outputs[0].dtype == oar_ir::DType::Bool)]),
+        Op::Unary(u) => one(elementwise::unary(*u, ins[0])),
+        Op::Binary(b) => one(elementwise::binary(*b, ins[0], ins[1])),
+        Op::Where => one(elementwise::where_(ins[0], ins[1], ins[2])),
+        Op::Cast { to } => one(elementwise::cast(ins[0], *to)),
+        Op::Dropout { .. } => Ok(vec![ins[0].clone()]),
+        Op::MatMul(m) => one(linalg::matmul(ins[0], ins[1], m)),
+        Op::Conv2d(c) => one(linalg::conv2d(ins[0], ins[1], ins.get(2).copied(), c)),
+        Op::ConvTranspose2d(c) => one(linalg::conv_transpose2d(ins[0], ins[1], ins.get(2).copied(), &c.conv, c.output_padding)),
+        Op::BatchNorm { eps } => one(nn::batch_norm(ins[0], [ins[1], ins[2], ins[3], ins[4]], *eps)),
+        Op::LayerNorm { axis, eps } => one(nn::layer_norm(ins[0], ins[1], ins[2], *axis, *eps)),
+        Op::Softmax { axis } => one(nn::softmax(ins[0], *axis, false)),
+        Op::LogSoftmax { axis } => one(nn::softmax(ins[0], *axis, true)),
+        Op::Reduce(r) => one(nn::reduce(ins[0], r)),
+        Op::Pool(p) => one(nn::pool(ins[0], p)),
+        Op::GlobalPool(k) => one(nn::global_pool(ins[0], *k)),
+        Op::Resize(r) => {
+            let s = &out_shapes[0];
+            one(nn::resize(ins[0], r, [s[2], s[3]]))
+        }
+        Op::Concat { axis } => one(layout::concat(ins, *axis)),
+        Op::Split { axis, sizes } => layout::split(ins[0], *axis, sizes),
+        Op::Slice(s) => one(layout::slice(ins[0], s)),
+        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. } => {
+            // Views: same data, the shape inference already computed.
+            Ok(vec![HostTensor { shape: out_shapes[0].clone(), data: ins[0].data.clone() }])
+        }
+        Op::Transpose { perm } => one(layout::transpose(ins[0], perm)),
+        Op::Gather { axis } => one(layout::gather(ins[0], ins[1], *axis)),
+        Op::GatherElements { axis } => one(layout::gather_elements(ins[0], ins[1], *axis)),
+        Op::Embedding => one(layout::embedding(ins[0], ins[1])),
+        Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Broadcast { .. }
+        | Op::Send { .. }
+        | Op::Recv { .. } => err("collectives and send/recv need a communicator; run per-rank graphs with the multi-rank runtime"),
+    };
+    let outs = res.map_err(|message| InterpError::Node {
+        node: node.name.clone(),
+        op: node.op.name(),
+        message,
+    })?;
+    for (i, (t, want)) in outs.iter().zip(out_shapes).enumerate() {
+        if &t.shape != want || t.dtype() != node.outputs[i].dtype {
+            return Err(InterpError::Node {
+                node: node.name.clone(),
+                op: node.op.name(),
+                message: format!(
+                    "computed {} but the graph declares {} = {want:?}",
+                    t.describe(),
+                    node.outputs[i]
+                ),
+            });
+        }
+    }
+    Ok(outs)
+}
+
+/// Runs `graph` on `inputs` (one per graph input, in order) with parameters from `weights`.
+/// Values are freed after their last use.
+pub fn run(
+    graph: &Graph,
+    inputs: &[HostTensor],
+    weights: &Weights,
+) -> Result<Vec<HostTensor>, InterpError> {
+    let bindings = bind_inputs(graph, inputs)?;
+    let mut last_use = vec![0usize; graph.len()];
+    for (id, n) in graph.iter() {
+        for v in &n.inputs {
+            last_use[v.node.index()] = id.index();
+        }
+    }
+    for v in graph.outputs() {
+        last_use[v.node.index()] = usize::MAX;
+    }
+    let mut values: Vec<Option<Vec<HostTensor>>> = vec![None; graph.len()];
+    for (&id, t) in graph.inputs().iter().zip(inputs) {
+        values[id.index()] = Some(vec![t.clone()]);
+    }
+    for (id, node) in graph.iter() {
+        if matches!(node.op, Op::Input) {
+            continue;
+        }
+        let ins: Vec<&HostTensor> = node
+            .inputs
+            .iter()
+            .map(|v| {
+                values[v.node.index()]
+                    .as_ref()
+                    .and_then(|o| o.get(v.port as usize))
+                    .ok_or_else(|| InterpError::Node {
+                        node: node.name.clone(),
+                        op: node.op.name(),
+                        message: format!("operand {v} has no value"),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let out_shapes: Vec<Vec<usize>> = node
+            .outputs
+            .iter()
+            .map(|t| {
+                t.shape
+                    .eval(&bindings, 0)
+                    .into_iter()
+                    .map(|d| d as usize)
+                    .collect()
+            })
+            .collect();
+        let outs = eval(node, &ins, weights, &out_shapes)?;
+        values[id.index()] = Some(outs);
+        for v in &node.inputs {
+            if last_use[v.node.index()] == id.index() {
+                values[v.node.index()] = None;
+            }
+        }
+    }
+    graph
+        .outputs()
+        .iter()
+        .map(|v| {
+            values[v.node.index()]
+                .as_ref()
+                .and_then(|o| o.get(v.port as usize))
+                .cloned()
+                .ok_or_else(|| InterpError::Node {
+                    node: graph.node(v.node).name.clone(),
+                    op: graph.node(v.node).op.name(),
+                    message: "output has no value".into(),
+                })
+        })
+        .collect()
+}

@@ -1,0 +1,296 @@
+//! Normalisation, softmax, reductions, pooling and resizing.
+
+use super::{err, f32s, norm_axis, Res};
+use crate::tensor::{strides, HostTensor};
+use oar_ir::dist::ReduceOp;
+use oar_ir::op::{CoordMode, PoolAttrs, PoolKind, ReduceOverAxes, ResizeAttrs, ResizeMode};
+
+/// (outer, len, inner) extents around `axis`.
+fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
+}
+
+pub(crate) fn batch_norm(x: &HostTensor, p: [&HostTensor; 4], eps: f64) -> Res<HostTensor> {
+    let xv = f32s(x)?;
+    let [scale, bias, mean, var] = [f32s(p[0])?, f32s(p[1])?, f32s(p[2])?, f32s(p[3])?];
+    if x.shape.len() < 2 {
+        return err("batch_norm needs rank ≥ 2");
+    }
+    let (_, c, inner) = split_at_axis(&x.shape, 1);
+    let out = xv
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let ch = (i / inner) % c;
+            (v - mean[ch]) / (var[ch] + eps as f32).sqrt() * scale[ch] + bias[ch]
+        })
+        .collect();
+    Ok(HostTensor::f32(x.shape.clone(), out))
+}
+
+pub(crate) fn layer_norm(
+    x: &HostTensor,
+    scale: &HostTensor,
+    bias: &HostTensor,
+    axis: i64,
+    eps: f64,
+) -> Res<HostTensor> {
+    let (xv, sv, bv) = (f32s(x)?, f32s(scale)?, f32s(bias)?);
+    let a = norm_axis(axis, x.shape.len())?;
+    let inner: usize = x.shape[a..].iter().product();
+    let mut out = vec![0f32; xv.len()];
+    for (row, o) in xv.chunks(inner.max(1)).zip(out.chunks_mut(inner.max(1))) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / inner as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / inner as f64;
+        let inv = 1.0 / (var + eps).sqrt();
+        for j in 0..row.len() {
+            o[j] = ((row[j] as f64 - mean) * inv) as f32 * sv[j] + bv[j];
+        }
+    }
+    Ok(HostTensor::f32(x.shape.clone(), out))
+}
+
+pub(crate) fn softmax(x: &HostTensor, axis: i64, log: bool) -> Res<HostTensor> {
+    let xv = f32s(x)?;
+    let a = norm_axis(axis, x.shape.len())?;
+    let (outer, len, inner) = split_at_axis(&x.shape, a);
+    let mut out = vec![0f32; xv.len()];
+    for o in 0..outer {
+        for j in 0..inner {
+            let at = |i: usize| (o * len + i) * inner + j;
+            let m = (0..len)
+                .map(|i| xv[at(i)])
+                .fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = (0..len).map(|i| ((xv[at(i)] - m) as f64).exp()).sum();
+            for i in 0..len {
+                let z = (xv[at(i)] - m) as f64;
+                out[at(i)] = if log {
+                    (z - sum.ln()) as f32
+                } else {
+                    (z.exp() / sum) as f32
+                };
+            }
+        }
+    }
+    Ok(HostTensor::f32(x.shape.clone(), out))
+}
+
+pub(crate) fn reduce(x: &HostTensor, r: &ReduceOverAxes) -> Res<HostTensor> {
+    let xv = f32s(x)?;
+    let rank = x.shape.len();
+    let mut axes: Vec<usize> = r
+        .axes
+        .iter()
+        .map(|&a| norm_axis(a, rank))
+        .collect::<Res<_>>()?;
+    if axes.is_empty() {
+        axes = (0..rank).collect();
+    }
+    let kept: Vec<usize> = (0..rank)
+        .map(|i| if axes.contains(&i) { 1 } else { x.shape[i] })
+        .collect();
+    let out_n: usize = kept.iter().product();
+    let count = (xv.len() / out_n.max(1)).max(1);
+    let init = match r.op {
+        ReduceOp::Sum | ReduceOp::Mean => 0.0,
+        ReduceOp::Prod => 1.0,
+        ReduceOp::Max => f64::NEG_INFINITY,
+        ReduceOp::Min => f64::INFINITY,
+    };
+    let mut acc = vec![init; out_n];
+    let in_st = strides(&x.shape);
+    let out_st = strides(&kept);
+    for (i, &v) in xv.iter().enumerate() {
+        let o: usize = (0..rank)
+            .map(|d| {
+                if axes.contains(&d) {
+                    0
+                } else {
+                    (i / in_st[d]) % x.shape[d] * out_st[d]
+                }
+            })
+            .sum();
+        let v = v as f64;
+        acc[o] = match r.op {
+            ReduceOp::Sum | ReduceOp::Mean => acc[o] + v,
+            ReduceOp::Prod => acc[o] * v,
+            ReduceOp::Max => acc[o].max(v),
+            ReduceOp::Min => acc[o].min(v),
+        };
+    }
+    if r.op == ReduceOp::Mean {
+        acc.iter_mut().for_each(|a| *a /= count as f64);
+    }
+    let shape = if r.keepdims {
+        kept
+    } else {
+        (0..rank)
+            .filter(|i| !axes.contains(i))
+            .map(|i| x.shape[i])
+            .collect()
+    };
+    Ok(HostTensor::f32(
+        shape,
+        acc.into_iter().map(|v| v as f32).collect(),
+    ))
+}
+
+fn pool_out(n: usize, k: usize, s: usize, pb: usize, pe: usize, ceil: bool) -> usize {
+    let span = n + pb + pe - k;
+    let mut out = if ceil {
+        span.div_ceil(s) + 1
+    } else {
+        span / s + 1
+    };
+    if ceil && (out - 1) * s >= n + pb {
+        out -= 1;
+    }
+    out
+}
+
+pub(crate) fn pool(x: &HostTensor, p: &PoolAttrs) -> Res<HostTensor> {
+    let xv = f32s(x)?;
+    let &[n, c, h, w] = x.shape.as_slice() else {
+        return err("pooling needs NCHW input");
+    };
+    let [kh, kw] = p.kernel.map(|v| v as usize);
+    let [sh, sw] = p.stride.map(|v| v as usize);
+    let [pt, pl, pb, pr] = p.padding.map(|v| v as usize);
+    let ho = pool_out(h, kh, sh, pt, pb, p.ceil_mode);
+    let wo = pool_out(w, kw, sw, pl, pr, p.ceil_mode);
+    let mut out = vec![0f32; n * c * ho * wo];
+    for plane in 0..n * c {
+        let src = &xv[plane * h * w..(plane + 1) * h * w];
+        for y in 0..ho {
+            for xo in 0..wo {
+                let (y0, x0) = (
+                    (y * sh) as isize - pt as isize,
+                    (xo * sw) as isize - pl as isize,
+                );
+                let (mut acc, mut inside, mut padded) = (
+                    if p.kind == PoolKind::Max {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    },
+                    0,
+                    0,
+                );
+                for ky in 0..kh as isize {
+                    for kx in 0..kw as isize {
+                        let (iy, ix) = (y0 + ky, x0 + kx);
+                        // Cells in the padding count for count_include_pad; beyond it they never do.
+                        if iy < h as isize + pb as isize && ix < w as isize + pr as isize {
+                            padded += 1;
+                        }
+                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                            continue;
+                        }
+                        inside += 1;
+                        let v = src[iy as usize * w + ix as usize];
+                        acc = if p.kind == PoolKind::Max {
+                            acc.max(v)
+                        } else {
+                            acc + v
+                        };
+                    }
+                }
+                out[(plane * ho + y) * wo + xo] = match p.kind {
+                    PoolKind::Max => acc,
+                    PoolKind::Avg => {
+                        acc / (if p.count_include_pad { padded } else { inside }).max(1) as f32
+                    }
+                };
+            }
+        }
+    }
+    Ok(HostTensor::f32(vec![n, c, ho, wo], out))
+}
+
+pub(crate) fn global_pool(x: &HostTensor, kind: PoolKind) -> Res<HostTensor> {
+    let xv = f32s(x)?;
+    if x.shape.len() < 3 {
+        return err("global pooling needs rank ≥ 3");
+    }
+    let planes = x.shape[0] * x.shape[1];
+    let area: usize = x.shape[2..].iter().product();
+    let out = (0..planes)
+        .map(|p| {
+            let s = &xv[p * area..(p + 1) * area];
+            match kind {
+                PoolKind::Max => s.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                PoolKind::Avg => (s.iter().map(|&v| v as f64).sum::<f64>() / area as f64) as f32,
+            }
+        })
+        .collect();
+    let mut shape = x.shape[..2].to_vec();
+    shape.extend(std::iter::repeat_n(1, x.shape.len() - 2));
+    Ok(HostTensor::f32(shape, out))
+}
+
+/// The input coordinate an output coordinate maps to (ONNX coordinate_transformation_mode).
+fn source_coord(mode: CoordMode, o: usize, in_len: usize, out_len: usize) -> f64 {
+    let scale = out_len as f64 / in_len as f64;
+    let o = o as f64;
+    match mode {
+        CoordMode::HalfPixel => (o + 0.5) / scale - 0.5,
+        CoordMode::PytorchHalfPixel if out_len > 1 => (o + 0.5) / scale - 0.5,
+        CoordMode::PytorchHalfPixel => 0.0,
+        CoordMode::AlignCorners if out_len > 1 => o * (in_len - 1) as f64 / (out_len - 1) as f64,
+        CoordMode::AlignCorners => 0.0,
+        CoordMode::Asymmetric => o / scale,
+    }
+}
+
+/// Nearest resize rounds half down (ONNX `round_prefer_floor`), except `asymmetric`, which
+/// floors (PyTorch and Paddle `nearest`).
+fn nearest_index(mode: CoordMode, o: usize, in_len: usize, out_len: usize) -> usize {
+    let c = source_coord(mode, o, in_len, out_len);
+    let i = if mode == CoordMode::Asymmetric {
+        c.floor()
+    } else {
+        (c - 0.5).ceil()
+    };
+    i.clamp(0.0, (in_len - 1) as f64) as usize
+}
+
+fn linear_taps(mode: CoordMode, o: usize, in_len: usize, out_len: usize) -> (usize, usize, f32) {
+    let c = source_coord(mode, o, in_len, out_len).clamp(0.0, (in_len - 1) as f64);
+    let i0 = c.floor() as usize;
+    let i1 = (i0 + 1).min(in_len - 1);
+    (i0, i1, (c - i0 as f64) as f32)
+}
+
+pub(crate) fn resize(x: &HostTensor, r: &ResizeAttrs, out_hw: [usize; 2]) -> Res<HostTensor> {
+    let xv = f32s(x)?;
+    let &[n, c, h, w] = x.shape.as_slice() else {
+        return err("resize needs NCHW input");
+    };
+    let [ho, wo] = out_hw;
+    let mut out = vec![0f32; n * c * ho * wo];
+    for plane in 0..n * c {
+        let src = &xv[plane * h * w..(plane + 1) * h * w];
+        for y in 0..ho {
+            for xo in 0..wo {
+                out[(plane * ho + y) * wo + xo] = match r.mode {
+                    ResizeMode::Nearest => {
+                        src[nearest_index(r.coord, y, h, ho) * w
+                            + nearest_index(r.coord, xo, w, wo)]
+                    }
+                    ResizeMode::Bilinear => {
+                        let (y0, y1, fy) = linear_taps(r.coord, y, h, ho);
+                        let (x0, x1, fx) = linear_taps(r.coord, xo, w, wo);
+                        let top = src[y0 * w + x0] * (1.0 - fx) + src[y0 * w + x1] * fx;
+                        let bot = src[y1 * w + x0] * (1.0 - fx) + src[y1 * w + x1] * fx;
+                        top * (1.0 - fy) + bot * fy
+                    }
+                };
+            }
+        }
+    }
+    Ok(HostTensor::f32(vec![n, c, ho, wo], out))
+}
