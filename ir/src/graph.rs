@@ -78,6 +78,14 @@ pub struct NodeError {
     pub message: String,
 }
 
+impl NodeError {
+    /// The message without a leading "`op`: " (callers that name the op themselves use this).
+    pub fn detail(&self) -> &str {
+        let prefix = format!("`{}`: ", self.op);
+        self.message.strip_prefix(&prefix).unwrap_or(&self.message)
+    }
+}
+
 /// A dataflow graph. Nodes are kept in topological order: a node's inputs come from nodes
 /// added before it. Graph inputs come first in canonical graphs (see [`Graph::canonicalize_order`]).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

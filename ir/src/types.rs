@@ -364,6 +364,31 @@ impl TensorType {
     }
 }
 
+impl std::str::FromStr for TensorType {
+    type Err = String;
+
+    /// Parses `f32[N,3,224,224]` (the text-format spelling).
+    fn from_str(s: &str) -> Result<TensorType, String> {
+        let s = s.trim();
+        let (dt, rest) = s
+            .split_once('[')
+            .ok_or_else(|| format!("`{s}` is not a type such as f32[N,3]"))?;
+        let dtype = DType::from_name(dt.trim()).ok_or_else(|| format!("unknown dtype `{dt}`"))?;
+        let inner = rest
+            .strip_suffix(']')
+            .ok_or_else(|| format!("`{s}` lacks a closing `]`"))?;
+        let dims = if inner.trim().is_empty() {
+            Vec::new()
+        } else {
+            inner
+                .split(',')
+                .map(|d| Dim::parse(d).ok_or_else(|| format!("bad dimension `{d}` in `{s}`")))
+                .collect::<Result<_, _>>()?
+        };
+        Ok(TensorType::new(dtype, dims))
+    }
+}
+
 impl fmt::Display for TensorType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}", self.dtype, self.shape)
@@ -391,6 +416,15 @@ mod tests {
         assert_eq!(flat.div_exact(&Dim::Static(5)), None);
         assert_eq!(Dim::parse("2*N*N").unwrap().to_string(), "2*N*N");
         assert_eq!(Dim::parse("N*4"), Some(Dim::Static(4).mul(&n)));
+    }
+
+    #[test]
+    fn types_parse_from_text() {
+        let t: TensorType = "f32[N,3,2*N]".parse().unwrap();
+        assert_eq!(t.to_string(), "f32[N,3,2*N]");
+        assert_eq!("i64[]".parse::<TensorType>().unwrap().rank(), 0);
+        assert!("f33[2]".parse::<TensorType>().is_err());
+        assert!("f32[2".parse::<TensorType>().is_err());
     }
 
     #[test]

@@ -45,6 +45,13 @@ pub fn is_value_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
+/// Whether `s` is a valid graph or mesh name (`@name`): as a value name, plus `-`.
+pub fn is_global_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+}
+
 fn symbols_of(t: &TensorType) -> impl Iterator<Item = &str> {
     t.shape.0.iter().flat_map(|d| d.symbols())
 }
@@ -59,7 +66,7 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
             message,
         })
     };
-    if !crate::verify::is_value_name(&g.name) {
+    if !is_global_name(&g.name) {
         at(
             None,
             "graph".into(),
@@ -67,6 +74,9 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
         );
     }
     for (name, m) in &g.meshes {
+        if !is_global_name(name) {
+            at(None, format!("mesh @{name}"), "not a valid name".into());
+        }
         if let Err(e) = m.validate() {
             at(None, format!("mesh @{name}"), e);
         }

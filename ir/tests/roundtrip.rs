@@ -276,10 +276,10 @@ impl Gen {
                 vec![x],
             ),
             8 => (
-                if r.chance(0.5) {
-                    Op::Softmax { axis }
-                } else {
-                    Op::LogSoftmax { axis }
+                match r.below(3) {
+                    0 => Op::Softmax { axis },
+                    1 => Op::LogSoftmax { axis },
+                    _ => Op::CausalMask { fill: -1e9 },
                 },
                 vec![x],
             ),

@@ -342,6 +342,8 @@ fn shape_ops() {
     ok(slice(0, -1, i64::MIN, -1), &["f32[5]"], "f32[5]");
     ok(slice(0, 0, i64::MAX, 1), &["f32[N]"], "f32[N]");
     bad(slice(0, 1, i64::MAX, 1), &["f32[N]"], "no symbolic size");
+    ok(slice(1, 0, 1, 1), &["f32[N,seq,8]"], "f32[N,1,8]");
+    ok(slice(1, 2, 9, 3), &["f32[N,seq,8]"], "f32[N,3,8]");
     let reshape = |d: Vec<ReshapeDim>| Op::Reshape { shape: d };
     let sym = |s: &str| ReshapeDim::Dim(Dim::parse(s).unwrap());
     ok(

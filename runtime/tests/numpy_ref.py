@@ -209,6 +209,10 @@ def evaluate(op, ins, bindings, out_shapes):
         z = x - x.max(axis=a["axis"], keepdims=True)
         lse = np.log(np.exp(z).sum(axis=a["axis"], keepdims=True))
         return [z - lse if name == "LogSoftmax" else np.exp(z - lse)]
+    if name == "CausalMask":
+        m, n = x.shape[-2:]
+        keep = np.tril(np.ones((m, n), dtype=bool), k=n - m)
+        return [np.where(keep, x, a["fill"])]
     if name == "Reduce":
         axes = tuple(a["axes"]) if a["axes"] else None
         f = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "prod": np.prod}[a["op"]]

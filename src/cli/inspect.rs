@@ -15,8 +15,8 @@ pub enum Format {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// A graph file: text IR (.oir) or JSON.
-    file: PathBuf,
+    /// A graph file (text IR or JSON) or a zoo model name (see `oar models`).
+    model: String,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -31,7 +31,7 @@ pub struct InspectArgs {
     output: Option<PathBuf>,
 }
 
-fn parse_bindings(syms: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
+pub(crate) fn parse_bindings(syms: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut b = BTreeMap::new();
     for s in syms {
         let Some((k, v)) = s.split_once('=') else {
@@ -46,11 +46,13 @@ fn parse_bindings(syms: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
-    let shown = a.file.display().to_string();
-    let text = std::fs::read_to_string(&a.file).with_context(|| format!("cannot read {shown}"))?;
-    let graph = ir::read_graph(&text, &shown)?;
+    let graph = oar::load_graph(&a.model)?;
     let out = if a.stats {
-        let bindings = parse_bindings(&a.syms)?;
+        // Zoo models report at their stated size unless overridden.
+        let mut bindings = oar::models::find(&a.model)
+            .map(|e| e.bindings())
+            .unwrap_or_default();
+        bindings.extend(parse_bindings(&a.syms)?);
         let stats = ir::stats::graph_stats(&graph, &bindings);
         match a.format {
             Format::Text => stats.render(&graph.name),
@@ -58,7 +60,10 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
                 let rows: Vec<_> = stats
                     .rows
                     .iter()
-                    .map(|r| serde_json::json!({"name": r.name, "op": r.op, "outputs": r.outputs, "flops": r.flops, "bytes": r.bytes}))
+                    .map(|r| {
+                        serde_json::json!({"name": r.name, "op": r.op, "outputs": r.outputs, "params": r.params,
+                            "macs": r.macs, "flops": r.flops, "bytes": r.bytes})
+                    })
                     .collect();
                 let j = serde_json::json!({
                     "graph": graph.name,
@@ -68,6 +73,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
                     "param_tensors": stats.param_tensors,
                     "param_elements": stats.param_elements,
                     "param_bytes": stats.param_bytes,
+                    "macs": stats.paddle_macs,
                     "flops": stats.flops,
                     "bytes": stats.bytes,
                     "per_node": rows,

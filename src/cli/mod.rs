@@ -2,6 +2,8 @@
 
 mod cluster;
 mod inspect;
+mod models;
+mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -15,8 +17,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Print a graph (text IR or JSON) as text, JSON or DOT, with optional statistics.
+    /// Print a graph (file or zoo model) as text, JSON or DOT, with optional statistics.
     Inspect(inspect::InspectArgs),
+    /// List the model zoo with parameters and MACs.
+    Models(models::ModelsArgs),
+    /// Run a graph or zoo model in the reference interpreter.
+    Run(run::RunArgs),
     /// Cluster presets and files.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -26,6 +32,8 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
+        Command::Models(a) => models::run(a),
+        Command::Run(a) => run::run(a),
         Command::Cluster(c) => cluster::run(c),
     }
 }

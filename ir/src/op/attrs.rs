@@ -157,6 +157,7 @@ pub(super) fn op_name(op: &Op) -> &'static str {
         Op::BatchNorm { .. } => "batch_norm",
         Op::LayerNorm { .. } => "layer_norm",
         Op::Softmax { .. } => "softmax",
+        Op::CausalMask { .. } => "causal_mask",
         Op::LogSoftmax { .. } => "log_softmax",
         Op::Reduce(r) => REDUCE_NAMES
             .iter()
@@ -210,6 +211,7 @@ pub fn all_op_names() -> Vec<&'static str> {
         "batch_norm",
         "layer_norm",
         "softmax",
+        "causal_mask",
         "log_softmax",
         "max_pool",
         "avg_pool",
@@ -369,6 +371,9 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
         Op::LayerNorm { axis, eps } => {
             w.put_unless("axis", *axis, -1, Attr::Int(*axis))
                 .put_unless("eps", *eps, 1e-5, Attr::Float(*eps));
+        }
+        Op::CausalMask { fill } => {
+            w.put("fill", Attr::Float(*fill));
         }
         Op::Softmax { axis } | Op::LogSoftmax { axis } => {
             w.put_unless("axis", *axis, -1, Attr::Int(*axis));
@@ -800,6 +805,9 @@ pub fn op_from_attrs(
         "layer_norm" => Op::LayerNorm {
             axis: r.int_or("axis", -1)?,
             eps: r.float_or("eps", 1e-5)?,
+        },
+        "causal_mask" => Op::CausalMask {
+            fill: r.float("fill")?,
         },
         "softmax" => Op::Softmax {
             axis: r.int_or("axis", -1)?,

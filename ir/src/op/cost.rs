@@ -51,7 +51,7 @@ pub fn op_cost(
         Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. } => {
             (0, 0)
         }
-        Op::Unary(_) | Op::Binary(_) | Op::Where => (out_elems, rw),
+        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::CausalMask { .. } => (out_elems, rw),
         Op::Cast { .. } | Op::Dropout { .. } => (0, rw),
         Op::MatMul(m) => {
             let a = dims(&inputs[0]);

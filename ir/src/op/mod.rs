@@ -245,6 +245,23 @@ pub enum ReshapeDim {
     Dim(Dim),
 }
 
+impl From<i64> for ReshapeDim {
+    /// `-1` infers the dim; other values are static sizes (negative ones clamp to 0).
+    fn from(v: i64) -> ReshapeDim {
+        if v == -1 {
+            ReshapeDim::Infer
+        } else {
+            ReshapeDim::Dim(Dim::Static(v.max(0) as u64))
+        }
+    }
+}
+
+impl From<Dim> for ReshapeDim {
+    fn from(d: Dim) -> ReshapeDim {
+        ReshapeDim::Dim(d)
+    }
+}
+
 /// The devices a collective spans: one axis of a named mesh.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommGroup {
@@ -288,6 +305,12 @@ pub enum Op {
         axis: i64,
         #[serde(with = "crate::serde_f64")]
         eps: f64,
+    },
+    /// Causal masking of attention scores `[..., M, N]`: keeps `x[..., i, j]` where
+    /// `j <= i + (N - M)` and writes `fill` elsewhere (ONNX: Trilu + Where).
+    CausalMask {
+        #[serde(with = "crate::serde_f64")]
+        fill: f64,
     },
     Softmax {
         axis: i64,
@@ -409,6 +432,7 @@ impl Op {
             Op::BatchNorm { .. }
             | Op::LayerNorm { .. }
             | Op::Softmax { .. }
+            | Op::CausalMask { .. }
             | Op::LogSoftmax { .. } => "normalization",
             Op::Reduce(_) => "reduction",
             Op::Pool(_) | Op::GlobalPool(_) | Op::Resize(_) => "pool/resize",

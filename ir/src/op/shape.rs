@@ -448,6 +448,16 @@ pub fn infer_types(
             }
             one(x.clone())
         }
+        Op::CausalMask { .. } => {
+            arity(op, inputs, &[1])?;
+            if inputs[0].rank() < 2 || !inputs[0].dtype.is_float() {
+                return fail(format!(
+                    "`causal_mask` needs float scores of rank ≥ 2, found {}",
+                    inputs[0]
+                ));
+            }
+            one(inputs[0].clone())
+        }
         Op::Softmax { axis } | Op::LogSoftmax { axis } => {
             arity(op, inputs, &[1])?;
             norm_axis(*axis, inputs[0].rank())?;
@@ -834,6 +844,11 @@ fn slice_len(d: &Dim, start: i64, end: i64, step: i64) -> R<Dim> {
             Ok(Dim::Static(len as u64))
         }
         Dim::Sym(_) if start == 0 && step == 1 && end >= i32::MAX as i64 => Ok(d.clone()),
+        // An explicit window `start..end` of a symbolic dim is assumed in range (as ONNX
+        // exporters assume); the interpreter checks the real size at run time.
+        Dim::Sym(_) if step > 0 && 0 <= start && start <= end && end < i32::MAX as i64 => {
+            Ok(Dim::Static(((end - start) as u64).div_ceil(step as u64)))
+        }
         Dim::Sym(_) => fail(format!(
             "`slice` of symbolic dim {d} from {start} to {end} step {step} has no symbolic size"
         )),

@@ -66,7 +66,12 @@ pub(crate) fn tokenize(src: &str) -> Result<Vec<(Tok, usize)>, ParseError> {
         let start = i;
         let tok = match c {
             '%' | '@' => {
-                let end = take_while(i + 1, &is_name_char);
+                // Module-level names (graphs, meshes) may also contain `-` (`@ernie-3.0-base`).
+                let end = if c == '@' {
+                    take_while(i + 1, &|c| is_name_char(c) || c == '-')
+                } else {
+                    take_while(i + 1, &is_name_char)
+                };
                 if end == i + 1 {
                     return Err(ParseError::at(
                         src,

@@ -330,9 +330,11 @@ impl<'a> Parser<'a> {
             .graph
             .add_node_typed(op, inputs, declared.clone(), Some(name.clone()))
             .map_err(|e| {
-                let prefix = format!("`{}`: ", e.op);
-                let msg = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
-                ParseError::at(self.src, op_at, format!("%{name} = {}: {msg}", e.op))
+                ParseError::at(
+                    self.src,
+                    op_at,
+                    format!("%{name} = {}: {}", e.op, e.detail()),
+                )
             })?;
         self.node_at.push(at);
         self.define(at, &name, id)?;

@@ -152,6 +152,7 @@ fn eval(
         Op::LayerNorm { axis, eps } => one(nn::layer_norm(ins[0], ins[1], ins[2], *axis, *eps)),
         Op::Softmax { axis } => one(nn::softmax(ins[0], *axis, false)),
         Op::LogSoftmax { axis } => one(nn::softmax(ins[0], *axis, true)),
+        Op::CausalMask { fill } => one(nn::causal_mask(ins[0], *fill)),
         Op::Reduce(r) => one(nn::reduce(ins[0], r)),
         Op::Pool(p) => one(nn::pool(ins[0], p)),
         Op::GlobalPool(k) => one(nn::global_pool(ins[0], *k)),

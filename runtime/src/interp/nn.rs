@@ -79,6 +79,29 @@ pub(crate) fn softmax(x: &HostTensor, axis: i64, log: bool) -> Res<HostTensor> {
     Ok(HostTensor::f32(x.shape.clone(), out))
 }
 
+pub(crate) fn causal_mask(x: &HostTensor, fill: f64) -> Res<HostTensor> {
+    let xv = f32s(x)?;
+    let r = x.shape.len();
+    if r < 2 {
+        return err("causal_mask needs rank ≥ 2");
+    }
+    let (m, n) = (x.shape[r - 2], x.shape[r - 1]);
+    let out = xv
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| {
+            let (i, j) = ((k / n) % m, k % n);
+            // Rectangular scores (cached keys): query i sees keys up to i + (n - m).
+            if j + m <= i + n {
+                v
+            } else {
+                fill as f32
+            }
+        })
+        .collect();
+    Ok(HostTensor::f32(x.shape.clone(), out))
+}
+
 pub(crate) fn reduce(x: &HostTensor, r: &ReduceOverAxes) -> Res<HostTensor> {
     let xv = f32s(x)?;
     let rank = x.shape.len();

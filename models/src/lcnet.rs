@@ -1,0 +1,145 @@
+//! PP-LCNet (Cui et al., 2021, "PP-LCNet: A Lightweight CPU Convolutional Neural Network"):
+//! a stack of depthwise-separable convolutions with H-Swish, SE only in the last two blocks,
+//! 5×5 kernels in the tail, global pooling, a 1280-wide 1×1 conv after pooling, dropout and a
+//! classifier. Layer table and parameter names follow PaddleClas `PPLCNet`.
+
+use oar_frontend::nn::{
+    Activation, BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, LinearConfig, SeBlockConfig,
+};
+use oar_frontend::{BuildError, ModelBuilder, Tensor};
+use oar_ir::Graph;
+
+/// One depthwise-separable block: (kernel, in channels, out channels, stride, SE).
+type Block = (u64, u64, u64, u64, bool);
+
+/// The blocks of each stage (`blocks2` … `blocks6`).
+const NET: [&[Block]; 5] = [
+    &[(3, 16, 32, 1, false)],
+    &[(3, 32, 64, 2, false), (3, 64, 64, 1, false)],
+    &[(3, 64, 128, 2, false), (3, 128, 128, 1, false)],
+    &[
+        (3, 128, 256, 2, false),
+        (5, 256, 256, 1, false),
+        (5, 256, 256, 1, false),
+        (5, 256, 256, 1, false),
+        (5, 256, 256, 1, false),
+        (5, 256, 256, 1, false),
+    ],
+    &[(5, 256, 512, 2, true), (5, 512, 512, 1, true)],
+];
+
+/// Rounds channels to a multiple of 8 without losing more than 10% (MobileNet's rule).
+pub fn make_divisible(v: f64) -> u64 {
+    let divisor: f64 = 8.0;
+    let mut new_v = divisor.max(((v + divisor / 2.0) / divisor).floor() * divisor);
+    if new_v < 0.9 * v {
+        new_v += divisor;
+    }
+    new_v as u64
+}
+
+/// A PP-LCNet variant.
+#[derive(Debug, Clone)]
+pub struct LcNetConfig {
+    /// Width multiplier: 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5.
+    pub scale: f64,
+    pub class_num: u64,
+    /// Input height and width.
+    pub image_size: u64,
+    pub dropout: f64,
+    /// Width of the 1×1 conv after global pooling.
+    pub class_expand: u64,
+}
+
+impl LcNetConfig {
+    /// The paper's configuration at width `scale` (ImageNet, 224×224).
+    pub fn new(scale: f64) -> Self {
+        LcNetConfig {
+            scale,
+            class_num: 1000,
+            image_size: 224,
+            dropout: 0.2,
+            class_expand: 1280,
+        }
+    }
+
+    /// Builds the inference graph: input `x: f32[N,3,S,S]`, output logits `f32[N,classes]`.
+    pub fn build(&self, name: &str) -> Result<Graph, BuildError> {
+        let b = ModelBuilder::new(name);
+        let x = b.input("x", &format!("f32[N,3,{0},{0}]", self.image_size));
+        let ch = |c: u64| make_divisible(c as f64 * self.scale);
+        let mut h = conv_bn(&b, "conv1", 3, ch(16), 3, 2, 1).forward_act(&x);
+        for (stage, blocks) in NET.iter().enumerate() {
+            for (i, &(k, cin, cout, s, se)) in blocks.iter().enumerate() {
+                h = b.scope(format!("blocks{}.{i}", stage + 2), || {
+                    let dw =
+                        conv_bn(&b, "dw_conv", ch(cin), ch(cin), k, s, ch(cin)).forward_act(&h);
+                    let dw = if se {
+                        SeBlockConfig::new(ch(cin)).init(&b, "se").forward(&dw)
+                    } else {
+                        dw
+                    };
+                    conv_bn(&b, "pw_conv", ch(cin), ch(cout), 1, 1, 1).forward_act(&dw)
+                });
+            }
+        }
+        let pooled = h.global_avg_pool();
+        let last = Conv2dConfig::new(ch(512), self.class_expand, 1)
+            .bias(false)
+            .init(&b, "last_conv");
+        let feat = last
+            .forward(&pooled)
+            .hardswish()
+            .dropout(self.dropout)
+            .flatten(1);
+        let logits = LinearConfig::new(self.class_expand, self.class_num)
+            .init(&b, "fc")
+            .forward(&feat);
+        b.finish(&[&logits])
+    }
+}
+
+/// Conv (no bias) + BatchNorm + H-Swish, PaddleClas's `ConvBNLayer`.
+struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm2d,
+}
+
+impl ConvBn {
+    fn forward_act(&self, x: &Tensor) -> Tensor {
+        Activation::HardSwish.apply(&self.bn.forward(&self.conv.forward(x)))
+    }
+}
+
+fn conv_bn(
+    b: &ModelBuilder,
+    name: &str,
+    cin: u64,
+    cout: u64,
+    k: u64,
+    stride: u64,
+    groups: u64,
+) -> ConvBn {
+    b.scope(name, || ConvBn {
+        conv: Conv2dConfig::new(cin, cout, k)
+            .stride(stride)
+            .groups(groups)
+            .padding((k - 1) / 2)
+            .bias(false)
+            .init(b, "conv"),
+        bn: BatchNorm2dConfig::new(cout).init(b, "bn"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_rounding_matches_mobilenet() {
+        assert_eq!(make_divisible(16.0 * 0.25), 8);
+        assert_eq!(make_divisible(32.0 * 0.35), 16);
+        assert_eq!(make_divisible(512.0 * 0.35), 176);
+        assert_eq!(make_divisible(16.0 * 2.5), 40);
+    }
+}

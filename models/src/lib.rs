@@ -1,0 +1,89 @@
+//! oar-models: the model zoo, written in the DSL. Each entry builds an `ir::Graph`; large
+//! configurations build with symbolic batch and sequence and never allocate weights.
+
+pub mod ernie;
+pub mod lcnet;
+
+use oar_frontend::BuildError;
+use oar_ir::Graph;
+use std::collections::BTreeMap;
+
+pub use ernie::ErnieConfig;
+pub use lcnet::LcNetConfig;
+
+/// One zoo entry.
+pub struct ZooEntry {
+    pub name: &'static str,
+    pub family: &'static str,
+    pub description: &'static str,
+    /// Symbol values for the sizes `oar models` reports (batch 1; sequence length).
+    pub report_bindings: &'static [(&'static str, u64)],
+    pub build: fn() -> Result<Graph, BuildError>,
+}
+
+impl ZooEntry {
+    /// The bindings as a map.
+    pub fn bindings(&self) -> BTreeMap<String, u64> {
+        self.report_bindings
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect()
+    }
+}
+
+macro_rules! lcnet {
+    ($name:literal, $scale:expr) => {
+        ZooEntry {
+            name: $name,
+            family: "PP-LCNet",
+            description: "ImageNet classifier, 224x224",
+            report_bindings: &[("N", 1)],
+            build: || LcNetConfig::new($scale).build($name),
+        }
+    };
+}
+
+macro_rules! ernie {
+    ($name:literal, $cfg:expr, $desc:literal) => {
+        ZooEntry {
+            name: $name,
+            family: "ERNIE 3.0",
+            description: $desc,
+            report_bindings: &[("N", 1), ("seq", 128)],
+            build: || $cfg.build_pretraining($name),
+        }
+    };
+}
+
+/// Every zoo model.
+pub fn zoo() -> Vec<ZooEntry> {
+    vec![
+        lcnet!("lcnet_x0_25", 0.25),
+        lcnet!("lcnet_x0_35", 0.35),
+        lcnet!("lcnet_x0_5", 0.5),
+        lcnet!("lcnet_x0_75", 0.75),
+        lcnet!("lcnet_x1_0", 1.0),
+        lcnet!("lcnet_x1_5", 1.5),
+        lcnet!("lcnet_x2_0", 2.0),
+        lcnet!("lcnet_x2_5", 2.5),
+        ernie!("ernie-3.0-tiny", ErnieConfig::tiny(), "test size: 2+1 layers, hidden 128, NLU/NLG modules, Titan losses"),
+        ernie!("ernie-3.0-nano-zh", ErnieConfig::nano(), "4L/312H/12 heads, MLM pre-training graph"),
+        ernie!("ernie-3.0-micro-zh", ErnieConfig::micro(), "4L/384H/12 heads, MLM pre-training graph"),
+        ernie!("ernie-3.0-mini-zh", ErnieConfig::mini(), "6L/384H/12 heads, MLM pre-training graph"),
+        ernie!("ernie-3.0-medium-zh", ErnieConfig::medium(), "6L/768H/12 heads, MLM pre-training graph"),
+        ernie!("ernie-3.0-base-zh", ErnieConfig::base(), "12L/768H/12 heads, MLM pre-training graph"),
+        ernie!("ernie-3.0-xbase-zh", ErnieConfig::xbase(), "20L/1024H/16 heads, MLM pre-training graph"),
+        ernie!("ernie-3.0-10b", ErnieConfig::ten_billion(), "universal 48L/4096H + NLU/NLG 12L/768H"),
+        ernie!("ernie-3.0-titan", ErnieConfig::titan(), "~260B: universal 144L/12288H (assumed) + NLU/NLG, adversarial and controllable LM losses"),
+    ]
+}
+
+/// The entry with this name.
+pub fn find(name: &str) -> Option<ZooEntry> {
+    zoo().into_iter().find(|e| e.name == name)
+}
+
+/// Builds a zoo model by name.
+pub fn build(name: &str) -> Option<Result<Graph, BuildError>> {
+    find(name).map(|e| (e.build)())
+}

@@ -1,0 +1,184 @@
+//! The zoo against the papers' figures, and the models running in the interpreter.
+
+use oar_ir::stats::graph_stats;
+use oar_models::{build, zoo, ErnieConfig};
+use oar_runtime::init::init_weights;
+use oar_runtime::{run, HostTensor};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+fn counts(name: &str) -> (f64, f64) {
+    let entry = oar_models::find(name).unwrap();
+    let g = (entry.build)().unwrap_or_else(|e| panic!("{name}: {e}"));
+    let s = graph_stats(&g, &entry.bindings());
+    (s.param_elements as f64 / 1e6, s.paddle_macs as f64 / 1e6)
+}
+
+#[test]
+fn lcnet_matches_the_paper_table_within_3_percent() {
+    // PP-LCNet paper, Table 2 (ImageNet, 224x224): params (M) and MACs (M), the latter as
+    // paddle.flops counts them (batch norm and average pooling included).
+    let table = [
+        ("lcnet_x0_25", 1.5, 18.0),
+        ("lcnet_x0_35", 1.6, 29.0),
+        ("lcnet_x0_5", 1.9, 47.0),
+        ("lcnet_x0_75", 2.4, 99.0),
+        ("lcnet_x1_0", 3.0, 161.0),
+        ("lcnet_x1_5", 4.5, 342.0),
+        ("lcnet_x2_0", 6.5, 590.0),
+        ("lcnet_x2_5", 9.0, 906.0),
+    ];
+    let mut report = Vec::new();
+    for (name, params, macs) in table {
+        let (p, m) = counts(name);
+        let (dp, dm) = ((p - params) / params, (m - macs) / macs);
+        report.push(format!(
+            "{name}: params {p:.3}M ({:+.1}%), MACs {m:.1}M ({:+.1}%)",
+            dp * 100.0,
+            dm * 100.0
+        ));
+    }
+    println!("{}", report.join("\n"));
+    for (name, params, macs) in table {
+        let (p, m) = counts(name);
+        assert!(
+            ((p - params) / params).abs() <= 0.03 && ((m - macs) / macs).abs() <= 0.03,
+            "{}",
+            report.join("\n")
+        );
+    }
+}
+
+#[test]
+fn ernie_parameter_counts() {
+    let (base, _) = counts("ernie-3.0-base-zh");
+    assert!(
+        (base - 118.0).abs() / 118.0 < 0.01,
+        "ernie-3.0-base-zh has {base:.1}M parameters"
+    );
+    let (b10, _) = counts("ernie-3.0-10b");
+    assert!(
+        (b10 / 1e3 - 10.0).abs() < 0.5,
+        "ernie-3.0-10b has {:.2}B",
+        b10 / 1e3
+    );
+    let (titan, _) = counts("ernie-3.0-titan");
+    assert!(
+        (titan / 1e3 - 260.0).abs() < 5.0,
+        "ernie-3.0-titan has {:.1}B",
+        titan / 1e3
+    );
+}
+
+#[test]
+fn titan_builds_in_under_5_seconds() {
+    let t = Instant::now();
+    let g = ErnieConfig::titan()
+        .build_pretraining("ernie-3.0-titan")
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert!(g.len() > 4000);
+    assert!(secs < 5.0, "building Titan took {secs:.2}s");
+}
+
+#[test]
+fn every_zoo_model_builds_and_verifies() {
+    for e in zoo() {
+        let g = (e.build)().unwrap_or_else(|err| panic!("{}: {err}", e.name));
+        oar_ir::verify(&g).unwrap();
+        // The printed IR parses back to the same graph.
+        if g.len() < 3000 {
+            assert_eq!(oar_ir::parse(&oar_ir::print(&g)).unwrap(), g, "{}", e.name);
+        }
+    }
+}
+
+fn random_ids(n: usize, seq: usize, hi: i64, seed: u64) -> HostTensor {
+    let mut s = seed;
+    let data = (0..n * seq)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 33) as i64) % hi
+        })
+        .collect();
+    HostTensor::i64(vec![n, seq], data)
+}
+
+#[test]
+fn ernie_tiny_losses_start_near_ln_vocab() {
+    let cfg = ErnieConfig::tiny();
+    let g = build("ernie-3.0-tiny").unwrap().unwrap();
+    let w = init_weights(&g, 7).unwrap();
+    let (n, seq) = (2, 12);
+    let positions = HostTensor::i64(vec![n, seq], (0..n).flat_map(|_| 0..seq as i64).collect());
+    let mut weights = vec![0.0f32; n * seq];
+    for i in (0..n * seq).step_by(3) {
+        weights[i] = 1.0;
+    }
+    let inputs: BTreeMap<&str, HostTensor> = BTreeMap::from([
+        ("input_ids", random_ids(n, seq, cfg.vocab as i64, 1)),
+        ("token_type_ids", random_ids(n, seq, 2, 2)),
+        ("position_ids", positions),
+        ("task_type_ids", random_ids(n, seq, 3, 3)),
+        ("mlm_labels", random_ids(n, seq, cfg.vocab as i64, 4)),
+        ("mlm_weights", HostTensor::f32(vec![n, seq], weights)),
+        ("lm_labels", random_ids(n, seq, cfg.vocab as i64, 5)),
+        // The first 3 positions are prompt tokens: no LM loss there.
+        (
+            "lm_weights",
+            HostTensor::f32(
+                vec![n, seq],
+                (0..n * seq)
+                    .map(|i| if i % seq < 3 { 0.0 } else { 1.0 })
+                    .collect(),
+            ),
+        ),
+        ("adv_labels", HostTensor::f32(vec![n], vec![1.0, 0.0])),
+    ]);
+    let ordered: Vec<HostTensor> = g
+        .inputs()
+        .iter()
+        .map(|&i| inputs[g.node(i).name.as_str()].clone())
+        .collect();
+    let out = run(&g, &ordered, &w).unwrap();
+    let ln_v = (cfg.vocab as f64).ln();
+    let mlm = out[0].to_f64()[0];
+    let lm = out[1].to_f64()[0];
+    let adv = out[2].to_f64()[0];
+    assert!(
+        mlm.is_finite() && (mlm - ln_v).abs() < 0.5,
+        "MLM loss {mlm} vs ln(V) = {ln_v}"
+    );
+    assert!(
+        lm.is_finite() && (lm - ln_v).abs() < 0.5,
+        "LM loss {lm} vs ln(V) = {ln_v}"
+    );
+    assert!(
+        adv.is_finite() && (adv - 2f64.ln()).abs() < 0.3,
+        "adversarial loss {adv} vs ln 2"
+    );
+}
+
+#[test]
+fn lcnet_x1_0_runs_at_batch_2() {
+    let g = build("lcnet_x1_0").unwrap().unwrap();
+    let w = init_weights(&g, 3).unwrap();
+    let n: usize = 2 * 3 * 224 * 224;
+    let x = HostTensor::f32(
+        vec![2, 3, 224, 224],
+        (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect(),
+    );
+    let out = run(&g, &[x], &w).unwrap();
+    assert_eq!(out[0].shape, vec![2, 1000]);
+    let v = out[0].to_f64();
+    assert!(v.iter().all(|x| x.is_finite()));
+    // Different images give different logits.
+    assert!(v[..1000]
+        .iter()
+        .zip(&v[1000..])
+        .any(|(a, b)| (a - b).abs() > 1e-6));
+}

@@ -1,0 +1,99 @@
+//! `oar run MODEL|FILE --input x.npy`: runs the reference interpreter.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use oar::runtime::io::npy::{read_npy, write_npy};
+use oar::runtime::io::weights::load_safetensors;
+use oar::runtime::{init::init_weights, run as interpret, HostTensor};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A graph file (text IR or JSON) or a zoo model name.
+    model: String,
+    /// Input tensors as .npy, in the graph's input order, or `NAME=FILE.npy`.
+    #[arg(long = "input", short = 'i', value_name = "[NAME=]FILE")]
+    inputs: Vec<String>,
+    /// Weights (safetensors). Without it, parameters are initialised from --seed.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Seed for initialising parameters when no weights are given.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output files (.npy), one per graph output, in order.
+    #[arg(short, long = "output")]
+    outputs: Vec<PathBuf>,
+    /// The backend (only the reference interpreter so far).
+    #[arg(long, default_value = "interp", value_parser = ["interp"])]
+    backend: String,
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    let graph = oar::load_graph(&a.model)?;
+    let names: Vec<&str> = graph
+        .inputs()
+        .iter()
+        .map(|&i| graph.node(i).name.as_str())
+        .collect();
+    let mut inputs: Vec<Option<HostTensor>> = vec![None; names.len()];
+    for (k, spec) in a.inputs.iter().enumerate() {
+        let (slot, file) = match spec.split_once('=') {
+            Some((name, file)) => {
+                let Some(pos) = names.iter().position(|n| *n == name) else {
+                    bail!(
+                        "the graph has no input `{name}` (inputs: {})",
+                        names.join(", ")
+                    );
+                };
+                (pos, file)
+            }
+            None => (k, spec.as_str()),
+        };
+        if slot >= names.len() {
+            bail!(
+                "{} inputs given but the graph takes {} ({})",
+                a.inputs.len(),
+                names.len(),
+                names.join(", ")
+            );
+        }
+        inputs[slot] = Some(read_npy(std::path::Path::new(file))?);
+    }
+    let inputs: Vec<HostTensor> = inputs
+        .into_iter()
+        .zip(&names)
+        .map(|(t, n)| {
+            t.with_context(|| format!("no value for input `{n}` (pass --input {n}=FILE.npy)"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let weights = match &a.weights {
+        Some(p) => load_safetensors(p)?,
+        None => {
+            eprintln!(
+                "note: parameters initialised from seed {} (pass --weights FILE.safetensors)",
+                a.seed
+            );
+            init_weights(&graph, a.seed).map_err(anyhow::Error::msg)?
+        }
+    };
+    let outs = interpret(&graph, &inputs, &weights)?;
+    if !a.outputs.is_empty() && a.outputs.len() != outs.len() {
+        bail!(
+            "the graph has {} outputs but {} -o files were given",
+            outs.len(),
+            a.outputs.len()
+        );
+    }
+    for (k, t) in outs.iter().enumerate() {
+        match a.outputs.get(k) {
+            Some(p) => write_npy(p, t)?,
+            None => {
+                let v = t.to_f64();
+                let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:.6}")).collect();
+                let more = if v.len() > 6 { ", ..." } else { "" };
+                println!("output {k}: {} [{}{more}]", t.describe(), head.join(", "));
+            }
+        }
+    }
+    Ok(())
+}

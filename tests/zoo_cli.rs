@@ -1,0 +1,139 @@
+//! `oar models`, `oar inspect MODEL` and `oar run` through the real binary.
+
+use oar::runtime::io::npy::{read_npy, write_npy};
+use oar::runtime::io::weights::save_safetensors;
+use oar::runtime::{init::init_weights, run, HostTensor};
+use std::process::Command;
+
+fn oar(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_oar"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the oar binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("oar-zoo-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+#[test]
+fn models_lists_lcnet_within_3_percent_of_the_paper() {
+    let (ok, out, err) = oar(&["models", "--json"]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let table = [
+        ("lcnet_x0_25", 1.5, 18.0),
+        ("lcnet_x0_35", 1.6, 29.0),
+        ("lcnet_x0_5", 1.9, 47.0),
+        ("lcnet_x0_75", 2.4, 99.0),
+        ("lcnet_x1_0", 3.0, 161.0),
+        ("lcnet_x1_5", 4.5, 342.0),
+        ("lcnet_x2_0", 6.5, 590.0),
+        ("lcnet_x2_5", 9.0, 906.0),
+    ];
+    for (name, params, macs) in table {
+        let row = j
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        let p = row["params"].as_f64().unwrap() / 1e6;
+        let m = row["macs"].as_f64().unwrap() / 1e6;
+        assert!(
+            ((p - params) / params).abs() <= 0.03,
+            "{name}: {p}M params vs {params}M"
+        );
+        assert!(
+            ((m - macs) / macs).abs() <= 0.03,
+            "{name}: {m}M MACs vs {macs}M"
+        );
+    }
+    let base = j
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "ernie-3.0-base-zh")
+        .unwrap();
+    let p = base["params"].as_f64().unwrap() / 1e6;
+    assert!((p - 118.0).abs() < 1.0, "ernie-3.0-base-zh: {p}M");
+}
+
+#[test]
+fn inspect_zoo_model_stats_snapshot() {
+    let (ok, out, err) = oar(&["inspect", "lcnet_x0_25", "--stats"]);
+    assert!(ok, "{err}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn run_matches_the_library_interpreter_with_seeded_and_loaded_weights() {
+    let g = oar::load_graph("lcnet_x0_25").unwrap();
+    let n = 3 * 224 * 224;
+    let x = HostTensor::f32(
+        vec![1, 3, 224, 224],
+        (0..n)
+            .map(|i| ((i * 31) % 97) as f32 / 48.0 - 1.0)
+            .collect(),
+    );
+    let xp = tmp("x.npy");
+    write_npy(&xp, &x).unwrap();
+    // Seeded initialisation.
+    let yp = tmp("y.npy");
+    let (ok, _, err) = oar(&[
+        "run",
+        "lcnet_x0_25",
+        "--input",
+        xp.to_str().unwrap(),
+        "--seed",
+        "5",
+        "-o",
+        yp.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let want = run(&g, std::slice::from_ref(&x), &init_weights(&g, 5).unwrap()).unwrap();
+    assert_eq!(read_npy(&yp).unwrap(), want[0]);
+    // Weights from a safetensors file.
+    let w = init_weights(&g, 11).unwrap();
+    let wp = tmp("w.safetensors");
+    save_safetensors(&wp, &w).unwrap();
+    let (ok, _, err) = oar(&[
+        "run",
+        "lcnet_x0_25",
+        "--input",
+        &format!("x={}", xp.display()),
+        "--weights",
+        wp.to_str().unwrap(),
+        "-o",
+        yp.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(read_npy(&yp).unwrap(), run(&g, &[x], &w).unwrap()[0]);
+}
+
+#[test]
+fn run_errors_are_clear() {
+    let (ok, _, err) = oar(&["run", "examples/mlp.oir"]);
+    assert!(!ok && err.contains("no value for input `x`"), "{err}");
+    let bad = tmp("bad.npy");
+    write_npy(&bad, &HostTensor::f32(vec![2, 5], vec![1.0; 10])).unwrap();
+    let (ok, _, err) = oar(&["run", "examples/mlp.oir", "--input", bad.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("input %x: expected f32[N,784]"),
+        "{err}"
+    );
+    let (ok, _, err) = oar(&["run", "nosuchmodel"]);
+    assert!(
+        !ok && err.contains("neither a graph file nor a zoo model"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+}
