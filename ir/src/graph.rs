@@ -94,6 +94,9 @@ pub struct Graph {
     /// Meshes referred to by `#dist` attributes and collectives, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meshes: BTreeMap<String, ProcessMesh>,
+    /// Bodies of `fused` nodes, by name (graphs without meshes or functions of their own).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub functions: BTreeMap<String, Graph>,
     nodes: Vec<Node>,
     inputs: Vec<NodeId>,
     outputs: Vec<ValueRef>,
@@ -105,6 +108,14 @@ impl Graph {
         Graph {
             name: name.into(),
             ..Default::default()
+        }
+    }
+
+    /// What shape inference needs from the module: meshes and functions.
+    pub fn infer_ctx(&self) -> InferCtx<'_> {
+        InferCtx {
+            meshes: Some(&self.meshes),
+            functions: Some(&self.functions),
         }
     }
 
@@ -219,9 +230,7 @@ impl Graph {
                 .ok_or_else(|| fail(format!("operand {v} does not exist")))?;
             in_types.push(t.clone());
         }
-        let ctx = InferCtx {
-            meshes: Some(&self.meshes),
-        };
+        let ctx = self.infer_ctx();
         let inferred = infer_types(&op, &in_types, &declared, &ctx).map_err(|e| fail(e.0))?;
         if !op.is_source() && inferred != declared {
             return Err(fail(format!(
@@ -250,9 +259,7 @@ impl Graph {
                 op: op.name(),
                 message: "an operand does not exist".into(),
             })?;
-        let ctx = InferCtx {
-            meshes: Some(&self.meshes),
-        };
+        let ctx = self.infer_ctx();
         let outs = infer_types(&op, &in_types, &[], &ctx).map_err(|e| NodeError {
             node: name.clone(),
             op: op.name(),

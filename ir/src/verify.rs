@@ -3,7 +3,7 @@
 
 use crate::dist::Placement;
 use crate::graph::{types_text, Graph, NodeId};
-use crate::op::{infer_types, InferCtx, Op};
+use crate::op::{infer_types, Op};
 use crate::types::TensorType;
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -88,9 +88,7 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
         .collect();
     let declared_inputs: HashSet<NodeId> = g.inputs().iter().copied().collect();
     let mut names = HashSet::new();
-    let ctx = InferCtx {
-        meshes: Some(&g.meshes),
-    };
+    let ctx = g.infer_ctx();
     for (id, n) in g.iter() {
         let loc = format!("%{} ({})", n.name, n.op.name());
         if !is_value_name(&n.name) {
@@ -209,6 +207,19 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
                     }
                 }
                 None => {}
+            }
+        }
+    }
+    for (name, f) in &g.functions {
+        if f.name != *name {
+            at(None, format!("function @{name}"), format!("is named @{} inside", f.name));
+        }
+        if !f.meshes.is_empty() || !f.functions.is_empty() {
+            at(None, format!("function @{name}"), "functions may not declare meshes or functions".into());
+        }
+        if let Err(inner) = verify(f) {
+            for e in inner.0 {
+                at(None, format!("function @{name}: {}", e.location), e.message);
             }
         }
     }

@@ -130,6 +130,9 @@ const COORD_NAMES: [(&str, CoordMode); 4] = [
 pub(super) fn op_name(op: &Op) -> &'static str {
     match op {
         Op::Input => "input",
+        Op::FusedConv2d { .. } => "fused_conv2d",
+        Op::FusedMatMul { .. } => "fused_matmul",
+        Op::Fused { .. } => "fused",
         Op::Param(_) => "param",
         Op::Constant(_) => "constant",
         Op::Unary(u) => match u {
@@ -236,6 +239,9 @@ pub fn all_op_names() -> Vec<&'static str> {
         "broadcast",
         "send",
         "recv",
+        "fused_conv2d",
+        "fused_matmul",
+        "fused",
     ];
     v.extend(UNARY_NAMES.iter().map(|(n, _)| *n));
     v.extend(BINARY_NAMES.iter().map(|(n, _)| *n));
@@ -300,6 +306,28 @@ fn conv_attrs(w: &mut AttrWriter, c: &ConvAttrs) {
         .put_unless("padding", c.padding, d.padding, ints(c.padding))
         .put_unless("dilation", c.dilation, d.dilation, ints(c.dilation))
         .put_unless("groups", c.groups, d.groups, Attr::Int(c.groups as i64));
+}
+
+/// An activation as an attribute value: a word, or a call carrying its parameters.
+pub fn activation_attr(u: &UnaryOp) -> Attr {
+    match *u {
+        UnaryOp::LeakyRelu { alpha } => Attr::Call("leaky_relu".into(), vec![Attr::Float(alpha)]),
+        UnaryOp::HardSigmoid { alpha, beta } => {
+            Attr::Call("hardsigmoid".into(), vec![Attr::Float(alpha), Attr::Float(beta)])
+        }
+        UnaryOp::Clip { min, max } => Attr::Call("clip".into(), vec![Attr::Float(min), Attr::Float(max)]),
+        UnaryOp::Gelu { tanh: true } => word("gelu_tanh"),
+        UnaryOp::Gelu { tanh: false } => word("gelu"),
+        _ => word(op_name(&Op::Unary(*u))),
+    }
+}
+
+fn epilogue_attrs(w: &mut AttrWriter, e: &Epilogue) {
+    w.put_unless("bias", e.bias, false, boolean(true))
+        .put_unless("residual", e.residual, false, boolean(true));
+    if let Some(a) = &e.activation {
+        w.put("act", activation_attr(a));
+    }
 }
 
 /// The attributes of an op, in printing order, defaults left out.
@@ -470,6 +498,18 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
         Op::Broadcast { root, group } => {
             w.put("root", Attr::Int(*root as i64));
             group_attrs(&mut w, group);
+        }
+        Op::FusedConv2d { conv, epilogue } => {
+            conv_attrs(&mut w, conv);
+            epilogue_attrs(&mut w, epilogue);
+        }
+        Op::FusedMatMul { mm, epilogue } => {
+            w.put_unless("transpose_a", mm.transpose_a, false, boolean(true))
+                .put_unless("transpose_b", mm.transpose_b, false, boolean(true));
+            epilogue_attrs(&mut w, epilogue);
+        }
+        Op::Fused { func } => {
+            w.put("func", Attr::Global(func.clone()));
         }
         Op::Send { peer } | Op::Recv { peer } => {
             w.put("peer", Attr::Int(*peer as i64));
@@ -654,6 +694,36 @@ impl<'a> AttrReader<'a> {
         let names: Vec<&str> = ReduceOp::ALL.iter().map(|r| r.name()).collect();
         let w = self.word("op", &names)?;
         Ok(ReduceOp::from_name(&w).unwrap_or(ReduceOp::Sum))
+    }
+
+    fn activation(&mut self) -> Result<Option<UnaryOp>, AttrError> {
+        let op = self.op;
+        let bad = |a: &Attr| AttrError(format!("`{op}` attribute `act` must be an activation such as relu or hardsigmoid(0.2, 0.5), found `{a}`"));
+        let Some(a) = self.take("act") else { return Ok(None) };
+        let nums = |args: &[Attr]| -> Option<Vec<f64>> {
+            args.iter().map(|x| match x { Attr::Float(f) => Some(*f), Attr::Int(i) => Some(*i as f64), _ => None }).collect()
+        };
+        let u = match &a {
+            Attr::Word(w) if w == "gelu" => UnaryOp::Gelu { tanh: false },
+            Attr::Word(w) if w == "gelu_tanh" => UnaryOp::Gelu { tanh: true },
+            Attr::Word(w) => UNARY_NAMES.iter().find(|(n, _)| n == w).map(|(_, u)| *u).ok_or_else(|| bad(&a))?,
+            Attr::Call(f, args) => match (f.as_str(), nums(args).as_deref()) {
+                ("leaky_relu", Some([alpha])) => UnaryOp::LeakyRelu { alpha: *alpha },
+                ("hardsigmoid", Some([alpha, beta])) => UnaryOp::HardSigmoid { alpha: *alpha, beta: *beta },
+                ("clip", Some([min, max])) => UnaryOp::Clip { min: *min, max: *max },
+                _ => return Err(bad(&a)),
+            },
+            _ => return Err(bad(&a)),
+        };
+        Ok(Some(u))
+    }
+
+    fn epilogue(&mut self) -> Result<Epilogue, AttrError> {
+        Ok(Epilogue {
+            bias: self.bool_or("bias", false)?,
+            residual: self.bool_or("residual", false)?,
+            activation: self.activation()?,
+        })
     }
 
     fn finish(self, op: Op) -> Result<Op, AttrError> {
@@ -926,6 +996,21 @@ pub fn op_from_attrs(
         "broadcast" => Op::Broadcast {
             root: r.uint("root")?,
             group: r.group()?,
+        },
+        "fused_conv2d" => Op::FusedConv2d {
+            conv: r.conv()?,
+            epilogue: r.epilogue()?,
+        },
+        "fused_matmul" => Op::FusedMatMul {
+            mm: MatMulAttrs {
+                transpose_a: r.bool_or("transpose_a", false)?,
+                transpose_b: r.bool_or("transpose_b", false)?,
+            },
+            epilogue: r.epilogue()?,
+        },
+        "fused" => match r.need("func")? {
+            Attr::Global(func) => Op::Fused { func },
+            a => return r.bad("func", "a function name such as `@fused0`", &a),
         },
         "send" => Op::Send {
             peer: r.uint("peer")?,

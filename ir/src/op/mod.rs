@@ -269,6 +269,23 @@ pub struct CommGroup {
     pub axis: usize,
 }
 
+/// What a fused contraction does to its result before writing it:
+/// `activation(y + bias + residual)`, each part optional. Inputs after the two operands:
+/// the bias (broadcast over the output, `[C]` for convs) when `bias`, then the residual.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Epilogue {
+    pub bias: bool,
+    pub residual: bool,
+    pub activation: Option<UnaryOp>,
+}
+
+impl Epilogue {
+    /// Number of extra inputs (bias, residual).
+    pub fn extra_inputs(&self) -> usize {
+        usize::from(self.bias) + usize::from(self.residual)
+    }
+}
+
 /// An operation. Sources (`Input`, `Param`, `Constant`, `Recv`) take their output type from
 /// the node's declaration; every other op's output types are inferred from its inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -381,6 +398,13 @@ pub enum Op {
         root: u64,
         group: CommGroup,
     },
+    // Fused kernels.
+    /// conv2d with an epilogue; inputs x, w, then the epilogue's.
+    FusedConv2d { conv: ConvAttrs, epilogue: Epilogue },
+    /// matmul with an epilogue; inputs a, b, then the epilogue's.
+    FusedMatMul { mm: MatMulAttrs, epilogue: Epilogue },
+    /// A fused group of ops whose body is the module-level function `func`.
+    Fused { func: String },
     // Point to point, for pipeline stages.
     Send {
         peer: u64,
@@ -451,6 +475,7 @@ impl Op {
             | Op::AllToAll { .. }
             | Op::Broadcast { .. } => "collective",
             Op::Send { .. } | Op::Recv { .. } => "p2p",
+            Op::FusedConv2d { .. } | Op::FusedMatMul { .. } | Op::Fused { .. } => "fused",
         }
     }
 }

@@ -13,6 +13,37 @@ use std::collections::BTreeMap;
 pub struct InferCtx<'a> {
     /// Module-level meshes, by name, for the group sizes of collectives.
     pub meshes: Option<&'a BTreeMap<String, ProcessMesh>>,
+    /// Module-level functions, by name, for the bodies of `fused` nodes.
+    pub functions: Option<&'a BTreeMap<String, crate::graph::Graph>>,
+}
+
+fn epilogue_types(op: &Op, out: TensorType, e: &Epilogue, extra: &[TensorType], bias_is_channel: bool) -> R<Vec<TensorType>> {
+    if extra.len() != e.extra_inputs() {
+        return fail(format!("`{}` with this epilogue takes {} inputs, found {}", op.name(), 2 + e.extra_inputs(), 2 + extra.len()));
+    }
+    let mut rest = extra.iter();
+    if e.bias {
+        let b = rest.next().ok_or_else(|| ShapeError("missing bias".into()))?;
+        same_dtype(op, &out, b)?;
+        let ok = if bias_is_channel {
+            b.shape.0 == [out.shape.0[1].clone()]
+        } else {
+            broadcast(&out.shape, &b.shape).is_ok_and(|s| s == out.shape)
+        };
+        if !ok {
+            return fail(format!("`{}`: bias {b} does not fit the output {out}", op.name()));
+        }
+    }
+    if e.residual {
+        let r = rest.next().ok_or_else(|| ShapeError("missing residual".into()))?;
+        if *r != out {
+            return fail(format!("`{}`: residual {r} must have the output's type {out}", op.name()));
+        }
+    }
+    if e.activation.is_some() && !out.dtype.is_float() {
+        return fail(format!("`{}`: an activation needs a float output, found {out}", op.name()));
+    }
+    Ok(vec![out])
 }
 
 /// An input combination an op cannot take.
@@ -783,6 +814,35 @@ pub fn infer_types(
         Op::Send { .. } => {
             arity(op, inputs, &[1])?;
             Ok(vec![])
+        }
+        Op::FusedConv2d { conv, epilogue } => {
+            if inputs.len() < 2 {
+                return fail("`fused_conv2d` needs an input and a weight");
+            }
+            let out = infer_types(&Op::Conv2d(conv.clone()), &inputs[..2], &[], ctx)?.remove(0);
+            epilogue_types(op, out, epilogue, &inputs[2..], true)
+        }
+        Op::FusedMatMul { mm, epilogue } => {
+            if inputs.len() < 2 {
+                return fail("`fused_matmul` needs two operands");
+            }
+            let out = infer_types(&Op::MatMul(*mm), &inputs[..2], &[], ctx)?.remove(0);
+            epilogue_types(op, out, epilogue, &inputs[2..], false)
+        }
+        Op::Fused { func } => {
+            let f = ctx
+                .functions
+                .and_then(|fs| fs.get(func))
+                .ok_or_else(|| ShapeError(format!("`fused` refers to unknown function @{func}")))?;
+            let want: Vec<TensorType> = f.inputs().iter().map(|&i| f.node(i).outputs[0].clone()).collect();
+            if want != inputs {
+                return fail(format!(
+                    "`fused`: @{func} takes {} but is given {}",
+                    crate::graph::types_text(&want),
+                    crate::graph::types_text(inputs)
+                ));
+            }
+            Ok(f.outputs().iter().filter_map(|v| f.value_type(*v).cloned()).collect())
         }
     }
 }

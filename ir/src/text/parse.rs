@@ -146,6 +146,32 @@ impl<'a> Parser<'a> {
         if !self.keyword("graph") {
             return self.expected("`mesh` or `graph`");
         }
+        loop {
+            self.graph_body()?;
+            if matches!(self.peek(), Tok::Eof) {
+                return Ok(());
+            }
+            if !self.keyword("graph") {
+                return self.expected("end of file or another `graph`");
+            }
+            // The graph just read is a function (a fusion body) of the graphs that follow.
+            let meshes = self.graph.meshes.clone();
+            let mut functions = std::mem::take(&mut self.graph.functions);
+            let f = std::mem::take(&mut self.graph);
+            let fname = f.name.clone();
+            if functions.insert(fname.clone(), f).is_some() {
+                return self.err_at(self.offset(), format!("function @{fname} is defined twice"));
+            }
+            self.graph.meshes = meshes;
+            self.graph.functions = functions;
+            self.names.clear();
+            self.symbols.clear();
+            self.node_at.clear();
+        }
+    }
+
+    /// `@name(inputs) -> (types) { statements return values }`, after the `graph` keyword.
+    fn graph_body(&mut self) -> R<()> {
         self.graph.name = self.global("a graph name such as `@model`")?;
         self.expect("(")?;
         self.list(")", |p| p.graph_input())?;
@@ -170,21 +196,11 @@ impl<'a> Parser<'a> {
             }
         }
         self.expect("}")?;
-        if !matches!(self.peek(), Tok::Eof) {
-            return self.expected("end of file after the graph");
-        }
-        let got: Vec<TensorType> = outs
-            .iter()
-            .filter_map(|v| self.graph.value_type(*v).cloned())
-            .collect();
+        let got: Vec<TensorType> = outs.iter().filter_map(|v| self.graph.value_type(*v).cloned()).collect();
         if got != sig {
             return self.err_at(
                 ret_at,
-                format!(
-                    "returned values have types {} but the signature says {}",
-                    types_text(&got),
-                    types_text(&sig)
-                ),
+                format!("returned values have types {} but the signature says {}", types_text(&got), types_text(&sig)),
             );
         }
         self.graph.set_outputs(outs);

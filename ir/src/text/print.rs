@@ -65,7 +65,7 @@ fn statement(g: &Graph, node: &Node) -> String {
     s
 }
 
-/// Prints a graph in the text format. Input nodes appear in the signature; the graph is
+/// Prints a graph in the text format: meshes, then functions (fusion bodies), then the graph. Input nodes appear in the signature; the graph is
 /// expected in canonical order (inputs first) for an exact round trip.
 pub fn print(g: &Graph) -> String {
     let mut out = String::new();
@@ -91,6 +91,15 @@ pub fn print(g: &Graph) -> String {
     if !g.meshes.is_empty() {
         out.push('\n');
     }
+    for f in g.functions.values() {
+        print_graph(&mut out, f);
+        out.push('\n');
+    }
+    print_graph(&mut out, g);
+    out
+}
+
+fn print_graph(out: &mut String, g: &Graph) {
     let params: Vec<String> = g
         .inputs()
         .iter()
@@ -124,5 +133,4 @@ pub fn print(g: &Graph) -> String {
     } else {
         let _ = writeln!(out, "  return {}\n}}", rets.join(", "));
     }
-    out
 }

@@ -2,7 +2,7 @@
 
 use super::{err, Res};
 use crate::tensor::{strides, HostTensor, TensorData};
-use oar_ir::op::{BinaryOp, UnaryOp};
+use oar_ir::op::{BinaryOp, Epilogue, UnaryOp};
 use oar_ir::DType;
 
 /// numpy broadcast of two shapes.
@@ -95,6 +95,19 @@ pub(crate) fn unary_scalar(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Silu => x / (1.0 + (-x).exp()),
         UnaryOp::Mish => x * softplus(x).tanh(),
         UnaryOp::Clip { min, max } => x.max(min as f32).min(max as f32),
+    }
+}
+
+/// The tail of a fused contraction: add the residual, then apply the activation.
+pub(crate) fn epilogue(y: HostTensor, e: &Epilogue, residual: Option<&HostTensor>) -> Res<HostTensor> {
+    let y = match (e.residual, residual) {
+        (true, Some(r)) => binary(BinaryOp::Add, &y, r)?,
+        (true, None) => return err("the epilogue needs a residual input"),
+        (false, _) => y,
+    };
+    match e.activation {
+        Some(a) => unary(a, &y),
+        None => Ok(y),
     }
 }
 

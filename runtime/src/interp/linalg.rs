@@ -32,24 +32,30 @@ pub(crate) fn matmul(a: &HostTensor, b: &HostTensor, attrs: &MatMulAttrs) -> Res
     let ia = broadcast_index(&batch, &a.shape[..ra - 2]);
     let ib = broadcast_index(&batch, &b.shape[..rb - 2]);
     let mut out = vec![0f32; ia.len() * m * n];
+    // Transposed operands are copied to row-major [m, k] and [k, n] first, so the inner loop
+    // always walks contiguous memory.
+    let row_major = |src: &[f32], rows: usize, cols: usize, transposed: bool| -> Vec<f32> {
+        if !transposed {
+            return src.to_vec();
+        }
+        let mut t = vec![0f32; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[r * cols + c] = src[c * rows + r];
+            }
+        }
+        t
+    };
     for (bi, (&pa, &pb)) in ia.iter().zip(&ib).enumerate() {
-        let a0 = &av[pa * m * k..(pa + 1) * m * k];
-        let b0 = &bv[pb * k * n..(pb + 1) * k * n];
+        let a0 = row_major(&av[pa * m * k..(pa + 1) * m * k], m, k, attrs.transpose_a);
+        let b0 = row_major(&bv[pb * k * n..(pb + 1) * k * n], k, n, attrs.transpose_b);
         let o = &mut out[bi * m * n..(bi + 1) * m * n];
         for i in 0..m {
+            let row = &mut o[i * n..(i + 1) * n];
             for p in 0..k {
-                let x = if attrs.transpose_a {
-                    a0[p * m + i]
-                } else {
-                    a0[i * k + p]
-                };
-                for j in 0..n {
-                    let y = if attrs.transpose_b {
-                        b0[j * k + p]
-                    } else {
-                        b0[p * n + j]
-                    };
-                    o[i * n + j] += x * y;
+                let x = a0[i * k + p];
+                for (r, y) in row.iter_mut().zip(&b0[p * n..(p + 1) * n]) {
+                    *r += x * y;
                 }
             }
         }

@@ -127,6 +127,7 @@ fn eval(
     ins: &[&HostTensor],
     weights: &Weights,
     out_shapes: &[Vec<usize>],
+    functions: &BTreeMap<String, Graph>,
 ) -> Result<Vec<HostTensor>, InterpError> {
     let one = |r: Res<HostTensor>| r.map(|t| vec![t]);
     let res: Res<Vec<HostTensor>> = match &node.op {
@@ -171,6 +172,29 @@ fn eval(
         Op::Gather { axis } => one(layout::gather(ins[0], ins[1], *axis)),
         Op::GatherElements { axis } => one(layout::gather_elements(ins[0], ins[1], *axis)),
         Op::Embedding => one(layout::embedding(ins[0], ins[1])),
+        Op::FusedConv2d { conv, epilogue } => {
+            // The bias goes through conv2d, which adds it per channel.
+            let bias = if epilogue.bias { ins.get(2).copied() } else { None };
+            let residual = ins.get(2 + usize::from(epilogue.bias)).copied();
+            one(linalg::conv2d(ins[0], ins[1], bias, conv)
+                .and_then(|y| elementwise::epilogue(y, epilogue, residual)))
+        }
+        Op::FusedMatMul { mm, epilogue } => {
+            let residual = ins.get(2 + usize::from(epilogue.bias)).copied();
+            one(linalg::matmul(ins[0], ins[1], mm)
+                .and_then(|y| match epilogue.bias {
+                    true => elementwise::binary(oar_ir::op::BinaryOp::Add, &y, ins[2]),
+                    false => Ok(y),
+                })
+                .and_then(|y| elementwise::epilogue(y, epilogue, residual)))
+        }
+        Op::Fused { func } => match functions.get(func) {
+            Some(f) => {
+                let owned: Vec<HostTensor> = ins.iter().map(|t| (*t).clone()).collect();
+                run_with(f, &owned, weights, functions).map_err(|e| format!("in @{func}: {e}"))
+            }
+            None => err(format!("unknown function @{func}")),
+        },
         Op::AllReduce { .. }
         | Op::AllGather { .. }
         | Op::ReduceScatter { .. }
@@ -206,6 +230,16 @@ pub fn run(
     graph: &Graph,
     inputs: &[HostTensor],
     weights: &Weights,
+) -> Result<Vec<HostTensor>, InterpError> {
+    run_with(graph, inputs, weights, &graph.functions)
+}
+
+/// Runs `graph` with `fused` bodies looked up in `functions` (the enclosing module's).
+fn run_with(
+    graph: &Graph,
+    inputs: &[HostTensor],
+    weights: &Weights,
+    functions: &BTreeMap<String, Graph>,
 ) -> Result<Vec<HostTensor>, InterpError> {
     let bindings = bind_inputs(graph, inputs)?;
     let mut last_use = vec![0usize; graph.len()];
@@ -250,7 +284,7 @@ pub fn run(
                     .collect()
             })
             .collect();
-        let outs = eval(node, &ins, weights, &out_shapes)?;
+        let outs = eval(node, &ins, weights, &out_shapes, functions)?;
         values[id.index()] = Some(outs);
         for v in &node.inputs {
             if last_use[v.node.index()] == id.index() {

@@ -1,0 +1,249 @@
+//! canonicalize: constant folding, identity elimination, CSE and DCE, repeated to a fixpoint.
+//!
+//! Folding evaluates nodes whose operands are all literal constants with the reference
+//! interpreter — the shape sub-graphs exported models carry (shape arithmetic, concat,
+//! gather, slice) collapse this way — and keeps results up to `FOLD_LIMIT` elements.
+//! Parameters are never folded here: their values are not part of the graph.
+
+use crate::pass::{Pass, PassContext};
+use crate::rebuild::Rebuilder;
+use oar_ir::op::{BinaryOp, Literal, Op};
+use oar_ir::{Graph, NodeId, ValueRef};
+use oar_runtime::{HostTensor, TensorData};
+use std::collections::HashMap;
+
+/// Largest folded constant, in elements.
+pub const FOLD_LIMIT: u64 = 1 << 16;
+
+/// The canonicalize pass.
+pub struct Canonicalize;
+
+impl Pass for Canonicalize {
+    fn name(&self) -> &'static str {
+        "canonicalize"
+    }
+    fn description(&self) -> &'static str {
+        "constant folding, identity elimination, CSE, DCE"
+    }
+    fn run(&self, mut g: Graph, _cx: &PassContext) -> Result<(Graph, Vec<String>), String> {
+        let mut totals = [0usize; 4];
+        for _ in 0..8 {
+            let (g1, folded) = fold_constants(&g)?;
+            let (g2, ids) = eliminate_identities(&g1)?;
+            let (g3, cse) = cse(&g2)?;
+            let (g4, dead) = dce(&g3)?;
+            g = g4;
+            for (t, n) in totals.iter_mut().zip([folded, ids, cse, dead]) {
+                *t += n;
+            }
+            if folded + ids + cse + dead == 0 {
+                break;
+            }
+        }
+        let notes = vec![format!(
+            "folded {} nodes, removed {} identities, merged {} duplicates, removed {} dead nodes",
+            totals[0], totals[1], totals[2], totals[3]
+        )];
+        Ok((g, notes))
+    }
+}
+
+fn literal_of(g: &Graph, v: ValueRef) -> Option<(&Literal, &oar_ir::TensorType)> {
+    match &g.node(v.node).op {
+        Op::Constant(l) => Some((l, &g.node(v.node).outputs[0])),
+        _ => None,
+    }
+}
+
+fn tensor_of(lit: &Literal, ty: &oar_ir::TensorType) -> Option<HostTensor> {
+    let shape: Vec<usize> = ty.shape.as_static()?.iter().map(|&d| d as usize).collect();
+    Some(match (lit, ty.dtype) {
+        (Literal::Floats(v), oar_ir::DType::F32) => HostTensor::f32(shape, v.iter().map(|&x| x as f32).collect()),
+        (Literal::Ints(v), oar_ir::DType::I64) => HostTensor::i64(shape, v.clone()),
+        (Literal::Ints(v), oar_ir::DType::Bool) => HostTensor::bool(shape, v.iter().map(|&x| x != 0).collect()),
+        _ => return None,
+    })
+}
+
+fn literal_from(t: &HostTensor) -> Literal {
+    match &t.data {
+        TensorData::F32(v) => Literal::Floats(v.iter().map(|&x| x as f64).collect()),
+        TensorData::I64(v) => Literal::Ints(v.clone()),
+        TensorData::Bool(v) => Literal::Ints(v.iter().map(|&b| b as i64).collect()),
+    }
+}
+
+/// Evaluates one node on literal operands with the interpreter.
+fn evaluate(g: &Graph, id: NodeId) -> Option<Vec<Literal>> {
+    let n = g.node(id);
+    let mut mini = Graph::new("fold");
+    mini.meshes = g.meshes.clone();
+    let mut ins = Vec::new();
+    for v in &n.inputs {
+        let (lit, ty) = literal_of(g, *v)?;
+        let c = mini.add_node_typed(Op::Constant(lit.clone()), vec![], vec![ty.clone()], None).ok()?;
+        ins.push(ValueRef::from(c));
+    }
+    let out = mini.add_node_typed(n.op.clone(), ins, n.outputs.clone(), None).ok()?;
+    mini.set_outputs((0..n.outputs.len() as u32).map(|p| ValueRef::new(out, p)).collect());
+    let res = oar_runtime::run(&mini, &[], &Default::default()).ok()?;
+    Some(res.iter().map(literal_from).collect())
+}
+
+fn foldable(g: &Graph, id: NodeId) -> bool {
+    let n = g.node(id);
+    !n.op.is_source()
+        && !n.op.has_side_effects()
+        && n.op.comm_group().is_none()
+        && !matches!(n.op, Op::Input | Op::Dropout { .. })
+        && !n.inputs.is_empty()
+        && n.inputs.iter().all(|v| literal_of(g, *v).and_then(|(l, t)| tensor_of(l, t)).is_some())
+        && n.outputs.iter().all(|t| {
+            t.shape.numel().as_static().is_some_and(|k| k <= FOLD_LIMIT)
+                && matches!(t.dtype, oar_ir::DType::F32 | oar_ir::DType::I64 | oar_ir::DType::Bool)
+        })
+}
+
+/// Replaces nodes computed from literals with literal constants.
+pub fn fold_constants(g: &Graph) -> Result<(Graph, usize), String> {
+    let mut r = Rebuilder::new(g);
+    let mut count = 0;
+    for (id, n) in g.iter() {
+        if r.is_mapped(id) {
+            continue;
+        }
+        let folded = if foldable(g, id) { evaluate(g, id) } else { None };
+        match folded {
+            Some(lits) => {
+                let mut vals = Vec::new();
+                for (lit, ty) in lits.into_iter().zip(&n.outputs) {
+                    let c = r.add_source(Op::Constant(lit), ty.clone(), Some(&n.name)).map_err(|e| e.to_string())?;
+                    vals.push(ValueRef::from(c));
+                }
+                r.alias(id, vals);
+                count += 1;
+            }
+            None => {
+                r.copy(id).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok((r.finish(), count))
+}
+
+fn scalar_value(g: &Graph, v: ValueRef) -> Option<f64> {
+    match literal_of(g, v)? {
+        (Literal::Floats(f), _) if f.len() == 1 => Some(f[0]),
+        (Literal::Ints(i), _) if i.len() == 1 => Some(i[0] as f64),
+        _ => None,
+    }
+}
+
+/// The input a node merely passes through, if it is an identity here.
+fn identity_source(g: &Graph, id: NodeId) -> Option<ValueRef> {
+    let n = g.node(id);
+    let first = *n.inputs.first()?;
+    let same_type = n.outputs.len() == 1 && g.value_type(first) == Some(&n.outputs[0]);
+    let passes = match &n.op {
+        // Inference graphs: dropout does nothing.
+        Op::Dropout { .. } => true,
+        Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Cast { .. } => same_type,
+        Op::Transpose { perm } => perm.iter().enumerate().all(|(i, &p)| i == p),
+        Op::Concat { .. } => n.inputs.len() == 1,
+        Op::Slice(s) => same_type && s.starts.iter().all(|&x| x == 0) && s.steps.iter().all(|&x| x == 1),
+        Op::Binary(BinaryOp::Mul) => same_type && scalar_value(g, n.inputs[1]) == Some(1.0),
+        Op::Binary(BinaryOp::Add | BinaryOp::Sub) => same_type && scalar_value(g, n.inputs[1]) == Some(0.0),
+        Op::Binary(BinaryOp::Div) => same_type && scalar_value(g, n.inputs[1]) == Some(1.0),
+        _ => false,
+    };
+    passes.then_some(first)
+}
+
+/// Forwards identities' inputs to their users.
+pub fn eliminate_identities(g: &Graph) -> Result<(Graph, usize), String> {
+    let mut r = Rebuilder::new(g);
+    let mut count = 0;
+    for (id, _) in g.iter() {
+        if r.is_mapped(id) {
+            continue;
+        }
+        match identity_source(g, id) {
+            Some(src) => {
+                let v = r.value(src);
+                r.alias(id, vec![v]);
+                count += 1;
+            }
+            None => {
+                r.copy(id).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok((r.finish(), count))
+}
+
+/// Merges nodes with the same op on the same operands (constants by value).
+pub fn cse(g: &Graph) -> Result<(Graph, usize), String> {
+    let mut r = Rebuilder::new(g);
+    let mut seen: HashMap<String, NodeId> = HashMap::new();
+    let mut count = 0;
+    for (id, n) in g.iter() {
+        if r.is_mapped(id) {
+            continue;
+        }
+        let key = match &n.op {
+            Op::Param(_) | Op::Input | Op::Send { .. } | Op::Recv { .. } => None,
+            _ if n.dist.is_some() || n.device.is_some() => None,
+            op => {
+                let ins: Vec<String> = n.inputs.iter().map(|v| r.value(*v).to_string()).collect();
+                Some(format!("{op:?}|{}|{:?}", ins.join(","), n.outputs))
+            }
+        };
+        match key.as_ref().and_then(|k| seen.get(k)) {
+            Some(&prev) => {
+                let vals = (0..n.outputs.len() as u32).map(|p| ValueRef::new(prev, p)).collect();
+                r.alias(id, vals);
+                count += 1;
+            }
+            None => {
+                let new = r.copy(id).map_err(|e| e.to_string())?;
+                if let Some(k) = key {
+                    seen.insert(k, new);
+                }
+            }
+        }
+    }
+    Ok((r.finish(), count))
+}
+
+/// Removes nodes no output or side effect depends on.
+pub fn dce(g: &Graph) -> Result<(Graph, usize), String> {
+    let mut live = vec![false; g.len()];
+    for v in g.outputs() {
+        live[v.node.index()] = true;
+    }
+    for (id, n) in g.iter() {
+        if n.op.has_side_effects() || matches!(n.op, Op::Input) {
+            live[id.index()] = true;
+        }
+    }
+    for (id, n) in g.iter().collect::<Vec<_>>().into_iter().rev() {
+        if live[id.index()] {
+            for v in &n.inputs {
+                live[v.node.index()] = true;
+            }
+        }
+    }
+    let mut r = Rebuilder::new(g);
+    let mut count = 0;
+    for (id, _) in g.iter() {
+        if r.is_mapped(id) {
+            continue;
+        }
+        if live[id.index()] {
+            r.copy(id).map_err(|e| e.to_string())?;
+        } else {
+            count += 1;
+        }
+    }
+    Ok((r.finish(), count))
+}

@@ -1,0 +1,133 @@
+//! memory: liveness analysis and buffer assignment with reuse for one device.
+//!
+//! Every value that is not a view gets a buffer; a view (reshape, squeeze, unsqueeze,
+//! flatten) shares its operand's. A value lives from its definition to its last use (graph
+//! outputs to the end). Buffers are assigned best-fit from the buffers freed so far, else a
+//! new one is made. Parameters and constants live in a separate weights region.
+
+use crate::pass::{Pass, PassContext};
+use oar_ir::op::Op;
+use oar_ir::{Graph, ValueRef};
+use std::collections::BTreeMap;
+
+/// Where each value lives and what it all takes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MemoryPlan {
+    /// Buffer index for each value (views share their source's); weights have none.
+    pub buffer_of: BTreeMap<ValueRef, usize>,
+    /// Size of each buffer, bytes.
+    pub buffers: Vec<u64>,
+    /// The most bytes of activations live at any one time.
+    pub peak_live_bytes: u64,
+    /// Sum of buffer sizes: what the arena needs.
+    pub arena_bytes: u64,
+    /// Sum of all activation sizes: what no reuse would need.
+    pub no_reuse_bytes: u64,
+    /// Parameters and constants.
+    pub weight_bytes: u64,
+}
+
+fn is_view(op: &Op) -> bool {
+    matches!(op, Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. })
+}
+
+/// Plans buffers for `g` with symbols bound by `b` (unbound count as 1).
+pub fn plan_memory(g: &Graph, b: &BTreeMap<String, u64>) -> MemoryPlan {
+    let n = g.len();
+    // The value whose buffer each value occupies (itself, or a view's source, transitively).
+    let mut root: BTreeMap<ValueRef, ValueRef> = BTreeMap::new();
+    let mut last_use: BTreeMap<ValueRef, usize> = BTreeMap::new();
+    let mut plan = MemoryPlan::default();
+    for (id, node) in g.iter() {
+        for (p, t) in node.outputs.iter().enumerate() {
+            let v = ValueRef::new(id, p as u32);
+            if matches!(node.op, Op::Param(_) | Op::Constant(_)) {
+                plan.weight_bytes += t.bytes(b, 1);
+                continue;
+            }
+            let r = if is_view(&node.op) { root.get(&node.inputs[0]).copied().unwrap_or(v) } else { v };
+            root.insert(v, r);
+            last_use.insert(r, id.index());
+        }
+        for input in &node.inputs {
+            if let Some(&r) = root.get(input) {
+                last_use.insert(r, id.index().max(last_use.get(&r).copied().unwrap_or(0)));
+            }
+        }
+    }
+    for v in g.outputs() {
+        if let Some(&r) = root.get(v) {
+            last_use.insert(r, n);
+        }
+    }
+    // Free buffers by size, for best fit; `dying[i]` are the roots whose last use is node i.
+    let mut free: Vec<usize> = Vec::new();
+    let mut dying: BTreeMap<usize, Vec<ValueRef>> = BTreeMap::new();
+    for (&r, &t) in &last_use {
+        dying.entry(t).or_default().push(r);
+    }
+    let mut live = 0u64;
+    for (id, node) in g.iter() {
+        for (p, t) in node.outputs.iter().enumerate() {
+            let v = ValueRef::new(id, p as u32);
+            let Some(&r) = root.get(&v) else { continue };
+            if r != v {
+                if let Some(&buf) = plan.buffer_of.get(&r) {
+                    plan.buffer_of.insert(v, buf);
+                }
+                continue;
+            }
+            let size = t.bytes(b, 1);
+            plan.no_reuse_bytes += size;
+            live += size;
+            let fit = free
+                .iter()
+                .enumerate()
+                .filter(|(_, &buf)| plan.buffers[buf] >= size)
+                .min_by_key(|(_, &buf)| plan.buffers[buf])
+                .map(|(i, _)| i);
+            let buf = match fit {
+                Some(i) => free.swap_remove(i),
+                None => {
+                    plan.buffers.push(size);
+                    plan.buffers.len() - 1
+                }
+            };
+            plan.buffer_of.insert(v, buf);
+        }
+        plan.peak_live_bytes = plan.peak_live_bytes.max(live);
+        for r in dying.remove(&id.index()).unwrap_or_default() {
+            if let Some(&buf) = plan.buffer_of.get(&r) {
+                free.push(buf);
+                live -= g.value_type(r).map(|t| t.bytes(b, 1)).unwrap_or(0);
+            }
+        }
+    }
+    plan.arena_bytes = plan.buffers.iter().sum();
+    plan
+}
+
+/// The memory pass: an analysis that reports the plan and leaves the graph unchanged.
+pub struct MemoryPass;
+
+impl Pass for MemoryPass {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+    fn description(&self) -> &'static str {
+        "liveness and buffer reuse; reports peak and arena bytes"
+    }
+    fn run(&self, g: Graph, cx: &PassContext) -> Result<(Graph, Vec<String>), String> {
+        let p = plan_memory(&g, &cx.bindings);
+        let mb = |x: u64| x as f64 / 1e6;
+        let notes = vec![format!(
+            "peak live activations {:.2} MB; arena {:.2} MB in {} buffers (without reuse {:.2} MB); weights {:.2} MB",
+            mb(p.peak_live_bytes),
+            mb(p.arena_bytes),
+            p.buffers.len(),
+            mb(p.no_reuse_bytes),
+            mb(p.weight_bytes)
+        )];
+        Ok((g, notes))
+    }
+}
