@@ -4,6 +4,7 @@
 pub use oar_frontend as frontend;
 pub use oar_ir as ir;
 pub use oar_models as models;
+pub use oar_passes as passes;
 pub use oar_runtime as runtime;
 
 use std::path::Path;

@@ -137,3 +137,38 @@ fn run_errors_are_clear() {
     );
     assert!(!err.contains("panicked"));
 }
+
+#[test]
+fn inspect_pipeline_reports_before_and_after() {
+    let (ok, out, err) = oar(&[
+        "inspect",
+        "lcnet_x0_25",
+        "--pipeline",
+        "inference",
+        "--print-after",
+        "eqsat",
+        "--disable-pass",
+        "memory",
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("// ----- after eqsat -----"), "{err}");
+    assert!(err.contains("rules fired: fold-bn-into-conv ×27"), "{err}");
+    assert!(
+        err.contains("estimated time (ms)") && err.contains("peak activations (MB)"),
+        "{err}"
+    );
+    assert!(!err.contains("  memory "), "memory was disabled: {err}");
+    let g = oar::ir::parse(&out).expect("stdout is the optimized graph");
+    assert!(g.nodes().iter().all(|n| n.op.name() != "batch_norm"));
+    let (ok, _, err) = oar(&[
+        "inspect",
+        "lcnet_x0_25",
+        "--pipeline",
+        "inference",
+        "--disable-pass",
+        "nope",
+    ]);
+    assert!(!ok && err.contains("unknown pass `nope`"), "{err}");
+    let (ok, _, err) = oar(&["inspect", "lcnet_x0_25", "--print-after", "eqsat"]);
+    assert!(!ok && err.contains("need --pipeline"), "{err}");
+}

@@ -212,10 +212,18 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
     }
     for (name, f) in &g.functions {
         if f.name != *name {
-            at(None, format!("function @{name}"), format!("is named @{} inside", f.name));
+            at(
+                None,
+                format!("function @{name}"),
+                format!("is named @{} inside", f.name),
+            );
         }
         if !f.meshes.is_empty() || !f.functions.is_empty() {
-            at(None, format!("function @{name}"), "functions may not declare meshes or functions".into());
+            at(
+                None,
+                format!("function @{name}"),
+                "functions may not declare meshes or functions".into(),
+            );
         }
         if let Err(inner) = verify(f) {
             for e in inner.0 {

@@ -258,3 +258,18 @@ fn corrupted_json_never_panics() {
         assert!(r.is_ok(), "read_graph panicked on JSON case {i}:\n{text}");
     }
 }
+
+#[test]
+fn modules_with_functions_round_trip_and_check_calls() {
+    let text = "graph @f0(%in0: f32[N,4], %in1: f32[4]) -> (f32[N,4]) {\n  %2 = add(%in0, %in1) : f32[N,4]\n  %3 = relu(%2) : f32[N,4]\n  return %3\n}\n\ngraph @main(%x: f32[N,4]) -> (f32[N,4]) {\n  %b = param \"b\" : f32[4]\n  %y = fused(%x, %b) {func=@f0} : f32[N,4]\n  return %y\n}\n";
+    let g = parse(text).unwrap();
+    assert_eq!(g.functions.len(), 1);
+    assert_eq!(oar_ir::print(&g), text);
+    let bad = text.replace("fused(%x, %b)", "fused(%x, %x)");
+    insta::assert_snapshot!(parse_err(&bad));
+    let unknown = text.replace(
+        "func=@f0} : f32[N,4]\n  return",
+        "func=@f9} : f32[N,4]\n  return",
+    );
+    assert!(parse_err(&unknown).contains("unknown function @f9"));
+}

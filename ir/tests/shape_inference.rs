@@ -28,7 +28,10 @@ fn meshes() -> BTreeMap<String, ProcessMesh> {
 
 fn infer(op: Op, inputs: &[&str]) -> Result<String, String> {
     let m = meshes();
-    let ctx = InferCtx { meshes: Some(&m) };
+    let ctx = InferCtx {
+        meshes: Some(&m),
+        functions: None,
+    };
     let ins: Vec<TensorType> = inputs.iter().map(|s| t(s)).collect();
     infer_types(&op, &ins, &[], &ctx)
         .map(|ts| {
@@ -508,4 +511,60 @@ fn collectives_use_the_mesh_axis_size() {
         "unknown mesh @q",
     );
     ok(Op::Send { peer: 1 }, &["f32[3]"], "");
+}
+
+#[test]
+fn fused_kernels_check_their_epilogue() {
+    let conv = ConvAttrs {
+        padding: [1; 4],
+        ..Default::default()
+    };
+    let ep = |bias, residual, act: Option<UnaryOp>| Epilogue {
+        bias,
+        residual,
+        activation: act,
+    };
+    let fc = |e| Op::FusedConv2d {
+        conv: conv.clone(),
+        epilogue: e,
+    };
+    ok(
+        fc(ep(true, true, Some(UnaryOp::Relu))),
+        &["f32[N,3,8,8]", "f32[4,3,3,3]", "f32[4]", "f32[N,4,8,8]"],
+        "f32[N,4,8,8]",
+    );
+    bad(
+        fc(ep(true, false, None)),
+        &["f32[N,3,8,8]", "f32[4,3,3,3]", "f32[5]"],
+        "bias f32[5] does not fit",
+    );
+    bad(
+        fc(ep(false, true, None)),
+        &["f32[N,3,8,8]", "f32[4,3,3,3]", "f32[N,4,8,7]"],
+        "residual",
+    );
+    bad(
+        fc(ep(true, true, None)),
+        &["f32[N,3,8,8]", "f32[4,3,3,3]", "f32[4]"],
+        "takes 4 inputs, found 3",
+    );
+    let fm = |e| Op::FusedMatMul {
+        mm: MatMulAttrs::default(),
+        epilogue: e,
+    };
+    ok(
+        fm(ep(true, false, Some(UnaryOp::Gelu { tanh: false }))),
+        &["f32[N,seq,8]", "f32[8,16]", "f32[16]"],
+        "f32[N,seq,16]",
+    );
+    bad(
+        fm(ep(true, false, None)),
+        &["f32[N,seq,8]", "f32[8,16]", "f32[N,seq,16,2]"],
+        "does not fit",
+    );
+    bad(
+        Op::Fused { func: "f".into() },
+        &["f32[2]"],
+        "unknown function @f",
+    );
 }

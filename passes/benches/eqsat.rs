@@ -8,8 +8,14 @@ use oar_passes::PassContext;
 fn graphs() -> Vec<(&'static str, oar_ir::Graph)> {
     let gpt = oar_passes_bench_support::gpt_stack(12);
     vec![
-        ("lcnet_x1_0", oar_models::build("lcnet_x1_0").unwrap().unwrap()),
-        ("ernie-3.0-base-zh", oar_models::build("ernie-3.0-base-zh").unwrap().unwrap()),
+        (
+            "lcnet_x1_0",
+            oar_models::build("lcnet_x1_0").unwrap().unwrap(),
+        ),
+        (
+            "ernie-3.0-base-zh",
+            oar_models::build("ernie-3.0-base-zh").unwrap().unwrap(),
+        ),
         ("gpt-12-layer", gpt),
     ]
 }
@@ -23,7 +29,10 @@ mod oar_passes_bench_support {
         let b = ModelBuilder::new("gpt");
         let mut h = b.input("x", "f32[N,seq,768]");
         for i in 0..layers {
-            let l = TransformerEncoderLayerConfig::new(768, 12, 3072).pre_norm(true).causal(true).init(&b, &format!("h.{i}"));
+            let l = TransformerEncoderLayerConfig::new(768, 12, 3072)
+                .pre_norm(true)
+                .causal(true)
+                .init(&b, &format!("h.{i}"));
             h = l.forward(&h);
         }
         b.finish(&[&h]).unwrap()
@@ -37,7 +46,9 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     for (name, g) in graphs() {
         let canon = oar_passes::canonicalize::dce(&g).unwrap().0;
-        group.bench_function(name, |b| b.iter(|| optimize(&canon, &rules, &Limits::default(), &cx).unwrap()));
+        group.bench_function(name, |b| {
+            b.iter(|| optimize(&canon, &rules, &Limits::default(), &cx).unwrap())
+        });
     }
     group.finish();
 }

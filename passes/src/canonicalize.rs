@@ -58,9 +58,13 @@ fn literal_of(g: &Graph, v: ValueRef) -> Option<(&Literal, &oar_ir::TensorType)>
 fn tensor_of(lit: &Literal, ty: &oar_ir::TensorType) -> Option<HostTensor> {
     let shape: Vec<usize> = ty.shape.as_static()?.iter().map(|&d| d as usize).collect();
     Some(match (lit, ty.dtype) {
-        (Literal::Floats(v), oar_ir::DType::F32) => HostTensor::f32(shape, v.iter().map(|&x| x as f32).collect()),
+        (Literal::Floats(v), oar_ir::DType::F32) => {
+            HostTensor::f32(shape, v.iter().map(|&x| x as f32).collect())
+        }
         (Literal::Ints(v), oar_ir::DType::I64) => HostTensor::i64(shape, v.clone()),
-        (Literal::Ints(v), oar_ir::DType::Bool) => HostTensor::bool(shape, v.iter().map(|&x| x != 0).collect()),
+        (Literal::Ints(v), oar_ir::DType::Bool) => {
+            HostTensor::bool(shape, v.iter().map(|&x| x != 0).collect())
+        }
         _ => return None,
     })
 }
@@ -81,11 +85,19 @@ fn evaluate(g: &Graph, id: NodeId) -> Option<Vec<Literal>> {
     let mut ins = Vec::new();
     for v in &n.inputs {
         let (lit, ty) = literal_of(g, *v)?;
-        let c = mini.add_node_typed(Op::Constant(lit.clone()), vec![], vec![ty.clone()], None).ok()?;
+        let c = mini
+            .add_node_typed(Op::Constant(lit.clone()), vec![], vec![ty.clone()], None)
+            .ok()?;
         ins.push(ValueRef::from(c));
     }
-    let out = mini.add_node_typed(n.op.clone(), ins, n.outputs.clone(), None).ok()?;
-    mini.set_outputs((0..n.outputs.len() as u32).map(|p| ValueRef::new(out, p)).collect());
+    let out = mini
+        .add_node_typed(n.op.clone(), ins, n.outputs.clone(), None)
+        .ok()?;
+    mini.set_outputs(
+        (0..n.outputs.len() as u32)
+            .map(|p| ValueRef::new(out, p))
+            .collect(),
+    );
     let res = oar_runtime::run(&mini, &[], &Default::default()).ok()?;
     Some(res.iter().map(literal_from).collect())
 }
@@ -97,10 +109,17 @@ fn foldable(g: &Graph, id: NodeId) -> bool {
         && n.op.comm_group().is_none()
         && !matches!(n.op, Op::Input | Op::Dropout { .. })
         && !n.inputs.is_empty()
-        && n.inputs.iter().all(|v| literal_of(g, *v).and_then(|(l, t)| tensor_of(l, t)).is_some())
+        && n.inputs.iter().all(|v| {
+            literal_of(g, *v)
+                .and_then(|(l, t)| tensor_of(l, t))
+                .is_some()
+        })
         && n.outputs.iter().all(|t| {
             t.shape.numel().as_static().is_some_and(|k| k <= FOLD_LIMIT)
-                && matches!(t.dtype, oar_ir::DType::F32 | oar_ir::DType::I64 | oar_ir::DType::Bool)
+                && matches!(
+                    t.dtype,
+                    oar_ir::DType::F32 | oar_ir::DType::I64 | oar_ir::DType::Bool
+                )
         })
 }
 
@@ -112,12 +131,18 @@ pub fn fold_constants(g: &Graph) -> Result<(Graph, usize), String> {
         if r.is_mapped(id) {
             continue;
         }
-        let folded = if foldable(g, id) { evaluate(g, id) } else { None };
+        let folded = if foldable(g, id) {
+            evaluate(g, id)
+        } else {
+            None
+        };
         match folded {
             Some(lits) => {
                 let mut vals = Vec::new();
                 for (lit, ty) in lits.into_iter().zip(&n.outputs) {
-                    let c = r.add_source(Op::Constant(lit), ty.clone(), Some(&n.name)).map_err(|e| e.to_string())?;
+                    let c = r
+                        .add_source(Op::Constant(lit), ty.clone(), Some(&n.name))
+                        .map_err(|e| e.to_string())?;
                     vals.push(ValueRef::from(c));
                 }
                 r.alias(id, vals);
@@ -147,12 +172,20 @@ fn identity_source(g: &Graph, id: NodeId) -> Option<ValueRef> {
     let passes = match &n.op {
         // Inference graphs: dropout does nothing.
         Op::Dropout { .. } => true,
-        Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Cast { .. } => same_type,
+        Op::Reshape { .. }
+        | Op::Flatten { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Cast { .. } => same_type,
         Op::Transpose { perm } => perm.iter().enumerate().all(|(i, &p)| i == p),
         Op::Concat { .. } => n.inputs.len() == 1,
-        Op::Slice(s) => same_type && s.starts.iter().all(|&x| x == 0) && s.steps.iter().all(|&x| x == 1),
+        Op::Slice(s) => {
+            same_type && s.starts.iter().all(|&x| x == 0) && s.steps.iter().all(|&x| x == 1)
+        }
         Op::Binary(BinaryOp::Mul) => same_type && scalar_value(g, n.inputs[1]) == Some(1.0),
-        Op::Binary(BinaryOp::Add | BinaryOp::Sub) => same_type && scalar_value(g, n.inputs[1]) == Some(0.0),
+        Op::Binary(BinaryOp::Add | BinaryOp::Sub) => {
+            same_type && scalar_value(g, n.inputs[1]) == Some(0.0)
+        }
         Op::Binary(BinaryOp::Div) => same_type && scalar_value(g, n.inputs[1]) == Some(1.0),
         _ => false,
     };
@@ -200,7 +233,9 @@ pub fn cse(g: &Graph) -> Result<(Graph, usize), String> {
         };
         match key.as_ref().and_then(|k| seen.get(k)) {
             Some(&prev) => {
-                let vals = (0..n.outputs.len() as u32).map(|p| ValueRef::new(prev, p)).collect();
+                let vals = (0..n.outputs.len() as u32)
+                    .map(|p| ValueRef::new(prev, p))
+                    .collect();
                 r.alias(id, vals);
                 count += 1;
             }

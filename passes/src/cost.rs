@@ -34,26 +34,44 @@ impl CostModel {
             contraction_efficiency: 0.7,
             vector_efficiency: 0.25,
             memory_efficiency: 0.75,
-            launch_s: if d.kind == DeviceKind::Gpu { 5e-6 } else { 0.5e-6 },
+            launch_s: if d.kind == DeviceKind::Gpu {
+                5e-6
+            } else {
+                0.5e-6
+            },
         }
     }
 
     /// Seconds for work of this size.
     pub fn time(&self, c: OpCost, contraction: bool) -> f64 {
-        let eff = if contraction { self.contraction_efficiency } else { self.vector_efficiency };
+        let eff = if contraction {
+            self.contraction_efficiency
+        } else {
+            self.vector_efficiency
+        };
         let compute = c.flops as f64 / (self.peak_flops * eff);
         let memory = c.bytes as f64 / (self.bandwidth * self.memory_efficiency);
         compute.max(memory) + self.launch_s
     }
 
     /// Seconds for one op; sources and views are free.
-    pub fn op_time(&self, op: &Op, ins: &[TensorType], outs: &[TensorType], b: &BTreeMap<String, u64>) -> f64 {
+    pub fn op_time(
+        &self,
+        op: &Op,
+        ins: &[TensorType],
+        outs: &[TensorType],
+        b: &BTreeMap<String, u64>,
+    ) -> f64 {
         if is_free(op) {
             return 0.0;
         }
         let contraction = matches!(
             op,
-            Op::MatMul(_) | Op::Conv2d(_) | Op::ConvTranspose2d(_) | Op::FusedConv2d { .. } | Op::FusedMatMul { .. }
+            Op::MatMul(_)
+                | Op::Conv2d(_)
+                | Op::ConvTranspose2d(_)
+                | Op::FusedConv2d { .. }
+                | Op::FusedMatMul { .. }
         );
         self.time(op_cost(op, ins, outs, b, 1), contraction)
     }
@@ -61,11 +79,26 @@ impl CostModel {
     /// Seconds for one node of `g`; a `fused` node costs its body's FLOPs at vector speed and
     /// only its own inputs and outputs in bytes, with one launch.
     pub fn node_time(&self, g: &Graph, n: &Node, b: &BTreeMap<String, u64>) -> f64 {
-        let ins: Vec<TensorType> = n.inputs.iter().filter_map(|v| g.value_type(*v).cloned()).collect();
+        let ins: Vec<TensorType> = n
+            .inputs
+            .iter()
+            .filter_map(|v| g.value_type(*v).cloned())
+            .collect();
         if let Op::Fused { func } = &n.op {
-            let body_flops: u64 = g.functions.get(func).map(|f| graph_flops(f, b)).unwrap_or(0);
+            let body_flops: u64 = g
+                .functions
+                .get(func)
+                .map(|f| graph_flops(f, b))
+                .unwrap_or(0);
             let io = op_cost(&n.op, &ins, &n.outputs, b, 1);
-            return self.time(OpCost { flops: body_flops, bytes: io.bytes, macs: 0 }, false);
+            return self.time(
+                OpCost {
+                    flops: body_flops,
+                    bytes: io.bytes,
+                    macs: 0,
+                },
+                false,
+            );
         }
         self.op_time(&n.op, &ins, &n.outputs, b)
     }
@@ -74,21 +107,35 @@ impl CostModel {
     /// alone (folded batch norms) happen once at load time and are not counted.
     pub fn graph_time(&self, g: &Graph, b: &BTreeMap<String, u64>) -> f64 {
         let load_time = weight_only(g);
-        g.iter().filter(|(id, _)| !load_time[id.index()]).map(|(_, n)| self.node_time(g, n, b)).sum()
+        g.iter()
+            .filter(|(id, _)| !load_time[id.index()])
+            .map(|(_, n)| self.node_time(g, n, b))
+            .sum()
     }
 }
 
 /// Ops that cost nothing at run time: sources and views.
 pub fn is_free(op: &Op) -> bool {
     op.is_source()
-        || matches!(op, Op::Input | Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. })
+        || matches!(
+            op,
+            Op::Input
+                | Op::Reshape { .. }
+                | Op::Squeeze { .. }
+                | Op::Unsqueeze { .. }
+                | Op::Flatten { .. }
+        )
 }
 
 fn graph_flops(g: &Graph, b: &BTreeMap<String, u64>) -> u64 {
     g.nodes()
         .iter()
         .map(|n| {
-            let ins: Vec<TensorType> = n.inputs.iter().filter_map(|v| g.value_type(*v).cloned()).collect();
+            let ins: Vec<TensorType> = n
+                .inputs
+                .iter()
+                .filter_map(|v| g.value_type(*v).cloned())
+                .collect();
             op_cost(&n.op, &ins, &n.outputs, b, 1).flops
         })
         .sum()

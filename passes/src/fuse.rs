@@ -20,7 +20,10 @@ pub struct Fuse {
 
 impl Default for Fuse {
     fn default() -> Self {
-        Fuse { max_nodes: 16, small_contraction: 4096 }
+        Fuse {
+            max_nodes: 16,
+            small_contraction: 4096,
+        }
     }
 }
 
@@ -32,7 +35,9 @@ impl Fuse {
             return false;
         }
         match &n.op {
-            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::CausalMask { .. } => true,
+            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::CausalMask { .. } => {
+                true
+            }
             Op::Reduce(_) | Op::GlobalPool(_) | Op::Softmax { .. } | Op::LogSoftmax { .. } => true,
             Op::Conv2d(_) | Op::FusedConv2d { .. } | Op::MatMul(_) | Op::FusedMatMul { .. } => {
                 n.outputs[0].shape.numel().eval(b, 1) <= self.small_contraction
@@ -42,7 +47,11 @@ impl Fuse {
     }
 
     /// Group id per node (None for unfused nodes), groups in creation order.
-    fn groups(&self, g: &Graph, b: &BTreeMap<String, u64>) -> (Vec<Option<usize>>, Vec<Vec<NodeId>>) {
+    fn groups(
+        &self,
+        g: &Graph,
+        b: &BTreeMap<String, u64>,
+    ) -> (Vec<Option<usize>>, Vec<Vec<NodeId>>) {
         let known = crate::cost::weight_only(g);
         let mut users = vec![0usize; g.len()];
         for n in g.nodes() {
@@ -63,7 +72,10 @@ impl Fuse {
             let join = n.inputs.iter().find_map(|v| {
                 let p = v.node;
                 let gid = group_of[p.index()]?;
-                (users[p.index()] == 1 && groups[gid].len() < self.max_nodes && *groups[gid].last()? == p).then_some(gid)
+                (users[p.index()] == 1
+                    && groups[gid].len() < self.max_nodes
+                    && *groups[gid].last()? == p)
+                    .then_some(gid)
             });
             match join {
                 Some(gid) => {
@@ -81,7 +93,11 @@ impl Fuse {
 }
 
 /// A function graph for a group: its external inputs become the function's inputs.
-fn function_for(g: &Graph, name: &str, members: &[NodeId]) -> Result<(Graph, Vec<ValueRef>), String> {
+fn function_for(
+    g: &Graph,
+    name: &str,
+    members: &[NodeId],
+) -> Result<(Graph, Vec<ValueRef>), String> {
     let inside: std::collections::BTreeSet<NodeId> = members.iter().copied().collect();
     let mut f = Graph::new(name);
     let mut ext: Vec<ValueRef> = Vec::new();
@@ -99,7 +115,9 @@ fn function_for(g: &Graph, name: &str, members: &[NodeId]) -> Result<(Graph, Vec
     for &m in members {
         let n = g.node(m);
         let ins = n.inputs.iter().map(|v| map[v]).collect();
-        let id = f.add_node_typed(n.op.clone(), ins, n.outputs.clone(), None).map_err(|e| e.to_string())?;
+        let id = f
+            .add_node_typed(n.op.clone(), ins, n.outputs.clone(), None)
+            .map_err(|e| e.to_string())?;
         map.insert(ValueRef::new(m, 0), ValueRef::new(id, 0));
     }
     let tail = *members.last().ok_or("empty group")?;
@@ -117,7 +135,11 @@ impl Pass for Fuse {
     fn run(&self, g: Graph, cx: &PassContext) -> Result<(Graph, Vec<String>), String> {
         let (group_of, groups) = self.groups(&g, &cx.bindings);
         let fused: Vec<&Vec<NodeId>> = groups.iter().filter(|m| m.len() >= 2).collect();
-        let tails: BTreeMap<NodeId, usize> = fused.iter().enumerate().map(|(k, m)| (*m.last().unwrap_or(&m[0]), k)).collect();
+        let tails: BTreeMap<NodeId, usize> = fused
+            .iter()
+            .enumerate()
+            .map(|(k, m)| (*m.last().unwrap_or(&m[0]), k))
+            .collect();
         let mut r = Rebuilder::new(&g);
         let mut counter = g.functions.len();
         let mut sizes = Vec::new();
@@ -138,7 +160,9 @@ impl Pass for Fuse {
                 let (f, ext) = function_for(&g, &name, members)?;
                 r.new.functions.insert(name.clone(), f);
                 let ins = ext.iter().map(|v| r.value(*v)).collect();
-                let node = r.add(Op::Fused { func: name }, ins, Some(&g.node(id).name)).map_err(|e| e.to_string())?;
+                let node = r
+                    .add(Op::Fused { func: name }, ins, Some(&g.node(id).name))
+                    .map_err(|e| e.to_string())?;
                 r.alias(id, vec![ValueRef::new(node, 0)]);
                 sizes.push(members.len());
             } else if !in_fused_group {
@@ -146,7 +170,11 @@ impl Pass for Fuse {
             }
         }
         let total: usize = sizes.iter().sum();
-        let notes = vec![format!("{} fused kernels covering {} ops", sizes.len(), total)];
+        let notes = vec![format!(
+            "{} fused kernels covering {} ops",
+            sizes.len(),
+            total
+        )];
         Ok((r.finish(), notes))
     }
 }

@@ -28,7 +28,10 @@ pub struct MemoryPlan {
 }
 
 fn is_view(op: &Op) -> bool {
-    matches!(op, Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. })
+    matches!(
+        op,
+        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. }
+    )
 }
 
 /// Plans buffers for `g` with symbols bound by `b` (unbound count as 1).
@@ -45,7 +48,11 @@ pub fn plan_memory(g: &Graph, b: &BTreeMap<String, u64>) -> MemoryPlan {
                 plan.weight_bytes += t.bytes(b, 1);
                 continue;
             }
-            let r = if is_view(&node.op) { root.get(&node.inputs[0]).copied().unwrap_or(v) } else { v };
+            let r = if is_view(&node.op) {
+                root.get(&node.inputs[0]).copied().unwrap_or(v)
+            } else {
+                v
+            };
             root.insert(v, r);
             last_use.insert(r, id.index());
         }

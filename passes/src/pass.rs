@@ -21,7 +21,11 @@ pub struct PassContext {
 impl PassContext {
     /// Estimates for `device`; verification on in debug builds.
     pub fn new(device: DeviceSpec) -> PassContext {
-        PassContext { device, bindings: BTreeMap::new(), verify: cfg!(debug_assertions) }
+        PassContext {
+            device,
+            bindings: BTreeMap::new(),
+            verify: cfg!(debug_assertions),
+        }
     }
 
     /// The host-CPU context used when no device is named: one socket of the `cpu` preset.
@@ -35,7 +39,10 @@ impl PassContext {
 #[derive(Debug, thiserror::Error)]
 pub enum PassError {
     #[error("pass `{pass}` left the graph ill-formed: {errors}")]
-    Verify { pass: &'static str, errors: oar_ir::VerifyErrors },
+    Verify {
+        pass: &'static str,
+        errors: oar_ir::VerifyErrors,
+    },
     #[error("pass `{pass}`: {message}")]
     Failed { pass: &'static str, message: String },
     #[error("unknown pass `{0}` (known: {1})")]
@@ -66,7 +73,10 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
 
 /// Named pipelines, as readable ordered lists.
 pub const PIPELINES: &[(&str, &[&str])] = &[
-    ("inference", &["canonicalize", "eqsat", "canonicalize", "fuse", "memory"]),
+    (
+        "inference",
+        &["canonicalize", "eqsat", "canonicalize", "fuse", "memory"],
+    ),
     ("canonicalize", &["canonicalize"]),
 ];
 
@@ -89,7 +99,14 @@ impl Pipeline {
     /// A named pipeline without the disabled passes.
     pub fn named(name: &str, disabled: &[String]) -> Result<Pipeline, PassError> {
         let (_, list) = PIPELINES.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-            PassError::UnknownPipeline(name.into(), PIPELINES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))
+            PassError::UnknownPipeline(
+                name.into(),
+                PIPELINES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )
         })?;
         Pipeline::of(list, disabled)
     }
@@ -133,13 +150,25 @@ impl Pipeline {
         for p in &self.passes {
             let start = Instant::now();
             let before = g.len();
-            let (out, notes) = p.run(g, cx).map_err(|message| PassError::Failed { pass: p.name(), message })?;
+            let (out, notes) = p.run(g, cx).map_err(|message| PassError::Failed {
+                pass: p.name(),
+                message,
+            })?;
             let time = start.elapsed();
             if cx.verify {
-                oar_ir::verify(&out).map_err(|errors| PassError::Verify { pass: p.name(), errors })?;
+                oar_ir::verify(&out).map_err(|errors| PassError::Verify {
+                    pass: p.name(),
+                    errors,
+                })?;
             }
             after(p.name(), &out);
-            reports.push(PassReport { pass: p.name(), time, nodes_before: before, nodes_after: out.len(), notes });
+            reports.push(PassReport {
+                pass: p.name(),
+                time,
+                nodes_before: before,
+                nodes_after: out.len(),
+                notes,
+            });
             g = out;
         }
         Ok((g, reports))

@@ -1,8 +1,8 @@
 //! Rebuilding a graph node by node: passes copy, replace or drop nodes and the rebuilder
 //! keeps the value mapping, the module's meshes and functions, and unique names.
 
-use oar_ir::{Graph, Node, NodeError, NodeId, TensorType, ValueRef};
 use oar_ir::op::Op;
+use oar_ir::{Graph, Node, NodeError, NodeId, TensorType, ValueRef};
 use std::collections::HashSet;
 
 /// A new graph under construction from an old one.
@@ -20,7 +20,12 @@ impl<'a> Rebuilder<'a> {
         let mut new = Graph::new(old.name.clone());
         new.meshes = old.meshes.clone();
         new.functions = old.functions.clone();
-        let mut r = Rebuilder { old, new, map: vec![Vec::new(); old.len()], names: HashSet::new() };
+        let mut r = Rebuilder {
+            old,
+            new,
+            map: vec![Vec::new(); old.len()],
+            names: HashSet::new(),
+        };
         for &i in old.inputs() {
             let n = old.node(i);
             let v = r.new.add_input(n.name.clone(), n.outputs[0].clone());
@@ -69,21 +74,35 @@ impl<'a> Rebuilder<'a> {
         let n: &Node = self.old.node(id);
         let inputs = n.inputs.iter().map(|v| self.value(*v)).collect();
         let name = self.pick_name(&n.name.clone());
-        let new = self.new.add_node_typed(n.op.clone(), inputs, n.outputs.clone(), name)?;
+        let new = self
+            .new
+            .add_node_typed(n.op.clone(), inputs, n.outputs.clone(), name)?;
         self.copy_annotations(id, new);
-        let outs = (0..self.new.node(new).outputs.len() as u32).map(|p| ValueRef::new(new, p)).collect();
+        let outs = (0..self.new.node(new).outputs.len() as u32)
+            .map(|p| ValueRef::new(new, p))
+            .collect();
         self.map[id.index()] = outs;
         Ok(new)
     }
 
     /// Adds a new node (types inferred), named after `like` when possible.
-    pub fn add(&mut self, op: Op, inputs: Vec<ValueRef>, like: Option<&str>) -> Result<NodeId, NodeError> {
+    pub fn add(
+        &mut self,
+        op: Op,
+        inputs: Vec<ValueRef>,
+        like: Option<&str>,
+    ) -> Result<NodeId, NodeError> {
         let name = like.and_then(|l| self.pick_name(l));
         self.new.add_node(op, inputs, name)
     }
 
     /// Adds a new source node of a declared type.
-    pub fn add_source(&mut self, op: Op, ty: TensorType, like: Option<&str>) -> Result<NodeId, NodeError> {
+    pub fn add_source(
+        &mut self,
+        op: Op,
+        ty: TensorType,
+        like: Option<&str>,
+    ) -> Result<NodeId, NodeError> {
         let name = like.and_then(|l| self.pick_name(l));
         self.new.add_node_typed(op, vec![], vec![ty], name)
     }

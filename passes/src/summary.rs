@@ -12,6 +12,8 @@ use std::fmt::Write;
 #[derive(Debug, Clone, PartialEq)]
 pub struct GraphSummary {
     pub nodes: usize,
+    /// Nodes computed from weights alone (run once at load time, not per inference).
+    pub load_time_nodes: usize,
     pub by_op: BTreeMap<&'static str, usize>,
     pub est_time_s: f64,
     pub peak_bytes: u64,
@@ -27,6 +29,11 @@ pub fn summarize(g: &Graph, cx: &PassContext) -> GraphSummary {
     let plan = plan_memory(g, &cx.bindings);
     GraphSummary {
         nodes: g.len(),
+        load_time_nodes: crate::cost::weight_only(g)
+            .iter()
+            .zip(g.nodes())
+            .filter(|(k, n)| **k && !n.op.is_source())
+            .count(),
         by_op,
         est_time_s: CostModel::for_device(&cx.device).graph_time(g, &cx.bindings),
         peak_bytes: plan.peak_live_bytes,
@@ -38,14 +45,49 @@ pub fn summarize(g: &Graph, cx: &PassContext) -> GraphSummary {
 pub fn render(before: &GraphSummary, after: &GraphSummary) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{:<22} {:>12} {:>12}", "", "before", "after");
-    let _ = writeln!(s, "{:<22} {:>12} {:>12}", "nodes", before.nodes, after.nodes);
-    let _ = writeln!(s, "{:<22} {:>12.3} {:>12.3}", "estimated time (ms)", before.est_time_s * 1e3, after.est_time_s * 1e3);
+    let _ = writeln!(
+        s,
+        "{:<22} {:>12} {:>12}",
+        "nodes", before.nodes, after.nodes
+    );
+    let _ = writeln!(
+        s,
+        "{:<22} {:>12} {:>12}",
+        "  of which load-time", before.load_time_nodes, after.load_time_nodes
+    );
+    let _ = writeln!(
+        s,
+        "{:<22} {:>12.3} {:>12.3}",
+        "estimated time (ms)",
+        before.est_time_s * 1e3,
+        after.est_time_s * 1e3
+    );
     let mb = |b: u64| b as f64 / 1e6;
-    let _ = writeln!(s, "{:<22} {:>12.3} {:>12.3}", "peak activations (MB)", mb(before.peak_bytes), mb(after.peak_bytes));
-    let _ = writeln!(s, "{:<22} {:>12.3} {:>12.3}", "arena (MB)", mb(before.arena_bytes), mb(after.arena_bytes));
-    let ops: std::collections::BTreeSet<&str> = before.by_op.keys().chain(after.by_op.keys()).copied().collect();
+    let _ = writeln!(
+        s,
+        "{:<22} {:>12.3} {:>12.3}",
+        "peak activations (MB)",
+        mb(before.peak_bytes),
+        mb(after.peak_bytes)
+    );
+    let _ = writeln!(
+        s,
+        "{:<22} {:>12.3} {:>12.3}",
+        "arena (MB)",
+        mb(before.arena_bytes),
+        mb(after.arena_bytes)
+    );
+    let ops: std::collections::BTreeSet<&str> = before
+        .by_op
+        .keys()
+        .chain(after.by_op.keys())
+        .copied()
+        .collect();
     for op in ops {
-        let (a, b) = (before.by_op.get(op).copied().unwrap_or(0), after.by_op.get(op).copied().unwrap_or(0));
+        let (a, b) = (
+            before.by_op.get(op).copied().unwrap_or(0),
+            after.by_op.get(op).copied().unwrap_or(0),
+        );
         let _ = writeln!(s, "  {op:<20} {a:>12} {b:>12}");
     }
     s

@@ -26,6 +26,18 @@ pub struct InspectArgs {
     /// Bind a symbolic dim for statistics, e.g. `--sym N=8` (unbound symbols count as 1).
     #[arg(long = "sym", value_name = "NAME=VALUE")]
     syms: Vec<String>,
+    /// Run a pass pipeline first (`inference`, `canonicalize`) and print a before/after summary.
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// Print the graph after this pass (repeatable), or after every pass with `all`.
+    #[arg(long = "print-after", value_name = "PASS|all")]
+    print_after: Vec<String>,
+    /// Leave a pass out of the pipeline (repeatable).
+    #[arg(long = "disable-pass", value_name = "PASS")]
+    disable_pass: Vec<String>,
+    /// The device the cost model estimates for: a cluster preset or file (its first device).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Write to a file instead of stdout.
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -46,7 +58,12 @@ pub(crate) fn parse_bindings(syms: &[String]) -> anyhow::Result<BTreeMap<String,
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
-    let graph = oar::load_graph(&a.model)?;
+    let mut graph = oar::load_graph(&a.model)?;
+    if let Some(name) = &a.pipeline {
+        graph = run_pipeline(graph, name, &a)?;
+    } else if !a.print_after.is_empty() || !a.disable_pass.is_empty() {
+        bail!("--print-after and --disable-pass need --pipeline NAME");
+    }
     let out = if a.stats {
         // Zoo models report at their stated size unless overridden.
         let mut bindings = oar::models::find(&a.model)
@@ -90,4 +107,51 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         }
     };
     super::emit(&out, a.output.as_deref())
+}
+
+fn run_pipeline(
+    graph: oar::ir::Graph,
+    name: &str,
+    a: &InspectArgs,
+) -> anyhow::Result<oar::ir::Graph> {
+    use oar::passes::{summary, PassContext, Pipeline};
+    let cluster = oar::ir::Cluster::resolve(&a.device)?;
+    let mut cx = PassContext::new(cluster.node_groups[0].device.clone());
+    cx.verify = true;
+    cx.bindings = oar::models::find(&a.model)
+        .map(|e| e.bindings())
+        .unwrap_or_default();
+    cx.bindings.extend(parse_bindings(&a.syms)?);
+    let pipeline = Pipeline::named(name, &a.disable_pass)?;
+    let names = pipeline.pass_names();
+    for p in &a.print_after {
+        if p != "all" && !oar::passes::registry().iter().any(|r| r.name() == p) {
+            bail!(
+                "--print-after {p}: no such pass (passes: {})",
+                names.join(", ")
+            );
+        }
+    }
+    let before = summary::summarize(&graph, &cx);
+    let (out, reports) = pipeline.run(graph, &cx, |pass, g| {
+        if a.print_after.iter().any(|p| p == "all" || p == pass) {
+            eprintln!("// ----- after {pass} -----\n{}", ir::print(g));
+        }
+    })?;
+    let after = summary::summarize(&out, &cx);
+    eprintln!("pipeline `{name}` on {} ({}):", a.model, cx.device.model);
+    for r in &reports {
+        eprintln!(
+            "  {:<13} {:>8.1} ms  {} -> {} nodes",
+            r.pass,
+            r.time.as_secs_f64() * 1e3,
+            r.nodes_before,
+            r.nodes_after
+        );
+        for n in &r.notes {
+            eprintln!("                {n}");
+        }
+    }
+    eprint!("{}", summary::render(&before, &after));
+    Ok(out)
 }

@@ -312,10 +312,13 @@ fn conv_attrs(w: &mut AttrWriter, c: &ConvAttrs) {
 pub fn activation_attr(u: &UnaryOp) -> Attr {
     match *u {
         UnaryOp::LeakyRelu { alpha } => Attr::Call("leaky_relu".into(), vec![Attr::Float(alpha)]),
-        UnaryOp::HardSigmoid { alpha, beta } => {
-            Attr::Call("hardsigmoid".into(), vec![Attr::Float(alpha), Attr::Float(beta)])
+        UnaryOp::HardSigmoid { alpha, beta } => Attr::Call(
+            "hardsigmoid".into(),
+            vec![Attr::Float(alpha), Attr::Float(beta)],
+        ),
+        UnaryOp::Clip { min, max } => {
+            Attr::Call("clip".into(), vec![Attr::Float(min), Attr::Float(max)])
         }
-        UnaryOp::Clip { min, max } => Attr::Call("clip".into(), vec![Attr::Float(min), Attr::Float(max)]),
         UnaryOp::Gelu { tanh: true } => word("gelu_tanh"),
         UnaryOp::Gelu { tanh: false } => word("gelu"),
         _ => word(op_name(&Op::Unary(*u))),
@@ -698,19 +701,39 @@ impl<'a> AttrReader<'a> {
 
     fn activation(&mut self) -> Result<Option<UnaryOp>, AttrError> {
         let op = self.op;
-        let bad = |a: &Attr| AttrError(format!("`{op}` attribute `act` must be an activation such as relu or hardsigmoid(0.2, 0.5), found `{a}`"));
-        let Some(a) = self.take("act") else { return Ok(None) };
+        let bad = |a: &Attr| {
+            AttrError(format!("`{op}` attribute `act` must be an activation such as relu or hardsigmoid(0.2, 0.5), found `{a}`"))
+        };
+        let Some(a) = self.take("act") else {
+            return Ok(None);
+        };
         let nums = |args: &[Attr]| -> Option<Vec<f64>> {
-            args.iter().map(|x| match x { Attr::Float(f) => Some(*f), Attr::Int(i) => Some(*i as f64), _ => None }).collect()
+            args.iter()
+                .map(|x| match x {
+                    Attr::Float(f) => Some(*f),
+                    Attr::Int(i) => Some(*i as f64),
+                    _ => None,
+                })
+                .collect()
         };
         let u = match &a {
             Attr::Word(w) if w == "gelu" => UnaryOp::Gelu { tanh: false },
             Attr::Word(w) if w == "gelu_tanh" => UnaryOp::Gelu { tanh: true },
-            Attr::Word(w) => UNARY_NAMES.iter().find(|(n, _)| n == w).map(|(_, u)| *u).ok_or_else(|| bad(&a))?,
+            Attr::Word(w) => UNARY_NAMES
+                .iter()
+                .find(|(n, _)| n == w)
+                .map(|(_, u)| *u)
+                .ok_or_else(|| bad(&a))?,
             Attr::Call(f, args) => match (f.as_str(), nums(args).as_deref()) {
                 ("leaky_relu", Some([alpha])) => UnaryOp::LeakyRelu { alpha: *alpha },
-                ("hardsigmoid", Some([alpha, beta])) => UnaryOp::HardSigmoid { alpha: *alpha, beta: *beta },
-                ("clip", Some([min, max])) => UnaryOp::Clip { min: *min, max: *max },
+                ("hardsigmoid", Some([alpha, beta])) => UnaryOp::HardSigmoid {
+                    alpha: *alpha,
+                    beta: *beta,
+                },
+                ("clip", Some([min, max])) => UnaryOp::Clip {
+                    min: *min,
+                    max: *max,
+                },
                 _ => return Err(bad(&a)),
             },
             _ => return Err(bad(&a)),

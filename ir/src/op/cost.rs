@@ -97,15 +97,31 @@ pub fn op_cost(
         }
         Op::Concat { .. } | Op::Split { .. } | Op::Slice(_) | Op::Transpose { .. } => (0, rw),
         Op::FusedConv2d { conv, epilogue } => {
-            let base = op_cost(&Op::Conv2d(conv.clone()), &inputs[..2.min(inputs.len())], outputs, bindings, default);
+            let base = op_cost(
+                &Op::Conv2d(conv.clone()),
+                &inputs[..2.min(inputs.len())],
+                outputs,
+                bindings,
+                default,
+            );
             macs = base.macs;
-            let extra = (usize::from(epilogue.bias) + usize::from(epilogue.residual) + usize::from(epilogue.activation.is_some())) as u64;
+            let extra = (usize::from(epilogue.bias)
+                + usize::from(epilogue.residual)
+                + usize::from(epilogue.activation.is_some())) as u64;
             (base.flops + extra * out_elems, rw)
         }
         Op::FusedMatMul { mm, epilogue } => {
-            let base = op_cost(&Op::MatMul(*mm), &inputs[..2.min(inputs.len())], outputs, bindings, default);
+            let base = op_cost(
+                &Op::MatMul(*mm),
+                &inputs[..2.min(inputs.len())],
+                outputs,
+                bindings,
+                default,
+            );
             macs = base.macs;
-            let extra = (usize::from(epilogue.bias) + usize::from(epilogue.residual) + usize::from(epilogue.activation.is_some())) as u64;
+            let extra = (usize::from(epilogue.bias)
+                + usize::from(epilogue.residual)
+                + usize::from(epilogue.activation.is_some())) as u64;
             (base.flops + extra * out_elems, rw)
         }
         // The body's work is counted by `stats::node_cost`, which sees the function.

@@ -400,11 +400,19 @@ pub enum Op {
     },
     // Fused kernels.
     /// conv2d with an epilogue; inputs x, w, then the epilogue's.
-    FusedConv2d { conv: ConvAttrs, epilogue: Epilogue },
+    FusedConv2d {
+        conv: ConvAttrs,
+        epilogue: Epilogue,
+    },
     /// matmul with an epilogue; inputs a, b, then the epilogue's.
-    FusedMatMul { mm: MatMulAttrs, epilogue: Epilogue },
+    FusedMatMul {
+        mm: MatMulAttrs,
+        epilogue: Epilogue,
+    },
     /// A fused group of ops whose body is the module-level function `func`.
-    Fused { func: String },
+    Fused {
+        func: String,
+    },
     // Point to point, for pipeline stages.
     Send {
         peer: u64,

@@ -17,13 +17,26 @@ pub struct InferCtx<'a> {
     pub functions: Option<&'a BTreeMap<String, crate::graph::Graph>>,
 }
 
-fn epilogue_types(op: &Op, out: TensorType, e: &Epilogue, extra: &[TensorType], bias_is_channel: bool) -> R<Vec<TensorType>> {
+fn epilogue_types(
+    op: &Op,
+    out: TensorType,
+    e: &Epilogue,
+    extra: &[TensorType],
+    bias_is_channel: bool,
+) -> R<Vec<TensorType>> {
     if extra.len() != e.extra_inputs() {
-        return fail(format!("`{}` with this epilogue takes {} inputs, found {}", op.name(), 2 + e.extra_inputs(), 2 + extra.len()));
+        return fail(format!(
+            "`{}` with this epilogue takes {} inputs, found {}",
+            op.name(),
+            2 + e.extra_inputs(),
+            2 + extra.len()
+        ));
     }
     let mut rest = extra.iter();
     if e.bias {
-        let b = rest.next().ok_or_else(|| ShapeError("missing bias".into()))?;
+        let b = rest
+            .next()
+            .ok_or_else(|| ShapeError("missing bias".into()))?;
         same_dtype(op, &out, b)?;
         let ok = if bias_is_channel {
             b.shape.0 == [out.shape.0[1].clone()]
@@ -31,17 +44,28 @@ fn epilogue_types(op: &Op, out: TensorType, e: &Epilogue, extra: &[TensorType], 
             broadcast(&out.shape, &b.shape).is_ok_and(|s| s == out.shape)
         };
         if !ok {
-            return fail(format!("`{}`: bias {b} does not fit the output {out}", op.name()));
+            return fail(format!(
+                "`{}`: bias {b} does not fit the output {out}",
+                op.name()
+            ));
         }
     }
     if e.residual {
-        let r = rest.next().ok_or_else(|| ShapeError("missing residual".into()))?;
+        let r = rest
+            .next()
+            .ok_or_else(|| ShapeError("missing residual".into()))?;
         if *r != out {
-            return fail(format!("`{}`: residual {r} must have the output's type {out}", op.name()));
+            return fail(format!(
+                "`{}`: residual {r} must have the output's type {out}",
+                op.name()
+            ));
         }
     }
     if e.activation.is_some() && !out.dtype.is_float() {
-        return fail(format!("`{}`: an activation needs a float output, found {out}", op.name()));
+        return fail(format!(
+            "`{}`: an activation needs a float output, found {out}",
+            op.name()
+        ));
     }
     Ok(vec![out])
 }
@@ -834,7 +858,11 @@ pub fn infer_types(
                 .functions
                 .and_then(|fs| fs.get(func))
                 .ok_or_else(|| ShapeError(format!("`fused` refers to unknown function @{func}")))?;
-            let want: Vec<TensorType> = f.inputs().iter().map(|&i| f.node(i).outputs[0].clone()).collect();
+            let want: Vec<TensorType> = f
+                .inputs()
+                .iter()
+                .map(|&i| f.node(i).outputs[0].clone())
+                .collect();
             if want != inputs {
                 return fail(format!(
                     "`fused`: @{func} takes {} but is given {}",
@@ -842,7 +870,10 @@ pub fn infer_types(
                     crate::graph::types_text(inputs)
                 ));
             }
-            Ok(f.outputs().iter().filter_map(|v| f.value_type(*v).cloned()).collect())
+            Ok(f.outputs()
+                .iter()
+                .filter_map(|v| f.value_type(*v).cloned())
+                .collect())
         }
     }
 }

@@ -196,11 +196,18 @@ impl<'a> Parser<'a> {
             }
         }
         self.expect("}")?;
-        let got: Vec<TensorType> = outs.iter().filter_map(|v| self.graph.value_type(*v).cloned()).collect();
+        let got: Vec<TensorType> = outs
+            .iter()
+            .filter_map(|v| self.graph.value_type(*v).cloned())
+            .collect();
         if got != sig {
             return self.err_at(
                 ret_at,
-                format!("returned values have types {} but the signature says {}", types_text(&got), types_text(&sig)),
+                format!(
+                    "returned values have types {} but the signature says {}",
+                    types_text(&got),
+                    types_text(&sig)
+                ),
             );
         }
         self.graph.set_outputs(outs);

@@ -25,7 +25,11 @@ struct Best {
 }
 
 /// Extracts the cheapest DAG for `roots` with `node_cost` per e-node.
-pub fn extract(eg: &EG, roots: &[Id], node_cost: impl Fn(&EG, Id, &TensorNode) -> f64) -> Option<Extraction> {
+pub fn extract(
+    eg: &EG,
+    roots: &[Id],
+    node_cost: impl Fn(&EG, Id, &TensorNode) -> f64,
+) -> Option<Extraction> {
     let mut best: BTreeMap<Id, Best> = BTreeMap::new();
     let classes: Vec<Id> = {
         let mut v: Vec<Id> = eg.classes().map(|c| c.id).collect();
@@ -51,9 +55,18 @@ pub fn extract(eg: &EG, roots: &[Id], node_cost: impl Fn(&EG, Id, &TensorNode) -
                 }
                 needs.insert(c, node_cost(eg, c, n));
                 let total: f64 = needs.values().sum();
-                let better = best.get(&c).is_none_or(|b| total < b.total * (1.0 - 1e-12) - 1e-18);
+                let better = best
+                    .get(&c)
+                    .is_none_or(|b| total < b.total * (1.0 - 1e-12) - 1e-18);
                 if better {
-                    best.insert(c, Best { node: n.clone(), needs: Rc::new(needs), total });
+                    best.insert(
+                        c,
+                        Best {
+                            node: n.clone(),
+                            needs: Rc::new(needs),
+                            total,
+                        },
+                    );
                     changed = true;
                 }
             }

@@ -26,7 +26,12 @@ pub struct OpKey {
 impl OpKey {
     pub fn new(op: Op, leaf_type: Option<TensorType>, input_name: Option<String>) -> OpKey {
         let key = format!("{op:?}|{leaf_type:?}|{input_name:?}");
-        OpKey { op, leaf_type, input_name, key }
+        OpKey {
+            op,
+            leaf_type,
+            input_name,
+            key,
+        }
     }
 }
 
@@ -120,7 +125,10 @@ impl Analysis<TensorNode> for TypeAnalysis {
                 let d = &egraph[*c].data;
                 ClassData {
                     types: vec![d.types.get(*i as usize).cloned().unwrap_or_else(|| {
-                        panic!("invariant: proj {i} of a class with {} outputs", d.types.len())
+                        panic!(
+                            "invariant: proj {i} of a class with {} outputs",
+                            d.types.len()
+                        )
                     })],
                     known: d.known,
                 }
@@ -128,13 +136,24 @@ impl Analysis<TensorNode> for TypeAnalysis {
             TensorNode::Op(k, children) => {
                 let ins: Vec<TensorType> = children
                     .iter()
-                    .map(|c| egraph[*c].data.types.first().cloned().expect("invariant: operand classes have one type"))
+                    .map(|c| {
+                        egraph[*c]
+                            .data
+                            .types
+                            .first()
+                            .cloned()
+                            .expect("invariant: operand classes have one type")
+                    })
                     .collect();
                 let declared: Vec<TensorType> = k.leaf_type.iter().cloned().collect();
                 let a = &egraph.analysis;
-                let ctx = InferCtx { meshes: Some(&a.meshes), functions: Some(&a.functions) };
-                let types = infer_types(&k.op, &ins, &declared, &ctx)
-                    .unwrap_or_else(|e| panic!("unsound rewrite built an ill-typed `{}`: {e}", k.op.name()));
+                let ctx = InferCtx {
+                    meshes: Some(&a.meshes),
+                    functions: Some(&a.functions),
+                };
+                let types = infer_types(&k.op, &ins, &declared, &ctx).unwrap_or_else(|e| {
+                    panic!("unsound rewrite built an ill-typed `{}`: {e}", k.op.name())
+                });
                 let known = match &k.op {
                     Op::Param(_) | Op::Constant(_) => true,
                     Op::Input | Op::Recv { .. } | Op::Dropout { .. } => false,
@@ -147,7 +166,10 @@ impl Analysis<TensorNode> for TypeAnalysis {
 
     fn merge(&mut self, a: &mut ClassData, b: ClassData) -> DidMerge {
         // Equal values have equal types: a mismatch means an unsound rule.
-        assert_eq!(a.types, b.types, "unsound rewrite: merged classes of different types");
+        assert_eq!(
+            a.types, b.types,
+            "unsound rewrite: merged classes of different types"
+        );
         let known = a.known || b.known;
         let changed = known != a.known;
         a.known = known;

@@ -25,7 +25,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { iterations: 12, nodes: 50_000, time: Duration::from_secs(2) }
+        Limits {
+            iterations: 12,
+            nodes: 50_000,
+            time: Duration::from_secs(2),
+        }
     }
 }
 
@@ -51,14 +55,20 @@ pub struct Loaded {
 
 /// Adds every node of `g` to a new e-graph.
 pub fn load(g: &Graph) -> Loaded {
-    let analysis = TypeAnalysis { meshes: g.meshes.clone(), functions: g.functions.clone() };
+    let analysis = TypeAnalysis {
+        meshes: g.meshes.clone(),
+        functions: g.functions.clone(),
+    };
     let mut eg = EG::new(analysis);
     let mut value_class = BTreeMap::new();
     for (id, n) in g.iter() {
         let leaf = n.op.is_source().then(|| n.outputs[0].clone());
         let input_name = matches!(n.op, Op::Input).then(|| n.name.clone());
         let children = n.inputs.iter().map(|v| value_class[v]).collect();
-        let c = eg.add(TensorNode::Op(OpKey::new(n.op.clone(), leaf, input_name), children));
+        let c = eg.add(TensorNode::Op(
+            OpKey::new(n.op.clone(), leaf, input_name),
+            children,
+        ));
         if n.outputs.len() == 1 {
             value_class.insert(ValueRef::new(id, 0), c);
         } else {
@@ -80,15 +90,27 @@ pub fn term_types(eg: &EG, t: &Term) -> Result<Vec<TensorType>, String> {
         Term::Const(_, ty) => Ok(vec![ty.clone()]),
         Term::Proj(i, inner) => {
             let ts = term_types(eg, inner)?;
-            ts.get(*i as usize).cloned().map(|t| vec![t]).ok_or_else(|| format!("no output {i}"))
+            ts.get(*i as usize)
+                .cloned()
+                .map(|t| vec![t])
+                .ok_or_else(|| format!("no output {i}"))
         }
         Term::Op(op, ch) => {
             let ins: Vec<TensorType> = ch
                 .iter()
-                .map(|c| term_types(eg, c).and_then(|v| v.into_iter().next().ok_or_else(|| "an operand without a value".to_string())))
+                .map(|c| {
+                    term_types(eg, c).and_then(|v| {
+                        v.into_iter()
+                            .next()
+                            .ok_or_else(|| "an operand without a value".to_string())
+                    })
+                })
                 .collect::<Result<_, _>>()?;
             let a = &eg.analysis;
-            let ctx = InferCtx { meshes: Some(&a.meshes), functions: Some(&a.functions) };
+            let ctx = InferCtx {
+                meshes: Some(&a.meshes),
+                functions: Some(&a.functions),
+            };
             infer_types(op, &ins, &[], &ctx).map_err(|e| e.0)
         }
     }
@@ -98,8 +120,18 @@ pub fn term_types(eg: &EG, t: &Term) -> Result<Vec<TensorType>, String> {
 pub fn add_term(eg: &mut EG, t: &Term) -> Id {
     match t {
         Term::Class(c) => *c,
-        Term::Scalar(v) => eg.add(TensorNode::Op(OpKey::new(Op::Constant(Literal::Floats(vec![*v])), Some(TensorType::f32(&[])), None), vec![])),
-        Term::Const(l, ty) => eg.add(TensorNode::Op(OpKey::new(Op::Constant(l.clone()), Some(ty.clone()), None), vec![])),
+        Term::Scalar(v) => eg.add(TensorNode::Op(
+            OpKey::new(
+                Op::Constant(Literal::Floats(vec![*v])),
+                Some(TensorType::f32(&[])),
+                None,
+            ),
+            vec![],
+        )),
+        Term::Const(l, ty) => eg.add(TensorNode::Op(
+            OpKey::new(Op::Constant(l.clone()), Some(ty.clone()), None),
+            vec![],
+        )),
         Term::Proj(i, inner) => {
             let c = add_term(eg, inner);
             eg.add(TensorNode::Proj(*i, [c]))
@@ -136,7 +168,10 @@ fn search(eg: &EG, rules: &[Rule]) -> Vec<(&'static str, Rewrite)> {
 /// Applies rules until saturation or a limit.
 pub fn saturate(eg: &mut EG, rules: &[Rule], limits: &Limits) -> EqSatReport {
     let start = Instant::now();
-    let mut report = EqSatReport { stop: "iteration limit".into(), ..Default::default() };
+    let mut report = EqSatReport {
+        stop: "iteration limit".into(),
+        ..Default::default()
+    };
     for iter in 0..limits.iterations {
         report.iterations = iter + 1;
         let mut unions = 0;
@@ -155,7 +190,10 @@ pub fn saturate(eg: &mut EG, rules: &[Rule], limits: &Limits) -> EqSatReport {
                     }
                 }
                 // A rule proposed an ill-typed or differently typed term: a bug in the rule.
-                other => debug_assert!(false, "rule {name} proposed {other:?} for a class of {want:?}"),
+                other => debug_assert!(
+                    false,
+                    "rule {name} proposed {other:?} for a class of {want:?}"
+                ),
             }
         }
         eg.rebuild();
@@ -179,7 +217,13 @@ pub fn saturate(eg: &mut EG, rules: &[Rule], limits: &Limits) -> EqSatReport {
 
 /// The extraction cost of one e-node: its roofline time; values computed from parameters
 /// and constants only are charged a thousandth, since they are computed once at load time.
-pub fn enode_cost(model: &CostModel, eg: &EG, class: Id, n: &TensorNode, b: &BTreeMap<String, u64>) -> f64 {
+pub fn enode_cost(
+    model: &CostModel,
+    eg: &EG,
+    class: Id,
+    n: &TensorNode,
+    b: &BTreeMap<String, u64>,
+) -> f64 {
     match n {
         TensorNode::Proj(..) => 0.0,
         TensorNode::Op(k, ch) => {
@@ -199,14 +243,22 @@ pub fn enode_cost(model: &CostModel, eg: &EG, class: Id, n: &TensorNode, b: &BTr
 
 /// Rebuilds a graph from an extraction. Inputs keep their names and order; parameters keep
 /// their names.
-pub fn rebuild_graph(old: &Graph, eg: &EG, choice: &BTreeMap<Id, TensorNode>, roots: &[Id]) -> Result<Graph, String> {
+pub fn rebuild_graph(
+    old: &Graph,
+    eg: &EG,
+    choice: &BTreeMap<Id, TensorNode>,
+    roots: &[Id],
+) -> Result<Graph, String> {
     let mut g = Graph::new(old.name.clone());
     g.meshes = old.meshes.clone();
     g.functions = old.functions.clone();
     let mut inputs = BTreeMap::new();
     for &i in old.inputs() {
         let n = old.node(i);
-        inputs.insert(n.name.clone(), g.add_input(n.name.clone(), n.outputs[0].clone()));
+        inputs.insert(
+            n.name.clone(),
+            g.add_input(n.name.clone(), n.outputs[0].clone()),
+        );
     }
     let mut memo: BTreeMap<Id, Vec<ValueRef>> = BTreeMap::new();
     // Iterative post-order so deep graphs do not overflow the stack.
@@ -215,11 +267,21 @@ pub fn rebuild_graph(old: &Graph, eg: &EG, choice: &BTreeMap<Id, TensorNode>, ro
         if memo.contains_key(&c) {
             continue;
         }
-        let node = choice.get(&c).ok_or_else(|| format!("class {c} was not extracted"))?;
-        let kids: Vec<Id> = egg::Language::children(node).iter().map(|&k| eg.find(k)).collect();
+        let node = choice
+            .get(&c)
+            .ok_or_else(|| format!("class {c} was not extracted"))?;
+        let kids: Vec<Id> = egg::Language::children(node)
+            .iter()
+            .map(|&k| eg.find(k))
+            .collect();
         if !expanded {
             stack.push((c, true));
-            stack.extend(kids.iter().rev().filter(|k| !memo.contains_key(k)).map(|&k| (k, false)));
+            stack.extend(
+                kids.iter()
+                    .rev()
+                    .filter(|k| !memo.contains_key(k))
+                    .map(|&k| (k, false)),
+            );
             continue;
         }
         let vals = match node {
@@ -227,15 +289,27 @@ pub fn rebuild_graph(old: &Graph, eg: &EG, choice: &BTreeMap<Id, TensorNode>, ro
             TensorNode::Op(k, _) => {
                 let ins: Vec<ValueRef> = kids.iter().map(|k| memo[k][0]).collect();
                 let id = match (&k.op, &k.leaf_type) {
-                    (Op::Input, _) => inputs.get(k.input_name.as_deref().unwrap_or("")).map(|v| v.node).ok_or("an input vanished")?,
+                    (Op::Input, _) => inputs
+                        .get(k.input_name.as_deref().unwrap_or(""))
+                        .map(|v| v.node)
+                        .ok_or("an input vanished")?,
                     (op @ Op::Param(p), Some(t)) => {
-                        let name = oar_ir::verify::is_value_name(&p.name).then(|| p.name.clone()).filter(|n| g.find(n).is_none());
-                        g.add_node_typed(op.clone(), vec![], vec![t.clone()], name).map_err(|e| e.to_string())?
+                        let name = oar_ir::verify::is_value_name(&p.name)
+                            .then(|| p.name.clone())
+                            .filter(|n| g.find(n).is_none());
+                        g.add_node_typed(op.clone(), vec![], vec![t.clone()], name)
+                            .map_err(|e| e.to_string())?
                     }
-                    (op, Some(t)) => g.add_node_typed(op.clone(), vec![], vec![t.clone()], None).map_err(|e| e.to_string())?,
-                    (op, None) => g.add_node(op.clone(), ins, None).map_err(|e| e.to_string())?,
+                    (op, Some(t)) => g
+                        .add_node_typed(op.clone(), vec![], vec![t.clone()], None)
+                        .map_err(|e| e.to_string())?,
+                    (op, None) => g
+                        .add_node(op.clone(), ins, None)
+                        .map_err(|e| e.to_string())?,
                 };
-                (0..g.node(id).outputs.len() as u32).map(|p| ValueRef::new(id, p)).collect()
+                (0..g.node(id).outputs.len() as u32)
+                    .map(|p| ValueRef::new(id, p))
+                    .collect()
             }
         };
         memo.insert(c, vals);
@@ -246,16 +320,59 @@ pub fn rebuild_graph(old: &Graph, eg: &EG, choice: &BTreeMap<Id, TensorNode>, ro
     Ok(g)
 }
 
+/// Applies one rule once to the classes of `g`'s outputs (no saturation, no extraction):
+/// the rewritten graph computes each output by the rule's right-hand side. Rule tests
+/// compare it with `g` in the interpreter. None when the rule does not match an output.
+pub fn rewrite_outputs(g: &Graph, rule: &Rule) -> Option<Graph> {
+    let Loaded {
+        mut eg,
+        value_class,
+    } = load(g);
+    let mut roots: Vec<Id> = g
+        .outputs()
+        .iter()
+        .map(|v| eg.find(value_class[v]))
+        .collect();
+    let mut hit = false;
+    for (_, rw) in search(&eg, std::slice::from_ref(rule)) {
+        let Some(k) = roots.iter().position(|&r| r == eg.find(rw.target)) else {
+            continue;
+        };
+        if term_types(&eg, &rw.term).ok()? != eg[rw.target].data.types {
+            return None;
+        }
+        roots[k] = add_term(&mut eg, &rw.term);
+        hit = true;
+    }
+    if !hit {
+        return None;
+    }
+    eg.rebuild();
+    // Without unions every class still holds exactly the one node that made it.
+    let choice = eg.classes().map(|c| (c.id, c.nodes[0].clone())).collect();
+    rebuild_graph(g, &eg, &choice, &roots).ok()
+}
+
 /// Runs equality saturation on `g` with `rules` and extracts the cheapest graph.
-pub fn optimize(g: &Graph, rules: &[Rule], limits: &Limits, cx: &PassContext) -> Result<(Graph, EqSatReport), String> {
-    let Loaded { mut eg, value_class } = load(g);
+pub fn optimize(
+    g: &Graph,
+    rules: &[Rule],
+    limits: &Limits,
+    cx: &PassContext,
+) -> Result<(Graph, EqSatReport), String> {
+    let Loaded {
+        mut eg,
+        value_class,
+    } = load(g);
     let roots: Vec<Id> = g.outputs().iter().map(|v| value_class[v]).collect();
     let model = CostModel::for_device(&cx.device);
     let cost_before = model.graph_time(g, &cx.bindings);
     let mut report = saturate(&mut eg, rules, limits);
     let t = Instant::now();
-    let ext = extract::extract(&eg, &roots, |eg, c, n| enode_cost(&model, eg, c, n, &cx.bindings))
-        .ok_or("extraction found no finite choice for an output")?;
+    let ext = extract::extract(&eg, &roots, |eg, c, n| {
+        enode_cost(&model, eg, c, n, &cx.bindings)
+    })
+    .ok_or("extraction found no finite choice for an output")?;
     let out = rebuild_graph(g, &eg, &ext.choice, &roots)?;
     report.extract_time = t.elapsed();
     report.cost_before = cost_before;
@@ -277,8 +394,18 @@ impl Pass for EqSat {
         "equality saturation (egg): folding, op recovery, algebra, epilogue fusion; cost-model extraction"
     }
     fn run(&self, g: Graph, cx: &PassContext) -> Result<(Graph, Vec<String>), String> {
-        if let Some(n) = g.nodes().iter().find(|n| n.op.has_side_effects() || n.dist.is_some() || n.device.is_some()) {
-            return Ok((g.clone(), vec![format!("skipped: %{} carries send/recv or placement annotations", n.name)]));
+        if let Some(n) = g
+            .nodes()
+            .iter()
+            .find(|n| n.op.has_side_effects() || n.dist.is_some() || n.device.is_some())
+        {
+            return Ok((
+                g.clone(),
+                vec![format!(
+                    "skipped: %{} carries send/recv or placement annotations",
+                    n.name
+                )],
+            ));
         }
         let (out, r) = optimize(&g, &rules::all_rules(), &self.limits, cx)?;
         let fired: Vec<String> = r.fired.iter().map(|(k, v)| format!("{k} ×{v}")).collect();

@@ -99,7 +99,11 @@ pub(crate) fn unary_scalar(op: UnaryOp, x: f32) -> f32 {
 }
 
 /// The tail of a fused contraction: add the residual, then apply the activation.
-pub(crate) fn epilogue(y: HostTensor, e: &Epilogue, residual: Option<&HostTensor>) -> Res<HostTensor> {
+pub(crate) fn epilogue(
+    y: HostTensor,
+    e: &Epilogue,
+    residual: Option<&HostTensor>,
+) -> Res<HostTensor> {
     let y = match (e.residual, residual) {
         (true, Some(r)) => binary(BinaryOp::Add, &y, r)?,
         (true, None) => return err("the epilogue needs a residual input"),

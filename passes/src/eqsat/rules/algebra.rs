@@ -26,7 +26,9 @@ pub fn rules() -> Vec<Rule> {
 }
 
 fn transpose_transpose(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
-    let Op::Transpose { perm: q } = o else { return vec![] };
+    let Op::Transpose { perm: q } = o else {
+        return vec![];
+    };
     ops(eg, ch[0])
         .filter_map(|(inner, ich)| match inner {
             Op::Transpose { perm: p } => {
@@ -46,29 +48,39 @@ fn transpose_transpose(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
 fn reshape_reshape(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
     let Op::Reshape { .. } = o else { return vec![] };
     ops(eg, ch[0])
-        .filter_map(|(inner, ich)| matches!(inner, Op::Reshape { .. }).then(|| rewrite(id, op(o.clone(), vec![class(ich[0])]))))
+        .filter(|(inner, _)| matches!(inner, Op::Reshape { .. }))
+        .map(|(_, ich)| rewrite(id, op(o.clone(), vec![class(ich[0])])))
         .collect()
 }
 
 fn reshape_identity(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
     match o {
-        Op::Reshape { .. } | Op::Flatten { .. } if ty(eg, ch[0]) == ty(eg, id) => vec![rewrite(id, class(ch[0]))],
+        Op::Reshape { .. } | Op::Flatten { .. } if ty(eg, ch[0]) == ty(eg, id) => {
+            vec![rewrite(id, class(ch[0]))]
+        }
         _ => vec![],
     }
 }
 
 fn norm_axes(axes: &[i64], rank: usize) -> Vec<i64> {
-    let mut v: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + rank as i64 } else { a }).collect();
+    let mut v: Vec<i64> = axes
+        .iter()
+        .map(|&a| if a < 0 { a + rank as i64 } else { a })
+        .collect();
     v.sort();
     v
 }
 
 fn squeeze_unsqueeze(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
-    let Op::Squeeze { axes } = o else { return vec![] };
+    let Op::Squeeze { axes } = o else {
+        return vec![];
+    };
     let rank = ty(eg, ch[0]).rank();
     ops(eg, ch[0])
         .filter_map(|(inner, ich)| match inner {
-            Op::Unsqueeze { axes: u } if !axes.is_empty() && norm_axes(u, rank) == norm_axes(axes, rank) => {
+            Op::Unsqueeze { axes: u }
+                if !axes.is_empty() && norm_axes(u, rank) == norm_axes(axes, rank) =>
+            {
                 Some(rewrite(id, class(ich[0])))
             }
             _ => None,
@@ -82,7 +94,11 @@ type Groups<K> = BTreeMap<K, Vec<(Id, Id, u64)>>;
 fn proj_rewrites(group: &[(Id, Id, u64)], merged: Term, axis: i64) -> Vec<Rewrite> {
     let sizes: Vec<u64> = group.iter().map(|g| g.2).collect();
     let split = op(Op::Split { axis, sizes }, vec![merged]);
-    group.iter().enumerate().map(|(i, g)| rewrite(g.0, Term::Proj(i as u32, Box::new(split.clone())))).collect()
+    group
+        .iter()
+        .enumerate()
+        .map(|(i, g)| rewrite(g.0, Term::Proj(i as u32, Box::new(split.clone()))))
+        .collect()
 }
 
 fn dedup(groups: &mut Groups<impl Ord>) {
@@ -99,19 +115,36 @@ fn merge_matmuls(eg: &EG) -> Vec<Rewrite> {
     for class in eg.classes() {
         for n in &class.nodes {
             let TensorNode::Op(k, ch) = n else { continue };
-            let Op::MatMul(MatMulAttrs { transpose_a, transpose_b: false }) = &k.op else { continue };
+            let Op::MatMul(MatMulAttrs {
+                transpose_a,
+                transpose_b: false,
+            }) = &k.op
+            else {
+                continue;
+            };
             let w = ty(eg, ch[1]);
-            let Some(width) = w.shape.0.get(1).and_then(|d| d.as_static()) else { continue };
+            let Some(width) = w.shape.0.get(1).and_then(|d| d.as_static()) else {
+                continue;
+            };
             if w.rank() == 2 && known(eg, ch[1]) && !known(eg, ch[0]) {
-                groups.entry((eg.find(ch[0]), *transpose_a)).or_default().push((class.id, eg.find(ch[1]), width));
+                groups
+                    .entry((eg.find(ch[0]), *transpose_a))
+                    .or_default()
+                    .push((class.id, eg.find(ch[1]), width));
             }
         }
     }
     dedup(&mut groups);
     let mut out = Vec::new();
     for ((x, transpose_a), g) in groups.into_iter().filter(|(_, g)| g.len() >= 2) {
-        let m = MatMulAttrs { transpose_a, transpose_b: false };
-        let w = op(Op::Concat { axis: 1 }, g.iter().map(|e| class(e.1)).collect());
+        let m = MatMulAttrs {
+            transpose_a,
+            transpose_b: false,
+        };
+        let w = op(
+            Op::Concat { axis: 1 },
+            g.iter().map(|e| class(e.1)).collect(),
+        );
         out.extend(proj_rewrites(&g, op(Op::MatMul(m), vec![class(x), w]), -1));
     }
     out
@@ -125,7 +158,9 @@ fn merge_convs(eg: &EG) -> Vec<Rewrite> {
         for n in &class.nodes {
             let TensorNode::Op(k, ch) = n else { continue };
             let Op::Conv2d(a) = &k.op else { continue };
-            let Some(width) = ty(eg, ch[1]).shape.0[0].as_static() else { continue };
+            let Some(width) = ty(eg, ch[1]).shape.0[0].as_static() else {
+                continue;
+            };
             if a.groups != 1 || !ch[1..].iter().all(|&c| known(eg, c)) {
                 continue;
             }
@@ -134,20 +169,34 @@ fn merge_convs(eg: &EG) -> Vec<Rewrite> {
             if let Some(&b) = ch.get(2) {
                 biases.insert(eg.find(ch[1]), b);
             }
-            groups.entry((eg.find(ch[0]), key)).or_default().push((class.id, eg.find(ch[1]), width));
+            groups.entry((eg.find(ch[0]), key)).or_default().push((
+                class.id,
+                eg.find(ch[1]),
+                width,
+            ));
         }
     }
     dedup(&mut groups);
     let mut out = Vec::new();
     for ((x, key), g) in groups.into_iter().filter(|(_, g)| g.len() >= 2) {
-        let w = op(Op::Concat { axis: 0 }, g.iter().map(|e| class(e.1)).collect());
+        let w = op(
+            Op::Concat { axis: 0 },
+            g.iter().map(|e| class(e.1)).collect(),
+        );
         let mut ins = vec![class(x), w];
         if key.ends_with("bias=true") {
-            let bs: Option<Vec<Term>> = g.iter().map(|e| biases.get(&e.1).map(|&b| class(b))).collect();
+            let bs: Option<Vec<Term>> = g
+                .iter()
+                .map(|e| biases.get(&e.1).map(|&b| class(b)))
+                .collect();
             let Some(bs) = bs else { continue };
             ins.push(op(Op::Concat { axis: 0 }, bs));
         }
-        out.extend(proj_rewrites(&g, op(Op::Conv2d(attrs_of[&key].clone()), ins), 1));
+        out.extend(proj_rewrites(
+            &g,
+            op(Op::Conv2d(attrs_of[&key].clone()), ins),
+            1,
+        ));
     }
     out
 }

@@ -20,8 +20,14 @@ pub fn rules() -> Vec<Rule> {
 
 fn bn_scale(ch: &[Id], eps: f64) -> Term {
     // k = γ / √(var + ε)
-    let var_eps = op(Op::Binary(BinaryOp::Add), vec![class(ch[4]), Term::Scalar(eps)]);
-    op(Op::Binary(BinaryOp::Div), vec![class(ch[1]), op(Op::Unary(UnaryOp::Sqrt), vec![var_eps])])
+    let var_eps = op(
+        Op::Binary(BinaryOp::Add),
+        vec![class(ch[4]), Term::Scalar(eps)],
+    );
+    op(
+        Op::Binary(BinaryOp::Div),
+        vec![class(ch[1]), op(Op::Unary(UnaryOp::Sqrt), vec![var_eps])],
+    )
 }
 
 fn bn_shift(bias: Option<Id>, ch: &[Id], k: Term) -> Term {
@@ -30,11 +36,19 @@ fn bn_shift(bias: Option<Id>, ch: &[Id], k: Term) -> Term {
         Some(b) => op(Op::Binary(BinaryOp::Sub), vec![class(b), class(ch[3])]),
         None => op(Op::Unary(UnaryOp::Neg), vec![class(ch[3])]),
     };
-    op(Op::Binary(BinaryOp::Add), vec![op(Op::Binary(BinaryOp::Mul), vec![centred, k]), class(ch[2])])
+    op(
+        Op::Binary(BinaryOp::Add),
+        vec![
+            op(Op::Binary(BinaryOp::Mul), vec![centred, k]),
+            class(ch[2]),
+        ],
+    )
 }
 
 fn bn_into_conv(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
-    let Op::BatchNorm { eps } = o else { return vec![] };
+    let Op::BatchNorm { eps } = o else {
+        return vec![];
+    };
     if !ch[1..].iter().all(|&c| known(eg, c)) {
         return vec![];
     }
@@ -47,18 +61,25 @@ fn bn_into_conv(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
             let out_ch = ty(eg, cch[1]).shape.0[0].clone();
             let k = bn_scale(ch, *eps);
             let k4 = op(
-                Op::Reshape { shape: vec![ReshapeDim::Dim(out_ch), 1.into(), 1.into(), 1.into()] },
+                Op::Reshape {
+                    shape: vec![ReshapeDim::Dim(out_ch), 1.into(), 1.into(), 1.into()],
+                },
                 vec![k.clone()],
             );
             let w = op(Op::Binary(BinaryOp::Mul), vec![class(cch[1]), k4]);
             let b = bn_shift(cch.get(2).copied(), ch, k);
-            Some(rewrite(id, op(Op::Conv2d(attrs.clone()), vec![class(cch[0]), w, b])))
+            Some(rewrite(
+                id,
+                op(Op::Conv2d(attrs.clone()), vec![class(cch[0]), w, b]),
+            ))
         })
         .collect()
 }
 
 fn bn_into_matmul(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
-    let Op::BatchNorm { eps } = o else { return vec![] };
+    let Op::BatchNorm { eps } = o else {
+        return vec![];
+    };
     if ty(eg, ch[0]).rank() != 2 || !ch[1..].iter().all(|&c| known(eg, c)) {
         return vec![];
     }
@@ -71,7 +92,10 @@ fn bn_into_matmul(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
             let k = bn_scale(ch, *eps);
             let w = op(Op::Binary(BinaryOp::Mul), vec![class(mch[1]), k.clone()]);
             let mm = op(Op::MatMul(*m), vec![class(mch[0]), w]);
-            Some(rewrite(id, op(Op::Binary(BinaryOp::Add), vec![mm, bn_shift(None, ch, k)])))
+            Some(rewrite(
+                id,
+                op(Op::Binary(BinaryOp::Add), vec![mm, bn_shift(None, ch, k)]),
+            ))
         })
         .collect()
 }

@@ -24,8 +24,17 @@ pub fn rules() -> Vec<Rule> {
 fn convs(eg: &EG, c: Id) -> Vec<(oar_ir::op::ConvAttrs, Vec<Id>, Epilogue)> {
     ops(eg, c)
         .filter_map(|(o, ch)| match o {
-            Op::Conv2d(a) => Some((a.clone(), ch.to_vec(), Epilogue { bias: ch.len() == 3, ..Default::default() })),
-            Op::FusedConv2d { conv, epilogue } => Some((conv.clone(), ch.to_vec(), epilogue.clone())),
+            Op::Conv2d(a) => Some((
+                a.clone(),
+                ch.to_vec(),
+                Epilogue {
+                    bias: ch.len() == 3,
+                    ..Default::default()
+                },
+            )),
+            Op::FusedConv2d { conv, epilogue } => {
+                Some((conv.clone(), ch.to_vec(), epilogue.clone()))
+            }
             _ => None,
         })
         .collect()
@@ -42,11 +51,20 @@ fn matmuls(eg: &EG, c: Id) -> Vec<(oar_ir::op::MatMulAttrs, Vec<Id>, Epilogue)> 
 }
 
 fn fused_conv(a: oar_ir::op::ConvAttrs, e: Epilogue, ins: &[Id]) -> Term {
-    op(Op::FusedConv2d { conv: a, epilogue: e }, ins.iter().map(|&c| class(c)).collect())
+    op(
+        Op::FusedConv2d {
+            conv: a,
+            epilogue: e,
+        },
+        ins.iter().map(|&c| class(c)).collect(),
+    )
 }
 
 fn fused_mm(m: oar_ir::op::MatMulAttrs, e: Epilogue, ins: &[Id]) -> Term {
-    op(Op::FusedMatMul { mm: m, epilogue: e }, ins.iter().map(|&c| class(c)).collect())
+    op(
+        Op::FusedMatMul { mm: m, epilogue: e },
+        ins.iter().map(|&c| class(c)).collect(),
+    )
 }
 
 fn conv_activation(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
@@ -92,7 +110,10 @@ fn matmul_bias(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
         }
         for (m, ins, e) in matmuls(eg, y) {
             if e == Epilogue::default() {
-                let e = Epilogue { bias: true, ..Default::default() };
+                let e = Epilogue {
+                    bias: true,
+                    ..Default::default()
+                };
                 out.push(rewrite(id, fused_mm(m, e, &[ins[0], ins[1], b])));
             }
         }

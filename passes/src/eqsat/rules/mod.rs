@@ -51,7 +51,13 @@ pub struct Rule {
 
 /// Every rule, by topic.
 pub fn all_rules() -> Vec<Rule> {
-    [fold::rules(), recover::rules(), algebra::rules(), fusion::rules()].concat()
+    [
+        fold::rules(),
+        recover::rules(),
+        algebra::rules(),
+        fusion::rules(),
+    ]
+    .concat()
 }
 
 /// Rules by name (for tests and `--rules`).
@@ -116,7 +122,13 @@ pub fn binary_args(eg: &EG, c: Id, b: oar_ir::op::BinaryOp) -> Vec<(Id, Id)> {
     use oar_ir::op::BinaryOp::*;
     ops(eg, c)
         .filter(|(op, _)| matches!(op, Op::Binary(x) if *x == b))
-        .flat_map(|(_, ch)| if matches!(b, Add | Mul | Max | Min) { both(ch).to_vec() } else { vec![(ch[0], ch[1])] })
+        .flat_map(|(_, ch)| {
+            if matches!(b, Add | Mul | Max | Min) {
+                both(ch).to_vec()
+            } else {
+                vec![(ch[0], ch[1])]
+            }
+        })
         .collect()
 }
 

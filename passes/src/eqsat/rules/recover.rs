@@ -45,8 +45,17 @@ fn relu6_of_x_plus_3(eg: &EG, c: Id) -> Vec<Id> {
 
 /// `c` is `v / 6` or `v · (1/6)`; returns v.
 fn over_six(eg: &EG, c: Id) -> Vec<Id> {
-    let mut out: Vec<Id> = binary_args(eg, c, Div).into_iter().filter(|(_, s)| is_scalar(eg, *s, 6.0)).map(|(v, _)| v).collect();
-    out.extend(binary_args(eg, c, Mul).into_iter().filter(|(_, s)| is_scalar(eg, *s, 1.0 / 6.0)).map(|(v, _)| v));
+    let mut out: Vec<Id> = binary_args(eg, c, Div)
+        .into_iter()
+        .filter(|(_, s)| is_scalar(eg, *s, 6.0))
+        .map(|(v, _)| v)
+        .collect();
+    out.extend(
+        binary_args(eg, c, Mul)
+            .into_iter()
+            .filter(|(_, s)| is_scalar(eg, *s, 1.0 / 6.0))
+            .map(|(v, _)| v),
+    );
     out
 }
 
@@ -57,8 +66,14 @@ fn hardswish_from_clip(eg: &EG, id: Id, o: &Op, _ch: &[Id]) -> Vec<Rewrite> {
     let mut out = Vec::new();
     for prod in over_six(eg, id) {
         for (x, gate) in binary_args(eg, prod, Mul) {
-            if relu6_of_x_plus_3(eg, gate).iter().any(|&x2| same(eg, x, x2)) {
-                out.push(rewrite(id, op(Op::Unary(UnaryOp::HardSwish), vec![class(x)])));
+            if relu6_of_x_plus_3(eg, gate)
+                .iter()
+                .any(|&x2| same(eg, x, x2))
+            {
+                out.push(rewrite(
+                    id,
+                    op(Op::Unary(UnaryOp::HardSwish), vec![class(x)]),
+                ));
             }
         }
     }
@@ -87,12 +102,25 @@ fn hardsigmoid_from_clip(eg: &EG, id: Id, o: &Op, _ch: &[Id]) -> Vec<Rewrite> {
     over_six(eg, id)
         .into_iter()
         .flat_map(|v| relu6_of_x_plus_3(eg, v))
-        .map(|x| rewrite(id, op(Op::Unary(UnaryOp::HardSigmoid { alpha: 1.0 / 6.0, beta: 0.5 }), vec![class(x)])))
+        .map(|x| {
+            rewrite(
+                id,
+                op(
+                    Op::Unary(UnaryOp::HardSigmoid {
+                        alpha: 1.0 / 6.0,
+                        beta: 0.5,
+                    }),
+                    vec![class(x)],
+                ),
+            )
+        })
         .collect()
 }
 
 fn hardsigmoid_from_affine(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
-    let Op::Unary(UnaryOp::Clip { min, max }) = o else { return vec![] };
+    let Op::Unary(UnaryOp::Clip { min, max }) = o else {
+        return vec![];
+    };
     if *min != 0.0 || *max != 1.0 {
         return vec![];
     }
@@ -101,7 +129,13 @@ fn hardsigmoid_from_affine(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
         let Some(b) = scalar(eg, beta) else { continue };
         for (x, alpha) in binary_args(eg, ax, Mul) {
             if let Some(a) = scalar(eg, alpha).filter(|_| ty(eg, x) == ty(eg, id)) {
-                out.push(rewrite(id, op(Op::Unary(UnaryOp::HardSigmoid { alpha: a, beta: b }), vec![class(x)])));
+                out.push(rewrite(
+                    id,
+                    op(
+                        Op::Unary(UnaryOp::HardSigmoid { alpha: a, beta: b }),
+                        vec![class(x)],
+                    ),
+                ));
             }
         }
     }
@@ -110,37 +144,67 @@ fn hardsigmoid_from_affine(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
 
 /// `e` is `erf(x / √2) + 1` (or `erf(x · 1/√2) + 1`) for this x.
 fn is_erf_factor(eg: &EG, e: Id, x: Id) -> bool {
-    binary_args(eg, e, Add).into_iter().filter(|(_, one)| is_scalar(eg, *one, 1.0)).any(|(erf, _)| {
-        unary_arg(eg, erf, |u| *u == UnaryOp::Erf).is_some_and(|z| {
-            binary_args(eg, z, Div).iter().any(|&(x2, s)| same(eg, x, x2) && is_scalar(eg, s, std::f64::consts::SQRT_2))
-                || binary_args(eg, z, Mul).iter().any(|&(x2, s)| same(eg, x, x2) && is_scalar(eg, s, std::f64::consts::FRAC_1_SQRT_2))
+    binary_args(eg, e, Add)
+        .into_iter()
+        .filter(|(_, one)| is_scalar(eg, *one, 1.0))
+        .any(|(erf, _)| {
+            unary_arg(eg, erf, |u| *u == UnaryOp::Erf).is_some_and(|z| {
+                binary_args(eg, z, Div)
+                    .iter()
+                    .any(|&(x2, s)| same(eg, x, x2) && is_scalar(eg, s, std::f64::consts::SQRT_2))
+                    || binary_args(eg, z, Mul).iter().any(|&(x2, s)| {
+                        same(eg, x, x2) && is_scalar(eg, s, std::f64::consts::FRAC_1_SQRT_2)
+                    })
+            })
         })
-    })
 }
 
 /// `p` is x³ as `pow(x, 3)`, `x·x·x` or `x·(x·x)`.
 fn is_cube(eg: &EG, p: Id, x: Id) -> bool {
-    binary_args(eg, p, Pow).iter().any(|&(b, e)| same(eg, b, x) && is_scalar(eg, e, 3.0))
+    binary_args(eg, p, Pow)
+        .iter()
+        .any(|&(b, e)| same(eg, b, x) && is_scalar(eg, e, 3.0))
         || binary_args(eg, p, Mul).iter().any(|&(a, sq)| {
-            same(eg, a, x) && binary_args(eg, sq, Mul).iter().any(|&(u, v)| same(eg, u, x) && same(eg, v, x))
+            same(eg, a, x)
+                && binary_args(eg, sq, Mul)
+                    .iter()
+                    .any(|&(u, v)| same(eg, u, x) && same(eg, v, x))
         })
 }
 
 /// `e` is `tanh(√(2/π) · (x + 0.044715 · x³)) + 1` for this x.
 fn is_tanh_factor(eg: &EG, e: Id, x: Id) -> bool {
     let c = (2.0 / std::f64::consts::PI).sqrt();
-    binary_args(eg, e, Add).into_iter().filter(|(_, one)| is_scalar(eg, *one, 1.0)).any(|(t, _)| {
-        unary_arg(eg, t, |u| *u == UnaryOp::Tanh).is_some_and(|arg| {
-            binary_args(eg, arg, Mul).into_iter().filter(|(_, k)| is_scalar(eg, *k, c)).any(|(s, _)| {
-                binary_args(eg, s, Add).into_iter().filter(|(x2, _)| same(eg, *x2, x)).any(|(_, cubic)| {
-                    binary_args(eg, cubic, Mul).iter().any(|&(p, k)| is_scalar(eg, k, 0.044715) && is_cube(eg, p, x))
-                })
+    binary_args(eg, e, Add)
+        .into_iter()
+        .filter(|(_, one)| is_scalar(eg, *one, 1.0))
+        .any(|(t, _)| {
+            unary_arg(eg, t, |u| *u == UnaryOp::Tanh).is_some_and(|arg| {
+                binary_args(eg, arg, Mul)
+                    .into_iter()
+                    .filter(|(_, k)| is_scalar(eg, *k, c))
+                    .any(|(s, _)| {
+                        binary_args(eg, s, Add)
+                            .into_iter()
+                            .filter(|(x2, _)| same(eg, *x2, x))
+                            .any(|(_, cubic)| {
+                                binary_args(eg, cubic, Mul)
+                                    .iter()
+                                    .any(|&(p, k)| is_scalar(eg, k, 0.044715) && is_cube(eg, p, x))
+                            })
+                    })
             })
         })
-    })
 }
 
-fn gelu_like(eg: &EG, id: Id, o: &Op, ch: &[Id], factor: fn(&EG, Id, Id) -> bool, tanh: bool) -> Vec<Rewrite> {
+fn gelu_like(
+    eg: &EG,
+    id: Id,
+    o: &Op,
+    ch: &[Id],
+    factor: fn(&EG, Id, Id) -> bool,
+    tanh: bool,
+) -> Vec<Rewrite> {
     if *o != Op::Binary(Mul) {
         return vec![];
     }
@@ -148,12 +212,24 @@ fn gelu_like(eg: &EG, id: Id, o: &Op, ch: &[Id], factor: fn(&EG, Id, Id) -> bool
     for (a, b) in both(ch) {
         // (x · F) · 0.5
         if is_scalar(eg, b, 0.5) {
-            xs.extend(binary_args(eg, a, Mul).into_iter().filter(|&(x, f)| factor(eg, f, x)).map(|(x, _)| x));
+            xs.extend(
+                binary_args(eg, a, Mul)
+                    .into_iter()
+                    .filter(|&(x, f)| factor(eg, f, x))
+                    .map(|(x, _)| x),
+            );
         }
         // (x · 0.5) · F
-        xs.extend(binary_args(eg, a, Mul).into_iter().filter(|&(x, h)| is_scalar(eg, h, 0.5) && factor(eg, b, x)).map(|(x, _)| x));
+        xs.extend(
+            binary_args(eg, a, Mul)
+                .into_iter()
+                .filter(|&(x, h)| is_scalar(eg, h, 0.5) && factor(eg, b, x))
+                .map(|(x, _)| x),
+        );
     }
-    xs.into_iter().map(|x| rewrite(id, op(Op::Unary(UnaryOp::Gelu { tanh }), vec![class(x)]))).collect()
+    xs.into_iter()
+        .map(|x| rewrite(id, op(Op::Unary(UnaryOp::Gelu { tanh }), vec![class(x)])))
+        .collect()
 }
 
 fn gelu_from_erf(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
@@ -170,7 +246,9 @@ fn silu_from_sigmoid(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
     }
     both(ch)
         .into_iter()
-        .filter(|&(x, s)| unary_arg(eg, s, |u| *u == UnaryOp::Sigmoid).is_some_and(|x2| same(eg, x, x2)))
+        .filter(|&(x, s)| {
+            unary_arg(eg, s, |u| *u == UnaryOp::Sigmoid).is_some_and(|x2| same(eg, x, x2))
+        })
         .map(|(x, _)| rewrite(id, op(Op::Unary(UnaryOp::Silu), vec![class(x)])))
         .collect()
 }
@@ -179,7 +257,9 @@ fn silu_from_sigmoid(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
 fn reduce_one_axis(eg: &EG, c: Id, want: ReduceOp) -> Vec<(Id, i64)> {
     ops(eg, c)
         .filter_map(|(o, ch)| match o {
-            Op::Reduce(r) if r.op == want && r.keepdims && r.axes.len() == 1 => Some((ch[0], r.axes[0])),
+            Op::Reduce(r) if r.op == want && r.keepdims && r.axes.len() == 1 => {
+                Some((ch[0], r.axes[0]))
+            }
             _ => None,
         })
         .collect()
@@ -196,12 +276,18 @@ fn softmax_from_exp(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
         if !same(eg, e, e2) {
             continue;
         }
-        let Some(z) = unary_arg(eg, e, |u| *u == UnaryOp::Exp) else { continue };
+        let Some(z) = unary_arg(eg, e, |u| *u == UnaryOp::Exp) else {
+            continue;
+        };
         let norm = |a: i64| if a < 0 { a + rank } else { a };
         // exp(x − max(x)) or exp(x)
         let mut xs: Vec<Id> = binary_args(eg, z, Sub)
             .into_iter()
-            .filter(|&(x, m)| reduce_one_axis(eg, m, ReduceOp::Max).iter().any(|&(x2, a)| same(eg, x, x2) && norm(a) == norm(axis)))
+            .filter(|&(x, m)| {
+                reduce_one_axis(eg, m, ReduceOp::Max)
+                    .iter()
+                    .any(|&(x2, a)| same(eg, x, x2) && norm(a) == norm(axis))
+            })
             .map(|(x, _)| x)
             .collect();
         xs.push(z);
@@ -220,7 +306,8 @@ fn layer_norm_from_moments(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
     }
     let t = ty(eg, id);
     let last = t.shape.0.last().cloned();
-    let vec_of_last = |c: Id| ty(eg, c).shape.0.len() == 1 && ty(eg, c).shape.0.last() == last.as_ref();
+    let vec_of_last =
+        |c: Id| ty(eg, c).shape.0.len() == 1 && ty(eg, c).shape.0.last() == last.as_ref();
     let mut out = Vec::new();
     for (scaled, beta) in both(ch) {
         if !vec_of_last(beta) {
@@ -232,20 +319,36 @@ fn layer_norm_from_moments(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
             }
             for (d, s) in binary_args(eg, normed, Div) {
                 for (x, mean) in binary_args(eg, d, Sub) {
-                    let centred = reduce_one_axis(eg, mean, ReduceOp::Mean).iter().any(|&(x2, a)| same(eg, x, x2) && (a == -1 || a == t.rank() as i64 - 1));
+                    let centred = reduce_one_axis(eg, mean, ReduceOp::Mean)
+                        .iter()
+                        .any(|&(x2, a)| same(eg, x, x2) && (a == -1 || a == t.rank() as i64 - 1));
                     if !centred || ty(eg, x) != t {
                         continue;
                     }
-                    let Some(ve) = unary_arg(eg, s, |u| *u == UnaryOp::Sqrt) else { continue };
+                    let Some(ve) = unary_arg(eg, s, |u| *u == UnaryOp::Sqrt) else {
+                        continue;
+                    };
                     for (v, eps) in binary_args(eg, ve, Add) {
                         let Some(eps) = scalar(eg, eps) else { continue };
-                        let var_ok = reduce_one_axis(eg, v, ReduceOp::Mean).iter().any(|&(sq, a)| {
-                            (a == -1 || a == t.rank() as i64 - 1)
-                                && (binary_args(eg, sq, Pow).iter().any(|&(d2, two)| same(eg, d, d2) && is_scalar(eg, two, 2.0))
-                                    || binary_args(eg, sq, Mul).iter().any(|&(u, w)| same(eg, u, d) && same(eg, w, d)))
-                        });
+                        let var_ok =
+                            reduce_one_axis(eg, v, ReduceOp::Mean)
+                                .iter()
+                                .any(|&(sq, a)| {
+                                    (a == -1 || a == t.rank() as i64 - 1)
+                                        && (binary_args(eg, sq, Pow).iter().any(|&(d2, two)| {
+                                            same(eg, d, d2) && is_scalar(eg, two, 2.0)
+                                        }) || binary_args(eg, sq, Mul)
+                                            .iter()
+                                            .any(|&(u, w)| same(eg, u, d) && same(eg, w, d)))
+                                });
                         if var_ok {
-                            out.push(rewrite(id, op(Op::LayerNorm { axis: -1, eps }, vec![class(x), class(gamma), class(beta)])));
+                            out.push(rewrite(
+                                id,
+                                op(
+                                    Op::LayerNorm { axis: -1, eps },
+                                    vec![class(x), class(gamma), class(beta)],
+                                ),
+                            ));
                         }
                     }
                 }
