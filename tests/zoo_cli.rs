@@ -172,3 +172,161 @@ fn inspect_pipeline_reports_before_and_after() {
     let (ok, _, err) = oar(&["inspect", "lcnet_x0_25", "--print-after", "eqsat"]);
     assert!(!ok && err.contains("need --pipeline"), "{err}");
 }
+
+/// The report without the planning-time line, which varies run to run.
+fn stable(report: &str) -> String {
+    report
+        .lines()
+        .filter(|l| !l.starts_with("planned in"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn plan_reports_snapshot() {
+    let (ok, out, err) = oar(&[
+        "plan",
+        "ernie-3.0-titan",
+        "--cluster",
+        "a100",
+        "--nodes",
+        "128",
+    ]);
+    assert!(ok, "{err}");
+    insta::assert_snapshot!("plan_titan_a100_128", stable(&out));
+    let (ok, out, err) = oar(&[
+        "plan",
+        "examples/plan/gpt-145b.toml",
+        "--cluster",
+        "a100",
+        "--nodes",
+        "192",
+        "--batch",
+        "2304",
+        "--seq",
+        "2048",
+    ]);
+    assert!(ok, "{err}");
+    insta::assert_snapshot!("plan_gpt145b_a100_192", stable(&out));
+}
+
+#[test]
+fn plan_json_has_the_documented_fields_and_titan_scales() {
+    let (ok, out, err) = oar(&[
+        "plan",
+        "ernie-3.0-titan",
+        "--cluster",
+        "a100",
+        "--nodes",
+        "128",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for k in [
+        "dp",
+        "tp",
+        "pp",
+        "micro_batches",
+        "zero_stage",
+        "recompute",
+        "step_time_s",
+        "tokens_per_s",
+        "tflops_per_device",
+        "mfu",
+        "peak_memory_bytes",
+    ] {
+        assert!(!j[k].is_null(), "missing {k}");
+    }
+    assert_eq!(
+        j["dp"].as_u64().unwrap() * j["tp"].as_u64().unwrap() * j["pp"].as_u64().unwrap(),
+        1024
+    );
+    assert!(j["peak_memory_bytes"].as_f64().unwrap() <= 80.0 * (1u64 << 30) as f64);
+    let last = j["weak_scaling"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        last["efficiency"].as_f64().unwrap() >= 0.917,
+        "weak scaling {last}"
+    );
+    assert!(j["planning_time_s"].as_f64().unwrap() < 10.0);
+}
+
+#[test]
+fn plan_formats_and_errors() {
+    for f in ["md", "html"] {
+        let (ok, out, err) = oar(&[
+            "plan",
+            "ernie-3.0-base-zh",
+            "--cluster",
+            "v100",
+            "--nodes",
+            "2",
+            "--format",
+            f,
+        ]);
+        assert!(ok, "{err}");
+        assert!(if f == "html" {
+            out.contains("<svg")
+        } else {
+            out.contains("| devices |")
+        });
+    }
+    let bad = [
+        (
+            vec!["plan", "lcnet_x1_0", "--cluster", "a100"],
+            "not a transformer the planner knows",
+        ),
+        (
+            vec!["plan", "ernie-3.0-base-zh", "--cluster", "tpu"],
+            "unknown cluster preset",
+        ),
+        (
+            vec![
+                "plan",
+                "ernie-3.0-base-zh",
+                "--cluster",
+                "a100",
+                "--nodes",
+                "0",
+            ],
+            "--nodes must be at least 1",
+        ),
+        (
+            vec![
+                "plan",
+                "ernie-3.0-titan",
+                "--cluster",
+                "v100",
+                "--nodes",
+                "2",
+            ],
+            "or at least",
+        ),
+        (
+            vec!["plan", "missing.toml", "--cluster", "a100"],
+            "no such file",
+        ),
+    ];
+    for (args, want) in bad {
+        let (ok, _, err) = oar(&args);
+        assert!(!ok && err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("panicked"));
+    }
+    let cfg = tmp("bad.toml");
+    std::fs::write(&cfg, "layers = 4\nhidden = 100\nheads = 3\nvocab = 10\n").unwrap();
+    let (ok, _, err) = oar(&["plan", cfg.to_str().unwrap(), "--cluster", "a100"]);
+    assert!(!ok && err.contains("must be divisible by `heads`"), "{err}");
+    std::fs::write(
+        &cfg,
+        "layers = 4\nhidden = 128\nheads = 4\nvocab = 10\nlayer = 3\n",
+    )
+    .unwrap();
+    let (ok, _, err) = oar(&["plan", cfg.to_str().unwrap(), "--cluster", "a100"]);
+    assert!(!ok && err.contains("unknown field `layer`"), "{err}");
+}

@@ -87,3 +87,19 @@ pub fn find(name: &str) -> Option<ZooEntry> {
 pub fn build(name: &str) -> Option<Result<Graph, BuildError>> {
     find(name).map(|e| (e.build)())
 }
+
+/// The ERNIE configuration behind a zoo name, for tools that reason about its structure.
+pub fn ernie_config(name: &str) -> Option<ErnieConfig> {
+    Some(match name {
+        "ernie-3.0-tiny" => ErnieConfig::tiny(),
+        "ernie-3.0-nano-zh" => ErnieConfig::nano(),
+        "ernie-3.0-micro-zh" => ErnieConfig::micro(),
+        "ernie-3.0-mini-zh" => ErnieConfig::mini(),
+        "ernie-3.0-medium-zh" => ErnieConfig::medium(),
+        "ernie-3.0-base-zh" => ErnieConfig::base(),
+        "ernie-3.0-xbase-zh" => ErnieConfig::xbase(),
+        "ernie-3.0-10b" => ErnieConfig::ten_billion(),
+        "ernie-3.0-titan" => ErnieConfig::titan(),
+        _ => return None,
+    })
+}

@@ -6,6 +6,7 @@ pub mod cost;
 pub mod eqsat;
 pub mod fuse;
 pub mod memory;
+pub mod parallel;
 pub mod pass;
 pub mod rebuild;
 pub mod summary;

@@ -3,6 +3,7 @@
 mod cluster;
 mod inspect;
 mod models;
+mod plan;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,8 @@ enum Command {
     Models(models::ModelsArgs),
     /// Run a graph or zoo model in the reference interpreter.
     Run(run::RunArgs),
+    /// Plan data/tensor/pipeline parallel training of a transformer on a cluster.
+    Plan(plan::PlanArgs),
     /// Cluster presets and files.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -34,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Models(a) => models::run(a),
         Command::Run(a) => run::run(a),
+        Command::Plan(a) => plan::run(a),
         Command::Cluster(c) => cluster::run(c),
     }
 }

@@ -1,0 +1,412 @@
+//! The training-step cost model: time and memory of one step of a `ModelSpec` under a
+//! `ParallelPlan` on a `Cluster`. Every formula is listed in passes/README.md with its source.
+
+use super::spec::ModelSpec;
+use oar_ir::cluster::{Cluster, Link};
+use oar_ir::DType;
+use serde::Serialize;
+
+/// Activation recomputation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Recompute {
+    None,
+    /// Attention core only (Korthikanti et al. 2022).
+    Selective,
+    Full,
+}
+
+/// Pipeline schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+pub enum Schedule {
+    GPipe,
+    OneFOneB,
+    /// Interleaved 1F1B with `v` model chunks per device.
+    Interleaved(u64),
+}
+
+/// Which parallel dimension varies fastest across consecutive ranks (tensor is always
+/// innermost, inside a node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Mapping {
+    /// tensor, then data, then pipeline outermost (Megatron's order).
+    TpDpPp,
+    /// tensor, then pipeline, then data outermost.
+    TpPpDp,
+}
+
+/// One candidate layout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParallelPlan {
+    pub dp: u64,
+    pub tp: u64,
+    pub pp: u64,
+    pub micro_batch_size: u64,
+    pub micro_batches: u64,
+    pub zero_stage: u8,
+    pub recompute: Recompute,
+    pub sequence_parallel: bool,
+    pub schedule: Schedule,
+    pub mapping: Mapping,
+    /// Layers per pipeline stage, first to last.
+    pub stage_layers: Vec<usize>,
+}
+
+/// The job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    /// Global batch, sequences per step.
+    pub global_batch: u64,
+    pub seq: u64,
+}
+
+/// Step time broken down, seconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StepTime {
+    pub compute: f64,
+    pub recompute: f64,
+    pub tensor_parallel_comm: f64,
+    pub pipeline_p2p: f64,
+    pub data_parallel_comm: f64,
+    pub bubble: f64,
+    pub optimizer: f64,
+    pub total: f64,
+}
+
+/// Bytes per device by kind (the most loaded device).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MemoryUse {
+    pub parameters: f64,
+    pub gradients: f64,
+    pub optimizer_states: f64,
+    pub activations: f64,
+    pub logits: f64,
+    pub workspace: f64,
+    pub total: f64,
+    pub capacity: f64,
+}
+
+/// Efficiency and overhead assumptions, documented in passes/README.md.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainingCostModel {
+    /// Fraction of peak bf16 that large GEMMs reach.
+    pub gemm_efficiency: f64,
+    /// Fraction of link bandwidth collectives reach (NCCL bus bandwidth over link rate).
+    pub comm_efficiency: f64,
+    /// Fraction of the last backward pass that gradient communication can hide behind.
+    pub dp_overlap: f64,
+    /// Allocator fragmentation margin on activations and buffers.
+    pub fragmentation: f64,
+    /// Fixed per-device workspace (CUDA context, cuBLAS and NCCL buffers), bytes.
+    pub workspace_bytes: f64,
+}
+
+impl Default for TrainingCostModel {
+    fn default() -> Self {
+        TrainingCostModel {
+            gemm_efficiency: 0.62,
+            comm_efficiency: 0.8,
+            dp_overlap: 0.8,
+            fragmentation: 0.10,
+            workspace_bytes: 2.0 * (1u64 << 30) as f64,
+        }
+    }
+}
+
+/// Ring all-reduce over `n` ranks of `bytes` on `link` (Thakur et al. 2005; NCCL):
+/// 2(n−1)/n · bytes / bw + 2(n−1)·α.
+pub fn ring_all_reduce(n: u64, bytes: f64, link: &Link, eff: f64) -> f64 {
+    if n <= 1 {
+        return 0.0;
+    }
+    let n = n as f64;
+    2.0 * (n - 1.0) / n * bytes / (link.bandwidth() * eff) + 2.0 * (n - 1.0) * link.latency()
+}
+
+/// Ring all-gather or reduce-scatter: half an all-reduce.
+pub fn ring_gather(n: u64, bytes: f64, link: &Link, eff: f64) -> f64 {
+    ring_all_reduce(n, bytes, link, eff) / 2.0
+}
+
+/// Tree (double binary tree) all-reduce: 2·bytes/bw + 2·log2(n)·α; wins for small messages.
+pub fn tree_all_reduce(n: u64, bytes: f64, link: &Link, eff: f64) -> f64 {
+    if n <= 1 {
+        return 0.0;
+    }
+    2.0 * bytes / (link.bandwidth() * eff) + 2.0 * (n as f64).log2().ceil() * link.latency()
+}
+
+/// The faster of ring and tree, as NCCL picks.
+pub fn all_reduce(n: u64, bytes: f64, link: &Link, eff: f64) -> f64 {
+    ring_all_reduce(n, bytes, link, eff).min(tree_all_reduce(n, bytes, link, eff))
+}
+
+/// Evaluates plans for one model, job and cluster.
+pub struct Evaluator<'a> {
+    pub model: &'a ModelSpec,
+    pub job: &'a Job,
+    pub cluster: &'a Cluster,
+    pub cost: TrainingCostModel,
+}
+
+/// The result of evaluating one plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub plan: ParallelPlan,
+    pub time: StepTime,
+    pub memory: MemoryUse,
+    pub fits: bool,
+}
+
+const BF16: f64 = 2.0;
+
+impl<'a> Evaluator<'a> {
+    fn devices_per_node(&self) -> u64 {
+        self.cluster.node_groups[0].devices_per_node as u64
+    }
+
+    /// The link a group of `size` ranks at `stride` spans: inside one node or across nodes.
+    pub fn link(&self, size: u64, stride: u64) -> &Link {
+        if size * stride <= self.devices_per_node() {
+            &self.cluster.node_groups[0].intra_node
+        } else {
+            &self.cluster.inter_node
+        }
+    }
+
+    /// Peak dense FLOP/s of one device for training (bf16, else f16, else f32).
+    pub fn peak(&self) -> f64 {
+        let d = &self.cluster.node_groups[0].device;
+        d.peak_flops(DType::BF16)
+            .or(d.peak_flops(DType::F16))
+            .or(d.peak_flops(DType::F32))
+            .unwrap_or(1e12)
+    }
+
+    fn strides(&self, p: &ParallelPlan) -> (u64, u64) {
+        // (data-parallel stride, pipeline stride)
+        match p.mapping {
+            Mapping::TpDpPp => (p.tp, p.tp * p.dp),
+            Mapping::TpPpDp => (p.tp * p.pp, p.tp),
+        }
+    }
+
+    /// Layer index ranges of each stage.
+    fn stage_ranges(&self, p: &ParallelPlan) -> Vec<std::ops::Range<usize>> {
+        let mut start = 0;
+        p.stage_layers
+            .iter()
+            .map(|&n| {
+                let r = start..start + n;
+                start += n;
+                r
+            })
+            .collect()
+    }
+
+    /// Parameters held by stage `k` (tied embeddings live on the first and the last stage).
+    pub fn stage_params(&self, p: &ParallelPlan, k: usize, range: &std::ops::Range<usize>) -> f64 {
+        let m = self.model;
+        let mut params: f64 = m.layers[range.clone()]
+            .iter()
+            .map(|l| l.params() as f64)
+            .sum();
+        if k == 0 || k + 1 == p.stage_layers.len() {
+            params += m.embedding_params() as f64;
+        }
+        params
+    }
+
+    /// Activation bytes of one layer for one micro-batch (Korthikanti et al. 2022, Table 2).
+    pub fn layer_activation_bytes(&self, p: &ParallelPlan, l: &super::spec::LayerSpec) -> f64 {
+        let (s, b, h, a, t) = (
+            self.job.seq as f64,
+            p.micro_batch_size as f64,
+            l.hidden as f64,
+            l.heads as f64,
+            p.tp as f64,
+        );
+        let sbh = s * b * h;
+        let attn = 5.0 * a * s / (h * t);
+        match (p.recompute, p.sequence_parallel) {
+            (Recompute::None, false) => sbh * (10.0 + 24.0 / t + attn),
+            (Recompute::None, true) => sbh * (34.0 / t + attn),
+            (Recompute::Selective, false) => sbh * (10.0 + 24.0 / t),
+            (Recompute::Selective, true) => sbh * 34.0 / t,
+            (Recompute::Full, false) => 2.0 * sbh,
+            (Recompute::Full, true) => 2.0 * sbh / t,
+        }
+    }
+
+    /// Time and memory of one training step.
+    pub fn evaluate(&self, p: &ParallelPlan) -> Evaluation {
+        let m = self.model;
+        let c = &self.cost;
+        let peak = self.peak() * c.gemm_efficiency;
+        let tokens_mb = p.micro_batch_size * self.job.seq;
+        let (dp_stride, pp_stride) = self.strides(p);
+        let tp_link = self.link(p.tp, 1);
+        let dp_link = self.link(p.dp, dp_stride);
+        let pp_link = self.link(p.pp, pp_stride);
+        let ranges = self.stage_ranges(p);
+        let last = ranges.len() - 1;
+        let mut worst = StepTime::default();
+        let mut worst_stage = 0.0f64;
+        let mut mem = MemoryUse {
+            capacity: self.cluster.node_groups[0].device.memory_bytes() as f64,
+            ..Default::default()
+        };
+        let v = match p.schedule {
+            Schedule::Interleaved(v) => v,
+            _ => 1,
+        };
+        for (k, range) in ranges.iter().enumerate() {
+            let layers = &m.layers[range.clone()];
+            let mut fwd: f64 = layers
+                .iter()
+                .map(|l| l.forward_flops(tokens_mb, self.job.seq))
+                .sum::<f64>()
+                / p.tp as f64
+                / peak;
+            if k == last {
+                fwd += m.head_flops(tokens_mb) / p.tp as f64 / peak;
+            }
+            // Memory-bound ops (layer norms, softmax, dropout, GELU, residual adds): each
+            // stored activation is written and read once forward and twice backward.
+            let elementwise: f64 = layers
+                .iter()
+                .map(|l| {
+                    let full = ParallelPlan {
+                        recompute: Recompute::None,
+                        sequence_parallel: false,
+                        ..p.clone()
+                    };
+                    self.layer_activation_bytes(&full, l)
+                })
+                .sum::<f64>()
+                / self.cluster.node_groups[0].device.memory_bandwidth();
+            fwd += elementwise;
+            let bwd = 2.0 * fwd;
+            let recompute = match p.recompute {
+                Recompute::None => 0.0,
+                Recompute::Full => fwd,
+                // The attention core: 4·s·h FLOPs per token per layer.
+                Recompute::Selective => {
+                    layers
+                        .iter()
+                        .map(|l| 4.0 * (tokens_mb * self.job.seq * l.hidden) as f64)
+                        .sum::<f64>()
+                        / p.tp as f64
+                        / peak
+                }
+            };
+            // Megatron: two all-reduces of the layer's activations forward, two backward
+            // (with sequence parallelism the same volume as all-gather + reduce-scatter).
+            let per_layer_comm: f64 = layers
+                .iter()
+                .map(|l| {
+                    4.0 * all_reduce(
+                        p.tp,
+                        tokens_mb as f64 * l.hidden as f64 * BF16,
+                        tp_link,
+                        c.comm_efficiency,
+                    )
+                })
+                .sum();
+            let tp_comm = per_layer_comm
+                * if p.recompute == Recompute::Full {
+                    1.5
+                } else {
+                    1.0
+                };
+            let stage = fwd + bwd + recompute + tp_comm;
+            if stage > worst_stage {
+                worst_stage = stage;
+                worst.compute = fwd + bwd;
+                worst.recompute = recompute;
+                worst.tensor_parallel_comm = tp_comm;
+            }
+            // Memory of this stage's devices.
+            let params = self.stage_params(p, k, range) / p.tp as f64;
+            let dp = p.dp as f64;
+            let (pb, gb, ob) = match p.zero_stage {
+                0 => (2.0, 2.0, 12.0),
+                1 => (2.0, 2.0, 12.0 / dp),
+                2 => (2.0, 2.0 / dp, 12.0 / dp),
+                _ => (2.0 / dp, 2.0 / dp, 12.0 / dp),
+            };
+            let in_flight = match p.schedule {
+                Schedule::GPipe => p.micro_batches as f64,
+                Schedule::OneFOneB => (p.pp - k as u64).min(p.micro_batches) as f64,
+                Schedule::Interleaved(v) => {
+                    (p.pp - k as u64).min(p.micro_batches) as f64
+                        * (1.0 + (p.pp as f64 - 1.0) / (p.pp as f64 * v as f64))
+                }
+            };
+            let act: f64 = layers
+                .iter()
+                .map(|l| self.layer_activation_bytes(p, l))
+                .sum::<f64>()
+                * in_flight;
+            let logits = if k == last {
+                2.0 * 4.0 * tokens_mb as f64 * m.vocab as f64 / p.tp as f64
+            } else {
+                0.0
+            };
+            let total = params * (pb + gb + ob)
+                + (act + logits) * (1.0 + c.fragmentation)
+                + c.workspace_bytes;
+            if total > mem.total {
+                mem = MemoryUse {
+                    parameters: params * pb,
+                    gradients: params * gb,
+                    optimizer_states: params * ob,
+                    activations: act,
+                    logits,
+                    workspace: c.workspace_bytes + (act + logits) * c.fragmentation,
+                    total,
+                    capacity: mem.capacity,
+                };
+            }
+            // Data-parallel gradient synchronisation of this stage, partly hidden behind the
+            // last backward pass.
+            let grad_bytes = params * BF16;
+            let mut dp_time = all_reduce(p.dp, grad_bytes, dp_link, c.comm_efficiency);
+            if p.zero_stage == 3 {
+                dp_time += 2.0 * ring_gather(p.dp, grad_bytes, dp_link, c.comm_efficiency);
+            }
+            let exposed = (dp_time - c.dp_overlap * bwd).max(0.0);
+            worst.data_parallel_comm = worst.data_parallel_comm.max(exposed);
+            let bw = self.cluster.node_groups[0].device.memory_bandwidth();
+            worst.optimizer = worst.optimizer.max(2.0 * params * (pb + gb + ob) / bw);
+        }
+        let mb_count = p.micro_batches as f64;
+        let p2p = if p.pp > 1 {
+            let bytes = tokens_mb as f64 * m.embed_hidden as f64 * BF16
+                / if p.sequence_parallel {
+                    p.tp as f64
+                } else {
+                    1.0
+                };
+            2.0 * v as f64 * (pp_link.latency() + bytes / (pp_link.bandwidth() * c.comm_efficiency))
+        } else {
+            0.0
+        };
+        let per_micro = worst_stage + p2p;
+        worst.compute *= mb_count;
+        worst.recompute *= mb_count;
+        worst.tensor_parallel_comm *= mb_count;
+        worst.pipeline_p2p = p2p * mb_count;
+        worst.bubble = (p.pp as f64 - 1.0) / v as f64 * per_micro;
+        worst.total =
+            mb_count * per_micro + worst.bubble + worst.data_parallel_comm + worst.optimizer;
+        let fits = mem.total <= mem.capacity;
+        Evaluation {
+            plan: p.clone(),
+            time: worst,
+            memory: mem,
+            fits,
+        }
+    }
+}

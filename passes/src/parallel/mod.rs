@@ -1,0 +1,11 @@
+//! Auto-parallel planning: the model and job description, the training-step cost model
+//! (compute, collectives, bubbles, memory), the planner, and reports.
+
+pub mod cost;
+pub mod report;
+pub mod search;
+pub mod spec;
+
+pub use cost::{Evaluation, Job, ParallelPlan, TrainingCostModel};
+pub use search::{plan, plan_with, weak_scaling, Constraints, PlanError, PlanOutcome};
+pub use spec::{LayerSpec, ModelSpec, TransformerConfig};

@@ -1,0 +1,127 @@
+//! What the planner plans for: a transformer described layer by layer, from a zoo ERNIE
+//! config or a TOML config file, and the training job (batch, sequence, precision).
+
+use serde::Deserialize;
+
+/// One transformer layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerSpec {
+    pub hidden: u64,
+    pub heads: u64,
+    pub ffn: u64,
+}
+
+impl LayerSpec {
+    /// Weights: 4 attention projections and two FFN matrices with biases, two layer norms.
+    pub fn params(&self) -> u64 {
+        let (h, f) = (self.hidden, self.ffn);
+        4 * (h * h + h) + (h * f + f) + (f * h + h) + 4 * h
+    }
+
+    /// Forward FLOPs for `tokens` tokens of sequence length `seq` (a MAC is 2 FLOPs):
+    /// projections and FFN 2·(4h² + 2hf) per token, attention scores and context 4·s·h.
+    pub fn forward_flops(&self, tokens: u64, seq: u64) -> f64 {
+        let (h, f) = (self.hidden as f64, self.ffn as f64);
+        tokens as f64 * (2.0 * (4.0 * h * h + 2.0 * h * f) + 4.0 * seq as f64 * h)
+    }
+}
+
+/// A model as the planner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub vocab: u64,
+    /// Width of the embedding table and the LM head.
+    pub embed_hidden: u64,
+    /// Embedding rows beyond the vocabulary (positions, token types).
+    pub extra_embedding_rows: u64,
+    pub layers: Vec<LayerSpec>,
+}
+
+impl ModelSpec {
+    /// Embedding parameters (the LM head is tied to them).
+    pub fn embedding_params(&self) -> u64 {
+        (self.vocab + self.extra_embedding_rows) * self.embed_hidden
+    }
+
+    /// All parameters.
+    pub fn params(&self) -> u64 {
+        self.embedding_params() + self.layers.iter().map(LayerSpec::params).sum::<u64>()
+    }
+
+    /// Forward FLOPs of the LM head for `tokens` tokens.
+    pub fn head_flops(&self, tokens: u64) -> f64 {
+        2.0 * tokens as f64 * self.embed_hidden as f64 * self.vocab as f64
+    }
+
+    /// Model FLOPs of one training step (forward + backward = 3× forward), no recompute.
+    pub fn step_flops(&self, tokens: u64, seq: u64) -> f64 {
+        3.0 * (self
+            .layers
+            .iter()
+            .map(|l| l.forward_flops(tokens, seq))
+            .sum::<f64>()
+            + self.head_flops(tokens))
+    }
+}
+
+/// A transformer config file (`oar plan my-gpt.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerConfig {
+    pub name: Option<String>,
+    pub layers: u64,
+    pub hidden: u64,
+    pub heads: u64,
+    pub ffn: Option<u64>,
+    pub vocab: u64,
+    /// Default sequence length for planning.
+    pub seq: Option<u64>,
+    /// Decoder-style causal attention (does not change the cost model).
+    #[serde(default)]
+    pub causal: bool,
+}
+
+impl TransformerConfig {
+    /// Parses and checks a TOML config; errors name the field.
+    pub fn from_toml(text: &str, path: &str) -> Result<TransformerConfig, String> {
+        let c: TransformerConfig =
+            toml::from_str(text).map_err(|e| format!("{path}: {}", e.to_string().trim_end()))?;
+        for (field, v) in [
+            ("layers", c.layers),
+            ("hidden", c.hidden),
+            ("heads", c.heads),
+            ("vocab", c.vocab),
+        ] {
+            if v == 0 {
+                return Err(format!("{path}: field `{field}` must be at least 1"));
+            }
+        }
+        if !c.hidden.is_multiple_of(c.heads) {
+            return Err(format!(
+                "{path}: `hidden` ({}) must be divisible by `heads` ({})",
+                c.hidden, c.heads
+            ));
+        }
+        Ok(c)
+    }
+
+    /// The planner's view.
+    pub fn spec(&self, fallback_name: &str) -> ModelSpec {
+        let layer = LayerSpec {
+            hidden: self.hidden,
+            heads: self.heads,
+            ffn: self.ffn.unwrap_or(4 * self.hidden),
+        };
+        ModelSpec {
+            name: self
+                .name
+                .clone()
+                .unwrap_or_else(|| fallback_name.to_string()),
+            vocab: self.vocab,
+            embed_hidden: self.hidden,
+            extra_embedding_rows: self.seq.unwrap_or(2048),
+            layers: vec![layer; self.layers as usize],
+        }
+    }
+}
