@@ -2,11 +2,12 @@
 //! initialisation, and the reference interpreter — the numerical oracle for every other path.
 //! Never depends on LLVM.
 
+pub mod comm;
 pub mod init;
 pub mod interp;
 pub mod io;
 pub mod tensor;
 
-pub use interp::{run, InterpError};
+pub use interp::{run, run_on_rank, InterpError};
 pub use io::weights::Weights;
 pub use tensor::{HostTensor, TensorData};

@@ -123,6 +123,29 @@ impl HostTensor {
     }
 }
 
+impl HostTensor {
+    /// Elements `start..start + len` along `dim` (a shard of this tensor).
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> HostTensor {
+        let outer: usize = self.shape[..dim].iter().product();
+        let inner: usize = self.shape[dim + 1..].iter().product();
+        let full = self.shape[dim];
+        let idx: Vec<usize> = (0..outer)
+            .flat_map(|o| {
+                (start..start + len)
+                    .flat_map(move |i| (0..inner).map(move |j| (o * full + i) * inner + j))
+            })
+            .collect();
+        let mut shape = self.shape.clone();
+        shape[dim] = len;
+        let data = match &self.data {
+            TensorData::F32(v) => TensorData::F32(idx.iter().map(|&i| v[i]).collect()),
+            TensorData::I64(v) => TensorData::I64(idx.iter().map(|&i| v[i]).collect()),
+            TensorData::Bool(v) => TensorData::Bool(idx.iter().map(|&i| v[i]).collect()),
+        };
+        HostTensor { shape, data }
+    }
+}
+
 /// Row-major strides of a shape.
 pub fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];

@@ -2,6 +2,7 @@
 //! (compute, collectives, bubbles, memory), the planner, and reports.
 
 pub mod cost;
+pub mod partition;
 pub mod report;
 pub mod search;
 pub mod spec;

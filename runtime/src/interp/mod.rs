@@ -2,11 +2,13 @@
 //! loops written for obviousness. It is the oracle every optimised or compiled path is tested
 //! against. Computes in f32, with i64 and bool where ops need them.
 
+mod collective;
 mod elementwise;
 mod layout;
 mod linalg;
 mod nn;
 
+use crate::comm::Communicator;
 use crate::io::weights::Weights;
 use crate::tensor::HostTensor;
 use oar_ir::op::{Literal, Op};
@@ -127,20 +129,31 @@ fn eval(
     ins: &[&HostTensor],
     weights: &Weights,
     out_shapes: &[Vec<usize>],
-    functions: &BTreeMap<String, Graph>,
+    cx: &RunCtx,
 ) -> Result<Vec<HostTensor>, InterpError> {
     let one = |r: Res<HostTensor>| r.map(|t| vec![t]);
     let res: Res<Vec<HostTensor>> = match &node.op {
         Op::Input => unreachable!("inputs are bound before evaluation"),
         Op::Param(p) => {
-            let w = weights.get(&p.name).ok_or_else(|| InterpError::MissingWeight(p.name.clone()))?;
+            let w = weights
+                .get(&p.name)
+                .ok_or_else(|| InterpError::MissingWeight(p.name.clone()))?;
             if w.shape != out_shapes[0] || w.dtype() != node.outputs[0].dtype {
-                Err(format!("weight `{}` is {} but the graph declares {}", p.name, w.describe(), node.outputs[0]))
+                Err(format!(
+                    "weight `{}` is {} but the graph declares {}",
+                    p.name,
+                    w.describe(),
+                    node.outputs[0]
+                ))
             } else {
                 Ok(vec![w.clone()])
             }
         }
-        Op::Constant(lit) => Ok(vec![literal_tensor(lit, out_shapes[0].clone(), node.outputs[0].dtype == oar_ir::DType::Bool)]),
+        Op::Constant(lit) => Ok(vec![literal_tensor(
+            lit,
+            out_shapes[0].clone(),
+            node.outputs[0].dtype == oar_ir::DType::Bool,
+        )]),
         Op::Unary(u) => one(elementwise::unary(*u, ins[0])),
         Op::Binary(b) => one(elementwise::binary(*b, ins[0], ins[1])),
         Op::Where => one(elementwise::where_(ins[0], ins[1], ins[2])),
@@ -148,8 +161,18 @@ fn eval(
         Op::Dropout { .. } => Ok(vec![ins[0].clone()]),
         Op::MatMul(m) => one(linalg::matmul(ins[0], ins[1], m)),
         Op::Conv2d(c) => one(linalg::conv2d(ins[0], ins[1], ins.get(2).copied(), c)),
-        Op::ConvTranspose2d(c) => one(linalg::conv_transpose2d(ins[0], ins[1], ins.get(2).copied(), &c.conv, c.output_padding)),
-        Op::BatchNorm { eps } => one(nn::batch_norm(ins[0], [ins[1], ins[2], ins[3], ins[4]], *eps)),
+        Op::ConvTranspose2d(c) => one(linalg::conv_transpose2d(
+            ins[0],
+            ins[1],
+            ins.get(2).copied(),
+            &c.conv,
+            c.output_padding,
+        )),
+        Op::BatchNorm { eps } => one(nn::batch_norm(
+            ins[0],
+            [ins[1], ins[2], ins[3], ins[4]],
+            *eps,
+        )),
         Op::LayerNorm { axis, eps } => one(nn::layer_norm(ins[0], ins[1], ins[2], *axis, *eps)),
         Op::Softmax { axis } => one(nn::softmax(ins[0], *axis, false)),
         Op::LogSoftmax { axis } => one(nn::softmax(ins[0], *axis, true)),
@@ -166,7 +189,10 @@ fn eval(
         Op::Slice(s) => one(layout::slice(ins[0], s)),
         Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. } => {
             // Views: same data, the shape inference already computed.
-            Ok(vec![HostTensor { shape: out_shapes[0].clone(), data: ins[0].data.clone() }])
+            Ok(vec![HostTensor {
+                shape: out_shapes[0].clone(),
+                data: ins[0].data.clone(),
+            }])
         }
         Op::Transpose { perm } => one(layout::transpose(ins[0], perm)),
         Op::Gather { axis } => one(layout::gather(ins[0], ins[1], *axis)),
@@ -174,7 +200,11 @@ fn eval(
         Op::Embedding => one(layout::embedding(ins[0], ins[1])),
         Op::FusedConv2d { conv, epilogue } => {
             // The bias goes through conv2d, which adds it per channel.
-            let bias = if epilogue.bias { ins.get(2).copied() } else { None };
+            let bias = if epilogue.bias {
+                ins.get(2).copied()
+            } else {
+                None
+            };
             let residual = ins.get(2 + usize::from(epilogue.bias)).copied();
             one(linalg::conv2d(ins[0], ins[1], bias, conv)
                 .and_then(|y| elementwise::epilogue(y, epilogue, residual)))
@@ -188,10 +218,10 @@ fn eval(
                 })
                 .and_then(|y| elementwise::epilogue(y, epilogue, residual)))
         }
-        Op::Fused { func } => match functions.get(func) {
+        Op::Fused { func } => match cx.functions.get(func) {
             Some(f) => {
                 let owned: Vec<HostTensor> = ins.iter().map(|t| (*t).clone()).collect();
-                run_with(f, &owned, weights, functions).map_err(|e| format!("in @{func}: {e}"))
+                run_with(f, &owned, weights, cx).map_err(|e| format!("in @{func}: {e}"))
             }
             None => err(format!("unknown function @{func}")),
         },
@@ -199,9 +229,13 @@ fn eval(
         | Op::AllGather { .. }
         | Op::ReduceScatter { .. }
         | Op::AllToAll { .. }
-        | Op::Broadcast { .. }
-        | Op::Send { .. }
-        | Op::Recv { .. } => err("collectives and send/recv need a communicator; run per-rank graphs with the multi-rank runtime"),
+        | Op::Broadcast { .. } => match cx.comm {
+            Some(c) => one(collective::run(&node.op, ins[0], cx.meshes, c)),
+            None => err("collectives need a communicator: run per-rank graphs with run_on_rank"),
+        },
+        Op::Send { .. } | Op::Recv { .. } => {
+            err("send/recv need the pipeline runtime, which this interpreter does not provide")
+        }
     };
     let outs = res.map_err(|message| InterpError::Node {
         node: node.name.clone(),
@@ -231,15 +265,42 @@ pub fn run(
     inputs: &[HostTensor],
     weights: &Weights,
 ) -> Result<Vec<HostTensor>, InterpError> {
-    run_with(graph, inputs, weights, &graph.functions)
+    let cx = RunCtx {
+        functions: &graph.functions,
+        meshes: &graph.meshes,
+        comm: None,
+    };
+    run_with(graph, inputs, weights, &cx)
 }
 
-/// Runs `graph` with `fused` bodies looked up in `functions` (the enclosing module's).
+/// Runs one rank's graph; its collectives go through `comm`.
+pub fn run_on_rank(
+    graph: &Graph,
+    inputs: &[HostTensor],
+    weights: &Weights,
+    comm: &dyn Communicator,
+) -> Result<Vec<HostTensor>, InterpError> {
+    let cx = RunCtx {
+        functions: &graph.functions,
+        meshes: &graph.meshes,
+        comm: Some(comm),
+    };
+    run_with(graph, inputs, weights, &cx)
+}
+
+/// The module a graph runs in: fusion bodies, meshes, and the communicator if any.
+struct RunCtx<'a> {
+    functions: &'a BTreeMap<String, Graph>,
+    meshes: &'a BTreeMap<String, oar_ir::ProcessMesh>,
+    comm: Option<&'a dyn Communicator>,
+}
+
+/// Runs `graph` in the module context `cx`.
 fn run_with(
     graph: &Graph,
     inputs: &[HostTensor],
     weights: &Weights,
-    functions: &BTreeMap<String, Graph>,
+    cx: &RunCtx,
 ) -> Result<Vec<HostTensor>, InterpError> {
     let bindings = bind_inputs(graph, inputs)?;
     let mut last_use = vec![0usize; graph.len()];
@@ -284,7 +345,7 @@ fn run_with(
                     .collect()
             })
             .collect();
-        let outs = eval(node, &ins, weights, &out_shapes, functions)?;
+        let outs = eval(node, &ins, weights, &out_shapes, cx)?;
         values[id.index()] = Some(outs);
         for v in &node.inputs {
             if last_use[v.node.index()] == id.index() {
