@@ -97,32 +97,28 @@ pub fn op_cost(
         }
         Op::Concat { .. } | Op::Split { .. } | Op::Slice(_) | Op::Transpose { .. } => (0, rw),
         Op::FusedConv2d { conv, epilogue } => {
-            let base = op_cost(
+            let c = epilogue_cost(
                 &Op::Conv2d(conv.clone()),
-                &inputs[..2.min(inputs.len())],
+                epilogue,
+                inputs,
                 outputs,
                 bindings,
                 default,
             );
-            macs = base.macs;
-            let extra = (usize::from(epilogue.bias)
-                + usize::from(epilogue.residual)
-                + usize::from(epilogue.activation.is_some())) as u64;
-            (base.flops + extra * out_elems, rw)
+            macs = c.macs;
+            (c.flops, rw)
         }
         Op::FusedMatMul { mm, epilogue } => {
-            let base = op_cost(
+            let c = epilogue_cost(
                 &Op::MatMul(*mm),
-                &inputs[..2.min(inputs.len())],
+                epilogue,
+                inputs,
                 outputs,
                 bindings,
                 default,
             );
-            macs = base.macs;
-            let extra = (usize::from(epilogue.bias)
-                + usize::from(epilogue.residual)
-                + usize::from(epilogue.activation.is_some())) as u64;
-            (base.flops + extra * out_elems, rw)
+            macs = c.macs;
+            (c.flops, rw)
         }
         // The body's work is counted by `stats::node_cost`, which sees the function.
         Op::Fused { .. } => (0, rw),
@@ -135,6 +131,35 @@ pub fn op_cost(
         | Op::Recv { .. } => (0, rw),
     };
     OpCost { flops, bytes, macs }
+}
+
+/// The contraction's own cost plus one FLOP per output element for each epilogue step.
+fn epilogue_cost(
+    base: &Op,
+    e: &Epilogue,
+    inputs: &[TensorType],
+    outputs: &[TensorType],
+    bindings: &BTreeMap<String, u64>,
+    default: u64,
+) -> OpCost {
+    let c = op_cost(
+        base,
+        &inputs[..2.min(inputs.len())],
+        outputs,
+        bindings,
+        default,
+    );
+    let out_elems: u64 = outputs
+        .iter()
+        .map(|t| t.shape.numel().eval(bindings, default))
+        .sum();
+    let steps = (usize::from(e.bias)
+        + usize::from(e.residual)
+        + usize::from(e.activation.is_some())) as u64;
+    OpCost {
+        flops: c.flops + steps * out_elems,
+        ..c
+    }
 }
 
 #[cfg(test)]

@@ -361,22 +361,6 @@ fn rule(
                 _ => replicated(1),
             }
         }
-        Op::Reshape { .. } | Op::Flatten { .. } => match pl[0] {
-            Shard(d) => {
-                match reshape_dim(&static_shape(&ins[0]), &static_shape(&outs[0]), d, parts) {
-                    Some(od) => AxisRule {
-                        need: pl.to_vec(),
-                        out: Shard(od),
-                    },
-                    None => replicated(1),
-                }
-            }
-            Partial(_) => AxisRule {
-                need: pl.to_vec(),
-                out: pl[0],
-            },
-            Replicate => replicated(1),
-        },
         Op::Transpose { perm } => match pl[0] {
             Shard(d) => AxisRule {
                 need: pl.to_vec(),
@@ -387,21 +371,24 @@ fn rule(
                 out: p,
             },
         },
-        Op::Squeeze { .. } | Op::Unsqueeze { .. } => match pl[0] {
-            Shard(d) => {
-                match reshape_dim(&static_shape(&ins[0]), &static_shape(&outs[0]), d, parts) {
-                    Some(od) => AxisRule {
-                        need: pl.to_vec(),
-                        out: Shard(od),
-                    },
-                    None => replicated(1),
+        // Views keep partials and replicas; a shard follows its dim if it maps cleanly.
+        Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+            match pl[0] {
+                Shard(d) => {
+                    match reshape_dim(&static_shape(&ins[0]), &static_shape(&outs[0]), d, parts) {
+                        Some(od) => AxisRule {
+                            need: pl.to_vec(),
+                            out: Shard(od),
+                        },
+                        None => replicated(1),
+                    }
                 }
+                p => AxisRule {
+                    need: vec![p],
+                    out: p,
+                },
             }
-            p => AxisRule {
-                need: vec![p],
-                out: p,
-            },
-        },
+        }
         _ => replicated(n),
     }
 }
