@@ -5,6 +5,7 @@ pub mod cost;
 pub mod partition;
 pub mod report;
 pub mod search;
+mod sharding_rules;
 pub mod spec;
 
 pub use cost::{Evaluation, Job, ParallelPlan, TrainingCostModel};
