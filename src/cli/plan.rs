@@ -139,13 +139,8 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
     };
     let outcome = plan_with(&model, &job, &cluster, &cost, &fixed)?;
     let scaling = weak_scaling(&model, &job, &cluster, &cost, &fixed);
-    let peak = oar::passes::parallel::cost::Evaluator {
-        model: &model,
-        job: &job,
-        cluster: &cluster,
-        cost: cost.clone(),
-    }
-    .peak();
+    let peak =
+        oar::passes::parallel::cost::Evaluator::new(&model, &job, &cluster, cost.clone()).peak();
     let report = Report {
         model: &model,
         job: &job,

@@ -1,10 +1,13 @@
 //! The training-step cost model: time and memory of one step of a `ModelSpec` under a
 //! `ParallelPlan` on a `Cluster`. Every formula is listed in passes/README.md with its source.
 
-use super::spec::ModelSpec;
+use super::intra_op::{plan_layer, LayerStrategy, Rates};
+use super::spec::{LayerSpec, ModelSpec};
 use oar_ir::cluster::{Cluster, Link};
 use oar_ir::DType;
 use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Activation recomputation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
@@ -142,12 +145,39 @@ pub fn all_reduce(n: u64, bytes: f64, link: &Link, eff: f64) -> f64 {
     ring_all_reduce(n, bytes, link, eff).min(tree_all_reduce(n, bytes, link, eff))
 }
 
+/// Two-level all-reduce for a group of `nodes × per_node` ranks: reduce-scatter inside each
+/// node, all-reduce of the 1/per_node shards across nodes, all-gather inside the node
+/// (NCCL's and Horovod's hierarchical algorithm).
+pub fn hierarchical_all_reduce(
+    per_node: u64,
+    nodes: u64,
+    bytes: f64,
+    intra: &Link,
+    inter: &Link,
+    eff: f64,
+) -> f64 {
+    2.0 * ring_gather(per_node, bytes, intra, eff)
+        + all_reduce(nodes, bytes / per_node.max(1) as f64, inter, eff)
+}
+
+/// All-to-all among `n` ranks: each sends (n−1)/n of its `bytes`.
+pub fn all_to_all(n: u64, bytes: f64, link: &Link, eff: f64) -> f64 {
+    if n <= 1 {
+        return 0.0;
+    }
+    (n as f64 - 1.0) / n as f64 * bytes / (link.bandwidth() * eff)
+        + (n as f64 - 1.0) * link.latency()
+}
+
 /// Evaluates plans for one model, job and cluster.
 pub struct Evaluator<'a> {
     pub model: &'a ModelSpec,
     pub job: &'a Job,
     pub cluster: &'a Cluster,
     pub cost: TrainingCostModel,
+    /// Intra-op plans by (layer, tensor degree, micro-batch size, sequence parallel,
+    /// micro-batches): many candidates share them.
+    layer_plans: RefCell<HashMap<(LayerSpec, u64, u64, bool, u64), LayerStrategy>>,
 }
 
 /// The result of evaluating one plan.
@@ -157,11 +187,29 @@ pub struct Evaluation {
     pub time: StepTime,
     pub memory: MemoryUse,
     pub fits: bool,
+    /// Intra-op sharding of a first-stage layer, op by op.
+    pub layer_strategy: Vec<String>,
 }
 
 const BF16: f64 = 2.0;
 
 impl<'a> Evaluator<'a> {
+    /// An evaluator for one model, job and cluster.
+    pub fn new(
+        model: &'a ModelSpec,
+        job: &'a Job,
+        cluster: &'a Cluster,
+        cost: TrainingCostModel,
+    ) -> Self {
+        Evaluator {
+            model,
+            job,
+            cluster,
+            cost,
+            layer_plans: RefCell::new(HashMap::new()),
+        }
+    }
+
     fn devices_per_node(&self) -> u64 {
         self.cluster.node_groups[0].devices_per_node as u64
     }
@@ -173,6 +221,26 @@ impl<'a> Evaluator<'a> {
         } else {
             &self.cluster.inter_node
         }
+    }
+
+    /// All-reduce over a group of `size` ranks at `stride`: flat on the link it spans, or
+    /// hierarchical when it spans nodes and that is faster.
+    pub fn group_all_reduce(&self, size: u64, stride: u64, bytes: f64) -> f64 {
+        let eff = self.cost.comm_efficiency;
+        let flat = all_reduce(size, bytes, self.link(size, stride), eff);
+        let per_node = (self.devices_per_node() / stride.max(1)).clamp(1, size);
+        if per_node <= 1 || per_node >= size {
+            return flat;
+        }
+        let g = &self.cluster.node_groups[0];
+        flat.min(hierarchical_all_reduce(
+            per_node,
+            size / per_node,
+            bytes,
+            &g.intra_node,
+            &self.cluster.inter_node,
+            eff,
+        ))
     }
 
     /// Peak dense FLOP/s of one device for training (bf16, else f16, else f32).
@@ -252,6 +320,15 @@ impl<'a> Evaluator<'a> {
         let ranges = self.stage_ranges(p);
         let last = ranges.len() - 1;
         let mut worst = StepTime::default();
+        let mut layer_strategy = Vec::new();
+        let micro = p.micro_batches.max(1) as f64;
+        let rates = Rates {
+            flops: peak,
+            bandwidth: self.cluster.node_groups[0].device.memory_bandwidth(),
+            seq: self.job.seq as f64,
+            // bf16 weight gradients all-reduced once per step, spread over the micro-batches.
+            weight_sync_per_element: all_reduce(p.tp, BF16, tp_link, c.comm_efficiency) / micro,
+        };
         let mut worst_stage = 0.0f64;
         let mut mem = MemoryUse {
             capacity: self.cluster.node_groups[0].device.memory_bytes() as f64,
@@ -263,12 +340,37 @@ impl<'a> Evaluator<'a> {
         };
         for (k, range) in ranges.iter().enumerate() {
             let layers = &m.layers[range.clone()];
-            let mut fwd: f64 = layers
-                .iter()
-                .map(|l| l.forward_flops(tokens_mb, self.job.seq))
-                .sum::<f64>()
-                / p.tp as f64
-                / peak;
+            // Intra-op sharding of each layer, by dynamic programming over its op chain;
+            // plans are cached, since candidates and identical layers share them.
+            let mut fwd = 0.0;
+            let mut per_layer_comm = 0.0;
+            for l in layers {
+                let key = (
+                    l.clone(),
+                    p.tp,
+                    tokens_mb,
+                    p.sequence_parallel,
+                    p.micro_batches,
+                );
+                let mut cache = self.layer_plans.borrow_mut();
+                let st = cache.entry(key).or_insert_with(|| {
+                    plan_layer(
+                        l,
+                        p.tp,
+                        tokens_mb,
+                        &rates,
+                        tp_link,
+                        c.comm_efficiency,
+                        p.sequence_parallel,
+                    )
+                });
+                fwd += st.forward_compute;
+                // Backward moves the same volume as forward.
+                per_layer_comm += 2.0 * st.forward_comm;
+                if k == 0 && layer_strategy.is_empty() {
+                    layer_strategy = st.ops.clone();
+                }
+            }
             if k == last {
                 fwd += m.head_flops(tokens_mb) / p.tp as f64 / peak;
             }
@@ -301,19 +403,6 @@ impl<'a> Evaluator<'a> {
                         / peak
                 }
             };
-            // Megatron: two all-reduces of the layer's activations forward, two backward
-            // (with sequence parallelism the same volume as all-gather + reduce-scatter).
-            let per_layer_comm: f64 = layers
-                .iter()
-                .map(|l| {
-                    4.0 * all_reduce(
-                        p.tp,
-                        tokens_mb as f64 * l.hidden as f64 * BF16,
-                        tp_link,
-                        c.comm_efficiency,
-                    )
-                })
-                .sum();
             let tp_comm = per_layer_comm
                 * if p.recompute == Recompute::Full {
                     1.5
@@ -372,7 +461,7 @@ impl<'a> Evaluator<'a> {
             // Data-parallel gradient synchronisation of this stage, partly hidden behind the
             // last backward pass.
             let grad_bytes = params * BF16;
-            let mut dp_time = all_reduce(p.dp, grad_bytes, dp_link, c.comm_efficiency);
+            let mut dp_time = self.group_all_reduce(p.dp, dp_stride, grad_bytes);
             if p.zero_stage == 3 {
                 dp_time += 2.0 * ring_gather(p.dp, grad_bytes, dp_link, c.comm_efficiency);
             }
@@ -407,6 +496,39 @@ impl<'a> Evaluator<'a> {
             time: worst,
             memory: mem,
             fits,
+            layer_strategy,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(gbs: f64, us: f64) -> Link {
+        Link {
+            kind: "t".into(),
+            bandwidth_gbs: gbs,
+            latency_us: us,
+        }
+    }
+
+    #[test]
+    fn collective_formulas() {
+        let l = link(100.0, 0.0);
+        // Ring all-reduce of 1 GB over 4 ranks at 100 GB/s: 2·3/4 · 0.01 s.
+        assert!((ring_all_reduce(4, 1e9, &l, 1.0) - 0.015).abs() < 1e-12);
+        assert_eq!(ring_all_reduce(1, 1e9, &l, 1.0), 0.0);
+        assert!((ring_gather(4, 1e9, &l, 1.0) - 0.0075).abs() < 1e-12);
+        // Tiny messages: the tree's log-latency wins.
+        let slow = link(100.0, 10.0);
+        assert!(all_reduce(64, 1e3, &slow, 1.0) < ring_all_reduce(64, 1e3, &slow, 1.0));
+        // Hierarchical beats a flat ring on the slow network for big messages.
+        let (fast, net) = (link(300.0, 3.0), link(25.0, 10.0));
+        assert!(
+            hierarchical_all_reduce(8, 16, 1e9, &fast, &net, 1.0)
+                < ring_all_reduce(128, 1e9, &net, 1.0)
+        );
+        assert!((all_to_all(4, 1e9, &l, 1.0) - 0.0075).abs() < 1e-12);
     }
 }

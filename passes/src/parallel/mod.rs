@@ -2,6 +2,7 @@
 //! (compute, collectives, bubbles, memory), the planner, and reports.
 
 pub mod cost;
+pub mod intra_op;
 pub mod partition;
 pub mod report;
 pub mod search;

@@ -102,7 +102,12 @@ impl Report<'_> {
         };
         let _ = writeln!(s, "mapping: {map}");
         let stages: Vec<String> = b.plan.stage_layers.iter().map(|n| n.to_string()).collect();
-        let _ = writeln!(s, "layers per stage: [{}]\n", stages.join(", "));
+        let _ = writeln!(s, "layers per stage: [{}]", stages.join(", "));
+        let _ = writeln!(
+            s,
+            "intra-op sharding per layer: {}\n",
+            b.layer_strategy.join(", ")
+        );
         let _ = writeln!(s, "step time {:>10.1} ms", t.total * 1e3);
         for (k, v) in [
             ("compute", t.compute),
@@ -206,6 +211,7 @@ impl Report<'_> {
             "schedule": format!("{:?}", b.plan.schedule),
             "mapping": b.plan.mapping,
             "stage_layers": b.plan.stage_layers,
+            "intra_op": b.layer_strategy,
             "step_time_s": b.time.total,
             "breakdown_s": b.time,
             "tokens_per_s": tp.tokens_per_s,

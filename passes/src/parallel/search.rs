@@ -252,12 +252,7 @@ pub fn plan_with(
     fixed: &Constraints,
 ) -> Result<PlanOutcome, PlanError> {
     let start = Instant::now();
-    let ev = Evaluator {
-        model,
-        job,
-        cluster,
-        cost: cost.clone(),
-    };
+    let ev = Evaluator::new(model, job, cluster, cost.clone());
     let cands: Vec<ParallelPlan> = candidates(model, job, cluster)
         .into_iter()
         .filter(|p| fixed.admits(p))
@@ -355,12 +350,7 @@ fn min_devices(
     let nodes = cluster.num_nodes().max(1) as u32;
     (1..=6).map(|k| nodes << k).find_map(|n| {
         let c = cluster.clone().with_nodes(n);
-        let ev = Evaluator {
-            model,
-            job,
-            cluster: &c,
-            cost: cost.clone(),
-        };
+        let ev = Evaluator::new(model, job, &c, cost.clone());
         candidates(model, job, &c)
             .iter()
             .any(|p| ev.evaluate(p).fits)

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 /// One transformer layer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LayerSpec {
     pub hidden: u64,
     pub heads: u64,
