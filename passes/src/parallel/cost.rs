@@ -169,6 +169,9 @@ pub fn all_to_all(n: u64, bytes: f64, link: &Link, eff: f64) -> f64 {
         + (n as f64 - 1.0) * link.latency()
 }
 
+/// (layer, tensor degree, tokens per micro-batch, sequence parallel, micro-batches).
+type LayerPlanKey = (LayerSpec, u64, u64, bool, u64);
+
 /// Evaluates plans for one model, job and cluster.
 pub struct Evaluator<'a> {
     pub model: &'a ModelSpec,
@@ -177,7 +180,7 @@ pub struct Evaluator<'a> {
     pub cost: TrainingCostModel,
     /// Intra-op plans by (layer, tensor degree, micro-batch size, sequence parallel,
     /// micro-batches): many candidates share them.
-    layer_plans: RefCell<HashMap<(LayerSpec, u64, u64, bool, u64), LayerStrategy>>,
+    layer_plans: RefCell<HashMap<LayerPlanKey, LayerStrategy>>,
 }
 
 /// The result of evaluating one plan.
