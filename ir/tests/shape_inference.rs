@@ -417,6 +417,7 @@ fn gathers() {
         "f32[N,seq,768]",
     );
     bad(Op::Embedding, &["f32[40000]", "i64[N,seq]"], "rank 2");
+    ok(Op::Shape, &["f32[N,seq,768]"], "i64[3]");
     ok(
         Op::GatherElements { axis: -1 },
         &["f32[N,seq,40000]", "i64[N,seq,1]"],

@@ -1,8 +1,9 @@
 //! canonicalize: constant folding, identity elimination, CSE and DCE, repeated to a fixpoint.
 //!
 //! Folding evaluates nodes whose operands are all literal constants with the reference
-//! interpreter — the shape sub-graphs exported models carry (shape arithmetic, concat,
-//! gather, slice) collapse this way — and keeps results up to `FOLD_LIMIT` elements.
+//! interpreter, and `shape` of a statically shaped value from its type, so the shape
+//! sub-graphs exported models carry (shape → gather/slice → concat, shape arithmetic)
+//! collapse to constants; results are kept up to `FOLD_LIMIT` elements.
 //! Parameters are never folded here: their values are not part of the graph.
 
 use crate::pass::{Pass, PassContext};
@@ -131,10 +132,14 @@ pub fn fold_constants(g: &Graph) -> Result<(Graph, usize), String> {
         if r.is_mapped(id) {
             continue;
         }
-        let folded = if foldable(g, id) {
-            evaluate(g, id)
-        } else {
-            None
+        let folded = match &n.op {
+            // A shape only needs the operand's type.
+            Op::Shape => g
+                .value_type(n.inputs[0])
+                .and_then(|t| t.shape.as_static())
+                .map(|d| vec![Literal::Ints(d.iter().map(|&x| x as i64).collect())]),
+            _ if foldable(g, id) => evaluate(g, id),
+            _ => None,
         };
         match folded {
             Some(lits) => {
@@ -281,4 +286,35 @@ pub fn dce(g: &Graph) -> Result<(Graph, usize), String> {
         }
     }
     Ok((r.finish(), count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_subgraphs_fold_to_constants() {
+        let text = "graph @g(%x: f32[2,3,4]) -> (i64[2], f32[2,12]) {
+  %s = shape(%x) : i64[3]
+  %i = constant {value=[0]} : i64[1]
+  %b = gather(%s, %i) {axis=0} : i64[1]
+  %k = constant {value=[12]} : i64[1]
+  %t = concat(%b, %k) {axis=0} : i64[2]
+  %y = reshape(%x) {shape=[2, 12]} : f32[2,12]
+  %z = dropout(%y) {p=0.5} : f32[2,12]
+  return %t, %z
+}
+";
+        let g = oar_ir::parse(text).unwrap();
+        let (out, _) = Canonicalize.run(g, &PassContext::host()).unwrap();
+        let ops: Vec<&str> = out.nodes().iter().map(|n| n.op.name()).collect();
+        assert_eq!(
+            ops,
+            ["input", "constant", "reshape"],
+            "{}",
+            oar_ir::print(&out)
+        );
+        let t = out.node(out.outputs()[0].node);
+        assert_eq!(t.op, Op::Constant(Literal::Ints(vec![2, 12])));
+    }
 }

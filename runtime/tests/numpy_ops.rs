@@ -336,6 +336,7 @@ fn layout_cases() -> Vec<Case> {
         case("gather", "%x: f32[N,5,3], %i: i64[2,2]", "  %y = gather(%x, %i) {axis=1} : f32[N,2,2,3]", "f32[N,2,2,3]", &[Normal, Index(-5, 5)]),
         case("gather_elements", "%x: f32[N,6], %i: i64[N,2]", "  %y = gather_elements(%x, %i) {axis=1} : f32[N,2]", "f32[N,2]", &[Normal, Index(-6, 6)]),
         case("embedding", "%t: f32[11,4], %i: i64[N,3]", "  %y = embedding(%t, %i) : f32[N,3,4]", "f32[N,3,4]", &[Normal, Index(0, 11)]),
+        case("shape", "%x: f32[N,3,5]", "  %y = shape(%x) : i64[3]", "i64[3]", &[Normal]),
         case("dropout", "%x: f32[N,4]", "  %y = dropout(%x) {p=0.5} : f32[N,4]", "f32[N,4]", &[Normal]),
     ]
 }

@@ -254,6 +254,8 @@ def evaluate(op, ins, bindings, out_shapes):
     if name == "GatherElements":
         idx = np.where(ins[1] < 0, ins[1] + x.shape[a["axis"]], ins[1])
         return [np.take_along_axis(x, idx, axis=a["axis"])]
+    if name == "Shape":
+        return [np.array(x.shape, dtype=np.int64)]
     if name == "Embedding":
         return [ins[0][ins[1]]]
     raise ValueError(f"no numpy reference for {name}")

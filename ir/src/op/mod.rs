@@ -375,6 +375,8 @@ pub enum Op {
     },
     /// Embedding lookup: table `[V, D]`, integer ids `[...]` → `[..., D]`.
     Embedding,
+    /// The dims of its input as `i64[rank]` (ONNX Shape); folds to a constant when static.
+    Shape,
     // Collectives, over one axis of a mesh.
     AllReduce {
         op: ReduceOp,
@@ -477,6 +479,7 @@ impl Op {
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. } => "shape",
             Op::Gather { .. } | Op::GatherElements { .. } | Op::Embedding => "gather",
+            Op::Shape => "shape",
             Op::AllReduce { .. }
             | Op::AllGather { .. }
             | Op::ReduceScatter { .. }

@@ -198,6 +198,10 @@ fn eval(
         Op::Gather { axis } => one(layout::gather(ins[0], ins[1], *axis)),
         Op::GatherElements { axis } => one(layout::gather_elements(ins[0], ins[1], *axis)),
         Op::Embedding => one(layout::embedding(ins[0], ins[1])),
+        Op::Shape => Ok(vec![HostTensor::i64(
+            vec![ins[0].shape.len()],
+            ins[0].shape.iter().map(|&d| d as i64).collect(),
+        )]),
         Op::FusedConv2d { conv, epilogue } => {
             // The bias goes through conv2d, which adds it per channel.
             let bias = if epilogue.bias {

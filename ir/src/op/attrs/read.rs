@@ -480,6 +480,7 @@ pub fn op_from_attrs(
             axis: r.int_or("axis", 0)?,
         },
         "embedding" => Op::Embedding,
+        "shape" => Op::Shape,
         "all_reduce" => Op::AllReduce {
             op: r.reduce_op()?,
             group: r.group()?,

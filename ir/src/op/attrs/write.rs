@@ -90,7 +90,7 @@ fn epilogue_attrs(w: &mut AttrWriter, e: &Epilogue) {
 pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
     let mut w = AttrWriter::default();
     match op {
-        Op::Input | Op::Where | Op::Embedding | Op::GlobalPool(_) | Op::Binary(_) => {}
+        Op::Input | Op::Where | Op::Embedding | Op::Shape | Op::GlobalPool(_) | Op::Binary(_) => {}
         Op::Param(p) => {
             w.put("name", Attr::Str(p.name.clone()));
             if let Some(init) = &p.init {

@@ -219,6 +219,13 @@ pub(super) fn infer(op: &Op, inputs: &[TensorType]) -> R<Vec<TensorType>> {
             }
             one(TensorType::new(data.dtype, idx.shape.0.clone()))
         }
+        Op::Shape => {
+            arity(op, inputs, &[1])?;
+            one(TensorType::new(
+                DType::I64,
+                vec![Dim::Static(inputs[0].rank() as u64)],
+            ))
+        }
         Op::Embedding => {
             arity(op, inputs, &[2])?;
             let (table, ids) = (&inputs[0], &inputs[1]);

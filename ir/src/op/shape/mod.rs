@@ -366,7 +366,8 @@ pub fn infer_types(
         | Op::Flatten { .. }
         | Op::Gather { .. }
         | Op::GatherElements { .. }
-        | Op::Embedding => layout::infer(op, inputs),
+        | Op::Embedding
+        | Op::Shape => layout::infer(op, inputs),
         Op::AllReduce { group, .. } | Op::Broadcast { group, .. } => {
             arity(op, inputs, &[1])?;
             group_size(op, group, ctx)?;
