@@ -29,16 +29,7 @@ fn models_lists_lcnet_within_3_percent_of_the_paper() {
     let (ok, out, err) = oar(&["models", "--json"]);
     assert!(ok, "{err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let table = [
-        ("lcnet_x0_25", 1.5, 18.0),
-        ("lcnet_x0_35", 1.6, 29.0),
-        ("lcnet_x0_5", 1.9, 47.0),
-        ("lcnet_x0_75", 2.4, 99.0),
-        ("lcnet_x1_0", 3.0, 161.0),
-        ("lcnet_x1_5", 4.5, 342.0),
-        ("lcnet_x2_0", 6.5, 590.0),
-        ("lcnet_x2_5", 9.0, 906.0),
-    ];
+    let table = oar::models::lcnet::PAPER_TABLE;
     for (name, params, macs) in table {
         let row = j
             .as_array()

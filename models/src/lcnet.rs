@@ -28,6 +28,19 @@ const NET: [&[Block]; 5] = [
     &[(5, 256, 512, 2, true), (5, 512, 512, 1, true)],
 ];
 
+/// The PP-LCNet paper's Table 2 (ImageNet, 224×224): zoo name, parameters (M) and MACs (M),
+/// the MACs as `paddle.flops` counts them (batch norm and average pooling included).
+pub const PAPER_TABLE: [(&str, f64, f64); 8] = [
+    ("lcnet_x0_25", 1.5, 18.0),
+    ("lcnet_x0_35", 1.6, 29.0),
+    ("lcnet_x0_5", 1.9, 47.0),
+    ("lcnet_x0_75", 2.4, 99.0),
+    ("lcnet_x1_0", 3.0, 161.0),
+    ("lcnet_x1_5", 4.5, 342.0),
+    ("lcnet_x2_0", 6.5, 590.0),
+    ("lcnet_x2_5", 9.0, 906.0),
+];
+
 /// Rounds channels to a multiple of 8 without losing more than 10% (MobileNet's rule).
 pub fn make_divisible(v: f64) -> u64 {
     let divisor: f64 = 8.0;

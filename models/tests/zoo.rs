@@ -16,18 +16,7 @@ fn counts(name: &str) -> (f64, f64) {
 
 #[test]
 fn lcnet_matches_the_paper_table_within_3_percent() {
-    // PP-LCNet paper, Table 2 (ImageNet, 224x224): params (M) and MACs (M), the latter as
-    // paddle.flops counts them (batch norm and average pooling included).
-    let table = [
-        ("lcnet_x0_25", 1.5, 18.0),
-        ("lcnet_x0_35", 1.6, 29.0),
-        ("lcnet_x0_5", 1.9, 47.0),
-        ("lcnet_x0_75", 2.4, 99.0),
-        ("lcnet_x1_0", 3.0, 161.0),
-        ("lcnet_x1_5", 4.5, 342.0),
-        ("lcnet_x2_0", 6.5, 590.0),
-        ("lcnet_x2_5", 9.0, 906.0),
-    ];
+    let table = oar_models::lcnet::PAPER_TABLE;
     let mut report = Vec::new();
     for (name, params, macs) in table {
         let (p, m) = counts(name);
