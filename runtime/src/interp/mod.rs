@@ -39,6 +39,8 @@ pub enum InterpError {
     Input { name: String, message: String },
     #[error("no weight for parameter `{0}` (load a weights file or initialise with a seed)")]
     MissingWeight(String),
+    #[error("{0}")]
+    Invalid(#[from] oar_ir::VerifyErrors),
     #[error("%{node} ({op}): {message}")]
     Node {
         node: String,
@@ -269,6 +271,8 @@ pub fn run(
     inputs: &[HostTensor],
     weights: &Weights,
 ) -> Result<Vec<HostTensor>, InterpError> {
+    // The loops below index operands by arity: only well-formed graphs get here.
+    oar_ir::verify(graph)?;
     let cx = RunCtx {
         functions: &graph.functions,
         meshes: &graph.meshes,
@@ -284,6 +288,8 @@ pub fn run_on_rank(
     weights: &Weights,
     comm: &dyn Communicator,
 ) -> Result<Vec<HostTensor>, InterpError> {
+    // The loops below index operands by arity: only well-formed graphs get here.
+    oar_ir::verify(graph)?;
     let cx = RunCtx {
         functions: &graph.functions,
         meshes: &graph.meshes,
