@@ -29,15 +29,16 @@ pub enum ClusterCommand {
 pub fn run(c: ClusterCommand) -> anyhow::Result<()> {
     match c {
         ClusterCommand::List => {
+            let mut out = String::new();
             for p in PRESETS {
                 let aliases = if p.aliases.is_empty() {
                     String::new()
                 } else {
                     format!(" (alias: {})", p.aliases.join(", "))
                 };
-                println!("{:<16} {}{}", p.name, p.description, aliases);
+                out.push_str(&format!("{:<16} {}{}\n", p.name, p.description, aliases));
             }
-            Ok(())
+            super::emit(&out, None)
         }
         ClusterCommand::Show {
             spec,
@@ -54,8 +55,7 @@ pub fn run(c: ClusterCommand) -> anyhow::Result<()> {
                 Format::Json => serde_json::to_string_pretty(&cluster)? + "\n",
                 Format::Toml => cluster.to_toml(),
             };
-            print!("{out}");
-            Ok(())
+            super::emit(&out, None)
         }
     }
 }

@@ -48,8 +48,12 @@ pub(crate) fn emit(text: &str, path: Option<&std::path::Path>) -> anyhow::Result
     match path {
         Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display())),
         None => {
-            print!("{text}");
-            Ok(())
+            use std::io::Write;
+            // A closed pipe (`oar … | head`) is the reader's choice, not an error.
+            match std::io::stdout().lock().write_all(text.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
         }
     }
 }

@@ -37,16 +37,16 @@ pub fn run(a: ModelsArgs) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&j)?);
-        return Ok(());
+        return super::emit(&(serde_json::to_string_pretty(&j)? + "\n"), None);
     }
-    println!(
-        "{:<20} {:<10} {:>9} {:>9} {:>9}  {:<18} {:<12} description",
+    let mut out = String::new();
+    out += &format!(
+        "{:<20} {:<10} {:>9} {:>9} {:>9}  {:<18} {:<12} description\n",
         "name", "family", "params", "MACs", "FLOPs", "input", "at"
     );
     for (e, s, input, at) in &rows {
-        println!(
-            "{:<20} {:<10} {:>9} {:>9} {:>9}  {:<18} {:<12} {}",
+        out += &format!(
+            "{:<20} {:<10} {:>9} {:>9} {:>9}  {:<18} {:<12} {}\n",
             e.name,
             e.family,
             human(s.param_elements),
@@ -57,6 +57,6 @@ pub fn run(a: ModelsArgs) -> anyhow::Result<()> {
             e.description
         );
     }
-    println!("\nMACs as paddle.flops counts them (batch norm and pooling included); FLOPs count a multiply-accumulate as 2.");
-    Ok(())
+    out += "\nMACs as paddle.flops counts them (batch norm and pooling included); FLOPs count a multiply-accumulate as 2.\n";
+    super::emit(&out, None)
 }

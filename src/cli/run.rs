@@ -84,6 +84,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             a.outputs.len()
         );
     }
+    let mut summary = String::new();
     for (k, t) in outs.iter().enumerate() {
         match a.outputs.get(k) {
             Some(p) => write_npy(p, t)?,
@@ -91,9 +92,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 let v = t.to_f64();
                 let head: Vec<String> = v.iter().take(6).map(|x| format!("{x:.6}")).collect();
                 let more = if v.len() > 6 { ", ..." } else { "" };
-                println!("output {k}: {} [{}{more}]", t.describe(), head.join(", "));
+                summary += &format!("output {k}: {} [{}{more}]\n", t.describe(), head.join(", "));
             }
         }
     }
-    Ok(())
+    super::emit(&summary, None)
 }
