@@ -291,16 +291,33 @@ impl<'a> Evaluator<'a> {
 
     /// Activation bytes of one layer for one micro-batch (Korthikanti et al. 2022, Table 2).
     pub fn layer_activation_bytes(&self, p: &ParallelPlan, l: &super::spec::LayerSpec) -> f64 {
+        self.activation_bytes(
+            l,
+            p.micro_batch_size,
+            p.tp,
+            p.recompute,
+            p.sequence_parallel,
+        )
+    }
+
+    fn activation_bytes(
+        &self,
+        l: &LayerSpec,
+        micro_batch: u64,
+        tp: u64,
+        recompute: Recompute,
+        seq_par: bool,
+    ) -> f64 {
         let (s, b, h, a, t) = (
             self.job.seq as f64,
-            p.micro_batch_size as f64,
+            micro_batch as f64,
             l.hidden as f64,
             l.heads as f64,
-            p.tp as f64,
+            tp as f64,
         );
         let sbh = s * b * h;
         let attn = 5.0 * a * s / (h * t);
-        match (p.recompute, p.sequence_parallel) {
+        match (recompute, seq_par) {
             (Recompute::None, false) => sbh * (10.0 + 24.0 / t + attn),
             (Recompute::None, true) => sbh * (34.0 / t + attn),
             (Recompute::Selective, false) => sbh * (10.0 + 24.0 / t),
@@ -381,14 +398,7 @@ impl<'a> Evaluator<'a> {
             // stored activation is written and read once forward and twice backward.
             let elementwise: f64 = layers
                 .iter()
-                .map(|l| {
-                    let full = ParallelPlan {
-                        recompute: Recompute::None,
-                        sequence_parallel: false,
-                        ..p.clone()
-                    };
-                    self.layer_activation_bytes(&full, l)
-                })
+                .map(|l| self.activation_bytes(l, p.micro_batch_size, p.tp, Recompute::None, false))
                 .sum::<f64>()
                 / self.cluster.node_groups[0].device.memory_bandwidth();
             fwd += elementwise;
