@@ -4,6 +4,7 @@
 
 mod builder;
 pub mod nn;
+pub mod onnx;
 mod tensor;
 
 pub use builder::{BuildError, ModelBuilder};

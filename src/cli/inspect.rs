@@ -15,8 +15,11 @@ pub enum Format {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// A graph file (text IR or JSON) or a zoo model name (see `oar models`).
+    /// A graph file (text IR, JSON or .onnx) or a zoo model name (see `oar models`).
     model: String,
+    /// Fix an ONNX input's dynamic dims, e.g. `--input-shape x=1x3x224x224` (repeatable).
+    #[arg(long = "input-shape", value_name = "NAME=DxDx..")]
+    input_shapes: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
@@ -58,7 +61,8 @@ pub(crate) fn parse_bindings(syms: &[String]) -> anyhow::Result<BTreeMap<String,
 }
 
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
-    let mut graph = oar::load_graph(&a.model)?;
+    let shapes = super::parse_input_shapes(&a.input_shapes)?;
+    let mut graph = oar::load_model(&a.model, &shapes)?.graph;
     if let Some(name) = &a.pipeline {
         graph = run_pipeline(graph, name, &a)?;
     } else if !a.print_after.is_empty() || !a.disable_pass.is_empty() {

@@ -1,6 +1,7 @@
 //! Subcommands. Each file is one command family.
 
 mod cluster;
+mod export;
 mod inspect;
 mod models;
 mod plan;
@@ -22,7 +23,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// List the model zoo with parameters and MACs.
     Models(models::ModelsArgs),
-    /// Run a graph or zoo model in the reference interpreter.
+    /// Write a graph or zoo model, with weights, as an ONNX model (opset 17).
+    Export(export::ExportArgs),
+    /// Run a graph, ONNX model or zoo model in the reference interpreter.
     Run(run::RunArgs),
     /// Plan data/tensor/pipeline parallel training of a transformer on a cluster.
     Plan(plan::PlanArgs),
@@ -37,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect(a) => inspect::run(a),
         Command::Models(a) => models::run(a),
         Command::Run(a) => run::run(a),
+        Command::Export(a) => export::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Cluster(c) => cluster::run(c),
     }
@@ -56,4 +60,23 @@ pub(crate) fn emit(text: &str, path: Option<&std::path::Path>) -> anyhow::Result
             }
         }
     }
+}
+
+/// `NAME=1x3x224x224` flags as a map of input shapes.
+pub(crate) fn parse_input_shapes(
+    specs: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, Vec<u64>>> {
+    let mut out = std::collections::BTreeMap::new();
+    for s in specs {
+        let Some((name, dims)) = s.split_once('=') else {
+            anyhow::bail!("--input-shape expects NAME=DxDx.., found `{s}`");
+        };
+        let dims = dims
+            .split(['x', ','])
+            .map(|d| d.trim().parse::<u64>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| anyhow::anyhow!("--input-shape {name}: `{dims}` is not a list of sizes like 1x3x224x224"))?;
+        out.insert(name.to_string(), dims);
+    }
+    Ok(out)
 }

@@ -9,8 +9,11 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// A graph file (text IR or JSON) or a zoo model name.
+    /// A graph file (text IR, JSON or .onnx) or a zoo model name.
     model: String,
+    /// Fix an ONNX input's dynamic dims (by default they come from the --input files).
+    #[arg(long = "input-shape", value_name = "NAME=DxDx..")]
+    input_shapes: Vec<String>,
     /// Input tensors as .npy, in the graph's input order, or `NAME=FILE.npy`.
     #[arg(long = "input", short = 'i', value_name = "[NAME=]FILE")]
     inputs: Vec<String>,
@@ -29,25 +32,40 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
-    let graph = oar::load_graph(&a.model)?;
+    // Each --input is positional or NAME=FILE; read the files first, since an ONNX model's
+    // dynamic dims are fixed by the inputs it is given.
+    let mut given: Vec<(Option<String>, HostTensor)> = Vec::new();
+    for spec in &a.inputs {
+        let (name, file) = match spec.split_once('=') {
+            Some((n, f)) => (Some(n.to_string()), f),
+            None => (None, spec.as_str()),
+        };
+        given.push((name, read_npy(std::path::Path::new(file))?));
+    }
+    let mut shapes = super::parse_input_shapes(&a.input_shapes)?;
+    if let Some(names) = oar::onnx_io::onnx_input_names(std::path::Path::new(&a.model))? {
+        for (k, (name, t)) in given.iter().enumerate() {
+            let name = name.clone().or_else(|| names.get(k).cloned());
+            if let Some(n) = name {
+                let dims = t.shape.iter().map(|&d| d as u64).collect();
+                shapes.entry(n).or_insert(dims);
+            }
+        }
+    }
+    let loaded = oar::load_model(&a.model, &shapes)?;
+    let graph = loaded.graph;
     let names: Vec<&str> = graph
         .inputs()
         .iter()
         .map(|&i| graph.node(i).name.as_str())
         .collect();
     let mut inputs: Vec<Option<HostTensor>> = vec![None; names.len()];
-    for (k, spec) in a.inputs.iter().enumerate() {
-        let (slot, file) = match spec.split_once('=') {
-            Some((name, file)) => {
-                let Some(pos) = names.iter().position(|n| *n == name) else {
-                    bail!(
-                        "the graph has no input `{name}` (inputs: {})",
-                        names.join(", ")
-                    );
-                };
-                (pos, file)
-            }
-            None => (k, spec.as_str()),
+    for (k, (name, t)) in given.into_iter().enumerate() {
+        let slot = match name {
+            Some(name) => names.iter().position(|n| *n == name).with_context(|| {
+                format!("the graph has no input `{name}` (inputs: {})", names.join(", "))
+            })?,
+            None => k,
         };
         if slot >= names.len() {
             bail!(
@@ -57,7 +75,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 names.join(", ")
             );
         }
-        inputs[slot] = Some(read_npy(std::path::Path::new(file))?);
+        inputs[slot] = Some(t);
     }
     let inputs: Vec<HostTensor> = inputs
         .into_iter()
@@ -66,9 +84,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             t.with_context(|| format!("no value for input `{n}` (pass --input {n}=FILE.npy)"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let weights = match &a.weights {
-        Some(p) => load_safetensors(p)?,
-        None => {
+    let weights = match (&a.weights, loaded.weights) {
+        (Some(p), _) => load_safetensors(p)?,
+        (None, Some(w)) => w,
+        (None, None) => {
             eprintln!(
                 "note: parameters initialised from seed {} (pass --weights FILE.safetensors)",
                 a.seed
