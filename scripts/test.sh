@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# onnx + onnxruntime, the packaged Paddle models, the ONNX node tests (tests skip without them).
+python3 scripts/onnx_setup.py target/onnx
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -1,6 +1,7 @@
 //! oar: a deep-learning compiler and distributed-training system. This facade re-exports the
 //! workspace crates; the `oar` binary (src/main.rs) is the command-line front end.
 
+pub use oar_codegen as codegen;
 pub use oar_frontend as frontend;
 pub use oar_ir as ir;
 pub use oar_models as models;
@@ -62,7 +63,10 @@ pub fn load_model(
 
 /// `.onnx` by extension, or by content when the file is not text.
 pub(crate) fn is_onnx(path: &Path) -> bool {
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
         return true;
     }
     // A protobuf model starts with field 1 (ir_version, varint): byte 0x08.

@@ -18,7 +18,9 @@ pub fn tensor_to_host(t: &OnnxTensor) -> HostTensor {
     let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
     match (&t.data, t.dtype) {
         (OnnxData::F32(v), _) => HostTensor::f32(shape, v.clone()),
-        (OnnxData::I64(v), DType::Bool) => HostTensor::bool(shape, v.iter().map(|&x| x != 0).collect()),
+        (OnnxData::I64(v), DType::Bool) => {
+            HostTensor::bool(shape, v.iter().map(|&x| x != 0).collect())
+        }
         (OnnxData::I64(v), _) => HostTensor::i64(shape, v.clone()),
     }
 }
@@ -29,7 +31,10 @@ pub fn host_to_tensor(t: &HostTensor) -> OnnxTensor {
     let (dtype, data) = match &t.data {
         TensorData::F32(v) => (DType::F32, OnnxData::F32(v.clone())),
         TensorData::I64(v) => (DType::I64, OnnxData::I64(v.clone())),
-        TensorData::Bool(v) => (DType::Bool, OnnxData::I64(v.iter().map(|&b| b as i64).collect())),
+        TensorData::Bool(v) => (
+            DType::Bool,
+            OnnxData::I64(v.iter().map(|&b| b as i64).collect()),
+        ),
     };
     OnnxTensor { dtype, dims, data }
 }

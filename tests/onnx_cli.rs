@@ -8,7 +8,10 @@ use oar::runtime::HostTensor;
 use std::process::Command;
 
 fn oar(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_oar")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_oar"))
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "oar {args:?} failed:\n{}",
@@ -30,13 +33,29 @@ fn export_inspect_and_run_an_onnx_file() {
     assert_eq!(line(&stats, "parameters"), line(&zoo, "parameters"));
     assert_eq!(line(&stats, "MACs"), line(&zoo, "MACs"));
 
-    let x: Vec<f32> = (0..3 * 224 * 224).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let x: Vec<f32> = (0..3 * 224 * 224)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
     let xp = dir.join("x.npy");
     write_npy(&xp, &HostTensor::f32(vec![1, 3, 224, 224], x)).unwrap();
     let (y1, y2) = (dir.join("y1.npy"), dir.join("y2.npy"));
-    oar(&["run", m, "--input", xp.to_str().unwrap(), "-o", y1.to_str().unwrap()]);
+    oar(&[
+        "run",
+        m,
+        "--input",
+        xp.to_str().unwrap(),
+        "-o",
+        y1.to_str().unwrap(),
+    ]);
     // The zoo model with the same seed (0) as the export.
-    oar(&["run", "lcnet_x0_25", "--input", xp.to_str().unwrap(), "-o", y2.to_str().unwrap()]);
+    oar(&[
+        "run",
+        "lcnet_x0_25",
+        "--input",
+        xp.to_str().unwrap(),
+        "-o",
+        y2.to_str().unwrap(),
+    ]);
     let (a, b) = (read_npy(&y1).unwrap(), read_npy(&y2).unwrap());
     assert_eq!(a.shape, vec![1, 1000]);
     assert!(rel_err(&a, &b) <= 1e-6);

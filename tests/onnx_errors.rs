@@ -16,7 +16,11 @@ fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
                     dim: dims
                         .iter()
                         .map(|&d| Dimension {
-                            value: Some(if d < 0 { Value::DimParam("N".into()) } else { Value::DimValue(d) }),
+                            value: Some(if d < 0 {
+                                Value::DimParam("N".into())
+                            } else {
+                                Value::DimValue(d)
+                            }),
                             denotation: String::new(),
                         })
                         .collect(),
@@ -41,7 +45,10 @@ fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
 fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> Vec<u8> {
     ModelProto {
         ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
         graph: Some(GraphProto {
             node: nodes,
             name: "g".into(),
@@ -56,7 +63,9 @@ fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>) -> Vec<u8> {
 }
 
 fn import_err(bytes: &[u8], opts: &ImportOptions) -> String {
-    import_bytes(bytes, None, "model.onnx", opts).unwrap_err().to_string()
+    import_bytes(bytes, None, "model.onnx", opts)
+        .unwrap_err()
+        .to_string()
 }
 
 fn relu_model() -> Vec<u8> {
@@ -72,9 +81,19 @@ fn a_valid_model_imports() {
 #[test]
 fn truncated_and_malformed_files() {
     let bytes = relu_model();
-    insta::assert_snapshot!("truncated", import_err(&bytes[..bytes.len() - 3], &Default::default()));
-    insta::assert_snapshot!("not_protobuf", import_err(b"\xff\xff\xff\xff garbage", &Default::default()));
-    let e = import_file(std::path::Path::new("/nonexistent/model.onnx"), &Default::default()).unwrap_err();
+    insta::assert_snapshot!(
+        "truncated",
+        import_err(&bytes[..bytes.len() - 3], &Default::default())
+    );
+    insta::assert_snapshot!(
+        "not_protobuf",
+        import_err(b"\xff\xff\xff\xff garbage", &Default::default())
+    );
+    let e = import_file(
+        std::path::Path::new("/nonexistent/model.onnx"),
+        &Default::default(),
+    )
+    .unwrap_err();
     insta::assert_snapshot!("missing_file", e.to_string());
 }
 
@@ -124,7 +143,10 @@ fn external_data_may_not_leave_the_models_folder() {
         dims: vec![4],
         data_type: data_type::FLOAT,
         data_location: 1,
-        external_data: vec![StringStringEntryProto { key: "location".into(), value: loc.into() }],
+        external_data: vec![StringStringEntryProto {
+            key: "location".into(),
+            value: loc.into(),
+        }],
         ..Default::default()
     };
     let add = || vec![node("Add", "add", &["x", "w"], &["y"])];
@@ -133,9 +155,18 @@ fn external_data_may_not_leave_the_models_folder() {
     std::fs::copy(dir.join("w.bin"), dir.join("sub/w.bin")).unwrap();
     import_file(&dir.join("sub/ok.onnx"), &Default::default()).unwrap();
     // Up and out: refused.
-    std::fs::write(dir.join("sub/bad.onnx"), model(add(), vec![ext("../w.bin")])).unwrap();
-    let e = import_file(&dir.join("sub/bad.onnx"), &Default::default()).unwrap_err().to_string();
-    assert!(e.contains("leaves the model's folder") && e.contains("initializer `w`"), "{e}");
+    std::fs::write(
+        dir.join("sub/bad.onnx"),
+        model(add(), vec![ext("../w.bin")]),
+    )
+    .unwrap();
+    let e = import_file(&dir.join("sub/bad.onnx"), &Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("leaves the model's folder") && e.contains("initializer `w`"),
+        "{e}"
+    );
 }
 
 /// Truncations and byte flips of a real exported model: every one imports or fails cleanly.
@@ -161,7 +192,9 @@ fn corrupted_models_never_panic() {
                 b[i] = rnd() as u8;
             }
         }
-        let r = std::panic::catch_unwind(|| import_bytes(&b, None, "fuzz.onnx", &Default::default()).map(|_| ()));
+        let r = std::panic::catch_unwind(|| {
+            import_bytes(&b, None, "fuzz.onnx", &Default::default()).map(|_| ())
+        });
         assert!(r.is_ok(), "case {k} panicked");
     }
 }

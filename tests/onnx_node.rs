@@ -8,12 +8,23 @@
 mod common;
 
 use common::onnx_dir;
-use oar::frontend::onnx::{decode_tensor, import_file, proto::TensorProto, ImportOptions, SUPPORTED_OPS};
+use oar::frontend::onnx::{
+    decode_tensor, import_file, proto::TensorProto, ImportOptions, SUPPORTED_OPS,
+};
 use oar::onnx_io::tensor_to_host;
 use oar::runtime::run;
 use prost::Message;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+#[derive(Default)]
+struct OpTally {
+    passed: usize,
+    /// (case, reason from expected_failures.txt)
+    failed: Vec<(String, String)>,
+    skipped: usize,
+    skip_reason: Option<String>,
+}
 
 enum Outcome {
     Pass,
@@ -28,7 +39,10 @@ fn read_pb(p: &Path) -> Result<oar::frontend::onnx::OnnxTensor, String> {
 }
 
 fn run_case(dir: &Path, ops: &[String], rtol: f64, atol: f64) -> Outcome {
-    let missing: Vec<&String> = ops.iter().filter(|o| !SUPPORTED_OPS.contains(&o.as_str())).collect();
+    let missing: Vec<&String> = ops
+        .iter()
+        .filter(|o| !SUPPORTED_OPS.contains(&o.as_str()))
+        .collect();
     if !missing.is_empty() {
         let names: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
         return Outcome::Skip(format!("unsupported op {}", names.join(", ")));
@@ -90,10 +104,14 @@ fn run_case(dir: &Path, ops: &[String], rtol: f64, atol: f64) -> Outcome {
             };
             let want_shape: Vec<usize> = want.dims.iter().map(|&d| d as usize).collect();
             if got.shape != want_shape {
-                return Outcome::Fail(format!("output {j}: shape {:?}, expected {want_shape:?}", got.shape));
+                return Outcome::Fail(format!(
+                    "output {j}: shape {:?}, expected {want_shape:?}",
+                    got.shape
+                ));
             }
             for (i, (a, b)) in got.to_f64().iter().zip(want.to_f64()).enumerate() {
-                let ok = (a - b).abs() <= atol + rtol * b.abs() || (a.is_nan() && b.is_nan()) || a == &b;
+                let ok =
+                    (a - b).abs() <= atol + rtol * b.abs() || (a.is_nan() && b.is_nan()) || a == &b;
                 if !ok {
                     return Outcome::Fail(format!("output {j}[{i}]: {a} vs expected {b}"));
                 }
@@ -111,8 +129,11 @@ fn run_case(dir: &Path, ops: &[String], rtol: f64, atol: f64) -> Outcome {
 fn primary_op(case: &str, ops: &[String]) -> String {
     let snake = |s: &str| {
         let mut out = String::new();
-        for (i, c) in s.chars().enumerate() {
-            if c.is_ascii_uppercase() && i > 0 && !s[..i].ends_with(|p: char| p.is_ascii_uppercase()) {
+        for (i, c) in s.char_indices() {
+            if c.is_ascii_uppercase()
+                && i > 0
+                && !s[..i].ends_with(|p: char| p.is_ascii_uppercase())
+            {
                 out.push('_');
             }
             out.push(c.to_ascii_lowercase());
@@ -131,7 +152,10 @@ fn primary_op(case: &str, ops: &[String]) -> String {
 
 #[test]
 fn onnx_backend_node_tests() {
-    let Some(root) = onnx_dir().map(|d| d.join("node")).filter(|d| d.join("DONE").exists()) else {
+    let Some(root) = onnx_dir()
+        .map(|d| d.join("node"))
+        .filter(|d| d.join("DONE").exists())
+    else {
         eprintln!("SKIP: node tests not generated (run `python3 scripts/onnx_setup.py`)");
         return;
     };
@@ -153,8 +177,7 @@ fn onnx_backend_node_tests() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     cases.sort();
-    // op → (passed, failed cases, skipped count, skip reason)
-    let mut per_op: BTreeMap<String, (usize, Vec<(String, String)>, usize)> = BTreeMap::new();
+    let mut per_op: BTreeMap<String, OpTally> = BTreeMap::new();
     let mut unexpected = Vec::new();
     let mut stale = Vec::new();
     for case in &cases {
@@ -175,35 +198,42 @@ fn onnx_backend_node_tests() {
         let entry = per_op.entry(op).or_default();
         match outcome {
             Outcome::Pass => {
-                entry.0 += 1;
+                entry.passed += 1;
                 if expected.contains_key(case.as_str()) {
                     stale.push(case.clone());
                 }
             }
-            Outcome::Fail(why) => {
-                match expected.get(case.as_str()) {
-                    Some(reason) => entry.1.push((case.clone(), reason.to_string())),
-                    None => unexpected.push(format!("{case}: {why}")),
-                }
+            Outcome::Fail(why) => match expected.get(case.as_str()) {
+                Some(reason) => entry.failed.push((case.clone(), reason.to_string())),
+                None => unexpected.push(format!("{case}: {why}")),
+            },
+            Outcome::Skip(why) => {
+                entry.skipped += 1;
+                entry.skip_reason.get_or_insert(why);
             }
-            Outcome::Skip(_) => entry.2 += 1,
         }
     }
 
     let (mut p, mut f, mut s) = (0, 0, 0);
     let mut table = String::new();
-    for (op, (pass, fails, skip)) in &per_op {
-        if *pass == 0 && fails.is_empty() {
+    for (op, t) in &per_op {
+        if t.passed == 0 && t.failed.is_empty() {
             continue;
         }
-        p += pass;
-        f += fails.len();
-        s += skip;
-        table += &format!("| {op} | {pass} | {} | {skip} |\n", fails.len());
+        p += t.passed;
+        f += t.failed.len();
+        s += t.skipped;
+        let why = t.skip_reason.as_deref().unwrap_or("");
+        table += &format!(
+            "| {op} | {} | {} | {} | {why} |\n",
+            t.passed,
+            t.failed.len(),
+            t.skipped
+        );
     }
     let unsupported: Vec<&str> = per_op
         .iter()
-        .filter(|(_, (pass, fails, _))| *pass == 0 && fails.is_empty())
+        .filter(|(_, t)| t.passed == 0 && t.failed.is_empty())
         .map(|(op, _)| op.as_str())
         .collect();
     let mut doc = format!(
@@ -214,11 +244,11 @@ fn onnx_backend_node_tests() {
          the expected outputs at the case's own tolerance (default rtol 1e-3, atol 1e-7).\n\n\
          Totals over the ops below: **{p} passed, {f} expected failures, {s} skipped** \
          (skipped: the case also uses an op oar does not import, or its data is not a tensor).\n\n\
-         | op | passed | failed (expected) | skipped |\n|---|---:|---:|---:|\n{table}\n\
+         | op | passed | failed (expected) | skipped | a skip reason |\n|---|---:|---:|---:|---|\n{table}\n\
          ## Expected failures\n\n| case | reason |\n|---|---|\n"
     );
-    for (_, (_, fails, _)) in &per_op {
-        for (case, reason) in fails {
+    for t in per_op.values() {
+        for (case, reason) in &t.failed {
             doc += &format!("| {case} | {reason} |\n");
         }
     }
@@ -228,7 +258,11 @@ fn onnx_backend_node_tests() {
         unsupported.join(", ")
     );
     if std::env::var_os("OAR_WRITE_COVERAGE").is_some() {
-        std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/onnx-coverage.md"), &doc).unwrap();
+        std::fs::write(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/onnx-coverage.md"),
+            &doc,
+        )
+        .unwrap();
     }
     eprintln!("node tests: {p} passed, {f} expected failures, {s} skipped");
     assert!(
@@ -237,5 +271,8 @@ fn onnx_backend_node_tests() {
         unexpected.len(),
         unexpected.join("\n")
     );
-    assert!(stale.is_empty(), "listed as failing but pass now: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "listed as failing but pass now: {stale:?}"
+    );
 }

@@ -11,6 +11,8 @@ pub enum Format {
     Text,
     Json,
     Dot,
+    /// MLIR, TOSA dialect (static shapes: symbols bound by --sym, others 1), verified by MLIR.
+    Mlir,
 }
 
 #[derive(Args, Debug)]
@@ -101,13 +103,21 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
                 });
                 serde_json::to_string_pretty(&j)? + "\n"
             }
-            Format::Dot => bail!("--stats prints text or json, not dot"),
+            Format::Dot | Format::Mlir => bail!("--stats prints text or json"),
         }
     } else {
         match a.format {
             Format::Text => ir::print(&graph),
             Format::Json => serde_json::to_string_pretty(&graph)? + "\n",
             Format::Dot => ir::dot::to_dot(&graph),
+            Format::Mlir => {
+                let mut bindings = oar::models::find(&a.model)
+                    .map(|e| e.bindings())
+                    .unwrap_or_default();
+                bindings.extend(parse_bindings(&a.syms)?);
+                let text = oar::codegen::mlir::to_tosa(&graph, &bindings)?;
+                oar::codegen::mlir::verify(&text)? + "\n"
+            }
         }
     };
     super::emit(&out, a.output.as_deref())

@@ -75,7 +75,11 @@ pub(crate) fn parse_input_shapes(
             .split(['x', ','])
             .map(|d| d.trim().parse::<u64>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| anyhow::anyhow!("--input-shape {name}: `{dims}` is not a list of sizes like 1x3x224x224"))?;
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "--input-shape {name}: `{dims}` is not a list of sizes like 1x3x224x224"
+                )
+            })?;
         out.insert(name.to_string(), dims);
     }
     Ok(out)

@@ -63,7 +63,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     for (k, (name, t)) in given.into_iter().enumerate() {
         let slot = match name {
             Some(name) => names.iter().position(|n| *n == name).with_context(|| {
-                format!("the graph has no input `{name}` (inputs: {})", names.join(", "))
+                format!(
+                    "the graph has no input `{name}` (inputs: {})",
+                    names.join(", ")
+                )
             })?,
             None => k,
         };

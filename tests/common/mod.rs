@@ -54,7 +54,10 @@ pub fn onnxruntime_run(model: &Path, inputs: &[HostTensor]) -> Vec<HostTensor> {
         write_npy(&p, t).expect("write input");
         args.push(p.display().to_string());
     }
-    let out = Command::new("python3").args(&args).output().expect("python3");
+    let out = Command::new("python3")
+        .args(&args)
+        .output()
+        .expect("python3");
     assert!(
         out.status.success(),
         "onnxruntime failed on {}:\n{}",
@@ -96,7 +99,9 @@ pub fn abs_err(a: &HostTensor, b: &HostTensor) -> f64 {
 /// Deterministic random inputs for a graph, symbols bound by `bindings`: floats uniform in
 /// [-1, 1), integers in [0, 3) (valid ids for every embedding table in the zoo), bools 50/50.
 pub fn random_inputs(g: &Graph, bindings: &BTreeMap<String, u64>, seed: u64) -> Vec<HostTensor> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
         state = state
             .wrapping_mul(6364136223846793005)

@@ -98,7 +98,9 @@ pub fn decode_tensor(t: &TensorProto, base: Option<&Path>) -> Result<OnnxTensor,
     };
     let data = match t.data_type {
         // Types the IR widens: decode by their own width and field.
-        dt::INT16 | dt::UINT16 | dt::UINT32 | dt::UINT64 => decode_wide_int(t.data_type, raw, t, numel)?,
+        dt::INT16 | dt::UINT16 | dt::UINT32 | dt::UINT64 => {
+            decode_wide_int(t.data_type, raw, t, numel)?
+        }
         _ if !raw.is_empty() => decode_raw(dtype, raw, numel)?,
         _ => decode_typed(dtype, t),
     };
@@ -115,7 +117,12 @@ pub fn decode_tensor(t: &TensorProto, base: Option<&Path>) -> Result<OnnxTensor,
     Ok(OnnxTensor { dtype, dims, data })
 }
 
-fn decode_wide_int(code: i32, raw: &[u8], t: &TensorProto, numel: usize) -> Result<OnnxData, String> {
+fn decode_wide_int(
+    code: i32,
+    raw: &[u8],
+    t: &TensorProto,
+    numel: usize,
+) -> Result<OnnxData, String> {
     if raw.is_empty() {
         return Ok(OnnxData::I64(match code {
             dt::UINT32 | dt::UINT64 => t.uint64_data.iter().map(|&x| x as i64).collect(),
@@ -128,7 +135,11 @@ fn decode_wide_int(code: i32, raw: &[u8], t: &TensorProto, numel: usize) -> Resu
         _ => 8,
     };
     if raw.len() != numel * width {
-        return Err(format!("raw data has {} bytes, {numel} elements need {}", raw.len(), numel * width));
+        return Err(format!(
+            "raw data has {} bytes, {numel} elements need {}",
+            raw.len(),
+            numel * width
+        ));
     }
     Ok(OnnxData::I64(
         raw.chunks_exact(width)
@@ -206,12 +217,7 @@ fn decode_typed(dtype: DType, t: &TensorProto) -> OnnxData {
         DType::F32 => OnnxData::F32(t.float_data.clone()),
         DType::F64 => OnnxData::F32(t.double_data.iter().map(|&x| x as f32).collect()),
         // f16/bf16 in the typed field are stored as their bits in int32_data.
-        DType::F16 => OnnxData::F32(
-            t.int32_data
-                .iter()
-                .map(|&b| f16_to_f32(b as u16))
-                .collect(),
-        ),
+        DType::F16 => OnnxData::F32(t.int32_data.iter().map(|&b| f16_to_f32(b as u16)).collect()),
         DType::BF16 => OnnxData::F32(
             t.int32_data
                 .iter()
@@ -276,7 +282,10 @@ fn read_external(t: &TensorProto, base: Option<&Path>) -> Result<Vec<u8>, String
     let bytes = std::fs::read(&real).map_err(|e| format!("{}: {e}", path.display()))?;
     let parse = |k: &str| -> Result<Option<usize>, String> {
         get(k)
-            .map(|v| v.parse::<usize>().map_err(|_| format!("bad external `{k}`: {v}")))
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| format!("bad external `{k}`: {v}"))
+            })
             .transpose()
     };
     let offset = parse("offset")?.unwrap_or(0);
@@ -295,9 +304,9 @@ pub fn encode_tensor(name: &str, t: &OnnxTensor) -> TensorProto {
     let mut raw = Vec::new();
     match (&t.data, t.dtype) {
         (OnnxData::F32(v), _) => v.iter().for_each(|x| raw.extend(x.to_le_bytes())),
-        (OnnxData::I64(v), DType::I32) => v
-            .iter()
-            .for_each(|&x| raw.extend((x as i32).to_le_bytes())),
+        (OnnxData::I64(v), DType::I32) => {
+            v.iter().for_each(|&x| raw.extend((x as i32).to_le_bytes()))
+        }
         (OnnxData::I64(v), DType::Bool | DType::U8 | DType::I8) => {
             raw.extend(v.iter().map(|&x| x as u8))
         }

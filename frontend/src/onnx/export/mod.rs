@@ -70,7 +70,10 @@ pub fn export_model(
     let mut outputs = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (k, &o) in graph.outputs().iter().enumerate() {
-        let ty = graph.value_type(o).cloned().unwrap_or_else(|| TensorType::f32(&[]));
+        let ty = graph
+            .value_type(o)
+            .cloned()
+            .unwrap_or_else(|| TensorType::f32(&[]));
         let mut name = ex.name(o);
         // ONNX outputs need distinct names: an output repeated or also an input gets a copy.
         if !seen.insert(name.clone()) || graph.inputs().iter().any(|&i| ValueRef::from(i) == o) {
@@ -156,7 +159,7 @@ pub(super) enum A {
     F(f32),
     S(&'static str),
     Ints(Vec<i64>),
-    T(TensorProto),
+    T(Box<TensorProto>),
 }
 
 pub(super) struct Exporter<'g> {
@@ -218,7 +221,7 @@ impl Exporter<'_> {
                         AttributeType::Ints
                     }
                     A::T(t) => {
-                        p.t = Some(t);
+                        p.t = Some(*t);
                         AttributeType::Tensor
                     }
                 };
@@ -238,7 +241,13 @@ impl Exporter<'_> {
     }
 
     /// A one-output node with a fresh name.
-    pub(super) fn op(&mut self, op_type: &str, inputs: Vec<String>, attrs: Vec<(&str, A)>, base: &str) -> String {
+    pub(super) fn op(
+        &mut self,
+        op_type: &str,
+        inputs: Vec<String>,
+        attrs: Vec<(&str, A)>,
+        base: &str,
+    ) -> String {
         let out = self.tmp(base);
         self.node(op_type, inputs, vec![out.clone()], attrs);
         out

@@ -194,7 +194,15 @@ fn conv_attrs(c: &ConvAttrs) -> Vec<(&'static str, A)> {
 }
 
 /// `activation(y + bias + residual)`; the conv's bias already went into `Conv`.
-fn finish_epilogue(ex: &mut Exporter, y: String, e: &Epilogue, extra: &[String], out: String, base: &str, add_bias: bool) {
+fn finish_epilogue(
+    ex: &mut Exporter,
+    y: String,
+    e: &Epilogue,
+    extra: &[String],
+    out: String,
+    base: &str,
+    add_bias: bool,
+) {
     let mut cur = y;
     let mut rest = extra.iter();
     if e.bias && add_bias {
@@ -214,14 +222,36 @@ fn finish_epilogue(ex: &mut Exporter, y: String, e: &Epilogue, extra: &[String],
 }
 
 #[allow(clippy::too_many_arguments)]
-fn matmul(ex: &mut Exporter, ta: bool, tb: bool, ins: &[String], out: String, base: &str, ra: usize, rb: usize) {
+fn matmul(
+    ex: &mut Exporter,
+    ta: bool,
+    tb: bool,
+    ins: &[String],
+    out: String,
+    base: &str,
+    ra: usize,
+    rb: usize,
+) {
     let swap = |ex: &mut Exporter, x: &str, rank: usize| {
         let mut perm: Vec<i64> = (0..rank as i64).collect();
         perm.swap(rank - 2, rank - 1);
-        ex.op("Transpose", vec![x.to_string()], vec![("perm", A::Ints(perm))], base)
+        ex.op(
+            "Transpose",
+            vec![x.to_string()],
+            vec![("perm", A::Ints(perm))],
+            base,
+        )
     };
-    let a = if ta { swap(ex, &ins[0], ra) } else { ins[0].clone() };
-    let b = if tb { swap(ex, &ins[1], rb) } else { ins[1].clone() };
+    let a = if ta {
+        swap(ex, &ins[0], ra)
+    } else {
+        ins[0].clone()
+    };
+    let b = if tb {
+        swap(ex, &ins[1], rb)
+    } else {
+        ins[1].clone()
+    };
     ex.node("MatMul", vec![a, b], vec![out], vec![]);
 }
 
@@ -243,7 +273,12 @@ fn unary(ex: &mut Exporter, u: UnaryOp, x: String, out: String, base: &str) {
         return ex.node(t, vec![x], vec![out], vec![]);
     }
     match u {
-        UnaryOp::LeakyRelu { alpha } => ex.node("LeakyRelu", vec![x], vec![out], vec![("alpha", A::F(alpha as f32))]),
+        UnaryOp::LeakyRelu { alpha } => ex.node(
+            "LeakyRelu",
+            vec![x],
+            vec![out],
+            vec![("alpha", A::F(alpha as f32))],
+        ),
         UnaryOp::HardSigmoid { alpha, beta } => ex.node(
             "HardSigmoid",
             vec![x],
@@ -301,20 +336,45 @@ fn unary(ex: &mut Exporter, u: UnaryOp, x: String, out: String, base: &str) {
 /// Keeps `x[..., i, j]` where `j ≤ i + (n − m)`: Trilu over a ones matrix of the last two
 /// dims with `k = n − m`, then Where.
 fn causal_mask(ex: &mut Exporter, x: &str, out: String, fill: f64, base: &str) {
-    let mn = ex.op("Shape", vec![x.to_string()], vec![("start", A::I(-2))], base);
+    let mn = ex.op(
+        "Shape",
+        vec![x.to_string()],
+        vec![("start", A::I(-2))],
+        base,
+    );
     let one = OnnxTensor {
         dtype: DType::I64,
         dims: vec![1],
         data: OnnxData::I64(vec![1]),
     };
-    let ones = ex.op("ConstantOfShape", vec![mn.clone()], vec![("value", A::T(encode_tensor("", &one)))], base);
-    let n = ex.op("Shape", vec![x.to_string()], vec![("start", A::I(-1))], base);
-    let m = ex.op("Shape", vec![x.to_string()], vec![("start", A::I(-2)), ("end", A::I(-1))], base);
+    let ones = ex.op(
+        "ConstantOfShape",
+        vec![mn.clone()],
+        vec![("value", A::T(Box::new(encode_tensor("", &one))))],
+        base,
+    );
+    let n = ex.op(
+        "Shape",
+        vec![x.to_string()],
+        vec![("start", A::I(-1))],
+        base,
+    );
+    let m = ex.op(
+        "Shape",
+        vec![x.to_string()],
+        vec![("start", A::I(-2)), ("end", A::I(-1))],
+        base,
+    );
     let k1 = ex.op("Sub", vec![n, m], vec![], base);
     let axes = ex.ints(base, vec![0]);
     let k = ex.op("Squeeze", vec![k1, axes], vec![], base);
     let tri = ex.op("Trilu", vec![ones, k], vec![("upper", A::I(0))], base);
-    let mask = ex.op("Cast", vec![tri], vec![("to", A::I(code_of(DType::Bool) as i64))], base);
+    let mask = ex.op(
+        "Cast",
+        vec![tri],
+        vec![("to", A::I(code_of(DType::Bool) as i64))],
+        base,
+    );
     let f = ex.scalar(base, fill);
     ex.node("Where", vec![mask, x.to_string(), f], vec![out], vec![]);
 }
@@ -333,7 +393,11 @@ fn reshape_target(input: &[Dim], shape: &[ReshapeDim], output: &[Dim]) -> Result
                 inferred = true;
                 out.push(-1);
             }
-            _ => return Err(format!("reshape to {output:?} needs two inferred dims; ONNX allows one")),
+            _ => {
+                return Err(format!(
+                    "reshape to {output:?} needs two inferred dims; ONNX allows one"
+                ))
+            }
         }
     }
     Ok(out)

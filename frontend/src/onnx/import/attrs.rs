@@ -59,7 +59,9 @@ impl<'a> Attrs<'a> {
         match self.ints(name)? {
             None => Ok(vec![default; n]),
             Some(v) if v.len() == n => Ok(v),
-            Some(v) => Err(format!("attribute `{name}` should have {n} values, has {v:?}")),
+            Some(v) => Err(format!(
+                "attribute `{name}` should have {n} values, has {v:?}"
+            )),
         }
     }
 }

@@ -228,11 +228,14 @@ pub(in crate::onnx) fn reshape_target(
         .enumerate()
         .map(|(i, s)| match s {
             SInt::N(-1) => Ok(ReshapeDim::Infer),
-            SInt::N(0) if !allowzero => input
-                .get(i)
-                .cloned()
-                .map(ReshapeDim::Dim)
-                .ok_or_else(|| format!("target dim {i} is 0 (copy) but the input has rank {}", input.len())),
+            SInt::N(0) if !allowzero => {
+                input.get(i).cloned().map(ReshapeDim::Dim).ok_or_else(|| {
+                    format!(
+                        "target dim {i} is 0 (copy) but the input has rank {}",
+                        input.len()
+                    )
+                })
+            }
             SInt::N(n) if *n >= 0 => Ok(ReshapeDim::Dim(Dim::Static(*n as u64))),
             SInt::N(n) => Err(format!("invalid target dim {n}")),
             SInt::S(d) => Ok(ReshapeDim::Dim(d.clone())),

@@ -22,15 +22,74 @@ use std::path::Path;
 
 /// Every ONNX op type the importer converts (default domain).
 pub const SUPPORTED_OPS: &[&str] = &[
-    "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant",
-    "ConstantOfShape", "Conv", "ConvTranspose", "Div", "Dropout", "Elu", "Equal", "Erf", "Exp",
-    "Expand", "Flatten", "Gather", "GatherElements", "Gelu", "Gemm", "GlobalAveragePool",
-    "GlobalMaxPool", "Greater", "HardSigmoid", "HardSwish", "Identity", "LayerNormalization",
-    "LeakyRelu", "Less", "Log", "LogSoftmax", "MatMul", "Max", "MaxPool", "Min", "Mish", "Mul",
-    "Neg", "Pow", "PRelu", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd",
-    "ReduceSum", "Relu", "Reshape", "Resize", "Selu", "Shape", "Sigmoid", "Slice", "Softmax",
-    "Softplus", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Transpose", "Trilu",
-    "Unsqueeze", "Where",
+    "Abs",
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "ConvTranspose",
+    "Div",
+    "Dropout",
+    "Elu",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "GatherElements",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Greater",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Less",
+    "Log",
+    "LogSoftmax",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "Min",
+    "Mish",
+    "Mul",
+    "Neg",
+    "Pow",
+    "PRelu",
+    "Reciprocal",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Selu",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Transpose",
+    "Trilu",
+    "Unsqueeze",
+    "Where",
 ];
 
 /// How to read a model.
@@ -142,11 +201,12 @@ pub fn import_bytes(
         !init_names.contains(v.name.as_str()) && !opts.constant_inputs.contains_key(&v.name)
     };
     for vi in graph.input.iter().filter(is_graph_input) {
-        imp.add_graph_input(vi, opts).map_err(|message| OnnxError::Input {
-            path: source.to_string(),
-            input: vi.name.clone(),
-            message,
-        })?;
+        imp.add_graph_input(vi, opts)
+            .map_err(|message| OnnxError::Input {
+                path: source.to_string(),
+                input: vi.name.clone(),
+                message,
+            })?;
     }
     for t in &graph.initializer {
         let tensor = decode_tensor(t, base).map_err(|message| OnnxError::Tensor {
@@ -164,10 +224,7 @@ pub fn import_bytes(
     for (k, node) in graph.node.iter().enumerate() {
         imp.convert(node, base).map_err(|mut message| {
             if message.contains("symbolic") {
-                message += &format!(
-                    " (fix the input shapes: {})",
-                    input_shape_hint(&imp.g)
-                );
+                message += &format!(" (fix the input shapes: {})", input_shape_hint(&imp.g));
             }
             OnnxError::Node {
                 path: source.to_string(),
@@ -179,7 +236,10 @@ pub fn import_bytes(
     }
     let mut outs = Vec::new();
     for o in &graph.output {
-        outs.push(imp.ir(&o.name).map_err(|m| model_err(format!("output `{}`: {m}", o.name)))?);
+        outs.push(
+            imp.ir(&o.name)
+                .map_err(|m| model_err(format!("output `{}`: {m}", o.name)))?,
+        );
     }
     imp.g.set_outputs(outs);
     oar_ir::verify(&imp.g).map_err(|e| model_err(format!("the imported graph is invalid: {e}")))?;
@@ -310,10 +370,9 @@ impl NodeCx<'_> {
 
 impl Importer {
     fn add_graph_input(&mut self, vi: &ValueInfoProto, opts: &ImportOptions) -> Result<(), String> {
-        use super::proto::type_proto::Value;
         use super::proto::tensor_shape_proto::dimension::Value as D;
-        let Some(Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
-        else {
+        use super::proto::type_proto::Value;
+        let Some(Value::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
             return Err("only tensor inputs are supported".into());
         };
         let dtype = compute_dtype(
@@ -342,16 +401,16 @@ impl Importer {
                 given.iter().map(|&d| Dim::Static(d)).collect()
             }
             None if tt.shape.is_none() => {
-                return Err("the input has no shape; pass one (--input-shape NAME=1x3x224x224)".into())
+                return Err(
+                    "the input has no shape; pass one (--input-shape NAME=1x3x224x224)".into(),
+                )
             }
             None => declared
                 .iter()
                 .enumerate()
                 .map(|(axis, d)| match &d.value {
                     Some(D::DimValue(v)) if *v > 0 => Dim::Static(*v as u64),
-                    Some(D::DimParam(p)) if !p.is_empty() && p != "?" => {
-                        Dim::sym(&symbol_name(p))
-                    }
+                    Some(D::DimParam(p)) if !p.is_empty() && p != "?" => Dim::sym(&symbol_name(p)),
                     _ => Dim::sym(&symbol_name(&format!("{}_{axis}", vi.name))),
                 })
                 .collect(),
@@ -477,7 +536,10 @@ impl Importer {
         if let Some(r) = v.ir {
             return Ok(r);
         }
-        let k = v.known.clone().ok_or_else(|| format!("value `{name}` is empty"))?;
+        let k = v
+            .known
+            .clone()
+            .ok_or_else(|| format!("value `{name}` is empty"))?;
         let lit = k.literal().ok_or_else(|| {
             format!(
                 "`{name}` holds symbolic sizes ({}) and feeds a computation; give the inputs \
@@ -532,7 +594,12 @@ impl Importer {
     }
 
     /// Adds an op with inferred output types; names it after `hint`.
-    pub(super) fn add(&mut self, op: Op, inputs: Vec<ValueRef>, hint: &str) -> Result<ValueRef, String> {
+    pub(super) fn add(
+        &mut self,
+        op: Op,
+        inputs: Vec<ValueRef>,
+        hint: &str,
+    ) -> Result<ValueRef, String> {
         Ok(self.add_multi(op, inputs, hint)?.into())
     }
 
@@ -550,7 +617,12 @@ impl Importer {
     }
 
     /// A constant of the given type and contents.
-    pub(super) fn constant(&mut self, ty: TensorType, lit: Literal, hint: &str) -> Result<ValueRef, String> {
+    pub(super) fn constant(
+        &mut self,
+        ty: TensorType,
+        lit: Literal,
+        hint: &str,
+    ) -> Result<ValueRef, String> {
         let name = self.unique(hint);
         Ok(self
             .g
@@ -576,7 +648,13 @@ impl Importer {
 fn sanitize(s: &str) -> String {
     let out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() {
         "v".into()

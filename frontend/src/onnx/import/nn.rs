@@ -5,8 +5,8 @@ use super::pointwise::scalar;
 use super::{Importer, NodeCx, Val};
 use oar_ir::dist::ReduceOp;
 use oar_ir::op::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordMode, Literal, MatMulAttrs, PoolAttrs,
-    PoolKind, ReduceOverAxes, ReshapeDim, ResizeAttrs, ResizeMode,
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordMode, Literal, MatMulAttrs, PoolAttrs, PoolKind,
+    ReduceOverAxes, ReshapeDim, ResizeAttrs, ResizeMode,
 };
 use oar_ir::{Dim, Op, TensorType, ValueRef};
 
@@ -36,7 +36,13 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
             for k in 0..5 {
                 ins.push(imp.ir(cx.need(k)?)?);
             }
-            imp.add(Op::BatchNorm { eps: a.f("epsilon", 1e-5)? }, ins, h)?
+            imp.add(
+                Op::BatchNorm {
+                    eps: a.f("epsilon", 1e-5)?,
+                },
+                ins,
+                h,
+            )?
         }
         "LayerNormalization" => {
             let axis = a.i("axis", -1)?;
@@ -52,7 +58,11 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
                 None => {
                     let st = imp.ty(cx.need(1)?)?;
                     let n = st.shape.numel().as_static().ok_or("symbolic scale shape")?;
-                    imp.constant(st, Literal::Floats(vec![0.0; n as usize]), &format!("{h}.bias"))?
+                    imp.constant(
+                        st,
+                        Literal::Floats(vec![0.0; n as usize]),
+                        &format!("{h}.bias"),
+                    )?
                 }
             };
             let y = imp.add(
@@ -83,7 +93,13 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
         "GatherElements" => {
             let x = imp.ir(cx.need(0)?)?;
             let i = imp.ir_as(cx.need(1)?, oar_ir::DType::I64)?;
-            imp.add(Op::GatherElements { axis: a.i("axis", 0)? }, vec![x, i], h)?
+            imp.add(
+                Op::GatherElements {
+                    axis: a.i("axis", 0)?,
+                },
+                vec![x, i],
+                h,
+            )?
         }
         other => return Err(format!("internal: no converter for {other}")),
     };
@@ -92,7 +108,12 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
 
 /// LayerNormalization's optional outputs: the mean and 1/√(var + ε) over the normalized
 /// axes, kept as size-1 dims.
-fn layer_norm_stats(imp: &mut Importer, cx: &NodeCx, axis: i64, eps: f64) -> Result<Vec<Val>, String> {
+fn layer_norm_stats(
+    imp: &mut Importer,
+    cx: &NodeCx,
+    axis: i64,
+    eps: f64,
+) -> Result<Vec<Val>, String> {
     let rank = imp.ty(cx.need(0)?)?.rank() as i64;
     let first = if axis < 0 { axis + rank } else { axis };
     let axes: Vec<i64> = (first..rank).collect();
@@ -117,9 +138,7 @@ fn need_2d(t: &TensorType, what: &str) -> Result<(), String> {
     if t.rank() == 4 {
         Ok(())
     } else {
-        Err(format!(
-            "only 2-d (NCHW) is supported; the {what} is {t}"
-        ))
+        Err(format!("only 2-d (NCHW) is supported; the {what} is {t}"))
     }
 }
 
@@ -182,7 +201,9 @@ fn conv_attrs(cx: &NodeCx, x: &TensorType, kernel: [u64; 2]) -> Result<ConvAttrs
     let a = &cx.attrs;
     if let Some(k) = a.ints("kernel_shape")? {
         if k.len() != 2 || pair(&k) != kernel {
-            return Err(format!("kernel_shape {k:?} disagrees with the weight's {kernel:?}"));
+            return Err(format!(
+                "kernel_shape {k:?} disagrees with the weight's {kernel:?}"
+            ));
         }
     }
     let stride = pair(&a.ints_n("strides", 2, 1)?);
@@ -212,7 +233,9 @@ fn conv_transpose(imp: &mut Importer, cx: &NodeCx) -> Result<ValueRef, String> {
         let out = &out[out.len().saturating_sub(2)..];
         let mut p = [0u64; 4];
         for i in 0..2 {
-            let n = xt.shape.0[2 + i].as_static().ok_or("output_shape needs static input dims")?;
+            let n = xt.shape.0[2 + i]
+                .as_static()
+                .ok_or("output_shape needs static input dims")?;
             let full = stride[i] * (n - 1) + output_padding[i] + (kernel[i] - 1) * dilation[i] + 1;
             let total = full as i64 - out[i];
             // A larger output_shape than the full output extends it at the end.
@@ -233,7 +256,9 @@ fn conv_transpose(imp: &mut Importer, cx: &NodeCx) -> Result<ValueRef, String> {
         // Output = input * stride: total padding = full - in*stride.
         let mut p = [0u64; 4];
         for i in 0..2 {
-            let n = xt.shape.0[2 + i].as_static().ok_or("auto_pad SAME needs static input dims")?;
+            let n = xt.shape.0[2 + i]
+                .as_static()
+                .ok_or("auto_pad SAME needs static input dims")?;
             let full = stride[i] * (n - 1) + output_padding[i] + (kernel[i] - 1) * dilation[i] + 1;
             let total = full.saturating_sub(n * stride[i]);
             let (begin, end) = if auto == "SAME_UPPER" {
@@ -301,12 +326,19 @@ fn resize(imp: &mut Importer, cx: &NodeCx) -> Result<ValueRef, String> {
         "linear" => ResizeMode::Bilinear,
         other => return Err(format!("mode `{other}` is not supported (nearest, linear)")),
     };
-    let coord = match a.s("coordinate_transformation_mode", "half_pixel")?.as_str() {
+    let coord = match a
+        .s("coordinate_transformation_mode", "half_pixel")?
+        .as_str()
+    {
         "half_pixel" => CoordMode::HalfPixel,
         "asymmetric" => CoordMode::Asymmetric,
         "align_corners" => CoordMode::AlignCorners,
         "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
-        other => return Err(format!("coordinate_transformation_mode `{other}` is not supported")),
+        other => {
+            return Err(format!(
+                "coordinate_transformation_mode `{other}` is not supported"
+            ))
+        }
     };
     if mode == ResizeMode::Nearest {
         let nearest = a.s("nearest_mode", "round_prefer_floor")?;
@@ -327,14 +359,25 @@ fn resize(imp: &mut Importer, cx: &NodeCx) -> Result<ValueRef, String> {
     let xt = imp.ty(cx.need(0)?)?;
     need_2d(&xt, "input")?;
     let (scales_in, sizes_in) = if imp.opset < 11 { (1, 99) } else { (2, 3) };
-    let sizes = cx.input(sizes_in).map(|n| imp.ints(n)).transpose()?.filter(|v| !v.is_empty());
-    let scales = cx.input(scales_in).map(|n| imp.floats(n)).transpose()?.filter(|v| !v.is_empty());
+    let sizes = cx
+        .input(sizes_in)
+        .map(|n| imp.ints(n))
+        .transpose()?
+        .filter(|v| !v.is_empty());
+    let scales = cx
+        .input(scales_in)
+        .map(|n| imp.floats(n))
+        .transpose()?
+        .filter(|v| !v.is_empty());
     let size: [Dim; 2] = match (sizes, scales) {
         (Some(s), _) => {
             if s.len() != 4 || s[0] as u64 != xt.shape.0[0].as_static().unwrap_or(s[0] as u64) {
                 return Err(format!("sizes {s:?} must keep N and C"));
             }
-            [Dim::Static(s[2].max(0) as u64), Dim::Static(s[3].max(0) as u64)]
+            [
+                Dim::Static(s[2].max(0) as u64),
+                Dim::Static(s[3].max(0) as u64),
+            ]
         }
         (None, Some(sc)) => {
             if sc.len() != 4 || sc[0] != 1.0 || sc[1] != 1.0 {
@@ -349,11 +392,16 @@ fn resize(imp: &mut Importer, cx: &NodeCx) -> Result<ValueRef, String> {
                         // The IR maps coordinates with in/out, ONNX with the scale: equal
                         // only when the output size is exact.
                         if (o - n as f64 * sc[2 + i]).abs() > 1e-9 {
-                            return Err(format!("scale {} of size {n} is not a whole output size; use `sizes`", sc[2 + i]));
+                            return Err(format!(
+                                "scale {} of size {n} is not a whole output size; use `sizes`",
+                                sc[2 + i]
+                            ));
                         }
                         Dim::Static(o as u64)
                     }
-                    None if sc[2 + i].fract() == 0.0 && sc[2 + i] >= 1.0 => d.mul(&Dim::Static(sc[2 + i] as u64)),
+                    None if sc[2 + i].fract() == 0.0 && sc[2 + i] >= 1.0 => {
+                        d.mul(&Dim::Static(sc[2 + i] as u64))
+                    }
                     None => return Err(format!("scale {} of a symbolic size", sc[2 + i])),
                 };
             }
@@ -362,7 +410,11 @@ fn resize(imp: &mut Importer, cx: &NodeCx) -> Result<ValueRef, String> {
         (None, None) => return Err("needs scales or sizes".into()),
     };
     let x = imp.ir(cx.need(0)?)?;
-    imp.add(Op::Resize(ResizeAttrs { mode, coord, size }), vec![x], cx.hint())
+    imp.add(
+        Op::Resize(ResizeAttrs { mode, coord, size }),
+        vec![x],
+        cx.hint(),
+    )
 }
 
 fn softmax(imp: &mut Importer, cx: &NodeCx) -> Result<ValueRef, String> {
@@ -370,7 +422,13 @@ fn softmax(imp: &mut Importer, cx: &NodeCx) -> Result<ValueRef, String> {
     let t = imp.ty(cx.need(0)?)?;
     let rank = t.rank() as i64;
     let x = imp.ir(cx.need(0)?)?;
-    let make = |axis| if log { Op::LogSoftmax { axis } } else { Op::Softmax { axis } };
+    let make = |axis| {
+        if log {
+            Op::LogSoftmax { axis }
+        } else {
+            Op::Softmax { axis }
+        }
+    };
     if imp.opset >= 13 {
         return imp.add(make(cx.attrs.i("axis", -1)?), vec![x], cx.hint());
     }
@@ -408,7 +466,11 @@ fn reduce(imp: &mut Importer, cx: &NodeCx) -> Result<ValueRef, String> {
     if axes.is_empty() && cx.attrs.i("noop_with_empty_axes", 0)? != 0 {
         return Ok(x);
     }
-    imp.add(Op::Reduce(ReduceOverAxes { op, axes, keepdims }), vec![x], cx.hint())
+    imp.add(
+        Op::Reduce(ReduceOverAxes { op, axes, keepdims }),
+        vec![x],
+        cx.hint(),
+    )
 }
 
 /// MatMul with numpy semantics: 1-d operands are promoted to matrices and the added dim

@@ -9,10 +9,41 @@ use oar_ir::op::{BinaryOp, Literal, UnaryOp};
 use oar_ir::{DType, Op, TensorType, ValueRef};
 
 const OPS: &[&str] = &[
-    "Abs", "Add", "Cast", "Clip", "Div", "Dropout", "Elu", "Equal", "Erf", "Exp", "Gelu",
-    "Greater", "HardSigmoid", "HardSwish", "Identity", "LeakyRelu", "Less", "Log", "Max", "Min",
-    "Mish", "Mul", "Neg", "Pow", "PRelu", "Reciprocal", "Relu", "Selu", "Sigmoid", "Softplus",
-    "Sqrt", "Sub", "Sum", "Tanh", "Where",
+    "Abs",
+    "Add",
+    "Cast",
+    "Clip",
+    "Div",
+    "Dropout",
+    "Elu",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Gelu",
+    "Greater",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LeakyRelu",
+    "Less",
+    "Log",
+    "Max",
+    "Min",
+    "Mish",
+    "Mul",
+    "Neg",
+    "Pow",
+    "PRelu",
+    "Reciprocal",
+    "Relu",
+    "Selu",
+    "Sigmoid",
+    "Softplus",
+    "Sqrt",
+    "Sub",
+    "Sum",
+    "Tanh",
+    "Where",
 ];
 
 pub(super) fn handles(op: &str) -> bool {
@@ -77,7 +108,10 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
             }
             if let Some(t) = cx.input(2) {
                 if imp.ints(t).ok() != Some(vec![0]) {
-                    return Err("training_mode must be a constant false (random dropout is not imported)".into());
+                    return Err(
+                        "training_mode must be a constant false (random dropout is not imported)"
+                            .into(),
+                    );
                 }
             }
             Ok(vec![imp.val(cx.need(0)?)?])
@@ -115,11 +149,17 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
                 (bound(1, -F32_MAX)?, bound(2, F32_MAX)?)
             };
             let x = imp.ir(cx.need(0)?)?;
-            one(imp.add(Op::Unary(UnaryOp::Clip { min: lo, max: hi }), vec![x], cx.hint())?)
+            one(imp.add(
+                Op::Unary(UnaryOp::Clip { min: lo, max: hi }),
+                vec![x],
+                cx.hint(),
+            )?)
         }
         "Cast" => {
             let code = a.i("to", 0)? as i32;
-            let to = compute_dtype(dtype_of(code).ok_or_else(|| format!("cannot cast to type code {code}"))?);
+            let to = compute_dtype(
+                dtype_of(code).ok_or_else(|| format!("cannot cast to type code {code}"))?,
+            );
             let x = cx.need(0)?;
             if let Some(k) = imp.known(x) {
                 return Ok(vec![Val::known(k.cast(to))]);
@@ -194,14 +234,18 @@ fn one(v: ValueRef) -> Result<Vec<Val>, String> {
 
 /// An f32 scalar constant.
 pub(super) fn scalar(imp: &mut Importer, v: f64, hint: &str) -> Result<ValueRef, String> {
-    imp.constant(TensorType::f32(&[]), Literal::Floats(vec![v]), &format!("{hint}.c"))
+    imp.constant(
+        TensorType::f32(&[]),
+        Literal::Floats(vec![v]),
+        &format!("{hint}.c"),
+    )
 }
 
 /// The dtype both operands compute in: an IR operand's type wins over a constant's.
 fn common_dtype(imp: &Importer, a: &str, b: &str) -> Result<DType, String> {
     let (ta, tb) = (imp.ty(a)?, imp.ty(b)?);
     let a_const = imp.known(a).is_some();
-    Ok(if a_const && !imp.known(b).is_some() {
+    Ok(if a_const && imp.known(b).is_none() {
         tb.dtype
     } else {
         ta.dtype
@@ -209,7 +253,13 @@ fn common_dtype(imp: &Importer, a: &str, b: &str) -> Result<DType, String> {
 }
 
 /// A broadcasting binary op; integer constants (shape arithmetic) fold.
-fn binary_val(imp: &mut Importer, cx: &NodeCx, op: BinaryOp, a: &str, b: &str) -> Result<Val, String> {
+fn binary_val(
+    imp: &mut Importer,
+    cx: &NodeCx,
+    op: BinaryOp,
+    a: &str,
+    b: &str,
+) -> Result<Val, String> {
     if let (Some(ka), Some(kb)) = (imp.known(a), imp.known(b)) {
         if let Some(k) = fold_ints(cx.op_type, op, ka, kb) {
             return Ok(Val::known(k));

@@ -8,8 +8,20 @@ use oar_ir::op::{norm_axis, BinaryOp, Literal, SliceAttrs};
 use oar_ir::{DType, Dim, Op, TensorType, ValueRef};
 
 const OPS: &[&str] = &[
-    "Concat", "Constant", "ConstantOfShape", "Expand", "Flatten", "Gather", "Reshape", "Shape",
-    "Slice", "Split", "Squeeze", "Transpose", "Trilu", "Unsqueeze",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "Reshape",
+    "Shape",
+    "Slice",
+    "Split",
+    "Squeeze",
+    "Transpose",
+    "Trilu",
+    "Unsqueeze",
 ];
 
 pub(super) fn handles(op: &str) -> bool {
@@ -36,7 +48,9 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
             } else if let Some(v) = a.ints("value_ints")? {
                 Known::ints_1d(v.into_iter().map(SInt::N).collect())
             } else {
-                return Err("no supported value attribute (value, value_float(s), value_int(s))".into());
+                return Err(
+                    "no supported value attribute (value, value_float(s), value_int(s))".into(),
+                );
             };
             Ok(vec![Val::known(k)])
         }
@@ -175,7 +189,12 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
             ir(imp.add(Op::Binary(BinaryOp::Add), vec![xv, z], h)?)
         }
         "Trilu" => {
-            let k = cx.input(1).map(|n| imp.ints(n)).transpose()?.and_then(|v| v.first().copied()).unwrap_or(0);
+            let k = cx
+                .input(1)
+                .map(|n| imp.ints(n))
+                .transpose()?
+                .and_then(|v| v.first().copied())
+                .unwrap_or(0);
             let upper = a.i("upper", 1)? != 0;
             let keep = |i: i64, j: i64| if upper { j - i >= k } else { j - i <= k };
             let Some(x) = imp.known(cx.need(0)?).cloned() else {
@@ -196,7 +215,11 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
                 let h = cx.hint();
                 let mty = TensorType::new(DType::Bool, vec![Dim::Static(m), Dim::Static(n)]);
                 let mv = imp.constant(mty, Literal::Ints(mask), h)?;
-                let zero = if t.dtype.is_float() { Literal::Floats(vec![0.0]) } else { Literal::Ints(vec![0]) };
+                let zero = if t.dtype.is_float() {
+                    Literal::Floats(vec![0.0])
+                } else {
+                    Literal::Ints(vec![0])
+                };
                 let zv = imp.constant(TensorType::new(t.dtype, vec![]), zero, h)?;
                 let xv = imp.ir(cx.need(0)?)?;
                 return ir(imp.add(Op::Where, vec![mv, xv, zv], h)?);
@@ -251,7 +274,9 @@ fn checked_numel(dims: &[u64]) -> Result<u64, String> {
     dims.iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= MAX_CONSTANT_ELEMENTS)
-        .ok_or_else(|| format!("a constant of shape {dims:?} is too large to build while importing"))
+        .ok_or_else(|| {
+            format!("a constant of shape {dims:?} is too large to build while importing")
+        })
 }
 
 fn ir(v: ValueRef) -> Result<Vec<Val>, String> {
@@ -294,7 +319,7 @@ fn static_reshape(shape: &[oar_ir::op::ReshapeDim], numel: usize) -> Option<Vec<
     }
     let known: u64 = dims.iter().product();
     if let Some(i) = infer {
-        if known == 0 || numel as u64 % known != 0 {
+        if known == 0 || !(numel as u64).is_multiple_of(known) {
             return None;
         }
         dims[i] = numel as u64 / known;
@@ -314,7 +339,12 @@ fn slice(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, String> {
         )
     } else {
         let opt = |k: usize| cx.input(k).map(|n| imp.ints(n)).transpose();
-        (imp.ints(cx.need(1)?)?, imp.ints(cx.need(2)?)?, opt(3)?, opt(4)?)
+        (
+            imp.ints(cx.need(1)?)?,
+            imp.ints(cx.need(2)?)?,
+            opt(3)?,
+            opt(4)?,
+        )
     };
     let rank = imp.ty(x)?.rank();
     let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
@@ -326,7 +356,11 @@ fn slice(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, String> {
         return Err("a step is 0".into());
     }
     // A 1-d known tensor (a shape) slices while importing.
-    if let Some(k) = imp.known(x).filter(|k| k.dims.len() == 1 && rank == 1).cloned() {
+    if let Some(k) = imp
+        .known(x)
+        .filter(|k| k.dims.len() == 1 && rank == 1)
+        .cloned()
+    {
         let n = k.dims[0] as i64;
         let (s, e, st) = (starts[0], ends[0], steps[0]);
         let idx = slice_indices(n, s, e, st);
@@ -378,7 +412,10 @@ fn gather(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, String> {
                 .iter()
                 .map(|&i| {
                     let j = if i < 0 { i + n } else { i };
-                    (0..n).contains(&j).then_some(j as usize).ok_or(format!("index {i} is out of range for {n}"))
+                    (0..n)
+                        .contains(&j)
+                        .then_some(j as usize)
+                        .ok_or(format!("index {i} is out of range for {n}"))
                 })
                 .collect::<Result<_, _>>()?;
             return Ok(vec![Val::known(k.pick(ik.dims.clone(), &picked))]);
@@ -387,11 +424,17 @@ fn gather(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, String> {
     // Negative constant indices are made positive here: the IR gathers in range only.
     if let (Some(ik), Some(n)) = (imp.known(idx).cloned(), dim) {
         if let Some(ids) = ik.static_ints() {
-            let fixed: Vec<i64> = ids.iter().map(|&i| if i < 0 { i + n as i64 } else { i }).collect();
+            let fixed: Vec<i64> = ids
+                .iter()
+                .map(|&i| if i < 0 { i + n as i64 } else { i })
+                .collect();
             if let Some(bad) = fixed.iter().find(|&&i| i < 0 || i >= n as i64) {
                 return Err(format!("index {bad} is out of range for a dim of {n}"));
             }
-            let ty = TensorType::new(DType::I64, ik.dims.iter().map(|&d| Dim::Static(d)).collect());
+            let ty = TensorType::new(
+                DType::I64,
+                ik.dims.iter().map(|&d| Dim::Static(d)).collect(),
+            );
             let iv = imp.constant(ty, Literal::Ints(fixed), &format!("{}.idx", cx.hint()))?;
             let xv = imp.ir(x)?;
             return ir(imp.add(Op::Gather { axis }, vec![xv, iv], cx.hint())?);
@@ -434,7 +477,14 @@ fn split(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, String> {
         }
     };
     let xv = imp.ir(x)?;
-    let node = imp.add_multi(Op::Split { axis, sizes: sizes.clone() }, vec![xv], cx.hint())?;
+    let node = imp.add_multi(
+        Op::Split {
+            axis,
+            sizes: sizes.clone(),
+        },
+        vec![xv],
+        cx.hint(),
+    )?;
     Ok((0..sizes.len())
         .map(|p| Val::ir(ValueRef::new(node, p as u32)))
         .collect())

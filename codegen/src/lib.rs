@@ -1,0 +1,4 @@
+//! oar-codegen: code generation from the IR. `mlir` writes a graph in MLIR's TOSA dialect and
+//! checks it with MLIR's own verifier (through melior).
+
+pub mod mlir;
