@@ -2,3 +2,6 @@
 //! checks it with MLIR's own verifier (through melior).
 
 pub mod mlir;
+pub mod kernel;
+pub mod cpu;
+pub mod jit;

@@ -6,6 +6,7 @@ pub mod comm;
 pub mod init;
 pub mod interp;
 pub mod io;
+pub mod program;
 pub mod tensor;
 
 pub use interp::{run, run_on_rank, InterpError};

@@ -1,0 +1,368 @@
+//! The generated SGEMM: BLIS-style blocking (NC columns × KC depth panels of B packed into
+//! per-thread scratch, MC-row blocks of A), a 6 × 16 register-blocked micro-kernel of FMAs
+//! on 8-wide vectors (12 accumulators), and the epilogue (bias, residual, activation)
+//! applied on the last depth panel as tiles are stored. One routine is generated per
+//! epilogue variant; the kernel wrapper calls it for its slice of column panels.
+
+use super::ir::{Ir, OrMsg, R};
+use super::lower::load_args;
+use crate::kernel::build_consts::{KC, MR, NC, NR};
+use crate::kernel::{BiasMode, GemmAct, GemmSpec, Kernel};
+use inkwell::context::Context;
+use inkwell::module::{Linkage, Module};
+use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
+use inkwell::{FloatPredicate, IntPredicate};
+
+const MC: i64 = 96;
+
+fn variant_name(s: &GemmSpec) -> String {
+    let act = match s.act {
+        GemmAct::None => "none".to_string(),
+        GemmAct::Relu => "relu".into(),
+        GemmAct::Clip(a, b) => format!("clip{:08x}_{:08x}", a.to_bits(), b.to_bits()),
+        GemmAct::HardSwish => "hswish".into(),
+        GemmAct::HardSigmoid(a, b) => format!("hsig{:08x}_{:08x}", a.to_bits(), b.to_bits()),
+    };
+    format!("oar_sgemm_{:?}_{}_{act}", s.bias, s.residual as u8).to_lowercase()
+}
+
+/// The epilogue activation on a scalar or vector.
+fn act_scalar<'ctx>(ir: &Ir<'_, 'ctx>, a: GemmAct, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+    let max = |a: FloatValue<'ctx>, b: FloatValue<'ctx>| -> R<FloatValue<'ctx>> {
+        let c = ir.fcmp(FloatPredicate::OGT, a, b)?;
+        Ok(ir.b.build_select(c, a, b, "mx").m()?.into_float_value())
+    };
+    let min = |a: FloatValue<'ctx>, b: FloatValue<'ctx>| -> R<FloatValue<'ctx>> {
+        let c = ir.fcmp(FloatPredicate::OLT, a, b)?;
+        Ok(ir.b.build_select(c, a, b, "mn").m()?.into_float_value())
+    };
+    let hsig = |x: FloatValue<'ctx>, al: f32, be: f32| -> R<FloatValue<'ctx>> {
+        let t = ir.b.build_float_mul(x, ir.f(al), "t").m()?;
+        let t = ir.b.build_float_add(t, ir.f(be), "t").m()?;
+        min(max(t, ir.f(0.0))?, ir.f(1.0))
+    };
+    match a {
+        GemmAct::None => Ok(x),
+        GemmAct::Relu => max(x, ir.f(0.0)),
+        GemmAct::Clip(lo, hi) => min(max(x, ir.f(lo))?, ir.f(hi)),
+        GemmAct::HardSwish => {
+            let h = hsig(x, 1.0 / 6.0, 0.5)?;
+            ir.b.build_float_mul(x, h, "hs").m()
+        }
+        GemmAct::HardSigmoid(al, be) => hsig(x, al, be),
+    }
+}
+
+fn act_vector<'ctx>(ir: &Ir<'_, 'ctx>, a: GemmAct, x: VectorValue<'ctx>) -> R<VectorValue<'ctx>> {
+    let sp = |v: f32| ir.splat(ir.f(v));
+    let max = |a: VectorValue<'ctx>, b: VectorValue<'ctx>| -> R<VectorValue<'ctx>> {
+        let c = ir.b.build_float_compare(FloatPredicate::OGT, a, b, "c").m()?;
+        Ok(ir.b.build_select(c, a, b, "mx").m()?.into_vector_value())
+    };
+    let min = |a: VectorValue<'ctx>, b: VectorValue<'ctx>| -> R<VectorValue<'ctx>> {
+        let c = ir.b.build_float_compare(FloatPredicate::OLT, a, b, "c").m()?;
+        Ok(ir.b.build_select(c, a, b, "mn").m()?.into_vector_value())
+    };
+    let hsig = |x: VectorValue<'ctx>, al: f32, be: f32| -> R<VectorValue<'ctx>> {
+        let t = ir.b.build_float_mul(x, sp(al)?, "t").m()?;
+        let t = ir.b.build_float_add(t, sp(be)?, "t").m()?;
+        min(max(t, sp(0.0)?)?, sp(1.0)?)
+    };
+    match a {
+        GemmAct::None => Ok(x),
+        GemmAct::Relu => max(x, sp(0.0)?),
+        GemmAct::Clip(lo, hi) => min(max(x, sp(lo)?)?, sp(hi)?),
+        GemmAct::HardSwish => {
+            let h = hsig(x, 1.0 / 6.0, 0.5)?;
+            ir.b.build_float_mul(x, h, "hs").m()
+        }
+        GemmAct::HardSigmoid(al, be) => hsig(x, al, be),
+    }
+}
+
+/// `void f(A, B, C, bias, res, M, N, K, lda, ldb, ldc, col_lo, col_hi, scratch)`: one batch,
+/// columns `[col_lo, col_hi)`.
+fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<FunctionValue<'ctx>> {
+    let name = variant_name(s);
+    if let Some(f) = module.get_function(&name) {
+        return Ok(f);
+    }
+    let p = cx.ptr_type(inkwell::AddressSpace::default());
+    let i = cx.i64_type();
+    let ty = cx.void_type().fn_type(&[p.into(), p.into(), p.into(), p.into(), p.into(), i.into(), i.into(), i.into(), i.into(), i.into(), i.into(), i.into(), i.into(), p.into()], false);
+    let f = module.add_function(&name, ty, Some(Linkage::Internal));
+    let ir = Ir::new(cx, module, f);
+    let arg = |k: u32| f.get_nth_param(k).expect("declared above");
+    let (a, bm, c, bias, res) = (
+        arg(0).into_pointer_value(),
+        arg(1).into_pointer_value(),
+        arg(2).into_pointer_value(),
+        arg(3).into_pointer_value(),
+        arg(4).into_pointer_value(),
+    );
+    let [m, n, k, lda, ldb, ldc, col_lo, col_hi] = [5, 6, 7, 8, 9, 10, 11, 12].map(|q| arg(q).into_int_value());
+    let scratch = arg(13).into_pointer_value();
+    let tmp = ir.entry_alloca(cx.f32_type().array_type((MR * NR) as u32).into(), "tile")?;
+    let g = Gemm { ir: &ir, s, a, bm, c, bias, res, m, k, lda, ldb, ldc, scratch, tmp };
+    ir.for_loop(col_lo, col_hi, NC, &mut |ir, jc| {
+        let nc = ir.min(ir.i(NC), ir.sub(col_hi, jc)?)?;
+        ir.for_loop(ir.i(0), k, KC, &mut |ir, pc| {
+            let kc = ir.min(ir.i(KC), ir.sub(k, pc)?)?;
+            g.pack(jc, nc, pc, kc)?;
+            let first = ir.icmp(IntPredicate::EQ, pc, ir.i(0))?;
+            let last = ir.icmp(IntPredicate::SGE, ir.add(pc, kc)?, k)?;
+            ir.for_loop(ir.i(0), m, MC, &mut |ir, ic| {
+                let ic_end = ir.min(ir.add(ic, ir.i(MC))?, m)?;
+                ir.for_loop(ir.i(0), nc, NR, &mut |ir, jr| {
+                    ir.for_loop(ic, ic_end, MR, &mut |_, row| g.micro(row, jc, jr, nc, pc, kc, first, last))
+                })
+            })
+        })
+    })?;
+    let _ = n;
+    ir.b.build_return(None).m()?;
+    Ok(f)
+}
+
+struct Gemm<'a, 'b, 'ctx> {
+    ir: &'a Ir<'b, 'ctx>,
+    s: &'a GemmSpec,
+    a: PointerValue<'ctx>,
+    bm: PointerValue<'ctx>,
+    c: PointerValue<'ctx>,
+    bias: PointerValue<'ctx>,
+    res: PointerValue<'ctx>,
+    m: IntValue<'ctx>,
+    k: IntValue<'ctx>,
+    lda: IntValue<'ctx>,
+    ldb: IntValue<'ctx>,
+    ldc: IntValue<'ctx>,
+    scratch: PointerValue<'ctx>,
+    tmp: PointerValue<'ctx>,
+}
+
+impl<'ctx> Gemm<'_, '_, 'ctx> {
+    /// Packs B[pc..pc+kc, jc..jc+nc] as NR-wide panels, `scratch[(p·kc + kk)·NR + j]`,
+    /// zero-filling columns past `nc`.
+    fn pack(&self, jc: IntValue<'ctx>, nc: IntValue<'ctx>, pc: IntValue<'ctx>, kc: IntValue<'ctx>) -> R<()> {
+        let ir = self.ir;
+        let _ = self.k;
+        ir.for_loop(ir.i(0), nc, NR, &mut |ir, j0| {
+            let panel = ir.b.build_int_signed_div(j0, ir.i(NR), "panel").m()?;
+            let dst0 = ir.mul(ir.mul(panel, kc)?, ir.i(NR))?;
+            let full = ir.icmp(IntPredicate::SLE, ir.add(j0, ir.i(NR))?, nc)?;
+            ir.for_loop(ir.i(0), kc, 1, &mut |ir, kk| {
+                let src = ir.add(ir.mul(ir.add(pc, kk)?, self.ldb)?, ir.add(jc, j0)?)?;
+                let dst = ir.add(dst0, ir.mul(kk, ir.i(NR))?)?;
+                ir.if_else(
+                    full,
+                    &mut |ir| {
+                        for v in 0..NR / 8 {
+                            let x = ir.load_v8(self.bm, ir.add(src, ir.i(v * 8))?)?;
+                            ir.store_v8(self.scratch, ir.add(dst, ir.i(v * 8))?, x)?;
+                        }
+                        Ok(())
+                    },
+                    &mut |ir| {
+                        for j in 0..NR {
+                            let inside = ir.icmp(IntPredicate::SLT, ir.add(j0, ir.i(j))?, nc)?;
+                            let at = ir.b.build_select(inside, ir.add(src, ir.i(j))?, ir.i(0), "at").m()?.into_int_value();
+                            let x = ir.load_f32(self.bm, at)?;
+                            let x = ir.b.build_select(inside, x, ir.f(0.0), "z").m()?.into_float_value();
+                            ir.store_f32(self.scratch, ir.add(dst, ir.i(j))?, x)?;
+                        }
+                        Ok(())
+                    },
+                )
+            })
+        })
+    }
+
+    /// One MR × NR tile of C at (row, jc + jr).
+    #[allow(clippy::too_many_arguments)]
+    fn micro(&self, row: IntValue<'ctx>, jc: IntValue<'ctx>, jr: IntValue<'ctx>, nc: IntValue<'ctx>, pc: IntValue<'ctx>, kc: IntValue<'ctx>, first: IntValue<'ctx>, last: IntValue<'ctx>) -> R<()> {
+        let ir = self.ir;
+        let mr = ir.min(ir.i(MR), ir.sub(self.m, row)?)?;
+        let nr = ir.min(ir.i(NR), ir.sub(nc, jr)?)?;
+        let col = ir.add(jc, jr)?;
+        let panel = ir.b.build_int_signed_div(jr, ir.i(NR), "pn").m()?;
+        let bp = ir.mul(ir.mul(panel, kc)?, ir.i(NR))?;
+        // Row r reads A row min(r, mr − 1): rows past M repeat the last one and are dropped.
+        let mut a_rows = Vec::new();
+        for r in 0..MR {
+            let rr = ir.min(ir.i(r), ir.sub(mr, ir.i(1))?)?;
+            a_rows.push(ir.add(ir.mul(ir.add(row, rr)?, self.lda)?, pc)?);
+        }
+        // The k loop with 12 vector accumulators as phis.
+        let v8 = ir.v8t();
+        let pre = ir.b.get_insert_block().ok_or("no block")?;
+        let header = ir.block("kloop");
+        let body = ir.block("kbody");
+        let exit = ir.block("kexit");
+        ir.b.build_unconditional_branch(header).m()?;
+        ir.b.position_at_end(header);
+        let kphi = ir.b.build_phi(ir.i64t(), "k").m()?;
+        kphi.add_incoming(&[(&ir.i(0), pre)]);
+        let zero = v8.const_zero();
+        let mut accs = Vec::new();
+        for _ in 0..MR * NR / 8 {
+            let phi = ir.b.build_phi(v8, "acc").m()?;
+            phi.add_incoming(&[(&zero, pre)]);
+            accs.push(phi);
+        }
+        let kk = kphi.as_basic_value().into_int_value();
+        let cond = ir.icmp(IntPredicate::SLT, kk, kc)?;
+        ir.b.build_conditional_branch(cond, body, exit).m()?;
+        ir.b.position_at_end(body);
+        let bidx = ir.add(bp, ir.mul(kk, ir.i(NR))?)?;
+        let bv: Vec<VectorValue<'ctx>> = (0..NR / 8).map(|v| ir.load_v8(self.scratch, ir.add(bidx, ir.i(v * 8))?)).collect::<R<_>>()?;
+        let mut next = Vec::new();
+        for r in 0..MR as usize {
+            let a = ir.load_f32(self.a, ir.add(a_rows[r], kk)?)?;
+            let av = ir.splat(a)?;
+            for v in 0..(NR / 8) as usize {
+                let acc = accs[r * 2 + v].as_basic_value().into_vector_value();
+                let fma = ir.intrinsic("llvm.fma", v8.into(), &[av.into(), bv[v].into(), acc.into()])?.into_vector_value();
+                next.push(fma);
+            }
+        }
+        let knext = ir.add(kk, ir.i(1))?;
+        let latch = ir.b.get_insert_block().ok_or("no block")?;
+        kphi.add_incoming(&[(&knext, latch)]);
+        for (phi, v) in accs.iter().zip(&next) {
+            phi.add_incoming(&[(v, latch)]);
+        }
+        ir.b.build_unconditional_branch(header).m()?;
+        ir.b.position_at_end(exit);
+        let acc: Vec<VectorValue<'ctx>> = accs.iter().map(|p| p.as_basic_value().into_vector_value()).collect();
+
+        let full = ir.b.build_and(ir.icmp(IntPredicate::EQ, mr, ir.i(MR))?, ir.icmp(IntPredicate::EQ, nr, ir.i(NR))?, "full").m()?;
+        ir.if_else(
+            full,
+            &mut |ir| {
+                for r in 0..MR as usize {
+                    let crow = ir.mul(ir.add(row, ir.i(r as i64))?, self.ldc)?;
+                    for v in 0..(NR / 8) as usize {
+                        let at = ir.add(crow, ir.add(col, ir.i(v as i64 * 8))?)?;
+                        let old = ir.load_v8(self.c, at)?;
+                        let sum = ir.b.build_float_add(acc[r * 2 + v], old, "c").m()?;
+                        let x = ir.b.build_select(first, acc[r * 2 + v], sum, "x").m()?.into_vector_value();
+                        let e = self.epilogue_v(x, ir.add(row, ir.i(r as i64))?, ir.add(col, ir.i(v as i64 * 8))?, at)?;
+                        let y = ir.b.build_select(last, e, x, "y").m()?.into_vector_value();
+                        ir.store_v8(self.c, at, y)?;
+                    }
+                }
+                Ok(())
+            },
+            &mut |ir| {
+                for (q, a) in acc.iter().enumerate() {
+                    ir.store_v8(self.tmp, ir.i(q as i64 * 8), *a)?;
+                }
+                ir.for_loop(ir.i(0), mr, 1, &mut |ir, r| {
+                    ir.for_loop(ir.i(0), nr, 1, &mut |ir, j| {
+                        let at = ir.add(ir.mul(ir.add(row, r)?, self.ldc)?, ir.add(col, j)?)?;
+                        let t = ir.load_f32(self.tmp, ir.add(ir.mul(r, ir.i(NR))?, j)?)?;
+                        let old = ir.load_f32(self.c, at)?;
+                        let sum = ir.b.build_float_add(t, old, "c").m()?;
+                        let x = ir.b.build_select(first, t, sum, "x").m()?.into_float_value();
+                        let e = self.epilogue_s(x, ir.add(row, r)?, ir.add(col, j)?, at)?;
+                        let y = ir.b.build_select(last, e, x, "y").m()?.into_float_value();
+                        ir.store_f32(self.c, at, y)
+                    })
+                })
+            },
+        )
+    }
+
+    fn epilogue_v(&self, x: VectorValue<'ctx>, row: IntValue<'ctx>, col: IntValue<'ctx>, at: IntValue<'ctx>) -> R<VectorValue<'ctx>> {
+        let ir = self.ir;
+        let mut x = x;
+        match self.s.bias {
+            BiasMode::None => {}
+            BiasMode::PerRow => {
+                let b = ir.splat(ir.load_f32(self.bias, row)?)?;
+                x = ir.b.build_float_add(x, b, "b").m()?;
+            }
+            BiasMode::PerCol => {
+                let b = ir.load_v8(self.bias, col)?;
+                x = ir.b.build_float_add(x, b, "b").m()?;
+            }
+        }
+        if self.s.residual {
+            x = ir.b.build_float_add(x, ir.load_v8(self.res, at)?, "r").m()?;
+        }
+        act_vector(ir, self.s.act, x)
+    }
+
+    fn epilogue_s(&self, x: FloatValue<'ctx>, row: IntValue<'ctx>, col: IntValue<'ctx>, at: IntValue<'ctx>) -> R<FloatValue<'ctx>> {
+        let ir = self.ir;
+        let mut x = x;
+        match self.s.bias {
+            BiasMode::None => {}
+            BiasMode::PerRow => x = ir.b.build_float_add(x, ir.load_f32(self.bias, row)?, "b").m()?,
+            BiasMode::PerCol => x = ir.b.build_float_add(x, ir.load_f32(self.bias, col)?, "b").m()?,
+        }
+        if self.s.residual {
+            x = ir.b.build_float_add(x, ir.load_f32(self.res, at)?, "r").m()?;
+        }
+        act_scalar(ir, self.s.act, x)
+    }
+}
+
+/// The kernel wrapper: for its slice `[begin, end)` of `batch × ⌈n/NR⌉` column panels,
+/// calls the routine once per batch it touches.
+pub(crate) fn lower_gemm_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpec) -> R<()> {
+    let f = sgemm(ir.cx, ir.module, s)?;
+    let bufs = load_args(ir, k.params.len())?;
+    let (a, b, c) = (bufs[0], bufs[1], bufs[2]);
+    let mut next = 3;
+    let null = ir.ptrt().const_null();
+    let bias = if s.bias != BiasMode::None {
+        next += 1;
+        bufs[next - 1]
+    } else {
+        null
+    };
+    let res = if s.residual { bufs[next] } else { null };
+    let begin = ir.func.get_nth_param(1).ok_or("no begin")?.into_int_value();
+    let end = ir.func.get_nth_param(2).ok_or("no end")?.into_int_value();
+    let scratch = ir.func.get_nth_param(3).ok_or("no scratch")?.into_pointer_value();
+    let ncb = (s.n + NR - 1) / NR;
+    let b0 = ir.b.build_int_signed_div(begin, ir.i(ncb), "b0").m()?;
+    let last = ir.sub(end, ir.i(1))?;
+    let b1 = ir.add(ir.b.build_int_signed_div(last, ir.i(ncb), "b1").m()?, ir.i(1))?;
+    ir.for_loop(b0, b1, 1, &mut |ir, bt| {
+        let base = ir.mul(bt, ir.i(ncb))?;
+        let lo = ir.sub(ir.b.build_select(ir.icmp(IntPredicate::SGT, begin, base)?, begin, base, "lo").m()?.into_int_value(), base)?;
+        let hi_panel = ir.min(end, ir.add(base, ir.i(ncb))?)?;
+        let hi = ir.sub(hi_panel, base)?;
+        let col_lo = ir.mul(lo, ir.i(NR))?;
+        let col_hi = ir.min(ir.mul(hi, ir.i(NR))?, ir.i(s.n))?;
+        let off = |p: PointerValue<'ctx>, stride: i64| -> R<PointerValue<'ctx>> {
+            if stride == 0 || p.is_null() {
+                return Ok(p);
+            }
+            ir.gep(ir.f32t().into(), p, ir.mul(bt, ir.i(stride))?)
+        };
+        let args = [
+            off(a, s.stride_a)?.into(),
+            off(b, s.stride_b)?.into(),
+            off(c, s.stride_c)?.into(),
+            bias.into(),
+            if s.residual { off(res, s.stride_c)? } else { res }.into(),
+            ir.i(s.m).into(),
+            ir.i(s.n).into(),
+            ir.i(s.k).into(),
+            ir.i(s.lda).into(),
+            ir.i(s.ldb).into(),
+            ir.i(s.ldc).into(),
+            col_lo.into(),
+            col_hi.into(),
+            scratch.into(),
+        ];
+        ir.b.build_call(f, &args, "").m()?;
+        Ok(())
+    })?;
+    ir.b.build_return(None).m()?;
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! A thin layer over inkwell's builder for the code generators: typed helpers for loops,
+//! branches, loads and stores, with LLVM's builder errors turned into strings.
+
+use inkwell::basic_block::BasicBlock;
+use inkwell::builder::Builder;
+use inkwell::context::Context;
+use inkwell::intrinsics::Intrinsic;
+use inkwell::module::Module;
+use inkwell::types::{BasicTypeEnum, FloatType, IntType, PointerType, VectorType};
+use inkwell::values::{BasicMetadataValueEnum, BasicValue, BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
+use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
+
+pub(crate) type R<T> = Result<T, String>;
+
+pub(crate) trait OrMsg<T> {
+    fn m(self) -> R<T>;
+}
+
+impl<T, E: std::fmt::Debug> OrMsg<T> for Result<T, E> {
+    fn m(self) -> R<T> {
+        self.map_err(|e| format!("LLVM builder: {e:?}"))
+    }
+}
+
+pub(crate) struct Ir<'a, 'ctx> {
+    pub cx: &'ctx Context,
+    pub module: &'a Module<'ctx>,
+    pub b: Builder<'ctx>,
+    pub func: FunctionValue<'ctx>,
+}
+
+impl<'a, 'ctx> Ir<'a, 'ctx> {
+    pub fn new(cx: &'ctx Context, module: &'a Module<'ctx>, func: FunctionValue<'ctx>) -> Ir<'a, 'ctx> {
+        let b = cx.create_builder();
+        let entry = cx.append_basic_block(func, "entry");
+        b.position_at_end(entry);
+        Ir { cx, module, b, func }
+    }
+
+    pub fn f32t(&self) -> FloatType<'ctx> {
+        self.cx.f32_type()
+    }
+    pub fn i64t(&self) -> IntType<'ctx> {
+        self.cx.i64_type()
+    }
+    pub fn ptrt(&self) -> PointerType<'ctx> {
+        self.cx.ptr_type(AddressSpace::default())
+    }
+    pub fn v8t(&self) -> VectorType<'ctx> {
+        self.cx.f32_type().vec_type(8)
+    }
+    pub fn i(&self, v: i64) -> IntValue<'ctx> {
+        self.i64t().const_int(v as u64, true)
+    }
+    pub fn f(&self, v: f32) -> FloatValue<'ctx> {
+        self.f32t().const_float(v as f64)
+    }
+
+    pub fn block(&self, name: &str) -> BasicBlock<'ctx> {
+        self.cx.append_basic_block(self.func, name)
+    }
+
+    /// Address of element `idx` of `ty` elements at `base`.
+    pub fn gep(&self, ty: BasicTypeEnum<'ctx>, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<PointerValue<'ctx>> {
+        unsafe { self.b.build_in_bounds_gep(ty, base, &[idx], "p").m() }
+    }
+
+    pub fn load_f32(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<FloatValue<'ctx>> {
+        let p = self.gep(self.f32t().into(), base, idx)?;
+        Ok(self.b.build_load(self.f32t(), p, "x").m()?.into_float_value())
+    }
+
+    pub fn store_f32(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>, v: FloatValue<'ctx>) -> R<()> {
+        let p = self.gep(self.f32t().into(), base, idx)?;
+        self.b.build_store(p, v).m()?;
+        Ok(())
+    }
+
+    /// An unaligned load of 8 floats at element `idx`.
+    pub fn load_v8(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<VectorValue<'ctx>> {
+        let p = self.gep(self.f32t().into(), base, idx)?;
+        let v = self.b.build_load(self.v8t(), p, "v").m()?;
+        if let Some(inst) = v.as_instruction_value() {
+            inst.set_alignment(4).m()?;
+        }
+        Ok(v.into_vector_value())
+    }
+
+    pub fn store_v8(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>, v: VectorValue<'ctx>) -> R<()> {
+        let p = self.gep(self.f32t().into(), base, idx)?;
+        let st = self.b.build_store(p, v).m()?;
+        st.set_alignment(4).m()?;
+        Ok(())
+    }
+
+    pub fn splat(&self, x: FloatValue<'ctx>) -> R<VectorValue<'ctx>> {
+        let undef = self.v8t().get_poison();
+        let v = self.b.build_insert_element(undef, x, self.cx.i32_type().const_zero(), "s").m()?;
+        let mask = VectorType::const_vector(&[self.cx.i32_type().const_zero(); 8]);
+        self.b.build_shuffle_vector(v, undef, mask, "splat").m()
+    }
+
+    pub fn add(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        self.b.build_int_nsw_add(a, b, "a").m()
+    }
+    pub fn mul(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        self.b.build_int_nsw_mul(a, b, "m").m()
+    }
+    pub fn sub(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        self.b.build_int_nsw_sub(a, b, "s").m()
+    }
+    pub fn icmp(&self, p: IntPredicate, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        self.b.build_int_compare(p, a, b, "c").m()
+    }
+    pub fn min(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        let c = self.icmp(IntPredicate::SLT, a, b)?;
+        Ok(self.b.build_select(c, a, b, "min").m()?.into_int_value())
+    }
+    pub fn fcmp(&self, p: FloatPredicate, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<IntValue<'ctx>> {
+        self.b.build_float_compare(p, a, b, "fc").m()
+    }
+
+    /// Calls an overloaded intrinsic (`llvm.fma`, `llvm.maxnum`, …) on values of type `ty`.
+    pub fn intrinsic(&self, name: &str, ty: BasicTypeEnum<'ctx>, args: &[BasicMetadataValueEnum<'ctx>]) -> R<BasicValueEnum<'ctx>> {
+        let i = Intrinsic::find(name).ok_or_else(|| format!("no intrinsic {name}"))?;
+        let f = i.get_declaration(self.module, &[ty]).ok_or_else(|| format!("cannot declare {name}"))?;
+        self.b
+            .build_call(f, args, "r")
+            .m()?
+            .try_as_basic_value()
+            .basic()
+            .ok_or_else(|| format!("{name} returned nothing"))
+    }
+
+    /// Calls `float name(float)` from the C math library.
+    pub fn libm(&self, name: &str, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        let f = match self.module.get_function(name) {
+            Some(f) => f,
+            None => {
+                let ty = self.f32t().fn_type(&[self.f32t().into()], false);
+                self.module.add_function(name, ty, None)
+            }
+        };
+        Ok(self
+            .b
+            .build_call(f, &[x.into()], "m")
+            .m()?
+            .try_as_basic_value()
+            .basic()
+            .ok_or("libm call returned nothing")?
+            .into_float_value())
+    }
+
+    /// `for i in lo..hi step step { body(i) }`, leaving the builder after the loop.
+    pub fn for_loop(&self, lo: IntValue<'ctx>, hi: IntValue<'ctx>, step: i64, body: &mut dyn FnMut(&Self, IntValue<'ctx>) -> R<()>) -> R<()> {
+        let pre = self.b.get_insert_block().ok_or("builder has no block")?;
+        let header = self.block("loop");
+        let inner = self.block("body");
+        let exit = self.block("exit");
+        self.b.build_unconditional_branch(header).m()?;
+        self.b.position_at_end(header);
+        let phi = self.b.build_phi(self.i64t(), "i").m()?;
+        phi.add_incoming(&[(&lo, pre)]);
+        let i = phi.as_basic_value().into_int_value();
+        let c = self.icmp(IntPredicate::SLT, i, hi)?;
+        self.b.build_conditional_branch(c, inner, exit).m()?;
+        self.b.position_at_end(inner);
+        body(self, i)?;
+        let next = self.add(i, self.i(step))?;
+        let latch = self.b.get_insert_block().ok_or("builder has no block")?;
+        phi.add_incoming(&[(&next, latch)]);
+        self.b.build_unconditional_branch(header).m()?;
+        self.b.position_at_end(exit);
+        Ok(())
+    }
+
+    /// `if c { then() } else { other() }`.
+    pub fn if_else(&self, c: IntValue<'ctx>, then: &mut dyn FnMut(&Self) -> R<()>, other: &mut dyn FnMut(&Self) -> R<()>) -> R<()> {
+        let t = self.block("then");
+        let e = self.block("else");
+        let j = self.block("join");
+        self.b.build_conditional_branch(c, t, e).m()?;
+        self.b.position_at_end(t);
+        then(self)?;
+        self.b.build_unconditional_branch(j).m()?;
+        self.b.position_at_end(e);
+        other(self)?;
+        self.b.build_unconditional_branch(j).m()?;
+        self.b.position_at_end(j);
+        Ok(())
+    }
+
+    /// An alloca in the entry block (so mem2reg promotes it).
+    pub fn entry_alloca(&self, ty: BasicTypeEnum<'ctx>, name: &str) -> R<PointerValue<'ctx>> {
+        let entry = self.func.get_first_basic_block().ok_or("function has no entry")?;
+        let tmp = self.cx.create_builder();
+        match entry.get_first_instruction() {
+            Some(i) => tmp.position_before(&i),
+            None => tmp.position_at_end(entry),
+        }
+        tmp.build_alloca(ty, name).m()
+    }
+}

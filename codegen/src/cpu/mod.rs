@@ -1,0 +1,139 @@
+//! Kernels → LLVM IR (inkwell) → machine code for the host CPU: JIT-compiled in process
+//! (MCJIT, functions tagged with the host CPU and features, module optimized with LLVM's
+//! O3 pipeline first) or emitted as an object file / text.
+
+mod gemm;
+mod ir;
+mod lower;
+
+use crate::kernel::{Body, Compiled, Kernel};
+use inkwell::context::Context;
+use inkwell::execution_engine::ExecutionEngine;
+use inkwell::module::Module;
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine};
+use inkwell::OptimizationLevel;
+use ir::Ir;
+use oar_runtime::program::KernelFn;
+
+/// Why code generation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    #[error("LLVM target: {0}")]
+    Target(String),
+    #[error("kernel {kernel}: {message}")]
+    Lower { kernel: String, message: String },
+    #[error("LLVM rejected the module: {0}")]
+    Verify(String),
+    #[error("JIT: {0}")]
+    Jit(String),
+}
+
+/// The host machine as LLVM sees it.
+pub struct HostTarget {
+    pub machine: TargetMachine,
+    pub cpu: String,
+    pub features: String,
+}
+
+/// The host CPU (AVX2/FMA here; AVX-512 where the CPU has it).
+pub fn host_target() -> Result<HostTarget, CpuError> {
+    Target::initialize_native(&InitializationConfig::default()).map_err(CpuError::Target)?;
+    let triple = TargetMachine::get_default_triple();
+    let target = Target::from_triple(&triple).map_err(|e| CpuError::Target(e.to_string()))?;
+    let cpu = TargetMachine::get_host_cpu_name().to_string();
+    let features = TargetMachine::get_host_cpu_features().to_string();
+    let machine = target
+        .create_target_machine(&triple, &cpu, &features, OptimizationLevel::Aggressive, RelocMode::PIC, CodeModel::Default)
+        .ok_or_else(|| CpuError::Target(format!("no target machine for {}", triple)))?;
+    Ok(HostTarget { machine, cpu, features })
+}
+
+/// Builds, verifies and optimizes the module holding every kernel.
+pub fn build_module<'ctx>(cx: &'ctx Context, kernels: &[Kernel], t: &HostTarget) -> Result<Module<'ctx>, CpuError> {
+    let module = cx.create_module("oar_kernels");
+    module.set_triple(&t.machine.get_triple());
+    module.set_data_layout(&t.machine.get_target_data().get_data_layout());
+    let p = cx.ptr_type(inkwell::AddressSpace::default());
+    let i = cx.i64_type();
+    let sig = cx.void_type().fn_type(&[p.into(), i.into(), i.into(), p.into()], false);
+    for k in kernels {
+        let f = module.add_function(&k.name, sig, None);
+        let ir = Ir::new(cx, &module, f);
+        let res = match &k.body {
+            Body::Loops(stmts) => lower::lower_loops(&ir, k, stmts),
+            Body::Gemm(s) => gemm::lower_gemm_kernel(&ir, k, s),
+        };
+        res.map_err(|message| CpuError::Lower {
+            kernel: k.name.clone(),
+            message,
+        })?;
+    }
+    // MCJIT takes the CPU from each function's attributes.
+    let cpu_attr = cx.create_string_attribute("target-cpu", &t.cpu);
+    let feat_attr = cx.create_string_attribute("target-features", &t.features);
+    for f in module.get_functions() {
+        if f.count_basic_blocks() > 0 {
+            f.add_attribute(inkwell::attributes::AttributeLoc::Function, cpu_attr);
+            f.add_attribute(inkwell::attributes::AttributeLoc::Function, feat_attr);
+        }
+    }
+    module.verify().map_err(|e| CpuError::Verify(e.to_string()))?;
+    module
+        .run_passes("default<O3>", &t.machine, PassBuilderOptions::create())
+        .map_err(|e| CpuError::Verify(e.to_string()))?;
+    Ok(module)
+}
+
+/// What `--emit` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    LlvmIr,
+    Asm,
+    Object,
+}
+
+/// The optimized module as LLVM IR text, assembly or an object file.
+pub fn emit(compiled: &Compiled, what: Emit) -> Result<Vec<u8>, CpuError> {
+    let t = host_target()?;
+    let cx = Context::create();
+    let module = build_module(&cx, &compiled.kernels, &t)?;
+    Ok(match what {
+        Emit::LlvmIr => module.print_to_string().to_bytes().to_vec(),
+        Emit::Asm | Emit::Object => {
+            let ft = if what == Emit::Asm { FileType::Assembly } else { FileType::Object };
+            t.machine
+                .write_to_memory_buffer(&module, ft)
+                .map_err(|e| CpuError::Target(e.to_string()))?
+                .as_slice()
+                .to_vec()
+        }
+    })
+}
+
+/// JIT-compiled kernels. The LLVM context and engine live as long as this value.
+pub struct JitKernels {
+    pub kernels: Vec<KernelFn>,
+    _engine: ExecutionEngine<'static>,
+}
+
+/// Compiles every kernel in process.
+pub fn jit(compiled: &Compiled) -> Result<JitKernels, CpuError> {
+    let t = host_target()?;
+    // The engine borrows the context; one context per compiled program, kept for its
+    // lifetime (a few KB), is simpler than a self-referential struct.
+    let cx: &'static Context = Box::leak(Box::new(Context::create()));
+    let module = build_module(cx, &compiled.kernels, &t)?;
+    let engine = module
+        .create_jit_execution_engine(OptimizationLevel::Aggressive)
+        .map_err(|e| CpuError::Jit(e.to_string()))?;
+    let mut kernels = Vec::new();
+    for k in &compiled.kernels {
+        let addr = engine
+            .get_function_address(&k.name)
+            .map_err(|e| CpuError::Jit(format!("{}: {e:?}", k.name)))?;
+        // Safety: every kernel was emitted with the KernelFn signature above.
+        kernels.push(unsafe { std::mem::transmute::<usize, KernelFn>(addr) });
+    }
+    Ok(JitKernels { kernels, _engine: engine })
+}

@@ -1,0 +1,40 @@
+//! Graph → a runnable in-process model: kernels built, JIT-compiled, bound to an executor.
+
+use crate::cpu::{jit, CpuError, JitKernels};
+use crate::kernel::{build_kernels, BuildError};
+use oar_ir::Graph;
+use oar_runtime::program::{ExecError, Executor};
+use oar_runtime::{HostTensor, Weights};
+use std::collections::BTreeMap;
+
+/// Why a graph could not be compiled or run.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+/// A graph compiled for this CPU, with its weights loaded.
+pub struct JitModel {
+    exec: Executor,
+    // Declared after `exec`: the kernels' code must outlive the executor that calls it.
+    _code: JitKernels,
+}
+
+impl JitModel {
+    /// Compiles `g` (symbols bound by `bindings`) and loads `weights`.
+    pub fn new(g: &Graph, bindings: &BTreeMap<String, u64>, weights: &Weights, threads: usize) -> Result<JitModel, CompileError> {
+        let compiled = build_kernels(g, bindings)?;
+        let code = jit(&compiled)?;
+        let exec = Executor::new(compiled.program, code.kernels.clone(), weights, threads)?;
+        Ok(JitModel { exec, _code: code })
+    }
+
+    pub fn run(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, CompileError> {
+        Ok(self.exec.run(inputs)?)
+    }
+}

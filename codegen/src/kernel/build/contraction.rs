@@ -1,0 +1,377 @@
+//! Matrix products and convolutions. 1×1 convolutions are GEMMs over the NCHW layout
+//! (`Y[n] = W × X[n]`, no data movement); other dense convolutions go through im2col into
+//! a buffer and then GEMM; depthwise convolutions get a direct kernel. Bias, residual and
+//! the common activations are applied by the GEMM as it stores.
+
+use super::pointwise::{map, unary_expr};
+use super::{Arg, Builder};
+use crate::kernel::{BiasMode, Body, Cond, Expr, GemmAct, GemmSpec, IExpr, Stmt};
+use oar_ir::op::{ConvAttrs, Epilogue, Op, UnaryOp};
+use oar_ir::DType;
+
+/// GEMM blocking (see cpu/gemm.rs): the scratch holds one packed KC × NC panel of B.
+pub const KC: i64 = 256;
+pub const NC: i64 = 256;
+pub const NR: i64 = 16;
+pub const MR: i64 = 6;
+pub const SCRATCH_BYTES: usize = (KC * NC * 4) as usize;
+
+fn gemm_act(u: Option<UnaryOp>) -> Option<GemmAct> {
+    Some(match u {
+        None => GemmAct::None,
+        Some(UnaryOp::Relu) => GemmAct::Relu,
+        Some(UnaryOp::Relu6) => GemmAct::Clip(0.0, 6.0),
+        Some(UnaryOp::Clip { min, max }) => GemmAct::Clip(min as f32, max as f32),
+        Some(UnaryOp::HardSwish) => GemmAct::HardSwish,
+        Some(UnaryOp::HardSigmoid { alpha, beta }) => GemmAct::HardSigmoid(alpha as f32, beta as f32),
+        Some(_) => return None,
+    })
+}
+
+/// Splits an epilogue into what the GEMM applies and what runs after it.
+struct Tail {
+    bias: Option<Arg>,
+    residual: Option<Arg>,
+    act: GemmAct,
+    /// An activation the GEMM cannot apply.
+    post: Option<UnaryOp>,
+}
+
+fn tail(ep: &Epilogue, extra: &[Arg]) -> Tail {
+    let mut rest = extra.iter();
+    let bias = if ep.bias { rest.next().cloned() } else { None };
+    let residual = if ep.residual { rest.next().cloned() } else { None };
+    let (act, post) = match gemm_act(ep.activation) {
+        Some(a) => (a, None),
+        None => (GemmAct::None, ep.activation),
+    };
+    Tail { bias, residual, act, post }
+}
+
+pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg) -> Result<(), String> {
+    if out.dtype != DType::F32 {
+        return Err("only f32 contractions are compiled".into());
+    }
+    match op {
+        Op::MatMul(mm) => matmul(b, name, ins, out, mm.transpose_a, mm.transpose_b, tail(&Epilogue::default(), &[])),
+        Op::FusedMatMul { mm, epilogue } => matmul(b, name, ins, out, mm.transpose_a, mm.transpose_b, tail(epilogue, &ins[2..])),
+        Op::Conv2d(c) => {
+            let ep = Epilogue {
+                bias: ins.len() > 2,
+                ..Default::default()
+            };
+            conv(b, name, c, ins, out, tail(&ep, &ins[2..]))
+        }
+        Op::FusedConv2d { conv: c, epilogue } => conv(b, name, c, ins, out, tail(epilogue, &ins[2..])),
+        other => Err(format!("internal: {} routed to contraction", other.name())),
+    }
+}
+
+/// Emits the GEMM (with what it can apply of `t`) writing `out`, then the rest.
+#[allow(clippy::too_many_arguments)]
+fn gemm(b: &mut Builder, name: &str, a: usize, bm: usize, out: &Arg, mut spec: GemmSpec, t: Tail, bias_mode: BiasMode) -> Result<(), String> {
+    let rows = spec.m * spec.batch;
+    let n = spec.n;
+    let per_batch = spec.m * spec.n;
+    let out_n: i64 = out.shape.iter().product();
+    // The GEMM can add a bias of the expected length and a residual of the output's size.
+    let bias_len = match bias_mode {
+        BiasMode::PerRow => spec.m,
+        _ => n,
+    };
+    let gemm_bias = t.bias.clone().filter(|x| x.shape.iter().product::<i64>() == bias_len);
+    let gemm_res = t.residual.clone().filter(|x| x.shape.iter().product::<i64>() == out_n);
+    let leftover_bias = t.bias.is_some() && gemm_bias.is_none();
+    let leftover_res = t.residual.is_some() && gemm_res.is_none();
+    let needs_post = leftover_bias || leftover_res || t.post.is_some();
+    spec.bias = if gemm_bias.is_some() { bias_mode } else { BiasMode::None };
+    spec.residual = gemm_res.is_some();
+    spec.act = if needs_post { GemmAct::None } else { t.act };
+    let target = if needs_post { b.temp(&format!("{name}.acc"), &out.shape, DType::F32) } else { out.buf };
+    let mut args = vec![a, bm, target];
+    args.extend(gemm_bias.iter().map(|x| x.buf));
+    args.extend(gemm_res.iter().map(|x| x.buf));
+    let panels = spec.batch * ((n + NR - 1) / NR);
+    let grain = (panels / 8).clamp(1, 4);
+    let _ = (rows, per_batch);
+    b.kernel(name, &args, Body::Gemm(spec.clone()), panels, grain)?;
+    if needs_post {
+        let acc = Arg {
+            buf: target,
+            shape: out.shape.clone(),
+            dtype: DType::F32,
+        };
+        let mut ins = vec![acc];
+        let bias_arg = if leftover_bias { t.bias.clone() } else { None };
+        let res_arg = if leftover_res { t.residual.clone() } else { None };
+        // A conv bias that was not fused is per channel: [C] as [C, 1, 1].
+        let bias_arg = bias_arg.map(|x| match bias_mode {
+            BiasMode::PerRow => Arg {
+                shape: vec![x.shape.iter().product(), 1, 1],
+                ..x
+            },
+            _ => x,
+        });
+        ins.extend(bias_arg.clone());
+        ins.extend(res_arg.clone());
+        let act = t.act;
+        let post = t.post;
+        let has_bias = bias_arg.is_some();
+        let has_res = res_arg.is_some();
+        map(b, &format!("{name}.epilogue"), &ins, out, move |x, _| {
+            let mut v = x[0].clone();
+            let mut k = 1;
+            if has_bias {
+                v = v.add(x[k].clone());
+                k += 1;
+            }
+            if has_res {
+                v = v.add(x[k].clone());
+            }
+            match post {
+                Some(u) => unary_expr(u, v),
+                None => act_expr(act, v),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+fn act_expr(a: GemmAct, v: Expr) -> Expr {
+    match a {
+        GemmAct::None => v,
+        GemmAct::Relu => unary_expr(UnaryOp::Relu, v),
+        GemmAct::Clip(lo, hi) => unary_expr(UnaryOp::Clip { min: lo as f64, max: hi as f64 }, v),
+        GemmAct::HardSwish => unary_expr(UnaryOp::HardSwish, v),
+        GemmAct::HardSigmoid(al, be) => unary_expr(UnaryOp::HardSigmoid { alpha: al as f64, beta: be as f64 }, v),
+    }
+}
+
+/// A copy of `x` with its last two dims swapped.
+fn transposed(b: &mut Builder, name: &str, x: &Arg) -> Result<Arg, String> {
+    let r = x.shape.len();
+    let mut shape = x.shape.clone();
+    shape.swap(r - 2, r - 1);
+    let buf = b.temp(&format!("{name}.T"), &shape, x.dtype);
+    let out = Arg {
+        buf,
+        shape: shape.clone(),
+        dtype: x.dtype,
+    };
+    let (rows, cols) = (x.shape[r - 2], x.shape[r - 1]);
+    let n: i64 = shape.iter().product();
+    let i = IExpr::v(0);
+    // out[.., c, r] = x[.., r, c]
+    let batch = i.clone().div(rows * cols);
+    let c = i.clone().div(rows).rem(cols);
+    let rr = i.clone().rem(rows);
+    let src = batch.mul(rows * cols).add(rr.mul(cols)).add(c);
+    let body = vec![Stmt::For {
+        var: 0,
+        extent: n,
+        parallel: true,
+        body: vec![Stmt::Store {
+            buf: 0,
+            idx: i,
+            val: Expr::Load(1, src),
+        }],
+    }];
+    b.kernel(&format!("{name}.T"), &[buf, x.buf], Body::Loops(body), n, super::pointwise::GRAIN)?;
+    Ok(out)
+}
+
+fn matmul(b: &mut Builder, name: &str, ins: &[Arg], out: &Arg, ta: bool, tb: bool, t: Tail) -> Result<(), String> {
+    let a = if ta { transposed(b, name, &ins[0])? } else { ins[0].clone() };
+    let w = if tb { transposed(b, name, &ins[1])? } else { ins[1].clone() };
+    let (ra, rb) = (a.shape.len(), w.shape.len());
+    let (m, k) = (a.shape[ra - 2], a.shape[ra - 1]);
+    let n = w.shape[rb - 1];
+    let batch_a: i64 = a.shape[..ra - 2].iter().product();
+    let batch_b: i64 = w.shape[..rb - 2].iter().product();
+    let spec = |m: i64, batch: i64, sa: i64, sb: i64| GemmSpec {
+        m,
+        n,
+        k,
+        lda: k,
+        ldb: n,
+        ldc: n,
+        batch,
+        stride_a: sa,
+        stride_b: sb,
+        stride_c: m * n,
+        bias: BiasMode::None,
+        residual: false,
+        act: GemmAct::None,
+    };
+    let s = if batch_b == 1 {
+        spec(batch_a * m, 1, 0, 0)
+    } else if batch_a == batch_b {
+        spec(m, batch_a, m * k, k * n)
+    } else if batch_a == 1 {
+        spec(m, batch_b, 0, k * n)
+    } else {
+        return Err(format!("matmul batch broadcast {:?} × {:?} is not compiled", a.shape, w.shape));
+    };
+    gemm(b, name, a.buf, w.buf, out, s, t, BiasMode::PerCol)
+}
+
+fn conv(b: &mut Builder, name: &str, c: &ConvAttrs, ins: &[Arg], out: &Arg, t: Tail) -> Result<(), String> {
+    let (x, w) = (&ins[0], &ins[1]);
+    let [n, ci, h, wd] = x.shape[..] else {
+        return Err("conv input must be NCHW".into());
+    };
+    let [co, cig, kh, kw] = w.shape[..] else {
+        return Err("conv weight must be OIHW".into());
+    };
+    let (oh, ow) = (out.shape[2], out.shape[3]);
+    let g = c.groups as i64;
+    if g == 1 && kh == 1 && kw == 1 && c.stride == [1, 1] && c.padding == [0; 4] {
+        let s = GemmSpec {
+            m: co,
+            n: h * wd,
+            k: ci,
+            lda: ci,
+            ldb: h * wd,
+            ldc: h * wd,
+            batch: n,
+            stride_a: 0,
+            stride_b: ci * h * wd,
+            stride_c: co * h * wd,
+            bias: BiasMode::None,
+            residual: false,
+            act: GemmAct::None,
+        };
+        return gemm(b, name, w.buf, x.buf, out, s, t, BiasMode::PerRow);
+    }
+    if g == 1 {
+        // im2col: col[n][(c·kh + i)·kw + j][p] = x[n, c, oy·s − pad + i·d, ox·s − pad + j·d].
+        let kk = ci * kh * kw;
+        let col = b.temp(&format!("{name}.im2col"), &[n, kk, oh * ow], DType::F32);
+        let r = IExpr::v(0);
+        let (oy, ox) = (IExpr::v(1), IExpr::v(2));
+        let nn = r.clone().div(kk);
+        let rc = r.clone().rem(kk);
+        let cc = rc.clone().div(kh * kw);
+        let ki = rc.clone().div(kw).rem(kh);
+        let kj = rc.rem(kw);
+        let iy = oy.clone().mul(c.stride[0] as i64).add(ki.mul(c.dilation[0] as i64)).add(IExpr::c(-(c.padding[0] as i64)));
+        let ix = ox.clone().mul(c.stride[1] as i64).add(kj.mul(c.dilation[1] as i64)).add(IExpr::c(-(c.padding[1] as i64)));
+        let src = nn.mul(ci * h * wd).add(cc.mul(h * wd)).add(iy.clone().mul(wd)).add(ix.clone());
+        let cond = Cond::And(Box::new(Cond::InRange(iy, h)), Box::new(Cond::InRange(ix, wd)));
+        let dst = r.clone().mul(oh * ow).add(oy.mul(ow)).add(ox);
+        let body = vec![Stmt::For {
+            var: 0,
+            extent: n * kk,
+            parallel: true,
+            body: vec![Stmt::For {
+                var: 1,
+                extent: oh,
+                parallel: false,
+                body: vec![Stmt::For {
+                    var: 2,
+                    extent: ow,
+                    parallel: false,
+                    body: vec![Stmt::Store {
+                        buf: 0,
+                        idx: dst,
+                        val: Expr::LoadIf(1, src, cond),
+                    }],
+                }],
+            }],
+        }];
+        b.kernel(&format!("{name}.im2col"), &[col, x.buf], Body::Loops(body), n * kk, 8)?;
+        let s = GemmSpec {
+            m: co,
+            n: oh * ow,
+            k: kk,
+            lda: kk,
+            ldb: oh * ow,
+            ldc: oh * ow,
+            batch: n,
+            stride_a: 0,
+            stride_b: kk * oh * ow,
+            stride_c: co * oh * ow,
+            bias: BiasMode::None,
+            residual: false,
+            act: GemmAct::None,
+        };
+        return gemm(b, name, w.buf, col, out, s, t, BiasMode::PerRow);
+    }
+    direct_conv(b, name, c, x, w, out, &[n, ci, h, wd, co, cig, kh, kw, oh, ow], t)
+}
+
+/// Grouped (depthwise included) convolution as direct loops: one output plane per
+/// parallel iteration, accumulating over the group's input channels and the window.
+#[allow(clippy::too_many_arguments)]
+fn direct_conv(b: &mut Builder, name: &str, c: &ConvAttrs, x: &Arg, w: &Arg, out: &Arg, d: &[i64; 10], t: Tail) -> Result<(), String> {
+    let [n, ci, h, wd, co, cig, kh, kw, oh, ow] = *d;
+    let g = c.groups as i64;
+    let cog = co / g;
+    let plane = IExpr::v(0);
+    let (oy, ox, icv, ki, kj) = (IExpr::v(1), IExpr::v(2), IExpr::v(3), IExpr::v(4), IExpr::v(5));
+    let nn = plane.clone().div(co);
+    let oc = plane.clone().rem(co);
+    let cin = oc.clone().div(cog).mul(cig).add(icv.clone());
+    let iy = oy.clone().mul(c.stride[0] as i64).add(ki.clone().mul(c.dilation[0] as i64)).add(IExpr::c(-(c.padding[0] as i64)));
+    let ix = ox.clone().mul(c.stride[1] as i64).add(kj.clone().mul(c.dilation[1] as i64)).add(IExpr::c(-(c.padding[1] as i64)));
+    let src = nn.mul(ci * h * wd).add(cin.mul(h * wd)).add(iy.clone().mul(wd)).add(ix.clone());
+    let widx = oc.clone().mul(cig * kh * kw).add(icv.mul(kh * kw)).add(ki.mul(kw)).add(kj);
+    let cond = Cond::And(Box::new(Cond::InRange(iy, h)), Box::new(Cond::InRange(ix, wd)));
+    let acc = Expr::Local(0);
+    let dst = plane.clone().mul(oh * ow).add(oy.mul(ow)).add(ox);
+    // Buffers: 0 out, 1 x, 2 w, then bias, residual.
+    let mut args = vec![out.buf, x.buf, w.buf];
+    let mut val = acc.clone();
+    if let Some(bias) = &t.bias {
+        args.push(bias.buf);
+        val = val.add(Expr::Load(args.len() - 1, oc.clone()));
+    }
+    if let Some(res) = &t.residual {
+        args.push(res.buf);
+        val = val.add(Expr::Load(args.len() - 1, dst.clone()));
+    }
+    val = match t.post {
+        Some(u) => unary_expr(u, val),
+        None => act_expr(t.act, val),
+    };
+    let window = Stmt::For {
+        var: 3,
+        extent: cig,
+        parallel: false,
+        body: vec![Stmt::For {
+            var: 4,
+            extent: kh,
+            parallel: false,
+            body: vec![Stmt::For {
+                var: 5,
+                extent: kw,
+                parallel: false,
+                body: vec![Stmt::Assign {
+                    id: 0,
+                    val: acc.clone().add(Expr::LoadIf(1, src, cond).mul(Expr::Load(2, widx))),
+                }],
+            }],
+        }],
+    };
+    let body = vec![Stmt::For {
+        var: 0,
+        extent: n * co,
+        parallel: true,
+        body: vec![Stmt::For {
+            var: 1,
+            extent: oh,
+            parallel: false,
+            body: vec![Stmt::For {
+                var: 2,
+                extent: ow,
+                parallel: false,
+                body: vec![
+                    Stmt::Local { id: 0, init: Expr::C(0.0) },
+                    window,
+                    Stmt::Store { buf: 0, idx: dst, val },
+                ],
+            }],
+        }],
+    }];
+    b.kernel(name, &args, Body::Loops(body), n * co, 4)
+}

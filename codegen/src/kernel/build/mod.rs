@@ -1,0 +1,290 @@
+//! Graph → kernels and a [`Program`]: one buffer per value (views alias their source),
+//! weights and constants loaded once, one or more kernels per node.
+
+mod contraction;
+
+/// GEMM blocking constants (see cpu/gemm.rs).
+pub mod contraction_consts {
+    pub use super::contraction::{KC, MR, NC, NR, SCRATCH_BYTES};
+}
+mod layout;
+mod nn;
+mod pointwise;
+
+use super::{Body, Elem, Kernel};
+use oar_ir::op::{Literal, Op};
+use oar_ir::{DType, Graph, ValueRef};
+use oar_runtime::program::{BufferDecl, BufferRole, Program, Step};
+use std::collections::{BTreeMap, HashMap};
+
+/// A compiled graph: the program and the kernels it calls (by index).
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub program: Program,
+    pub kernels: Vec<Kernel>,
+}
+
+/// Why a graph could not be compiled.
+#[derive(Debug, thiserror::Error)]
+#[error("codegen: node %{node} ({op}): {message}")]
+pub struct BuildError {
+    pub node: String,
+    pub op: String,
+    pub message: String,
+}
+
+/// Buffer shapes and kernels under construction.
+pub(crate) struct Builder {
+    pub program: Program,
+    pub kernels: Vec<Kernel>,
+    /// The buffer of each value.
+    pub buf: HashMap<ValueRef, usize>,
+}
+
+/// A value's buffer and static shape, as op builders see it.
+#[derive(Debug, Clone)]
+pub(crate) struct Arg {
+    pub buf: usize,
+    pub shape: Vec<i64>,
+    pub dtype: DType,
+}
+
+fn elem_of(d: DType) -> Result<Elem, String> {
+    match d {
+        DType::F32 => Ok(Elem::F32),
+        DType::I64 => Ok(Elem::I64),
+        DType::Bool => Ok(Elem::Bool),
+        other => Err(format!("{} tensors are not compiled (f32, i64, bool)", other.name())),
+    }
+}
+
+impl Builder {
+    /// A new temporary buffer.
+    pub fn temp(&mut self, name: &str, shape: &[i64], dtype: DType) -> usize {
+        self.program.buffers.push(BufferDecl {
+            name: name.to_string(),
+            dtype,
+            shape: shape.iter().map(|&d| d as usize).collect(),
+            role: BufferRole::Temp,
+        });
+        self.program.buffers.len() - 1
+    }
+
+    /// Adds a kernel and the step that calls it on `args` (buffer ids, in parameter order).
+    pub fn kernel(&mut self, name: &str, args: &[usize], body: Body, extent: i64, grain: i64) -> Result<(), String> {
+        let params = args
+            .iter()
+            .map(|&b| {
+                let d = &self.program.buffers[b];
+                Ok((d.name.clone(), elem_of(d.dtype)?))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let k = self.kernels.len();
+        let name = format!("k{k}_{}", sanitize(name));
+        self.program.kernels.push(name.clone());
+        self.kernels.push(Kernel {
+            name,
+            params,
+            body,
+            extent: extent.max(1),
+            grain: grain.max(1),
+        });
+        self.program.steps.push(Step {
+            kernel: k,
+            args: args.to_vec(),
+            extent: extent.max(1),
+            grain: grain.max(1),
+        });
+        Ok(())
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+}
+
+/// Inlines `fused` nodes' function bodies: codegen works on primitive ops.
+fn inline_functions(g: &Graph) -> Result<Graph, String> {
+    if !g.iter().any(|(_, n)| matches!(n.op, Op::Fused { .. })) {
+        return Ok(g.clone());
+    }
+    let mut out = Graph::new(g.name.clone());
+    out.meshes = g.meshes.clone();
+    let mut map: HashMap<ValueRef, ValueRef> = HashMap::new();
+    let err = |e: oar_ir::NodeError| e.to_string();
+    for (id, node) in g.iter() {
+        let ins: Vec<ValueRef> = node.inputs.iter().map(|v| map[v]).collect();
+        match &node.op {
+            Op::Input => {
+                map.insert(id.into(), out.add_input(node.name.clone(), node.outputs[0].clone()));
+            }
+            Op::Fused { func } => {
+                let f = g.functions.get(func).ok_or_else(|| format!("unknown function @{func}"))?;
+                let mut fmap: HashMap<ValueRef, ValueRef> = HashMap::new();
+                for (k, &i) in f.inputs().iter().enumerate() {
+                    fmap.insert(i.into(), ins[k]);
+                }
+                for (fid, fnode) in f.iter() {
+                    if matches!(fnode.op, Op::Input) {
+                        continue;
+                    }
+                    let fins = fnode.inputs.iter().map(|v| fmap[v]).collect();
+                    let name = format!("{}.{}", node.name, fnode.name);
+                    let nid = out
+                        .add_node_typed(fnode.op.clone(), fins, fnode.outputs.clone(), Some(name))
+                        .map_err(err)?;
+                    for p in 0..fnode.outputs.len() {
+                        fmap.insert(ValueRef::new(fid, p as u32), ValueRef::new(nid, p as u32));
+                    }
+                }
+                for (p, o) in f.outputs().iter().enumerate() {
+                    map.insert(ValueRef::new(id, p as u32), fmap[o]);
+                }
+            }
+            op => {
+                let nid = out
+                    .add_node_typed(op.clone(), ins, node.outputs.clone(), Some(node.name.clone()))
+                    .map_err(err)?;
+                for p in 0..node.outputs.len() {
+                    map.insert(ValueRef::new(id, p as u32), ValueRef::new(nid, p as u32));
+                }
+            }
+        }
+    }
+    out.set_outputs(g.outputs().iter().map(|o| map[o]).collect());
+    Ok(out)
+}
+
+fn literal_bytes(lit: &Literal, dtype: DType) -> Vec<u8> {
+    match (lit, dtype) {
+        (Literal::Floats(v), DType::F32) => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
+        (Literal::Ints(v), DType::F32) => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
+        (Literal::Ints(v), DType::Bool) => v.iter().map(|&x| (x != 0) as u8).collect(),
+        (Literal::Floats(v), DType::Bool) => v.iter().map(|&x| (x != 0.0) as u8).collect(),
+        (Literal::Ints(v), _) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        (Literal::Floats(v), _) => v.iter().flat_map(|&x| (x as i64).to_le_bytes()).collect(),
+    }
+}
+
+/// Compiles `g` with symbols bound by `bindings` (unbound symbols are 1).
+pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Compiled, BuildError> {
+    let top = |message: String| BuildError {
+        node: g.name.clone(),
+        op: "graph".into(),
+        message,
+    };
+    let g = inline_functions(g).map_err(top)?;
+    let mut b = Builder {
+        program: Program::default(),
+        kernels: Vec::new(),
+        buf: HashMap::new(),
+    };
+    let mut input_index = 0;
+    for (id, node) in g.iter() {
+        let fail = |message: String| BuildError {
+            node: node.name.clone(),
+            op: node.op.name().to_string(),
+            message,
+        };
+        let shapes: Vec<Vec<i64>> = node
+            .outputs
+            .iter()
+            .map(|t| t.shape.eval(bindings, 1).iter().map(|&d| d as i64).collect())
+            .collect();
+        let role = match &node.op {
+            Op::Input => {
+                input_index += 1;
+                Some(BufferRole::Input(input_index - 1))
+            }
+            Op::Param(p) => Some(BufferRole::Weight(p.name.clone())),
+            Op::Constant(lit) => Some(BufferRole::Constant(literal_bytes(lit, node.outputs[0].dtype))),
+            Op::Shape => {
+                let dims: Vec<i64> = g
+                    .value_type(node.inputs[0])
+                    .map(|t| t.shape.eval(bindings, 1).iter().map(|&d| d as i64).collect())
+                    .unwrap_or_default();
+                Some(BufferRole::Constant(dims.iter().flat_map(|d| d.to_le_bytes()).collect()))
+            }
+            _ => None,
+        };
+        if let Some(role) = role {
+            elem_of(node.outputs[0].dtype).map_err(fail)?;
+            b.program.buffers.push(BufferDecl {
+                name: node.name.clone(),
+                dtype: node.outputs[0].dtype,
+                shape: shapes[0].iter().map(|&d| d as usize).collect(),
+                role,
+            });
+            b.buf.insert(id.into(), b.program.buffers.len() - 1);
+            continue;
+        }
+        // Views share their operand's buffer.
+        if matches!(node.op, Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Dropout { .. }) {
+            let src = b.buf[&node.inputs[0]];
+            b.buf.insert(id.into(), src);
+            continue;
+        }
+        let ins: Vec<Arg> = node
+            .inputs
+            .iter()
+            .map(|v| {
+                let t = g.value_type(*v).expect("verified graph");
+                Arg {
+                    buf: b.buf[v],
+                    shape: t.shape.eval(bindings, 1).iter().map(|&d| d as i64).collect(),
+                    dtype: t.dtype,
+                }
+            })
+            .collect();
+        let mut outs = Vec::new();
+        for (p, t) in node.outputs.iter().enumerate() {
+            elem_of(t.dtype).map_err(fail)?;
+            let name = if p == 0 { node.name.clone() } else { format!("{}#{p}", node.name) };
+            let buf = b.temp(&name, &shapes[p], t.dtype);
+            b.buf.insert(ValueRef::new(id, p as u32), buf);
+            outs.push(Arg {
+                buf,
+                shape: shapes[p].clone(),
+                dtype: t.dtype,
+            });
+        }
+        lower_node(&mut b, &node.name, &node.op, &ins, &outs).map_err(fail)?;
+    }
+    // Outputs whose buffer has another shape (a view of an input) get their own copy.
+    for o in g.outputs() {
+        let t = g.value_type(*o).expect("verified graph");
+        let shape: Vec<i64> = t.shape.eval(bindings, 1).iter().map(|&d| d as i64).collect();
+        let src = b.buf[o];
+        let decl = &b.program.buffers[src];
+        let id = if decl.shape.iter().map(|&d| d as i64).collect::<Vec<_>>() == shape && decl.role == BufferRole::Temp {
+            src
+        } else {
+            let dst = b.temp("output", &shape, t.dtype);
+            let n: i64 = shape.iter().product();
+            pointwise::copy(&mut b, src, dst, n, t.dtype).map_err(top)?;
+            dst
+        };
+        b.program.outputs.push(id);
+    }
+    b.program.scratch_bytes = contraction::SCRATCH_BYTES;
+    Ok(Compiled {
+        program: b.program,
+        kernels: b.kernels,
+    })
+}
+
+fn lower_node(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], outs: &[Arg]) -> Result<(), String> {
+    match op {
+        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::CausalMask { .. } | Op::BatchNorm { .. } => {
+            pointwise::lower(b, name, op, ins, &outs[0])
+        }
+        Op::MatMul(_) | Op::FusedMatMul { .. } | Op::Conv2d(_) | Op::FusedConv2d { .. } => contraction::lower(b, name, op, ins, &outs[0]),
+        Op::LayerNorm { .. } | Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::Reduce(_) | Op::GlobalPool(_) | Op::Pool(_) => {
+            nn::lower(b, name, op, ins, &outs[0])
+        }
+        Op::Concat { .. } | Op::Split { .. } | Op::Slice(_) | Op::Transpose { .. } | Op::Gather { .. } | Op::GatherElements { .. } | Op::Embedding => {
+            layout::lower(b, name, op, ins, outs)
+        }
+        other => Err(format!("`{}` has no CPU kernel yet", other.name())),
+    }
+}

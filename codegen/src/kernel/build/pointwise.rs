@@ -1,0 +1,196 @@
+//! Elementwise kernels: one flat parallel loop over the output; broadcast operands index
+//! through div/rem of the flat index on their non-broadcast dims only.
+
+use super::{Arg, Builder};
+use crate::kernel::{Body, Cond, Expr, IExpr, Stmt, Un};
+use oar_ir::op::{BinaryOp, Op, UnaryOp};
+use oar_ir::DType;
+
+/// Elements per thread slice below which a kernel stays on one thread.
+pub(crate) const GRAIN: i64 = 16 * 1024;
+
+/// The flat index of an operand of shape `inp` at flat output index `i` of shape `out`
+/// (numpy broadcasting; `inp` right-aligned).
+pub(crate) fn bcast_index(i: &IExpr, out: &[i64], inp: &[i64]) -> IExpr {
+    let n_in: i64 = inp.iter().product();
+    if n_in == 1 {
+        return IExpr::c(0);
+    }
+    if inp.len() == out.len() && inp == out || (inp.iter().product::<i64>() == out.iter().product::<i64>() && strip(inp) == strip(out)) {
+        return i.clone();
+    }
+    let off = out.len() - inp.len();
+    let mut idx = IExpr::c(0);
+    let mut in_stride = 1i64;
+    let mut out_stride = 1i64;
+    for d in (0..out.len()).rev() {
+        let od = out[d];
+        let id = if d >= off { inp[d - off] } else { 1 };
+        if id != 1 {
+            let coord = i.clone().div(out_stride).rem(od);
+            idx = idx.add(coord.mul(in_stride));
+        }
+        in_stride *= id;
+        out_stride *= od;
+    }
+    idx
+}
+
+fn strip(s: &[i64]) -> Vec<i64> {
+    s.iter().copied().filter(|&d| d != 1).collect()
+}
+
+/// An elementwise kernel: `out[i] = f(operands at i)`.
+pub(crate) fn map(b: &mut Builder, name: &str, ins: &[Arg], out: &Arg, f: impl Fn(&[Expr], &IExpr) -> Expr) -> Result<(), String> {
+    let n: i64 = out.shape.iter().product();
+    let i = IExpr::v(0);
+    let loads: Vec<Expr> = ins
+        .iter()
+        .enumerate()
+        .map(|(k, a)| load(k + 1, a.dtype, bcast_index(&i, &out.shape, &a.shape)))
+        .collect();
+    let body = vec![Stmt::For {
+        var: 0,
+        extent: n,
+        parallel: true,
+        body: vec![Stmt::Store {
+            buf: 0,
+            idx: i.clone(),
+            val: f(&loads, &i),
+        }],
+    }];
+    let mut args = vec![out.buf];
+    args.extend(ins.iter().map(|a| a.buf));
+    b.kernel(name, &args, Body::Loops(body), n, GRAIN)
+}
+
+/// A load as f32 (integers convert, bools are 0/1).
+fn load(buf: usize, dtype: DType, idx: IExpr) -> Expr {
+    match dtype {
+        DType::I64 => Expr::FromInt(IExpr::Load(buf, Box::new(idx))),
+        DType::Bool => Expr::Select(Cond::Bool(buf, idx), Box::new(Expr::C(1.0)), Box::new(Expr::C(0.0))),
+        _ => Expr::Load(buf, idx),
+    }
+}
+
+/// A unary op as an expression.
+pub(crate) fn unary_expr(u: UnaryOp, x: Expr) -> Expr {
+    let c = Expr::C;
+    let clip = |e: Expr, lo: f32, hi: f32| e.max(c(lo)).min(c(hi));
+    match u {
+        UnaryOp::Neg => x.un(Un::Neg),
+        UnaryOp::Exp => x.un(Un::Exp),
+        UnaryOp::Log => x.un(Un::Log),
+        UnaryOp::Sqrt => x.un(Un::Sqrt),
+        UnaryOp::Rsqrt => c(1.0).div(x.un(Un::Sqrt)),
+        UnaryOp::Tanh => x.un(Un::Tanh),
+        UnaryOp::Erf => x.un(Un::Erf),
+        UnaryOp::Abs => x.un(Un::Abs),
+        UnaryOp::Relu => x.max(c(0.0)),
+        UnaryOp::Relu6 => clip(x, 0.0, 6.0),
+        UnaryOp::Clip { min, max } => clip(x, min as f32, max as f32),
+        UnaryOp::LeakyRelu { alpha } => x.clone().max(c(0.0)).add(c(alpha as f32).mul(x.min(c(0.0)))),
+        UnaryOp::Sigmoid => c(1.0).div(c(1.0).add(x.un(Un::Neg).un(Un::Exp))),
+        UnaryOp::HardSigmoid { alpha, beta } => clip(x.mul(c(alpha as f32)).add(c(beta as f32)), 0.0, 1.0),
+        UnaryOp::HardSwish => x.clone().mul(clip(x.mul(c(1.0 / 6.0)).add(c(0.5)), 0.0, 1.0)),
+        UnaryOp::Gelu { tanh: false } => c(0.5).mul(x.clone()).mul(c(1.0).add(x.mul(c(std::f32::consts::FRAC_1_SQRT_2)).un(Un::Erf))),
+        UnaryOp::Gelu { tanh: true } => {
+            let cube = x.clone().mul(x.clone()).mul(x.clone());
+            let inner = x.clone().add(c(0.044715).mul(cube)).mul(c((2.0 / std::f32::consts::PI).sqrt()));
+            c(0.5).mul(x).mul(c(1.0).add(inner.un(Un::Tanh)))
+        }
+        UnaryOp::Silu => x.clone().div(c(1.0).add(x.un(Un::Neg).un(Un::Exp))),
+        UnaryOp::Mish => x.clone().mul(c(1.0).add(x.un(Un::Exp)).un(Un::Log).un(Un::Tanh)),
+    }
+}
+
+pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg) -> Result<(), String> {
+    if out.dtype != DType::F32 {
+        return Err(format!("elementwise ops producing {} are not compiled", out.dtype.name()));
+    }
+    match op {
+        Op::Unary(u) => map(b, name, ins, out, |x, _| unary_expr(*u, x[0].clone())),
+        Op::Binary(bo) => {
+            let bin = match bo {
+                BinaryOp::Add => crate::kernel::Bin::Add,
+                BinaryOp::Sub => crate::kernel::Bin::Sub,
+                BinaryOp::Mul => crate::kernel::Bin::Mul,
+                BinaryOp::Div => crate::kernel::Bin::Div,
+                BinaryOp::Pow => crate::kernel::Bin::Pow,
+                BinaryOp::Max => crate::kernel::Bin::Max,
+                BinaryOp::Min => crate::kernel::Bin::Min,
+                other => return Err(format!("comparison {other:?} is not compiled")),
+            };
+            map(b, name, ins, out, |x, _| x[0].clone().bin(bin, x[1].clone()))
+        }
+        Op::Where => {
+            let n: i64 = out.shape.iter().product();
+            let i = IExpr::v(0);
+            let cond = Cond::Bool(1, bcast_index(&i, &out.shape, &ins[0].shape));
+            let a = load(2, ins[1].dtype, bcast_index(&i, &out.shape, &ins[1].shape));
+            let c = load(3, ins[2].dtype, bcast_index(&i, &out.shape, &ins[2].shape));
+            let body = vec![Stmt::For {
+                var: 0,
+                extent: n,
+                parallel: true,
+                body: vec![Stmt::Store {
+                    buf: 0,
+                    idx: i,
+                    val: Expr::Select(cond, Box::new(a), Box::new(c)),
+                }],
+            }];
+            b.kernel(name, &[out.buf, ins[0].buf, ins[1].buf, ins[2].buf], Body::Loops(body), n, GRAIN)
+        }
+        Op::Cast { .. } => map(b, name, ins, out, |x, _| x[0].clone()),
+        Op::CausalMask { fill } => {
+            let r = out.shape.len();
+            let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
+            let fill = *fill as f32;
+            map(b, name, ins, out, move |x, i| {
+                let row = i.clone().div(n).rem(m);
+                let col = i.clone().rem(n);
+                // Keep j <= i + (n - m).
+                let keep = Cond::Le(col.add(IExpr::c(m)), row.add(IExpr::c(n)));
+                Expr::Select(keep, Box::new(x[0].clone()), Box::new(Expr::C(fill)))
+            })
+        }
+        Op::BatchNorm { eps } => {
+            // Per-channel operands [C] broadcast as [C, 1, 1].
+            let mut cshape = vec![1i64; ins[0].shape.len() - 1];
+            cshape[0] = ins[0].shape[1];
+            let chan: Vec<Arg> = ins[1..]
+                .iter()
+                .map(|a| Arg {
+                    shape: cshape.clone(),
+                    ..a.clone()
+                })
+                .collect();
+            let mut all = vec![ins[0].clone()];
+            all.extend(chan);
+            let eps = *eps as f32;
+            map(b, name, &all, out, move |x, _| {
+                let inv = Expr::C(1.0).div(x[4].clone().add(Expr::C(eps)).un(Un::Sqrt));
+                x[0].clone().sub(x[3].clone()).mul(inv).mul(x[1].clone()).add(x[2].clone())
+            })
+        }
+        other => Err(format!("internal: {} routed to pointwise", other.name())),
+    }
+}
+
+/// `dst[i] = src[i]` for `n` elements.
+pub(crate) fn copy(b: &mut Builder, src: usize, dst: usize, n: i64, dtype: DType) -> Result<(), String> {
+    if dtype != DType::F32 {
+        return Err(format!("copying {} outputs is not compiled", dtype.name()));
+    }
+    let body = vec![Stmt::For {
+        var: 0,
+        extent: n,
+        parallel: true,
+        body: vec![Stmt::Store {
+            buf: 0,
+            idx: IExpr::v(0),
+            val: Expr::Load(1, IExpr::v(0)),
+        }],
+    }];
+    b.kernel("copy", &[dst, src], Body::Loops(body), n, GRAIN)
+}

@@ -1,0 +1,233 @@
+//! The loop-level kernel IR: what codegen emits for each node before LLVM. Scalar loop nests
+//! over flat buffers (LLVM's vectorizer widens the inner loops), plus calls into the
+//! generated GEMM for contractions. `--emit kernel-ir` prints it.
+
+mod build;
+mod print;
+
+pub use build::{build_kernels, BuildError, Compiled};
+
+/// GEMM blocking shared by the kernel builder and the LLVM generator.
+pub mod build_consts {
+    pub use super::build::contraction_consts::*;
+}
+
+/// Element type of a kernel buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elem {
+    F32,
+    I64,
+    /// One byte per element, non-zero = true.
+    Bool,
+}
+
+/// A kernel: its buffer parameters (in the step's argument order) and body. The body's
+/// `For { parallel: true }` loop runs only `[begin, end)` of its extent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kernel {
+    pub name: String,
+    pub params: Vec<(String, Elem)>,
+    pub body: Body,
+    /// Extent of the parallel loop (1 when there is none).
+    pub extent: i64,
+    /// Smallest slice worth a thread.
+    pub grain: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Loops(Vec<Stmt>),
+    Gemm(GemmSpec),
+}
+
+/// `C[b] = act(A[b] × B[b] + bias + residual)` over `batch` matrices, row-major; parallel
+/// over `batch × ⌈n / 16⌉` column panels. Parameters: A, B, C, then bias, then residual.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GemmSpec {
+    pub m: i64,
+    pub n: i64,
+    pub k: i64,
+    pub lda: i64,
+    pub ldb: i64,
+    pub ldc: i64,
+    pub batch: i64,
+    /// Element strides between batches (0 broadcasts an operand).
+    pub stride_a: i64,
+    pub stride_b: i64,
+    pub stride_c: i64,
+    pub bias: BiasMode,
+    pub residual: bool,
+    pub act: GemmAct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BiasMode {
+    None,
+    /// One value per row of C (a convolution's output channel).
+    PerRow,
+    /// One value per column of C (a linear layer's output feature).
+    PerCol,
+}
+
+/// Activations the GEMM applies while storing (the rest run as a separate kernel).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GemmAct {
+    None,
+    Relu,
+    Clip(f32, f32),
+    /// `x · clip(αx + β, 0, 1)` (hard-swish: α = 1/6, β = 1/2).
+    HardSwish,
+    /// `clip(αx + β, 0, 1)`.
+    HardSigmoid(f32, f32),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stmt {
+    For {
+        var: u32,
+        extent: i64,
+        parallel: bool,
+        body: Vec<Stmt>,
+    },
+    Store {
+        buf: usize,
+        idx: IExpr,
+        val: Expr,
+    },
+    /// Declares an f32 local.
+    Local {
+        id: u32,
+        init: Expr,
+    },
+    Assign {
+        id: u32,
+        val: Expr,
+    },
+}
+
+/// Integer (index) expressions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IExpr {
+    Var(u32),
+    C(i64),
+    Add(Box<IExpr>, Box<IExpr>),
+    Mul(Box<IExpr>, Box<IExpr>),
+    Div(Box<IExpr>, Box<IExpr>),
+    Rem(Box<IExpr>, Box<IExpr>),
+    /// An element of an i64 buffer.
+    Load(usize, Box<IExpr>),
+}
+
+/// Index conditions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    /// `0 <= e < n`.
+    InRange(IExpr, i64),
+    /// `a <= b`.
+    Le(IExpr, IExpr),
+    /// A bool buffer element.
+    Bool(usize, IExpr),
+    And(Box<Cond>, Box<Cond>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Un {
+    Neg,
+    Exp,
+    Log,
+    Sqrt,
+    Tanh,
+    Erf,
+    Abs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bin {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+    Pow,
+}
+
+/// f32 expressions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    C(f32),
+    Load(usize, IExpr),
+    /// A load that reads 0 where the condition fails (padding), without touching memory.
+    LoadIf(usize, IExpr, Cond),
+    Local(u32),
+    Un(Un, Box<Expr>),
+    Bin(Bin, Box<Expr>, Box<Expr>),
+    Select(Cond, Box<Expr>, Box<Expr>),
+    FromInt(IExpr),
+}
+
+// Small constructors keep the op builders readable.
+impl IExpr {
+    pub fn c(v: i64) -> IExpr {
+        IExpr::C(v)
+    }
+    pub fn v(id: u32) -> IExpr {
+        IExpr::Var(id)
+    }
+    pub fn add(self, o: IExpr) -> IExpr {
+        match (&self, &o) {
+            (IExpr::C(0), _) => o,
+            (_, IExpr::C(0)) => self,
+            (IExpr::C(a), IExpr::C(b)) => IExpr::C(a + b),
+            _ => IExpr::Add(Box::new(self), Box::new(o)),
+        }
+    }
+    pub fn mul(self, o: i64) -> IExpr {
+        match (&self, o) {
+            (_, 0) => IExpr::C(0),
+            (_, 1) => self,
+            (IExpr::C(a), b) => IExpr::C(a * b),
+            _ => IExpr::Mul(Box::new(self), Box::new(IExpr::C(o))),
+        }
+    }
+    pub fn mul_e(self, o: IExpr) -> IExpr {
+        IExpr::Mul(Box::new(self), Box::new(o))
+    }
+    pub fn div(self, o: i64) -> IExpr {
+        if o == 1 {
+            self
+        } else {
+            IExpr::Div(Box::new(self), Box::new(IExpr::C(o)))
+        }
+    }
+    pub fn rem(self, o: i64) -> IExpr {
+        IExpr::Rem(Box::new(self), Box::new(IExpr::C(o)))
+    }
+}
+
+impl Expr {
+    pub fn un(self, u: Un) -> Expr {
+        Expr::Un(u, Box::new(self))
+    }
+    pub fn bin(self, b: Bin, o: Expr) -> Expr {
+        Expr::Bin(b, Box::new(self), Box::new(o))
+    }
+    pub fn add(self, o: Expr) -> Expr {
+        self.bin(Bin::Add, o)
+    }
+    pub fn sub(self, o: Expr) -> Expr {
+        self.bin(Bin::Sub, o)
+    }
+    pub fn mul(self, o: Expr) -> Expr {
+        self.bin(Bin::Mul, o)
+    }
+    pub fn div(self, o: Expr) -> Expr {
+        self.bin(Bin::Div, o)
+    }
+    pub fn max(self, o: Expr) -> Expr {
+        self.bin(Bin::Max, o)
+    }
+    pub fn min(self, o: Expr) -> Expr {
+        self.bin(Bin::Min, o)
+    }
+}

@@ -1,0 +1,226 @@
+//! Runs a [`Program`]: allocates its buffers (64-byte aligned), loads weights and
+//! constants once, then per call copies the inputs in, runs the kernels in order (each
+//! split across the pool's threads) and copies the outputs out.
+
+use super::{BufferRole, KernelFn, Program, ThreadPool};
+use crate::io::weights::Weights;
+use crate::tensor::{HostTensor, TensorData};
+use oar_ir::DType;
+use std::sync::Arc;
+
+/// Why a program cannot be set up or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("kernel table has {got} entries, the program names {want}")]
+    Kernels { got: usize, want: usize },
+    #[error("weight \"{name}\": {message}")]
+    Weight { name: String, message: String },
+    #[error("input {index} (`{name}`): {message}")]
+    Input {
+        index: usize,
+        name: String,
+        message: String,
+    },
+    #[error("buffer `{0}` has dtype {1}, which the executor does not hold")]
+    Dtype(String, DType),
+}
+
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+struct Line([u8; 64]);
+
+/// A zeroed, 64-byte aligned byte buffer.
+struct Buffer {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+impl Buffer {
+    fn new(len: usize) -> Buffer {
+        Buffer {
+            lines: vec![Line([0; 64]); len.div_ceil(64).max(1)],
+            len,
+        }
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // Safety: `lines` holds at least `len` initialized bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.len) }
+    }
+    fn bytes(&self) -> &[u8] {
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast(), self.len) }
+    }
+    fn ptr(&mut self) -> *mut u8 {
+        self.lines.as_mut_ptr().cast()
+    }
+}
+
+/// Raw pointers handed to worker threads; the executor guarantees kernels on different
+/// threads write disjoint parts of their outputs.
+#[derive(Clone, Copy)]
+struct SendPtrs(*const *mut u8, *mut u8, usize);
+unsafe impl Send for SendPtrs {}
+unsafe impl Sync for SendPtrs {}
+
+/// A program bound to its kernels, weights and threads.
+pub struct Executor {
+    program: Program,
+    kernels: Vec<KernelFn>,
+    buffers: Vec<Buffer>,
+    scratch: Vec<Buffer>,
+    pool: ThreadPool,
+    /// Input buffer ids in graph-input order.
+    inputs: Vec<usize>,
+}
+
+fn tensor_bytes(t: &HostTensor, want: DType) -> Option<Vec<u8>> {
+    match (&t.data, want) {
+        (TensorData::F32(v), DType::F32) => Some(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        (TensorData::I64(v), DType::I64) => Some(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        (TensorData::Bool(v), DType::Bool) => Some(v.iter().map(|&b| b as u8).collect()),
+        _ => None,
+    }
+}
+
+impl Executor {
+    pub fn new(program: Program, kernels: Vec<KernelFn>, weights: &Weights, threads: usize) -> Result<Executor, ExecError> {
+        if kernels.len() != program.kernels.len() {
+            return Err(ExecError::Kernels {
+                got: kernels.len(),
+                want: program.kernels.len(),
+            });
+        }
+        let mut buffers = Vec::with_capacity(program.buffers.len());
+        let mut inputs = Vec::new();
+        for (id, b) in program.buffers.iter().enumerate() {
+            if !matches!(b.dtype, DType::F32 | DType::I64 | DType::Bool) {
+                return Err(ExecError::Dtype(b.name.clone(), b.dtype));
+            }
+            let mut buf = Buffer::new(b.bytes());
+            match &b.role {
+                BufferRole::Input(k) => {
+                    if inputs.len() <= *k {
+                        inputs.resize(*k + 1, usize::MAX);
+                    }
+                    inputs[*k] = id;
+                }
+                BufferRole::Weight(name) => {
+                    let w = weights.get(name).ok_or_else(|| ExecError::Weight {
+                        name: name.clone(),
+                        message: "missing from the weights".into(),
+                    })?;
+                    if w.shape != b.shape {
+                        return Err(ExecError::Weight {
+                            name: name.clone(),
+                            message: format!("has shape {:?}, the program needs {:?}", w.shape, b.shape),
+                        });
+                    }
+                    let bytes = tensor_bytes(w, b.dtype).ok_or_else(|| ExecError::Weight {
+                        name: name.clone(),
+                        message: format!("is {}, the program needs {}", w.dtype().name(), b.dtype.name()),
+                    })?;
+                    buf.bytes_mut().copy_from_slice(&bytes);
+                }
+                BufferRole::Constant(data) => buf.bytes_mut().copy_from_slice(data),
+                BufferRole::Temp => {}
+            }
+            buffers.push(buf);
+        }
+        let pool = ThreadPool::new(threads);
+        let scratch = (0..pool.threads()).map(|_| Buffer::new(program.scratch_bytes)).collect();
+        Ok(Executor {
+            program,
+            kernels,
+            buffers,
+            scratch,
+            pool,
+            inputs,
+        })
+    }
+
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// Runs the program on `inputs` (graph-input order).
+    pub fn run(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, ExecError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(ExecError::Input {
+                index: inputs.len(),
+                name: String::new(),
+                message: format!("{} inputs given, the program takes {}", inputs.len(), self.inputs.len()),
+            });
+        }
+        for (k, t) in inputs.iter().enumerate() {
+            let id = self.inputs[k];
+            let decl = &self.program.buffers[id];
+            let fail = |message: String| ExecError::Input {
+                index: k,
+                name: decl.name.clone(),
+                message,
+            };
+            if t.shape != decl.shape {
+                return Err(fail(format!("shape {:?}, the program was compiled for {:?}", t.shape, decl.shape)));
+            }
+            let bytes = tensor_bytes(t, decl.dtype).ok_or_else(|| fail(format!("is {}, expected {}", t.dtype().name(), decl.dtype.name())))?;
+            self.buffers[id].bytes_mut().copy_from_slice(&bytes);
+        }
+        let ptrs: Vec<*mut u8> = self.buffers.iter_mut().map(Buffer::ptr).collect();
+        let scratch: Vec<*mut u8> = self.scratch.iter_mut().map(Buffer::ptr).collect();
+        let threads = self.pool.threads();
+        for step in &self.program.steps {
+            let args: Vec<*mut u8> = step.args.iter().map(|&b| ptrs[b]).collect();
+            let f = self.kernels[step.kernel];
+            let parts = if threads > 1 && step.extent >= 2 * step.grain.max(1) {
+                threads.min((step.extent / step.grain.max(1)) as usize)
+            } else {
+                1
+            };
+            if parts <= 1 {
+                unsafe { f(args.as_ptr(), 0, step.extent, scratch[0]) };
+                continue;
+            }
+            let shared = SendPtrs(args.as_ptr(), scratch.as_ptr().cast::<u8>().cast_mut(), parts);
+            let extent = step.extent;
+            self.pool.run(Arc::new(move |t| {
+                let s = shared;
+                if t >= s.2 {
+                    return;
+                }
+                let begin = extent * t as i64 / s.2 as i64;
+                let end = extent * (t as i64 + 1) / s.2 as i64;
+                // Safety: each thread gets its own scratch and a disjoint [begin, end).
+                unsafe {
+                    let scratch = *(s.1 as *const *mut u8).add(t);
+                    f(s.0, begin, end, scratch)
+                };
+            }));
+        }
+        Ok(self
+            .program
+            .outputs
+            .iter()
+            .map(|&id| read_buffer(&self.program.buffers[id], self.buffers[id].bytes()))
+            .collect())
+    }
+}
+
+fn read_buffer(decl: &super::BufferDecl, bytes: &[u8]) -> HostTensor {
+    let shape = decl.shape.clone();
+    match decl.dtype {
+        DType::I64 => HostTensor::i64(
+            shape,
+            bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+        ),
+        DType::Bool => HostTensor::bool(shape, bytes.iter().map(|&b| b != 0).collect()),
+        _ => HostTensor::f32(
+            shape,
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+    }
+}
