@@ -27,7 +27,12 @@ pub struct JitModel {
 
 impl JitModel {
     /// Compiles `g` (symbols bound by `bindings`) and loads `weights`.
-    pub fn new(g: &Graph, bindings: &BTreeMap<String, u64>, weights: &Weights, threads: usize) -> Result<JitModel, CompileError> {
+    pub fn new(
+        g: &Graph,
+        bindings: &BTreeMap<String, u64>,
+        weights: &Weights,
+        threads: usize,
+    ) -> Result<JitModel, CompileError> {
         let compiled = build_kernels(g, bindings)?;
         let code = jit(&compiled)?;
         let exec = Executor::new(compiled.program, code.kernels.clone(), weights, threads)?;
@@ -36,5 +41,14 @@ impl JitModel {
 
     pub fn run(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, CompileError> {
         Ok(self.exec.run(inputs)?)
+    }
+}
+
+impl JitModel {
+    /// Per-kernel wall times of one run, slowest first.
+    pub fn profile(&mut self, inputs: &[HostTensor]) -> Result<Vec<(String, f64)>, CompileError> {
+        let (_, mut t) = self.exec.profile(inputs)?;
+        t.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(t)
     }
 }

@@ -1,7 +1,8 @@
 //! oar-codegen: code generation from the IR. `mlir` writes a graph in MLIR's TOSA dialect and
 //! checks it with MLIR's own verifier (through melior).
 
-pub mod mlir;
-pub mod kernel;
 pub mod cpu;
 pub mod jit;
+pub mod kernel;
+pub mod mlir;
+pub mod package;

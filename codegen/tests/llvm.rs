@@ -11,7 +11,10 @@ fn rel_err(a: &HostTensor, b: &HostTensor) -> f64 {
     assert_eq!(a.shape, b.shape);
     let (x, y) = (a.to_f64(), b.to_f64());
     let scale = y.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
-    x.iter().zip(&y).fold(0f64, |m, (p, q)| m.max((p - q).abs())) / scale
+    x.iter()
+        .zip(&y)
+        .fold(0f64, |m, (p, q)| m.max((p - q).abs()))
+        / scale
 }
 
 fn random_inputs(g: &oar_ir::Graph, b: &BTreeMap<String, u64>, seed: u64) -> Vec<HostTensor> {
@@ -29,8 +32,15 @@ fn random_inputs(g: &oar_ir::Graph, b: &BTreeMap<String, u64>, seed: u64) -> Vec
             let shape: Vec<usize> = t.shape.eval(b, 1).iter().map(|&d| d as usize).collect();
             let n = shape.iter().product();
             match t.dtype {
-                oar_ir::DType::I64 => HostTensor::i64(shape, (0..n).map(|_| (next() % 3) as i64).collect()),
-                _ => HostTensor::f32(shape, (0..n).map(|_| (next() % 20001) as f32 / 10000.0 - 1.0).collect()),
+                oar_ir::DType::I64 => {
+                    HostTensor::i64(shape, (0..n).map(|_| (next() % 3) as i64).collect())
+                }
+                _ => HostTensor::f32(
+                    shape,
+                    (0..n)
+                        .map(|_| (next() % 20001) as f32 / 10000.0 - 1.0)
+                        .collect(),
+                ),
             }
         })
         .collect()
@@ -56,7 +66,11 @@ fn example(name: &str) -> oar_ir::Graph {
 
 #[test]
 fn examples_match_the_interpreter() {
-    let b = BTreeMap::from([("N".to_string(), 3), ("S".to_string(), 5), ("seq".to_string(), 5)]);
+    let b = BTreeMap::from([
+        ("N".to_string(), 3),
+        ("S".to_string(), 5),
+        ("seq".to_string(), 5),
+    ]);
     for name in ["mlp", "convnet", "transformer"] {
         check(&example(name), &b, 2);
     }
@@ -83,7 +97,10 @@ fn optimized_graphs_match_the_interpreter() {
     let cx = PassContext::new(cluster.node_groups[0].device.clone());
     for name in ["lcnet_x0_5", "ernie-3.0-tiny"] {
         let g = oar_models::build(name).unwrap().unwrap();
-        let (opt, _) = Pipeline::named("inference", &[]).unwrap().run(g, &cx, |_, _| {}).unwrap();
+        let (opt, _) = Pipeline::named("inference", &[])
+            .unwrap()
+            .run(g, &cx, |_, _| {})
+            .unwrap();
         let b = BTreeMap::from([("N".to_string(), 2), ("seq".to_string(), 8)]);
         check(&opt, &b, 2);
     }

@@ -1,6 +1,7 @@
 //! Subcommands. Each file is one command family.
 
 mod cluster;
+mod compile;
 mod export;
 mod inspect;
 mod models;
@@ -23,6 +24,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// List the model zoo with parameters and MACs.
     Models(models::ModelsArgs),
+    /// Compile a model for this CPU: an executable, a shared library, or LLVM IR/asm.
+    Compile(compile::CompileArgs),
     /// Write a graph or zoo model, with weights, as an ONNX model (opset 17).
     Export(export::ExportArgs),
     /// Run a graph, ONNX model or zoo model in the reference interpreter.
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(a) => models::run(a),
         Command::Run(a) => run::run(a),
         Command::Export(a) => export::run(a),
+        Command::Compile(a) => compile::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Cluster(c) => cluster::run(c),
     }

@@ -26,9 +26,13 @@ pub struct RunArgs {
     /// Output files (.npy), one per graph output, in order.
     #[arg(short, long = "output")]
     outputs: Vec<PathBuf>,
-    /// The backend (only the reference interpreter so far).
-    #[arg(long, default_value = "interp", value_parser = ["interp"])]
+    /// `interp`: the reference interpreter; `llvm`: compiled for this CPU (after the
+    /// `inference` pipeline).
+    #[arg(long, default_value = "interp", value_parser = ["interp", "llvm"])]
     backend: String,
+    /// Threads for the llvm backend.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -87,18 +91,22 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             t.with_context(|| format!("no value for input `{n}` (pass --input {n}=FILE.npy)"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let weights = match (&a.weights, loaded.weights) {
-        (Some(p), _) => load_safetensors(p)?,
-        (None, Some(w)) => w,
-        (None, None) => {
-            eprintln!(
-                "note: parameters initialised from seed {} (pass --weights FILE.safetensors)",
-                a.seed
-            );
-            init_weights(&graph, a.seed).map_err(anyhow::Error::msg)?
-        }
+    let weights = resolve_weights(
+        &oar::LoadedModel {
+            graph: graph.clone(),
+            weights: loaded.weights,
+        },
+        a.weights.as_deref(),
+        a.seed,
+    )?;
+    let outs = if a.backend == "llvm" {
+        let bindings = bind_from_inputs(&graph, &inputs);
+        let optimized = optimize(graph, "inference", &bindings)?;
+        let mut m = oar::codegen::jit::JitModel::new(&optimized, &bindings, &weights, a.threads)?;
+        m.run(&inputs)?
+    } else {
+        interpret(&graph, &inputs, &weights)?
     };
-    let outs = interpret(&graph, &inputs, &weights)?;
     if !a.outputs.is_empty() && a.outputs.len() != outs.len() {
         bail!(
             "the graph has {} outputs but {} -o files were given",
@@ -119,4 +127,55 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         }
     }
     super::emit(&summary, None)
+}
+
+/// The weights a run uses: `--weights`, else the model file's, else seeded.
+pub(crate) fn resolve_weights(
+    loaded: &oar::LoadedModel,
+    path: Option<&std::path::Path>,
+    seed: u64,
+) -> anyhow::Result<oar::runtime::Weights> {
+    Ok(match (path, &loaded.weights) {
+        (Some(p), _) => load_safetensors(p)?,
+        (None, Some(w)) => w.clone(),
+        (None, None) => {
+            eprintln!(
+                "note: parameters initialised from seed {seed} (pass --weights FILE.safetensors)"
+            );
+            init_weights(&loaded.graph, seed).map_err(anyhow::Error::msg)?
+        }
+    })
+}
+
+/// Symbol values read off the actual inputs (compiled code has static shapes).
+fn bind_from_inputs(
+    g: &oar::ir::Graph,
+    inputs: &[HostTensor],
+) -> std::collections::BTreeMap<String, u64> {
+    let mut b = std::collections::BTreeMap::new();
+    for (&i, t) in g.inputs().iter().zip(inputs) {
+        for (d, &n) in g.node(i).outputs[0].shape.0.iter().zip(&t.shape) {
+            if let oar::ir::Dim::Sym(_) = d {
+                if let [s] = d.symbols()[..] {
+                    if d.split_coef().0 == 1 {
+                        b.insert(s.to_string(), n as u64);
+                    }
+                }
+            }
+        }
+    }
+    b
+}
+
+/// Runs a named pass pipeline for the CPU.
+pub(crate) fn optimize(
+    g: oar::ir::Graph,
+    pipeline: &str,
+    bindings: &std::collections::BTreeMap<String, u64>,
+) -> anyhow::Result<oar::ir::Graph> {
+    use oar::passes::{PassContext, Pipeline};
+    let cluster = oar::ir::Cluster::resolve("cpu")?;
+    let mut cx = PassContext::new(cluster.node_groups[0].device.clone());
+    cx.bindings = bindings.clone();
+    Ok(Pipeline::named(pipeline, &[])?.run(g, &cx, |_, _| {})?.0)
 }

@@ -56,11 +56,15 @@ fn act_scalar<'ctx>(ir: &Ir<'_, 'ctx>, a: GemmAct, x: FloatValue<'ctx>) -> R<Flo
 fn act_vector<'ctx>(ir: &Ir<'_, 'ctx>, a: GemmAct, x: VectorValue<'ctx>) -> R<VectorValue<'ctx>> {
     let sp = |v: f32| ir.splat(ir.f(v));
     let max = |a: VectorValue<'ctx>, b: VectorValue<'ctx>| -> R<VectorValue<'ctx>> {
-        let c = ir.b.build_float_compare(FloatPredicate::OGT, a, b, "c").m()?;
+        let c =
+            ir.b.build_float_compare(FloatPredicate::OGT, a, b, "c")
+                .m()?;
         Ok(ir.b.build_select(c, a, b, "mx").m()?.into_vector_value())
     };
     let min = |a: VectorValue<'ctx>, b: VectorValue<'ctx>| -> R<VectorValue<'ctx>> {
-        let c = ir.b.build_float_compare(FloatPredicate::OLT, a, b, "c").m()?;
+        let c =
+            ir.b.build_float_compare(FloatPredicate::OLT, a, b, "c")
+                .m()?;
         Ok(ir.b.build_select(c, a, b, "mn").m()?.into_vector_value())
     };
     let hsig = |x: VectorValue<'ctx>, al: f32, be: f32| -> R<VectorValue<'ctx>> {
@@ -89,7 +93,25 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
     }
     let p = cx.ptr_type(inkwell::AddressSpace::default());
     let i = cx.i64_type();
-    let ty = cx.void_type().fn_type(&[p.into(), p.into(), p.into(), p.into(), p.into(), i.into(), i.into(), i.into(), i.into(), i.into(), i.into(), i.into(), i.into(), p.into()], false);
+    let ty = cx.void_type().fn_type(
+        &[
+            p.into(),
+            p.into(),
+            p.into(),
+            p.into(),
+            p.into(),
+            i.into(),
+            i.into(),
+            i.into(),
+            i.into(),
+            i.into(),
+            i.into(),
+            i.into(),
+            i.into(),
+            p.into(),
+        ],
+        false,
+    );
     let f = module.add_function(&name, ty, Some(Linkage::Internal));
     let ir = Ir::new(cx, module, f);
     let arg = |k: u32| f.get_nth_param(k).expect("declared above");
@@ -100,10 +122,26 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
         arg(3).into_pointer_value(),
         arg(4).into_pointer_value(),
     );
-    let [m, n, k, lda, ldb, ldc, col_lo, col_hi] = [5, 6, 7, 8, 9, 10, 11, 12].map(|q| arg(q).into_int_value());
+    let [m, n, k, lda, ldb, ldc, col_lo, col_hi] =
+        [5, 6, 7, 8, 9, 10, 11, 12].map(|q| arg(q).into_int_value());
     let scratch = arg(13).into_pointer_value();
     let tmp = ir.entry_alloca(cx.f32_type().array_type((MR * NR) as u32).into(), "tile")?;
-    let g = Gemm { ir: &ir, s, a, bm, c, bias, res, m, k, lda, ldb, ldc, scratch, tmp };
+    let g = Gemm {
+        ir: &ir,
+        s,
+        a,
+        bm,
+        c,
+        bias,
+        res,
+        m,
+        k,
+        lda,
+        ldb,
+        ldc,
+        scratch,
+        tmp,
+    };
     ir.for_loop(col_lo, col_hi, NC, &mut |ir, jc| {
         let nc = ir.min(ir.i(NC), ir.sub(col_hi, jc)?)?;
         ir.for_loop(ir.i(0), k, KC, &mut |ir, pc| {
@@ -114,7 +152,9 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
             ir.for_loop(ir.i(0), m, MC, &mut |ir, ic| {
                 let ic_end = ir.min(ir.add(ic, ir.i(MC))?, m)?;
                 ir.for_loop(ir.i(0), nc, NR, &mut |ir, jr| {
-                    ir.for_loop(ic, ic_end, MR, &mut |_, row| g.micro(row, jc, jr, nc, pc, kc, first, last))
+                    ir.for_loop(ic, ic_end, MR, &mut |_, row| {
+                        g.micro(row, jc, jr, nc, pc, kc, first, last)
+                    })
                 })
             })
         })
@@ -144,7 +184,13 @@ struct Gemm<'a, 'b, 'ctx> {
 impl<'ctx> Gemm<'_, '_, 'ctx> {
     /// Packs B[pc..pc+kc, jc..jc+nc] as NR-wide panels, `scratch[(p·kc + kk)·NR + j]`,
     /// zero-filling columns past `nc`.
-    fn pack(&self, jc: IntValue<'ctx>, nc: IntValue<'ctx>, pc: IntValue<'ctx>, kc: IntValue<'ctx>) -> R<()> {
+    fn pack(
+        &self,
+        jc: IntValue<'ctx>,
+        nc: IntValue<'ctx>,
+        pc: IntValue<'ctx>,
+        kc: IntValue<'ctx>,
+    ) -> R<()> {
         let ir = self.ir;
         let _ = self.k;
         ir.for_loop(ir.i(0), nc, NR, &mut |ir, j0| {
@@ -166,9 +212,15 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                     &mut |ir| {
                         for j in 0..NR {
                             let inside = ir.icmp(IntPredicate::SLT, ir.add(j0, ir.i(j))?, nc)?;
-                            let at = ir.b.build_select(inside, ir.add(src, ir.i(j))?, ir.i(0), "at").m()?.into_int_value();
+                            let at =
+                                ir.b.build_select(inside, ir.add(src, ir.i(j))?, ir.i(0), "at")
+                                    .m()?
+                                    .into_int_value();
                             let x = ir.load_f32(self.bm, at)?;
-                            let x = ir.b.build_select(inside, x, ir.f(0.0), "z").m()?.into_float_value();
+                            let x =
+                                ir.b.build_select(inside, x, ir.f(0.0), "z")
+                                    .m()?
+                                    .into_float_value();
                             ir.store_f32(self.scratch, ir.add(dst, ir.i(j))?, x)?;
                         }
                         Ok(())
@@ -180,7 +232,17 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
 
     /// One MR × NR tile of C at (row, jc + jr).
     #[allow(clippy::too_many_arguments)]
-    fn micro(&self, row: IntValue<'ctx>, jc: IntValue<'ctx>, jr: IntValue<'ctx>, nc: IntValue<'ctx>, pc: IntValue<'ctx>, kc: IntValue<'ctx>, first: IntValue<'ctx>, last: IntValue<'ctx>) -> R<()> {
+    fn micro(
+        &self,
+        row: IntValue<'ctx>,
+        jc: IntValue<'ctx>,
+        jr: IntValue<'ctx>,
+        nc: IntValue<'ctx>,
+        pc: IntValue<'ctx>,
+        kc: IntValue<'ctx>,
+        first: IntValue<'ctx>,
+        last: IntValue<'ctx>,
+    ) -> R<()> {
         let ir = self.ir;
         let mr = ir.min(ir.i(MR), ir.sub(self.m, row)?)?;
         let nr = ir.min(ir.i(NR), ir.sub(nc, jr)?)?;
@@ -215,14 +277,22 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         ir.b.build_conditional_branch(cond, body, exit).m()?;
         ir.b.position_at_end(body);
         let bidx = ir.add(bp, ir.mul(kk, ir.i(NR))?)?;
-        let bv: Vec<VectorValue<'ctx>> = (0..NR / 8).map(|v| ir.load_v8(self.scratch, ir.add(bidx, ir.i(v * 8))?)).collect::<R<_>>()?;
+        let bv: Vec<VectorValue<'ctx>> = (0..NR / 8)
+            .map(|v| ir.load_v8(self.scratch, ir.add(bidx, ir.i(v * 8))?))
+            .collect::<R<_>>()?;
         let mut next = Vec::new();
         for r in 0..MR as usize {
             let a = ir.load_f32(self.a, ir.add(a_rows[r], kk)?)?;
             let av = ir.splat(a)?;
             for v in 0..(NR / 8) as usize {
                 let acc = accs[r * 2 + v].as_basic_value().into_vector_value();
-                let fma = ir.intrinsic("llvm.fma", v8.into(), &[av.into(), bv[v].into(), acc.into()])?.into_vector_value();
+                let fma = ir
+                    .intrinsic(
+                        "llvm.fma",
+                        v8.into(),
+                        &[av.into(), bv[v].into(), acc.into()],
+                    )?
+                    .into_vector_value();
                 next.push(fma);
             }
         }
@@ -234,9 +304,18 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         }
         ir.b.build_unconditional_branch(header).m()?;
         ir.b.position_at_end(exit);
-        let acc: Vec<VectorValue<'ctx>> = accs.iter().map(|p| p.as_basic_value().into_vector_value()).collect();
+        let acc: Vec<VectorValue<'ctx>> = accs
+            .iter()
+            .map(|p| p.as_basic_value().into_vector_value())
+            .collect();
 
-        let full = ir.b.build_and(ir.icmp(IntPredicate::EQ, mr, ir.i(MR))?, ir.icmp(IntPredicate::EQ, nr, ir.i(NR))?, "full").m()?;
+        let full =
+            ir.b.build_and(
+                ir.icmp(IntPredicate::EQ, mr, ir.i(MR))?,
+                ir.icmp(IntPredicate::EQ, nr, ir.i(NR))?,
+                "full",
+            )
+            .m()?;
         ir.if_else(
             full,
             &mut |ir| {
@@ -246,8 +325,16 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                         let at = ir.add(crow, ir.add(col, ir.i(v as i64 * 8))?)?;
                         let old = ir.load_v8(self.c, at)?;
                         let sum = ir.b.build_float_add(acc[r * 2 + v], old, "c").m()?;
-                        let x = ir.b.build_select(first, acc[r * 2 + v], sum, "x").m()?.into_vector_value();
-                        let e = self.epilogue_v(x, ir.add(row, ir.i(r as i64))?, ir.add(col, ir.i(v as i64 * 8))?, at)?;
+                        let x =
+                            ir.b.build_select(first, acc[r * 2 + v], sum, "x")
+                                .m()?
+                                .into_vector_value();
+                        let e = self.epilogue_v(
+                            x,
+                            ir.add(row, ir.i(r as i64))?,
+                            ir.add(col, ir.i(v as i64 * 8))?,
+                            at,
+                        )?;
                         let y = ir.b.build_select(last, e, x, "y").m()?.into_vector_value();
                         ir.store_v8(self.c, at, y)?;
                     }
@@ -264,7 +351,10 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                         let t = ir.load_f32(self.tmp, ir.add(ir.mul(r, ir.i(NR))?, j)?)?;
                         let old = ir.load_f32(self.c, at)?;
                         let sum = ir.b.build_float_add(t, old, "c").m()?;
-                        let x = ir.b.build_select(first, t, sum, "x").m()?.into_float_value();
+                        let x =
+                            ir.b.build_select(first, t, sum, "x")
+                                .m()?
+                                .into_float_value();
                         let e = self.epilogue_s(x, ir.add(row, r)?, ir.add(col, j)?, at)?;
                         let y = ir.b.build_select(last, e, x, "y").m()?.into_float_value();
                         ir.store_f32(self.c, at, y)
@@ -274,7 +364,13 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         )
     }
 
-    fn epilogue_v(&self, x: VectorValue<'ctx>, row: IntValue<'ctx>, col: IntValue<'ctx>, at: IntValue<'ctx>) -> R<VectorValue<'ctx>> {
+    fn epilogue_v(
+        &self,
+        x: VectorValue<'ctx>,
+        row: IntValue<'ctx>,
+        col: IntValue<'ctx>,
+        at: IntValue<'ctx>,
+    ) -> R<VectorValue<'ctx>> {
         let ir = self.ir;
         let mut x = x;
         match self.s.bias {
@@ -289,21 +385,39 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
             }
         }
         if self.s.residual {
-            x = ir.b.build_float_add(x, ir.load_v8(self.res, at)?, "r").m()?;
+            x =
+                ir.b.build_float_add(x, ir.load_v8(self.res, at)?, "r")
+                    .m()?;
         }
         act_vector(ir, self.s.act, x)
     }
 
-    fn epilogue_s(&self, x: FloatValue<'ctx>, row: IntValue<'ctx>, col: IntValue<'ctx>, at: IntValue<'ctx>) -> R<FloatValue<'ctx>> {
+    fn epilogue_s(
+        &self,
+        x: FloatValue<'ctx>,
+        row: IntValue<'ctx>,
+        col: IntValue<'ctx>,
+        at: IntValue<'ctx>,
+    ) -> R<FloatValue<'ctx>> {
         let ir = self.ir;
         let mut x = x;
         match self.s.bias {
             BiasMode::None => {}
-            BiasMode::PerRow => x = ir.b.build_float_add(x, ir.load_f32(self.bias, row)?, "b").m()?,
-            BiasMode::PerCol => x = ir.b.build_float_add(x, ir.load_f32(self.bias, col)?, "b").m()?,
+            BiasMode::PerRow => {
+                x =
+                    ir.b.build_float_add(x, ir.load_f32(self.bias, row)?, "b")
+                        .m()?
+            }
+            BiasMode::PerCol => {
+                x =
+                    ir.b.build_float_add(x, ir.load_f32(self.bias, col)?, "b")
+                        .m()?
+            }
         }
         if self.s.residual {
-            x = ir.b.build_float_add(x, ir.load_f32(self.res, at)?, "r").m()?;
+            x =
+                ir.b.build_float_add(x, ir.load_f32(self.res, at)?, "r")
+                    .m()?;
         }
         act_scalar(ir, self.s.act, x)
     }
@@ -326,14 +440,26 @@ pub(crate) fn lower_gemm_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpe
     let res = if s.residual { bufs[next] } else { null };
     let begin = ir.func.get_nth_param(1).ok_or("no begin")?.into_int_value();
     let end = ir.func.get_nth_param(2).ok_or("no end")?.into_int_value();
-    let scratch = ir.func.get_nth_param(3).ok_or("no scratch")?.into_pointer_value();
+    let scratch = ir
+        .func
+        .get_nth_param(3)
+        .ok_or("no scratch")?
+        .into_pointer_value();
     let ncb = (s.n + NR - 1) / NR;
     let b0 = ir.b.build_int_signed_div(begin, ir.i(ncb), "b0").m()?;
     let last = ir.sub(end, ir.i(1))?;
-    let b1 = ir.add(ir.b.build_int_signed_div(last, ir.i(ncb), "b1").m()?, ir.i(1))?;
+    let b1 = ir.add(
+        ir.b.build_int_signed_div(last, ir.i(ncb), "b1").m()?,
+        ir.i(1),
+    )?;
     ir.for_loop(b0, b1, 1, &mut |ir, bt| {
         let base = ir.mul(bt, ir.i(ncb))?;
-        let lo = ir.sub(ir.b.build_select(ir.icmp(IntPredicate::SGT, begin, base)?, begin, base, "lo").m()?.into_int_value(), base)?;
+        let lo = ir.sub(
+            ir.b.build_select(ir.icmp(IntPredicate::SGT, begin, base)?, begin, base, "lo")
+                .m()?
+                .into_int_value(),
+            base,
+        )?;
         let hi_panel = ir.min(end, ir.add(base, ir.i(ncb))?)?;
         let hi = ir.sub(hi_panel, base)?;
         let col_lo = ir.mul(lo, ir.i(NR))?;
@@ -349,7 +475,12 @@ pub(crate) fn lower_gemm_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpe
             off(b, s.stride_b)?.into(),
             off(c, s.stride_c)?.into(),
             bias.into(),
-            if s.residual { off(res, s.stride_c)? } else { res }.into(),
+            if s.residual {
+                off(res, s.stride_c)?
+            } else {
+                res
+            }
+            .into(),
             ir.i(s.m).into(),
             ir.i(s.n).into(),
             ir.i(s.k).into(),

@@ -7,7 +7,10 @@ use inkwell::context::Context;
 use inkwell::intrinsics::Intrinsic;
 use inkwell::module::Module;
 use inkwell::types::{BasicTypeEnum, FloatType, IntType, PointerType, VectorType};
-use inkwell::values::{BasicMetadataValueEnum, BasicValue, BasicValueEnum, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
+use inkwell::values::{
+    BasicMetadataValueEnum, BasicValue, BasicValueEnum, FloatValue, FunctionValue, IntValue,
+    PointerValue, VectorValue,
+};
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
 
 pub(crate) type R<T> = Result<T, String>;
@@ -30,11 +33,20 @@ pub(crate) struct Ir<'a, 'ctx> {
 }
 
 impl<'a, 'ctx> Ir<'a, 'ctx> {
-    pub fn new(cx: &'ctx Context, module: &'a Module<'ctx>, func: FunctionValue<'ctx>) -> Ir<'a, 'ctx> {
+    pub fn new(
+        cx: &'ctx Context,
+        module: &'a Module<'ctx>,
+        func: FunctionValue<'ctx>,
+    ) -> Ir<'a, 'ctx> {
         let b = cx.create_builder();
         let entry = cx.append_basic_block(func, "entry");
         b.position_at_end(entry);
-        Ir { cx, module, b, func }
+        Ir {
+            cx,
+            module,
+            b,
+            func,
+        }
     }
 
     pub fn f32t(&self) -> FloatType<'ctx> {
@@ -61,16 +73,30 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
     }
 
     /// Address of element `idx` of `ty` elements at `base`.
-    pub fn gep(&self, ty: BasicTypeEnum<'ctx>, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<PointerValue<'ctx>> {
+    pub fn gep(
+        &self,
+        ty: BasicTypeEnum<'ctx>,
+        base: PointerValue<'ctx>,
+        idx: IntValue<'ctx>,
+    ) -> R<PointerValue<'ctx>> {
         unsafe { self.b.build_in_bounds_gep(ty, base, &[idx], "p").m() }
     }
 
     pub fn load_f32(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<FloatValue<'ctx>> {
         let p = self.gep(self.f32t().into(), base, idx)?;
-        Ok(self.b.build_load(self.f32t(), p, "x").m()?.into_float_value())
+        Ok(self
+            .b
+            .build_load(self.f32t(), p, "x")
+            .m()?
+            .into_float_value())
     }
 
-    pub fn store_f32(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>, v: FloatValue<'ctx>) -> R<()> {
+    pub fn store_f32(
+        &self,
+        base: PointerValue<'ctx>,
+        idx: IntValue<'ctx>,
+        v: FloatValue<'ctx>,
+    ) -> R<()> {
         let p = self.gep(self.f32t().into(), base, idx)?;
         self.b.build_store(p, v).m()?;
         Ok(())
@@ -86,7 +112,12 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
         Ok(v.into_vector_value())
     }
 
-    pub fn store_v8(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>, v: VectorValue<'ctx>) -> R<()> {
+    pub fn store_v8(
+        &self,
+        base: PointerValue<'ctx>,
+        idx: IntValue<'ctx>,
+        v: VectorValue<'ctx>,
+    ) -> R<()> {
         let p = self.gep(self.f32t().into(), base, idx)?;
         let st = self.b.build_store(p, v).m()?;
         st.set_alignment(4).m()?;
@@ -95,7 +126,10 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
 
     pub fn splat(&self, x: FloatValue<'ctx>) -> R<VectorValue<'ctx>> {
         let undef = self.v8t().get_poison();
-        let v = self.b.build_insert_element(undef, x, self.cx.i32_type().const_zero(), "s").m()?;
+        let v = self
+            .b
+            .build_insert_element(undef, x, self.cx.i32_type().const_zero(), "s")
+            .m()?;
         let mask = VectorType::const_vector(&[self.cx.i32_type().const_zero(); 8]);
         self.b.build_shuffle_vector(v, undef, mask, "splat").m()
     }
@@ -116,14 +150,26 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
         let c = self.icmp(IntPredicate::SLT, a, b)?;
         Ok(self.b.build_select(c, a, b, "min").m()?.into_int_value())
     }
-    pub fn fcmp(&self, p: FloatPredicate, a: FloatValue<'ctx>, b: FloatValue<'ctx>) -> R<IntValue<'ctx>> {
+    pub fn fcmp(
+        &self,
+        p: FloatPredicate,
+        a: FloatValue<'ctx>,
+        b: FloatValue<'ctx>,
+    ) -> R<IntValue<'ctx>> {
         self.b.build_float_compare(p, a, b, "fc").m()
     }
 
     /// Calls an overloaded intrinsic (`llvm.fma`, `llvm.maxnum`, …) on values of type `ty`.
-    pub fn intrinsic(&self, name: &str, ty: BasicTypeEnum<'ctx>, args: &[BasicMetadataValueEnum<'ctx>]) -> R<BasicValueEnum<'ctx>> {
+    pub fn intrinsic(
+        &self,
+        name: &str,
+        ty: BasicTypeEnum<'ctx>,
+        args: &[BasicMetadataValueEnum<'ctx>],
+    ) -> R<BasicValueEnum<'ctx>> {
         let i = Intrinsic::find(name).ok_or_else(|| format!("no intrinsic {name}"))?;
-        let f = i.get_declaration(self.module, &[ty]).ok_or_else(|| format!("cannot declare {name}"))?;
+        let f = i
+            .get_declaration(self.module, &[ty])
+            .ok_or_else(|| format!("cannot declare {name}"))?;
         self.b
             .build_call(f, args, "r")
             .m()?
@@ -152,7 +198,13 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
     }
 
     /// `for i in lo..hi step step { body(i) }`, leaving the builder after the loop.
-    pub fn for_loop(&self, lo: IntValue<'ctx>, hi: IntValue<'ctx>, step: i64, body: &mut dyn FnMut(&Self, IntValue<'ctx>) -> R<()>) -> R<()> {
+    pub fn for_loop(
+        &self,
+        lo: IntValue<'ctx>,
+        hi: IntValue<'ctx>,
+        step: i64,
+        body: &mut dyn FnMut(&Self, IntValue<'ctx>) -> R<()>,
+    ) -> R<()> {
         let pre = self.b.get_insert_block().ok_or("builder has no block")?;
         let header = self.block("loop");
         let inner = self.block("body");
@@ -175,7 +227,12 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
     }
 
     /// `if c { then() } else { other() }`.
-    pub fn if_else(&self, c: IntValue<'ctx>, then: &mut dyn FnMut(&Self) -> R<()>, other: &mut dyn FnMut(&Self) -> R<()>) -> R<()> {
+    pub fn if_else(
+        &self,
+        c: IntValue<'ctx>,
+        then: &mut dyn FnMut(&Self) -> R<()>,
+        other: &mut dyn FnMut(&Self) -> R<()>,
+    ) -> R<()> {
         let t = self.block("then");
         let e = self.block("else");
         let j = self.block("join");
@@ -192,7 +249,10 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
 
     /// An alloca in the entry block (so mem2reg promotes it).
     pub fn entry_alloca(&self, ty: BasicTypeEnum<'ctx>, name: &str) -> R<PointerValue<'ctx>> {
-        let entry = self.func.get_first_basic_block().ok_or("function has no entry")?;
+        let entry = self
+            .func
+            .get_first_basic_block()
+            .ok_or("function has no entry")?;
         let tmp = self.cx.create_builder();
         match entry.get_first_instruction() {
             Some(i) => tmp.position_before(&i),

@@ -7,6 +7,17 @@ use inkwell::values::{FloatValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
 use std::collections::HashMap;
 
+/// Reassociation lets LLVM vectorize reductions (sums over k, over a row); contraction
+/// lets it fuse multiply-adds. Both change rounding only within the tests' 1e-4 bound.
+fn fast(v: FloatValue<'_>) -> R<FloatValue<'_>> {
+    use inkwell::values::{BasicValue, FastMathFlags};
+    if let Some(i) = v.as_instruction_value() {
+        i.set_fast_math_flags(FastMathFlags::AllowReassoc | FastMathFlags::AllowContract)
+            .m()?;
+    }
+    Ok(v)
+}
+
 pub(crate) struct LoopCx<'a, 'b, 'ctx> {
     pub ir: &'a Ir<'b, 'ctx>,
     pub bufs: Vec<PointerValue<'ctx>>,
@@ -19,11 +30,19 @@ pub(crate) struct LoopCx<'a, 'b, 'ctx> {
 
 /// Loads each buffer pointer from the argument array.
 pub(crate) fn load_args<'ctx>(ir: &Ir<'_, 'ctx>, n: usize) -> R<Vec<PointerValue<'ctx>>> {
-    let args = ir.func.get_nth_param(0).ok_or("kernel has no args")?.into_pointer_value();
+    let args = ir
+        .func
+        .get_nth_param(0)
+        .ok_or("kernel has no args")?
+        .into_pointer_value();
     (0..n)
         .map(|k| {
             let p = ir.gep(ir.ptrt().into(), args, ir.i(k as i64))?;
-            Ok(ir.b.build_load(ir.ptrt(), p, "buf").m()?.into_pointer_value())
+            Ok(ir
+                .b
+                .build_load(ir.ptrt(), p, "buf")
+                .m()?
+                .into_pointer_value())
         })
         .collect()
 }
@@ -52,8 +71,17 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
     fn stmt(&mut self, s: &Stmt) -> R<()> {
         let ir = self.ir;
         match s {
-            Stmt::For { var, extent, parallel, body } => {
-                let (lo, hi) = if *parallel { (self.begin, self.end) } else { (ir.i(0), ir.i(*extent)) };
+            Stmt::For {
+                var,
+                extent,
+                parallel,
+                body,
+            } => {
+                let (lo, hi) = if *parallel {
+                    (self.begin, self.end)
+                } else {
+                    (ir.i(0), ir.i(*extent))
+                };
                 let var = *var;
                 let mut err = None;
                 ir.for_loop(lo, hi, 1, &mut |_, i| {
@@ -89,7 +117,10 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
             }
             Stmt::Assign { id, val } => {
                 let v = self.expr(val)?;
-                let slot = *self.locals.get(id).ok_or_else(|| format!("local t{id} used before its declaration"))?;
+                let slot = *self
+                    .locals
+                    .get(id)
+                    .ok_or_else(|| format!("local t{id} used before its declaration"))?;
                 ir.b.build_store(slot, v).m()?;
             }
         }
@@ -99,12 +130,21 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
     fn iexpr(&self, e: &IExpr) -> R<IntValue<'ctx>> {
         let ir = self.ir;
         Ok(match e {
-            IExpr::Var(v) => *self.vars.get(v).ok_or_else(|| format!("index i{v} outside its loop"))?,
+            IExpr::Var(v) => *self
+                .vars
+                .get(v)
+                .ok_or_else(|| format!("index i{v} outside its loop"))?,
             IExpr::C(c) => ir.i(*c),
             IExpr::Add(a, b) => ir.add(self.iexpr(a)?, self.iexpr(b)?)?,
             IExpr::Mul(a, b) => ir.mul(self.iexpr(a)?, self.iexpr(b)?)?,
-            IExpr::Div(a, b) => ir.b.build_int_signed_div(self.iexpr(a)?, self.iexpr(b)?, "d").m()?,
-            IExpr::Rem(a, b) => ir.b.build_int_signed_rem(self.iexpr(a)?, self.iexpr(b)?, "r").m()?,
+            IExpr::Div(a, b) => {
+                ir.b.build_int_signed_div(self.iexpr(a)?, self.iexpr(b)?, "d")
+                    .m()?
+            }
+            IExpr::Rem(a, b) => {
+                ir.b.build_int_signed_rem(self.iexpr(a)?, self.iexpr(b)?, "r")
+                    .m()?
+            }
             IExpr::Load(buf, idx) => {
                 let i = self.iexpr(idx)?;
                 let p = ir.gep(ir.i64t().into(), self.bufs[*buf], i)?;
@@ -125,8 +165,12 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
             Cond::Bool(buf, idx) => {
                 let i = self.iexpr(idx)?;
                 let p = ir.gep(ir.cx.i8_type().into(), self.bufs[*buf], i)?;
-                let v = ir.b.build_load(ir.cx.i8_type(), p, "b").m()?.into_int_value();
-                ir.b.build_int_compare(IntPredicate::NE, v, ir.cx.i8_type().const_zero(), "nz").m()?
+                let v =
+                    ir.b.build_load(ir.cx.i8_type(), p, "b")
+                        .m()?
+                        .into_int_value();
+                ir.b.build_int_compare(IntPredicate::NE, v, ir.cx.i8_type().const_zero(), "nz")
+                    .m()?
             }
             Cond::And(a, b) => ir.b.build_and(self.cond(a)?, self.cond(b)?, "and").m()?,
         })
@@ -147,22 +191,38 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
                 let ok = self.cond(c)?;
                 let i = self.iexpr(idx)?;
                 // Out-of-range reads go to element 0 and are discarded: no branch, no fault.
-                let safe = ir.b.build_select(ok, i, ir.i(0), "safe").m()?.into_int_value();
+                let safe =
+                    ir.b.build_select(ok, i, ir.i(0), "safe")
+                        .m()?
+                        .into_int_value();
                 let v = ir.load_f32(self.bufs[*buf], safe)?;
-                ir.b.build_select(ok, v, ir.f(0.0), "pad").m()?.into_float_value()
+                ir.b.build_select(ok, v, ir.f(0.0), "pad")
+                    .m()?
+                    .into_float_value()
             }
             Expr::Local(id) => {
-                let slot = *self.locals.get(id).ok_or_else(|| format!("local t{id} used before its declaration"))?;
+                let slot = *self
+                    .locals
+                    .get(id)
+                    .ok_or_else(|| format!("local t{id} used before its declaration"))?;
                 ir.b.build_load(f32t, slot, "t").m()?.into_float_value()
             }
             Expr::Un(u, x) => {
                 let x = self.expr(x)?;
                 match u {
                     Un::Neg => ir.b.build_float_neg(x, "neg").m()?,
-                    Un::Exp => ir.intrinsic("llvm.exp", f32t.into(), &[x.into()])?.into_float_value(),
-                    Un::Log => ir.intrinsic("llvm.log", f32t.into(), &[x.into()])?.into_float_value(),
-                    Un::Sqrt => ir.intrinsic("llvm.sqrt", f32t.into(), &[x.into()])?.into_float_value(),
-                    Un::Abs => ir.intrinsic("llvm.fabs", f32t.into(), &[x.into()])?.into_float_value(),
+                    Un::Exp => ir
+                        .intrinsic("llvm.exp", f32t.into(), &[x.into()])?
+                        .into_float_value(),
+                    Un::Log => ir
+                        .intrinsic("llvm.log", f32t.into(), &[x.into()])?
+                        .into_float_value(),
+                    Un::Sqrt => ir
+                        .intrinsic("llvm.sqrt", f32t.into(), &[x.into()])?
+                        .into_float_value(),
+                    Un::Abs => ir
+                        .intrinsic("llvm.fabs", f32t.into(), &[x.into()])?
+                        .into_float_value(),
                     Un::Tanh => ir.libm("tanhf", x)?,
                     Un::Erf => ir.libm("erff", x)?,
                 }
@@ -170,9 +230,9 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
             Expr::Bin(b, x, y) => {
                 let (x, y) = (self.expr(x)?, self.expr(y)?);
                 match b {
-                    Bin::Add => ir.b.build_float_add(x, y, "add").m()?,
-                    Bin::Sub => ir.b.build_float_sub(x, y, "sub").m()?,
-                    Bin::Mul => ir.b.build_float_mul(x, y, "mul").m()?,
+                    Bin::Add => fast(ir.b.build_float_add(x, y, "add").m()?)?,
+                    Bin::Sub => fast(ir.b.build_float_sub(x, y, "sub").m()?)?,
+                    Bin::Mul => fast(ir.b.build_float_mul(x, y, "mul").m()?)?,
                     Bin::Div => ir.b.build_float_div(x, y, "div").m()?,
                     Bin::Max => {
                         let c = ir.fcmp(FloatPredicate::OGT, x, y)?;
@@ -182,7 +242,9 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
                         let c = ir.fcmp(FloatPredicate::OLT, x, y)?;
                         ir.b.build_select(c, x, y, "min").m()?.into_float_value()
                     }
-                    Bin::Pow => ir.intrinsic("llvm.pow", f32t.into(), &[x.into(), y.into()])?.into_float_value(),
+                    Bin::Pow => ir
+                        .intrinsic("llvm.pow", f32t.into(), &[x.into(), y.into()])?
+                        .into_float_value(),
                 }
             }
             Expr::Select(c, a, b) => {
@@ -190,7 +252,10 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
                 let (a, b) = (self.expr(a)?, self.expr(b)?);
                 ir.b.build_select(c, a, b, "sel").m()?.into_float_value()
             }
-            Expr::FromInt(i) => ir.b.build_signed_int_to_float(self.iexpr(i)?, f32t, "f").m()?,
+            Expr::FromInt(i) => {
+                ir.b.build_signed_int_to_float(self.iexpr(i)?, f32t, "f")
+                    .m()?
+            }
         })
     }
 }

@@ -11,7 +11,9 @@ use inkwell::context::Context;
 use inkwell::execution_engine::ExecutionEngine;
 use inkwell::module::Module;
 use inkwell::passes::PassBuilderOptions;
-use inkwell::targets::{CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine};
+use inkwell::targets::{
+    CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine,
+};
 use inkwell::OptimizationLevel;
 use ir::Ir;
 use oar_runtime::program::KernelFn;
@@ -44,19 +46,36 @@ pub fn host_target() -> Result<HostTarget, CpuError> {
     let cpu = TargetMachine::get_host_cpu_name().to_string();
     let features = TargetMachine::get_host_cpu_features().to_string();
     let machine = target
-        .create_target_machine(&triple, &cpu, &features, OptimizationLevel::Aggressive, RelocMode::PIC, CodeModel::Default)
+        .create_target_machine(
+            &triple,
+            &cpu,
+            &features,
+            OptimizationLevel::Aggressive,
+            RelocMode::PIC,
+            CodeModel::Default,
+        )
         .ok_or_else(|| CpuError::Target(format!("no target machine for {}", triple)))?;
-    Ok(HostTarget { machine, cpu, features })
+    Ok(HostTarget {
+        machine,
+        cpu,
+        features,
+    })
 }
 
 /// Builds, verifies and optimizes the module holding every kernel.
-pub fn build_module<'ctx>(cx: &'ctx Context, kernels: &[Kernel], t: &HostTarget) -> Result<Module<'ctx>, CpuError> {
+pub fn build_module<'ctx>(
+    cx: &'ctx Context,
+    kernels: &[Kernel],
+    t: &HostTarget,
+) -> Result<Module<'ctx>, CpuError> {
     let module = cx.create_module("oar_kernels");
     module.set_triple(&t.machine.get_triple());
     module.set_data_layout(&t.machine.get_target_data().get_data_layout());
     let p = cx.ptr_type(inkwell::AddressSpace::default());
     let i = cx.i64_type();
-    let sig = cx.void_type().fn_type(&[p.into(), i.into(), i.into(), p.into()], false);
+    let sig = cx
+        .void_type()
+        .fn_type(&[p.into(), i.into(), i.into(), p.into()], false);
     for k in kernels {
         let f = module.add_function(&k.name, sig, None);
         let ir = Ir::new(cx, &module, f);
@@ -78,7 +97,9 @@ pub fn build_module<'ctx>(cx: &'ctx Context, kernels: &[Kernel], t: &HostTarget)
             f.add_attribute(inkwell::attributes::AttributeLoc::Function, feat_attr);
         }
     }
-    module.verify().map_err(|e| CpuError::Verify(e.to_string()))?;
+    module
+        .verify()
+        .map_err(|e| CpuError::Verify(e.to_string()))?;
     module
         .run_passes("default<O3>", &t.machine, PassBuilderOptions::create())
         .map_err(|e| CpuError::Verify(e.to_string()))?;
@@ -101,7 +122,11 @@ pub fn emit(compiled: &Compiled, what: Emit) -> Result<Vec<u8>, CpuError> {
     Ok(match what {
         Emit::LlvmIr => module.print_to_string().to_bytes().to_vec(),
         Emit::Asm | Emit::Object => {
-            let ft = if what == Emit::Asm { FileType::Assembly } else { FileType::Object };
+            let ft = if what == Emit::Asm {
+                FileType::Assembly
+            } else {
+                FileType::Object
+            };
             t.machine
                 .write_to_memory_buffer(&module, ft)
                 .map_err(|e| CpuError::Target(e.to_string()))?
@@ -135,5 +160,8 @@ pub fn jit(compiled: &Compiled) -> Result<JitKernels, CpuError> {
         // Safety: every kernel was emitted with the KernelFn signature above.
         kernels.push(unsafe { std::mem::transmute::<usize, KernelFn>(addr) });
     }
-    Ok(JitKernels { kernels, _engine: engine })
+    Ok(JitKernels {
+        kernels,
+        _engine: engine,
+    })
 }

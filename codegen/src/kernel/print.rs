@@ -11,7 +11,14 @@ impl Display for Kernel {
             .enumerate()
             .map(|(i, (n, e))| format!("b{i}: {e:?} \"{n}\""))
             .collect();
-        writeln!(f, "kernel @{}({}) parallel {} grain {} {{", self.name, params.join(", "), self.extent, self.grain)?;
+        writeln!(
+            f,
+            "kernel @{}({}) parallel {} grain {} {{",
+            self.name,
+            params.join(", "),
+            self.extent,
+            self.grain
+        )?;
         match &self.body {
             Body::Gemm(g) => writeln!(f, "  {g:?}")?,
             Body::Loops(stmts) => {
@@ -27,7 +34,12 @@ impl Display for Kernel {
 fn write_stmt(f: &mut Formatter<'_>, s: &Stmt, depth: usize) -> fmt::Result {
     let pad = "  ".repeat(depth);
     match s {
-        Stmt::For { var, extent, parallel, body } => {
+        Stmt::For {
+            var,
+            extent,
+            parallel,
+            body,
+        } => {
             let p = if *parallel { " parallel" } else { "" };
             writeln!(f, "{pad}for i{var} in 0..{extent}{p} {{")?;
             for b in body {

@@ -82,7 +82,12 @@ fn tensor_bytes(t: &HostTensor, want: DType) -> Option<Vec<u8>> {
 }
 
 impl Executor {
-    pub fn new(program: Program, kernels: Vec<KernelFn>, weights: &Weights, threads: usize) -> Result<Executor, ExecError> {
+    pub fn new(
+        program: Program,
+        kernels: Vec<KernelFn>,
+        weights: &Weights,
+        threads: usize,
+    ) -> Result<Executor, ExecError> {
         if kernels.len() != program.kernels.len() {
             return Err(ExecError::Kernels {
                 got: kernels.len(),
@@ -111,12 +116,19 @@ impl Executor {
                     if w.shape != b.shape {
                         return Err(ExecError::Weight {
                             name: name.clone(),
-                            message: format!("has shape {:?}, the program needs {:?}", w.shape, b.shape),
+                            message: format!(
+                                "has shape {:?}, the program needs {:?}",
+                                w.shape, b.shape
+                            ),
                         });
                     }
                     let bytes = tensor_bytes(w, b.dtype).ok_or_else(|| ExecError::Weight {
                         name: name.clone(),
-                        message: format!("is {}, the program needs {}", w.dtype().name(), b.dtype.name()),
+                        message: format!(
+                            "is {}, the program needs {}",
+                            w.dtype().name(),
+                            b.dtype.name()
+                        ),
                     })?;
                     buf.bytes_mut().copy_from_slice(&bytes);
                 }
@@ -126,7 +138,9 @@ impl Executor {
             buffers.push(buf);
         }
         let pool = ThreadPool::new(threads);
-        let scratch = (0..pool.threads()).map(|_| Buffer::new(program.scratch_bytes)).collect();
+        let scratch = (0..pool.threads())
+            .map(|_| Buffer::new(program.scratch_bytes))
+            .collect();
         Ok(Executor {
             program,
             kernels,
@@ -143,11 +157,33 @@ impl Executor {
 
     /// Runs the program on `inputs` (graph-input order).
     pub fn run(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, ExecError> {
+        self.run_timed(inputs, None)
+    }
+
+    /// Runs once and returns the outputs with each step's kernel name and wall time (s).
+    pub fn profile(
+        &mut self,
+        inputs: &[HostTensor],
+    ) -> Result<(Vec<HostTensor>, Vec<(String, f64)>), ExecError> {
+        let mut times = Vec::new();
+        let out = self.run_timed(inputs, Some(&mut times))?;
+        Ok((out, times))
+    }
+
+    fn run_timed(
+        &mut self,
+        inputs: &[HostTensor],
+        mut times: Option<&mut Vec<(String, f64)>>,
+    ) -> Result<Vec<HostTensor>, ExecError> {
         if inputs.len() != self.inputs.len() {
             return Err(ExecError::Input {
                 index: inputs.len(),
                 name: String::new(),
-                message: format!("{} inputs given, the program takes {}", inputs.len(), self.inputs.len()),
+                message: format!(
+                    "{} inputs given, the program takes {}",
+                    inputs.len(),
+                    self.inputs.len()
+                ),
             });
         }
         for (k, t) in inputs.iter().enumerate() {
@@ -159,15 +195,25 @@ impl Executor {
                 message,
             };
             if t.shape != decl.shape {
-                return Err(fail(format!("shape {:?}, the program was compiled for {:?}", t.shape, decl.shape)));
+                return Err(fail(format!(
+                    "shape {:?}, the program was compiled for {:?}",
+                    t.shape, decl.shape
+                )));
             }
-            let bytes = tensor_bytes(t, decl.dtype).ok_or_else(|| fail(format!("is {}, expected {}", t.dtype().name(), decl.dtype.name())))?;
+            let bytes = tensor_bytes(t, decl.dtype).ok_or_else(|| {
+                fail(format!(
+                    "is {}, expected {}",
+                    t.dtype().name(),
+                    decl.dtype.name()
+                ))
+            })?;
             self.buffers[id].bytes_mut().copy_from_slice(&bytes);
         }
         let ptrs: Vec<*mut u8> = self.buffers.iter_mut().map(Buffer::ptr).collect();
         let scratch: Vec<*mut u8> = self.scratch.iter_mut().map(Buffer::ptr).collect();
         let threads = self.pool.threads();
         for step in &self.program.steps {
+            let started = times.as_ref().map(|_| std::time::Instant::now());
             let args: Vec<*mut u8> = step.args.iter().map(|&b| ptrs[b]).collect();
             let f = self.kernels[step.kernel];
             let parts = if threads > 1 && step.extent >= 2 * step.grain.max(1) {
@@ -177,23 +223,15 @@ impl Executor {
             };
             if parts <= 1 {
                 unsafe { f(args.as_ptr(), 0, step.extent, scratch[0]) };
-                continue;
+            } else {
+                self.dispatch(f, &args, &scratch, parts, step.extent);
             }
-            let shared = SendPtrs(args.as_ptr(), scratch.as_ptr().cast::<u8>().cast_mut(), parts);
-            let extent = step.extent;
-            self.pool.run(Arc::new(move |t| {
-                let s = shared;
-                if t >= s.2 {
-                    return;
-                }
-                let begin = extent * t as i64 / s.2 as i64;
-                let end = extent * (t as i64 + 1) / s.2 as i64;
-                // Safety: each thread gets its own scratch and a disjoint [begin, end).
-                unsafe {
-                    let scratch = *(s.1 as *const *mut u8).add(t);
-                    f(s.0, begin, end, scratch)
-                };
-            }));
+            if let (Some(t), Some(s)) = (times.as_mut(), started) {
+                t.push((
+                    self.program.kernels[step.kernel].clone(),
+                    s.elapsed().as_secs_f64(),
+                ));
+            }
         }
         Ok(self
             .program
@@ -201,6 +239,34 @@ impl Executor {
             .iter()
             .map(|&id| read_buffer(&self.program.buffers[id], self.buffers[id].bytes()))
             .collect())
+    }
+
+    fn dispatch(
+        &self,
+        f: KernelFn,
+        args: &[*mut u8],
+        scratch: &[*mut u8],
+        parts: usize,
+        extent: i64,
+    ) {
+        let shared = SendPtrs(
+            args.as_ptr(),
+            scratch.as_ptr().cast::<u8>().cast_mut(),
+            parts,
+        );
+        self.pool.run(Arc::new(move |t| {
+            let s = shared;
+            if t >= s.2 {
+                return;
+            }
+            let begin = extent * t as i64 / s.2 as i64;
+            let end = extent * (t as i64 + 1) / s.2 as i64;
+            // Safety: each thread gets its own scratch and a disjoint [begin, end).
+            unsafe {
+                let scratch = *(s.1 as *const *mut u8).add(t);
+                f(s.0, begin, end, scratch)
+            };
+        }));
     }
 }
 

@@ -12,7 +12,8 @@ use oar_ir::DType;
 
 /// Every kernel has this signature: buffer pointers in `Step::args` order, the slice
 /// `[begin, end)` of its parallel extent to run, and a per-thread scratch area.
-pub type KernelFn = unsafe extern "C" fn(args: *const *mut u8, begin: i64, end: i64, scratch: *mut u8);
+pub type KernelFn =
+    unsafe extern "C" fn(args: *const *mut u8, begin: i64, end: i64, scratch: *mut u8);
 
 /// What a buffer holds.
 #[derive(Debug, Clone, PartialEq)]

@@ -60,7 +60,9 @@ impl ThreadPool {
         {
             let mut slot = self.shared.job.lock().unwrap_or_else(|p| p.into_inner());
             *slot = Some(f.clone());
-            self.shared.pending.store(self.threads - 1, Ordering::SeqCst);
+            self.shared
+                .pending
+                .store(self.threads - 1, Ordering::SeqCst);
             self.shared.generation.fetch_add(1, Ordering::SeqCst);
         }
         self.shared.wake.notify_all();
@@ -96,7 +98,9 @@ fn worker(s: Arc<Shared>, id: usize) {
                 std::hint::spin_loop();
             } else {
                 let guard = s.job.lock().unwrap_or_else(|p| p.into_inner());
-                if s.generation.load(Ordering::Acquire) == seen && s.shutdown.load(Ordering::Acquire) == 0 {
+                if s.generation.load(Ordering::Acquire) == seen
+                    && s.shutdown.load(Ordering::Acquire) == 0
+                {
                     let _ = s
                         .wake
                         .wait_timeout(guard, std::time::Duration::from_millis(50));

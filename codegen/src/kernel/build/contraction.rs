@@ -23,38 +23,71 @@ fn gemm_act(u: Option<UnaryOp>) -> Option<GemmAct> {
         Some(UnaryOp::Relu6) => GemmAct::Clip(0.0, 6.0),
         Some(UnaryOp::Clip { min, max }) => GemmAct::Clip(min as f32, max as f32),
         Some(UnaryOp::HardSwish) => GemmAct::HardSwish,
-        Some(UnaryOp::HardSigmoid { alpha, beta }) => GemmAct::HardSigmoid(alpha as f32, beta as f32),
+        Some(UnaryOp::HardSigmoid { alpha, beta }) => {
+            GemmAct::HardSigmoid(alpha as f32, beta as f32)
+        }
         Some(_) => return None,
     })
 }
 
 /// Splits an epilogue into what the GEMM applies and what runs after it.
-struct Tail {
-    bias: Option<Arg>,
-    residual: Option<Arg>,
-    act: GemmAct,
+pub(super) struct Tail {
+    pub bias: Option<Arg>,
+    pub residual: Option<Arg>,
+    pub act: GemmAct,
     /// An activation the GEMM cannot apply.
-    post: Option<UnaryOp>,
+    pub post: Option<UnaryOp>,
 }
 
 fn tail(ep: &Epilogue, extra: &[Arg]) -> Tail {
     let mut rest = extra.iter();
     let bias = if ep.bias { rest.next().cloned() } else { None };
-    let residual = if ep.residual { rest.next().cloned() } else { None };
+    let residual = if ep.residual {
+        rest.next().cloned()
+    } else {
+        None
+    };
     let (act, post) = match gemm_act(ep.activation) {
         Some(a) => (a, None),
         None => (GemmAct::None, ep.activation),
     };
-    Tail { bias, residual, act, post }
+    Tail {
+        bias,
+        residual,
+        act,
+        post,
+    }
 }
 
-pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg) -> Result<(), String> {
+pub(crate) fn lower(
+    b: &mut Builder,
+    name: &str,
+    op: &Op,
+    ins: &[Arg],
+    out: &Arg,
+) -> Result<(), String> {
     if out.dtype != DType::F32 {
         return Err("only f32 contractions are compiled".into());
     }
     match op {
-        Op::MatMul(mm) => matmul(b, name, ins, out, mm.transpose_a, mm.transpose_b, tail(&Epilogue::default(), &[])),
-        Op::FusedMatMul { mm, epilogue } => matmul(b, name, ins, out, mm.transpose_a, mm.transpose_b, tail(epilogue, &ins[2..])),
+        Op::MatMul(mm) => matmul(
+            b,
+            name,
+            ins,
+            out,
+            mm.transpose_a,
+            mm.transpose_b,
+            tail(&Epilogue::default(), &[]),
+        ),
+        Op::FusedMatMul { mm, epilogue } => matmul(
+            b,
+            name,
+            ins,
+            out,
+            mm.transpose_a,
+            mm.transpose_b,
+            tail(epilogue, &ins[2..]),
+        ),
         Op::Conv2d(c) => {
             let ep = Epilogue {
                 bias: ins.len() > 2,
@@ -62,39 +95,85 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
             };
             conv(b, name, c, ins, out, tail(&ep, &ins[2..]))
         }
-        Op::FusedConv2d { conv: c, epilogue } => conv(b, name, c, ins, out, tail(epilogue, &ins[2..])),
+        Op::FusedConv2d { conv: c, epilogue } => {
+            conv(b, name, c, ins, out, tail(epilogue, &ins[2..]))
+        }
         other => Err(format!("internal: {} routed to contraction", other.name())),
     }
 }
 
 /// Emits the GEMM (with what it can apply of `t`) writing `out`, then the rest.
 #[allow(clippy::too_many_arguments)]
-fn gemm(b: &mut Builder, name: &str, a: usize, bm: usize, out: &Arg, mut spec: GemmSpec, t: Tail, bias_mode: BiasMode) -> Result<(), String> {
-    let rows = spec.m * spec.batch;
+fn gemm(
+    b: &mut Builder,
+    name: &str,
+    a: usize,
+    bm: usize,
+    out: &Arg,
+    mut spec: GemmSpec,
+    t: Tail,
+    bias_mode: BiasMode,
+) -> Result<(), String> {
     let n = spec.n;
-    let per_batch = spec.m * spec.n;
     let out_n: i64 = out.shape.iter().product();
     // The GEMM can add a bias of the expected length and a residual of the output's size.
     let bias_len = match bias_mode {
         BiasMode::PerRow => spec.m,
         _ => n,
     };
-    let gemm_bias = t.bias.clone().filter(|x| x.shape.iter().product::<i64>() == bias_len);
-    let gemm_res = t.residual.clone().filter(|x| x.shape.iter().product::<i64>() == out_n);
+    let gemm_bias = t
+        .bias
+        .clone()
+        .filter(|x| x.shape.iter().product::<i64>() == bias_len);
+    let gemm_res = t
+        .residual
+        .clone()
+        .filter(|x| x.shape.iter().product::<i64>() == out_n);
     let leftover_bias = t.bias.is_some() && gemm_bias.is_none();
     let leftover_res = t.residual.is_some() && gemm_res.is_none();
     let needs_post = leftover_bias || leftover_res || t.post.is_some();
-    spec.bias = if gemm_bias.is_some() { bias_mode } else { BiasMode::None };
+    spec.bias = if gemm_bias.is_some() {
+        bias_mode
+    } else {
+        BiasMode::None
+    };
     spec.residual = gemm_res.is_some();
     spec.act = if needs_post { GemmAct::None } else { t.act };
-    let target = if needs_post { b.temp(&format!("{name}.acc"), &out.shape, DType::F32) } else { out.buf };
-    let mut args = vec![a, bm, target];
-    args.extend(gemm_bias.iter().map(|x| x.buf));
-    args.extend(gemm_res.iter().map(|x| x.buf));
-    let panels = spec.batch * ((n + NR - 1) / NR);
-    let grain = (panels / 8).clamp(1, 4);
-    let _ = (rows, per_batch);
-    b.kernel(name, &args, Body::Gemm(spec.clone()), panels, grain)?;
+    let target = if needs_post {
+        b.temp(&format!("{name}.acc"), &out.shape, DType::F32)
+    } else {
+        out.buf
+    };
+    if spec.n < NR && spec.m >= MR {
+        small_n(
+            b,
+            name,
+            a,
+            bm,
+            target,
+            &spec,
+            gemm_bias.as_ref().map(|x| x.buf),
+            gemm_res.as_ref().map(|x| x.buf),
+        )?;
+    } else if spec.m < MR {
+        small_m(
+            b,
+            name,
+            a,
+            bm,
+            target,
+            &spec,
+            gemm_bias.as_ref().map(|x| x.buf),
+            gemm_res.as_ref().map(|x| x.buf),
+        )?;
+    } else {
+        let mut args = vec![a, bm, target];
+        args.extend(gemm_bias.iter().map(|x| x.buf));
+        args.extend(gemm_res.iter().map(|x| x.buf));
+        let panels = spec.batch * ((n + NR - 1) / NR);
+        let grain = (panels / 8).clamp(1, 4);
+        b.kernel(name, &args, Body::Gemm(spec.clone()), panels, grain)?;
+    }
     if needs_post {
         let acc = Arg {
             buf: target,
@@ -103,7 +182,11 @@ fn gemm(b: &mut Builder, name: &str, a: usize, bm: usize, out: &Arg, mut spec: G
         };
         let mut ins = vec![acc];
         let bias_arg = if leftover_bias { t.bias.clone() } else { None };
-        let res_arg = if leftover_res { t.residual.clone() } else { None };
+        let res_arg = if leftover_res {
+            t.residual.clone()
+        } else {
+            None
+        };
         // A conv bias that was not fused is per channel: [C] as [C, 1, 1].
         let bias_arg = bias_arg.map(|x| match bias_mode {
             BiasMode::PerRow => Arg {
@@ -137,13 +220,187 @@ fn gemm(b: &mut Builder, name: &str, a: usize, bm: usize, out: &Arg, mut spec: G
     Ok(())
 }
 
-fn act_expr(a: GemmAct, v: Expr) -> Expr {
+/// Few rows (a batch-1 linear layer): packing B would cost more than the product, so each
+/// parallel iteration owns a block of columns and streams B's rows through it.
+#[allow(clippy::too_many_arguments)]
+fn small_m(
+    b: &mut Builder,
+    name: &str,
+    a: usize,
+    bm: usize,
+    c: usize,
+    s: &GemmSpec,
+    bias: Option<usize>,
+    res: Option<usize>,
+) -> Result<(), String> {
+    let blk = [64, 50, 48, 40, 32, 25, 24, 20, 16, 10, 8, 5, 4, 2, 1]
+        .into_iter()
+        .find(|d| s.n % d == 0)
+        .unwrap_or(1);
+    let nb = s.n / blk;
+    let t = IExpr::v(0);
+    let (i, k, j) = (IExpr::v(1), IExpr::v(2), IExpr::v(3));
+    let bt = t.clone().div(nb);
+    let col = t.clone().rem(nb).mul(blk).add(j.clone());
+    let at_c = bt
+        .clone()
+        .mul(s.stride_c)
+        .add(i.clone().mul(s.ldc))
+        .add(col.clone());
+    let at_a = bt
+        .clone()
+        .mul(s.stride_a)
+        .add(i.clone().mul(s.lda))
+        .add(k.clone());
+    let at_b = bt.mul(s.stride_b).add(k.mul(s.ldb)).add(col.clone());
+    let mut args = vec![c, a, bm];
+    let mut fin = Expr::Load(0, at_c.clone());
+    if let Some(bb) = bias {
+        args.push(bb);
+        let idx = if s.bias == BiasMode::PerRow {
+            i.clone()
+        } else {
+            col.clone()
+        };
+        fin = fin.add(Expr::Load(args.len() - 1, idx));
+    }
+    if let Some(r) = res {
+        args.push(r);
+        fin = fin.add(Expr::Load(args.len() - 1, at_c.clone()));
+    }
+    fin = act_expr(s.act, fin);
+    let store = |val: Expr| Stmt::Store {
+        buf: 0,
+        idx: at_c.clone(),
+        val,
+    };
+    let cols = |body: Vec<Stmt>| Stmt::For {
+        var: 3,
+        extent: blk,
+        parallel: false,
+        body,
+    };
+    let body = vec![Stmt::For {
+        var: 0,
+        extent: s.batch * nb,
+        parallel: true,
+        body: vec![Stmt::For {
+            var: 1,
+            extent: s.m,
+            parallel: false,
+            body: vec![
+                cols(vec![store(Expr::C(0.0))]),
+                Stmt::For {
+                    var: 2,
+                    extent: s.k,
+                    parallel: false,
+                    body: vec![cols(vec![store(Expr::Load(0, at_c.clone()).add(
+                        Expr::Load(1, at_a.clone()).mul(Expr::Load(2, at_b.clone())),
+                    ))])],
+                },
+                cols(vec![store(fin)]),
+            ],
+        }],
+    }];
+    b.kernel(name, &args, Body::Loops(body), s.batch * nb, 2)
+}
+
+/// Few columns (a matrix-vector product, a 1×1 convolution of a pooled map): one parallel
+/// iteration per row, each a dot product the vectorizer widens along k.
+#[allow(clippy::too_many_arguments)]
+fn small_n(
+    b: &mut Builder,
+    name: &str,
+    a: usize,
+    bm: usize,
+    c: usize,
+    s: &GemmSpec,
+    bias: Option<usize>,
+    res: Option<usize>,
+) -> Result<(), String> {
+    let t = IExpr::v(0);
+    let (j, k) = (IExpr::v(1), IExpr::v(2));
+    let bt = t.clone().div(s.m);
+    let i = t.clone().rem(s.m);
+    let at_c = bt
+        .clone()
+        .mul(s.stride_c)
+        .add(i.clone().mul(s.ldc))
+        .add(j.clone());
+    let at_a = bt
+        .clone()
+        .mul(s.stride_a)
+        .add(i.clone().mul(s.lda))
+        .add(k.clone());
+    let at_b = bt.mul(s.stride_b).add(k.mul(s.ldb)).add(j.clone());
+    let mut args = vec![c, a, bm];
+    let mut fin = Expr::Local(0);
+    if let Some(bb) = bias {
+        args.push(bb);
+        let idx = if s.bias == BiasMode::PerRow {
+            i.clone()
+        } else {
+            j.clone()
+        };
+        fin = fin.add(Expr::Load(args.len() - 1, idx));
+    }
+    if let Some(r) = res {
+        args.push(r);
+        fin = fin.add(Expr::Load(args.len() - 1, at_c.clone()));
+    }
+    fin = act_expr(s.act, fin);
+    let body = vec![Stmt::For {
+        var: 0,
+        extent: s.batch * s.m,
+        parallel: true,
+        body: vec![Stmt::For {
+            var: 1,
+            extent: s.n,
+            parallel: false,
+            body: vec![
+                Stmt::Local {
+                    id: 0,
+                    init: Expr::C(0.0),
+                },
+                Stmt::For {
+                    var: 2,
+                    extent: s.k,
+                    parallel: false,
+                    body: vec![Stmt::Assign {
+                        id: 0,
+                        val: Expr::Local(0).add(Expr::Load(1, at_a).mul(Expr::Load(2, at_b))),
+                    }],
+                },
+                Stmt::Store {
+                    buf: 0,
+                    idx: at_c,
+                    val: fin,
+                },
+            ],
+        }],
+    }];
+    b.kernel(name, &args, Body::Loops(body), s.batch * s.m, 16)
+}
+
+pub(super) fn act_expr(a: GemmAct, v: Expr) -> Expr {
     match a {
         GemmAct::None => v,
         GemmAct::Relu => unary_expr(UnaryOp::Relu, v),
-        GemmAct::Clip(lo, hi) => unary_expr(UnaryOp::Clip { min: lo as f64, max: hi as f64 }, v),
+        GemmAct::Clip(lo, hi) => unary_expr(
+            UnaryOp::Clip {
+                min: lo as f64,
+                max: hi as f64,
+            },
+            v,
+        ),
         GemmAct::HardSwish => unary_expr(UnaryOp::HardSwish, v),
-        GemmAct::HardSigmoid(al, be) => unary_expr(UnaryOp::HardSigmoid { alpha: al as f64, beta: be as f64 }, v),
+        GemmAct::HardSigmoid(al, be) => unary_expr(
+            UnaryOp::HardSigmoid {
+                alpha: al as f64,
+                beta: be as f64,
+            },
+            v,
+        ),
     }
 }
 
@@ -176,13 +433,35 @@ fn transposed(b: &mut Builder, name: &str, x: &Arg) -> Result<Arg, String> {
             val: Expr::Load(1, src),
         }],
     }];
-    b.kernel(&format!("{name}.T"), &[buf, x.buf], Body::Loops(body), n, super::pointwise::GRAIN)?;
+    b.kernel(
+        &format!("{name}.T"),
+        &[buf, x.buf],
+        Body::Loops(body),
+        n,
+        super::pointwise::GRAIN,
+    )?;
     Ok(out)
 }
 
-fn matmul(b: &mut Builder, name: &str, ins: &[Arg], out: &Arg, ta: bool, tb: bool, t: Tail) -> Result<(), String> {
-    let a = if ta { transposed(b, name, &ins[0])? } else { ins[0].clone() };
-    let w = if tb { transposed(b, name, &ins[1])? } else { ins[1].clone() };
+fn matmul(
+    b: &mut Builder,
+    name: &str,
+    ins: &[Arg],
+    out: &Arg,
+    ta: bool,
+    tb: bool,
+    t: Tail,
+) -> Result<(), String> {
+    let a = if ta {
+        transposed(b, name, &ins[0])?
+    } else {
+        ins[0].clone()
+    };
+    let w = if tb {
+        transposed(b, name, &ins[1])?
+    } else {
+        ins[1].clone()
+    };
     let (ra, rb) = (a.shape.len(), w.shape.len());
     let (m, k) = (a.shape[ra - 2], a.shape[ra - 1]);
     let n = w.shape[rb - 1];
@@ -210,12 +489,22 @@ fn matmul(b: &mut Builder, name: &str, ins: &[Arg], out: &Arg, ta: bool, tb: boo
     } else if batch_a == 1 {
         spec(m, batch_b, 0, k * n)
     } else {
-        return Err(format!("matmul batch broadcast {:?} × {:?} is not compiled", a.shape, w.shape));
+        return Err(format!(
+            "matmul batch broadcast {:?} × {:?} is not compiled",
+            a.shape, w.shape
+        ));
     };
     gemm(b, name, a.buf, w.buf, out, s, t, BiasMode::PerCol)
 }
 
-fn conv(b: &mut Builder, name: &str, c: &ConvAttrs, ins: &[Arg], out: &Arg, t: Tail) -> Result<(), String> {
+fn conv(
+    b: &mut Builder,
+    name: &str,
+    c: &ConvAttrs,
+    ins: &[Arg],
+    out: &Arg,
+    t: Tail,
+) -> Result<(), String> {
     let (x, w) = (&ins[0], &ins[1]);
     let [n, ci, h, wd] = x.shape[..] else {
         return Err("conv input must be NCHW".into());
@@ -254,10 +543,25 @@ fn conv(b: &mut Builder, name: &str, c: &ConvAttrs, ins: &[Arg], out: &Arg, t: T
         let cc = rc.clone().div(kh * kw);
         let ki = rc.clone().div(kw).rem(kh);
         let kj = rc.rem(kw);
-        let iy = oy.clone().mul(c.stride[0] as i64).add(ki.mul(c.dilation[0] as i64)).add(IExpr::c(-(c.padding[0] as i64)));
-        let ix = ox.clone().mul(c.stride[1] as i64).add(kj.mul(c.dilation[1] as i64)).add(IExpr::c(-(c.padding[1] as i64)));
-        let src = nn.mul(ci * h * wd).add(cc.mul(h * wd)).add(iy.clone().mul(wd)).add(ix.clone());
-        let cond = Cond::And(Box::new(Cond::InRange(iy, h)), Box::new(Cond::InRange(ix, wd)));
+        let iy = oy
+            .clone()
+            .mul(c.stride[0] as i64)
+            .add(ki.mul(c.dilation[0] as i64))
+            .add(IExpr::c(-(c.padding[0] as i64)));
+        let ix = ox
+            .clone()
+            .mul(c.stride[1] as i64)
+            .add(kj.mul(c.dilation[1] as i64))
+            .add(IExpr::c(-(c.padding[1] as i64)));
+        let src = nn
+            .mul(ci * h * wd)
+            .add(cc.mul(h * wd))
+            .add(iy.clone().mul(wd))
+            .add(ix.clone());
+        let cond = Cond::And(
+            Box::new(Cond::InRange(iy, h)),
+            Box::new(Cond::InRange(ix, wd)),
+        );
         let dst = r.clone().mul(oh * ow).add(oy.mul(ow)).add(ox);
         let body = vec![Stmt::For {
             var: 0,
@@ -279,7 +583,13 @@ fn conv(b: &mut Builder, name: &str, c: &ConvAttrs, ins: &[Arg], out: &Arg, t: T
                 }],
             }],
         }];
-        b.kernel(&format!("{name}.im2col"), &[col, x.buf], Body::Loops(body), n * kk, 8)?;
+        b.kernel(
+            &format!("{name}.im2col"),
+            &[col, x.buf],
+            Body::Loops(body),
+            n * kk,
+            8,
+        )?;
         let s = GemmSpec {
             m: co,
             n: oh * ow,
@@ -297,26 +607,74 @@ fn conv(b: &mut Builder, name: &str, c: &ConvAttrs, ins: &[Arg], out: &Arg, t: T
         };
         return gemm(b, name, w.buf, col, out, s, t, BiasMode::PerRow);
     }
-    direct_conv(b, name, c, x, w, out, &[n, ci, h, wd, co, cig, kh, kw, oh, ow], t)
+    if cig == 1 && g == ci {
+        let d = [n, ci, h, wd, co, kh, kw, oh, ow];
+        return super::depthwise::depthwise(b, name, c, x, w, out, &d, &t);
+    }
+    direct_conv(
+        b,
+        name,
+        c,
+        x,
+        w,
+        out,
+        &[n, ci, h, wd, co, cig, kh, kw, oh, ow],
+        t,
+    )
 }
 
 /// Grouped (depthwise included) convolution as direct loops: one output plane per
 /// parallel iteration, accumulating over the group's input channels and the window.
 #[allow(clippy::too_many_arguments)]
-fn direct_conv(b: &mut Builder, name: &str, c: &ConvAttrs, x: &Arg, w: &Arg, out: &Arg, d: &[i64; 10], t: Tail) -> Result<(), String> {
+fn direct_conv(
+    b: &mut Builder,
+    name: &str,
+    c: &ConvAttrs,
+    x: &Arg,
+    w: &Arg,
+    out: &Arg,
+    d: &[i64; 10],
+    t: Tail,
+) -> Result<(), String> {
     let [n, ci, h, wd, co, cig, kh, kw, oh, ow] = *d;
     let g = c.groups as i64;
     let cog = co / g;
     let plane = IExpr::v(0);
-    let (oy, ox, icv, ki, kj) = (IExpr::v(1), IExpr::v(2), IExpr::v(3), IExpr::v(4), IExpr::v(5));
+    let (oy, ox, icv, ki, kj) = (
+        IExpr::v(1),
+        IExpr::v(2),
+        IExpr::v(3),
+        IExpr::v(4),
+        IExpr::v(5),
+    );
     let nn = plane.clone().div(co);
     let oc = plane.clone().rem(co);
     let cin = oc.clone().div(cog).mul(cig).add(icv.clone());
-    let iy = oy.clone().mul(c.stride[0] as i64).add(ki.clone().mul(c.dilation[0] as i64)).add(IExpr::c(-(c.padding[0] as i64)));
-    let ix = ox.clone().mul(c.stride[1] as i64).add(kj.clone().mul(c.dilation[1] as i64)).add(IExpr::c(-(c.padding[1] as i64)));
-    let src = nn.mul(ci * h * wd).add(cin.mul(h * wd)).add(iy.clone().mul(wd)).add(ix.clone());
-    let widx = oc.clone().mul(cig * kh * kw).add(icv.mul(kh * kw)).add(ki.mul(kw)).add(kj);
-    let cond = Cond::And(Box::new(Cond::InRange(iy, h)), Box::new(Cond::InRange(ix, wd)));
+    let iy = oy
+        .clone()
+        .mul(c.stride[0] as i64)
+        .add(ki.clone().mul(c.dilation[0] as i64))
+        .add(IExpr::c(-(c.padding[0] as i64)));
+    let ix = ox
+        .clone()
+        .mul(c.stride[1] as i64)
+        .add(kj.clone().mul(c.dilation[1] as i64))
+        .add(IExpr::c(-(c.padding[1] as i64)));
+    let src = nn
+        .mul(ci * h * wd)
+        .add(cin.mul(h * wd))
+        .add(iy.clone().mul(wd))
+        .add(ix.clone());
+    let widx = oc
+        .clone()
+        .mul(cig * kh * kw)
+        .add(icv.mul(kh * kw))
+        .add(ki.mul(kw))
+        .add(kj);
+    let cond = Cond::And(
+        Box::new(Cond::InRange(iy, h)),
+        Box::new(Cond::InRange(ix, wd)),
+    );
     let acc = Expr::Local(0);
     let dst = plane.clone().mul(oh * ow).add(oy.mul(ow)).add(ox);
     // Buffers: 0 out, 1 x, 2 w, then bias, residual.
@@ -348,7 +706,9 @@ fn direct_conv(b: &mut Builder, name: &str, c: &ConvAttrs, x: &Arg, w: &Arg, out
                 parallel: false,
                 body: vec![Stmt::Assign {
                     id: 0,
-                    val: acc.clone().add(Expr::LoadIf(1, src, cond).mul(Expr::Load(2, widx))),
+                    val: acc
+                        .clone()
+                        .add(Expr::LoadIf(1, src, cond).mul(Expr::Load(2, widx))),
                 }],
             }],
         }],
@@ -366,9 +726,16 @@ fn direct_conv(b: &mut Builder, name: &str, c: &ConvAttrs, x: &Arg, w: &Arg, out
                 extent: ow,
                 parallel: false,
                 body: vec![
-                    Stmt::Local { id: 0, init: Expr::C(0.0) },
+                    Stmt::Local {
+                        id: 0,
+                        init: Expr::C(0.0),
+                    },
                     window,
-                    Stmt::Store { buf: 0, idx: dst, val },
+                    Stmt::Store {
+                        buf: 0,
+                        idx: dst,
+                        val,
+                    },
                 ],
             }],
         }],

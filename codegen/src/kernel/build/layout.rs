@@ -21,7 +21,15 @@ fn coord(t: &IExpr, shape: &[i64], st: &[i64], d: usize) -> IExpr {
 }
 
 /// `dst[t] = src[index(t)]` for `n` elements; extra buffers (index tensors) follow `src`.
-fn gather_copy(b: &mut Builder, name: &str, dst: usize, src: usize, extra: &[usize], n: i64, index: IExpr) -> Result<(), String> {
+fn gather_copy(
+    b: &mut Builder,
+    name: &str,
+    dst: usize,
+    src: usize,
+    extra: &[usize],
+    n: i64,
+    index: IExpr,
+) -> Result<(), String> {
     let body = vec![Stmt::For {
         var: 0,
         extent: n,
@@ -38,7 +46,14 @@ fn gather_copy(b: &mut Builder, name: &str, dst: usize, src: usize, extra: &[usi
 }
 
 /// As [`gather_copy`] but writing `dst[dst_index(t)]` for the `n` source elements.
-fn scatter_copy(b: &mut Builder, name: &str, dst: usize, src: usize, n: i64, dst_index: IExpr) -> Result<(), String> {
+fn scatter_copy(
+    b: &mut Builder,
+    name: &str,
+    dst: usize,
+    src: usize,
+    n: i64,
+    dst_index: IExpr,
+) -> Result<(), String> {
     let body = vec![Stmt::For {
         var: 0,
         extent: n,
@@ -52,7 +67,13 @@ fn scatter_copy(b: &mut Builder, name: &str, dst: usize, src: usize, n: i64, dst
     b.kernel(name, &[dst, src], Body::Loops(body), n, GRAIN)
 }
 
-pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], outs: &[Arg]) -> Result<(), String> {
+pub(crate) fn lower(
+    b: &mut Builder,
+    name: &str,
+    op: &Op,
+    ins: &[Arg],
+    outs: &[Arg],
+) -> Result<(), String> {
     if outs.iter().any(|o| o.dtype != DType::F32) {
         return Err("only f32 data movement is compiled".into());
     }
@@ -80,7 +101,10 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], outs: &[A
                 let o = t.clone().div(len * inner);
                 let j = t.clone().div(inner).rem(len);
                 let i = t.clone().rem(inner);
-                let dst = o.mul(total * inner).add(j.add(IExpr::c(off)).mul(inner)).add(i);
+                let dst = o
+                    .mul(total * inner)
+                    .add(j.add(IExpr::c(off)).mul(inner))
+                    .add(i);
                 if n > 0 {
                     scatter_copy(b, &format!("{name}.{k}"), out.buf, x.buf, n, dst)?;
                 }
@@ -100,7 +124,10 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], outs: &[A
                 let oo = t.clone().div(len * inner);
                 let j = t.clone().div(inner).rem(len);
                 let i = t.clone().rem(inner);
-                let src = oo.mul(total * inner).add(j.add(IExpr::c(off)).mul(inner)).add(i);
+                let src = oo
+                    .mul(total * inner)
+                    .add(j.add(IExpr::c(off)).mul(inner))
+                    .add(i);
                 if n > 0 {
                     gather_copy(b, &format!("{name}.{p}"), o.buf, x.buf, &[], n, src)?;
                 }
@@ -120,12 +147,18 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], outs: &[A
                 let st = s.steps[k];
                 let v = s.starts[k];
                 let v = if v < 0 { v.saturating_add(n) } else { v };
-                start[d] = if st > 0 { v.clamp(0, n) } else { v.clamp(-1, n - 1) };
+                start[d] = if st > 0 {
+                    v.clamp(0, n)
+                } else {
+                    v.clamp(-1, n - 1)
+                };
                 step[d] = st;
             }
             let mut src = IExpr::c(0);
             for d in 0..r {
-                let c = coord(&t, &out.shape, &ost, d).mul(step[d]).add(IExpr::c(start[d]));
+                let c = coord(&t, &out.shape, &ost, d)
+                    .mul(step[d])
+                    .add(IExpr::c(start[d]));
                 src = src.add(c.mul(ist[d]));
             }
             gather_copy(b, name, out.buf, x.buf, &[], n_out, src)
@@ -146,7 +179,10 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], outs: &[A
             let o = t.clone().div(ni * inner);
             let q = t.clone().div(inner).rem(ni);
             let i = t.clone().rem(inner);
-            let src = o.mul(len * inner).add(IExpr::Load(2, Box::new(q)).mul(inner)).add(i);
+            let src = o
+                .mul(len * inner)
+                .add(IExpr::Load(2, Box::new(q)).mul(inner))
+                .add(i);
             gather_copy(b, name, out.buf, x.buf, &[idx.buf], n_out, src)
         }
         Op::GatherElements { axis } => {

@@ -7,6 +7,7 @@ mod contraction;
 pub mod contraction_consts {
     pub use super::contraction::{KC, MR, NC, NR, SCRATCH_BYTES};
 }
+mod depthwise;
 mod layout;
 mod nn;
 mod pointwise;
@@ -39,6 +40,8 @@ pub(crate) struct Builder {
     pub kernels: Vec<Kernel>,
     /// The buffer of each value.
     pub buf: HashMap<ValueRef, usize>,
+    /// Kernels already emitted, by body and parameter types: equal layers share code.
+    pub seen: HashMap<String, usize>,
 }
 
 /// A value's buffer and static shape, as op builders see it.
@@ -54,7 +57,10 @@ fn elem_of(d: DType) -> Result<Elem, String> {
         DType::F32 => Ok(Elem::F32),
         DType::I64 => Ok(Elem::I64),
         DType::Bool => Ok(Elem::Bool),
-        other => Err(format!("{} tensors are not compiled (f32, i64, bool)", other.name())),
+        other => Err(format!(
+            "{} tensors are not compiled (f32, i64, bool)",
+            other.name()
+        )),
     }
 }
 
@@ -71,24 +77,39 @@ impl Builder {
     }
 
     /// Adds a kernel and the step that calls it on `args` (buffer ids, in parameter order).
-    pub fn kernel(&mut self, name: &str, args: &[usize], body: Body, extent: i64, grain: i64) -> Result<(), String> {
+    pub fn kernel(
+        &mut self,
+        name: &str,
+        args: &[usize],
+        body: Body,
+        extent: i64,
+        grain: i64,
+    ) -> Result<(), String> {
         let params = args
             .iter()
             .map(|&b| {
                 let d = &self.program.buffers[b];
-                Ok((d.name.clone(), elem_of(d.dtype)?))
+                Ok((String::new(), elem_of(d.dtype)?))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let k = self.kernels.len();
-        let name = format!("k{k}_{}", sanitize(name));
-        self.program.kernels.push(name.clone());
-        self.kernels.push(Kernel {
-            name,
-            params,
-            body,
-            extent: extent.max(1),
-            grain: grain.max(1),
-        });
+        let key = format!("{params:?}{body:?}{extent}");
+        let k = match self.seen.get(&key) {
+            Some(&k) => k,
+            None => {
+                let k = self.kernels.len();
+                let name = format!("k{k}_{}", sanitize(name));
+                self.program.kernels.push(name.clone());
+                self.kernels.push(Kernel {
+                    name,
+                    params: params.iter().map(|(_, e)| (String::new(), *e)).collect(),
+                    body,
+                    extent: extent.max(1),
+                    grain: grain.max(1),
+                });
+                self.seen.insert(key, k);
+                k
+            }
+        };
         self.program.steps.push(Step {
             kernel: k,
             args: args.to_vec(),
@@ -100,7 +121,9 @@ impl Builder {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
 }
 
 /// Inlines `fused` nodes' function bodies: codegen works on primitive ops.
@@ -116,10 +139,16 @@ fn inline_functions(g: &Graph) -> Result<Graph, String> {
         let ins: Vec<ValueRef> = node.inputs.iter().map(|v| map[v]).collect();
         match &node.op {
             Op::Input => {
-                map.insert(id.into(), out.add_input(node.name.clone(), node.outputs[0].clone()));
+                map.insert(
+                    id.into(),
+                    out.add_input(node.name.clone(), node.outputs[0].clone()),
+                );
             }
             Op::Fused { func } => {
-                let f = g.functions.get(func).ok_or_else(|| format!("unknown function @{func}"))?;
+                let f = g
+                    .functions
+                    .get(func)
+                    .ok_or_else(|| format!("unknown function @{func}"))?;
                 let mut fmap: HashMap<ValueRef, ValueRef> = HashMap::new();
                 for (k, &i) in f.inputs().iter().enumerate() {
                     fmap.insert(i.into(), ins[k]);
@@ -143,7 +172,12 @@ fn inline_functions(g: &Graph) -> Result<Graph, String> {
             }
             op => {
                 let nid = out
-                    .add_node_typed(op.clone(), ins, node.outputs.clone(), Some(node.name.clone()))
+                    .add_node_typed(
+                        op.clone(),
+                        ins,
+                        node.outputs.clone(),
+                        Some(node.name.clone()),
+                    )
                     .map_err(err)?;
                 for p in 0..node.outputs.len() {
                     map.insert(ValueRef::new(id, p as u32), ValueRef::new(nid, p as u32));
@@ -157,8 +191,12 @@ fn inline_functions(g: &Graph) -> Result<Graph, String> {
 
 fn literal_bytes(lit: &Literal, dtype: DType) -> Vec<u8> {
     match (lit, dtype) {
-        (Literal::Floats(v), DType::F32) => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
-        (Literal::Ints(v), DType::F32) => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
+        (Literal::Floats(v), DType::F32) => {
+            v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect()
+        }
+        (Literal::Ints(v), DType::F32) => {
+            v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect()
+        }
         (Literal::Ints(v), DType::Bool) => v.iter().map(|&x| (x != 0) as u8).collect(),
         (Literal::Floats(v), DType::Bool) => v.iter().map(|&x| (x != 0.0) as u8).collect(),
         (Literal::Ints(v), _) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -178,6 +216,7 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
         program: Program::default(),
         kernels: Vec::new(),
         buf: HashMap::new(),
+        seen: HashMap::new(),
     };
     let mut input_index = 0;
     for (id, node) in g.iter() {
@@ -189,7 +228,13 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
         let shapes: Vec<Vec<i64>> = node
             .outputs
             .iter()
-            .map(|t| t.shape.eval(bindings, 1).iter().map(|&d| d as i64).collect())
+            .map(|t| {
+                t.shape
+                    .eval(bindings, 1)
+                    .iter()
+                    .map(|&d| d as i64)
+                    .collect()
+            })
             .collect();
         let role = match &node.op {
             Op::Input => {
@@ -197,13 +242,24 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
                 Some(BufferRole::Input(input_index - 1))
             }
             Op::Param(p) => Some(BufferRole::Weight(p.name.clone())),
-            Op::Constant(lit) => Some(BufferRole::Constant(literal_bytes(lit, node.outputs[0].dtype))),
+            Op::Constant(lit) => Some(BufferRole::Constant(literal_bytes(
+                lit,
+                node.outputs[0].dtype,
+            ))),
             Op::Shape => {
                 let dims: Vec<i64> = g
                     .value_type(node.inputs[0])
-                    .map(|t| t.shape.eval(bindings, 1).iter().map(|&d| d as i64).collect())
+                    .map(|t| {
+                        t.shape
+                            .eval(bindings, 1)
+                            .iter()
+                            .map(|&d| d as i64)
+                            .collect()
+                    })
                     .unwrap_or_default();
-                Some(BufferRole::Constant(dims.iter().flat_map(|d| d.to_le_bytes()).collect()))
+                Some(BufferRole::Constant(
+                    dims.iter().flat_map(|d| d.to_le_bytes()).collect(),
+                ))
             }
             _ => None,
         };
@@ -219,7 +275,14 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
             continue;
         }
         // Views share their operand's buffer.
-        if matches!(node.op, Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Dropout { .. }) {
+        if matches!(
+            node.op,
+            Op::Reshape { .. }
+                | Op::Flatten { .. }
+                | Op::Squeeze { .. }
+                | Op::Unsqueeze { .. }
+                | Op::Dropout { .. }
+        ) {
             let src = b.buf[&node.inputs[0]];
             b.buf.insert(id.into(), src);
             continue;
@@ -231,7 +294,12 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
                 let t = g.value_type(*v).expect("verified graph");
                 Arg {
                     buf: b.buf[v],
-                    shape: t.shape.eval(bindings, 1).iter().map(|&d| d as i64).collect(),
+                    shape: t
+                        .shape
+                        .eval(bindings, 1)
+                        .iter()
+                        .map(|&d| d as i64)
+                        .collect(),
                     dtype: t.dtype,
                 }
             })
@@ -239,7 +307,11 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
         let mut outs = Vec::new();
         for (p, t) in node.outputs.iter().enumerate() {
             elem_of(t.dtype).map_err(fail)?;
-            let name = if p == 0 { node.name.clone() } else { format!("{}#{p}", node.name) };
+            let name = if p == 0 {
+                node.name.clone()
+            } else {
+                format!("{}#{p}", node.name)
+            };
             let buf = b.temp(&name, &shapes[p], t.dtype);
             b.buf.insert(ValueRef::new(id, p as u32), buf);
             outs.push(Arg {
@@ -253,10 +325,17 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
     // Outputs whose buffer has another shape (a view of an input) get their own copy.
     for o in g.outputs() {
         let t = g.value_type(*o).expect("verified graph");
-        let shape: Vec<i64> = t.shape.eval(bindings, 1).iter().map(|&d| d as i64).collect();
+        let shape: Vec<i64> = t
+            .shape
+            .eval(bindings, 1)
+            .iter()
+            .map(|&d| d as i64)
+            .collect();
         let src = b.buf[o];
         let decl = &b.program.buffers[src];
-        let id = if decl.shape.iter().map(|&d| d as i64).collect::<Vec<_>>() == shape && decl.role == BufferRole::Temp {
+        let id = if decl.shape.iter().map(|&d| d as i64).collect::<Vec<_>>() == shape
+            && decl.role == BufferRole::Temp
+        {
             src
         } else {
             let dst = b.temp("output", &shape, t.dtype);
@@ -273,18 +352,37 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
     })
 }
 
-fn lower_node(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], outs: &[Arg]) -> Result<(), String> {
+fn lower_node(
+    b: &mut Builder,
+    name: &str,
+    op: &Op,
+    ins: &[Arg],
+    outs: &[Arg],
+) -> Result<(), String> {
+    let name = &format!("{}_{name}", op.name());
     match op {
-        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::CausalMask { .. } | Op::BatchNorm { .. } => {
-            pointwise::lower(b, name, op, ins, &outs[0])
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Cast { .. }
+        | Op::CausalMask { .. }
+        | Op::BatchNorm { .. } => pointwise::lower(b, name, op, ins, &outs[0]),
+        Op::MatMul(_) | Op::FusedMatMul { .. } | Op::Conv2d(_) | Op::FusedConv2d { .. } => {
+            contraction::lower(b, name, op, ins, &outs[0])
         }
-        Op::MatMul(_) | Op::FusedMatMul { .. } | Op::Conv2d(_) | Op::FusedConv2d { .. } => contraction::lower(b, name, op, ins, &outs[0]),
-        Op::LayerNorm { .. } | Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::Reduce(_) | Op::GlobalPool(_) | Op::Pool(_) => {
-            nn::lower(b, name, op, ins, &outs[0])
-        }
-        Op::Concat { .. } | Op::Split { .. } | Op::Slice(_) | Op::Transpose { .. } | Op::Gather { .. } | Op::GatherElements { .. } | Op::Embedding => {
-            layout::lower(b, name, op, ins, outs)
-        }
+        Op::LayerNorm { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::Reduce(_)
+        | Op::GlobalPool(_)
+        | Op::Pool(_) => nn::lower(b, name, op, ins, &outs[0]),
+        Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice(_)
+        | Op::Transpose { .. }
+        | Op::Gather { .. }
+        | Op::GatherElements { .. }
+        | Op::Embedding => layout::lower(b, name, op, ins, outs),
         other => Err(format!("`{}` has no CPU kernel yet", other.name())),
     }
 }

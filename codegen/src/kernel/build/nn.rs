@@ -36,7 +36,13 @@ fn local(id: u32, init: Expr) -> Stmt {
 
 const NEG_INF: f32 = f32::NEG_INFINITY;
 
-pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg) -> Result<(), String> {
+pub(crate) fn lower(
+    b: &mut Builder,
+    name: &str,
+    op: &Op,
+    ins: &[Arg],
+    out: &Arg,
+) -> Result<(), String> {
     if out.dtype != DType::F32 || ins[0].dtype != DType::F32 {
         return Err("only f32 is compiled".into());
     }
@@ -52,7 +58,12 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
             let at = t.clone().mul(cols).add(j.clone());
             let xv = Expr::Load(1, at.clone());
             let (mean, var) = (Expr::Local(0), Expr::Local(1));
-            let inv = Expr::C(1.0).div(var.clone().div(Expr::C(cols as f32)).add(Expr::C(*eps as f32)).un(Un::Sqrt));
+            let inv = Expr::C(1.0).div(
+                var.clone()
+                    .div(Expr::C(cols as f32))
+                    .add(Expr::C(*eps as f32))
+                    .un(Un::Sqrt),
+            );
             let body = par(
                 rows,
                 vec![
@@ -60,7 +71,18 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
                     for_(1, cols, vec![assign(0, mean.clone().add(xv.clone()))]),
                     assign(0, mean.clone().div(Expr::C(cols as f32))),
                     local(1, Expr::C(0.0)),
-                    for_(1, cols, vec![assign(1, var.clone().add(xv.clone().sub(mean.clone()).mul(xv.clone().sub(mean.clone()))))]),
+                    for_(
+                        1,
+                        cols,
+                        vec![assign(
+                            1,
+                            var.clone().add(
+                                xv.clone()
+                                    .sub(mean.clone())
+                                    .mul(xv.clone().sub(mean.clone())),
+                            ),
+                        )],
+                    ),
                     local(2, inv),
                     for_(
                         1,
@@ -68,12 +90,23 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
                         vec![Stmt::Store {
                             buf: 0,
                             idx: at.clone(),
-                            val: xv.clone().sub(mean.clone()).mul(Expr::Local(2)).mul(Expr::Load(2, j.clone())).add(Expr::Load(3, j.clone())),
+                            val: xv
+                                .clone()
+                                .sub(mean.clone())
+                                .mul(Expr::Local(2))
+                                .mul(Expr::Load(2, j.clone()))
+                                .add(Expr::Load(3, j.clone())),
                         }],
                     ),
                 ],
             );
-            b.kernel(name, &[out.buf, x.buf, ins[1].buf, ins[2].buf], Body::Loops(body), rows, 16)
+            b.kernel(
+                name,
+                &[out.buf, x.buf, ins[1].buf, ins[2].buf],
+                Body::Loops(body),
+                rows,
+                16,
+            )
         }
         Op::Softmax { axis } | Op::LogSoftmax { axis } => {
             let ax = norm_axis(*axis, rank).map_err(|e| e.0)?;
@@ -81,7 +114,11 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
             let len = x.shape[ax];
             let inner: i64 = x.shape[ax + 1..].iter().product();
             let t = IExpr::v(0);
-            let base = t.clone().div(inner).mul(len * inner).add(t.clone().rem(inner));
+            let base = t
+                .clone()
+                .div(inner)
+                .mul(len * inner)
+                .add(t.clone().rem(inner));
             let at = base.add(IExpr::v(1).mul(inner));
             let xv = Expr::Load(1, at.clone());
             let (m, s) = (Expr::Local(0), Expr::Local(1));
@@ -98,13 +135,31 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
                     for_(1, len, vec![assign(0, m.clone().max(xv.clone()))]),
                     local(1, Expr::C(0.0)),
                     for_(1, len, vec![assign(1, s.clone().add(shifted.un(Un::Exp)))]),
-                    for_(1, len, vec![Stmt::Store { buf: 0, idx: at, val }]),
+                    for_(
+                        1,
+                        len,
+                        vec![Stmt::Store {
+                            buf: 0,
+                            idx: at,
+                            val,
+                        }],
+                    ),
                 ],
             );
-            b.kernel(name, &[out.buf, x.buf], Body::Loops(body), outer * inner, 16)
+            b.kernel(
+                name,
+                &[out.buf, x.buf],
+                Body::Loops(body),
+                outer * inner,
+                16,
+            )
         }
         Op::Reduce(r) => {
-            let mut axes: Vec<usize> = r.axes.iter().map(|&a| norm_axis(a, rank).map_err(|e| e.0)).collect::<Result<_, _>>()?;
+            let mut axes: Vec<usize> = r
+                .axes
+                .iter()
+                .map(|&a| norm_axis(a, rank).map_err(|e| e.0))
+                .collect::<Result<_, _>>()?;
             if axes.is_empty() {
                 axes = (0..rank).collect();
             }
@@ -112,7 +167,11 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
         }
         Op::GlobalPool(kind) => {
             let axes: Vec<usize> = (2..rank).collect();
-            let op = if *kind == PoolKind::Avg { ReduceOp::Mean } else { ReduceOp::Max };
+            let op = if *kind == PoolKind::Avg {
+                ReduceOp::Mean
+            } else {
+                ReduceOp::Max
+            };
             reduce(b, name, x, out, &axes, op)
         }
         Op::Pool(p) => {
@@ -121,15 +180,34 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
             };
             let (oh, ow) = (out.shape[2], out.shape[3]);
             let (oy, ox, ki, kj) = (IExpr::v(1), IExpr::v(2), IExpr::v(3), IExpr::v(4));
-            let iy = oy.clone().mul(p.stride[0] as i64).add(ki).add(IExpr::c(-(p.padding[0] as i64)));
-            let ix = ox.clone().mul(p.stride[1] as i64).add(kj).add(IExpr::c(-(p.padding[1] as i64)));
+            let iy = oy
+                .clone()
+                .mul(p.stride[0] as i64)
+                .add(ki)
+                .add(IExpr::c(-(p.padding[0] as i64)));
+            let ix = ox
+                .clone()
+                .mul(p.stride[1] as i64)
+                .add(kj)
+                .add(IExpr::c(-(p.padding[1] as i64)));
             let plane = IExpr::v(0);
-            let src = plane.clone().mul(h * w).add(iy.clone().mul(w)).add(ix.clone());
-            let cond = Cond::And(Box::new(Cond::InRange(iy, h)), Box::new(Cond::InRange(ix, w)));
+            let src = plane
+                .clone()
+                .mul(h * w)
+                .add(iy.clone().mul(w))
+                .add(ix.clone());
+            let cond = Cond::And(
+                Box::new(Cond::InRange(iy, h)),
+                Box::new(Cond::InRange(ix, w)),
+            );
             let dst = plane.mul(oh * ow).add(oy.mul(ow)).add(ox);
             let (acc, cnt) = (Expr::Local(0), Expr::Local(1));
             let (init, step, fin) = if p.kind == PoolKind::Max {
-                let v = Expr::Select(cond.clone(), Box::new(Expr::LoadIf(1, src, cond)), Box::new(Expr::C(NEG_INF)));
+                let v = Expr::Select(
+                    cond.clone(),
+                    Box::new(Expr::LoadIf(1, src, cond)),
+                    Box::new(Expr::C(NEG_INF)),
+                );
                 (NEG_INF, assign(0, acc.clone().max(v)), acc.clone())
             } else {
                 let divisor = if p.count_include_pad {
@@ -137,15 +215,35 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
                 } else {
                     cnt.clone()
                 };
-                (0.0, assign(0, acc.clone().add(Expr::LoadIf(1, src, cond))), acc.clone().div(divisor))
+                (
+                    0.0,
+                    assign(0, acc.clone().add(Expr::LoadIf(1, src, cond))),
+                    acc.clone().div(divisor),
+                )
             };
             let count = if p.kind == PoolKind::Avg && !p.count_include_pad {
                 let cond2 = {
-                    let iy = IExpr::v(1).mul(p.stride[0] as i64).add(IExpr::v(3)).add(IExpr::c(-(p.padding[0] as i64)));
-                    let ix = IExpr::v(2).mul(p.stride[1] as i64).add(IExpr::v(4)).add(IExpr::c(-(p.padding[1] as i64)));
-                    Cond::And(Box::new(Cond::InRange(iy, h)), Box::new(Cond::InRange(ix, w)))
+                    let iy = IExpr::v(1)
+                        .mul(p.stride[0] as i64)
+                        .add(IExpr::v(3))
+                        .add(IExpr::c(-(p.padding[0] as i64)));
+                    let ix = IExpr::v(2)
+                        .mul(p.stride[1] as i64)
+                        .add(IExpr::v(4))
+                        .add(IExpr::c(-(p.padding[1] as i64)));
+                    Cond::And(
+                        Box::new(Cond::InRange(iy, h)),
+                        Box::new(Cond::InRange(ix, w)),
+                    )
                 };
-                vec![assign(1, cnt.clone().add(Expr::Select(cond2, Box::new(Expr::C(1.0)), Box::new(Expr::C(0.0)))))]
+                vec![assign(
+                    1,
+                    cnt.clone().add(Expr::Select(
+                        cond2,
+                        Box::new(Expr::C(1.0)),
+                        Box::new(Expr::C(0.0)),
+                    )),
+                )]
             } else {
                 vec![]
             };
@@ -162,8 +260,16 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
                         vec![
                             local(0, Expr::C(init)),
                             local(1, Expr::C(0.0)),
-                            for_(3, p.kernel[0] as i64, vec![for_(4, p.kernel[1] as i64, inner)]),
-                            Stmt::Store { buf: 0, idx: dst, val: fin },
+                            for_(
+                                3,
+                                p.kernel[0] as i64,
+                                vec![for_(4, p.kernel[1] as i64, inner)],
+                            ),
+                            Stmt::Store {
+                                buf: 0,
+                                idx: dst,
+                                val: fin,
+                            },
                         ],
                     )],
                 )],
@@ -175,7 +281,14 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
 }
 
 /// Reduces `axes` of `x`; the output keeps the other dims in order (with or without 1s).
-fn reduce(b: &mut Builder, name: &str, x: &Arg, out: &Arg, axes: &[usize], op: ReduceOp) -> Result<(), String> {
+fn reduce(
+    b: &mut Builder,
+    name: &str,
+    x: &Arg,
+    out: &Arg,
+    axes: &[usize],
+    op: ReduceOp,
+) -> Result<(), String> {
     let rank = x.shape.len();
     let mut in_stride = vec![1i64; rank];
     for d in (0..rank.saturating_sub(1)).rev() {
@@ -207,9 +320,23 @@ fn reduce(b: &mut Builder, name: &str, x: &Arg, out: &Arg, axes: &[usize], op: R
     for (k, &a) in axes.iter().enumerate().rev() {
         nest = vec![for_(1 + k as u32, x.shape[a], nest)];
     }
-    let fin = if op == ReduceOp::Mean { acc.clone().div(Expr::C(count as f32)) } else { acc };
+    let fin = if op == ReduceOp::Mean {
+        acc.clone().div(Expr::C(count as f32))
+    } else {
+        acc
+    };
     let mut body = vec![local(0, Expr::C(init))];
     body.extend(nest);
-    body.push(Stmt::Store { buf: 0, idx: t, val: fin });
-    b.kernel(name, &[out.buf, x.buf], Body::Loops(par(n_out, body)), n_out, 16)
+    body.push(Stmt::Store {
+        buf: 0,
+        idx: t,
+        val: fin,
+    });
+    b.kernel(
+        name,
+        &[out.buf, x.buf],
+        Body::Loops(par(n_out, body)),
+        n_out,
+        16,
+    )
 }

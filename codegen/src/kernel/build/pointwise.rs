@@ -16,7 +16,9 @@ pub(crate) fn bcast_index(i: &IExpr, out: &[i64], inp: &[i64]) -> IExpr {
     if n_in == 1 {
         return IExpr::c(0);
     }
-    if inp.len() == out.len() && inp == out || (inp.iter().product::<i64>() == out.iter().product::<i64>() && strip(inp) == strip(out)) {
+    if inp.len() == out.len() && inp == out
+        || (inp.iter().product::<i64>() == out.iter().product::<i64>() && strip(inp) == strip(out))
+    {
         return i.clone();
     }
     let off = out.len() - inp.len();
@@ -41,7 +43,13 @@ fn strip(s: &[i64]) -> Vec<i64> {
 }
 
 /// An elementwise kernel: `out[i] = f(operands at i)`.
-pub(crate) fn map(b: &mut Builder, name: &str, ins: &[Arg], out: &Arg, f: impl Fn(&[Expr], &IExpr) -> Expr) -> Result<(), String> {
+pub(crate) fn map(
+    b: &mut Builder,
+    name: &str,
+    ins: &[Arg],
+    out: &Arg,
+    f: impl Fn(&[Expr], &IExpr) -> Expr,
+) -> Result<(), String> {
     let n: i64 = out.shape.iter().product();
     let i = IExpr::v(0);
     let loads: Vec<Expr> = ins
@@ -68,7 +76,11 @@ pub(crate) fn map(b: &mut Builder, name: &str, ins: &[Arg], out: &Arg, f: impl F
 fn load(buf: usize, dtype: DType, idx: IExpr) -> Expr {
     match dtype {
         DType::I64 => Expr::FromInt(IExpr::Load(buf, Box::new(idx))),
-        DType::Bool => Expr::Select(Cond::Bool(buf, idx), Box::new(Expr::C(1.0)), Box::new(Expr::C(0.0))),
+        DType::Bool => Expr::Select(
+            Cond::Bool(buf, idx),
+            Box::new(Expr::C(1.0)),
+            Box::new(Expr::C(0.0)),
+        ),
         _ => Expr::Load(buf, idx),
     }
 }
@@ -89,24 +101,47 @@ pub(crate) fn unary_expr(u: UnaryOp, x: Expr) -> Expr {
         UnaryOp::Relu => x.max(c(0.0)),
         UnaryOp::Relu6 => clip(x, 0.0, 6.0),
         UnaryOp::Clip { min, max } => clip(x, min as f32, max as f32),
-        UnaryOp::LeakyRelu { alpha } => x.clone().max(c(0.0)).add(c(alpha as f32).mul(x.min(c(0.0)))),
+        UnaryOp::LeakyRelu { alpha } => x
+            .clone()
+            .max(c(0.0))
+            .add(c(alpha as f32).mul(x.min(c(0.0)))),
         UnaryOp::Sigmoid => c(1.0).div(c(1.0).add(x.un(Un::Neg).un(Un::Exp))),
-        UnaryOp::HardSigmoid { alpha, beta } => clip(x.mul(c(alpha as f32)).add(c(beta as f32)), 0.0, 1.0),
-        UnaryOp::HardSwish => x.clone().mul(clip(x.mul(c(1.0 / 6.0)).add(c(0.5)), 0.0, 1.0)),
-        UnaryOp::Gelu { tanh: false } => c(0.5).mul(x.clone()).mul(c(1.0).add(x.mul(c(std::f32::consts::FRAC_1_SQRT_2)).un(Un::Erf))),
+        UnaryOp::HardSigmoid { alpha, beta } => {
+            clip(x.mul(c(alpha as f32)).add(c(beta as f32)), 0.0, 1.0)
+        }
+        UnaryOp::HardSwish => x
+            .clone()
+            .mul(clip(x.mul(c(1.0 / 6.0)).add(c(0.5)), 0.0, 1.0)),
+        UnaryOp::Gelu { tanh: false } => c(0.5)
+            .mul(x.clone())
+            .mul(c(1.0).add(x.mul(c(std::f32::consts::FRAC_1_SQRT_2)).un(Un::Erf))),
         UnaryOp::Gelu { tanh: true } => {
             let cube = x.clone().mul(x.clone()).mul(x.clone());
-            let inner = x.clone().add(c(0.044715).mul(cube)).mul(c((2.0 / std::f32::consts::PI).sqrt()));
+            let inner = x
+                .clone()
+                .add(c(0.044715).mul(cube))
+                .mul(c((2.0 / std::f32::consts::PI).sqrt()));
             c(0.5).mul(x).mul(c(1.0).add(inner.un(Un::Tanh)))
         }
         UnaryOp::Silu => x.clone().div(c(1.0).add(x.un(Un::Neg).un(Un::Exp))),
-        UnaryOp::Mish => x.clone().mul(c(1.0).add(x.un(Un::Exp)).un(Un::Log).un(Un::Tanh)),
+        UnaryOp::Mish => x
+            .clone()
+            .mul(c(1.0).add(x.un(Un::Exp)).un(Un::Log).un(Un::Tanh)),
     }
 }
 
-pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg) -> Result<(), String> {
+pub(crate) fn lower(
+    b: &mut Builder,
+    name: &str,
+    op: &Op,
+    ins: &[Arg],
+    out: &Arg,
+) -> Result<(), String> {
     if out.dtype != DType::F32 {
-        return Err(format!("elementwise ops producing {} are not compiled", out.dtype.name()));
+        return Err(format!(
+            "elementwise ops producing {} are not compiled",
+            out.dtype.name()
+        ));
     }
     match op {
         Op::Unary(u) => map(b, name, ins, out, |x, _| unary_expr(*u, x[0].clone())),
@@ -121,7 +156,9 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
                 BinaryOp::Min => crate::kernel::Bin::Min,
                 other => return Err(format!("comparison {other:?} is not compiled")),
             };
-            map(b, name, ins, out, |x, _| x[0].clone().bin(bin, x[1].clone()))
+            map(b, name, ins, out, |x, _| {
+                x[0].clone().bin(bin, x[1].clone())
+            })
         }
         Op::Where => {
             let n: i64 = out.shape.iter().product();
@@ -139,7 +176,13 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
                     val: Expr::Select(cond, Box::new(a), Box::new(c)),
                 }],
             }];
-            b.kernel(name, &[out.buf, ins[0].buf, ins[1].buf, ins[2].buf], Body::Loops(body), n, GRAIN)
+            b.kernel(
+                name,
+                &[out.buf, ins[0].buf, ins[1].buf, ins[2].buf],
+                Body::Loops(body),
+                n,
+                GRAIN,
+            )
         }
         Op::Cast { .. } => map(b, name, ins, out, |x, _| x[0].clone()),
         Op::CausalMask { fill } => {
@@ -170,7 +213,11 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
             let eps = *eps as f32;
             map(b, name, &all, out, move |x, _| {
                 let inv = Expr::C(1.0).div(x[4].clone().add(Expr::C(eps)).un(Un::Sqrt));
-                x[0].clone().sub(x[3].clone()).mul(inv).mul(x[1].clone()).add(x[2].clone())
+                x[0].clone()
+                    .sub(x[3].clone())
+                    .mul(inv)
+                    .mul(x[1].clone())
+                    .add(x[2].clone())
             })
         }
         other => Err(format!("internal: {} routed to pointwise", other.name())),
@@ -178,7 +225,13 @@ pub(crate) fn lower(b: &mut Builder, name: &str, op: &Op, ins: &[Arg], out: &Arg
 }
 
 /// `dst[i] = src[i]` for `n` elements.
-pub(crate) fn copy(b: &mut Builder, src: usize, dst: usize, n: i64, dtype: DType) -> Result<(), String> {
+pub(crate) fn copy(
+    b: &mut Builder,
+    src: usize,
+    dst: usize,
+    n: i64,
+    dtype: DType,
+) -> Result<(), String> {
     if dtype != DType::F32 {
         return Err(format!("copying {} outputs is not compiled", dtype.name()));
     }

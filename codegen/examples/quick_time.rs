@@ -1,0 +1,46 @@
+//! Ad-hoc timing: `cargo run --release -p oar-codegen --example quick_time -- lcnet_x1_0 2`.
+use oar_codegen::jit::JitModel;
+use oar_passes::{PassContext, Pipeline};
+use oar_runtime::{init::init_weights, HostTensor};
+use std::collections::BTreeMap;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args.get(1).map(String::as_str).unwrap_or("lcnet_x1_0");
+    let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
+    let g = oar_models::build(name).unwrap().unwrap();
+    let w = init_weights(&g, 0).unwrap();
+    let cluster = oar_ir::Cluster::resolve("cpu").unwrap();
+    let cx = PassContext::new(cluster.node_groups[0].device.clone());
+    let t0 = std::time::Instant::now();
+    let (opt, _) = Pipeline::named("inference", &[])
+        .unwrap()
+        .run(g, &cx, |_, _| {})
+        .unwrap();
+    let b = BTreeMap::from([("N".to_string(), 1)]);
+    let mut m = JitModel::new(&opt, &b, &w, threads).unwrap();
+    eprintln!("compile {:.2} s", t0.elapsed().as_secs_f64());
+    let x = HostTensor::f32(
+        vec![1, 3, 224, 224],
+        (0..150528).map(|i| (i % 255) as f32 / 255.0).collect(),
+    );
+    for _ in 0..5 {
+        m.run(&[x.clone()]).unwrap();
+    }
+    let mut ts = Vec::new();
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        m.run(&[x.clone()]).unwrap();
+        ts.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let prof = m.profile(&[x.clone()]).unwrap();
+    let total: f64 = prof.iter().map(|p| p.1).sum();
+    for (k, t) in prof.iter().take(15) {
+        eprintln!("  {:>7.3} ms {:5.1}%  {k}", t * 1e3, 100.0 * t / total);
+    }
+    eprintln!(
+        "{name} threads {threads}: p50 {:.3} ms  min {:.3} ms",
+        ts[25], ts[0]
+    );
+}

@@ -1,0 +1,122 @@
+//! Depthwise convolution: one plane per parallel iteration; the window is an unrolled sum,
+//! and the output is split into the interior (plain loads the vectorizer widens) and the
+//! border (loads guarded against the padding).
+
+use super::contraction::{act_expr, Tail};
+use super::pointwise::unary_expr;
+use super::{Arg, Builder};
+use crate::kernel::{Body, Cond, Expr, IExpr, Stmt};
+use oar_ir::op::ConvAttrs;
+
+/// Output positions `[lo, hi)` along one axis whose whole window is inside the input.
+fn interior(out: i64, inp: i64, k: i64, stride: i64, dil: i64, pad: i64) -> (i64, i64) {
+    let lo = ((pad + stride - 1) / stride).min(out);
+    let last = inp - 1 + pad - (k - 1) * dil;
+    let hi = if last < 0 {
+        0
+    } else {
+        (last / stride + 1).min(out)
+    };
+    (lo, hi.max(lo))
+}
+
+/// `d` = [n, ci, h, w, co, kh, kw, oh, ow].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn depthwise(
+    b: &mut Builder,
+    name: &str,
+    c: &ConvAttrs,
+    x: &Arg,
+    w: &Arg,
+    out: &Arg,
+    d: &[i64; 9],
+    t: &Tail,
+) -> Result<(), String> {
+    let [n, ci, h, wd, co, kh, kw, oh, ow] = *d;
+    let mult = co / ci;
+    let (sy, sx) = (c.stride[0] as i64, c.stride[1] as i64);
+    let (dy, dx) = (c.dilation[0] as i64, c.dilation[1] as i64);
+    let (py, px) = (c.padding[0] as i64, c.padding[1] as i64);
+    let plane = IExpr::v(0);
+    let nn = plane.clone().div(co);
+    let oc = plane.clone().rem(co);
+    let in_plane = nn.mul(ci * h * wd).add(oc.clone().div(mult).mul(h * wd));
+    let mut args = vec![out.buf, x.buf, w.buf];
+    let bias_at = t.bias.as_ref().map(|bb| {
+        args.push(bb.buf);
+        args.len() - 1
+    });
+    let res_at = t.residual.as_ref().map(|r| {
+        args.push(r.buf);
+        args.len() - 1
+    });
+    let (ry, rx) = (
+        interior(oh, h, kh, sy, dy, py),
+        interior(ow, wd, kw, sx, dx, px),
+    );
+    let spans = |lo: i64, hi: i64, n: i64| -> Vec<(i64, i64, bool)> {
+        [(0, lo, true), (lo, hi, false), (hi, n, true)]
+            .into_iter()
+            .filter(|s| s.1 > s.0)
+            .collect()
+    };
+    let mut regions = Vec::new();
+    for (y0, y1, gy) in spans(ry.0, ry.1, oh) {
+        for (x0, x1, gx) in spans(rx.0, rx.1, ow) {
+            let oy = IExpr::v(1).add(IExpr::c(y0));
+            let ox = IExpr::v(2).add(IExpr::c(x0));
+            let mut sum = match bias_at {
+                Some(k) => Expr::Load(k, oc.clone()),
+                None => Expr::C(0.0),
+            };
+            for ki in 0..kh {
+                for kj in 0..kw {
+                    let iy = oy.clone().mul(sy).add(IExpr::c(ki * dy - py));
+                    let ix = ox.clone().mul(sx).add(IExpr::c(kj * dx - px));
+                    let at = in_plane.clone().add(iy.clone().mul(wd)).add(ix.clone());
+                    let v = if gy || gx {
+                        let inside = Cond::And(
+                            Box::new(Cond::InRange(iy, h)),
+                            Box::new(Cond::InRange(ix, wd)),
+                        );
+                        Expr::LoadIf(1, at, inside)
+                    } else {
+                        Expr::Load(1, at)
+                    };
+                    let wi = oc.clone().mul(kh * kw).add(IExpr::c(ki * kw + kj));
+                    sum = sum.add(v.mul(Expr::Load(2, wi)));
+                }
+            }
+            let dst = plane.clone().mul(oh * ow).add(oy.mul(ow)).add(ox);
+            if let Some(k) = res_at {
+                sum = sum.add(Expr::Load(k, dst.clone()));
+            }
+            let val = match t.post {
+                Some(u) => unary_expr(u, sum),
+                None => act_expr(t.act, sum),
+            };
+            regions.push(Stmt::For {
+                var: 1,
+                extent: y1 - y0,
+                parallel: false,
+                body: vec![Stmt::For {
+                    var: 2,
+                    extent: x1 - x0,
+                    parallel: false,
+                    body: vec![Stmt::Store {
+                        buf: 0,
+                        idx: dst,
+                        val,
+                    }],
+                }],
+            });
+        }
+    }
+    let body = vec![Stmt::For {
+        var: 0,
+        extent: n * co,
+        parallel: true,
+        body: regions,
+    }];
+    b.kernel(name, &args, Body::Loops(body), n * co, 4)
+}

@@ -1,0 +1,227 @@
+/* oar packaged runtime: runs the Program tables generated beside this file (model.c) with
+ * the kernels from the object file. It mirrors oar-runtime's executor (buffers from the
+ * program, kernel calls in order, each split over a small thread pool) so a compiled model
+ * needs nothing but libc, libm and pthreads. */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef void (*oar_kernel)(void **args, int64_t begin, int64_t end, void *scratch);
+
+enum { OAR_TEMP = 0, OAR_INPUT = 1, OAR_WEIGHT = 2, OAR_CONST = 3 };
+
+typedef struct {
+    int64_t bytes;
+    int role;
+    int64_t offset; /* into the weights or constants blob */
+} oar_buffer;
+
+typedef struct {
+    int kernel;
+    int nargs;
+    int args_at;
+    int64_t extent;
+    int64_t grain;
+} oar_step;
+
+typedef struct {
+    int buffer;
+    int dtype; /* 0 f32, 1 i64, 2 bool */
+    int rank;
+    int64_t dims[8];
+    const char *name;
+} oar_io;
+
+/* Generated tables (model.c). */
+extern const oar_buffer OAR_BUFFERS[];
+extern const int OAR_NUM_BUFFERS;
+extern const oar_step OAR_STEPS[];
+extern const int OAR_NUM_STEPS;
+extern const int OAR_STEP_ARGS[];
+extern const oar_kernel OAR_KERNELS[];
+extern const oar_io OAR_INPUTS[];
+extern const int OAR_NUM_INPUTS;
+extern const oar_io OAR_OUTPUTS[];
+extern const int OAR_NUM_OUTPUTS;
+extern const int64_t OAR_SCRATCH_BYTES;
+extern const int64_t OAR_WEIGHT_BYTES;
+extern const unsigned char OAR_CONSTS[];
+extern const unsigned char *const OAR_EMBEDDED_WEIGHTS; /* NULL when weights are a file */
+extern const char OAR_WEIGHTS_FILE[];
+
+typedef struct oar_model oar_model;
+
+typedef struct {
+    oar_model *m;
+    int index;
+} oar_worker_arg;
+
+struct oar_model {
+    void **buffers;
+    void **scratch;
+    int threads;
+    pthread_t *workers;
+    oar_worker_arg *worker_args;
+    atomic_long generation;
+    atomic_int pending;
+    atomic_int stop;
+    /* The job being run. */
+    oar_kernel job_fn;
+    void **job_args;
+    int64_t job_extent;
+    int job_parts;
+};
+
+static _Thread_local char oar_error[256];
+
+const char *oar_model_last_error(void) { return oar_error; }
+
+static void *oar_alloc(int64_t bytes) {
+    size_t n = (size_t)((bytes + 63) / 64 * 64);
+    void *p = aligned_alloc(64, n ? n : 64);
+    if (p) memset(p, 0, n ? n : 64);
+    return p;
+}
+
+static void oar_run_part(oar_model *m, int t) {
+    if (t >= m->job_parts) return;
+    int64_t begin = m->job_extent * t / m->job_parts;
+    int64_t end = m->job_extent * (t + 1) / m->job_parts;
+    m->job_fn(m->job_args, begin, end, m->scratch[t]);
+}
+
+static void *oar_worker(void *p) {
+    oar_worker_arg *a = (oar_worker_arg *)p;
+    oar_model *m = a->m;
+    long seen = 0;
+    for (;;) {
+        long spins = 0;
+        while (atomic_load(&m->generation) == seen) {
+            if (atomic_load(&m->stop)) return NULL;
+            if (++spins > (1 << 14)) sched_yield();
+        }
+        seen = atomic_load(&m->generation);
+        oar_run_part(m, a->index);
+        atomic_fetch_sub(&m->pending, 1);
+    }
+}
+
+int oar_model_num_inputs(void) { return OAR_NUM_INPUTS; }
+int oar_model_num_outputs(void) { return OAR_NUM_OUTPUTS; }
+const int64_t *oar_model_input_shape(int i, int *rank) {
+    if (i < 0 || i >= OAR_NUM_INPUTS) return NULL;
+    if (rank) *rank = OAR_INPUTS[i].rank;
+    return OAR_INPUTS[i].dims;
+}
+const int64_t *oar_model_output_shape(int i, int *rank) {
+    if (i < 0 || i >= OAR_NUM_OUTPUTS) return NULL;
+    if (rank) *rank = OAR_OUTPUTS[i].rank;
+    return OAR_OUTPUTS[i].dims;
+}
+
+static int64_t oar_io_bytes(const oar_io *io) {
+    int64_t n = io->dtype == 0 ? 4 : io->dtype == 1 ? 8 : 1;
+    for (int d = 0; d < io->rank; d++) n *= io->dims[d];
+    return n;
+}
+
+oar_model *oar_model_create_threads(const char *weights_path, int threads) {
+    oar_model *m = calloc(1, sizeof(oar_model));
+    if (!m) return NULL;
+    const unsigned char *weights = OAR_EMBEDDED_WEIGHTS;
+    unsigned char *loaded = NULL;
+    if (!weights && OAR_WEIGHT_BYTES > 0) {
+        const char *path = weights_path ? weights_path : OAR_WEIGHTS_FILE;
+        FILE *f = fopen(path, "rb");
+        if (!f) {
+            snprintf(oar_error, sizeof oar_error, "cannot open weights %s", path);
+            free(m);
+            return NULL;
+        }
+        loaded = malloc((size_t)OAR_WEIGHT_BYTES);
+        size_t got = loaded ? fread(loaded, 1, (size_t)OAR_WEIGHT_BYTES, f) : 0;
+        int extra = fgetc(f);
+        fclose(f);
+        if (got != (size_t)OAR_WEIGHT_BYTES || extra != EOF) {
+            snprintf(oar_error, sizeof oar_error, "weights %s: expected %lld bytes", path, (long long)OAR_WEIGHT_BYTES);
+            free(loaded);
+            free(m);
+            return NULL;
+        }
+        weights = loaded;
+    }
+    m->buffers = calloc((size_t)OAR_NUM_BUFFERS, sizeof(void *));
+    for (int b = 0; b < OAR_NUM_BUFFERS; b++) {
+        const oar_buffer *d = &OAR_BUFFERS[b];
+        m->buffers[b] = oar_alloc(d->bytes);
+        if (d->role == OAR_WEIGHT) memcpy(m->buffers[b], weights + d->offset, (size_t)d->bytes);
+        if (d->role == OAR_CONST) memcpy(m->buffers[b], OAR_CONSTS + d->offset, (size_t)d->bytes);
+    }
+    free(loaded);
+    m->threads = threads < 1 ? 1 : threads;
+    m->scratch = calloc((size_t)m->threads, sizeof(void *));
+    for (int t = 0; t < m->threads; t++) m->scratch[t] = oar_alloc(OAR_SCRATCH_BYTES);
+    m->workers = calloc((size_t)m->threads, sizeof(pthread_t));
+    m->worker_args = calloc((size_t)m->threads, sizeof(oar_worker_arg));
+    for (int t = 1; t < m->threads; t++) {
+        m->worker_args[t].m = m;
+        m->worker_args[t].index = t;
+        pthread_create(&m->workers[t], NULL, oar_worker, &m->worker_args[t]);
+    }
+    return m;
+}
+
+oar_model *oar_model_create(const char *weights_path) {
+    const char *env = getenv("OAR_THREADS");
+    int threads = env ? atoi(env) : 2;
+    return oar_model_create_threads(weights_path, threads);
+}
+
+int oar_model_run(oar_model *m, const void *const *inputs, void *const *outputs) {
+    void *args[64];
+    for (int i = 0; i < OAR_NUM_INPUTS; i++)
+        memcpy(m->buffers[OAR_INPUTS[i].buffer], inputs[i], (size_t)oar_io_bytes(&OAR_INPUTS[i]));
+    for (int s = 0; s < OAR_NUM_STEPS; s++) {
+        const oar_step *st = &OAR_STEPS[s];
+        for (int a = 0; a < st->nargs && a < 64; a++) args[a] = m->buffers[OAR_STEP_ARGS[st->args_at + a]];
+        int64_t grain = st->grain < 1 ? 1 : st->grain;
+        int parts = 1;
+        if (m->threads > 1 && st->extent >= 2 * grain) {
+            parts = m->threads;
+            if (st->extent / grain < parts) parts = (int)(st->extent / grain);
+        }
+        if (parts <= 1) {
+            OAR_KERNELS[st->kernel](args, 0, st->extent, m->scratch[0]);
+            continue;
+        }
+        m->job_fn = OAR_KERNELS[st->kernel];
+        m->job_args = args;
+        m->job_extent = st->extent;
+        m->job_parts = parts;
+        atomic_store(&m->pending, m->threads - 1);
+        atomic_fetch_add(&m->generation, 1);
+        oar_run_part(m, 0);
+        while (atomic_load(&m->pending) != 0) {}
+    }
+    for (int i = 0; i < OAR_NUM_OUTPUTS; i++)
+        memcpy(outputs[i], m->buffers[OAR_OUTPUTS[i].buffer], (size_t)oar_io_bytes(&OAR_OUTPUTS[i]));
+    return 0;
+}
+
+void oar_model_destroy(oar_model *m) {
+    if (!m) return;
+    atomic_store(&m->stop, 1);
+    for (int t = 1; t < m->threads; t++) pthread_join(m->workers[t], NULL);
+    for (int b = 0; b < OAR_NUM_BUFFERS; b++) free(m->buffers[b]);
+    for (int t = 0; t < m->threads; t++) free(m->scratch[t]);
+    free(m->buffers);
+    free(m->scratch);
+    free(m->workers);
+    free(m->worker_args);
+    free(m);
+}
