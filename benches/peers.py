@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Times the peers the benches compare against, in the same run as oar's measurements.
+
+    python3 benches/peers.py sgemm N THREADS          -> GFLOP/s of numpy (OpenBLAS) float32 matmul
+    python3 benches/peers.py ort MODEL.onnx THREADS   -> p50 latency (ms) of onnxruntime at batch 1
+
+Prints one number.
+"""
+import os
+import sys
+import time
+
+
+def median_time(fn, reps):
+    fn()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    return ts[len(ts) // 2]
+
+
+def main():
+    kind = sys.argv[1]
+    if kind == "sgemm":
+        n, threads = int(sys.argv[2]), sys.argv[3]
+        os.environ["OPENBLAS_NUM_THREADS"] = threads
+        import numpy as np
+        a = np.random.rand(n, n).astype(np.float32)
+        b = np.random.rand(n, n).astype(np.float32)
+        reps = max(3, min(200, int(2e9 / (2 * n ** 3))))
+        s = median_time(lambda: a @ b, reps)
+        print(2 * n ** 3 / s / 1e9)
+    elif kind == "ort":
+        import numpy as np
+        import onnxruntime as ort
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = int(sys.argv[3])
+        o.inter_op_num_threads = 1
+        sess = ort.InferenceSession(sys.argv[2], o, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+        x = np.random.rand(*shape).astype(np.float32)
+        print(median_time(lambda: sess.run(None, {inp.name: x}), 100) * 1e3)
+
+
+if __name__ == "__main__":
+    main()
