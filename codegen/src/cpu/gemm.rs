@@ -84,8 +84,8 @@ fn act_vector<'ctx>(ir: &Ir<'_, 'ctx>, a: GemmAct, x: VectorValue<'ctx>) -> R<Ve
     }
 }
 
-/// `void f(A, B, C, bias, res, M, N, K, lda, ldb, ldc, col_lo, col_hi, scratch)`: one batch,
-/// columns `[col_lo, col_hi)`.
+/// `void f(A, B, C, bias, res, row_hi, N, K, lda, ldb, ldc, col_lo, col_hi, scratch, row_lo)`:
+/// one batch, rows `[row_lo, row_hi)`, columns `[col_lo, col_hi)`.
 fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<FunctionValue<'ctx>> {
     let name = variant_name(s);
     if let Some(f) = module.get_function(&name) {
@@ -109,6 +109,7 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
             i.into(),
             i.into(),
             p.into(),
+            i.into(),
         ],
         false,
     );
@@ -125,6 +126,7 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
     let [m, n, k, lda, ldb, ldc, col_lo, col_hi] =
         [5, 6, 7, 8, 9, 10, 11, 12].map(|q| arg(q).into_int_value());
     let scratch = arg(13).into_pointer_value();
+    let row_lo = arg(14).into_int_value();
     let tmp = ir.entry_alloca(cx.f32_type().array_type((MR * NR) as u32).into(), "tile")?;
     let g = Gemm {
         ir: &ir,
@@ -149,7 +151,7 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
             g.pack(jc, nc, pc, kc)?;
             let first = ir.icmp(IntPredicate::EQ, pc, ir.i(0))?;
             let last = ir.icmp(IntPredicate::SGE, ir.add(pc, kc)?, k)?;
-            ir.for_loop(ir.i(0), m, MC, &mut |ir, ic| {
+            ir.for_loop(row_lo, m, MC, &mut |ir, ic| {
                 let ic_end = ir.min(ir.add(ic, ir.i(MC))?, m)?;
                 ir.for_loop(ir.i(0), nc, NR, &mut |ir, jr| {
                     ir.for_loop(ic, ic_end, MR, &mut |_, row| {
@@ -316,52 +318,98 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                 "full",
             )
             .m()?;
+        // Full tiles: vector stores; the first depth panel skips reading C.
+        let store_row =
+            |ir: &Ir<'_, 'ctx>, r: usize, accumulate: Option<IntValue<'ctx>>| -> R<()> {
+                let crow = ir.mul(ir.add(row, ir.i(r as i64))?, self.ldc)?;
+                for v in 0..(NR / 8) as usize {
+                    let at = ir.add(crow, ir.add(col, ir.i(v as i64 * 8))?)?;
+                    let x = match accumulate {
+                        Some(first) => {
+                            let old = ir.load_v8(self.c, at)?;
+                            let sum = ir.b.build_float_add(acc[r * 2 + v], old, "c").m()?;
+                            ir.b.build_select(first, acc[r * 2 + v], sum, "x")
+                                .m()?
+                                .into_vector_value()
+                        }
+                        None => acc[r * 2 + v],
+                    };
+                    let e = self.epilogue_v(
+                        x,
+                        ir.add(row, ir.i(r as i64))?,
+                        ir.add(col, ir.i(v as i64 * 8))?,
+                        at,
+                    )?;
+                    let y = ir.b.build_select(last, e, x, "y").m()?.into_vector_value();
+                    ir.store_v8(self.c, at, y)?;
+                }
+                Ok(())
+            };
+        let store_full = |ir: &Ir<'_, 'ctx>, accumulate: bool| -> R<()> {
+            for r in 0..MR as usize {
+                store_row(ir, r, accumulate.then_some(ir.cx.bool_type().const_zero()))?;
+            }
+            Ok(())
+        };
+        // Full-width tiles with fewer rows (M not a multiple of 6): vector rows while r < mr.
+        let wide = ir.icmp(IntPredicate::EQ, nr, ir.i(NR))?;
+        let store_wide = |ir: &Ir<'_, 'ctx>| -> R<()> {
+            for r in 0..MR as usize {
+                let has = ir.icmp(IntPredicate::SLT, ir.i(r as i64), mr)?;
+                ir.if_else(
+                    has,
+                    &mut |ir| store_row(ir, r, Some(first)),
+                    &mut |_| Ok(()),
+                )?;
+            }
+            Ok(())
+        };
         ir.if_else(
             full,
             &mut |ir| {
-                for r in 0..MR as usize {
-                    let crow = ir.mul(ir.add(row, ir.i(r as i64))?, self.ldc)?;
-                    for v in 0..(NR / 8) as usize {
-                        let at = ir.add(crow, ir.add(col, ir.i(v as i64 * 8))?)?;
-                        let old = ir.load_v8(self.c, at)?;
-                        let sum = ir.b.build_float_add(acc[r * 2 + v], old, "c").m()?;
-                        let x =
-                            ir.b.build_select(first, acc[r * 2 + v], sum, "x")
-                                .m()?
-                                .into_vector_value();
-                        let e = self.epilogue_v(
-                            x,
-                            ir.add(row, ir.i(r as i64))?,
-                            ir.add(col, ir.i(v as i64 * 8))?,
-                            at,
-                        )?;
-                        let y = ir.b.build_select(last, e, x, "y").m()?.into_vector_value();
-                        ir.store_v8(self.c, at, y)?;
-                    }
-                }
-                Ok(())
+                ir.if_else(first, &mut |ir| store_full(ir, false), &mut |ir| {
+                    store_full(ir, true)
+                })
             },
             &mut |ir| {
-                for (q, a) in acc.iter().enumerate() {
-                    ir.store_v8(self.tmp, ir.i(q as i64 * 8), *a)?;
-                }
-                ir.for_loop(ir.i(0), mr, 1, &mut |ir, r| {
-                    ir.for_loop(ir.i(0), nr, 1, &mut |ir, j| {
-                        let at = ir.add(ir.mul(ir.add(row, r)?, self.ldc)?, ir.add(col, j)?)?;
-                        let t = ir.load_f32(self.tmp, ir.add(ir.mul(r, ir.i(NR))?, j)?)?;
-                        let old = ir.load_f32(self.c, at)?;
-                        let sum = ir.b.build_float_add(t, old, "c").m()?;
-                        let x =
-                            ir.b.build_select(first, t, sum, "x")
-                                .m()?
-                                .into_float_value();
-                        let e = self.epilogue_s(x, ir.add(row, r)?, ir.add(col, j)?, at)?;
-                        let y = ir.b.build_select(last, e, x, "y").m()?.into_float_value();
-                        ir.store_f32(self.c, at, y)
-                    })
+                ir.if_else(wide, &mut |ir| store_wide(ir), &mut |_| {
+                    self.store_edge(&acc, row, col, mr, nr, first, last)
                 })
             },
         )
+    }
+
+    /// Tiles at the right edge: through a stack tile, element by element.
+    #[allow(clippy::too_many_arguments)]
+    fn store_edge(
+        &self,
+        acc: &[VectorValue<'ctx>],
+        row: IntValue<'ctx>,
+        col: IntValue<'ctx>,
+        mr: IntValue<'ctx>,
+        nr: IntValue<'ctx>,
+        first: IntValue<'ctx>,
+        last: IntValue<'ctx>,
+    ) -> R<()> {
+        let ir = self.ir;
+        for (q, a) in acc.iter().enumerate() {
+            ir.store_v8(self.tmp, ir.i(q as i64 * 8), *a)?;
+        }
+        ir.for_loop(ir.i(0), mr, 1, &mut |ir, r| {
+            ir.for_loop(ir.i(0), nr, 1, &mut |ir, j| {
+                let at = ir.add(ir.mul(ir.add(row, r)?, self.ldc)?, ir.add(col, j)?)?;
+                let t = ir.load_f32(self.tmp, ir.add(ir.mul(r, ir.i(NR))?, j)?)?;
+                let old = ir.load_f32(self.c, at)?;
+                let sum = ir.b.build_float_add(t, old, "c").m()?;
+                let x =
+                    ir.b.build_select(first, t, sum, "x")
+                        .m()?
+                        .into_float_value();
+                let e = self.epilogue_s(x, ir.add(row, r)?, ir.add(col, j)?, at)?;
+                let y = ir.b.build_select(last, e, x, "y").m()?.into_float_value();
+                ir.store_f32(self.c, at, y)
+            })
+        })
     }
 
     fn epilogue_v(
@@ -446,14 +494,22 @@ pub(crate) fn lower_gemm_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpe
         .ok_or("no scratch")?
         .into_pointer_value();
     let ncb = (s.n + NR - 1) / NR;
-    let b0 = ir.b.build_int_signed_div(begin, ir.i(ncb), "b0").m()?;
+    let rc = s.row_chunks.max(1);
+    // Rows per chunk, a multiple of the micro-tile height.
+    let crow = ((s.m + rc - 1) / rc + MR - 1) / MR * MR;
+    let q0 = ir.b.build_int_signed_div(begin, ir.i(ncb), "q0").m()?;
     let last = ir.sub(end, ir.i(1))?;
-    let b1 = ir.add(
-        ir.b.build_int_signed_div(last, ir.i(ncb), "b1").m()?,
+    let q1 = ir.add(
+        ir.b.build_int_signed_div(last, ir.i(ncb), "q1").m()?,
         ir.i(1),
     )?;
-    ir.for_loop(b0, b1, 1, &mut |ir, bt| {
-        let base = ir.mul(bt, ir.i(ncb))?;
+    // Segment q = (batch q / rc, row chunk q % rc) over a run of column panels.
+    ir.for_loop(q0, q1, 1, &mut |ir, q| {
+        let bt = ir.b.build_int_signed_div(q, ir.i(rc), "bt").m()?;
+        let chunk = ir.b.build_int_signed_rem(q, ir.i(rc), "rc").m()?;
+        let row_lo = ir.min(ir.mul(chunk, ir.i(crow))?, ir.i(s.m))?;
+        let row_hi = ir.min(ir.add(row_lo, ir.i(crow))?, ir.i(s.m))?;
+        let base = ir.mul(q, ir.i(ncb))?;
         let lo = ir.sub(
             ir.b.build_select(ir.icmp(IntPredicate::SGT, begin, base)?, begin, base, "lo")
                 .m()?
@@ -481,7 +537,7 @@ pub(crate) fn lower_gemm_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpe
                 res
             }
             .into(),
-            ir.i(s.m).into(),
+            row_hi.into(),
             ir.i(s.n).into(),
             ir.i(s.k).into(),
             ir.i(s.lda).into(),
@@ -490,6 +546,7 @@ pub(crate) fn lower_gemm_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpe
             col_lo.into(),
             col_hi.into(),
             scratch.into(),
+            row_lo.into(),
         ];
         ir.b.build_call(f, &args, "").m()?;
         Ok(())

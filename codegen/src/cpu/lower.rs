@@ -48,13 +48,20 @@ pub(crate) fn load_args<'ctx>(ir: &Ir<'_, 'ctx>, n: usize) -> R<Vec<PointerValue
 }
 
 pub(crate) fn lower_loops<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, body: &[Stmt]) -> R<()> {
-    let bufs = load_args(ir, k.params.len())?;
+    let mut bufs = load_args(ir, k.params.len())?;
+    // The per-thread scratch area is buffer `params.len()`.
+    bufs.push(
+        ir.func
+            .get_nth_param(3)
+            .ok_or("no scratch")?
+            .into_pointer_value(),
+    );
     let begin = ir.func.get_nth_param(1).ok_or("no begin")?.into_int_value();
     let end = ir.func.get_nth_param(2).ok_or("no end")?.into_int_value();
     let mut cx = LoopCx {
         ir,
         bufs,
-        elems: k.params.iter().map(|p| p.1).collect(),
+        elems: k.params.iter().map(|p| p.1).chain([Elem::F32]).collect(),
         vars: HashMap::new(),
         locals: HashMap::new(),
         begin,

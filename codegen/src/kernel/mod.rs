@@ -22,7 +22,8 @@ pub enum Elem {
 }
 
 /// A kernel: its buffer parameters (in the step's argument order) and body. The body's
-/// `For { parallel: true }` loop runs only `[begin, end)` of its extent.
+/// `For { parallel: true }` loop runs only `[begin, end)` of its extent. Buffer index
+/// `params.len()` is the calling thread's f32 scratch area (`SCRATCH_BYTES`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Kernel {
     pub name: String,
@@ -41,7 +42,8 @@ pub enum Body {
 }
 
 /// `C[b] = act(A[b] × B[b] + bias + residual)` over `batch` matrices, row-major; parallel
-/// over `batch × ⌈n / 16⌉` column panels. Parameters: A, B, C, then bias, then residual.
+/// over `batch × row_chunks × ⌈n / 16⌉` units (column panels fastest). Parameters: A, B, C,
+/// then bias, then residual.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GemmSpec {
     pub m: i64,
@@ -55,6 +57,8 @@ pub struct GemmSpec {
     pub stride_a: i64,
     pub stride_b: i64,
     pub stride_c: i64,
+    /// Row ranges the parallel loop also splits over (when there are few column panels).
+    pub row_chunks: i64,
     pub bias: BiasMode,
     pub residual: bool,
     pub act: GemmAct,
@@ -166,7 +170,9 @@ pub enum Expr {
     FromInt(IExpr),
 }
 
-// Small constructors keep the op builders readable.
+// Small constructors keep the op builders readable. They are methods rather than
+// `std::ops` impls because they fold constants as they build and take plain i64 factors.
+#[allow(clippy::should_implement_trait)]
 impl IExpr {
     pub fn c(v: i64) -> IExpr {
         IExpr::C(v)
@@ -205,6 +211,7 @@ impl IExpr {
     }
 }
 
+#[allow(clippy::should_implement_trait)]
 impl Expr {
     pub fn un(self, u: Un) -> Expr {
         Expr::Un(u, Box::new(self))

@@ -25,6 +25,9 @@ pub enum ExecError {
     Dtype(String, DType),
 }
 
+/// Each step's kernel name and wall time in seconds.
+pub type StepTimes = Vec<(String, f64)>;
+
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
 struct Line([u8; 64]);
@@ -164,7 +167,7 @@ impl Executor {
     pub fn profile(
         &mut self,
         inputs: &[HostTensor],
-    ) -> Result<(Vec<HostTensor>, Vec<(String, f64)>), ExecError> {
+    ) -> Result<(Vec<HostTensor>, StepTimes), ExecError> {
         let mut times = Vec::new();
         let out = self.run_timed(inputs, Some(&mut times))?;
         Ok((out, times))

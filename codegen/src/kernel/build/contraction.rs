@@ -170,9 +170,16 @@ fn gemm(
         let mut args = vec![a, bm, target];
         args.extend(gemm_bias.iter().map(|x| x.buf));
         args.extend(gemm_res.iter().map(|x| x.buf));
-        let panels = spec.batch * ((n + NR - 1) / NR);
-        let grain = (panels / 8).clamp(1, 4);
-        b.kernel(name, &args, Body::Gemm(spec.clone()), panels, grain)?;
+        // Few column panels (a 7×7 map): split rows too, so both threads get work.
+        let ncb = (n + NR - 1) / NR;
+        spec.row_chunks = if ncb >= 8 {
+            1
+        } else {
+            ((16 + ncb - 1) / ncb).min((spec.m + 47) / 48).max(1)
+        };
+        let units = spec.batch * spec.row_chunks * ncb;
+        let grain = (units / 8).clamp(1, 4);
+        b.kernel(name, &args, Body::Gemm(spec.clone()), units, grain)?;
     }
     if needs_post {
         let acc = Arg {
@@ -233,10 +240,8 @@ fn small_m(
     bias: Option<usize>,
     res: Option<usize>,
 ) -> Result<(), String> {
-    let blk = [64, 50, 48, 40, 32, 25, 24, 20, 16, 10, 8, 5, 4, 2, 1]
-        .into_iter()
-        .find(|d| s.n % d == 0)
-        .unwrap_or(1);
+    // Column blocks: the widest divisor of n up to 256 (whole cache lines of B per k).
+    let blk = (1..=s.n.min(256)).rev().find(|d| s.n % d == 0).unwrap_or(1);
     let nb = s.n / blk;
     let t = IExpr::v(0);
     let (i, k, j) = (IExpr::v(1), IExpr::v(2), IExpr::v(3));
@@ -478,6 +483,7 @@ fn matmul(
         stride_a: sa,
         stride_b: sb,
         stride_c: m * n,
+        row_chunks: 1,
         bias: BiasMode::None,
         residual: false,
         act: GemmAct::None,
@@ -526,6 +532,7 @@ fn conv(
             stride_a: 0,
             stride_b: ci * h * wd,
             stride_c: co * h * wd,
+            row_chunks: 1,
             bias: BiasMode::None,
             residual: false,
             act: GemmAct::None,
@@ -543,25 +550,59 @@ fn conv(
         let cc = rc.clone().div(kh * kw);
         let ki = rc.clone().div(kw).rem(kh);
         let kj = rc.rem(kw);
+        // Read from a zero-padded copy of the input: no bounds checks in the gather. The
+        // copy's border is never written, so it stays zero across runs.
+        let (pt, pl) = (c.padding[0] as i64, c.padding[1] as i64);
+        let (hp, wp) = (h + pt + c.padding[2] as i64, wd + pl + c.padding[3] as i64);
+        let src_buf = if pt + pl + hp - h + wp - wd > 0 {
+            let xp = b.temp(&format!("{name}.padded"), &[n, ci, hp, wp], DType::F32);
+            let (row, q) = (IExpr::v(0), IExpr::v(1));
+            let dst = row
+                .clone()
+                .div(h)
+                .mul(hp * wp)
+                .add(row.clone().rem(h).add(IExpr::c(pt)).mul(wp))
+                .add(q.clone())
+                .add(IExpr::c(pl));
+            let body = vec![Stmt::For {
+                var: 0,
+                extent: n * ci * h,
+                parallel: true,
+                body: vec![Stmt::For {
+                    var: 1,
+                    extent: wd,
+                    parallel: false,
+                    body: vec![Stmt::Store {
+                        buf: 0,
+                        idx: dst,
+                        val: Expr::Load(1, row.mul(wd).add(q)),
+                    }],
+                }],
+            }];
+            b.kernel(
+                &format!("{name}.pad"),
+                &[xp, x.buf],
+                Body::Loops(body),
+                n * ci * h,
+                64,
+            )?;
+            xp
+        } else {
+            x.buf
+        };
         let iy = oy
             .clone()
             .mul(c.stride[0] as i64)
-            .add(ki.mul(c.dilation[0] as i64))
-            .add(IExpr::c(-(c.padding[0] as i64)));
+            .add(ki.mul(c.dilation[0] as i64));
         let ix = ox
             .clone()
             .mul(c.stride[1] as i64)
-            .add(kj.mul(c.dilation[1] as i64))
-            .add(IExpr::c(-(c.padding[1] as i64)));
+            .add(kj.mul(c.dilation[1] as i64));
         let src = nn
-            .mul(ci * h * wd)
-            .add(cc.mul(h * wd))
-            .add(iy.clone().mul(wd))
-            .add(ix.clone());
-        let cond = Cond::And(
-            Box::new(Cond::InRange(iy, h)),
-            Box::new(Cond::InRange(ix, wd)),
-        );
+            .mul(ci * hp * wp)
+            .add(cc.mul(hp * wp))
+            .add(iy.mul(wp))
+            .add(ix);
         let dst = r.clone().mul(oh * ow).add(oy.mul(ow)).add(ox);
         let body = vec![Stmt::For {
             var: 0,
@@ -578,14 +619,14 @@ fn conv(
                     body: vec![Stmt::Store {
                         buf: 0,
                         idx: dst,
-                        val: Expr::LoadIf(1, src, cond),
+                        val: Expr::Load(1, src),
                     }],
                 }],
             }],
         }];
         b.kernel(
             &format!("{name}.im2col"),
-            &[col, x.buf],
+            &[col, src_buf],
             Body::Loops(body),
             n * kk,
             8,
@@ -601,6 +642,7 @@ fn conv(
             stride_a: 0,
             stride_b: kk * oh * ow,
             stride_c: co * oh * ow,
+            row_chunks: 1,
             bias: BiasMode::None,
             residual: false,
             act: GemmAct::None,

@@ -20,6 +20,151 @@ fn interior(out: i64, inp: i64, k: i64, stride: i64, dil: i64, pad: i64) -> (i64
     (lo, hi.max(lo))
 }
 
+/// Stride-1 depthwise over a zero-padded copy of the plane in scratch: with the output
+/// computed on the padded width, every tap is a flat offset, so one long loop per tap-sum
+/// vectorizes fully; the valid columns are copied out with the epilogue.
+#[allow(clippy::too_many_arguments)]
+fn depthwise_s1(
+    b: &mut Builder,
+    name: &str,
+    c: &ConvAttrs,
+    x: &Arg,
+    w: &Arg,
+    out: &Arg,
+    d: &[i64; 9],
+    t: &Tail,
+) -> Result<bool, String> {
+    let [n, ci, h, wd, co, kh, kw, oh, ow] = *d;
+    let (py, px) = (c.padding[0] as i64, c.padding[1] as i64);
+    let (hp, wp) = (
+        h + c.padding[0] as i64 + c.padding[2] as i64,
+        wd + c.padding[1] as i64 + c.padding[3] as i64,
+    );
+    let (dy, dx) = (c.dilation[0] as i64, c.dilation[1] as i64);
+    let padded = hp * wp + (kw - 1) * dx + 8;
+    let flat = oh * wp;
+    if c.stride != [1, 1] || (padded + flat) * 4 > super::contraction::SCRATCH_BYTES as i64 {
+        return Ok(false);
+    }
+    let mult = co / ci;
+    let plane = IExpr::v(0);
+    let oc = plane.clone().rem(co);
+    let in_plane = plane
+        .clone()
+        .div(co)
+        .mul(ci * h * wd)
+        .add(oc.clone().div(mult).mul(h * wd));
+    let mut args = vec![out.buf, x.buf, w.buf];
+    let bias_at = t.bias.as_ref().map(|bb| {
+        args.push(bb.buf);
+        args.len() - 1
+    });
+    let res_at = t.residual.as_ref().map(|r| {
+        args.push(r.buf);
+        args.len() - 1
+    });
+    let scratch = args.len();
+    let i = IExpr::v(1);
+    // 1. pad: P (zeroed once per call; borders stay 0) gets the plane's rows at
+    //    P[(r + py)·wp + q + px] — a contiguous copy per row.
+    let zero = Stmt::For {
+        var: 1,
+        extent: padded,
+        parallel: false,
+        body: vec![Stmt::Store {
+            buf: scratch,
+            idx: i.clone(),
+            val: Expr::C(0.0),
+        }],
+    };
+    let (r, q) = (IExpr::v(1), IExpr::v(2));
+    let pad = Stmt::For {
+        var: 1,
+        extent: h,
+        parallel: false,
+        body: vec![Stmt::For {
+            var: 2,
+            extent: wd,
+            parallel: false,
+            body: vec![Stmt::Store {
+                buf: scratch,
+                idx: r
+                    .clone()
+                    .add(IExpr::c(py))
+                    .mul(wp)
+                    .add(q.clone())
+                    .add(IExpr::c(px)),
+                val: Expr::Load(1, in_plane.add(r.mul(wd)).add(q)),
+            }],
+        }],
+    };
+    // 2. T[o] = Σ taps P[o + ki·dy·wp + kj·dx] · w, for o over oh rows of the padded width.
+    let mut sum = Expr::C(0.0);
+    for ki in 0..kh {
+        for kj in 0..kw {
+            let wi = oc.clone().mul(kh * kw).add(IExpr::c(ki * kw + kj));
+            sum = sum.add(
+                Expr::Load(scratch, i.clone().add(IExpr::c(ki * dy * wp + kj * dx)))
+                    .mul(Expr::Load(2, wi)),
+            );
+        }
+    }
+    let taps = Stmt::For {
+        var: 1,
+        extent: flat,
+        parallel: false,
+        body: vec![Stmt::Store {
+            buf: scratch,
+            idx: i.clone().add(IExpr::c(padded)),
+            val: sum,
+        }],
+    };
+    // 3. out[oy, ox] = act(T[oy·wp + ox] + bias + residual).
+    let (oy, ox) = (IExpr::v(1), IExpr::v(2));
+    let dst = plane
+        .clone()
+        .mul(oh * ow)
+        .add(oy.clone().mul(ow))
+        .add(ox.clone());
+    let mut v = Expr::Load(scratch, oy.mul(wp).add(ox).add(IExpr::c(padded)));
+    if let Some(k) = bias_at {
+        v = v.add(Expr::Load(k, oc.clone()));
+    }
+    if let Some(k) = res_at {
+        v = v.add(Expr::Load(k, dst.clone()));
+    }
+    let val = match t.post {
+        Some(u) => unary_expr(u, v),
+        None => act_expr(t.act, v),
+    };
+    let copy = Stmt::For {
+        var: 1,
+        extent: oh,
+        parallel: false,
+        body: vec![Stmt::For {
+            var: 2,
+            extent: ow,
+            parallel: false,
+            body: vec![Stmt::Store {
+                buf: 0,
+                idx: dst,
+                val,
+            }],
+        }],
+    };
+    let body = vec![
+        zero,
+        Stmt::For {
+            var: 0,
+            extent: n * co,
+            parallel: true,
+            body: vec![pad, taps, copy],
+        },
+    ];
+    b.kernel(name, &args, Body::Loops(body), n * co, 4)?;
+    Ok(true)
+}
+
 /// `d` = [n, ci, h, w, co, kh, kw, oh, ow].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn depthwise(
@@ -32,6 +177,9 @@ pub(super) fn depthwise(
     d: &[i64; 9],
     t: &Tail,
 ) -> Result<(), String> {
+    if depthwise_s1(b, name, c, x, w, out, d, t)? {
+        return Ok(());
+    }
     let [n, ci, h, wd, co, kh, kw, oh, ow] = *d;
     let mult = co / ci;
     let (sy, sx) = (c.stride[0] as i64, c.stride[1] as i64);

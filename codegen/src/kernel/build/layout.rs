@@ -190,9 +190,9 @@ pub(crate) fn lower(
             let ax = norm_axis(*axis, x.shape.len()).map_err(|e| e.0)?;
             let (ost, ist) = (strides(&out.shape), strides(&x.shape));
             let mut src = IExpr::Load(2, Box::new(t.clone())).mul(ist[ax]);
-            for d in 0..out.shape.len() {
+            for (d, &stride) in ist.iter().enumerate().take(out.shape.len()) {
                 if d != ax {
-                    src = src.add(coord(&t, &out.shape, &ost, d).mul(ist[d]));
+                    src = src.add(coord(&t, &out.shape, &ost, d).mul(stride));
                 }
             }
             gather_copy(b, name, out.buf, x.buf, &[idx.buf], n_out, src)

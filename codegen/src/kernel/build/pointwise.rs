@@ -51,25 +51,103 @@ pub(crate) fn map(
     f: impl Fn(&[Expr], &IExpr) -> Expr,
 ) -> Result<(), String> {
     let n: i64 = out.shape.iter().product();
-    let i = IExpr::v(0);
+    let flat = IExpr::v(0);
+    let simple = ins.iter().all(|a| {
+        let idx = bcast_index(&flat, &out.shape, &a.shape);
+        idx == flat || idx == IExpr::c(0)
+    });
+    let mut args = vec![out.buf];
+    args.extend(ins.iter().map(|a| a.buf));
+    if simple {
+        let loads: Vec<Expr> = ins
+            .iter()
+            .enumerate()
+            .map(|(k, a)| load(k + 1, a.dtype, bcast_index(&flat, &out.shape, &a.shape)))
+            .collect();
+        let body = vec![Stmt::For {
+            var: 0,
+            extent: n,
+            parallel: true,
+            body: vec![Stmt::Store {
+                buf: 0,
+                idx: flat.clone(),
+                val: f(&loads, &flat),
+            }],
+        }];
+        return b.kernel(name, &args, Body::Loops(body), n, GRAIN);
+    }
+    // Broadcasting: a loop nest over the output with per-operand strides (0 where an
+    // operand is broadcast), adjacent dims merged where every operand is contiguous across
+    // them — no div/rem per element.
+    let r = out.shape.len();
+    let strides_of = |shape: &[i64]| -> Vec<i64> {
+        let off = r - shape.len();
+        let mut st = vec![0i64; r];
+        let mut acc = 1;
+        for d in (0..r).rev() {
+            let dim = if d >= off { shape[d - off] } else { 1 };
+            st[d] = if dim == 1 { 0 } else { acc };
+            acc *= dim;
+        }
+        st
+    };
+    let mut all: Vec<Vec<i64>> = vec![strides_of(&out.shape)];
+    all.extend(ins.iter().map(|a| strides_of(&a.shape)));
+    // Groups of dims, innermost first: (extent, stride per operand).
+    let mut groups: Vec<(i64, Vec<i64>)> = Vec::new();
+    for d in (0..r).rev() {
+        let ext = out.shape[d];
+        if ext == 1 {
+            continue;
+        }
+        let st: Vec<i64> = all.iter().map(|s| s[d]).collect();
+        if let Some((gext, gst)) = groups.last_mut() {
+            let mergeable = st.iter().zip(gst.iter()).all(|(&o, &i)| o == i * *gext);
+            if mergeable {
+                *gext *= ext;
+                continue;
+            }
+        }
+        groups.push((ext, st));
+    }
+    groups.reverse();
+    let vars: Vec<IExpr> = (0..groups.len()).map(|g| IExpr::v(g as u32)).collect();
+    let index = |k: usize| -> IExpr {
+        groups
+            .iter()
+            .zip(&vars)
+            .fold(IExpr::c(0), |acc, ((_, st), v)| {
+                acc.add(v.clone().mul(st[k]))
+            })
+    };
+    let out_idx = index(0);
     let loads: Vec<Expr> = ins
         .iter()
         .enumerate()
-        .map(|(k, a)| load(k + 1, a.dtype, bcast_index(&i, &out.shape, &a.shape)))
+        .map(|(k, a)| load(k + 1, a.dtype, index(k + 1)))
         .collect();
-    let body = vec![Stmt::For {
-        var: 0,
-        extent: n,
-        parallel: true,
-        body: vec![Stmt::Store {
-            buf: 0,
-            idx: i.clone(),
-            val: f(&loads, &i),
-        }],
+    let mut body = vec![Stmt::Store {
+        buf: 0,
+        idx: out_idx.clone(),
+        val: f(&loads, &out_idx),
     }];
-    let mut args = vec![out.buf];
-    args.extend(ins.iter().map(|a| a.buf));
-    b.kernel(name, &args, Body::Loops(body), n, GRAIN)
+    for (g, (ext, _)) in groups.iter().enumerate().rev() {
+        body = vec![Stmt::For {
+            var: g as u32,
+            extent: *ext,
+            parallel: g == 0,
+            body,
+        }];
+    }
+    let outer = groups.first().map_or(1, |g| g.0);
+    let inner = (n / outer.max(1)).max(1);
+    b.kernel(
+        name,
+        &args,
+        Body::Loops(body),
+        outer,
+        (GRAIN / inner).max(1),
+    )
 }
 
 /// A load as f32 (integers convert, bools are 0/1).

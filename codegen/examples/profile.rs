@@ -1,4 +1,5 @@
-//! Ad-hoc timing: `cargo run --release -p oar-codegen --example quick_time -- lcnet_x1_0 2`.
+//! Latency and a per-kernel profile of a zoo model compiled for this CPU at batch 1:
+//! `cargo run --release -p oar-codegen --example profile -- lcnet_x1_0 2` (model, threads).
 use oar_codegen::jit::JitModel;
 use oar_passes::{PassContext, Pipeline};
 use oar_runtime::{init::init_weights, HostTensor};
@@ -25,16 +26,16 @@ fn main() {
         (0..150528).map(|i| (i % 255) as f32 / 255.0).collect(),
     );
     for _ in 0..5 {
-        m.run(&[x.clone()]).unwrap();
+        m.run(std::slice::from_ref(&x)).unwrap();
     }
     let mut ts = Vec::new();
     for _ in 0..50 {
         let t = std::time::Instant::now();
-        m.run(&[x.clone()]).unwrap();
+        m.run(std::slice::from_ref(&x)).unwrap();
         ts.push(t.elapsed().as_secs_f64() * 1e3);
     }
     ts.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let prof = m.profile(&[x.clone()]).unwrap();
+    let prof = m.profile(std::slice::from_ref(&x)).unwrap();
     let total: f64 = prof.iter().map(|p| p.1).sum();
     for (k, t) in prof.iter().take(15) {
         eprintln!("  {:>7.3} ms {:5.1}%  {k}", t * 1e3, 100.0 * t / total);
