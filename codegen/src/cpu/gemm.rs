@@ -6,14 +6,13 @@
 
 use super::ir::{Ir, OrMsg, R};
 use super::lower::load_args;
-use crate::kernel::build_consts::{KC, MR, NC, NR};
+use crate::kernel::build_consts::{KC, MC, MR, NC, NR};
 use crate::kernel::{BiasMode, GemmAct, GemmSpec, Kernel};
 use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
 use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::{FloatPredicate, IntPredicate};
 
-const MC: i64 = 96;
 
 fn variant_name(s: &GemmSpec) -> String {
     let act = match s.act {
@@ -143,6 +142,7 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
         ldc,
         scratch,
         tmp,
+        row_lo,
     };
     ir.for_loop(col_lo, col_hi, NC, &mut |ir, jc| {
         let nc = ir.min(ir.i(NC), ir.sub(col_hi, jc)?)?;
@@ -153,6 +153,7 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
             let last = ir.icmp(IntPredicate::SGE, ir.add(pc, kc)?, k)?;
             ir.for_loop(row_lo, m, MC, &mut |ir, ic| {
                 let ic_end = ir.min(ir.add(ic, ir.i(MC))?, m)?;
+                g.pack_a(ic, ic_end, pc, kc)?;
                 ir.for_loop(ir.i(0), nc, NR, &mut |ir, jr| {
                     ir.for_loop(ic, ic_end, MR, &mut |_, row| {
                         g.micro(row, jc, jr, nc, pc, kc, first, last)
@@ -181,6 +182,7 @@ struct Gemm<'a, 'b, 'ctx> {
     ldc: IntValue<'ctx>,
     scratch: PointerValue<'ctx>,
     tmp: PointerValue<'ctx>,
+    row_lo: IntValue<'ctx>,
 }
 
 impl<'ctx> Gemm<'_, '_, 'ctx> {
@@ -234,6 +236,27 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
 
     /// One MR × NR tile of C at (row, jc + jr).
     #[allow(clippy::too_many_arguments)]
+    /// Packs A[ic..ic_end, pc..pc+kc] as MR-row panels after B's panel in scratch:
+    /// `Ap[(p·kc + kk)·MR + r]`, rows past `ic_end` zero.
+    fn pack_a(&self, ic: IntValue<'ctx>, ic_end: IntValue<'ctx>, pc: IntValue<'ctx>, kc: IntValue<'ctx>) -> R<()> {
+        let ir = self.ir;
+        let rows = ir.sub(ic_end, ic)?;
+        let padded = ir.mul(ir.b.build_int_signed_div(ir.add(rows, ir.i(MR - 1))?, ir.i(MR), "pr").m()?, ir.i(MR))?;
+        ir.for_loop(ir.i(0), padded, 1, &mut |ir, i| {
+            let inside = ir.icmp(IntPredicate::SLT, i, rows)?;
+            let src_row = ir.b.build_select(inside, ir.add(ic, i)?, ic, "sr").m()?.into_int_value();
+            let p = ir.b.build_int_signed_div(i, ir.i(MR), "p").m()?;
+            let r = ir.b.build_int_signed_rem(i, ir.i(MR), "r").m()?;
+            let base = ir.add(ir.mul(ir.mul(p, kc)?, ir.i(MR))?, ir.add(r, ir.i(KC * NC))?)?;
+            let src = ir.add(ir.mul(src_row, self.lda)?, pc)?;
+            ir.for_loop(ir.i(0), kc, 1, &mut |ir, kk| {
+                let x = ir.load_f32(self.a, ir.add(src, kk)?)?;
+                let x = ir.b.build_select(inside, x, ir.f(0.0), "z").m()?.into_float_value();
+                ir.store_f32(self.scratch, ir.add(base, ir.mul(kk, ir.i(MR))?)?, x)
+            })
+        })
+    }
+
     fn micro(
         &self,
         row: IntValue<'ctx>,
@@ -251,12 +274,10 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         let col = ir.add(jc, jr)?;
         let panel = ir.b.build_int_signed_div(jr, ir.i(NR), "pn").m()?;
         let bp = ir.mul(ir.mul(panel, kc)?, ir.i(NR))?;
-        // Row r reads A row min(r, mr − 1): rows past M repeat the last one and are dropped.
-        let mut a_rows = Vec::new();
-        for r in 0..MR {
-            let rr = ir.min(ir.i(r), ir.sub(mr, ir.i(1))?)?;
-            a_rows.push(ir.add(ir.mul(ir.add(row, rr)?, self.lda)?, pc)?);
-        }
+        // This tile's packed A panel: 6 consecutive values per k.
+        let _ = pc;
+        let ic_panel = ir.b.build_int_signed_div(ir.sub(row, self.ic_of(row)?)?, ir.i(MR), "ap").m()?;
+        let ap = ir.add(ir.mul(ir.mul(ic_panel, kc)?, ir.i(MR))?, ir.i(KC * NC))?;
         // The k loop with 12 vector accumulators as phis.
         let v8 = ir.v8t();
         let pre = ir.b.get_insert_block().ok_or("no block")?;
@@ -284,7 +305,7 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
             .collect::<R<_>>()?;
         let mut next = Vec::new();
         for r in 0..MR as usize {
-            let a = ir.load_f32(self.a, ir.add(a_rows[r], kk)?)?;
+            let a = ir.load_f32(self.scratch, ir.add(ap, ir.add(ir.mul(kk, ir.i(MR))?, ir.i(r as i64))?)?)?;
             let av = ir.splat(a)?;
             for v in 0..(NR / 8) as usize {
                 let acc = accs[r * 2 + v].as_basic_value().into_vector_value();
@@ -410,6 +431,14 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                 ir.store_f32(self.c, at, y)
             })
         })
+    }
+
+    /// The start of the MC block holding `row` (blocks start at multiples of MC from row_lo).
+    fn ic_of(&self, row: IntValue<'ctx>) -> R<IntValue<'ctx>> {
+        let ir = self.ir;
+        let off = ir.sub(row, self.row_lo)?;
+        let blk = ir.b.build_int_signed_div(off, ir.i(MC), "blk").m()?;
+        ir.add(self.row_lo, ir.mul(blk, ir.i(MC))?)
     }
 
     fn epilogue_v(

@@ -14,7 +14,9 @@ pub const KC: i64 = 256;
 pub const NC: i64 = 256;
 pub const NR: i64 = 16;
 pub const MR: i64 = 6;
-pub const SCRATCH_BYTES: usize = (KC * NC * 4) as usize;
+/// Per-thread scratch: one packed KC × NC panel of B, then one packed MC × KC block of A.
+pub const MC: i64 = 96;
+pub const SCRATCH_BYTES: usize = ((KC * NC + MC * KC) * 4) as usize;
 
 fn gemm_act(u: Option<UnaryOp>) -> Option<GemmAct> {
     Some(match u {

@@ -5,7 +5,7 @@ mod contraction;
 
 /// GEMM blocking constants (see cpu/gemm.rs).
 pub mod contraction_consts {
-    pub use super::contraction::{KC, MR, NC, NR, SCRATCH_BYTES};
+    pub use super::contraction::{KC, MC, MR, NC, NR, SCRATCH_BYTES};
 }
 mod depthwise;
 mod layout;
