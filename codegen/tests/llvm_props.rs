@@ -220,3 +220,29 @@ proptest! {
         compare(&g)?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_pools_match(
+        c in 1u64..4, h in 2u64..10, w in 2u64..10, k in 1u64..4, stride in 1u64..3,
+        pad in 0u64..2, ceil in any::<bool>(), include in any::<bool>(), max in any::<bool>(),
+    ) {
+        use oar_ir::op::{PoolAttrs, PoolKind};
+        prop_assume!(pad < k && h + 2 * pad >= k && w + 2 * pad >= k);
+        let mut g = Graph::new("pool");
+        let x = g.add_input("x", TensorType::f32(&[1, c, h, w]));
+        let attrs = PoolAttrs {
+            kind: if max { PoolKind::Max } else { PoolKind::Avg },
+            kernel: [k, k],
+            stride: [stride, stride],
+            padding: [pad; 4],
+            ceil_mode: ceil,
+            count_include_pad: include,
+        };
+        let y = g.add_node(Op::Pool(attrs), vec![x], None).unwrap();
+        g.set_outputs(vec![y.into()]);
+        compare(&g)?;
+    }
+}

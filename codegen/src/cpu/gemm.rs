@@ -13,7 +13,6 @@ use inkwell::module::{Linkage, Module};
 use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::{FloatPredicate, IntPredicate};
 
-
 fn variant_name(s: &GemmSpec) -> String {
     let act = match s.act {
         GemmAct::None => "none".to_string(),
@@ -238,20 +237,36 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
     #[allow(clippy::too_many_arguments)]
     /// Packs A[ic..ic_end, pc..pc+kc] as MR-row panels after B's panel in scratch:
     /// `Ap[(p·kc + kk)·MR + r]`, rows past `ic_end` zero.
-    fn pack_a(&self, ic: IntValue<'ctx>, ic_end: IntValue<'ctx>, pc: IntValue<'ctx>, kc: IntValue<'ctx>) -> R<()> {
+    fn pack_a(
+        &self,
+        ic: IntValue<'ctx>,
+        ic_end: IntValue<'ctx>,
+        pc: IntValue<'ctx>,
+        kc: IntValue<'ctx>,
+    ) -> R<()> {
         let ir = self.ir;
         let rows = ir.sub(ic_end, ic)?;
-        let padded = ir.mul(ir.b.build_int_signed_div(ir.add(rows, ir.i(MR - 1))?, ir.i(MR), "pr").m()?, ir.i(MR))?;
+        let padded = ir.mul(
+            ir.b.build_int_signed_div(ir.add(rows, ir.i(MR - 1))?, ir.i(MR), "pr")
+                .m()?,
+            ir.i(MR),
+        )?;
         ir.for_loop(ir.i(0), padded, 1, &mut |ir, i| {
             let inside = ir.icmp(IntPredicate::SLT, i, rows)?;
-            let src_row = ir.b.build_select(inside, ir.add(ic, i)?, ic, "sr").m()?.into_int_value();
+            let src_row =
+                ir.b.build_select(inside, ir.add(ic, i)?, ic, "sr")
+                    .m()?
+                    .into_int_value();
             let p = ir.b.build_int_signed_div(i, ir.i(MR), "p").m()?;
             let r = ir.b.build_int_signed_rem(i, ir.i(MR), "r").m()?;
             let base = ir.add(ir.mul(ir.mul(p, kc)?, ir.i(MR))?, ir.add(r, ir.i(KC * NC))?)?;
             let src = ir.add(ir.mul(src_row, self.lda)?, pc)?;
             ir.for_loop(ir.i(0), kc, 1, &mut |ir, kk| {
                 let x = ir.load_f32(self.a, ir.add(src, kk)?)?;
-                let x = ir.b.build_select(inside, x, ir.f(0.0), "z").m()?.into_float_value();
+                let x =
+                    ir.b.build_select(inside, x, ir.f(0.0), "z")
+                        .m()?
+                        .into_float_value();
                 ir.store_f32(self.scratch, ir.add(base, ir.mul(kk, ir.i(MR))?)?, x)
             })
         })
@@ -276,7 +291,9 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         let bp = ir.mul(ir.mul(panel, kc)?, ir.i(NR))?;
         // This tile's packed A panel: 6 consecutive values per k.
         let _ = pc;
-        let ic_panel = ir.b.build_int_signed_div(ir.sub(row, self.ic_of(row)?)?, ir.i(MR), "ap").m()?;
+        let ic_panel =
+            ir.b.build_int_signed_div(ir.sub(row, self.ic_of(row)?)?, ir.i(MR), "ap")
+                .m()?;
         let ap = ir.add(ir.mul(ir.mul(ic_panel, kc)?, ir.i(MR))?, ir.i(KC * NC))?;
         // The k loop with 12 vector accumulators as phis.
         let v8 = ir.v8t();
@@ -305,7 +322,10 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
             .collect::<R<_>>()?;
         let mut next = Vec::new();
         for r in 0..MR as usize {
-            let a = ir.load_f32(self.scratch, ir.add(ap, ir.add(ir.mul(kk, ir.i(MR))?, ir.i(r as i64))?)?)?;
+            let a = ir.load_f32(
+                self.scratch,
+                ir.add(ap, ir.add(ir.mul(kk, ir.i(MR))?, ir.i(r as i64))?)?,
+            )?;
             let av = ir.splat(a)?;
             for v in 0..(NR / 8) as usize {
                 let acc = accs[r * 2 + v].as_basic_value().into_vector_value();

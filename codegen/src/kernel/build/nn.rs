@@ -210,30 +210,41 @@ pub(crate) fn lower(
                 );
                 (NEG_INF, assign(0, acc.clone().max(v)), acc.clone())
             } else {
-                let divisor = if p.count_include_pad {
-                    Expr::C((p.kernel[0] * p.kernel[1]) as f32)
-                } else {
-                    cnt.clone()
-                };
+                let divisor = cnt.clone();
                 (
                     0.0,
                     assign(0, acc.clone().add(Expr::LoadIf(1, src, cond))),
                     acc.clone().div(divisor),
                 )
             };
-            let count = if p.kind == PoolKind::Avg && !p.count_include_pad {
+            // The divisor counts input cells, or with count_include_pad the cells inside the
+            // padded input (never cells past the padding that ceil mode adds).
+            let count = if p.kind == PoolKind::Avg {
                 let cond2 = {
+                    let (oy_pad, ox_pad) = if p.count_include_pad {
+                        (0, 0)
+                    } else {
+                        (p.padding[0] as i64, p.padding[1] as i64)
+                    };
+                    let (hh, ww) = if p.count_include_pad {
+                        (
+                            h + (p.padding[0] + p.padding[2]) as i64,
+                            w + (p.padding[1] + p.padding[3]) as i64,
+                        )
+                    } else {
+                        (h, w)
+                    };
                     let iy = IExpr::v(1)
                         .mul(p.stride[0] as i64)
                         .add(IExpr::v(3))
-                        .add(IExpr::c(-(p.padding[0] as i64)));
+                        .add(IExpr::c(-oy_pad));
                     let ix = IExpr::v(2)
                         .mul(p.stride[1] as i64)
                         .add(IExpr::v(4))
-                        .add(IExpr::c(-(p.padding[1] as i64)));
+                        .add(IExpr::c(-ox_pad));
                     Cond::And(
-                        Box::new(Cond::InRange(iy, h)),
-                        Box::new(Cond::InRange(ix, w)),
+                        Box::new(Cond::InRange(iy, hh)),
+                        Box::new(Cond::InRange(ix, ww)),
                     )
                 };
                 vec![assign(
