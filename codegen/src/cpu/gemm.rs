@@ -272,6 +272,7 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn micro(
         &self,
         row: IntValue<'ctx>,

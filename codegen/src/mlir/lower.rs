@@ -2,9 +2,11 @@
 //! NHWC); ops TOSA lacks (softmax, norms, GELU, hard-swish) are written as compositions.
 
 use super::emit::{tensor_ty, Emitter, V};
+use super::gather::{gather_axis, gather_elements};
+use super::pointwise::{binary, unary};
 use super::MlirError;
 use oar_ir::dist::ReduceOp;
-use oar_ir::op::{BinaryOp, ConvAttrs, Epilogue, Literal, PoolKind, UnaryOp};
+use oar_ir::op::{ConvAttrs, Epilogue, Literal, PoolKind};
 use oar_ir::{DType, Graph, Node, Op, ValueRef};
 use std::collections::{BTreeMap, HashMap};
 
@@ -335,110 +337,6 @@ fn lower_node(
     }
 }
 
-fn unary(e: &mut Emitter, u: UnaryOp, x: &V) -> Result<V, String> {
-    let r = x.shape.len();
-    let d = x.dtype;
-    Ok(match u {
-        UnaryOp::Exp => e.unary("exp", x),
-        UnaryOp::Log => e.unary("log", x),
-        UnaryOp::Tanh => e.unary("tanh", x),
-        UnaryOp::Erf => e.unary("erf", x),
-        UnaryOp::Abs => e.unary("abs", x),
-        UnaryOp::Sigmoid => e.unary("sigmoid", x),
-        UnaryOp::Rsqrt => e.unary("rsqrt", x),
-        UnaryOp::Sqrt => {
-            let rs = e.unary("rsqrt", x);
-            e.unary("reciprocal", &rs)
-        }
-        UnaryOp::Neg => {
-            let zp = e.zero_point(d);
-            let t = x.ty();
-            e.op(
-                &format!("tosa.negate {}, {}, {}", x.name, zp.name, zp.name),
-                &format!("({t}, {}, {}) -> {t}", zp.ty(), zp.ty()),
-                x.shape.clone(),
-                d,
-            )
-        }
-        UnaryOp::Relu => e.clamp(x, 0.0, f32::MAX as f64),
-        UnaryOp::Relu6 => e.clamp(x, 0.0, 6.0),
-        UnaryOp::Clip { min, max } => e.clamp(x, min, max),
-        UnaryOp::LeakyRelu { alpha } => {
-            let zero = e.scalar(0.0, r, d);
-            let pos = e.binary("greater_equal", x, &zero, Some(DType::Bool))?;
-            let a = e.scalar(alpha, r, d);
-            let neg = e.binary("mul", x, &a, None)?;
-            e.select(&pos, x, &neg)?
-        }
-        UnaryOp::HardSigmoid { alpha, beta } => hard_sigmoid(e, x, alpha, beta)?,
-        UnaryOp::HardSwish => {
-            let h = hard_sigmoid(e, x, 1.0 / 6.0, 0.5)?;
-            e.binary("mul", x, &h, None)?
-        }
-        UnaryOp::Gelu { tanh } => {
-            let inner = if tanh {
-                let sq = e.binary("mul", x, x, None)?;
-                let cube = e.binary("mul", &sq, x, None)?;
-                let c = e.scalar(0.044715, r, d);
-                let t = e.binary("mul", &cube, &c, None)?;
-                let s = e.binary("add", x, &t, None)?;
-                let k = e.scalar((2.0 / std::f64::consts::PI).sqrt(), r, d);
-                let arg = e.binary("mul", &s, &k, None)?;
-                e.unary("tanh", &arg)
-            } else {
-                let k = e.scalar(std::f64::consts::FRAC_1_SQRT_2, r, d);
-                let arg = e.binary("mul", x, &k, None)?;
-                e.unary("erf", &arg)
-            };
-            let one = e.scalar(1.0, r, d);
-            let p = e.binary("add", &inner, &one, None)?;
-            let half = e.scalar(0.5, r, d);
-            let hx = e.binary("mul", x, &half, None)?;
-            e.binary("mul", &hx, &p, None)?
-        }
-        UnaryOp::Silu => {
-            let s = e.unary("sigmoid", x);
-            e.binary("mul", x, &s, None)?
-        }
-        UnaryOp::Mish => {
-            let ex = e.unary("exp", x);
-            let one = e.scalar(1.0, r, d);
-            let p = e.binary("add", &ex, &one, None)?;
-            let sp = e.unary("log", &p);
-            let t = e.unary("tanh", &sp);
-            e.binary("mul", x, &t, None)?
-        }
-    })
-}
-
-fn hard_sigmoid(e: &mut Emitter, x: &V, alpha: f64, beta: f64) -> Result<V, String> {
-    let r = x.shape.len();
-    let a = e.scalar(alpha, r, x.dtype);
-    let b = e.scalar(beta, r, x.dtype);
-    let m = e.binary("mul", x, &a, None)?;
-    let s = e.binary("add", &m, &b, None)?;
-    Ok(e.clamp(&s, 0.0, 1.0))
-}
-
-fn binary(e: &mut Emitter, op: BinaryOp, a: &V, b: &V) -> Result<V, String> {
-    match op {
-        BinaryOp::Add => e.binary("add", a, b, None),
-        BinaryOp::Sub => e.binary("sub", a, b, None),
-        BinaryOp::Mul => e.binary("mul", a, b, None),
-        BinaryOp::Div if a.dtype.is_float() => {
-            let r = e.unary("reciprocal", b);
-            e.binary("mul", a, &r, None)
-        }
-        BinaryOp::Div => Err("integer division has no TOSA form for i64".into()),
-        BinaryOp::Pow => e.binary("pow", a, b, None),
-        BinaryOp::Max => e.binary("maximum", a, b, None),
-        BinaryOp::Min => e.binary("minimum", a, b, None),
-        BinaryOp::Equal => e.binary("equal", a, b, Some(DType::Bool)),
-        BinaryOp::Greater => e.binary("greater", a, b, Some(DType::Bool)),
-        BinaryOp::Less => e.binary("greater", b, a, Some(DType::Bool)),
-    }
-}
-
 /// Mean over `axes`, keeping them as size 1.
 fn mean_over(e: &mut Emitter, x: &V, axes: &[usize]) -> Result<V, String> {
     let mut y = x.clone();
@@ -651,81 +549,4 @@ fn apply_epilogue(
         Some(u) => unary(e, u, &cur),
         None => Ok(cur),
     }
-}
-
-/// Gathers with no TOSA op, as a `linalg.generic` over the output that reads the index
-/// tensor through `idx_dims` (loop dims → index coordinates) and extracts from `data` at
-/// `data_coord(k)` for each data dim (`None` = the loaded index).
-fn linalg_gather(
-    e: &mut Emitter,
-    data: &V,
-    idx: &V,
-    out_shape: Vec<u64>,
-    idx_dims: &[usize],
-    data_coord: &dyn Fn(usize) -> Option<usize>,
-) -> V {
-    let r = out_shape.len();
-    let dims: Vec<String> = (0..r).map(|i| format!("d{i}")).collect();
-    let out_map = format!("affine_map<({0}) -> ({0})>", dims.join(", "));
-    let idx_sel: Vec<&str> = idx_dims.iter().map(|&d| dims[d].as_str()).collect();
-    let idx_map = format!(
-        "affine_map<({}) -> ({})>",
-        dims.join(", "),
-        idx_sel.join(", ")
-    );
-    let iters = vec!["\"parallel\""; r].join(", ");
-    let out_ty = tensor_ty(&out_shape, data.dtype);
-    let init = e.op("tensor.empty()", &out_ty, out_shape.clone(), data.dtype);
-    let elem_in = super::emit::elem(idx.dtype).unwrap_or("i64");
-    let elem_out = super::emit::elem(data.dtype).unwrap_or("f32");
-    let mut region = format!("^bb0(%i: {elem_in}, %o: {elem_out}):\n      %ii = arith.index_cast %i : {elem_in} to index\n");
-    let mut used = std::collections::BTreeSet::new();
-    let coords: Vec<String> = (0..data.shape.len())
-        .map(|k| match data_coord(k) {
-            None => "%ii".to_string(),
-            Some(d) => {
-                used.insert(d);
-                format!("%c{d}")
-            }
-        })
-        .collect();
-    for d in used {
-        region += &format!("      %c{d} = linalg.index {d} : index\n");
-    }
-    region += &format!(
-        "      %x = tensor.extract {}[{}] : {}\n      linalg.yield %x : {elem_out}\n    ",
-        data.name,
-        coords.join(", "),
-        data.ty()
-    );
-    e.op_typed_inline(
-        &format!(
-            "linalg.generic {{indexing_maps = [{idx_map}, {out_map}], iterator_types = [{iters}]}} ins({} : {}) outs({} : {out_ty}) {{\n    {region}}} -> {out_ty}",
-            idx.name,
-            idx.ty(),
-            init.name
-        ),
-        out_shape,
-        data.dtype,
-    )
-}
-
-/// GatherElements: output has the index's shape; the index replaces coordinate `axis`.
-fn gather_elements(e: &mut Emitter, data: &V, idx: &V, axis: usize) -> V {
-    let r = idx.shape.len();
-    let all: Vec<usize> = (0..r).collect();
-    linalg_gather(e, data, idx, idx.shape.clone(), &all, &|k| {
-        (k != axis).then_some(k)
-    })
-}
-
-/// ONNX Gather: output = data[:axis] + idx.shape + data[axis+1:].
-fn gather_axis(e: &mut Emitter, data: &V, idx: &V, axis: usize, out: Vec<u64>) -> V {
-    let ri = idx.shape.len();
-    let idx_dims: Vec<usize> = (axis..axis + ri).collect();
-    linalg_gather(e, data, idx, out, &idx_dims, &|k| match k.cmp(&axis) {
-        std::cmp::Ordering::Less => Some(k),
-        std::cmp::Ordering::Equal => None,
-        std::cmp::Ordering::Greater => Some(k - 1 + ri),
-    })
 }

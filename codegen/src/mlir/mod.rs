@@ -6,7 +6,9 @@
 //! verifier and returns MLIR's own printing.
 
 mod emit;
+mod gather;
 mod lower;
+mod pointwise;
 
 use oar_ir::Graph;
 use std::collections::BTreeMap;

@@ -5,7 +5,7 @@
 
 use super::pointwise::{map, unary_expr};
 use super::{Arg, Builder};
-use crate::kernel::{BiasMode, Body, Cond, Expr, GemmAct, GemmSpec, IExpr, Stmt};
+use crate::kernel::{BiasMode, Body, Expr, GemmAct, GemmSpec, IExpr, Stmt};
 use oar_ir::op::{ConvAttrs, Epilogue, Op, UnaryOp};
 use oar_ir::DType;
 
@@ -147,7 +147,7 @@ fn gemm(
         out.buf
     };
     if spec.n < NR && spec.m >= MR {
-        small_n(
+        super::gemv::small_n(
             b,
             name,
             a,
@@ -158,7 +158,7 @@ fn gemm(
             gemm_res.as_ref().map(|x| x.buf),
         )?;
     } else if spec.m < MR {
-        small_m(
+        super::gemv::small_m(
             b,
             name,
             a,
@@ -227,166 +227,6 @@ fn gemm(
         })?;
     }
     Ok(())
-}
-
-/// Few rows (a batch-1 linear layer): packing B would cost more than the product, so each
-/// parallel iteration owns a block of columns and streams B's rows through it.
-#[allow(clippy::too_many_arguments)]
-fn small_m(
-    b: &mut Builder,
-    name: &str,
-    a: usize,
-    bm: usize,
-    c: usize,
-    s: &GemmSpec,
-    bias: Option<usize>,
-    res: Option<usize>,
-) -> Result<(), String> {
-    // Column blocks: the widest divisor of n up to 256 (whole cache lines of B per k).
-    let blk = (1..=s.n.min(256)).rev().find(|d| s.n % d == 0).unwrap_or(1);
-    let nb = s.n / blk;
-    let t = IExpr::v(0);
-    let (i, k, j) = (IExpr::v(1), IExpr::v(2), IExpr::v(3));
-    let bt = t.clone().div(nb);
-    let col = t.clone().rem(nb).mul(blk).add(j.clone());
-    let at_c = bt
-        .clone()
-        .mul(s.stride_c)
-        .add(i.clone().mul(s.ldc))
-        .add(col.clone());
-    let at_a = bt
-        .clone()
-        .mul(s.stride_a)
-        .add(i.clone().mul(s.lda))
-        .add(k.clone());
-    let at_b = bt.mul(s.stride_b).add(k.mul(s.ldb)).add(col.clone());
-    let mut args = vec![c, a, bm];
-    let mut fin = Expr::Load(0, at_c.clone());
-    if let Some(bb) = bias {
-        args.push(bb);
-        let idx = if s.bias == BiasMode::PerRow {
-            i.clone()
-        } else {
-            col.clone()
-        };
-        fin = fin.add(Expr::Load(args.len() - 1, idx));
-    }
-    if let Some(r) = res {
-        args.push(r);
-        fin = fin.add(Expr::Load(args.len() - 1, at_c.clone()));
-    }
-    fin = act_expr(s.act, fin);
-    let store = |val: Expr| Stmt::Store {
-        buf: 0,
-        idx: at_c.clone(),
-        val,
-    };
-    let cols = |body: Vec<Stmt>| Stmt::For {
-        var: 3,
-        extent: blk,
-        parallel: false,
-        body,
-    };
-    let body = vec![Stmt::For {
-        var: 0,
-        extent: s.batch * nb,
-        parallel: true,
-        body: vec![Stmt::For {
-            var: 1,
-            extent: s.m,
-            parallel: false,
-            body: vec![
-                cols(vec![store(Expr::C(0.0))]),
-                Stmt::For {
-                    var: 2,
-                    extent: s.k,
-                    parallel: false,
-                    body: vec![cols(vec![store(Expr::Load(0, at_c.clone()).add(
-                        Expr::Load(1, at_a.clone()).mul(Expr::Load(2, at_b.clone())),
-                    ))])],
-                },
-                cols(vec![store(fin)]),
-            ],
-        }],
-    }];
-    b.kernel(name, &args, Body::Loops(body), s.batch * nb, 2)
-}
-
-/// Few columns (a matrix-vector product, a 1×1 convolution of a pooled map): one parallel
-/// iteration per row, each a dot product the vectorizer widens along k.
-#[allow(clippy::too_many_arguments)]
-fn small_n(
-    b: &mut Builder,
-    name: &str,
-    a: usize,
-    bm: usize,
-    c: usize,
-    s: &GemmSpec,
-    bias: Option<usize>,
-    res: Option<usize>,
-) -> Result<(), String> {
-    let t = IExpr::v(0);
-    let (j, k) = (IExpr::v(1), IExpr::v(2));
-    let bt = t.clone().div(s.m);
-    let i = t.clone().rem(s.m);
-    let at_c = bt
-        .clone()
-        .mul(s.stride_c)
-        .add(i.clone().mul(s.ldc))
-        .add(j.clone());
-    let at_a = bt
-        .clone()
-        .mul(s.stride_a)
-        .add(i.clone().mul(s.lda))
-        .add(k.clone());
-    let at_b = bt.mul(s.stride_b).add(k.mul(s.ldb)).add(j.clone());
-    let mut args = vec![c, a, bm];
-    let mut fin = Expr::Local(0);
-    if let Some(bb) = bias {
-        args.push(bb);
-        let idx = if s.bias == BiasMode::PerRow {
-            i.clone()
-        } else {
-            j.clone()
-        };
-        fin = fin.add(Expr::Load(args.len() - 1, idx));
-    }
-    if let Some(r) = res {
-        args.push(r);
-        fin = fin.add(Expr::Load(args.len() - 1, at_c.clone()));
-    }
-    fin = act_expr(s.act, fin);
-    let body = vec![Stmt::For {
-        var: 0,
-        extent: s.batch * s.m,
-        parallel: true,
-        body: vec![Stmt::For {
-            var: 1,
-            extent: s.n,
-            parallel: false,
-            body: vec![
-                Stmt::Local {
-                    id: 0,
-                    init: Expr::C(0.0),
-                },
-                Stmt::For {
-                    var: 2,
-                    extent: s.k,
-                    parallel: false,
-                    body: vec![Stmt::Assign {
-                        id: 0,
-                        val: Expr::Local(0).add(Expr::Load(1, at_a).mul(Expr::Load(2, at_b))),
-                    }],
-                },
-                Stmt::Store {
-                    buf: 0,
-                    idx: at_c,
-                    val: fin,
-                },
-            ],
-        }],
-    }];
-    b.kernel(name, &args, Body::Loops(body), s.batch * s.m, 16)
 }
 
 pub(super) fn act_expr(a: GemmAct, v: Expr) -> Expr {
@@ -655,7 +495,7 @@ fn conv(
         let d = [n, ci, h, wd, co, kh, kw, oh, ow];
         return super::depthwise::depthwise(b, name, c, x, w, out, &d, &t);
     }
-    direct_conv(
+    super::depthwise::direct_conv(
         b,
         name,
         c,
@@ -665,124 +505,4 @@ fn conv(
         &[n, ci, h, wd, co, cig, kh, kw, oh, ow],
         t,
     )
-}
-
-/// Grouped (depthwise included) convolution as direct loops: one output plane per
-/// parallel iteration, accumulating over the group's input channels and the window.
-#[allow(clippy::too_many_arguments)]
-fn direct_conv(
-    b: &mut Builder,
-    name: &str,
-    c: &ConvAttrs,
-    x: &Arg,
-    w: &Arg,
-    out: &Arg,
-    d: &[i64; 10],
-    t: Tail,
-) -> Result<(), String> {
-    let [n, ci, h, wd, co, cig, kh, kw, oh, ow] = *d;
-    let g = c.groups as i64;
-    let cog = co / g;
-    let plane = IExpr::v(0);
-    let (oy, ox, icv, ki, kj) = (
-        IExpr::v(1),
-        IExpr::v(2),
-        IExpr::v(3),
-        IExpr::v(4),
-        IExpr::v(5),
-    );
-    let nn = plane.clone().div(co);
-    let oc = plane.clone().rem(co);
-    let cin = oc.clone().div(cog).mul(cig).add(icv.clone());
-    let iy = oy
-        .clone()
-        .mul(c.stride[0] as i64)
-        .add(ki.clone().mul(c.dilation[0] as i64))
-        .add(IExpr::c(-(c.padding[0] as i64)));
-    let ix = ox
-        .clone()
-        .mul(c.stride[1] as i64)
-        .add(kj.clone().mul(c.dilation[1] as i64))
-        .add(IExpr::c(-(c.padding[1] as i64)));
-    let src = nn
-        .mul(ci * h * wd)
-        .add(cin.mul(h * wd))
-        .add(iy.clone().mul(wd))
-        .add(ix.clone());
-    let widx = oc
-        .clone()
-        .mul(cig * kh * kw)
-        .add(icv.mul(kh * kw))
-        .add(ki.mul(kw))
-        .add(kj);
-    let cond = Cond::And(
-        Box::new(Cond::InRange(iy, h)),
-        Box::new(Cond::InRange(ix, wd)),
-    );
-    let acc = Expr::Local(0);
-    let dst = plane.clone().mul(oh * ow).add(oy.mul(ow)).add(ox);
-    // Buffers: 0 out, 1 x, 2 w, then bias, residual.
-    let mut args = vec![out.buf, x.buf, w.buf];
-    let mut val = acc.clone();
-    if let Some(bias) = &t.bias {
-        args.push(bias.buf);
-        val = val.add(Expr::Load(args.len() - 1, oc.clone()));
-    }
-    if let Some(res) = &t.residual {
-        args.push(res.buf);
-        val = val.add(Expr::Load(args.len() - 1, dst.clone()));
-    }
-    val = match t.post {
-        Some(u) => unary_expr(u, val),
-        None => act_expr(t.act, val),
-    };
-    let window = Stmt::For {
-        var: 3,
-        extent: cig,
-        parallel: false,
-        body: vec![Stmt::For {
-            var: 4,
-            extent: kh,
-            parallel: false,
-            body: vec![Stmt::For {
-                var: 5,
-                extent: kw,
-                parallel: false,
-                body: vec![Stmt::Assign {
-                    id: 0,
-                    val: acc
-                        .clone()
-                        .add(Expr::LoadIf(1, src, cond).mul(Expr::Load(2, widx))),
-                }],
-            }],
-        }],
-    };
-    let body = vec![Stmt::For {
-        var: 0,
-        extent: n * co,
-        parallel: true,
-        body: vec![Stmt::For {
-            var: 1,
-            extent: oh,
-            parallel: false,
-            body: vec![Stmt::For {
-                var: 2,
-                extent: ow,
-                parallel: false,
-                body: vec![
-                    Stmt::Local {
-                        id: 0,
-                        init: Expr::C(0.0),
-                    },
-                    window,
-                    Stmt::Store {
-                        buf: 0,
-                        idx: dst,
-                        val,
-                    },
-                ],
-            }],
-        }],
-    }];
-    b.kernel(name, &args, Body::Loops(body), n * co, 4)
 }

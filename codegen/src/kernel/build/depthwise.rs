@@ -1,6 +1,7 @@
-//! Depthwise convolution: one plane per parallel iteration; the window is an unrolled sum,
-//! and the output is split into the interior (plain loads the vectorizer widens) and the
-//! border (loads guarded against the padding).
+//! Grouped convolutions. Depthwise: one plane per parallel iteration; the window is an
+//! unrolled sum, and the output is split into the interior (plain loads the vectorizer
+//! widens) and the border (loads guarded against the padding). Other groupings: direct
+//! loops.
 
 use super::contraction::{act_expr, Tail};
 use super::pointwise::unary_expr;
@@ -265,6 +266,126 @@ pub(super) fn depthwise(
         extent: n * co,
         parallel: true,
         body: regions,
+    }];
+    b.kernel(name, &args, Body::Loops(body), n * co, 4)
+}
+
+/// Grouped (depthwise included) convolution as direct loops: one output plane per
+/// parallel iteration, accumulating over the group's input channels and the window.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn direct_conv(
+    b: &mut Builder,
+    name: &str,
+    c: &ConvAttrs,
+    x: &Arg,
+    w: &Arg,
+    out: &Arg,
+    d: &[i64; 10],
+    t: Tail,
+) -> Result<(), String> {
+    let [n, ci, h, wd, co, cig, kh, kw, oh, ow] = *d;
+    let g = c.groups as i64;
+    let cog = co / g;
+    let plane = IExpr::v(0);
+    let (oy, ox, icv, ki, kj) = (
+        IExpr::v(1),
+        IExpr::v(2),
+        IExpr::v(3),
+        IExpr::v(4),
+        IExpr::v(5),
+    );
+    let nn = plane.clone().div(co);
+    let oc = plane.clone().rem(co);
+    let cin = oc.clone().div(cog).mul(cig).add(icv.clone());
+    let iy = oy
+        .clone()
+        .mul(c.stride[0] as i64)
+        .add(ki.clone().mul(c.dilation[0] as i64))
+        .add(IExpr::c(-(c.padding[0] as i64)));
+    let ix = ox
+        .clone()
+        .mul(c.stride[1] as i64)
+        .add(kj.clone().mul(c.dilation[1] as i64))
+        .add(IExpr::c(-(c.padding[1] as i64)));
+    let src = nn
+        .mul(ci * h * wd)
+        .add(cin.mul(h * wd))
+        .add(iy.clone().mul(wd))
+        .add(ix.clone());
+    let widx = oc
+        .clone()
+        .mul(cig * kh * kw)
+        .add(icv.mul(kh * kw))
+        .add(ki.mul(kw))
+        .add(kj);
+    let cond = Cond::And(
+        Box::new(Cond::InRange(iy, h)),
+        Box::new(Cond::InRange(ix, wd)),
+    );
+    let acc = Expr::Local(0);
+    let dst = plane.clone().mul(oh * ow).add(oy.mul(ow)).add(ox);
+    // Buffers: 0 out, 1 x, 2 w, then bias, residual.
+    let mut args = vec![out.buf, x.buf, w.buf];
+    let mut val = acc.clone();
+    if let Some(bias) = &t.bias {
+        args.push(bias.buf);
+        val = val.add(Expr::Load(args.len() - 1, oc.clone()));
+    }
+    if let Some(res) = &t.residual {
+        args.push(res.buf);
+        val = val.add(Expr::Load(args.len() - 1, dst.clone()));
+    }
+    val = match t.post {
+        Some(u) => unary_expr(u, val),
+        None => act_expr(t.act, val),
+    };
+    let window = Stmt::For {
+        var: 3,
+        extent: cig,
+        parallel: false,
+        body: vec![Stmt::For {
+            var: 4,
+            extent: kh,
+            parallel: false,
+            body: vec![Stmt::For {
+                var: 5,
+                extent: kw,
+                parallel: false,
+                body: vec![Stmt::Assign {
+                    id: 0,
+                    val: acc
+                        .clone()
+                        .add(Expr::LoadIf(1, src, cond).mul(Expr::Load(2, widx))),
+                }],
+            }],
+        }],
+    };
+    let body = vec![Stmt::For {
+        var: 0,
+        extent: n * co,
+        parallel: true,
+        body: vec![Stmt::For {
+            var: 1,
+            extent: oh,
+            parallel: false,
+            body: vec![Stmt::For {
+                var: 2,
+                extent: ow,
+                parallel: false,
+                body: vec![
+                    Stmt::Local {
+                        id: 0,
+                        init: Expr::C(0.0),
+                    },
+                    window,
+                    Stmt::Store {
+                        buf: 0,
+                        idx: dst,
+                        val,
+                    },
+                ],
+            }],
+        }],
     }];
     b.kernel(name, &args, Body::Loops(body), n * co, 4)
 }

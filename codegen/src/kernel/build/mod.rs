@@ -8,6 +8,7 @@ pub mod contraction_consts {
     pub use super::contraction::{KC, MC, MR, NC, NR, SCRATCH_BYTES};
 }
 mod depthwise;
+mod gemv;
 mod layout;
 mod nn;
 mod pointwise;
