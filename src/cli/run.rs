@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// Threads for the llvm backend.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// With `--backend llvm`: print the slowest kernels of one run to stderr.
+    #[arg(long)]
+    profile: bool,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -103,7 +106,24 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         let bindings = bind_from_inputs(&graph, &inputs);
         let optimized = optimize(graph, "inference", &bindings)?;
         let mut m = oar::codegen::jit::JitModel::new(&optimized, &bindings, &weights, a.threads)?;
-        m.run(&inputs)?
+        let outs = m.run(&inputs)?;
+        if a.profile {
+            let times = m.profile(&inputs)?;
+            let total: f64 = times.iter().map(|t| t.1).sum();
+            eprintln!(
+                "{} kernel calls, {:.3} ms; slowest:",
+                times.len(),
+                total * 1e3
+            );
+            for (k, t) in times.iter().take(15) {
+                eprintln!(
+                    "  {:>8.3} ms {:5.1}%  {k}",
+                    t * 1e3,
+                    100.0 * t / total.max(1e-12)
+                );
+            }
+        }
+        outs
     } else {
         interpret(&graph, &inputs, &weights)?
     };
