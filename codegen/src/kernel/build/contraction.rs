@@ -11,7 +11,7 @@ use oar_ir::DType;
 
 /// GEMM blocking (see cpu/gemm.rs): the scratch holds one packed KC × NC panel of B.
 pub const KC: i64 = 256;
-pub const NC: i64 = 256;
+pub const NC: i64 = 1024;
 pub const NR: i64 = 16;
 pub const MR: i64 = 6;
 /// Per-thread scratch: one packed KC × NC panel of B, then one packed MC × KC block of A.
