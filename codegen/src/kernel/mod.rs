@@ -170,6 +170,28 @@ pub enum Expr {
     FromInt(IExpr),
 }
 
+impl Stmt {
+    /// `for var in 0..extent { body }`.
+    pub fn seq(var: u32, extent: i64, body: Vec<Stmt>) -> Stmt {
+        Stmt::For {
+            var,
+            extent,
+            parallel: false,
+            body,
+        }
+    }
+
+    /// The kernel's parallel loop, over variable 0: each call runs its `[begin, end)`.
+    pub fn par(extent: i64, body: Vec<Stmt>) -> Stmt {
+        Stmt::For {
+            var: 0,
+            extent,
+            parallel: true,
+            body,
+        }
+    }
+}
+
 // Small constructors keep the op builders readable. They are methods rather than
 // `std::ops` impls because they fold constants as they build and take plain i64 factors.
 #[allow(clippy::should_implement_trait)]

@@ -41,6 +41,32 @@ pub(super) struct Tail {
     pub post: Option<UnaryOp>,
 }
 
+impl Tail {
+    /// The activation part of the epilogue on `v`.
+    pub fn activate(&self, v: Expr) -> Expr {
+        activation(self.act, self.post, v)
+    }
+
+    /// Appends the bias and residual buffers to a kernel's arguments; returns their
+    /// parameter indices.
+    pub fn push_args(&self, args: &mut Vec<usize>) -> (Option<usize>, Option<usize>) {
+        let mut push = |a: &Option<Arg>| {
+            a.as_ref().map(|x| {
+                args.push(x.buf);
+                args.len() - 1
+            })
+        };
+        (push(&self.bias), push(&self.residual))
+    }
+}
+
+fn activation(act: GemmAct, post: Option<UnaryOp>, v: Expr) -> Expr {
+    match post {
+        Some(u) => unary_expr(u, v),
+        None => act_expr(act, v),
+    }
+}
+
 fn tail(ep: &Epilogue, extra: &[Arg]) -> Tail {
     let mut rest = extra.iter();
     let bias = if ep.bias { rest.next().cloned() } else { None };
@@ -220,10 +246,7 @@ fn gemm(
             if has_res {
                 v = v.add(x[k].clone());
             }
-            match post {
-                Some(u) => unary_expr(u, v),
-                None => act_expr(act, v),
-            }
+            activation(act, post, v)
         })?;
     }
     Ok(())
@@ -270,16 +293,14 @@ fn transposed(b: &mut Builder, name: &str, x: &Arg) -> Result<Arg, String> {
     let c = i.clone().div(rows).rem(cols);
     let rr = i.clone().rem(rows);
     let src = batch.mul(rows * cols).add(rr.mul(cols)).add(c);
-    let body = vec![Stmt::For {
-        var: 0,
-        extent: n,
-        parallel: true,
-        body: vec![Stmt::Store {
+    let body = vec![Stmt::par(
+        n,
+        vec![Stmt::Store {
             buf: 0,
             idx: i,
             val: Expr::Load(1, src),
         }],
-    }];
+    )];
     b.kernel(
         &format!("{name}.T"),
         &[buf, x.buf],
@@ -406,21 +427,18 @@ fn conv(
                 .add(row.clone().rem(h).add(IExpr::c(pt)).mul(wp))
                 .add(q.clone())
                 .add(IExpr::c(pl));
-            let body = vec![Stmt::For {
-                var: 0,
-                extent: n * ci * h,
-                parallel: true,
-                body: vec![Stmt::For {
-                    var: 1,
-                    extent: wd,
-                    parallel: false,
-                    body: vec![Stmt::Store {
+            let body = vec![Stmt::par(
+                n * ci * h,
+                vec![Stmt::seq(
+                    1,
+                    wd,
+                    vec![Stmt::Store {
                         buf: 0,
                         idx: dst,
                         val: Expr::Load(1, row.mul(wd).add(q)),
                     }],
-                }],
-            }];
+                )],
+            )];
             b.kernel(
                 &format!("{name}.pad"),
                 &[xp, x.buf],
@@ -446,26 +464,22 @@ fn conv(
             .add(iy.mul(wp))
             .add(ix);
         let dst = r.clone().mul(oh * ow).add(oy.mul(ow)).add(ox);
-        let body = vec![Stmt::For {
-            var: 0,
-            extent: n * kk,
-            parallel: true,
-            body: vec![Stmt::For {
-                var: 1,
-                extent: oh,
-                parallel: false,
-                body: vec![Stmt::For {
-                    var: 2,
-                    extent: ow,
-                    parallel: false,
-                    body: vec![Stmt::Store {
+        let body = vec![Stmt::par(
+            n * kk,
+            vec![Stmt::seq(
+                1,
+                oh,
+                vec![Stmt::seq(
+                    2,
+                    ow,
+                    vec![Stmt::Store {
                         buf: 0,
                         idx: dst,
                         val: Expr::Load(1, src),
                     }],
-                }],
-            }],
-        }];
+                )],
+            )],
+        )];
         b.kernel(
             &format!("{name}.im2col"),
             &[col, src_buf],

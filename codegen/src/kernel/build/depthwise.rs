@@ -3,8 +3,7 @@
 //! widens) and the border (loads guarded against the padding). Other groupings: direct
 //! loops.
 
-use super::contraction::{act_expr, Tail};
-use super::pointwise::unary_expr;
+use super::contraction::Tail;
 use super::{Arg, Builder};
 use crate::kernel::{Body, Cond, Expr, IExpr, Stmt};
 use oar_ir::op::ConvAttrs;
@@ -56,38 +55,28 @@ fn depthwise_s1(
         .mul(ci * h * wd)
         .add(oc.clone().div(mult).mul(h * wd));
     let mut args = vec![out.buf, x.buf, w.buf];
-    let bias_at = t.bias.as_ref().map(|bb| {
-        args.push(bb.buf);
-        args.len() - 1
-    });
-    let res_at = t.residual.as_ref().map(|r| {
-        args.push(r.buf);
-        args.len() - 1
-    });
+    let (bias_at, res_at) = t.push_args(&mut args);
     let scratch = args.len();
     let i = IExpr::v(1);
     // 1. pad: P (zeroed once per call; borders stay 0) gets the plane's rows at
     //    P[(r + py)·wp + q + px] — a contiguous copy per row.
-    let zero = Stmt::For {
-        var: 1,
-        extent: padded,
-        parallel: false,
-        body: vec![Stmt::Store {
+    let zero = Stmt::seq(
+        1,
+        padded,
+        vec![Stmt::Store {
             buf: scratch,
             idx: i.clone(),
             val: Expr::C(0.0),
         }],
-    };
+    );
     let (r, q) = (IExpr::v(1), IExpr::v(2));
-    let pad = Stmt::For {
-        var: 1,
-        extent: h,
-        parallel: false,
-        body: vec![Stmt::For {
-            var: 2,
-            extent: wd,
-            parallel: false,
-            body: vec![Stmt::Store {
+    let pad = Stmt::seq(
+        1,
+        h,
+        vec![Stmt::seq(
+            2,
+            wd,
+            vec![Stmt::Store {
                 buf: scratch,
                 idx: r
                     .clone()
@@ -97,8 +86,8 @@ fn depthwise_s1(
                     .add(IExpr::c(px)),
                 val: Expr::Load(1, in_plane.add(r.mul(wd)).add(q)),
             }],
-        }],
-    };
+        )],
+    );
     // 2. T[o] = Σ taps P[o + ki·dy·wp + kj·dx] · w, for o over oh rows of the padded width.
     let mut sum = Expr::C(0.0);
     for ki in 0..kh {
@@ -110,16 +99,15 @@ fn depthwise_s1(
             );
         }
     }
-    let taps = Stmt::For {
-        var: 1,
-        extent: flat,
-        parallel: false,
-        body: vec![Stmt::Store {
+    let taps = Stmt::seq(
+        1,
+        flat,
+        vec![Stmt::Store {
             buf: scratch,
             idx: i.clone().add(IExpr::c(padded)),
             val: sum,
         }],
-    };
+    );
     // 3. out[oy, ox] = act(T[oy·wp + ox] + bias + residual).
     let (oy, ox) = (IExpr::v(1), IExpr::v(2));
     let dst = plane
@@ -134,34 +122,21 @@ fn depthwise_s1(
     if let Some(k) = res_at {
         v = v.add(Expr::Load(k, dst.clone()));
     }
-    let val = match t.post {
-        Some(u) => unary_expr(u, v),
-        None => act_expr(t.act, v),
-    };
-    let copy = Stmt::For {
-        var: 1,
-        extent: oh,
-        parallel: false,
-        body: vec![Stmt::For {
-            var: 2,
-            extent: ow,
-            parallel: false,
-            body: vec![Stmt::Store {
+    let val = t.activate(v);
+    let copy = Stmt::seq(
+        1,
+        oh,
+        vec![Stmt::seq(
+            2,
+            ow,
+            vec![Stmt::Store {
                 buf: 0,
                 idx: dst,
                 val,
             }],
-        }],
-    };
-    let body = vec![
-        zero,
-        Stmt::For {
-            var: 0,
-            extent: n * co,
-            parallel: true,
-            body: vec![pad, taps, copy],
-        },
-    ];
+        )],
+    );
+    let body = vec![zero, Stmt::par(n * co, vec![pad, taps, copy])];
     b.kernel(name, &args, Body::Loops(body), n * co, 4)?;
     Ok(true)
 }
@@ -191,14 +166,7 @@ pub(super) fn depthwise(
     let oc = plane.clone().rem(co);
     let in_plane = nn.mul(ci * h * wd).add(oc.clone().div(mult).mul(h * wd));
     let mut args = vec![out.buf, x.buf, w.buf];
-    let bias_at = t.bias.as_ref().map(|bb| {
-        args.push(bb.buf);
-        args.len() - 1
-    });
-    let res_at = t.residual.as_ref().map(|r| {
-        args.push(r.buf);
-        args.len() - 1
-    });
+    let (bias_at, res_at) = t.push_args(&mut args);
     let (ry, rx) = (
         interior(oh, h, kh, sy, dy, py),
         interior(ow, wd, kw, sx, dx, px),
@@ -240,33 +208,23 @@ pub(super) fn depthwise(
             if let Some(k) = res_at {
                 sum = sum.add(Expr::Load(k, dst.clone()));
             }
-            let val = match t.post {
-                Some(u) => unary_expr(u, sum),
-                None => act_expr(t.act, sum),
-            };
-            regions.push(Stmt::For {
-                var: 1,
-                extent: y1 - y0,
-                parallel: false,
-                body: vec![Stmt::For {
-                    var: 2,
-                    extent: x1 - x0,
-                    parallel: false,
-                    body: vec![Stmt::Store {
+            let val = t.activate(sum);
+            regions.push(Stmt::seq(
+                1,
+                y1 - y0,
+                vec![Stmt::seq(
+                    2,
+                    x1 - x0,
+                    vec![Stmt::Store {
                         buf: 0,
                         idx: dst,
                         val,
                     }],
-                }],
-            });
+                )],
+            ));
         }
     }
-    let body = vec![Stmt::For {
-        var: 0,
-        extent: n * co,
-        parallel: true,
-        body: regions,
-    }];
+    let body = vec![Stmt::par(n * co, regions)];
     b.kernel(name, &args, Body::Loops(body), n * co, 4)
 }
 
@@ -335,44 +293,34 @@ pub(super) fn direct_conv(
         args.push(res.buf);
         val = val.add(Expr::Load(args.len() - 1, dst.clone()));
     }
-    val = match t.post {
-        Some(u) => unary_expr(u, val),
-        None => act_expr(t.act, val),
-    };
-    let window = Stmt::For {
-        var: 3,
-        extent: cig,
-        parallel: false,
-        body: vec![Stmt::For {
-            var: 4,
-            extent: kh,
-            parallel: false,
-            body: vec![Stmt::For {
-                var: 5,
-                extent: kw,
-                parallel: false,
-                body: vec![Stmt::Assign {
+    val = t.activate(val);
+    let window = Stmt::seq(
+        3,
+        cig,
+        vec![Stmt::seq(
+            4,
+            kh,
+            vec![Stmt::seq(
+                5,
+                kw,
+                vec![Stmt::Assign {
                     id: 0,
                     val: acc
                         .clone()
                         .add(Expr::LoadIf(1, src, cond).mul(Expr::Load(2, widx))),
                 }],
-            }],
-        }],
-    };
-    let body = vec![Stmt::For {
-        var: 0,
-        extent: n * co,
-        parallel: true,
-        body: vec![Stmt::For {
-            var: 1,
-            extent: oh,
-            parallel: false,
-            body: vec![Stmt::For {
-                var: 2,
-                extent: ow,
-                parallel: false,
-                body: vec![
+            )],
+        )],
+    );
+    let body = vec![Stmt::par(
+        n * co,
+        vec![Stmt::seq(
+            1,
+            oh,
+            vec![Stmt::seq(
+                2,
+                ow,
+                vec![
                     Stmt::Local {
                         id: 0,
                         init: Expr::C(0.0),
@@ -384,8 +332,8 @@ pub(super) fn direct_conv(
                         val,
                     },
                 ],
-            }],
-        }],
-    }];
+            )],
+        )],
+    )];
     b.kernel(name, &args, Body::Loops(body), n * co, 4)
 }

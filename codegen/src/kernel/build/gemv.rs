@@ -57,34 +57,25 @@ pub(super) fn small_m(
         idx: at_c.clone(),
         val,
     };
-    let cols = |body: Vec<Stmt>| Stmt::For {
-        var: 3,
-        extent: blk,
-        parallel: false,
-        body,
-    };
-    let body = vec![Stmt::For {
-        var: 0,
-        extent: s.batch * nb,
-        parallel: true,
-        body: vec![Stmt::For {
-            var: 1,
-            extent: s.m,
-            parallel: false,
-            body: vec![
+    let cols = |body: Vec<Stmt>| Stmt::seq(3, blk, body);
+    let body = vec![Stmt::par(
+        s.batch * nb,
+        vec![Stmt::seq(
+            1,
+            s.m,
+            vec![
                 cols(vec![store(Expr::C(0.0))]),
-                Stmt::For {
-                    var: 2,
-                    extent: s.k,
-                    parallel: false,
-                    body: vec![cols(vec![store(Expr::Load(0, at_c.clone()).add(
+                Stmt::seq(
+                    2,
+                    s.k,
+                    vec![cols(vec![store(Expr::Load(0, at_c.clone()).add(
                         Expr::Load(1, at_a.clone()).mul(Expr::Load(2, at_b.clone())),
                     ))])],
-                },
+                ),
                 cols(vec![store(fin)]),
             ],
-        }],
-    }];
+        )],
+    )];
     b.kernel(name, &args, Body::Loops(body), s.batch * nb, 2)
 }
 
@@ -132,35 +123,31 @@ pub(super) fn small_n(
         fin = fin.add(Expr::Load(args.len() - 1, at_c.clone()));
     }
     fin = act_expr(s.act, fin);
-    let body = vec![Stmt::For {
-        var: 0,
-        extent: s.batch * s.m,
-        parallel: true,
-        body: vec![Stmt::For {
-            var: 1,
-            extent: s.n,
-            parallel: false,
-            body: vec![
+    let body = vec![Stmt::par(
+        s.batch * s.m,
+        vec![Stmt::seq(
+            1,
+            s.n,
+            vec![
                 Stmt::Local {
                     id: 0,
                     init: Expr::C(0.0),
                 },
-                Stmt::For {
-                    var: 2,
-                    extent: s.k,
-                    parallel: false,
-                    body: vec![Stmt::Assign {
+                Stmt::seq(
+                    2,
+                    s.k,
+                    vec![Stmt::Assign {
                         id: 0,
                         val: Expr::Local(0).add(Expr::Load(1, at_a).mul(Expr::Load(2, at_b))),
                     }],
-                },
+                ),
                 Stmt::Store {
                     buf: 0,
                     idx: at_c,
                     val: fin,
                 },
             ],
-        }],
-    }];
+        )],
+    )];
     b.kernel(name, &args, Body::Loops(body), s.batch * s.m, 16)
 }

@@ -21,7 +21,7 @@ fn coord(t: &IExpr, shape: &[i64], st: &[i64], d: usize) -> IExpr {
 }
 
 /// `dst[t] = src[index(t)]` for `n` elements; extra buffers (index tensors) follow `src`.
-fn gather_copy(
+pub(super) fn gather_copy(
     b: &mut Builder,
     name: &str,
     dst: usize,
@@ -30,16 +30,14 @@ fn gather_copy(
     n: i64,
     index: IExpr,
 ) -> Result<(), String> {
-    let body = vec![Stmt::For {
-        var: 0,
-        extent: n,
-        parallel: true,
-        body: vec![Stmt::Store {
+    let body = vec![Stmt::par(
+        n,
+        vec![Stmt::Store {
             buf: 0,
             idx: IExpr::v(0),
             val: Expr::Load(1, index),
         }],
-    }];
+    )];
     let mut args = vec![dst, src];
     args.extend(extra);
     b.kernel(name, &args, Body::Loops(body), n, GRAIN)
@@ -54,16 +52,14 @@ fn scatter_copy(
     n: i64,
     dst_index: IExpr,
 ) -> Result<(), String> {
-    let body = vec![Stmt::For {
-        var: 0,
-        extent: n,
-        parallel: true,
-        body: vec![Stmt::Store {
+    let body = vec![Stmt::par(
+        n,
+        vec![Stmt::Store {
             buf: 0,
             idx: dst_index,
             val: Expr::Load(1, IExpr::v(0)),
         }],
-    }];
+    )];
     b.kernel(name, &[dst, src], Body::Loops(body), n, GRAIN)
 }
 

@@ -8,22 +8,9 @@ use oar_ir::dist::ReduceOp;
 use oar_ir::op::{norm_axis, Op, PoolKind};
 use oar_ir::DType;
 
-fn for_(var: u32, extent: i64, body: Vec<Stmt>) -> Stmt {
-    Stmt::For {
-        var,
-        extent,
-        parallel: false,
-        body,
-    }
-}
-
-fn par(extent: i64, body: Vec<Stmt>) -> Vec<Stmt> {
-    vec![Stmt::For {
-        var: 0,
-        extent,
-        parallel: true,
-        body,
-    }]
+/// The parallel loop as a kernel body.
+fn vec_par(extent: i64, body: Vec<Stmt>) -> Vec<Stmt> {
+    vec![Stmt::par(extent, body)]
 }
 
 fn assign(id: u32, val: Expr) -> Stmt {
@@ -64,14 +51,14 @@ pub(crate) fn lower(
                     .add(Expr::C(*eps as f32))
                     .un(Un::Sqrt),
             );
-            let body = par(
+            let body = vec_par(
                 rows,
                 vec![
                     local(0, Expr::C(0.0)),
-                    for_(1, cols, vec![assign(0, mean.clone().add(xv.clone()))]),
+                    Stmt::seq(1, cols, vec![assign(0, mean.clone().add(xv.clone()))]),
                     assign(0, mean.clone().div(Expr::C(cols as f32))),
                     local(1, Expr::C(0.0)),
-                    for_(
+                    Stmt::seq(
                         1,
                         cols,
                         vec![assign(
@@ -84,7 +71,7 @@ pub(crate) fn lower(
                         )],
                     ),
                     local(2, inv),
-                    for_(
+                    Stmt::seq(
                         1,
                         cols,
                         vec![Stmt::Store {
@@ -128,14 +115,14 @@ pub(crate) fn lower(
             } else {
                 shifted.clone().un(Un::Exp).div(s.clone())
             };
-            let body = par(
+            let body = vec_par(
                 outer * inner,
                 vec![
                     local(0, Expr::C(NEG_INF)),
-                    for_(1, len, vec![assign(0, m.clone().max(xv.clone()))]),
+                    Stmt::seq(1, len, vec![assign(0, m.clone().max(xv.clone()))]),
                     local(1, Expr::C(0.0)),
-                    for_(1, len, vec![assign(1, s.clone().add(shifted.un(Un::Exp)))]),
-                    for_(
+                    Stmt::seq(1, len, vec![assign(1, s.clone().add(shifted.un(Un::Exp)))]),
+                    Stmt::seq(
                         1,
                         len,
                         vec![Stmt::Store {
@@ -260,21 +247,21 @@ pub(crate) fn lower(
             };
             let mut inner = vec![step];
             inner.extend(count);
-            let body = par(
+            let body = vec_par(
                 n * c,
-                vec![for_(
+                vec![Stmt::seq(
                     1,
                     oh,
-                    vec![for_(
+                    vec![Stmt::seq(
                         2,
                         ow,
                         vec![
                             local(0, Expr::C(init)),
                             local(1, Expr::C(0.0)),
-                            for_(
+                            Stmt::seq(
                                 3,
                                 p.kernel[0] as i64,
-                                vec![for_(4, p.kernel[1] as i64, inner)],
+                                vec![Stmt::seq(4, p.kernel[1] as i64, inner)],
                             ),
                             Stmt::Store {
                                 buf: 0,
@@ -329,7 +316,7 @@ fn reduce(
     let count: i64 = axes.iter().map(|&a| x.shape[a]).product();
     let mut nest = vec![assign(0, upd)];
     for (k, &a) in axes.iter().enumerate().rev() {
-        nest = vec![for_(1 + k as u32, x.shape[a], nest)];
+        nest = vec![Stmt::seq(1 + k as u32, x.shape[a], nest)];
     }
     let fin = if op == ReduceOp::Mean {
         acc.clone().div(Expr::C(count as f32))
@@ -346,7 +333,7 @@ fn reduce(
     b.kernel(
         name,
         &[out.buf, x.buf],
-        Body::Loops(par(n_out, body)),
+        Body::Loops(vec_par(n_out, body)),
         n_out,
         16,
     )

@@ -64,16 +64,14 @@ pub(crate) fn map(
             .enumerate()
             .map(|(k, a)| load(k + 1, a.dtype, bcast_index(&flat, &out.shape, &a.shape)))
             .collect();
-        let body = vec![Stmt::For {
-            var: 0,
-            extent: n,
-            parallel: true,
-            body: vec![Stmt::Store {
+        let body = vec![Stmt::par(
+            n,
+            vec![Stmt::Store {
                 buf: 0,
                 idx: flat.clone(),
                 val: f(&loads, &flat),
             }],
-        }];
+        )];
         return b.kernel(name, &args, Body::Loops(body), n, GRAIN);
     }
     // Broadcasting: a loop nest over the output with per-operand strides (0 where an
@@ -244,16 +242,14 @@ pub(crate) fn lower(
             let cond = Cond::Bool(1, bcast_index(&i, &out.shape, &ins[0].shape));
             let a = load(2, ins[1].dtype, bcast_index(&i, &out.shape, &ins[1].shape));
             let c = load(3, ins[2].dtype, bcast_index(&i, &out.shape, &ins[2].shape));
-            let body = vec![Stmt::For {
-                var: 0,
-                extent: n,
-                parallel: true,
-                body: vec![Stmt::Store {
+            let body = vec![Stmt::par(
+                n,
+                vec![Stmt::Store {
                     buf: 0,
                     idx: i,
                     val: Expr::Select(cond, Box::new(a), Box::new(c)),
                 }],
-            }];
+            )];
             b.kernel(
                 name,
                 &[out.buf, ins[0].buf, ins[1].buf, ins[2].buf],
@@ -313,15 +309,5 @@ pub(crate) fn copy(
     if dtype != DType::F32 {
         return Err(format!("copying {} outputs is not compiled", dtype.name()));
     }
-    let body = vec![Stmt::For {
-        var: 0,
-        extent: n,
-        parallel: true,
-        body: vec![Stmt::Store {
-            buf: 0,
-            idx: IExpr::v(0),
-            val: Expr::Load(1, IExpr::v(0)),
-        }],
-    }];
-    b.kernel("copy", &[dst, src], Body::Loops(body), n, GRAIN)
+    super::layout::gather_copy(b, "copy", dst, src, &[], n, IExpr::v(0))
 }
