@@ -42,6 +42,12 @@ impl JitModel {
     pub fn run(&mut self, inputs: &[HostTensor]) -> Result<Vec<HostTensor>, CompileError> {
         Ok(self.exec.run(inputs)?)
     }
+
+    /// The executor, for runs on inputs bound in place ([`Executor::input_f32_mut`],
+    /// [`Executor::run_bound`], [`Executor::output_f32`]).
+    pub fn executor(&mut self) -> &mut Executor {
+        &mut self.exec
+    }
 }
 
 impl JitModel {

@@ -246,3 +246,88 @@ proptest! {
         compare(&g)?;
     }
 }
+
+/// `act(x·(w·s) + b)` after the inference pipeline (bias and activation fused into the
+/// product); `w·s` reads only weights, so it runs once in the program's prologue.
+fn linear_layer(m: u64, k: u64, n: u64, x_is_matrix: bool, act: u8) -> Graph {
+    let mut g = Graph::new("linear");
+    // x_is_matrix: C = W·x with x a column (one row or column either way).
+    let (xs, ws) = if x_is_matrix {
+        (vec![k, n], vec![m, k])
+    } else {
+        (vec![m, k], vec![k, n])
+    };
+    let x = g.add_input("x", TensorType::f32(&xs));
+    let w = param(&mut g, "w", &ws);
+    let s = param(&mut g, "s", &[ws[1]]);
+    let ws = g
+        .add_node(Op::Binary(BinaryOp::Mul), vec![w, s], None)
+        .unwrap();
+    let (l, r) = if x_is_matrix {
+        (ws.into(), x)
+    } else {
+        (x, ws.into())
+    };
+    let y = g
+        .add_node(Op::MatMul(MatMulAttrs::default()), vec![l, r], None)
+        .unwrap();
+    let b = param(&mut g, "b", &[n]);
+    let mut y: ValueRef = g
+        .add_node(Op::Binary(BinaryOp::Add), vec![y.into(), b], None)
+        .unwrap()
+        .into();
+    if act > 0 {
+        let u = [UnaryOp::Relu, UnaryOp::HardSwish][(act - 1) as usize];
+        y = g.add_node(Op::Unary(u), vec![y], None).unwrap().into();
+    }
+    g.set_outputs(vec![y]);
+    g
+}
+
+fn inference(g: Graph) -> Graph {
+    use oar_passes::{PassContext, Pipeline};
+    let cluster = oar_ir::Cluster::resolve("cpu").unwrap();
+    let cx = PassContext::new(cluster.node_groups[0].device.clone());
+    Pipeline::named("inference", &[])
+        .unwrap()
+        .run(g, &cx, |_, _| {})
+        .unwrap()
+        .0
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// One row times a matrix (column blocks of 32 with 8-wide and single-column tails) and
+    /// a matrix times one column (blocks of 8 rows, k in vectors of 8 plus a tail).
+    #[test]
+    fn matrix_vector_products_match(
+        m in 1u64..5, k in 1u64..40, n in prop::sample::select(vec![1u64, 7, 8, 9, 31, 32, 33, 70]),
+        by_rows in any::<bool>(), rows in 6u64..30, act in 0u8..3,
+    ) {
+        let g = if by_rows {
+            linear_layer(rows, k, 1, true, act)
+        } else {
+            linear_layer(m, k, n, false, act)
+        };
+        compare(&inference(g))?;
+    }
+}
+
+#[test]
+fn weight_only_nodes_run_once_in_the_prologue() {
+    let g = inference(linear_layer(3, 20, 33, false, 1));
+    let compiled = oar_codegen::kernel::build_kernels(&g, &BTreeMap::new()).unwrap();
+    assert_eq!(compiled.program.prologue, 1, "w·s is the one fixed step");
+    // Twice in a row: the second run must not depend on anything the first one rewrote.
+    compare(&g).unwrap();
+    let w = init_weights(&g, 1).unwrap();
+    let mut m = JitModel::new(&g, &BTreeMap::new(), &w, 2).unwrap();
+    let x = HostTensor::f32(
+        vec![3, 20],
+        (0..60).map(|i| i as f32 * 0.01 - 0.3).collect(),
+    );
+    let first = m.run(std::slice::from_ref(&x)).unwrap();
+    let second = m.run(std::slice::from_ref(&x)).unwrap();
+    assert_eq!(first[0].to_f64(), second[0].to_f64());
+}

@@ -4,14 +4,15 @@
 //! applied on the last depth panel as tiles are stored. One routine is generated per
 //! epilogue variant; the kernel wrapper calls it for its slice of column panels.
 
+use super::epilogue::Epilogue;
 use super::ir::{Ir, OrMsg, R};
 use super::lower::load_args;
 use crate::kernel::build_consts::{KC, MC, MR, NC, NR};
 use crate::kernel::{BiasMode, GemmAct, GemmSpec, Kernel};
 use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
-use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
-use inkwell::{FloatPredicate, IntPredicate};
+use inkwell::values::{FunctionValue, IntValue, PointerValue, VectorValue};
+use inkwell::IntPredicate;
 
 fn variant_name(s: &GemmSpec) -> String {
     let act = match s.act {
@@ -22,64 +23,6 @@ fn variant_name(s: &GemmSpec) -> String {
         GemmAct::HardSigmoid(a, b) => format!("hsig{:08x}_{:08x}", a.to_bits(), b.to_bits()),
     };
     format!("oar_sgemm_{:?}_{}_{act}", s.bias, s.residual as u8).to_lowercase()
-}
-
-/// The epilogue activation on a scalar or vector.
-fn act_scalar<'ctx>(ir: &Ir<'_, 'ctx>, a: GemmAct, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
-    let max = |a: FloatValue<'ctx>, b: FloatValue<'ctx>| -> R<FloatValue<'ctx>> {
-        let c = ir.fcmp(FloatPredicate::OGT, a, b)?;
-        Ok(ir.b.build_select(c, a, b, "mx").m()?.into_float_value())
-    };
-    let min = |a: FloatValue<'ctx>, b: FloatValue<'ctx>| -> R<FloatValue<'ctx>> {
-        let c = ir.fcmp(FloatPredicate::OLT, a, b)?;
-        Ok(ir.b.build_select(c, a, b, "mn").m()?.into_float_value())
-    };
-    let hsig = |x: FloatValue<'ctx>, al: f32, be: f32| -> R<FloatValue<'ctx>> {
-        let t = ir.b.build_float_mul(x, ir.f(al), "t").m()?;
-        let t = ir.b.build_float_add(t, ir.f(be), "t").m()?;
-        min(max(t, ir.f(0.0))?, ir.f(1.0))
-    };
-    match a {
-        GemmAct::None => Ok(x),
-        GemmAct::Relu => max(x, ir.f(0.0)),
-        GemmAct::Clip(lo, hi) => min(max(x, ir.f(lo))?, ir.f(hi)),
-        GemmAct::HardSwish => {
-            let h = hsig(x, 1.0 / 6.0, 0.5)?;
-            ir.b.build_float_mul(x, h, "hs").m()
-        }
-        GemmAct::HardSigmoid(al, be) => hsig(x, al, be),
-    }
-}
-
-fn act_vector<'ctx>(ir: &Ir<'_, 'ctx>, a: GemmAct, x: VectorValue<'ctx>) -> R<VectorValue<'ctx>> {
-    let sp = |v: f32| ir.splat(ir.f(v));
-    let max = |a: VectorValue<'ctx>, b: VectorValue<'ctx>| -> R<VectorValue<'ctx>> {
-        let c =
-            ir.b.build_float_compare(FloatPredicate::OGT, a, b, "c")
-                .m()?;
-        Ok(ir.b.build_select(c, a, b, "mx").m()?.into_vector_value())
-    };
-    let min = |a: VectorValue<'ctx>, b: VectorValue<'ctx>| -> R<VectorValue<'ctx>> {
-        let c =
-            ir.b.build_float_compare(FloatPredicate::OLT, a, b, "c")
-                .m()?;
-        Ok(ir.b.build_select(c, a, b, "mn").m()?.into_vector_value())
-    };
-    let hsig = |x: VectorValue<'ctx>, al: f32, be: f32| -> R<VectorValue<'ctx>> {
-        let t = ir.b.build_float_mul(x, sp(al)?, "t").m()?;
-        let t = ir.b.build_float_add(t, sp(be)?, "t").m()?;
-        min(max(t, sp(0.0)?)?, sp(1.0)?)
-    };
-    match a {
-        GemmAct::None => Ok(x),
-        GemmAct::Relu => max(x, sp(0.0)?),
-        GemmAct::Clip(lo, hi) => min(max(x, sp(lo)?)?, sp(hi)?),
-        GemmAct::HardSwish => {
-            let h = hsig(x, 1.0 / 6.0, 0.5)?;
-            ir.b.build_float_mul(x, h, "hs").m()
-        }
-        GemmAct::HardSigmoid(al, be) => hsig(x, al, be),
-    }
 }
 
 /// `void f(A, B, C, bias, res, row_hi, N, K, lda, ldb, ldc, col_lo, col_hi, scratch, row_lo)`:
@@ -185,6 +128,15 @@ struct Gemm<'a, 'b, 'ctx> {
 }
 
 impl<'ctx> Gemm<'_, '_, 'ctx> {
+    fn tail(&self) -> Epilogue<'_, '_, 'ctx> {
+        Epilogue {
+            ir: self.ir,
+            s: self.s,
+            bias: self.bias,
+            res: self.res,
+        }
+    }
+
     /// Packs B[pc..pc+kc, jc..jc+nc] as NR-wide panels, `scratch[(p·kc + kk)·NR + j]`,
     /// zero-filling columns past `nc`.
     fn pack(
@@ -376,7 +328,7 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                         }
                         None => acc[r * 2 + v],
                     };
-                    let e = self.epilogue_v(
+                    let e = self.tail().vector(
                         x,
                         ir.add(row, ir.i(r as i64))?,
                         ir.add(col, ir.i(v as i64 * 8))?,
@@ -447,7 +399,9 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                     ir.b.build_select(first, t, sum, "x")
                         .m()?
                         .into_float_value();
-                let e = self.epilogue_s(x, ir.add(row, r)?, ir.add(col, j)?, at)?;
+                let e = self
+                    .tail()
+                    .scalar(x, ir.add(row, r)?, ir.add(col, j)?, at)?;
                 let y = ir.b.build_select(last, e, x, "y").m()?.into_float_value();
                 ir.store_f32(self.c, at, y)
             })
@@ -460,64 +414,6 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         let off = ir.sub(row, self.row_lo)?;
         let blk = ir.b.build_int_signed_div(off, ir.i(MC), "blk").m()?;
         ir.add(self.row_lo, ir.mul(blk, ir.i(MC))?)
-    }
-
-    fn epilogue_v(
-        &self,
-        x: VectorValue<'ctx>,
-        row: IntValue<'ctx>,
-        col: IntValue<'ctx>,
-        at: IntValue<'ctx>,
-    ) -> R<VectorValue<'ctx>> {
-        let ir = self.ir;
-        let mut x = x;
-        match self.s.bias {
-            BiasMode::None => {}
-            BiasMode::PerRow => {
-                let b = ir.splat(ir.load_f32(self.bias, row)?)?;
-                x = ir.b.build_float_add(x, b, "b").m()?;
-            }
-            BiasMode::PerCol => {
-                let b = ir.load_v8(self.bias, col)?;
-                x = ir.b.build_float_add(x, b, "b").m()?;
-            }
-        }
-        if self.s.residual {
-            x =
-                ir.b.build_float_add(x, ir.load_v8(self.res, at)?, "r")
-                    .m()?;
-        }
-        act_vector(ir, self.s.act, x)
-    }
-
-    fn epilogue_s(
-        &self,
-        x: FloatValue<'ctx>,
-        row: IntValue<'ctx>,
-        col: IntValue<'ctx>,
-        at: IntValue<'ctx>,
-    ) -> R<FloatValue<'ctx>> {
-        let ir = self.ir;
-        let mut x = x;
-        match self.s.bias {
-            BiasMode::None => {}
-            BiasMode::PerRow => {
-                x =
-                    ir.b.build_float_add(x, ir.load_f32(self.bias, row)?, "b")
-                        .m()?
-            }
-            BiasMode::PerCol => {
-                x =
-                    ir.b.build_float_add(x, ir.load_f32(self.bias, col)?, "b")
-                        .m()?
-            }
-        }
-        if self.s.residual {
-            x =
-                ir.b.build_float_add(x, ir.load_f32(self.res, at)?, "r")
-                    .m()?;
-        }
-        act_scalar(ir, self.s.act, x)
     }
 }
 

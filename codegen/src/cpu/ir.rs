@@ -8,10 +8,11 @@ use inkwell::intrinsics::Intrinsic;
 use inkwell::module::Module;
 use inkwell::types::{BasicTypeEnum, FloatType, IntType, PointerType, VectorType};
 use inkwell::values::{
-    BasicMetadataValueEnum, BasicValue, BasicValueEnum, FloatValue, FunctionValue, IntValue,
-    PointerValue, VectorValue,
+    AsValueRef, BasicMetadataValueEnum, BasicValue, BasicValueEnum, FloatValue, FunctionValue,
+    InstructionValue, IntValue, MetadataValue, PointerValue, VectorValue,
 };
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
+use std::cell::RefCell;
 
 pub(crate) type R<T> = Result<T, String>;
 
@@ -30,6 +31,10 @@ pub(crate) struct Ir<'a, 'ctx> {
     pub module: &'a Module<'ctx>,
     pub b: Builder<'ctx>,
     pub func: FunctionValue<'ctx>,
+    /// Buffer base pointers known not to overlap, with each one's `alias.scope` and
+    /// `noalias` lists: without them LLVM must assume a kernel's output may overlap its
+    /// inputs and gives up vectorizing loops that mix them.
+    scopes: RefCell<Vec<(usize, MetadataValue<'ctx>, MetadataValue<'ctx>)>>,
 }
 
 impl<'a, 'ctx> Ir<'a, 'ctx> {
@@ -46,7 +51,65 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
             module,
             b,
             func,
+            scopes: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Declares `bases` as pairwise disjoint buffers: later loads and stores through them
+    /// carry scoped no-alias metadata. Only for the program's buffers, which never overlap
+    /// when one is written (a kernel writes its own output; views are only read).
+    pub fn disjoint_buffers(&self, bases: &[PointerValue<'ctx>]) {
+        let domain = self
+            .cx
+            .metadata_node(&[self.cx.metadata_string("oar.buffers").into()]);
+        let scopes: Vec<MetadataValue<'ctx>> = (0..bases.len())
+            .map(|k| {
+                self.cx.metadata_node(&[
+                    self.cx.metadata_string(&format!("oar.b{k}")).into(),
+                    domain.into(),
+                ])
+            })
+            .collect();
+        let mut table = self.scopes.borrow_mut();
+        table.clear();
+        for (k, base) in bases.iter().enumerate() {
+            let own = self.cx.metadata_node(&[scopes[k].into()]);
+            let others: Vec<BasicMetadataValueEnum<'ctx>> = scopes
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != k)
+                .map(|(_, s)| (*s).into())
+                .collect();
+            let others = self.cx.metadata_node(&others);
+            table.push((base.as_value_ref() as usize, own, others));
+        }
+    }
+
+    /// Attaches the scope metadata of `base`'s buffer to a load or store through it.
+    pub fn tag(&self, base: PointerValue<'ctx>, inst: InstructionValue<'ctx>) -> R<()> {
+        let key = base.as_value_ref() as usize;
+        if let Some((_, own, others)) = self.scopes.borrow().iter().find(|e| e.0 == key) {
+            inst.set_metadata(*own, self.cx.get_kind_id("alias.scope"))
+                .m()?;
+            inst.set_metadata(*others, self.cx.get_kind_id("noalias"))
+                .m()?;
+        }
+        Ok(())
+    }
+
+    /// A load of `ty` at element `idx` of `base`, tagged with its buffer's scope.
+    pub fn load_elem(
+        &self,
+        ty: BasicTypeEnum<'ctx>,
+        base: PointerValue<'ctx>,
+        idx: IntValue<'ctx>,
+    ) -> R<BasicValueEnum<'ctx>> {
+        let p = self.gep(ty, base, idx)?;
+        let v = self.b.build_load(ty, p, "x").m()?;
+        if let Some(i) = v.as_instruction_value() {
+            self.tag(base, i)?;
+        }
+        Ok(v)
     }
 
     pub fn f32t(&self) -> FloatType<'ctx> {
@@ -83,11 +146,8 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
     }
 
     pub fn load_f32(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<FloatValue<'ctx>> {
-        let p = self.gep(self.f32t().into(), base, idx)?;
         Ok(self
-            .b
-            .build_load(self.f32t(), p, "x")
-            .m()?
+            .load_elem(self.f32t().into(), base, idx)?
             .into_float_value())
     }
 
@@ -98,8 +158,8 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
         v: FloatValue<'ctx>,
     ) -> R<()> {
         let p = self.gep(self.f32t().into(), base, idx)?;
-        self.b.build_store(p, v).m()?;
-        Ok(())
+        let st = self.b.build_store(p, v).m()?;
+        self.tag(base, st)
     }
 
     /// An unaligned load of 8 floats at element `idx`.
@@ -108,6 +168,7 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
         let v = self.b.build_load(self.v8t(), p, "v").m()?;
         if let Some(inst) = v.as_instruction_value() {
             inst.set_alignment(4).m()?;
+            self.tag(base, inst)?;
         }
         Ok(v.into_vector_value())
     }
@@ -121,7 +182,7 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
         let p = self.gep(self.f32t().into(), base, idx)?;
         let st = self.b.build_store(p, v).m()?;
         st.set_alignment(4).m()?;
-        Ok(())
+        self.tag(base, st)
     }
 
     pub fn splat(&self, x: FloatValue<'ctx>) -> R<VectorValue<'ctx>> {

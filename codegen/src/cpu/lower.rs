@@ -56,6 +56,7 @@ pub(crate) fn lower_loops<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, body: &[Stmt]) ->
             .ok_or("no scratch")?
             .into_pointer_value(),
     );
+    ir.disjoint_buffers(&bufs);
     let begin = ir.func.get_nth_param(1).ok_or("no begin")?.into_int_value();
     let end = ir.func.get_nth_param(2).ok_or("no end")?.into_int_value();
     let mut cx = LoopCx {
@@ -154,8 +155,8 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
             }
             IExpr::Load(buf, idx) => {
                 let i = self.iexpr(idx)?;
-                let p = ir.gep(ir.i64t().into(), self.bufs[*buf], i)?;
-                ir.b.build_load(ir.i64t(), p, "id").m()?.into_int_value()
+                ir.load_elem(ir.i64t().into(), self.bufs[*buf], i)?
+                    .into_int_value()
             }
         })
     }
@@ -171,11 +172,9 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
             Cond::Le(a, b) => ir.icmp(IntPredicate::SLE, self.iexpr(a)?, self.iexpr(b)?)?,
             Cond::Bool(buf, idx) => {
                 let i = self.iexpr(idx)?;
-                let p = ir.gep(ir.cx.i8_type().into(), self.bufs[*buf], i)?;
-                let v =
-                    ir.b.build_load(ir.cx.i8_type(), p, "b")
-                        .m()?
-                        .into_int_value();
+                let v = ir
+                    .load_elem(ir.cx.i8_type().into(), self.bufs[*buf], i)?
+                    .into_int_value();
                 ir.b.build_int_compare(IntPredicate::NE, v, ir.cx.i8_type().const_zero(), "nz")
                     .m()?
             }

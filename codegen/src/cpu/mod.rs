@@ -2,7 +2,9 @@
 //! (MCJIT, functions tagged with the host CPU and features, module optimized with LLVM's
 //! O3 pipeline first) or emitted as an object file / text.
 
+mod epilogue;
 mod gemm;
+mod gemv;
 mod ir;
 mod lower;
 
@@ -82,6 +84,7 @@ pub fn build_module<'ctx>(
         let res = match &k.body {
             Body::Loops(stmts) => lower::lower_loops(&ir, k, stmts),
             Body::Gemm(s) => gemm::lower_gemm_kernel(&ir, k, s),
+            Body::Gemv(s) => gemv::lower_gemv_kernel(&ir, k, s),
         };
         res.map_err(|message| CpuError::Lower {
             kernel: k.name.clone(),

@@ -39,6 +39,32 @@ pub struct Kernel {
 pub enum Body {
     Loops(Vec<Stmt>),
     Gemm(GemmSpec),
+    /// A product with a single row or column, same parameters as `Gemm`, no packing:
+    /// for `m < 6` each parallel unit is [`GEMV_COLS`] columns of C (all its rows), else
+    /// (`n == 1`, B contiguous) each unit is [`GEMV_ROWS`] rows of C.
+    Gemv(GemmSpec),
+}
+
+/// Columns of C per parallel unit of a row-vector × matrix product.
+pub const GEMV_COLS: i64 = 32;
+/// Rows of C per parallel unit of a matrix × column-vector product.
+pub const GEMV_ROWS: i64 = 8;
+
+impl GemmSpec {
+    /// Whether a `Gemv` body walks rows (n == 1) rather than column blocks.
+    pub fn gemv_by_rows(&self) -> bool {
+        self.n == 1 && self.m >= 6
+    }
+
+    /// The parallel units of a `Gemv` body.
+    pub fn gemv_units(&self) -> i64 {
+        let per = if self.gemv_by_rows() {
+            (self.m + GEMV_ROWS - 1) / GEMV_ROWS
+        } else {
+            (self.n + GEMV_COLS - 1) / GEMV_COLS
+        };
+        self.batch * per
+    }
 }
 
 /// `C[b] = act(A[b] × B[b] + bias + residual)` over `batch` matrices, row-major; parallel

@@ -21,6 +21,7 @@ impl Display for Kernel {
         )?;
         match &self.body {
             Body::Gemm(g) => writeln!(f, "  {g:?}")?,
+            Body::Gemv(g) => writeln!(f, "  gemv {g:?}")?,
             Body::Loops(stmts) => {
                 for s in stmts {
                     write_stmt(f, s, 1)?;

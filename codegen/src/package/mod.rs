@@ -131,8 +131,9 @@ pub fn package(
     }
     let _ = writeln!(
         t,
-        "}};\nconst int OAR_NUM_STEPS = {};\nconst oar_step OAR_STEPS[] = {{",
-        p.steps.len()
+        "}};\nconst int OAR_NUM_STEPS = {};\nconst int OAR_PROLOGUE_STEPS = {};\nconst oar_step OAR_STEPS[] = {{",
+        p.steps.len(),
+        p.prologue
     );
     let mut args = Vec::new();
     for s in &p.steps {

@@ -42,6 +42,7 @@ extern const oar_buffer OAR_BUFFERS[];
 extern const int OAR_NUM_BUFFERS;
 extern const oar_step OAR_STEPS[];
 extern const int OAR_NUM_STEPS;
+extern const int OAR_PROLOGUE_STEPS;
 extern const int OAR_STEP_ARGS[];
 extern const oar_kernel OAR_KERNELS[];
 extern const oar_io OAR_INPUTS[];
@@ -130,6 +131,33 @@ static int64_t oar_io_bytes(const oar_io *io) {
     return n;
 }
 
+/* Runs steps [from, to), each split across the threads. */
+static void oar_run_steps(oar_model *m, int from, int to) {
+    void *args[64];
+    for (int s = from; s < to; s++) {
+        const oar_step *st = &OAR_STEPS[s];
+        for (int a = 0; a < st->nargs && a < 64; a++) args[a] = m->buffers[OAR_STEP_ARGS[st->args_at + a]];
+        int64_t grain = st->grain < 1 ? 1 : st->grain;
+        int parts = 1;
+        if (m->threads > 1 && st->extent >= 2 * grain) {
+            parts = m->threads;
+            if (st->extent / grain < parts) parts = (int)(st->extent / grain);
+        }
+        if (parts <= 1) {
+            OAR_KERNELS[st->kernel](args, 0, st->extent, m->scratch[0]);
+            continue;
+        }
+        m->job_fn = OAR_KERNELS[st->kernel];
+        m->job_args = args;
+        m->job_extent = st->extent;
+        m->job_parts = parts;
+        atomic_store(&m->pending, m->threads - 1);
+        atomic_fetch_add(&m->generation, 1);
+        oar_run_part(m, 0);
+        while (atomic_load(&m->pending) != 0) {}
+    }
+}
+
 oar_model *oar_model_create_threads(const char *weights_path, int threads) {
     oar_model *m = calloc(1, sizeof(oar_model));
     if (!m) return NULL;
@@ -173,6 +201,8 @@ oar_model *oar_model_create_threads(const char *weights_path, int threads) {
         m->worker_args[t].index = t;
         pthread_create(&m->workers[t], NULL, oar_worker, &m->worker_args[t]);
     }
+    /* Steps that read only weights and constants run once, here. */
+    oar_run_steps(m, 0, OAR_PROLOGUE_STEPS);
     return m;
 }
 
@@ -183,31 +213,9 @@ oar_model *oar_model_create(const char *weights_path) {
 }
 
 int oar_model_run(oar_model *m, const void *const *inputs, void *const *outputs) {
-    void *args[64];
     for (int i = 0; i < OAR_NUM_INPUTS; i++)
         memcpy(m->buffers[OAR_INPUTS[i].buffer], inputs[i], (size_t)oar_io_bytes(&OAR_INPUTS[i]));
-    for (int s = 0; s < OAR_NUM_STEPS; s++) {
-        const oar_step *st = &OAR_STEPS[s];
-        for (int a = 0; a < st->nargs && a < 64; a++) args[a] = m->buffers[OAR_STEP_ARGS[st->args_at + a]];
-        int64_t grain = st->grain < 1 ? 1 : st->grain;
-        int parts = 1;
-        if (m->threads > 1 && st->extent >= 2 * grain) {
-            parts = m->threads;
-            if (st->extent / grain < parts) parts = (int)(st->extent / grain);
-        }
-        if (parts <= 1) {
-            OAR_KERNELS[st->kernel](args, 0, st->extent, m->scratch[0]);
-            continue;
-        }
-        m->job_fn = OAR_KERNELS[st->kernel];
-        m->job_args = args;
-        m->job_extent = st->extent;
-        m->job_parts = parts;
-        atomic_store(&m->pending, m->threads - 1);
-        atomic_fetch_add(&m->generation, 1);
-        oar_run_part(m, 0);
-        while (atomic_load(&m->pending) != 0) {}
-    }
+    oar_run_steps(m, OAR_PROLOGUE_STEPS, OAR_NUM_STEPS);
     for (int i = 0; i < OAR_NUM_OUTPUTS; i++)
         memcpy(outputs[i], m->buffers[OAR_OUTPUTS[i].buffer], (size_t)oar_io_bytes(&OAR_OUTPUTS[i]));
     return 0;

@@ -75,11 +75,16 @@ pub struct Executor {
     inputs: Vec<usize>,
 }
 
-fn tensor_bytes(t: &HostTensor, want: DType) -> Option<Vec<u8>> {
+/// A tensor's elements as the bytes the kernels read (host byte order), borrowed where the
+/// layout already matches: copying a large input must cost one memcpy, not a conversion.
+fn tensor_bytes(t: &HostTensor, want: DType) -> Option<std::borrow::Cow<'_, [u8]>> {
+    use std::borrow::Cow;
     match (&t.data, want) {
-        (TensorData::F32(v), DType::F32) => Some(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        (TensorData::I64(v), DType::I64) => Some(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        (TensorData::Bool(v), DType::Bool) => Some(v.iter().map(|&b| b as u8).collect()),
+        (TensorData::F32(v), DType::F32) => Some(Cow::Borrowed(bytemuck::cast_slice(v))),
+        (TensorData::I64(v), DType::I64) => Some(Cow::Borrowed(bytemuck::cast_slice(v))),
+        (TensorData::Bool(v), DType::Bool) => {
+            Some(Cow::Owned(v.iter().map(|&b| b as u8).collect()))
+        }
         _ => None,
     }
 }
@@ -144,18 +149,45 @@ impl Executor {
         let scratch = (0..pool.threads())
             .map(|_| Buffer::new(program.scratch_bytes))
             .collect();
-        Ok(Executor {
+        let mut exec = Executor {
             program,
             kernels,
             buffers,
             scratch,
             pool,
             inputs,
-        })
+        };
+        exec.run_steps(0..exec.program.prologue, None);
+        Ok(exec)
     }
 
     pub fn program(&self) -> &Program {
         &self.program
+    }
+
+    /// Input `k`'s buffer as f32 elements, to be filled in place before [`Executor::run_bound`]
+    /// (no copy per run, like onnxruntime's I/O binding). `None` if there is no such f32 input.
+    pub fn input_f32_mut(&mut self, k: usize) -> Option<&mut [f32]> {
+        let id = *self.inputs.get(k)?;
+        if self.program.buffers[id].dtype != DType::F32 {
+            return None;
+        }
+        bytemuck::try_cast_slice_mut(self.buffers[id].bytes_mut()).ok()
+    }
+
+    /// Output `k`'s buffer as f32 elements, as the last run left it.
+    pub fn output_f32(&self, k: usize) -> Option<&[f32]> {
+        let id = *self.program.outputs.get(k)?;
+        if self.program.buffers[id].dtype != DType::F32 {
+            return None;
+        }
+        bytemuck::try_cast_slice(self.buffers[id].bytes()).ok()
+    }
+
+    /// Runs the program on whatever the input buffers hold (see [`Executor::input_f32_mut`]).
+    pub fn run_bound(&mut self) {
+        let steps = self.program.prologue..self.program.steps.len();
+        self.run_steps(steps, None);
     }
 
     /// Runs the program on `inputs` (graph-input order).
@@ -176,7 +208,7 @@ impl Executor {
     fn run_timed(
         &mut self,
         inputs: &[HostTensor],
-        mut times: Option<&mut Vec<(String, f64)>>,
+        times: Option<&mut Vec<(String, f64)>>,
     ) -> Result<Vec<HostTensor>, ExecError> {
         if inputs.len() != self.inputs.len() {
             return Err(ExecError::Input {
@@ -212,10 +244,22 @@ impl Executor {
             })?;
             self.buffers[id].bytes_mut().copy_from_slice(&bytes);
         }
+        let steps = self.program.prologue..self.program.steps.len();
+        self.run_steps(steps, times);
+        Ok(self
+            .program
+            .outputs
+            .iter()
+            .map(|&id| read_buffer(&self.program.buffers[id], self.buffers[id].bytes()))
+            .collect())
+    }
+
+    /// Runs `steps` in order, each split across the pool; with `times`, records each one.
+    fn run_steps(&mut self, steps: std::ops::Range<usize>, mut times: Option<&mut StepTimes>) {
         let ptrs: Vec<*mut u8> = self.buffers.iter_mut().map(Buffer::ptr).collect();
         let scratch: Vec<*mut u8> = self.scratch.iter_mut().map(Buffer::ptr).collect();
         let threads = self.pool.threads();
-        for step in &self.program.steps {
+        for step in &self.program.steps[steps] {
             let started = times.as_ref().map(|_| std::time::Instant::now());
             let args: Vec<*mut u8> = step.args.iter().map(|&b| ptrs[b]).collect();
             let f = self.kernels[step.kernel];
@@ -236,12 +280,6 @@ impl Executor {
                 ));
             }
         }
-        Ok(self
-            .program
-            .outputs
-            .iter()
-            .map(|&id| read_buffer(&self.program.buffers[id], self.buffers[id].bytes()))
-            .collect())
     }
 
     fn dispatch(
@@ -276,20 +314,19 @@ impl Executor {
 fn read_buffer(decl: &super::BufferDecl, bytes: &[u8]) -> HostTensor {
     let shape = decl.shape.clone();
     match decl.dtype {
+        // Buffers are 64-byte aligned, so the casts cannot fail; the fallback never runs.
         DType::I64 => HostTensor::i64(
             shape,
-            bytes
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect(),
+            bytemuck::try_cast_slice(bytes)
+                .map(<[i64]>::to_vec)
+                .unwrap_or_else(|_| bytemuck::pod_collect_to_vec(bytes)),
         ),
         DType::Bool => HostTensor::bool(shape, bytes.iter().map(|&b| b != 0).collect()),
         _ => HostTensor::f32(
             shape,
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
+            bytemuck::try_cast_slice(bytes)
+                .map(<[f32]>::to_vec)
+                .unwrap_or_else(|_| bytemuck::pod_collect_to_vec(bytes)),
         ),
     }
 }

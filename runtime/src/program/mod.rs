@@ -60,6 +60,10 @@ pub struct Step {
 pub struct Program {
     pub buffers: Vec<BufferDecl>,
     pub steps: Vec<Step>,
+    /// The first `prologue` steps read only weights and constants: the executor runs them
+    /// once, when the program is loaded (BatchNorm folded into weights, weight scaling),
+    /// and every run starts after them.
+    pub prologue: usize,
     /// Kernel symbol names, indexed by `Step::kernel`.
     pub kernels: Vec<String>,
     /// Buffers of the graph outputs, in order.

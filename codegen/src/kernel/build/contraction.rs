@@ -172,28 +172,16 @@ fn gemm(
     } else {
         out.buf
     };
-    if spec.n < NR && spec.m >= MR {
-        super::gemv::small_n(
-            b,
-            name,
-            a,
-            bm,
-            target,
-            &spec,
-            gemm_bias.as_ref().map(|x| x.buf),
-            gemm_res.as_ref().map(|x| x.buf),
-        )?;
-    } else if spec.m < MR {
-        super::gemv::small_m(
-            b,
-            name,
-            a,
-            bm,
-            target,
-            &spec,
-            gemm_bias.as_ref().map(|x| x.buf),
-            gemm_res.as_ref().map(|x| x.buf),
-        )?;
+    let gemv = spec.m < MR || (spec.n == 1 && spec.ldb == 1);
+    if gemv || spec.n < NR {
+        let mut args = vec![a, bm, target];
+        args.extend(gemm_bias.iter().map(|x| x.buf));
+        args.extend(gemm_res.iter().map(|x| x.buf));
+        if gemv {
+            b.kernel(name, &args, Body::Gemv(spec.clone()), spec.gemv_units(), 2)?;
+        } else {
+            super::gemv::small_n(b, name, &args, &spec)?;
+        }
     } else {
         let mut args = vec![a, bm, target];
         args.extend(gemm_bias.iter().map(|x| x.buf));

@@ -17,7 +17,7 @@ use super::{Body, Elem, Kernel};
 use oar_ir::op::{Literal, Op};
 use oar_ir::{DType, Graph, ValueRef};
 use oar_runtime::program::{BufferDecl, BufferRole, Program, Step};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A compiled graph: the program and the kernels it calls (by index).
 #[derive(Debug, Clone)]
@@ -220,7 +220,14 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
         seen: HashMap::new(),
     };
     let mut input_index = 0;
+    // Values computed from weights and constants alone, and the steps that compute them.
+    let mut fixed: HashSet<ValueRef> = HashSet::new();
+    let mut fixed_steps: Vec<bool> = Vec::new();
     for (id, node) in g.iter() {
+        let from_fixed = !node.inputs.is_empty()
+            && node.inputs.iter().all(|v| fixed.contains(v))
+            && !node.op.has_side_effects()
+            && node.op.comm_group().is_none();
         let fail = |message: String| BuildError {
             node: node.name.clone(),
             op: node.op.name().to_string(),
@@ -273,6 +280,9 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
                 role,
             });
             b.buf.insert(id.into(), b.program.buffers.len() - 1);
+            if !matches!(node.op, Op::Input) {
+                fixed.insert(id.into());
+            }
             continue;
         }
         // Views share their operand's buffer.
@@ -286,6 +296,9 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
         ) {
             let src = b.buf[&node.inputs[0]];
             b.buf.insert(id.into(), src);
+            if from_fixed {
+                fixed.insert(id.into());
+            }
             continue;
         }
         let ins: Vec<Arg> = node
@@ -322,6 +335,10 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
             });
         }
         lower_node(&mut b, &node.name, &node.op, &ins, &outs).map_err(fail)?;
+        fixed_steps.resize(b.program.steps.len(), from_fixed);
+        if from_fixed {
+            fixed.extend((0..node.outputs.len() as u32).map(|p| ValueRef::new(id, p)));
+        }
     }
     // Outputs whose buffer has another shape (a view of an input) get their own copy.
     for o in g.outputs() {
@@ -346,6 +363,14 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
         };
         b.program.outputs.push(id);
     }
+    fixed_steps.resize(b.program.steps.len(), false);
+    // Fixed steps depend only on fixed steps, so moving them all first keeps the order valid.
+    let (pre, post): (Vec<_>, Vec<_>) = std::mem::take(&mut b.program.steps)
+        .into_iter()
+        .zip(fixed_steps)
+        .partition(|(_, f)| *f);
+    b.program.prologue = pre.len();
+    b.program.steps = pre.into_iter().chain(post).map(|(s, _)| s).collect();
     b.program.scratch_bytes = contraction::SCRATCH_BYTES;
     Ok(Compiled {
         program: b.program,

@@ -1,0 +1,252 @@
+//! Products with a single row or column of C's operand (a batch-1 linear layer, a 1×1
+//! convolution of a pooled map). Packing buys nothing here — every element of the matrix
+//! is read once — so each parallel unit streams its part of the matrix straight into
+//! vector accumulators held in registers, and applies the epilogue while storing.
+
+use super::epilogue::Epilogue;
+use super::ir::{Ir, OrMsg, R};
+use super::lower::load_args;
+use crate::kernel::{BiasMode, GemmSpec, Kernel, GEMV_COLS, GEMV_ROWS};
+use inkwell::values::{FloatValue, IntValue, PointerValue, VectorValue};
+use inkwell::IntPredicate;
+
+/// One batch's operands, offset from the kernel arguments.
+struct Operands<'ctx> {
+    a: PointerValue<'ctx>,
+    b: PointerValue<'ctx>,
+    c: PointerValue<'ctx>,
+    bias: PointerValue<'ctx>,
+    res: PointerValue<'ctx>,
+}
+
+pub(crate) fn lower_gemv_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpec) -> R<()> {
+    let bufs = load_args(ir, k.params.len())?;
+    ir.disjoint_buffers(&bufs);
+    let null = ir.ptrt().const_null();
+    let bias = if s.bias != BiasMode::None {
+        bufs[3]
+    } else {
+        null
+    };
+    let res = if s.residual {
+        bufs[3 + (s.bias != BiasMode::None) as usize]
+    } else {
+        null
+    };
+    let begin = ir.func.get_nth_param(1).ok_or("no begin")?.into_int_value();
+    let end = ir.func.get_nth_param(2).ok_or("no end")?.into_int_value();
+    let per = s.gemv_units() / s.batch.max(1);
+    ir.for_loop(begin, end, 1, &mut |ir, unit| {
+        let bt = ir.b.build_int_signed_div(unit, ir.i(per), "bt").m()?;
+        let blk = ir.b.build_int_signed_rem(unit, ir.i(per), "blk").m()?;
+        let off = |p: PointerValue<'ctx>, stride: i64| -> R<PointerValue<'ctx>> {
+            if stride == 0 || p.is_null() {
+                return Ok(p);
+            }
+            ir.gep(ir.f32t().into(), p, ir.mul(bt, ir.i(stride))?)
+        };
+        let ops = Operands {
+            a: off(bufs[0], s.stride_a)?,
+            b: off(bufs[1], s.stride_b)?,
+            c: off(bufs[2], s.stride_c)?,
+            bias,
+            res: off(res, s.stride_c)?,
+        };
+        let g = Gemv { ir, s, ops };
+        if s.gemv_by_rows() {
+            g.row_block(ir.mul(blk, ir.i(GEMV_ROWS))?)
+        } else {
+            g.col_block(ir.mul(blk, ir.i(GEMV_COLS))?)
+        }
+    })?;
+    ir.b.build_return(None).m()?;
+    Ok(())
+}
+
+struct Gemv<'a, 'b, 'ctx> {
+    ir: &'a Ir<'b, 'ctx>,
+    s: &'a GemmSpec,
+    ops: Operands<'ctx>,
+}
+
+impl<'ctx> Gemv<'_, '_, 'ctx> {
+    fn tail(&self) -> Epilogue<'_, '_, 'ctx> {
+        Epilogue {
+            ir: self.ir,
+            s: self.s,
+            bias: self.ops.bias,
+            res: self.ops.res,
+        }
+    }
+
+    /// `count` zeroed 8-wide accumulators (entry-block slots that mem2reg keeps in registers).
+    fn accumulators(&self, count: usize) -> R<Vec<PointerValue<'ctx>>> {
+        let ir = self.ir;
+        (0..count)
+            .map(|_| {
+                let p = ir.entry_alloca(ir.v8t().into(), "acc")?;
+                ir.b.build_store(p, ir.splat(ir.f(0.0))?).m()?;
+                Ok(p)
+            })
+            .collect()
+    }
+
+    fn fma(&self, slot: PointerValue<'ctx>, x: VectorValue<'ctx>, y: VectorValue<'ctx>) -> R<()> {
+        let ir = self.ir;
+        let acc = ir.b.build_load(ir.v8t(), slot, "a").m()?;
+        let r = ir.intrinsic(
+            "llvm.fma",
+            ir.v8t().into(),
+            &[x.into(), y.into(), acc.into()],
+        )?;
+        ir.b.build_store(slot, r).m()?;
+        Ok(())
+    }
+
+    fn get(&self, slot: PointerValue<'ctx>) -> R<VectorValue<'ctx>> {
+        let ir = self.ir;
+        Ok(ir
+            .b
+            .build_load(ir.v8t(), slot, "a")
+            .m()?
+            .into_vector_value())
+    }
+
+    /// Columns `[c0, c0 + GEMV_COLS)` of every row of C (fewer in the last block).
+    fn col_block(&self, c0: IntValue<'ctx>) -> R<()> {
+        let ir = self.ir;
+        let n = ir.i(self.s.n);
+        ir.for_loop(ir.i(0), ir.i(self.s.m), 1, &mut |ir, i| {
+            let full = ir.icmp(IntPredicate::SLE, ir.add(c0, ir.i(GEMV_COLS))?, n)?;
+            ir.if_else(
+                full,
+                &mut |_| self.cols(i, c0, (GEMV_COLS / 8) as usize),
+                &mut |ir| {
+                    // The last block: 8-wide groups, then single columns.
+                    let groups =
+                        ir.b.build_int_signed_div(ir.sub(n, c0)?, ir.i(8), "g")
+                            .m()?;
+                    ir.for_loop(ir.i(0), groups, 1, &mut |ir, g| {
+                        self.cols(i, ir.add(c0, ir.mul(g, ir.i(8))?)?, 1)
+                    })?;
+                    let rest = ir.add(c0, ir.mul(groups, ir.i(8))?)?;
+                    ir.for_loop(rest, n, 1, &mut |_, j| self.col(i, j))
+                },
+            )
+        })
+    }
+
+    /// `C[i, j..j + 8·vecs]`: a broadcast of A[i, k] times `vecs` vectors of B's row k.
+    fn cols(&self, i: IntValue<'ctx>, j: IntValue<'ctx>, vecs: usize) -> R<()> {
+        let ir = self.ir;
+        let s = self.s;
+        let acc = self.accumulators(vecs)?;
+        let arow = ir.mul(i, ir.i(s.lda))?;
+        ir.for_loop(ir.i(0), ir.i(s.k), 1, &mut |ir, kk| {
+            let x = ir.splat(ir.load_f32(self.ops.a, ir.add(arow, kk)?)?)?;
+            let brow = ir.add(ir.mul(kk, ir.i(s.ldb))?, j)?;
+            for (v, slot) in acc.iter().enumerate() {
+                let y = ir.load_v8(self.ops.b, ir.add(brow, ir.i(v as i64 * 8))?)?;
+                self.fma(*slot, x, y)?;
+            }
+            Ok(())
+        })?;
+        let crow = ir.mul(i, ir.i(s.ldc))?;
+        for (v, slot) in acc.iter().enumerate() {
+            let col = ir.add(j, ir.i(v as i64 * 8))?;
+            let at = ir.add(crow, col)?;
+            let y = self.tail().vector(self.get(*slot)?, i, col, at)?;
+            ir.store_v8(self.ops.c, at, y)?;
+        }
+        Ok(())
+    }
+
+    /// `C[i, j]` alone.
+    fn col(&self, i: IntValue<'ctx>, j: IntValue<'ctx>) -> R<()> {
+        let ir = self.ir;
+        let s = self.s;
+        let sum = self.dot(ir.mul(i, ir.i(s.lda))?, 1, j, s.ldb, ir.i(0))?;
+        let at = ir.add(ir.mul(i, ir.i(s.ldc))?, j)?;
+        let y = self.tail().scalar(sum, i, j, at)?;
+        ir.store_f32(self.ops.c, at, y)
+    }
+
+    /// `Σ_k A[a0 + k·sa] · B[b0 + k·sb]` for `k` in `[k0, K)`, one float at a time.
+    fn dot(
+        &self,
+        a0: IntValue<'ctx>,
+        sa: i64,
+        b0: IntValue<'ctx>,
+        sb: i64,
+        k0: IntValue<'ctx>,
+    ) -> R<FloatValue<'ctx>> {
+        let ir = self.ir;
+        let slot = ir.entry_alloca(ir.f32t().into(), "s")?;
+        ir.b.build_store(slot, ir.f(0.0)).m()?;
+        ir.for_loop(k0, ir.i(self.s.k), 1, &mut |ir, kk| {
+            let x = ir.load_f32(self.ops.a, ir.add(a0, ir.mul(kk, ir.i(sa))?)?)?;
+            let y = ir.load_f32(self.ops.b, ir.add(b0, ir.mul(kk, ir.i(sb))?)?)?;
+            let t =
+                ir.b.build_load(ir.f32t(), slot, "t")
+                    .m()?
+                    .into_float_value();
+            let r = ir.intrinsic(
+                "llvm.fma",
+                ir.f32t().into(),
+                &[x.into(), y.into(), t.into()],
+            )?;
+            ir.b.build_store(slot, r).m()?;
+            Ok(())
+        })?;
+        Ok(ir
+            .b
+            .build_load(ir.f32t(), slot, "s")
+            .m()?
+            .into_float_value())
+    }
+
+    /// Rows `[r0, r0 + GEMV_ROWS)` of the single column of C (fewer in the last block).
+    fn row_block(&self, r0: IntValue<'ctx>) -> R<()> {
+        let ir = self.ir;
+        let m = ir.i(self.s.m);
+        let full = ir.icmp(IntPredicate::SLE, ir.add(r0, ir.i(GEMV_ROWS))?, m)?;
+        ir.if_else(
+            full,
+            &mut |_| self.rows(r0, GEMV_ROWS as usize),
+            &mut |ir| ir.for_loop(r0, m, 1, &mut |_, r| self.rows(r, 1)),
+        )
+    }
+
+    /// `C[r0..r0 + rows, 0]`: dot products of A's rows with B's column, 8 k at a time.
+    fn rows(&self, r0: IntValue<'ctx>, rows: usize) -> R<()> {
+        let ir = self.ir;
+        let s = self.s;
+        let acc = self.accumulators(rows)?;
+        let kv = s.k / 8 * 8;
+        let arow = |r: usize| ir.mul(ir.add(r0, ir.i(r as i64))?, ir.i(s.lda));
+        ir.for_loop(ir.i(0), ir.i(kv), 8, &mut |ir, kk| {
+            let x = ir.load_v8(self.ops.b, kk)?;
+            for (r, slot) in acc.iter().enumerate() {
+                let y = ir.load_v8(self.ops.a, ir.add(arow(r)?, kk)?)?;
+                self.fma(*slot, y, x)?;
+            }
+            Ok(())
+        })?;
+        for (r, slot) in acc.iter().enumerate() {
+            let v = self.get(*slot)?;
+            let mut sum = self.dot(arow(r)?, 1, ir.i(0), 1, ir.i(kv))?;
+            for l in 0..8 {
+                let e =
+                    ir.b.build_extract_element(v, ir.cx.i32_type().const_int(l, false), "e")
+                        .m()?
+                        .into_float_value();
+                sum = ir.b.build_float_add(sum, e, "h").m()?;
+            }
+            let row = ir.add(r0, ir.i(r as i64))?;
+            let at = ir.mul(row, ir.i(s.ldc))?;
+            let y = self.tail().scalar(sum, row, ir.i(0), at)?;
+            ir.store_f32(self.ops.c, at, y)?;
+        }
+        Ok(())
+    }
+}
