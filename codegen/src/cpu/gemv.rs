@@ -120,31 +120,47 @@ impl<'ctx> Gemv<'_, '_, 'ctx> {
             let full = ir.icmp(IntPredicate::SLE, ir.add(c0, ir.i(GEMV_COLS))?, n)?;
             ir.if_else(
                 full,
-                &mut |_| self.cols(i, c0, (GEMV_COLS / 8) as usize),
+                &mut |_| self.cols(i, c0, c0, (GEMV_COLS / 8) as usize),
                 &mut |ir| {
                     // The last block: 8-wide groups, then single columns.
                     let groups =
                         ir.b.build_int_signed_div(ir.sub(n, c0)?, ir.i(8), "g")
                             .m()?;
                     ir.for_loop(ir.i(0), groups, 1, &mut |ir, g| {
-                        self.cols(i, ir.add(c0, ir.mul(g, ir.i(8))?)?, 1)
+                        self.cols(i, c0, ir.add(c0, ir.mul(g, ir.i(8))?)?, 1)
                     })?;
                     let rest = ir.add(c0, ir.mul(groups, ir.i(8))?)?;
-                    ir.for_loop(rest, n, 1, &mut |_, j| self.col(i, j))
+                    ir.for_loop(rest, n, 1, &mut |_, j| self.col(i, c0, j))
                 },
             )
         })
     }
 
-    /// `C[i, j..j + 8·vecs]`: a broadcast of A[i, k] times `vecs` vectors of B's row k.
-    fn cols(&self, i: IntValue<'ctx>, j: IntValue<'ctx>, vecs: usize) -> R<()> {
+    /// Where B's column `j` (in the block starting at `c0`) starts, and B's row stride:
+    /// the packed block (see `GemmSpec::b_packed`) or B itself.
+    fn b_column(&self, c0: IntValue<'ctx>, j: IntValue<'ctx>) -> R<(IntValue<'ctx>, i64)> {
+        let ir = self.ir;
+        let s = self.s;
+        if s.b_packed {
+            let blk = ir.b.build_int_signed_div(c0, ir.i(GEMV_COLS), "bb").m()?;
+            let base = ir.mul(blk, ir.i(s.k * GEMV_COLS))?;
+            Ok((ir.add(base, ir.sub(j, c0)?)?, GEMV_COLS))
+        } else {
+            Ok((j, s.ldb))
+        }
+    }
+
+    /// `C[i, j..j + 8·vecs]` (in the block at `c0`): a broadcast of A[i, k] times `vecs`
+    /// vectors of B's row k.
+    fn cols(&self, i: IntValue<'ctx>, c0: IntValue<'ctx>, j: IntValue<'ctx>, vecs: usize) -> R<()> {
         let ir = self.ir;
         let s = self.s;
         let acc = self.accumulators(vecs)?;
         let arow = ir.mul(i, ir.i(s.lda))?;
+        let (b0, ldb) = self.b_column(c0, j)?;
         ir.for_loop(ir.i(0), ir.i(s.k), 1, &mut |ir, kk| {
             let x = ir.splat(ir.load_f32(self.ops.a, ir.add(arow, kk)?)?)?;
-            let brow = ir.add(ir.mul(kk, ir.i(s.ldb))?, j)?;
+            let brow = ir.add(ir.mul(kk, ir.i(ldb))?, b0)?;
             for (v, slot) in acc.iter().enumerate() {
                 let y = ir.load_v8(self.ops.b, ir.add(brow, ir.i(v as i64 * 8))?)?;
                 self.fma(*slot, x, y)?;
@@ -161,11 +177,12 @@ impl<'ctx> Gemv<'_, '_, 'ctx> {
         Ok(())
     }
 
-    /// `C[i, j]` alone.
-    fn col(&self, i: IntValue<'ctx>, j: IntValue<'ctx>) -> R<()> {
+    /// `C[i, j]` alone (in the block at `c0`).
+    fn col(&self, i: IntValue<'ctx>, c0: IntValue<'ctx>, j: IntValue<'ctx>) -> R<()> {
         let ir = self.ir;
         let s = self.s;
-        let sum = self.dot(ir.mul(i, ir.i(s.lda))?, 1, j, s.ldb, ir.i(0))?;
+        let (b0, ldb) = self.b_column(c0, j)?;
+        let sum = self.dot(ir.mul(i, ir.i(s.lda))?, 1, b0, ldb, ir.i(0))?;
         let at = ir.add(ir.mul(i, ir.i(s.ldc))?, j)?;
         let y = self.tail().scalar(sum, i, j, at)?;
         ir.store_f32(self.ops.c, at, y)

@@ -85,6 +85,13 @@ pub struct GemmSpec {
     pub stride_c: i64,
     /// Row ranges the parallel loop also splits over (when there are few column panels).
     pub row_chunks: i64,
+    /// A arrives packed by a prologue step (a weight): MR-row panels, each K deep,
+    /// `Ap[(row / MR · K + k) · MR + row % MR]`, rows past m zero. Gemm bodies only.
+    pub a_packed: bool,
+    /// B arrives packed by a prologue step (a weight) in GEMV_COLS-wide column blocks,
+    /// each K deep, `Bp[(col / 32 · K + k) · 32 + col % 32]`, columns past n zero: each
+    /// unit then streams contiguous memory. Gemv bodies by column block only.
+    pub b_packed: bool,
     pub bias: BiasMode,
     pub residual: bool,
     pub act: GemmAct,

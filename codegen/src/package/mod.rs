@@ -127,7 +127,13 @@ pub fn package(
             BufferRole::Weight(_) => 2,
             BufferRole::Constant(_) => 3,
         };
-        let _ = writeln!(t, "  {{{}, {role}, {}}},", b.bytes(), offsets[id]);
+        let _ = writeln!(
+            t,
+            "  {{{}, {role}, {}, {}}},",
+            p.storage_bytes(id),
+            offsets[id],
+            p.owner(id)
+        );
     }
     let _ = writeln!(
         t,

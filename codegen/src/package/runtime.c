@@ -16,9 +16,10 @@ typedef void (*oar_kernel)(void **args, int64_t begin, int64_t end, void *scratc
 enum { OAR_TEMP = 0, OAR_INPUT = 1, OAR_WEIGHT = 2, OAR_CONST = 3 };
 
 typedef struct {
-    int64_t bytes;
+    int64_t bytes; /* of memory owned: 0 for a buffer that uses `owner`'s */
     int role;
     int64_t offset; /* into the weights or constants blob */
+    int owner;      /* the buffer whose memory this one uses (the memory plan) */
 } oar_buffer;
 
 typedef struct {
@@ -186,10 +187,13 @@ oar_model *oar_model_create_threads(const char *weights_path, int threads) {
     m->buffers = calloc((size_t)OAR_NUM_BUFFERS, sizeof(void *));
     for (int b = 0; b < OAR_NUM_BUFFERS; b++) {
         const oar_buffer *d = &OAR_BUFFERS[b];
+        if (d->owner != b) continue;
         m->buffers[b] = oar_alloc(d->bytes);
         if (d->role == OAR_WEIGHT) memcpy(m->buffers[b], weights + d->offset, (size_t)d->bytes);
         if (d->role == OAR_CONST) memcpy(m->buffers[b], OAR_CONSTS + d->offset, (size_t)d->bytes);
     }
+    for (int b = 0; b < OAR_NUM_BUFFERS; b++)
+        if (OAR_BUFFERS[b].owner != b) m->buffers[b] = m->buffers[OAR_BUFFERS[b].owner];
     free(loaded);
     m->threads = threads < 1 ? 1 : threads;
     m->scratch = calloc((size_t)m->threads, sizeof(void *));
@@ -225,7 +229,8 @@ void oar_model_destroy(oar_model *m) {
     if (!m) return;
     atomic_store(&m->stop, 1);
     for (int t = 1; t < m->threads; t++) pthread_join(m->workers[t], NULL);
-    for (int b = 0; b < OAR_NUM_BUFFERS; b++) free(m->buffers[b]);
+    for (int b = 0; b < OAR_NUM_BUFFERS; b++)
+        if (OAR_BUFFERS[b].owner == b) free(m->buffers[b]);
     for (int t = 0; t < m->threads; t++) free(m->scratch[t]);
     free(m->buffers);
     free(m->scratch);

@@ -108,7 +108,7 @@ impl Executor {
             if !matches!(b.dtype, DType::F32 | DType::I64 | DType::Bool) {
                 return Err(ExecError::Dtype(b.name.clone(), b.dtype));
             }
-            let mut buf = Buffer::new(b.bytes());
+            let mut buf = Buffer::new(program.storage_bytes(id));
             match &b.role {
                 BufferRole::Input(k) => {
                     if inputs.len() <= *k {
@@ -141,6 +141,10 @@ impl Executor {
                     buf.bytes_mut().copy_from_slice(&bytes);
                 }
                 BufferRole::Constant(data) => buf.bytes_mut().copy_from_slice(data),
+                // Temporaries start as NaN (all bits set), not zero: shared storage
+                // holds an earlier value's data, so a kernel that read a temporary before
+                // writing it would be wrong; poisoning makes such a bug fail every test.
+                BufferRole::Temp if !program.zeroed.contains(&id) => buf.bytes_mut().fill(0xff),
                 BufferRole::Temp => {}
             }
             buffers.push(buf);
@@ -256,7 +260,10 @@ impl Executor {
 
     /// Runs `steps` in order, each split across the pool; with `times`, records each one.
     fn run_steps(&mut self, steps: std::ops::Range<usize>, mut times: Option<&mut StepTimes>) {
-        let ptrs: Vec<*mut u8> = self.buffers.iter_mut().map(Buffer::ptr).collect();
+        let owned: Vec<*mut u8> = self.buffers.iter_mut().map(Buffer::ptr).collect();
+        let ptrs: Vec<*mut u8> = (0..owned.len())
+            .map(|b| owned[self.program.owner(b)])
+            .collect();
         let scratch: Vec<*mut u8> = self.scratch.iter_mut().map(Buffer::ptr).collect();
         let threads = self.pool.threads();
         for step in &self.program.steps[steps] {

@@ -4,6 +4,7 @@
 
 mod exec;
 mod pool;
+mod storage;
 
 pub use exec::{ExecError, Executor};
 pub use pool::ThreadPool;
@@ -70,4 +71,10 @@ pub struct Program {
     pub outputs: Vec<usize>,
     /// Bytes of scratch each thread needs (GEMM packing, im2col).
     pub scratch_bytes: usize,
+    /// Temporaries that keep their own zero-initialised memory: kernels write only part of
+    /// them and read the rest as zero (a padded copy's border).
+    pub zeroed: Vec<usize>,
+    /// Per buffer, the buffer whose memory it uses ([`Program::plan_storage`]); empty
+    /// means every buffer has its own.
+    pub storage: Vec<usize>,
 }

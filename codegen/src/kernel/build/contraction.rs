@@ -5,7 +5,7 @@
 
 use super::pointwise::{map, unary_expr};
 use super::{Arg, Builder};
-use crate::kernel::{BiasMode, Body, Expr, GemmAct, GemmSpec, IExpr, Stmt};
+use crate::kernel::{BiasMode, Body, Cond, Expr, GemmAct, GemmSpec, IExpr, Stmt, GEMV_COLS};
 use oar_ir::op::{ConvAttrs, Epilogue, Op, UnaryOp};
 use oar_ir::DType;
 
@@ -178,20 +178,36 @@ fn gemm(
         args.extend(gemm_bias.iter().map(|x| x.buf));
         args.extend(gemm_res.iter().map(|x| x.buf));
         if gemv {
+            if !spec.gemv_by_rows() && b.fixed_bufs.contains(&bm) && spec.stride_b == 0 {
+                spec.b_packed = true;
+                args[1] = pack_b_blocks(b, name, bm, &spec)?;
+            }
             b.kernel(name, &args, Body::Gemv(spec.clone()), spec.gemv_units(), 2)?;
         } else {
             super::gemv::small_n(b, name, &args, &spec)?;
         }
     } else {
+        // A weight operand is packed once, in the prologue, instead of on every call.
+        let a = if b.fixed_bufs.contains(&a) && spec.stride_a == 0 {
+            spec.a_packed = true;
+            pack_a_panels(b, name, a, &spec)?
+        } else {
+            a
+        };
         let mut args = vec![a, bm, target];
         args.extend(gemm_bias.iter().map(|x| x.buf));
         args.extend(gemm_res.iter().map(|x| x.buf));
-        // Few column panels (a 7×7 map): split rows too, so both threads get work.
+        // Few column panels (a 14×14 or 7×7 map): split rows too (chunks of at least 48),
+        // into an even number of units so that two threads get equal shares.
         let ncb = (n + NR - 1) / NR;
-        spec.row_chunks = if ncb >= 8 {
+        spec.row_chunks = if ncb >= 24 {
             1
         } else {
-            ((16 + ncb - 1) / ncb).min((spec.m + 47) / 48).max(1)
+            let mut rc = (8 + ncb - 1) / ncb;
+            if rc * ncb % 2 == 1 {
+                rc += 1;
+            }
+            rc.min((spec.m + 47) / 48).max(1)
         };
         let units = spec.batch * spec.row_chunks * ncb;
         let grain = (units / 8).clamp(1, 4);
@@ -238,6 +254,76 @@ fn gemm(
         })?;
     }
     Ok(())
+}
+
+/// B (k × n, row stride ldb) copied into the GEMV's column-block layout (see
+/// [`GemmSpec::b_packed`]) by a prologue step; returns the packed buffer.
+fn pack_b_blocks(b: &mut Builder, name: &str, bm: usize, s: &GemmSpec) -> Result<usize, String> {
+    let blocks = (s.n + GEMV_COLS - 1) / GEMV_COLS;
+    let packed = b.temp(
+        &format!("{name}.bpack"),
+        &[blocks * GEMV_COLS * s.k],
+        DType::F32,
+    );
+    let (p, k, j) = (IExpr::v(0), IExpr::v(1), IExpr::v(2));
+    let col = p.clone().mul(GEMV_COLS).add(j.clone());
+    let body = vec![Stmt::par(
+        blocks,
+        vec![Stmt::seq(
+            1,
+            s.k,
+            vec![Stmt::seq(
+                2,
+                GEMV_COLS,
+                vec![Stmt::Store {
+                    buf: 0,
+                    idx: p.mul(s.k).add(k.clone()).mul(GEMV_COLS).add(j),
+                    val: Expr::LoadIf(1, k.mul(s.ldb).add(col.clone()), Cond::InRange(col, s.n)),
+                }],
+            )],
+        )],
+    )];
+    b.fixed_kernel(
+        &format!("{name}.bpack"),
+        &[packed, bm],
+        Body::Loops(body),
+        blocks,
+        packed,
+    )?;
+    Ok(packed)
+}
+
+/// A (m × k, row stride lda) copied into the micro-kernel's MR-row panel layout (see
+/// [`GemmSpec::a_packed`]) by a prologue step; returns the packed buffer.
+fn pack_a_panels(b: &mut Builder, name: &str, a: usize, s: &GemmSpec) -> Result<usize, String> {
+    let panels = (s.m + MR - 1) / MR;
+    let packed = b.temp(&format!("{name}.apack"), &[panels * MR * s.k], DType::F32);
+    let (p, k, r) = (IExpr::v(0), IExpr::v(1), IExpr::v(2));
+    let row = p.clone().mul(MR).add(r.clone());
+    let body = vec![Stmt::par(
+        panels,
+        vec![Stmt::seq(
+            1,
+            s.k,
+            vec![Stmt::seq(
+                2,
+                MR,
+                vec![Stmt::Store {
+                    buf: 0,
+                    idx: p.mul(s.k).add(k.clone()).mul(MR).add(r),
+                    val: Expr::LoadIf(1, row.clone().mul(s.lda).add(k), Cond::InRange(row, s.m)),
+                }],
+            )],
+        )],
+    )];
+    b.fixed_kernel(
+        &format!("{name}.apack"),
+        &[packed, a],
+        Body::Loops(body),
+        panels,
+        packed,
+    )?;
+    Ok(packed)
 }
 
 pub(super) fn act_expr(a: GemmAct, v: Expr) -> Expr {
@@ -335,6 +421,8 @@ fn matmul(
         stride_b: sb,
         stride_c: m * n,
         row_chunks: 1,
+        a_packed: false,
+        b_packed: false,
         bias: BiasMode::None,
         residual: false,
         act: GemmAct::None,
@@ -384,6 +472,8 @@ fn conv(
             stride_b: ci * h * wd,
             stride_c: co * h * wd,
             row_chunks: 1,
+            a_packed: false,
+            b_packed: false,
             bias: BiasMode::None,
             residual: false,
             act: GemmAct::None,
@@ -407,6 +497,8 @@ fn conv(
         let (hp, wp) = (h + pt + c.padding[2] as i64, wd + pl + c.padding[3] as i64);
         let src_buf = if pt + pl + hp - h + wp - wd > 0 {
             let xp = b.temp(&format!("{name}.padded"), &[n, ci, hp, wp], DType::F32);
+            // Only the interior is written: the border must stay zero.
+            b.program.zeroed.push(xp);
             let (row, q) = (IExpr::v(0), IExpr::v(1));
             let dst = row
                 .clone()
@@ -487,6 +579,8 @@ fn conv(
             stride_b: kk * oh * ow,
             stride_c: co * oh * ow,
             row_chunks: 1,
+            a_packed: false,
+            b_packed: false,
             bias: BiasMode::None,
             residual: false,
             act: GemmAct::None,

@@ -43,6 +43,12 @@ pub(crate) struct Builder {
     pub buf: HashMap<ValueRef, usize>,
     /// Kernels already emitted, by body and parameter types: equal layers share code.
     pub seen: HashMap<String, usize>,
+    /// Buffers whose contents depend only on weights and constants.
+    pub fixed_bufs: HashSet<usize>,
+    /// Per step: whether it reads only fixed buffers (and so belongs to the prologue).
+    step_fixed: Vec<bool>,
+    /// Whether the node being lowered reads only fixed buffers.
+    node_fixed: bool,
 }
 
 /// A value's buffer and static shape, as op builders see it.
@@ -117,7 +123,25 @@ impl Builder {
             extent: extent.max(1),
             grain: grain.max(1),
         });
+        self.step_fixed.push(self.node_fixed);
         Ok(())
+    }
+
+    /// Like [`Builder::kernel`], for a step that reads only fixed buffers (a weight's
+    /// layout change): it goes to the prologue, and `out` becomes fixed.
+    pub fn fixed_kernel(
+        &mut self,
+        name: &str,
+        args: &[usize],
+        body: Body,
+        extent: i64,
+        out: usize,
+    ) -> Result<(), String> {
+        let was = std::mem::replace(&mut self.node_fixed, true);
+        let r = self.kernel(name, args, body, extent, 1);
+        self.node_fixed = was;
+        self.fixed_bufs.insert(out);
+        r
     }
 }
 
@@ -218,14 +242,18 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
         kernels: Vec::new(),
         buf: HashMap::new(),
         seen: HashMap::new(),
+        fixed_bufs: HashSet::new(),
+        step_fixed: Vec::new(),
+        node_fixed: false,
     };
     let mut input_index = 0;
-    // Values computed from weights and constants alone, and the steps that compute them.
-    let mut fixed: HashSet<ValueRef> = HashSet::new();
-    let mut fixed_steps: Vec<bool> = Vec::new();
     for (id, node) in g.iter() {
+        // Nodes computed from weights and constants alone run once, in the prologue.
         let from_fixed = !node.inputs.is_empty()
-            && node.inputs.iter().all(|v| fixed.contains(v))
+            && node
+                .inputs
+                .iter()
+                .all(|v| b.buf.get(v).is_some_and(|x| b.fixed_bufs.contains(x)))
             && !node.op.has_side_effects()
             && node.op.comm_group().is_none();
         let fail = |message: String| BuildError {
@@ -281,7 +309,7 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
             });
             b.buf.insert(id.into(), b.program.buffers.len() - 1);
             if !matches!(node.op, Op::Input) {
-                fixed.insert(id.into());
+                b.fixed_bufs.insert(b.program.buffers.len() - 1);
             }
             continue;
         }
@@ -296,9 +324,6 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
         ) {
             let src = b.buf[&node.inputs[0]];
             b.buf.insert(id.into(), src);
-            if from_fixed {
-                fixed.insert(id.into());
-            }
             continue;
         }
         let ins: Vec<Arg> = node
@@ -334,10 +359,11 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
                 dtype: t.dtype,
             });
         }
+        b.node_fixed = from_fixed;
         lower_node(&mut b, &node.name, &node.op, &ins, &outs).map_err(fail)?;
-        fixed_steps.resize(b.program.steps.len(), from_fixed);
+        b.node_fixed = false;
         if from_fixed {
-            fixed.extend((0..node.outputs.len() as u32).map(|p| ValueRef::new(id, p)));
+            b.fixed_bufs.extend(outs.iter().map(|o| o.buf));
         }
     }
     // Outputs whose buffer has another shape (a view of an input) get their own copy.
@@ -363,15 +389,15 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
         };
         b.program.outputs.push(id);
     }
-    fixed_steps.resize(b.program.steps.len(), false);
     // Fixed steps depend only on fixed steps, so moving them all first keeps the order valid.
     let (pre, post): (Vec<_>, Vec<_>) = std::mem::take(&mut b.program.steps)
         .into_iter()
-        .zip(fixed_steps)
+        .zip(std::mem::take(&mut b.step_fixed))
         .partition(|(_, f)| *f);
     b.program.prologue = pre.len();
     b.program.steps = pre.into_iter().chain(post).map(|(s, _)| s).collect();
     b.program.scratch_bytes = contraction::SCRATCH_BYTES;
+    b.program.plan_storage();
     Ok(Compiled {
         program: b.program,
         kernels: b.kernels,
