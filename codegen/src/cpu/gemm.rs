@@ -23,7 +23,15 @@ fn variant_name(s: &GemmSpec) -> String {
         GemmAct::HardSigmoid(a, b) => format!("hsig{:08x}_{:08x}", a.to_bits(), b.to_bits()),
     };
     let a = if s.a_packed { "_apacked" } else { "" };
-    format!("oar_sgemm_{:?}_{}_{act}{a}", s.bias, s.residual as u8).to_lowercase()
+    let b = if reads_b_directly(s) { "_bdirect" } else { "" };
+    format!("oar_sgemm_{:?}_{}_{act}{a}{b}", s.bias, s.residual as u8).to_lowercase()
+}
+
+/// Shallow products (a 1×1 convolution with few input channels) read B's full panels in
+/// place: a 16-column strip of at most 64 rows stays in L1 across the row tiles, and
+/// packing it would cost about as much as the multiply-adds. Partial panels are packed.
+fn reads_b_directly(s: &GemmSpec) -> bool {
+    s.k <= 64
 }
 
 /// `void f(A, B, C, bias, res, row_hi, N, K, lda, ldb, ldc, col_lo, col_hi, scratch, row_lo)`:
@@ -151,7 +159,13 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
     ) -> R<()> {
         let ir = self.ir;
         let _ = self.k;
-        ir.for_loop(ir.i(0), nc, NR, &mut |ir, j0| {
+        let start = if reads_b_directly(self.s) {
+            let full = ir.b.build_int_signed_div(nc, ir.i(NR), "full").m()?;
+            ir.mul(full, ir.i(NR))?
+        } else {
+            ir.i(0)
+        };
+        ir.for_loop(start, nc, NR, &mut |ir, j0| {
             let panel = ir.b.build_int_signed_div(j0, ir.i(NR), "panel").m()?;
             let dst0 = ir.mul(ir.mul(panel, kc)?, ir.i(NR))?;
             let full = ir.icmp(IntPredicate::SLE, ir.add(j0, ir.i(NR))?, nc)?;
@@ -258,6 +272,21 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
             let at = ir.add(ir.mul(ir.mul(ic_panel, kc)?, ir.i(MR))?, ir.i(KC * NC))?;
             (self.scratch, at)
         };
+        // This tile's B panel: packed in scratch, or (shallow products, full panels) B itself.
+        let (bbase, boff, bstride) = if reads_b_directly(self.s) {
+            let full = ir.icmp(IntPredicate::EQ, nr, ir.i(NR))?;
+            let pick = |a: IntValue<'ctx>, b: IntValue<'ctx>| -> R<IntValue<'ctx>> {
+                Ok(ir.b.build_select(full, a, b, "bsel").m()?.into_int_value())
+            };
+            let base =
+                ir.b.build_select(full, self.bm, self.scratch, "bbase")
+                    .m()?
+                    .into_pointer_value();
+            let direct = ir.add(ir.mul(pc, self.ldb)?, col)?;
+            (base, pick(direct, bp)?, pick(self.ldb, ir.i(NR))?)
+        } else {
+            (self.scratch, bp, ir.i(NR))
+        };
         // The k loop with 12 vector accumulators as phis.
         let v8 = ir.v8t();
         let pre = ir.b.get_insert_block().ok_or("no block")?;
@@ -279,9 +308,9 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         let cond = ir.icmp(IntPredicate::SLT, kk, kc)?;
         ir.b.build_conditional_branch(cond, body, exit).m()?;
         ir.b.position_at_end(body);
-        let bidx = ir.add(bp, ir.mul(kk, ir.i(NR))?)?;
+        let bidx = ir.add(boff, ir.mul(kk, bstride)?)?;
         let bv: Vec<VectorValue<'ctx>> = (0..NR / 8)
-            .map(|v| ir.load_v8(self.scratch, ir.add(bidx, ir.i(v * 8))?))
+            .map(|v| ir.load_v8(bbase, ir.add(bidx, ir.i(v * 8))?))
             .collect::<R<_>>()?;
         let mut next = Vec::new();
         for r in 0..MR as usize {
