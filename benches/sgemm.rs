@@ -37,7 +37,7 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(flops as u64));
         group.sample_size(if n >= 1024 { 10 } else { 30 });
         group.bench_function(format!("oar/{n}"), |b| b.iter(|| m.executor().run_bound()));
-        let reps = (2e9 / flops).clamp(3.0, 200.0) as usize;
+        let reps = (2e10 / flops).clamp(5.0, 300.0) as usize;
         let r = Peer::start(&["sgemm", &n.to_string(), &THREADS.to_string()]).and_then(|mut np| {
             Interleaved::measure(
                 ROUNDS,

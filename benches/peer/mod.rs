@@ -112,8 +112,10 @@ pub fn median(v: &[f64]) -> f64 {
     s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// The median wall time of `reps` calls of `f`, in seconds.
+/// The median wall time of `reps` calls of `f` after one untimed call (as peers.py does),
+/// in seconds.
 pub fn median_time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
     let ts: Vec<f64> = (0..reps)
         .map(|_| {
             let t = std::time::Instant::now();

@@ -340,3 +340,47 @@ fn max_diff(m: f64, p: f64, q: f64) -> f64 {
         _ => f64::INFINITY,
     }
 }
+
+/// The inline exp (cpu/math.rs) against f64 exp over f32's whole range: relative error
+/// ≤ 4 ulp (5e-7) where the result is a normal f32, 0 below the underflow point, ∞ above
+/// the overflow point, NaN for NaN.
+#[test]
+fn inline_exp_matches_f64_exp() {
+    let xs: Vec<f32> = (0..20001)
+        .map(|i| -100.0 + i as f32 * 0.01)
+        .chain([
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            f32::NAN,
+            88.72,
+            -87.33,
+            0.0,
+            -0.0,
+        ])
+        .collect();
+    let mut g = Graph::new("exp");
+    let x = g.add_input("x", TensorType::f32(&[xs.len() as u64]));
+    let y = g.add_node(Op::Unary(UnaryOp::Exp), vec![x], None).unwrap();
+    g.set_outputs(vec![y.into()]);
+    let mut m = JitModel::new(&g, &BTreeMap::new(), &Default::default(), 1).unwrap();
+    let got = m
+        .run(&[HostTensor::f32(vec![xs.len()], xs.clone())])
+        .unwrap()
+        .remove(0)
+        .to_f64();
+    for (x, y) in xs.iter().zip(&got) {
+        let want = (*x as f64).exp();
+        if x.is_nan() {
+            assert!(y.is_nan(), "exp(NaN) = {y}");
+        } else if want < f32::MIN_POSITIVE as f64 {
+            assert!(*y < 1.2e-38, "exp({x}) = {y}, want {want}");
+        } else if want > f32::MAX as f64 {
+            assert!(y.is_infinite(), "exp({x}) = {y}, want ∞");
+        } else {
+            assert!(
+                ((y - want) / want).abs() <= 5e-7,
+                "exp({x}) = {y}, want {want}"
+            );
+        }
+    }
+}

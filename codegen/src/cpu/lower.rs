@@ -217,9 +217,7 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
                 let x = self.expr(x)?;
                 match u {
                     Un::Neg => ir.b.build_float_neg(x, "neg").m()?,
-                    Un::Exp => ir
-                        .intrinsic("llvm.exp", f32t.into(), &[x.into()])?
-                        .into_float_value(),
+                    Un::Exp => super::math::exp_f32(ir, x)?,
                     Un::Log => ir
                         .intrinsic("llvm.log", f32t.into(), &[x.into()])?
                         .into_float_value(),

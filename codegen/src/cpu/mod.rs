@@ -7,6 +7,7 @@ mod gemm;
 mod gemv;
 mod ir;
 mod lower;
+mod math;
 
 use crate::kernel::{Body, Compiled, Kernel};
 use inkwell::context::Context;
