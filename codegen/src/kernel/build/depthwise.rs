@@ -20,11 +20,14 @@ fn interior(out: i64, inp: i64, k: i64, stride: i64, dil: i64, pad: i64) -> (i64
     (lo, hi.max(lo))
 }
 
-/// Stride-1 depthwise over a zero-padded copy of the plane in scratch: with the output
-/// computed on the padded width, every tap is a flat offset, so one long loop per tap-sum
-/// vectorizes fully; the valid columns are copied out with the epilogue.
+/// Depthwise over a zero-padded copy of the plane in scratch: with the output computed on
+/// the padded width, every tap is a flat offset, so one long loop per tap-sum vectorizes
+/// fully; the valid columns are copied out with the epilogue. Stride 2 (dilation 1) splits
+/// the padded plane into its four row/column parity phases, each half as wide and high:
+/// then output (oy, ox) reads phase (ki mod 2, kj mod 2) at (oy + ki/2, ox + kj/2), again a
+/// flat offset per tap.
 #[allow(clippy::too_many_arguments)]
-fn depthwise_s1(
+fn depthwise_padded(
     b: &mut Builder,
     name: &str,
     c: &ConvAttrs,
@@ -41,9 +44,21 @@ fn depthwise_s1(
         wd + c.padding[1] as i64 + c.padding[3] as i64,
     );
     let (dy, dx) = (c.dilation[0] as i64, c.dilation[1] as i64);
-    let padded = hp * wp + (kw - 1) * dx + 8;
-    let flat = oh * wp;
-    if c.stride != [1, 1] || (padded + flat) * 4 > super::contraction::SCRATCH_BYTES as i64 {
+    let phased = match (c.stride, c.dilation) {
+        ([1, 1], _) => false,
+        ([2, 2], [1, 1]) => true,
+        _ => return Ok(false),
+    };
+    // Per phase: width wq, size pz (with slack for the taps of the discarded columns).
+    let (wq, pz, phases) = if phased {
+        let (hq, wq) = ((hp + 1) / 2, (wp + 1) / 2);
+        (wq, hq * wq + wq + 8, 4)
+    } else {
+        (wp, hp * wp + (kw - 1) * dx + 8, 1)
+    };
+    let padded = pz * phases;
+    let flat = oh * wq;
+    if (padded + flat) * 4 > super::contraction::SCRATCH_BYTES as i64 {
         return Ok(false);
     }
     let mult = co / ci;
@@ -70,32 +85,69 @@ fn depthwise_s1(
         }],
     );
     let (r, q) = (IExpr::v(1), IExpr::v(2));
-    let pad = Stmt::seq(
-        1,
-        h,
-        vec![Stmt::seq(
-            2,
-            wd,
-            vec![Stmt::Store {
-                buf: scratch,
-                idx: r
-                    .clone()
-                    .add(IExpr::c(py))
-                    .mul(wp)
-                    .add(q.clone())
-                    .add(IExpr::c(px)),
-                val: Expr::Load(1, in_plane.add(r.mul(wd)).add(q)),
-            }],
-        )],
-    );
-    // 2. T[o] = Σ taps P[o + ki·dy·wp + kj·dx] · w, for o over oh rows of the padded width.
+    let row_in = in_plane.add(r.clone().mul(wd));
+    let pr = r.clone().add(IExpr::c(py));
+    let pad = if phased {
+        // Padded row pr, column parity par: phase (pr mod 2, par) gets input columns
+        // par − px + 2·xq for the xq that land inside the input — one strided copy each.
+        let mut parts = Vec::new();
+        for par in 0..2 {
+            let lo = (px - par + 1).div_euclid(2).max(0);
+            let hi = (wd - 1 + px - par).div_euclid(2) + 1;
+            if hi <= lo {
+                continue;
+            }
+            let xq = q.clone().add(IExpr::c(lo));
+            let dst = pr
+                .clone()
+                .rem(2)
+                .mul(2)
+                .add(IExpr::c(par))
+                .mul(pz)
+                .add(pr.clone().div(2).mul(wq))
+                .add(xq.clone());
+            let src = row_in.clone().add(xq.mul(2)).add(IExpr::c(par - px));
+            parts.push(Stmt::seq(
+                2,
+                hi - lo,
+                vec![Stmt::Store {
+                    buf: scratch,
+                    idx: dst,
+                    val: Expr::Load(1, src),
+                }],
+            ));
+        }
+        Stmt::seq(1, h, parts)
+    } else {
+        // P[(r + py)·wp + q + px]: a contiguous copy per row.
+        Stmt::seq(
+            1,
+            h,
+            vec![Stmt::seq(
+                2,
+                wd,
+                vec![Stmt::Store {
+                    buf: scratch,
+                    idx: pr.mul(wp).add(q.clone()).add(IExpr::c(px)),
+                    val: Expr::Load(1, row_in.add(q)),
+                }],
+            )],
+        )
+    };
+    // 2. T[o] = Σ taps P[o + tap offset] · w, for o over oh rows of the (phase) width.
+    let tap_at = |ki: i64, kj: i64| {
+        if phased {
+            ((ki % 2) * 2 + kj % 2) * pz + (ki / 2) * wq + kj / 2
+        } else {
+            ki * dy * wp + kj * dx
+        }
+    };
     let mut sum = Expr::C(0.0);
     for ki in 0..kh {
         for kj in 0..kw {
             let wi = oc.clone().mul(kh * kw).add(IExpr::c(ki * kw + kj));
             sum = sum.add(
-                Expr::Load(scratch, i.clone().add(IExpr::c(ki * dy * wp + kj * dx)))
-                    .mul(Expr::Load(2, wi)),
+                Expr::Load(scratch, i.clone().add(IExpr::c(tap_at(ki, kj)))).mul(Expr::Load(2, wi)),
             );
         }
     }
@@ -115,7 +167,7 @@ fn depthwise_s1(
         .mul(oh * ow)
         .add(oy.clone().mul(ow))
         .add(ox.clone());
-    let mut v = Expr::Load(scratch, oy.mul(wp).add(ox).add(IExpr::c(padded)));
+    let mut v = Expr::Load(scratch, oy.mul(wq).add(ox).add(IExpr::c(padded)));
     if let Some(k) = bias_at {
         v = v.add(Expr::Load(k, oc.clone()));
     }
@@ -153,7 +205,7 @@ pub(super) fn depthwise(
     d: &[i64; 9],
     t: &Tail,
 ) -> Result<(), String> {
-    if depthwise_s1(b, name, c, x, w, out, d, t)? {
+    if depthwise_padded(b, name, c, x, w, out, d, t)? {
         return Ok(());
     }
     let [n, ci, h, wd, co, kh, kw, oh, ow] = *d;
