@@ -1,7 +1,8 @@
-//! Grouped convolutions. Depthwise: one plane per parallel iteration; the window is an
-//! unrolled sum, and the output is split into the interior (plain loads the vectorizer
-//! widens) and the border (loads guarded against the padding). Other groupings: direct
-//! loops.
+//! Grouped convolutions. Depthwise: one plane per parallel iteration, the window an
+//! unrolled sum. Strides 1 and 2 run over a zero-padded copy of the plane in scratch
+//! (`depthwise_padded`); other strides split the output into the interior (plain loads the
+//! vectorizer widens) and the border (loads guarded against the padding). Other groupings:
+//! direct loops.
 
 use super::contraction::Tail;
 use super::{Arg, Builder};
