@@ -120,6 +120,7 @@ pub fn package(
         "\nconst int OAR_NUM_BUFFERS = {};\nconst oar_buffer OAR_BUFFERS[] = {{",
         p.buffers.len()
     );
+    let owned_bytes = p.storage_bytes();
     for (id, b) in p.buffers.iter().enumerate() {
         let role = match b.role {
             BufferRole::Temp => 0,
@@ -130,7 +131,7 @@ pub fn package(
         let _ = writeln!(
             t,
             "  {{{}, {role}, {}, {}}},",
-            p.storage_bytes(id),
+            owned_bytes[id],
             offsets[id],
             p.owner(id)
         );

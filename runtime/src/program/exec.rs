@@ -103,12 +103,13 @@ impl Executor {
             });
         }
         let mut buffers = Vec::with_capacity(program.buffers.len());
+        let owned_bytes = program.storage_bytes();
         let mut inputs = Vec::new();
         for (id, b) in program.buffers.iter().enumerate() {
             if !matches!(b.dtype, DType::F32 | DType::I64 | DType::Bool) {
                 return Err(ExecError::Dtype(b.name.clone(), b.dtype));
             }
-            let mut buf = Buffer::new(program.storage_bytes(id));
+            let mut buf = Buffer::new(owned_bytes[id]);
             match &b.role {
                 BufferRole::Input(k) => {
                     if inputs.len() <= *k {

@@ -64,17 +64,15 @@ impl Program {
         }
     }
 
-    /// Bytes of memory buffer `b` owns: the largest buffer it holds (0 for one that
+    /// Bytes of memory each buffer owns: the largest buffer it holds (0 for one that
     /// borrows another's memory).
-    pub fn storage_bytes(&self, b: usize) -> usize {
-        if self.storage.get(b).is_some_and(|&o| o != b) {
-            return 0;
+    pub fn storage_bytes(&self) -> Vec<usize> {
+        let mut bytes = vec![0; self.buffers.len()];
+        for (x, decl) in self.buffers.iter().enumerate() {
+            let owner = self.owner(x);
+            bytes[owner] = bytes[owner].max(decl.bytes());
         }
-        (0..self.buffers.len())
-            .filter(|&x| self.storage.get(x).copied().unwrap_or(x) == b)
-            .map(|x| self.buffers[x].bytes())
-            .max()
-            .unwrap_or(0)
+        bytes
     }
 
     /// The buffer whose memory `b` uses.

@@ -259,70 +259,53 @@ fn gemm(
 /// B (k × n, row stride ldb) copied into the GEMV's column-block layout (see
 /// [`GemmSpec::b_packed`]) by a prologue step; returns the packed buffer.
 fn pack_b_blocks(b: &mut Builder, name: &str, bm: usize, s: &GemmSpec) -> Result<usize, String> {
-    let blocks = (s.n + GEMV_COLS - 1) / GEMV_COLS;
-    let packed = b.temp(
-        &format!("{name}.bpack"),
-        &[blocks * GEMV_COLS * s.k],
-        DType::F32,
-    );
-    let (p, k, j) = (IExpr::v(0), IExpr::v(1), IExpr::v(2));
-    let col = p.clone().mul(GEMV_COLS).add(j.clone());
-    let body = vec![Stmt::par(
-        blocks,
-        vec![Stmt::seq(
-            1,
-            s.k,
-            vec![Stmt::seq(
-                2,
-                GEMV_COLS,
-                vec![Stmt::Store {
-                    buf: 0,
-                    idx: p.mul(s.k).add(k.clone()).mul(GEMV_COLS).add(j),
-                    val: Expr::LoadIf(1, k.mul(s.ldb).add(col.clone()), Cond::InRange(col, s.n)),
-                }],
-            )],
-        )],
-    )];
-    b.fixed_kernel(
-        &format!("{name}.bpack"),
-        &[packed, bm],
-        Body::Loops(body),
-        blocks,
-        packed,
-    )?;
-    Ok(packed)
+    let name = format!("{name}.bpack");
+    pack_panels(b, &name, bm, [s.n, GEMV_COLS, s.k], [1, s.ldb])
 }
 
 /// A (m × k, row stride lda) copied into the micro-kernel's MR-row panel layout (see
 /// [`GemmSpec::a_packed`]) by a prologue step; returns the packed buffer.
 fn pack_a_panels(b: &mut Builder, name: &str, a: usize, s: &GemmSpec) -> Result<usize, String> {
-    let panels = (s.m + MR - 1) / MR;
-    let packed = b.temp(&format!("{name}.apack"), &[panels * MR * s.k], DType::F32);
-    let (p, k, r) = (IExpr::v(0), IExpr::v(1), IExpr::v(2));
-    let row = p.clone().mul(MR).add(r.clone());
+    let name = format!("{name}.apack");
+    pack_panels(b, &name, a, [s.m, MR, s.k], [s.lda, 1])
+}
+
+/// A prologue step copying a matrix into panels: `[len, width, depth]` cuts the axis of
+/// length `len` into ⌈len / width⌉ panels, each `depth` deep and `width` wide,
+/// `P[(p·depth + d)·width + w]` = `src[(p·width + w)·strides[0] + d·strides[1]]`, zero past
+/// `len`. Returns the packed buffer, fixed like its source.
+fn pack_panels(
+    b: &mut Builder,
+    name: &str,
+    src: usize,
+    [len, width, depth]: [i64; 3],
+    strides: [i64; 2],
+) -> Result<usize, String> {
+    let panels = (len + width - 1) / width;
+    let packed = b.temp(name, &[panels * width * depth], DType::F32);
+    let (p, d, w) = (IExpr::v(0), IExpr::v(1), IExpr::v(2));
+    let at = p.clone().mul(width).add(w.clone());
     let body = vec![Stmt::par(
         panels,
         vec![Stmt::seq(
             1,
-            s.k,
+            depth,
             vec![Stmt::seq(
                 2,
-                MR,
+                width,
                 vec![Stmt::Store {
                     buf: 0,
-                    idx: p.mul(s.k).add(k.clone()).mul(MR).add(r),
-                    val: Expr::LoadIf(1, row.clone().mul(s.lda).add(k), Cond::InRange(row, s.m)),
+                    idx: p.mul(depth).add(d.clone()).mul(width).add(w),
+                    val: Expr::LoadIf(
+                        1,
+                        at.clone().mul(strides[0]).add(d.mul(strides[1])),
+                        Cond::InRange(at, len),
+                    ),
                 }],
             )],
         )],
     )];
-    b.fixed_kernel(
-        &format!("{name}.apack"),
-        &[packed, a],
-        Body::Loops(body),
-        panels,
-        packed,
-    )?;
+    b.fixed_kernel(name, &[packed, src], Body::Loops(body), panels, packed)?;
     Ok(packed)
 }
 
