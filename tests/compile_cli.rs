@@ -211,6 +211,77 @@ fn emits_are_readable() {
     }
 }
 
+/// `--target-cpu`: AVX-512 code for another machine (read as assembly), and a baseline
+/// x86-64 executable (SSE, 6 × 8 tiles) that runs here and matches the interpreter.
+#[test]
+fn cross_compiles_for_other_cpus() {
+    let dir = scratch("cross");
+    let asm = dir.join("skx.s");
+    oar(&[
+        "compile",
+        "examples/convnet.oir",
+        "--emit",
+        "asm",
+        "--target-cpu",
+        "skylake-avx512",
+        "-o",
+        asm.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&asm).unwrap();
+    assert!(text.contains("vfmadd231ps\t%zmm"), "no AVX-512 FMA");
+    let exe = dir.join("lcnet-x86-64");
+    let out = oar(&[
+        "compile",
+        "lcnet_x0_25",
+        "--target-cpu",
+        "x86-64",
+        "-o",
+        exe.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let g = oar::load_graph("lcnet_x0_25").unwrap();
+    let x = random_inputs(&g, &BTreeMap::from([("N".into(), 1)]), 4);
+    let (xp, yp) = (dir.join("x.npy"), dir.join("y.npy"));
+    write_npy(&xp, &x[0]).unwrap();
+    let st = Command::new(&exe)
+        .args(["--input", xp.to_str().unwrap(), "-o", yp.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = rel_err(&read_npy(&yp).unwrap(), &reference("lcnet_x0_25", &x)[0]);
+    assert!(e <= TOL, "rel err {e:.2e}");
+    let base_asm = dir.join("base.s");
+    oar(&[
+        "compile",
+        "examples/convnet.oir",
+        "--emit",
+        "asm",
+        "--target-cpu",
+        "x86-64",
+        "-o",
+        base_asm.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&base_asm).unwrap();
+    assert!(
+        !text.contains("ymm") && !text.contains("vfmadd"),
+        "not baseline code"
+    );
+    // A misspelt CPU is an error naming it, not LLVM's silent fallback to baseline code.
+    let out = Command::new(env!("CARGO_BIN_EXE_oar"))
+        .args([
+            "compile",
+            "examples/convnet.oir",
+            "--target-cpu",
+            "skylake-avx521",
+        ])
+        .args(["--emit", "asm", "-o", asm.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown CPU `skylake-avx521`"), "{err}");
+}
+
 #[test]
 fn run_with_the_llvm_backend() {
     let dir = scratch("run-llvm");

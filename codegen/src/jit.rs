@@ -1,7 +1,7 @@
 //! Graph → a runnable in-process model: kernels built, JIT-compiled, bound to an executor.
 
-use crate::cpu::{jit, CpuError, JitKernels};
-use crate::kernel::{build_kernels, BuildError};
+use crate::cpu::{host_cpu, jit, CpuError, JitKernels};
+use crate::kernel::{build_kernels, BuildError, CpuModel};
 use oar_ir::Graph;
 use oar_runtime::program::{ExecError, Executor};
 use oar_runtime::{HostTensor, Weights};
@@ -26,14 +26,26 @@ pub struct JitModel {
 }
 
 impl JitModel {
-    /// Compiles `g` (symbols bound by `bindings`) and loads `weights`.
+    /// Compiles `g` (symbols bound by `bindings`) for this CPU and loads `weights`.
     pub fn new(
         g: &Graph,
         bindings: &BTreeMap<String, u64>,
         weights: &Weights,
         threads: usize,
     ) -> Result<JitModel, CompileError> {
-        let compiled = build_kernels(g, bindings)?;
+        Self::with_blocking_of(g, bindings, weights, threads, &host_cpu()?)
+    }
+
+    /// As [`JitModel::new`], with the GEMM blocking chosen for `cpu` (the code still runs
+    /// on this CPU's instruction set): how other CPUs' tilings are tested here.
+    pub fn with_blocking_of(
+        g: &Graph,
+        bindings: &BTreeMap<String, u64>,
+        weights: &Weights,
+        threads: usize,
+        cpu: &CpuModel,
+    ) -> Result<JitModel, CompileError> {
+        let compiled = build_kernels(g, bindings, cpu)?;
         let code = jit(&compiled)?;
         let exec = Executor::new(compiled.program, code.kernels.clone(), weights, threads)?;
         Ok(JitModel { exec, _code: code })

@@ -2,6 +2,7 @@
 //! interpreter (max |a − b| / max |b| ≤ 1e-4).
 
 use oar_codegen::jit::JitModel;
+use oar_codegen::kernel::{CpuModel, Tiling};
 use oar_ir::dist::ReduceOp;
 use oar_ir::op::{BinaryOp, ConvAttrs, Init, MatMulAttrs, ParamAttrs, ReduceOverAxes, UnaryOp};
 use oar_ir::{Graph, Op, TensorType, ValueRef};
@@ -27,6 +28,11 @@ fn shape_of(g: &Graph, v: ValueRef) -> Vec<u64> {
 }
 
 fn compare(g: &Graph) -> Result<(), TestCaseError> {
+    compare_blocked_for(g, &oar_codegen::cpu::host_cpu().unwrap())
+}
+
+/// As [`compare`], with the GEMM blocking `cpu` would get.
+fn compare_blocked_for(g: &Graph, cpu: &CpuModel) -> Result<(), TestCaseError> {
     let w = init_weights(g, 1).unwrap();
     let inputs: Vec<HostTensor> = g
         .inputs()
@@ -49,14 +55,19 @@ fn compare(g: &Graph) -> Result<(), TestCaseError> {
         })
         .collect();
     let want = run(g, &inputs, &w).unwrap();
-    let mut m = JitModel::new(g, &BTreeMap::new(), &w, 2)
+    let mut m = JitModel::with_blocking_of(g, &BTreeMap::new(), &w, 2, cpu)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let got = m.run(&inputs).unwrap();
     for (a, b) in got.iter().zip(&want) {
         let (x, y) = (a.to_f64(), b.to_f64());
         let scale = y.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
         let err = x.iter().zip(&y).fold(0f64, |m, (p, q)| max_diff(m, *p, *q)) / scale;
-        prop_assert!(err <= 1e-4, "rel err {err:.2e}\n{}", oar_ir::print(g));
+        let tiling = Tiling::for_cpu(cpu);
+        prop_assert!(
+            err <= 1e-4,
+            "rel err {err:.2e} ({tiling})\n{}",
+            oar_ir::print(g)
+        );
     }
     Ok(())
 }
@@ -310,10 +321,54 @@ proptest! {
     }
 }
 
+/// Other CPUs' blockings, run on this CPU: SSE (6 × 8 tiles of 4 lanes), AVX-512 (14 × 32
+/// of 16 lanes, split into this CPU's vectors by LLVM) and AVX2 with tiny caches (KC 64,
+/// MC 12, NC 128: many depth, row and column blocks on small products).
+fn blocking_cpus() -> [CpuModel; 3] {
+    let tiny_caches = CpuModel {
+        l1d_bytes: 4 << 10,
+        l2_bytes: 16 << 10,
+        l3_bytes_per_core: 64 << 10,
+        ..CpuModel::named("haswell", "")
+    };
+    [
+        CpuModel::named("x86-64", ""),
+        CpuModel::named("skylake-avx512", ""),
+        tiny_caches,
+    ]
+}
+
+#[test]
+fn blocking_cpus_cover_several_blocks() {
+    let [sse, avx512, tiny] = blocking_cpus().map(|c| Tiling::for_cpu(&c));
+    assert_eq!((sse.lanes, sse.mr, sse.nr), (4, 6, 8));
+    assert_eq!((avx512.lanes, avx512.mr, avx512.nr), (16, 14, 32));
+    assert_eq!((tiny.kc, tiny.mc, tiny.nc), (64, 12, 128));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// Products through every path (GEMM with A packed at load or per call, GEMV by column
+    /// blocks or rows, few columns) under the blockings of other CPUs.
+    #[test]
+    fn other_cpus_blockings_match(
+        cpu in 0usize..3,
+        m in prop_oneof![1u64..6, 6u64..40],
+        k in 1u64..150,
+        n in prop_oneof![Just(1u64), 2u64..16, 16u64..300],
+        weight_first in any::<bool>(), act in 0u8..3,
+    ) {
+        let cpu = &blocking_cpus()[cpu];
+        compare_blocked_for(&inference(linear_layer(m, k, n, weight_first, act)), cpu)?;
+    }
+}
+
 #[test]
 fn weight_only_nodes_run_once_in_the_prologue() {
     let g = inference(linear_layer(3, 20, 33, false, 1));
-    let compiled = oar_codegen::kernel::build_kernels(&g, &BTreeMap::new()).unwrap();
+    let cpu = oar_codegen::cpu::host_cpu().unwrap();
+    let compiled = oar_codegen::kernel::build_kernels(&g, &BTreeMap::new(), &cpu).unwrap();
     assert_eq!(
         compiled.program.prologue, 2,
         "w·s, then packing it for the product, are the fixed steps"

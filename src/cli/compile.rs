@@ -4,8 +4,8 @@
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use oar::codegen::cpu::{emit, Emit as CpuEmit};
-use oar::codegen::kernel::build_kernels;
+use oar::codegen::cpu::{check_cpu_name, emit, host_cpu, Emit as CpuEmit};
+use oar::codegen::kernel::{build_kernels, CpuModel, Tiling};
 use oar::codegen::package::{package, Artifact};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,6 +51,27 @@ pub struct CompileArgs {
     /// The optimization pipeline run before code generation (`none` to skip).
     #[arg(long, default_value = "inference")]
     pipeline: String,
+    /// Generate code for another x86-64 CPU (LLVM's name, e.g. `skylake-avx512`,
+    /// `znver4`, `haswell`) instead of this machine's: its instruction set and GEMM tiles.
+    #[arg(long, value_name = "CPU")]
+    target_cpu: Option<String>,
+    /// LLVM target features for --target-cpu, e.g. `+avx512f,+avx512bw` or `-avx512f`.
+    #[arg(long, value_name = "FEATURES", requires = "target_cpu")]
+    target_features: Option<String>,
+}
+
+/// The CPU to generate code for: the host, or the one named on the command line.
+fn target_cpu(a: &CompileArgs) -> anyhow::Result<CpuModel> {
+    match &a.target_cpu {
+        None => Ok(host_cpu()?),
+        Some(name) => {
+            check_cpu_name(name)?;
+            Ok(CpuModel::named(
+                name,
+                a.target_features.as_deref().unwrap_or(""),
+            ))
+        }
+    }
 }
 
 pub fn run(a: CompileArgs) -> anyhow::Result<()> {
@@ -73,8 +94,10 @@ pub fn run(a: CompileArgs) -> anyhow::Result<()> {
         bar.set_message(format!("optimizing ({})", a.pipeline));
         graph = super::run::optimize(graph, &a.pipeline, &bindings)?;
     }
-    bar.set_message("building kernels");
-    let compiled = build_kernels(&graph, &bindings)?;
+    let cpu = target_cpu(&a)?;
+    let tiling = Tiling::for_cpu(&cpu);
+    bar.set_message(format!("building kernels for {} ({tiling})", cpu.name));
+    let compiled = build_kernels(&graph, &bindings, &cpu)?;
     let input_names: Vec<String> = graph
         .inputs()
         .iter()

@@ -1,5 +1,5 @@
 //! What the contraction kernels apply to a result before storing it: bias (per row or per
-//! column), residual, then the activation, on 8-wide vectors or single floats.
+//! column), residual, then the activation, on whole vectors or single floats.
 
 use super::ir::{Ir, OrMsg, R};
 use crate::kernel::{BiasMode, GemmAct, GemmSpec};
@@ -16,7 +16,7 @@ pub(crate) struct Epilogue<'a, 'b, 'ctx> {
 }
 
 impl<'ctx> Epilogue<'_, '_, 'ctx> {
-    /// Eight results at C row `row`, columns `col..col + 8`, stored at element `at`.
+    /// One vector of results at C row `row`, columns `col..col + lanes`, stored at `at`.
     pub fn vector(
         &self,
         x: VectorValue<'ctx>,
@@ -33,14 +33,12 @@ impl<'ctx> Epilogue<'_, '_, 'ctx> {
                 x = ir.b.build_float_add(x, b, "b").m()?;
             }
             BiasMode::PerCol => {
-                let b = ir.load_v8(self.bias, col)?;
+                let b = ir.load_v(self.bias, col)?;
                 x = ir.b.build_float_add(x, b, "b").m()?;
             }
         }
         if self.s.residual {
-            x =
-                ir.b.build_float_add(x, ir.load_v8(self.res, at)?, "r")
-                    .m()?;
+            x = ir.b.build_float_add(x, ir.load_v(self.res, at)?, "r").m()?;
         }
         act_vector(ir, self.s.act, x)
     }

@@ -1,14 +1,14 @@
 //! The generated SGEMM: BLIS-style blocking (NC columns × KC depth panels of B packed into
-//! per-thread scratch, MC-row blocks of A), a 6 × 16 register-blocked micro-kernel of FMAs
-//! on 8-wide vectors (12 accumulators), and the epilogue (bias, residual, activation)
-//! applied on the last depth panel as tiles are stored. One routine is generated per
+//! per-thread scratch, MC-row blocks of A), an MR × NR register-blocked micro-kernel of
+//! FMAs on the target's vectors (6 × 16 on AVX2: 12 accumulators; 14 × 32 on AVX-512: 28),
+//! and the epilogue (bias, residual, activation) applied on the last depth panel as tiles
+//! are stored. The blocking comes from the spec's [`Tiling`]. One routine is generated per
 //! epilogue variant; the kernel wrapper calls it for its slice of column panels.
 
 use super::epilogue::Epilogue;
 use super::ir::{Ir, OrMsg, R};
 use super::lower::load_args;
-use crate::kernel::build_consts::{KC, MC, MR, NC, NR};
-use crate::kernel::{BiasMode, GemmAct, GemmSpec, Kernel};
+use crate::kernel::{BiasMode, GemmAct, GemmSpec, Kernel, Tiling};
 use inkwell::context::Context;
 use inkwell::module::{Linkage, Module};
 use inkwell::values::{FunctionValue, IntValue, PointerValue, VectorValue};
@@ -24,11 +24,17 @@ fn variant_name(s: &GemmSpec) -> String {
     };
     let a = if s.a_packed { "_apacked" } else { "" };
     let b = if reads_b_directly(s) { "_bdirect" } else { "" };
-    format!("oar_sgemm_{:?}_{}_{act}{a}{b}", s.bias, s.residual as u8).to_lowercase()
+    let t = &s.tile;
+    let tile = format!("{}x{}_{}_{}_{}", t.mr, t.nr, t.kc, t.mc, t.nc);
+    format!(
+        "oar_sgemm_{tile}_{:?}_{}_{act}{a}{b}",
+        s.bias, s.residual as u8
+    )
+    .to_lowercase()
 }
 
 /// Shallow products (a 1×1 convolution with few input channels) read B's full panels in
-/// place: a 16-column strip of at most 64 rows stays in L1 across the row tiles, and
+/// place: an NR-column strip of at most 64 rows stays in L1 across the row tiles, and
 /// packing it would cost about as much as the multiply-adds. Partial panels are packed.
 fn reads_b_directly(s: &GemmSpec) -> bool {
     s.k <= 64
@@ -64,7 +70,7 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
         false,
     );
     let f = module.add_function(&name, ty, Some(Linkage::Internal));
-    let ir = Ir::new(cx, module, f);
+    let ir = Ir::new(cx, module, f, s.tile.lanes as u32);
     let arg = |k: u32| f.get_nth_param(k).expect("declared above");
     let (a, bm, c, bias, res) = (
         arg(0).into_pointer_value(),
@@ -77,7 +83,10 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
         [5, 6, 7, 8, 9, 10, 11, 12].map(|q| arg(q).into_int_value());
     let scratch = arg(13).into_pointer_value();
     let row_lo = arg(14).into_int_value();
-    let tmp = ir.entry_alloca(cx.f32_type().array_type((MR * NR) as u32).into(), "tile")?;
+    let Tiling {
+        mr, nr, kc, mc, nc, ..
+    } = s.tile;
+    let tmp = ir.entry_alloca(cx.f32_type().array_type((mr * nr) as u32).into(), "tile")?;
     let g = Gemm {
         ir: &ir,
         s,
@@ -95,21 +104,21 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
         tmp,
         row_lo,
     };
-    ir.for_loop(col_lo, col_hi, NC, &mut |ir, jc| {
-        let nc = ir.min(ir.i(NC), ir.sub(col_hi, jc)?)?;
-        ir.for_loop(ir.i(0), k, KC, &mut |ir, pc| {
-            let kc = ir.min(ir.i(KC), ir.sub(k, pc)?)?;
-            g.pack(jc, nc, pc, kc)?;
+    ir.for_loop(col_lo, col_hi, nc, &mut |ir, jc| {
+        let ncols = ir.min(ir.i(nc), ir.sub(col_hi, jc)?)?;
+        ir.for_loop(ir.i(0), k, kc, &mut |ir, pc| {
+            let depth = ir.min(ir.i(kc), ir.sub(k, pc)?)?;
+            g.pack(jc, ncols, pc, depth)?;
             let first = ir.icmp(IntPredicate::EQ, pc, ir.i(0))?;
-            let last = ir.icmp(IntPredicate::SGE, ir.add(pc, kc)?, k)?;
-            ir.for_loop(row_lo, m, MC, &mut |ir, ic| {
-                let ic_end = ir.min(ir.add(ic, ir.i(MC))?, m)?;
+            let last = ir.icmp(IntPredicate::SGE, ir.add(pc, depth)?, k)?;
+            ir.for_loop(row_lo, m, mc, &mut |ir, ic| {
+                let ic_end = ir.min(ir.add(ic, ir.i(mc))?, m)?;
                 if !s.a_packed {
-                    g.pack_a(ic, ic_end, pc, kc)?;
+                    g.pack_a(ic, ic_end, pc, depth)?;
                 }
-                ir.for_loop(ir.i(0), nc, NR, &mut |ir, jr| {
-                    ir.for_loop(ic, ic_end, MR, &mut |_, row| {
-                        g.micro(row, jc, jr, nc, pc, kc, first, last)
+                ir.for_loop(ir.i(0), ncols, nr, &mut |ir, jr| {
+                    ir.for_loop(ic, ic_end, mr, &mut |_, row| {
+                        g.micro(row, jc, jr, ncols, pc, depth, first, last)
                     })
                 })
             })
@@ -158,31 +167,31 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         kc: IntValue<'ctx>,
     ) -> R<()> {
         let ir = self.ir;
-        let _ = self.k;
+        let (nr, lanes) = (self.s.tile.nr, self.s.tile.lanes);
         let start = if reads_b_directly(self.s) {
-            let full = ir.b.build_int_signed_div(nc, ir.i(NR), "full").m()?;
-            ir.mul(full, ir.i(NR))?
+            let full = ir.b.build_int_signed_div(nc, ir.i(nr), "full").m()?;
+            ir.mul(full, ir.i(nr))?
         } else {
             ir.i(0)
         };
-        ir.for_loop(start, nc, NR, &mut |ir, j0| {
-            let panel = ir.b.build_int_signed_div(j0, ir.i(NR), "panel").m()?;
-            let dst0 = ir.mul(ir.mul(panel, kc)?, ir.i(NR))?;
-            let full = ir.icmp(IntPredicate::SLE, ir.add(j0, ir.i(NR))?, nc)?;
+        ir.for_loop(start, nc, nr, &mut |ir, j0| {
+            let panel = ir.b.build_int_signed_div(j0, ir.i(nr), "panel").m()?;
+            let dst0 = ir.mul(ir.mul(panel, kc)?, ir.i(nr))?;
+            let full = ir.icmp(IntPredicate::SLE, ir.add(j0, ir.i(nr))?, nc)?;
             ir.for_loop(ir.i(0), kc, 1, &mut |ir, kk| {
                 let src = ir.add(ir.mul(ir.add(pc, kk)?, self.ldb)?, ir.add(jc, j0)?)?;
-                let dst = ir.add(dst0, ir.mul(kk, ir.i(NR))?)?;
+                let dst = ir.add(dst0, ir.mul(kk, ir.i(nr))?)?;
                 ir.if_else(
                     full,
                     &mut |ir| {
-                        for v in 0..NR / 8 {
-                            let x = ir.load_v8(self.bm, ir.add(src, ir.i(v * 8))?)?;
-                            ir.store_v8(self.scratch, ir.add(dst, ir.i(v * 8))?, x)?;
+                        for v in 0..nr / lanes {
+                            let x = ir.load_v(self.bm, ir.add(src, ir.i(v * lanes))?)?;
+                            ir.store_v(self.scratch, ir.add(dst, ir.i(v * lanes))?, x)?;
                         }
                         Ok(())
                     },
                     &mut |ir| {
-                        for j in 0..NR {
+                        for j in 0..nr {
                             let inside = ir.icmp(IntPredicate::SLT, ir.add(j0, ir.i(j))?, nc)?;
                             let at =
                                 ir.b.build_select(inside, ir.add(src, ir.i(j))?, ir.i(0), "at")
@@ -202,8 +211,6 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         })
     }
 
-    /// One MR × NR tile of C at (row, jc + jr).
-    #[allow(clippy::too_many_arguments)]
     /// Packs A[ic..ic_end, pc..pc+kc] as MR-row panels after B's panel in scratch:
     /// `Ap[(p·kc + kk)·MR + r]`, rows past `ic_end` zero.
     fn pack_a(
@@ -214,11 +221,12 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         kc: IntValue<'ctx>,
     ) -> R<()> {
         let ir = self.ir;
+        let mr = self.s.tile.mr;
         let rows = ir.sub(ic_end, ic)?;
         let padded = ir.mul(
-            ir.b.build_int_signed_div(ir.add(rows, ir.i(MR - 1))?, ir.i(MR), "pr")
+            ir.b.build_int_signed_div(ir.add(rows, ir.i(mr - 1))?, ir.i(mr), "pr")
                 .m()?,
-            ir.i(MR),
+            ir.i(mr),
         )?;
         ir.for_loop(ir.i(0), padded, 1, &mut |ir, i| {
             let inside = ir.icmp(IntPredicate::SLT, i, rows)?;
@@ -226,9 +234,10 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                 ir.b.build_select(inside, ir.add(ic, i)?, ic, "sr")
                     .m()?
                     .into_int_value();
-            let p = ir.b.build_int_signed_div(i, ir.i(MR), "p").m()?;
-            let r = ir.b.build_int_signed_rem(i, ir.i(MR), "r").m()?;
-            let base = ir.add(ir.mul(ir.mul(p, kc)?, ir.i(MR))?, ir.add(r, ir.i(KC * NC))?)?;
+            let p = ir.b.build_int_signed_div(i, ir.i(mr), "p").m()?;
+            let r = ir.b.build_int_signed_rem(i, ir.i(mr), "r").m()?;
+            let a0 = ir.i(self.s.tile.a_block_offset());
+            let base = ir.add(ir.mul(ir.mul(p, kc)?, ir.i(mr))?, ir.add(r, a0)?)?;
             let src = ir.add(ir.mul(src_row, self.lda)?, pc)?;
             ir.for_loop(ir.i(0), kc, 1, &mut |ir, kk| {
                 let x = ir.load_f32(self.a, ir.add(src, kk)?)?;
@@ -236,11 +245,12 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                     ir.b.build_select(inside, x, ir.f(0.0), "z")
                         .m()?
                         .into_float_value();
-                ir.store_f32(self.scratch, ir.add(base, ir.mul(kk, ir.i(MR))?)?, x)
+                ir.store_f32(self.scratch, ir.add(base, ir.mul(kk, ir.i(mr))?)?, x)
             })
         })
     }
 
+    /// One MR × NR tile of C at (row, jc + jr).
     #[allow(clippy::too_many_arguments)]
     fn micro(
         &self,
@@ -254,27 +264,36 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         last: IntValue<'ctx>,
     ) -> R<()> {
         let ir = self.ir;
-        let mr = ir.min(ir.i(MR), ir.sub(self.m, row)?)?;
-        let nr = ir.min(ir.i(NR), ir.sub(nc, jr)?)?;
+        let Tiling {
+            mr: tmr,
+            nr: tnr,
+            lanes,
+            ..
+        } = self.s.tile;
+        // Vectors per tile row.
+        let vpr = (tnr / lanes) as usize;
+        let mr = ir.min(ir.i(tmr), ir.sub(self.m, row)?)?;
+        let nr = ir.min(ir.i(tnr), ir.sub(nc, jr)?)?;
         let col = ir.add(jc, jr)?;
-        let panel = ir.b.build_int_signed_div(jr, ir.i(NR), "pn").m()?;
-        let bp = ir.mul(ir.mul(panel, kc)?, ir.i(NR))?;
-        // This tile's packed A panel: 6 consecutive values per k, either packed by the
+        let panel = ir.b.build_int_signed_div(jr, ir.i(tnr), "pn").m()?;
+        let bp = ir.mul(ir.mul(panel, kc)?, ir.i(tnr))?;
+        // This tile's packed A panel: MR consecutive values per k, either packed by the
         // prologue (whole depth; rows start at multiples of MR) or by `pack_a` in scratch.
         let (apanels, ap) = if self.s.a_packed {
-            let p = ir.b.build_int_signed_div(row, ir.i(MR), "ap").m()?;
-            let at = ir.mul(ir.add(ir.mul(p, self.k)?, pc)?, ir.i(MR))?;
+            let p = ir.b.build_int_signed_div(row, ir.i(tmr), "ap").m()?;
+            let at = ir.mul(ir.add(ir.mul(p, self.k)?, pc)?, ir.i(tmr))?;
             (self.a, at)
         } else {
             let ic_panel =
-                ir.b.build_int_signed_div(ir.sub(row, self.ic_of(row)?)?, ir.i(MR), "ap")
+                ir.b.build_int_signed_div(ir.sub(row, self.ic_of(row)?)?, ir.i(tmr), "ap")
                     .m()?;
-            let at = ir.add(ir.mul(ir.mul(ic_panel, kc)?, ir.i(MR))?, ir.i(KC * NC))?;
+            let a0 = ir.i(self.s.tile.a_block_offset());
+            let at = ir.add(ir.mul(ir.mul(ic_panel, kc)?, ir.i(tmr))?, a0)?;
             (self.scratch, at)
         };
         // This tile's B panel: packed in scratch, or (shallow products, full panels) B itself.
         let (bbase, boff, bstride) = if reads_b_directly(self.s) {
-            let full = ir.icmp(IntPredicate::EQ, nr, ir.i(NR))?;
+            let full = ir.icmp(IntPredicate::EQ, nr, ir.i(tnr))?;
             let pick = |a: IntValue<'ctx>, b: IntValue<'ctx>| -> R<IntValue<'ctx>> {
                 Ok(ir.b.build_select(full, a, b, "bsel").m()?.into_int_value())
             };
@@ -283,12 +302,12 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                     .m()?
                     .into_pointer_value();
             let direct = ir.add(ir.mul(pc, self.ldb)?, col)?;
-            (base, pick(direct, bp)?, pick(self.ldb, ir.i(NR))?)
+            (base, pick(direct, bp)?, pick(self.ldb, ir.i(tnr))?)
         } else {
-            (self.scratch, bp, ir.i(NR))
+            (self.scratch, bp, ir.i(tnr))
         };
-        // The k loop with 12 vector accumulators as phis.
-        let v8 = ir.v8t();
+        // The k loop with MR × NR / lanes vector accumulators as phis.
+        let vt = ir.vt();
         let pre = ir.b.get_insert_block().ok_or("no block")?;
         let header = ir.block("kloop");
         let body = ir.block("kbody");
@@ -297,10 +316,10 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         ir.b.position_at_end(header);
         let kphi = ir.b.build_phi(ir.i64t(), "k").m()?;
         kphi.add_incoming(&[(&ir.i(0), pre)]);
-        let zero = v8.const_zero();
+        let zero = vt.const_zero();
         let mut accs = Vec::new();
-        for _ in 0..MR * NR / 8 {
-            let phi = ir.b.build_phi(v8, "acc").m()?;
+        for _ in 0..tmr as usize * vpr {
+            let phi = ir.b.build_phi(vt, "acc").m()?;
             phi.add_incoming(&[(&zero, pre)]);
             accs.push(phi);
         }
@@ -309,22 +328,22 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         ir.b.build_conditional_branch(cond, body, exit).m()?;
         ir.b.position_at_end(body);
         let bidx = ir.add(boff, ir.mul(kk, bstride)?)?;
-        let bv: Vec<VectorValue<'ctx>> = (0..NR / 8)
-            .map(|v| ir.load_v8(bbase, ir.add(bidx, ir.i(v * 8))?))
+        let bv: Vec<VectorValue<'ctx>> = (0..vpr as i64)
+            .map(|v| ir.load_v(bbase, ir.add(bidx, ir.i(v * lanes))?))
             .collect::<R<_>>()?;
         let mut next = Vec::new();
-        for r in 0..MR as usize {
+        for r in 0..tmr as usize {
             let a = ir.load_f32(
                 apanels,
-                ir.add(ap, ir.add(ir.mul(kk, ir.i(MR))?, ir.i(r as i64))?)?,
+                ir.add(ap, ir.add(ir.mul(kk, ir.i(tmr))?, ir.i(r as i64))?)?,
             )?;
             let av = ir.splat(a)?;
-            for v in 0..(NR / 8) as usize {
-                let acc = accs[r * 2 + v].as_basic_value().into_vector_value();
+            for v in 0..vpr {
+                let acc = accs[r * vpr + v].as_basic_value().into_vector_value();
                 let fma = ir
                     .intrinsic(
                         "llvm.fma",
-                        v8.into(),
+                        vt.into(),
                         &[av.into(), bv[v].into(), acc.into()],
                     )?
                     .into_vector_value();
@@ -346,8 +365,8 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
 
         let full =
             ir.b.build_and(
-                ir.icmp(IntPredicate::EQ, mr, ir.i(MR))?,
-                ir.icmp(IntPredicate::EQ, nr, ir.i(NR))?,
+                ir.icmp(IntPredicate::EQ, mr, ir.i(tmr))?,
+                ir.icmp(IntPredicate::EQ, nr, ir.i(tnr))?,
                 "full",
             )
             .m()?;
@@ -355,39 +374,38 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         let store_row =
             |ir: &Ir<'_, 'ctx>, r: usize, accumulate: Option<IntValue<'ctx>>| -> R<()> {
                 let crow = ir.mul(ir.add(row, ir.i(r as i64))?, self.ldc)?;
-                for v in 0..(NR / 8) as usize {
-                    let at = ir.add(crow, ir.add(col, ir.i(v as i64 * 8))?)?;
+                for v in 0..vpr {
+                    let c0 = ir.add(col, ir.i(v as i64 * lanes))?;
+                    let at = ir.add(crow, c0)?;
+                    let t = acc[r * vpr + v];
                     let x = match accumulate {
                         Some(first) => {
-                            let old = ir.load_v8(self.c, at)?;
-                            let sum = ir.b.build_float_add(acc[r * 2 + v], old, "c").m()?;
-                            ir.b.build_select(first, acc[r * 2 + v], sum, "x")
+                            let old = ir.load_v(self.c, at)?;
+                            let sum = ir.b.build_float_add(t, old, "c").m()?;
+                            ir.b.build_select(first, t, sum, "x")
                                 .m()?
                                 .into_vector_value()
                         }
-                        None => acc[r * 2 + v],
+                        None => t,
                     };
-                    let e = self.tail().vector(
-                        x,
-                        ir.add(row, ir.i(r as i64))?,
-                        ir.add(col, ir.i(v as i64 * 8))?,
-                        at,
-                    )?;
+                    let e = self
+                        .tail()
+                        .vector(x, ir.add(row, ir.i(r as i64))?, c0, at)?;
                     let y = ir.b.build_select(last, e, x, "y").m()?.into_vector_value();
-                    ir.store_v8(self.c, at, y)?;
+                    ir.store_v(self.c, at, y)?;
                 }
                 Ok(())
             };
         let store_full = |ir: &Ir<'_, 'ctx>, accumulate: bool| -> R<()> {
-            for r in 0..MR as usize {
+            for r in 0..tmr as usize {
                 store_row(ir, r, accumulate.then_some(ir.cx.bool_type().const_zero()))?;
             }
             Ok(())
         };
-        // Full-width tiles with fewer rows (M not a multiple of 6): vector rows while r < mr.
-        let wide = ir.icmp(IntPredicate::EQ, nr, ir.i(NR))?;
+        // Full-width tiles with fewer rows (M not a multiple of MR): vector rows while r < mr.
+        let wide = ir.icmp(IntPredicate::EQ, nr, ir.i(tnr))?;
         let store_wide = |ir: &Ir<'_, 'ctx>| -> R<()> {
-            for r in 0..MR as usize {
+            for r in 0..tmr as usize {
                 let has = ir.icmp(IntPredicate::SLT, ir.i(r as i64), mr)?;
                 ir.if_else(
                     has,
@@ -425,13 +443,14 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         last: IntValue<'ctx>,
     ) -> R<()> {
         let ir = self.ir;
+        let Tiling { nr: tnr, lanes, .. } = self.s.tile;
         for (q, a) in acc.iter().enumerate() {
-            ir.store_v8(self.tmp, ir.i(q as i64 * 8), *a)?;
+            ir.store_v(self.tmp, ir.i(q as i64 * lanes), *a)?;
         }
         ir.for_loop(ir.i(0), mr, 1, &mut |ir, r| {
             ir.for_loop(ir.i(0), nr, 1, &mut |ir, j| {
                 let at = ir.add(ir.mul(ir.add(row, r)?, self.ldc)?, ir.add(col, j)?)?;
-                let t = ir.load_f32(self.tmp, ir.add(ir.mul(r, ir.i(NR))?, j)?)?;
+                let t = ir.load_f32(self.tmp, ir.add(ir.mul(r, ir.i(tnr))?, j)?)?;
                 let old = ir.load_f32(self.c, at)?;
                 let sum = ir.b.build_float_add(t, old, "c").m()?;
                 let x =
@@ -451,8 +470,9 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
     fn ic_of(&self, row: IntValue<'ctx>) -> R<IntValue<'ctx>> {
         let ir = self.ir;
         let off = ir.sub(row, self.row_lo)?;
-        let blk = ir.b.build_int_signed_div(off, ir.i(MC), "blk").m()?;
-        ir.add(self.row_lo, ir.mul(blk, ir.i(MC))?)
+        let mc = self.s.tile.mc;
+        let blk = ir.b.build_int_signed_div(off, ir.i(mc), "blk").m()?;
+        ir.add(self.row_lo, ir.mul(blk, ir.i(mc))?)
     }
 }
 
@@ -478,10 +498,11 @@ pub(crate) fn lower_gemm_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpe
         .get_nth_param(3)
         .ok_or("no scratch")?
         .into_pointer_value();
-    let ncb = (s.n + NR - 1) / NR;
+    let Tiling { mr, nr, .. } = s.tile;
+    let ncb = (s.n + nr - 1) / nr;
     let rc = s.row_chunks.max(1);
     // Rows per chunk, a multiple of the micro-tile height.
-    let crow = ((s.m + rc - 1) / rc + MR - 1) / MR * MR;
+    let crow = ((s.m + rc - 1) / rc + mr - 1) / mr * mr;
     let q0 = ir.b.build_int_signed_div(begin, ir.i(ncb), "q0").m()?;
     let last = ir.sub(end, ir.i(1))?;
     let q1 = ir.add(
@@ -503,8 +524,8 @@ pub(crate) fn lower_gemm_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpe
         )?;
         let hi_panel = ir.min(end, ir.add(base, ir.i(ncb))?)?;
         let hi = ir.sub(hi_panel, base)?;
-        let col_lo = ir.mul(lo, ir.i(NR))?;
-        let col_hi = ir.min(ir.mul(hi, ir.i(NR))?, ir.i(s.n))?;
+        let col_lo = ir.mul(lo, ir.i(nr))?;
+        let col_hi = ir.min(ir.mul(hi, ir.i(nr))?, ir.i(s.n))?;
         let off = |p: PointerValue<'ctx>, stride: i64| -> R<PointerValue<'ctx>> {
             if stride == 0 || p.is_null() {
                 return Ok(p);

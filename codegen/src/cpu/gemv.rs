@@ -6,7 +6,7 @@
 use super::epilogue::Epilogue;
 use super::ir::{Ir, OrMsg, R};
 use super::lower::load_args;
-use crate::kernel::{BiasMode, GemmSpec, Kernel, GEMV_COLS, GEMV_ROWS};
+use crate::kernel::{BiasMode, GemmSpec, Kernel, GEMV_ROWS};
 use inkwell::values::{FloatValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 
@@ -56,7 +56,7 @@ pub(crate) fn lower_gemv_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpe
         if s.gemv_by_rows() {
             g.row_block(ir.mul(blk, ir.i(GEMV_ROWS))?)
         } else {
-            g.col_block(ir.mul(blk, ir.i(GEMV_COLS))?)
+            g.col_block(ir.mul(blk, ir.i(s.tile.gemv_cols()))?)
         }
     })?;
     ir.b.build_return(None).m()?;
@@ -79,12 +79,12 @@ impl<'ctx> Gemv<'_, '_, 'ctx> {
         }
     }
 
-    /// `count` zeroed 8-wide accumulators (entry-block slots that mem2reg keeps in registers).
+    /// `count` zeroed vector accumulators (entry-block slots that mem2reg keeps in registers).
     fn accumulators(&self, count: usize) -> R<Vec<PointerValue<'ctx>>> {
         let ir = self.ir;
         (0..count)
             .map(|_| {
-                let p = ir.entry_alloca(ir.v8t().into(), "acc")?;
+                let p = ir.entry_alloca(ir.vt().into(), "acc")?;
                 ir.b.build_store(p, ir.splat(ir.f(0.0))?).m()?;
                 Ok(p)
             })
@@ -93,10 +93,10 @@ impl<'ctx> Gemv<'_, '_, 'ctx> {
 
     fn fma(&self, slot: PointerValue<'ctx>, x: VectorValue<'ctx>, y: VectorValue<'ctx>) -> R<()> {
         let ir = self.ir;
-        let acc = ir.b.build_load(ir.v8t(), slot, "a").m()?;
+        let acc = ir.b.build_load(ir.vt(), slot, "a").m()?;
         let r = ir.intrinsic(
             "llvm.fma",
-            ir.v8t().into(),
+            ir.vt().into(),
             &[x.into(), y.into(), acc.into()],
         )?;
         ir.b.build_store(slot, r).m()?;
@@ -105,31 +105,28 @@ impl<'ctx> Gemv<'_, '_, 'ctx> {
 
     fn get(&self, slot: PointerValue<'ctx>) -> R<VectorValue<'ctx>> {
         let ir = self.ir;
-        Ok(ir
-            .b
-            .build_load(ir.v8t(), slot, "a")
-            .m()?
-            .into_vector_value())
+        Ok(ir.b.build_load(ir.vt(), slot, "a").m()?.into_vector_value())
     }
 
-    /// Columns `[c0, c0 + GEMV_COLS)` of every row of C (fewer in the last block).
+    /// Columns `[c0, c0 + gemv_cols)` of every row of C (fewer in the last block).
     fn col_block(&self, c0: IntValue<'ctx>) -> R<()> {
         let ir = self.ir;
         let n = ir.i(self.s.n);
+        let (cols, lanes) = (self.s.tile.gemv_cols(), self.s.tile.lanes);
         ir.for_loop(ir.i(0), ir.i(self.s.m), 1, &mut |ir, i| {
-            let full = ir.icmp(IntPredicate::SLE, ir.add(c0, ir.i(GEMV_COLS))?, n)?;
+            let full = ir.icmp(IntPredicate::SLE, ir.add(c0, ir.i(cols))?, n)?;
             ir.if_else(
                 full,
-                &mut |_| self.cols(i, c0, c0, (GEMV_COLS / 8) as usize),
+                &mut |_| self.cols(i, c0, c0, (cols / lanes) as usize),
                 &mut |ir| {
-                    // The last block: 8-wide groups, then single columns.
+                    // The last block: whole vectors, then single columns.
                     let groups =
-                        ir.b.build_int_signed_div(ir.sub(n, c0)?, ir.i(8), "g")
+                        ir.b.build_int_signed_div(ir.sub(n, c0)?, ir.i(lanes), "g")
                             .m()?;
                     ir.for_loop(ir.i(0), groups, 1, &mut |ir, g| {
-                        self.cols(i, c0, ir.add(c0, ir.mul(g, ir.i(8))?)?, 1)
+                        self.cols(i, c0, ir.add(c0, ir.mul(g, ir.i(lanes))?)?, 1)
                     })?;
-                    let rest = ir.add(c0, ir.mul(groups, ir.i(8))?)?;
+                    let rest = ir.add(c0, ir.mul(groups, ir.i(lanes))?)?;
                     ir.for_loop(rest, n, 1, &mut |_, j| self.col(i, c0, j))
                 },
             )
@@ -142,15 +139,16 @@ impl<'ctx> Gemv<'_, '_, 'ctx> {
         let ir = self.ir;
         let s = self.s;
         if s.b_packed {
-            let blk = ir.b.build_int_signed_div(c0, ir.i(GEMV_COLS), "bb").m()?;
-            let base = ir.mul(blk, ir.i(s.k * GEMV_COLS))?;
-            Ok((ir.add(base, ir.sub(j, c0)?)?, GEMV_COLS))
+            let cols = s.tile.gemv_cols();
+            let blk = ir.b.build_int_signed_div(c0, ir.i(cols), "bb").m()?;
+            let base = ir.mul(blk, ir.i(s.k * cols))?;
+            Ok((ir.add(base, ir.sub(j, c0)?)?, cols))
         } else {
             Ok((j, s.ldb))
         }
     }
 
-    /// `C[i, j..j + 8·vecs]` (in the block at `c0`): a broadcast of A[i, k] times `vecs`
+    /// `C[i, j..j + lanes·vecs]` (in the block at `c0`): a broadcast of A[i, k] times `vecs`
     /// vectors of B's row k.
     fn cols(&self, i: IntValue<'ctx>, c0: IntValue<'ctx>, j: IntValue<'ctx>, vecs: usize) -> R<()> {
         let ir = self.ir;
@@ -158,21 +156,22 @@ impl<'ctx> Gemv<'_, '_, 'ctx> {
         let acc = self.accumulators(vecs)?;
         let arow = ir.mul(i, ir.i(s.lda))?;
         let (b0, ldb) = self.b_column(c0, j)?;
+        let lanes = s.tile.lanes;
         ir.for_loop(ir.i(0), ir.i(s.k), 1, &mut |ir, kk| {
             let x = ir.splat(ir.load_f32(self.ops.a, ir.add(arow, kk)?)?)?;
             let brow = ir.add(ir.mul(kk, ir.i(ldb))?, b0)?;
             for (v, slot) in acc.iter().enumerate() {
-                let y = ir.load_v8(self.ops.b, ir.add(brow, ir.i(v as i64 * 8))?)?;
+                let y = ir.load_v(self.ops.b, ir.add(brow, ir.i(v as i64 * lanes))?)?;
                 self.fma(*slot, x, y)?;
             }
             Ok(())
         })?;
         let crow = ir.mul(i, ir.i(s.ldc))?;
         for (v, slot) in acc.iter().enumerate() {
-            let col = ir.add(j, ir.i(v as i64 * 8))?;
+            let col = ir.add(j, ir.i(v as i64 * lanes))?;
             let at = ir.add(crow, col)?;
             let y = self.tail().vector(self.get(*slot)?, i, col, at)?;
-            ir.store_v8(self.ops.c, at, y)?;
+            ir.store_v(self.ops.c, at, y)?;
         }
         Ok(())
     }
@@ -234,17 +233,19 @@ impl<'ctx> Gemv<'_, '_, 'ctx> {
         )
     }
 
-    /// `C[r0..r0 + rows, 0]`: dot products of A's rows with B's column, 8 k at a time.
+    /// `C[r0..r0 + rows, 0]`: dot products of A's rows with B's column, a vector of k at
+    /// a time.
     fn rows(&self, r0: IntValue<'ctx>, rows: usize) -> R<()> {
         let ir = self.ir;
         let s = self.s;
+        let lanes = s.tile.lanes;
         let acc = self.accumulators(rows)?;
-        let kv = s.k / 8 * 8;
+        let kv = s.k / lanes * lanes;
         let arow = |r: usize| ir.mul(ir.add(r0, ir.i(r as i64))?, ir.i(s.lda));
-        ir.for_loop(ir.i(0), ir.i(kv), 8, &mut |ir, kk| {
-            let x = ir.load_v8(self.ops.b, kk)?;
+        ir.for_loop(ir.i(0), ir.i(kv), lanes, &mut |ir, kk| {
+            let x = ir.load_v(self.ops.b, kk)?;
             for (r, slot) in acc.iter().enumerate() {
-                let y = ir.load_v8(self.ops.a, ir.add(arow(r)?, kk)?)?;
+                let y = ir.load_v(self.ops.a, ir.add(arow(r)?, kk)?)?;
                 self.fma(*slot, y, x)?;
             }
             Ok(())
@@ -252,7 +253,7 @@ impl<'ctx> Gemv<'_, '_, 'ctx> {
         for (r, slot) in acc.iter().enumerate() {
             let v = self.get(*slot)?;
             let mut sum = self.dot(arow(r)?, 1, ir.i(0), 1, ir.i(kv))?;
-            for l in 0..8 {
+            for l in 0..lanes as u64 {
                 let e =
                     ir.b.build_extract_element(v, ir.cx.i32_type().const_int(l, false), "e")
                         .m()?

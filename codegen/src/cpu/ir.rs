@@ -31,6 +31,8 @@ pub(crate) struct Ir<'a, 'ctx> {
     pub module: &'a Module<'ctx>,
     pub b: Builder<'ctx>,
     pub func: FunctionValue<'ctx>,
+    /// f32 lanes of the vectors the hand-built loops use (the target's register width).
+    pub lanes: u32,
     /// Buffer base pointers known not to overlap, with each one's `alias.scope` and
     /// `noalias` lists: without them LLVM must assume a kernel's output may overlap its
     /// inputs and gives up vectorizing loops that mix them.
@@ -42,6 +44,7 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
         cx: &'ctx Context,
         module: &'a Module<'ctx>,
         func: FunctionValue<'ctx>,
+        lanes: u32,
     ) -> Ir<'a, 'ctx> {
         let b = cx.create_builder();
         let entry = cx.append_basic_block(func, "entry");
@@ -51,6 +54,7 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
             module,
             b,
             func,
+            lanes,
             scopes: RefCell::new(Vec::new()),
         }
     }
@@ -121,8 +125,9 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
     pub fn ptrt(&self) -> PointerType<'ctx> {
         self.cx.ptr_type(AddressSpace::default())
     }
-    pub fn v8t(&self) -> VectorType<'ctx> {
-        self.cx.f32_type().vec_type(8)
+    /// A vector of `lanes` floats.
+    pub fn vt(&self) -> VectorType<'ctx> {
+        self.cx.f32_type().vec_type(self.lanes)
     }
     pub fn i(&self, v: i64) -> IntValue<'ctx> {
         self.i64t().const_int(v as u64, true)
@@ -162,10 +167,10 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
         self.tag(base, st)
     }
 
-    /// An unaligned load of 8 floats at element `idx`.
-    pub fn load_v8(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<VectorValue<'ctx>> {
+    /// An unaligned load of `lanes` floats at element `idx`.
+    pub fn load_v(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<VectorValue<'ctx>> {
         let p = self.gep(self.f32t().into(), base, idx)?;
-        let v = self.b.build_load(self.v8t(), p, "v").m()?;
+        let v = self.b.build_load(self.vt(), p, "v").m()?;
         if let Some(inst) = v.as_instruction_value() {
             inst.set_alignment(4).m()?;
             self.tag(base, inst)?;
@@ -173,7 +178,7 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
         Ok(v.into_vector_value())
     }
 
-    pub fn store_v8(
+    pub fn store_v(
         &self,
         base: PointerValue<'ctx>,
         idx: IntValue<'ctx>,
@@ -186,12 +191,13 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
     }
 
     pub fn splat(&self, x: FloatValue<'ctx>) -> R<VectorValue<'ctx>> {
-        let undef = self.v8t().get_poison();
+        let undef = self.vt().get_poison();
         let v = self
             .b
             .build_insert_element(undef, x, self.cx.i32_type().const_zero(), "s")
             .m()?;
-        let mask = VectorType::const_vector(&[self.cx.i32_type().const_zero(); 8]);
+        let mask =
+            VectorType::const_vector(&vec![self.cx.i32_type().const_zero(); self.lanes as usize]);
         self.b.build_shuffle_vector(v, undef, mask, "splat").m()
     }
 

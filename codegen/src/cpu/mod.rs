@@ -8,15 +8,16 @@ mod gemv;
 mod ir;
 mod lower;
 mod math;
+mod target;
+
+pub use target::{check_cpu_name, host_cpu, target_machine, CpuTarget};
 
 use crate::kernel::{Body, Compiled, Kernel};
 use inkwell::context::Context;
 use inkwell::execution_engine::ExecutionEngine;
 use inkwell::module::Module;
 use inkwell::passes::PassBuilderOptions;
-use inkwell::targets::{
-    CodeModel, FileType, InitializationConfig, RelocMode, Target, TargetMachine,
-};
+use inkwell::targets::FileType;
 use inkwell::OptimizationLevel;
 use ir::Ir;
 use oar_runtime::program::KernelFn;
@@ -34,43 +35,14 @@ pub enum CpuError {
     Jit(String),
 }
 
-/// The host machine as LLVM sees it.
-pub struct HostTarget {
-    pub machine: TargetMachine,
-    pub cpu: String,
-    pub features: String,
-}
-
-/// The host CPU (AVX2/FMA here; AVX-512 where the CPU has it).
-pub fn host_target() -> Result<HostTarget, CpuError> {
-    Target::initialize_native(&InitializationConfig::default()).map_err(CpuError::Target)?;
-    let triple = TargetMachine::get_default_triple();
-    let target = Target::from_triple(&triple).map_err(|e| CpuError::Target(e.to_string()))?;
-    let cpu = TargetMachine::get_host_cpu_name().to_string();
-    let features = TargetMachine::get_host_cpu_features().to_string();
-    let machine = target
-        .create_target_machine(
-            &triple,
-            &cpu,
-            &features,
-            OptimizationLevel::Aggressive,
-            RelocMode::PIC,
-            CodeModel::Default,
-        )
-        .ok_or_else(|| CpuError::Target(format!("no target machine for {}", triple)))?;
-    Ok(HostTarget {
-        machine,
-        cpu,
-        features,
-    })
-}
-
-/// Builds, verifies and optimizes the module holding every kernel.
+/// Builds, verifies and optimizes the module holding every kernel of `compiled` for the
+/// CPU of `t`.
 pub fn build_module<'ctx>(
     cx: &'ctx Context,
-    kernels: &[Kernel],
-    t: &HostTarget,
+    compiled: &Compiled,
+    t: &CpuTarget,
 ) -> Result<Module<'ctx>, CpuError> {
+    let kernels: &[Kernel] = &compiled.kernels;
     let module = cx.create_module("oar_kernels");
     module.set_triple(&t.machine.get_triple());
     module.set_data_layout(&t.machine.get_target_data().get_data_layout());
@@ -81,7 +53,7 @@ pub fn build_module<'ctx>(
         .fn_type(&[p.into(), i.into(), i.into(), p.into()], false);
     for k in kernels {
         let f = module.add_function(&k.name, sig, None);
-        let ir = Ir::new(cx, &module, f);
+        let ir = Ir::new(cx, &module, f, compiled.tiling.lanes as u32);
         let res = match &k.body {
             Body::Loops(stmts) => lower::lower_loops(&ir, k, stmts),
             Body::Gemm(s) => gemm::lower_gemm_kernel(&ir, k, s),
@@ -98,7 +70,9 @@ pub fn build_module<'ctx>(
     for f in module.get_functions() {
         if f.count_basic_blocks() > 0 {
             f.add_attribute(inkwell::attributes::AttributeLoc::Function, cpu_attr);
-            f.add_attribute(inkwell::attributes::AttributeLoc::Function, feat_attr);
+            if !t.features.is_empty() {
+                f.add_attribute(inkwell::attributes::AttributeLoc::Function, feat_attr);
+            }
         }
     }
     module
@@ -118,11 +92,12 @@ pub enum Emit {
     Object,
 }
 
-/// The optimized module as LLVM IR text, assembly or an object file.
+/// The optimized module as LLVM IR text, assembly or an object file, for the CPU the
+/// kernels were built for (`compiled.cpu`).
 pub fn emit(compiled: &Compiled, what: Emit) -> Result<Vec<u8>, CpuError> {
-    let t = host_target()?;
+    let t = target_machine(&compiled.cpu)?;
     let cx = Context::create();
-    let module = build_module(&cx, &compiled.kernels, &t)?;
+    let module = build_module(&cx, compiled, &t)?;
     Ok(match what {
         Emit::LlvmIr => module.print_to_string().to_bytes().to_vec(),
         Emit::Asm | Emit::Object => {
@@ -146,13 +121,15 @@ pub struct JitKernels {
     _engine: ExecutionEngine<'static>,
 }
 
-/// Compiles every kernel in process.
+/// Compiles every kernel in process, for this CPU's instruction set whatever CPU the
+/// kernels' blocking was chosen for (wider vectors than the host has are split by LLVM:
+/// slower, still correct, which is how the tests run other CPUs' tilings here).
 pub fn jit(compiled: &Compiled) -> Result<JitKernels, CpuError> {
-    let t = host_target()?;
+    let t = target_machine(&host_cpu()?)?;
     // The engine borrows the context; one context per compiled program, kept for its
     // lifetime (a few KB), is simpler than a self-referential struct.
     let cx: &'static Context = Box::leak(Box::new(Context::create()));
-    let module = build_module(cx, &compiled.kernels, &t)?;
+    let module = build_module(cx, compiled, &t)?;
     let engine = module
         .create_jit_execution_engine(OptimizationLevel::Aggressive)
         .map_err(|e| CpuError::Jit(e.to_string()))?;

@@ -4,13 +4,10 @@
 
 mod build;
 mod print;
+mod tiling;
 
 pub use build::{build_kernels, BuildError, Compiled};
-
-/// GEMM blocking shared by the kernel builder and the LLVM generator.
-pub mod build_consts {
-    pub use super::build::contraction_consts::*;
-}
+pub use tiling::{CpuModel, Tiling};
 
 /// Element type of a kernel buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +20,7 @@ pub enum Elem {
 
 /// A kernel: its buffer parameters (in the step's argument order) and body. The body's
 /// `For { parallel: true }` loop runs only `[begin, end)` of its extent. Buffer index
-/// `params.len()` is the calling thread's f32 scratch area (`SCRATCH_BYTES`).
+/// `params.len()` is the calling thread's f32 scratch area ([`Tiling::scratch_bytes`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Kernel {
     pub name: String,
@@ -40,20 +37,18 @@ pub enum Body {
     Loops(Vec<Stmt>),
     Gemm(GemmSpec),
     /// A product with a single row or column, same parameters as `Gemm`, no packing:
-    /// for `m < 6` each parallel unit is [`GEMV_COLS`] columns of C (all its rows), else
-    /// (`n == 1`, B contiguous) each unit is [`GEMV_ROWS`] rows of C.
+    /// for `m < MR` each parallel unit is [`Tiling::gemv_cols`] columns of C (all its rows),
+    /// else (`n == 1`, B contiguous) each unit is [`GEMV_ROWS`] rows of C.
     Gemv(GemmSpec),
 }
 
-/// Columns of C per parallel unit of a row-vector × matrix product.
-pub const GEMV_COLS: i64 = 32;
 /// Rows of C per parallel unit of a matrix × column-vector product.
 pub const GEMV_ROWS: i64 = 8;
 
 impl GemmSpec {
     /// Whether a `Gemv` body walks rows (n == 1) rather than column blocks.
     pub fn gemv_by_rows(&self) -> bool {
-        self.n == 1 && self.m >= 6
+        self.n == 1 && self.m >= self.tile.mr
     }
 
     /// The parallel units of a `Gemv` body.
@@ -61,14 +56,14 @@ impl GemmSpec {
         let per = if self.gemv_by_rows() {
             (self.m + GEMV_ROWS - 1) / GEMV_ROWS
         } else {
-            (self.n + GEMV_COLS - 1) / GEMV_COLS
+            (self.n + self.tile.gemv_cols() - 1) / self.tile.gemv_cols()
         };
         self.batch * per
     }
 }
 
 /// `C[b] = act(A[b] × B[b] + bias + residual)` over `batch` matrices, row-major; parallel
-/// over `batch × row_chunks × ⌈n / 16⌉` units (column panels fastest). Parameters: A, B, C,
+/// over `batch × row_chunks × ⌈n / NR⌉` units (column panels fastest). Parameters: A, B, C,
 /// then bias, then residual.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GemmSpec {
@@ -88,13 +83,15 @@ pub struct GemmSpec {
     /// A arrives packed by a prologue step (a weight): MR-row panels, each K deep,
     /// `Ap[(row / MR · K + k) · MR + row % MR]`, rows past m zero. Gemm bodies only.
     pub a_packed: bool,
-    /// B arrives packed by a prologue step (a weight) in GEMV_COLS-wide column blocks,
-    /// each K deep, `Bp[(col / 32 · K + k) · 32 + col % 32]`, columns past n zero: each
-    /// unit then streams contiguous memory. Gemv bodies by column block only.
+    /// B arrives packed by a prologue step (a weight) in G = `tile.gemv_cols()`-wide column
+    /// blocks, each K deep, `Bp[(col / G · K + k) · G + col % G]`, columns past n zero:
+    /// each unit then streams contiguous memory. Gemv bodies by column block only.
     pub b_packed: bool,
     pub bias: BiasMode,
     pub residual: bool,
     pub act: GemmAct,
+    /// The register and cache blocking (from the target CPU).
+    pub tile: Tiling,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,18 +5,9 @@
 
 use super::pointwise::{map, unary_expr};
 use super::{Arg, Builder};
-use crate::kernel::{BiasMode, Body, Cond, Expr, GemmAct, GemmSpec, IExpr, Stmt, GEMV_COLS};
+use crate::kernel::{BiasMode, Body, Cond, Expr, GemmAct, GemmSpec, IExpr, Stmt};
 use oar_ir::op::{ConvAttrs, Epilogue, Op, UnaryOp};
 use oar_ir::DType;
-
-/// GEMM blocking (see cpu/gemm.rs): the scratch holds one packed KC × NC panel of B.
-pub const KC: i64 = 256;
-pub const NC: i64 = 1024;
-pub const NR: i64 = 16;
-pub const MR: i64 = 6;
-/// Per-thread scratch: one packed KC × NC panel of B, then one packed MC × KC block of A.
-pub const MC: i64 = 96;
-pub const SCRATCH_BYTES: usize = ((KC * NC + MC * KC) * 4) as usize;
 
 fn gemm_act(u: Option<UnaryOp>) -> Option<GemmAct> {
     Some(match u {
@@ -172,8 +163,9 @@ fn gemm(
     } else {
         out.buf
     };
-    let gemv = spec.m < MR || (spec.n == 1 && spec.ldb == 1);
-    if gemv || spec.n < NR {
+    let (mr, nr) = (spec.tile.mr, spec.tile.nr);
+    let gemv = spec.m < mr || (spec.n == 1 && spec.ldb == 1);
+    if gemv || spec.n < nr {
         let mut args = vec![a, bm, target];
         args.extend(gemm_bias.iter().map(|x| x.buf));
         args.extend(gemm_res.iter().map(|x| x.buf));
@@ -199,7 +191,7 @@ fn gemm(
         args.extend(gemm_res.iter().map(|x| x.buf));
         // Few column panels (a 14×14 or 7×7 map): split rows too (chunks of at least 48),
         // into an even number of units so that two threads get equal shares.
-        let ncb = (n + NR - 1) / NR;
+        let ncb = (n + nr - 1) / nr;
         spec.row_chunks = if ncb >= 24 {
             1
         } else {
@@ -260,14 +252,14 @@ fn gemm(
 /// [`GemmSpec::b_packed`]) by a prologue step; returns the packed buffer.
 fn pack_b_blocks(b: &mut Builder, name: &str, bm: usize, s: &GemmSpec) -> Result<usize, String> {
     let name = format!("{name}.bpack");
-    pack_panels(b, &name, bm, [s.n, GEMV_COLS, s.k], [1, s.ldb])
+    pack_panels(b, &name, bm, [s.n, s.tile.gemv_cols(), s.k], [1, s.ldb])
 }
 
 /// A (m × k, row stride lda) copied into the micro-kernel's MR-row panel layout (see
 /// [`GemmSpec::a_packed`]) by a prologue step; returns the packed buffer.
 fn pack_a_panels(b: &mut Builder, name: &str, a: usize, s: &GemmSpec) -> Result<usize, String> {
     let name = format!("{name}.apack");
-    pack_panels(b, &name, a, [s.m, MR, s.k], [s.lda, 1])
+    pack_panels(b, &name, a, [s.m, s.tile.mr, s.k], [s.lda, 1])
 }
 
 /// A prologue step copying a matrix into panels: `[len, width, depth]` cuts the axis of
@@ -409,6 +401,7 @@ fn matmul(
         bias: BiasMode::None,
         residual: false,
         act: GemmAct::None,
+        tile: b.tiling,
     };
     let s = if batch_b == 1 {
         spec(batch_a * m, 1, 0, 0)
@@ -460,6 +453,7 @@ fn conv(
             bias: BiasMode::None,
             residual: false,
             act: GemmAct::None,
+            tile: b.tiling,
         };
         return gemm(b, name, w.buf, x.buf, out, s, t, BiasMode::PerRow);
     }
@@ -567,6 +561,7 @@ fn conv(
             bias: BiasMode::None,
             residual: false,
             act: GemmAct::None,
+            tile: b.tiling,
         };
         return gemm(b, name, w.buf, col, out, s, t, BiasMode::PerRow);
     }

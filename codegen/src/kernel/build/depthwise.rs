@@ -59,7 +59,7 @@ fn depthwise_padded(
     };
     let padded = pz * phases;
     let flat = oh * wq;
-    if (padded + flat) * 4 > super::contraction::SCRATCH_BYTES as i64 {
+    if (padded + flat) * 4 > b.tiling.scratch_bytes() as i64 {
         return Ok(false);
     }
     let mult = co / ci;

@@ -2,28 +2,26 @@
 //! weights and constants loaded once, one or more kernels per node.
 
 mod contraction;
-
-/// GEMM blocking constants (see cpu/gemm.rs).
-pub mod contraction_consts {
-    pub use super::contraction::{KC, MC, MR, NC, NR, SCRATCH_BYTES};
-}
 mod depthwise;
 mod gemv;
 mod layout;
 mod nn;
 mod pointwise;
 
-use super::{Body, Elem, Kernel};
+use super::{Body, CpuModel, Elem, Kernel, Tiling};
 use oar_ir::op::{Literal, Op};
 use oar_ir::{DType, Graph, ValueRef};
 use oar_runtime::program::{BufferDecl, BufferRole, Program, Step};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-/// A compiled graph: the program and the kernels it calls (by index).
+/// A compiled graph: the program and the kernels it calls (by index), for one CPU.
 #[derive(Debug, Clone)]
 pub struct Compiled {
     pub program: Program,
     pub kernels: Vec<Kernel>,
+    /// The CPU the kernels are shaped for (object files and assembly target it).
+    pub cpu: CpuModel,
+    pub tiling: Tiling,
 }
 
 /// Why a graph could not be compiled.
@@ -49,6 +47,8 @@ pub(crate) struct Builder {
     step_fixed: Vec<bool>,
     /// Whether the node being lowered reads only fixed buffers.
     node_fixed: bool,
+    /// GEMM blocking for the target CPU.
+    pub tiling: Tiling,
 }
 
 /// A value's buffer and static shape, as op builders see it.
@@ -229,8 +229,12 @@ fn literal_bytes(lit: &Literal, dtype: DType) -> Vec<u8> {
     }
 }
 
-/// Compiles `g` with symbols bound by `bindings` (unbound symbols are 1).
-pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Compiled, BuildError> {
+/// Compiles `g` for `cpu` with symbols bound by `bindings` (unbound symbols are 1).
+pub fn build_kernels(
+    g: &Graph,
+    bindings: &BTreeMap<String, u64>,
+    cpu: &CpuModel,
+) -> Result<Compiled, BuildError> {
     let top = |message: String| BuildError {
         node: g.name.clone(),
         op: "graph".into(),
@@ -245,6 +249,7 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
         fixed_bufs: HashSet::new(),
         step_fixed: Vec::new(),
         node_fixed: false,
+        tiling: Tiling::for_cpu(cpu),
     };
     let mut input_index = 0;
     for (id, node) in g.iter() {
@@ -396,11 +401,13 @@ pub fn build_kernels(g: &Graph, bindings: &BTreeMap<String, u64>) -> Result<Comp
         .partition(|(_, f)| *f);
     b.program.prologue = pre.len();
     b.program.steps = pre.into_iter().chain(post).map(|(s, _)| s).collect();
-    b.program.scratch_bytes = contraction::SCRATCH_BYTES;
+    b.program.scratch_bytes = b.tiling.scratch_bytes();
     b.program.plan_storage();
     Ok(Compiled {
         program: b.program,
         kernels: b.kernels,
+        cpu: cpu.clone(),
+        tiling: b.tiling,
     })
 }
 
