@@ -1,5 +1,6 @@
 //! Latency and a per-kernel profile of a zoo model compiled for this CPU at batch 1:
-//! `cargo run --release -p oar-codegen --example profile -- lcnet_x1_0 2` (model, threads).
+//! `cargo run --release -p oar-codegen --example profile -- lcnet_x1_0 2` (model, threads;
+//! the model may also be a `.oir` file with one static f32 input).
 use oar_codegen::jit::JitModel;
 use oar_passes::{PassContext, Pipeline};
 use oar_runtime::{init::init_weights, HostTensor};
@@ -9,7 +10,16 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let name = args.get(1).map(String::as_str).unwrap_or("lcnet_x1_0");
     let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
-    let g = oar_models::build(name).unwrap().unwrap();
+    let g = if name.ends_with(".oir") {
+        oar_ir::read_graph(&std::fs::read_to_string(name).unwrap(), name).unwrap()
+    } else {
+        oar_models::build(name).unwrap().unwrap()
+    };
+    let dims: Vec<usize> = {
+        let t = &g.node(g.inputs()[0]).outputs[0];
+        let bind = BTreeMap::from([("N".to_string(), 1)]);
+        t.shape.eval(&bind, 1).iter().map(|&d| d as usize).collect()
+    };
     let w = init_weights(&g, 0).unwrap();
     let cluster = oar_ir::Cluster::resolve("cpu").unwrap();
     let cx = PassContext::new(cluster.node_groups[0].device.clone());
@@ -21,10 +31,8 @@ fn main() {
     let b = BTreeMap::from([("N".to_string(), 1)]);
     let mut m = JitModel::new(&opt, &b, &w, threads).unwrap();
     eprintln!("compile {:.2} s", t0.elapsed().as_secs_f64());
-    let x = HostTensor::f32(
-        vec![1, 3, 224, 224],
-        (0..150528).map(|i| (i % 255) as f32 / 255.0).collect(),
-    );
+    let n: usize = dims.iter().product();
+    let x = HostTensor::f32(dims, (0..n).map(|i| (i % 255) as f32 / 255.0).collect());
     for _ in 0..5 {
         m.run(std::slice::from_ref(&x)).unwrap();
     }

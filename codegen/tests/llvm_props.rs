@@ -231,6 +231,30 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
+    /// Dense convolutions with a small window sum over rows ≥ 16 wide (a stem: direct over
+    /// a padded, phase-split copy at stride 2), with the fused bias and activation.
+    #[test]
+    fn small_window_convolutions_match(
+        n in 1u64..3, c in 1u64..4, h in 1u64..20, w in 16u64..40, k in 1u64..4,
+        stride in 1u64..3, dil in 1u64..3, pad in 0u64..3, co in 1u64..12, act in 0u8..3,
+    ) {
+        let dil = if stride == 1 { dil } else { 1 };
+        let span = (k - 1) * dil + 1;
+        prop_assume!(h + 2 * pad >= span && w + 2 * pad >= span);
+        let mut g = Graph::new("stem");
+        let x = g.add_input("x", TensorType::f32(&[n, c, h, w]));
+        let wt = param(&mut g, "w", &[co, c, k, k]);
+        let b = param(&mut g, "b", &[co]);
+        let attrs = ConvAttrs { stride: [stride, stride], padding: [pad, pad, pad, pad], dilation: [dil, dil], groups: 1 };
+        let mut y: ValueRef = g.add_node(Op::Conv2d(attrs), vec![x, wt, b], None).unwrap().into();
+        if act > 0 {
+            let u = [UnaryOp::HardSwish, UnaryOp::Relu][(act - 1) as usize];
+            y = g.add_node(Op::Unary(u), vec![y], None).unwrap().into();
+        }
+        g.set_outputs(vec![y]);
+        compare(&inference(g))?;
+    }
+
     #[test]
     fn random_pools_match(
         c in 1u64..4, h in 2u64..10, w in 2u64..10, k in 1u64..4, stride in 1u64..3,

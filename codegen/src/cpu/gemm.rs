@@ -306,63 +306,44 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         } else {
             (self.scratch, bp, ir.i(tnr))
         };
-        // The k loop with MR × NR / lanes vector accumulators as phis.
-        let vt = ir.vt();
-        let pre = ir.b.get_insert_block().ok_or("no block")?;
-        let header = ir.block("kloop");
-        let body = ir.block("kbody");
-        let exit = ir.block("kexit");
-        ir.b.build_unconditional_branch(header).m()?;
-        ir.b.position_at_end(header);
-        let kphi = ir.b.build_phi(ir.i64t(), "k").m()?;
-        kphi.add_incoming(&[(&ir.i(0), pre)]);
-        let zero = vt.const_zero();
-        let mut accs = Vec::new();
-        for _ in 0..tmr as usize * vpr {
-            let phi = ir.b.build_phi(vt, "acc").m()?;
-            phi.add_incoming(&[(&zero, pre)]);
-            accs.push(phi);
-        }
-        let kk = kphi.as_basic_value().into_int_value();
-        let cond = ir.icmp(IntPredicate::SLT, kk, kc)?;
-        ir.b.build_conditional_branch(cond, body, exit).m()?;
-        ir.b.position_at_end(body);
-        let bidx = ir.add(boff, ir.mul(kk, bstride)?)?;
-        let bv: Vec<VectorValue<'ctx>> = (0..vpr as i64)
-            .map(|v| ir.load_v(bbase, ir.add(bidx, ir.i(v * lanes))?))
-            .collect::<R<_>>()?;
-        let mut next = Vec::new();
-        for r in 0..tmr as usize {
-            let a = ir.load_f32(
-                apanels,
-                ir.add(ap, ir.add(ir.mul(kk, ir.i(tmr))?, ir.i(r as i64))?)?,
-            )?;
-            let av = ir.splat(a)?;
-            for v in 0..vpr {
-                let acc = accs[r * vpr + v].as_basic_value().into_vector_value();
-                let fma = ir
-                    .intrinsic(
-                        "llvm.fma",
-                        vt.into(),
-                        &[av.into(), bv[v].into(), acc.into()],
-                    )?
-                    .into_vector_value();
-                next.push(fma);
-            }
-        }
-        let knext = ir.add(kk, ir.i(1))?;
-        let latch = ir.b.get_insert_block().ok_or("no block")?;
-        kphi.add_incoming(&[(&knext, latch)]);
-        for (phi, v) in accs.iter().zip(&next) {
-            phi.add_incoming(&[(v, latch)]);
-        }
-        ir.b.build_unconditional_branch(header).m()?;
-        ir.b.position_at_end(exit);
-        let acc: Vec<VectorValue<'ctx>> = accs
-            .iter()
-            .map(|p| p.as_basic_value().into_vector_value())
-            .collect();
+        let b_panel = (bbase, boff, bstride);
+        // A tail panel at most one vector wide (n = 49 leaves one column): a tile of one
+        // vector per row, half the work of a full-width one.
+        let narrow = ir.icmp(IntPredicate::SLE, nr, ir.i(lanes))?;
+        ir.if_else(
+            narrow,
+            &mut |_| {
+                let acc = self.kloop(1, (apanels, ap), b_panel, kc)?;
+                self.store_edge(&acc, 1, row, col, mr, nr, first, last)
+            },
+            &mut |_| {
+                let acc = self.kloop(vpr, (apanels, ap), b_panel, kc)?;
+                self.store_tile(&acc, row, col, mr, nr, first, last)
+            },
+        )
+    }
 
+    /// Stores a full-width tile's accumulators: vector stores for full tiles (the first
+    /// depth panel skips reading C) and for rows of full-width tiles, the edge path else.
+    #[allow(clippy::too_many_arguments)]
+    fn store_tile(
+        &self,
+        acc: &[VectorValue<'ctx>],
+        row: IntValue<'ctx>,
+        col: IntValue<'ctx>,
+        mr: IntValue<'ctx>,
+        nr: IntValue<'ctx>,
+        first: IntValue<'ctx>,
+        last: IntValue<'ctx>,
+    ) -> R<()> {
+        let ir = self.ir;
+        let Tiling {
+            mr: tmr,
+            nr: tnr,
+            lanes,
+            ..
+        } = self.s.tile;
+        let vpr = (tnr / lanes) as usize;
         let full =
             ir.b.build_and(
                 ir.icmp(IntPredicate::EQ, mr, ir.i(tmr))?,
@@ -424,17 +405,89 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
             },
             &mut |ir| {
                 ir.if_else(wide, &mut |ir| store_wide(ir), &mut |_| {
-                    self.store_edge(&acc, row, col, mr, nr, first, last)
+                    self.store_edge(acc, vpr, row, col, mr, nr, first, last)
                 })
             },
         )
     }
 
-    /// Tiles at the right edge: through a stack tile, element by element.
+    /// The depth loop of one tile: MR × `vpr` vector accumulators as phis, each step one
+    /// broadcast of A per row times `vpr` vectors of B's panel row. `a` is A's packed panel
+    /// (base, offset), `b` B's panel (base, offset, row stride).
+    fn kloop(
+        &self,
+        vpr: usize,
+        (apanels, ap): (PointerValue<'ctx>, IntValue<'ctx>),
+        (bbase, boff, bstride): (PointerValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
+        kc: IntValue<'ctx>,
+    ) -> R<Vec<VectorValue<'ctx>>> {
+        let ir = self.ir;
+        let Tiling { mr: tmr, lanes, .. } = self.s.tile;
+        let vt = ir.vt();
+        let pre = ir.b.get_insert_block().ok_or("no block")?;
+        let header = ir.block("kloop");
+        let body = ir.block("kbody");
+        let exit = ir.block("kexit");
+        ir.b.build_unconditional_branch(header).m()?;
+        ir.b.position_at_end(header);
+        let kphi = ir.b.build_phi(ir.i64t(), "k").m()?;
+        kphi.add_incoming(&[(&ir.i(0), pre)]);
+        let zero = vt.const_zero();
+        let mut accs = Vec::new();
+        for _ in 0..tmr as usize * vpr {
+            let phi = ir.b.build_phi(vt, "acc").m()?;
+            phi.add_incoming(&[(&zero, pre)]);
+            accs.push(phi);
+        }
+        let kk = kphi.as_basic_value().into_int_value();
+        let cond = ir.icmp(IntPredicate::SLT, kk, kc)?;
+        ir.b.build_conditional_branch(cond, body, exit).m()?;
+        ir.b.position_at_end(body);
+        let bidx = ir.add(boff, ir.mul(kk, bstride)?)?;
+        let bv: Vec<VectorValue<'ctx>> = (0..vpr as i64)
+            .map(|v| ir.load_v(bbase, ir.add(bidx, ir.i(v * lanes))?))
+            .collect::<R<_>>()?;
+        let mut next = Vec::new();
+        for r in 0..tmr as usize {
+            let a = ir.load_f32(
+                apanels,
+                ir.add(ap, ir.add(ir.mul(kk, ir.i(tmr))?, ir.i(r as i64))?)?,
+            )?;
+            let av = ir.splat(a)?;
+            for v in 0..vpr {
+                let acc = accs[r * vpr + v].as_basic_value().into_vector_value();
+                let fma = ir
+                    .intrinsic(
+                        "llvm.fma",
+                        vt.into(),
+                        &[av.into(), bv[v].into(), acc.into()],
+                    )?
+                    .into_vector_value();
+                next.push(fma);
+            }
+        }
+        let knext = ir.add(kk, ir.i(1))?;
+        let latch = ir.b.get_insert_block().ok_or("no block")?;
+        kphi.add_incoming(&[(&knext, latch)]);
+        for (phi, v) in accs.iter().zip(&next) {
+            phi.add_incoming(&[(v, latch)]);
+        }
+        ir.b.build_unconditional_branch(header).m()?;
+        ir.b.position_at_end(exit);
+        let acc: Vec<VectorValue<'ctx>> = accs
+            .iter()
+            .map(|p| p.as_basic_value().into_vector_value())
+            .collect();
+        Ok(acc)
+    }
+
+    /// Tiles at the right edge (`vpr` vectors per row): through a stack tile, element by
+    /// element.
     #[allow(clippy::too_many_arguments)]
     fn store_edge(
         &self,
         acc: &[VectorValue<'ctx>],
+        vpr: usize,
         row: IntValue<'ctx>,
         col: IntValue<'ctx>,
         mr: IntValue<'ctx>,
@@ -443,14 +496,15 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         last: IntValue<'ctx>,
     ) -> R<()> {
         let ir = self.ir;
-        let Tiling { nr: tnr, lanes, .. } = self.s.tile;
+        let lanes = self.s.tile.lanes;
+        let stride = ir.i(vpr as i64 * lanes);
         for (q, a) in acc.iter().enumerate() {
             ir.store_v(self.tmp, ir.i(q as i64 * lanes), *a)?;
         }
         ir.for_loop(ir.i(0), mr, 1, &mut |ir, r| {
             ir.for_loop(ir.i(0), nr, 1, &mut |ir, j| {
                 let at = ir.add(ir.mul(ir.add(row, r)?, self.ldc)?, ir.add(col, j)?)?;
-                let t = ir.load_f32(self.tmp, ir.add(ir.mul(r, ir.i(tnr))?, j)?)?;
+                let t = ir.load_f32(self.tmp, ir.add(ir.mul(r, stride)?, j)?)?;
                 let old = ir.load_f32(self.c, at)?;
                 let sum = ir.b.build_float_add(t, old, "c").m()?;
                 let x =

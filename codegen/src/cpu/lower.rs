@@ -10,10 +10,19 @@ use std::collections::HashMap;
 /// Reassociation lets LLVM vectorize reductions (sums over k, over a row); contraction
 /// lets it fuse multiply-adds. Both change rounding only within the tests' 1e-4 bound.
 fn fast(v: FloatValue<'_>) -> R<FloatValue<'_>> {
+    flagged(v, true)
+}
+
+/// Sets contraction, and reassociation when `reassoc`.
+fn flagged(v: FloatValue<'_>, reassoc: bool) -> R<FloatValue<'_>> {
     use inkwell::values::{BasicValue, FastMathFlags};
     if let Some(i) = v.as_instruction_value() {
-        i.set_fast_math_flags(FastMathFlags::AllowReassoc | FastMathFlags::AllowContract)
-            .m()?;
+        let f = if reassoc {
+            FastMathFlags::AllowReassoc | FastMathFlags::AllowContract
+        } else {
+            FastMathFlags::AllowContract
+        };
+        i.set_fast_math_flags(f).m()?;
     }
     Ok(v)
 }
@@ -235,6 +244,7 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
                 let (x, y) = (self.expr(x)?, self.expr(y)?);
                 match b {
                     Bin::Add => fast(ir.b.build_float_add(x, y, "add").m()?)?,
+                    Bin::AddInOrder => flagged(ir.b.build_float_add(x, y, "add").m()?, false)?,
                     Bin::Sub => fast(ir.b.build_float_sub(x, y, "sub").m()?)?,
                     Bin::Mul => fast(ir.b.build_float_mul(x, y, "mul").m()?)?,
                     Bin::Div => ir.b.build_float_div(x, y, "div").m()?,

@@ -178,6 +178,9 @@ pub enum Un {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bin {
     Add,
+    /// An add LLVM may fuse with a multiply but not reassociate: keeps the partial sums of
+    /// [`Expr::sum_of`] independent (with reassociation LLVM folds them back into one chain).
+    AddInOrder,
     Sub,
     Mul,
     Div,
@@ -289,4 +292,34 @@ impl Expr {
     pub fn min(self, o: Expr) -> Expr {
         self.bin(Bin::Min, o)
     }
+
+    /// The sum of `terms` as [`SUM_CHAINS`] interleaved partial sums added at the end: a
+    /// window sum written as one chain is a chain of dependent FMAs, each waiting for the
+    /// last (4 cycles apiece on current x86), which LLVM does not split on its own.
+    pub fn sum_of(terms: impl IntoIterator<Item = Expr>) -> Expr {
+        let mut chains: Vec<Option<Expr>> = vec![None; SUM_CHAINS];
+        for (i, t) in terms.into_iter().enumerate() {
+            let c = &mut chains[i % SUM_CHAINS];
+            *c = Some(match c.take() {
+                Some(acc) => acc.bin(Bin::AddInOrder, t),
+                None => t,
+            });
+        }
+        let mut parts: Vec<Expr> = chains.into_iter().flatten().collect();
+        // Pairwise: (c0 + c1) + (c2 + c3).
+        while parts.len() > 1 {
+            parts = parts
+                .chunks(2)
+                .map(|p| match p {
+                    [a, b] => a.clone().bin(Bin::AddInOrder, b.clone()),
+                    [a] => a.clone(),
+                    _ => unreachable!("chunks of two"),
+                })
+                .collect();
+        }
+        parts.pop().unwrap_or(Expr::C(0.0))
+    }
 }
+
+/// Independent partial sums in [`Expr::sum_of`]: enough to cover FMA latency × throughput.
+pub const SUM_CHAINS: usize = 4;

@@ -93,3 +93,20 @@ impl Display for Expr {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_sums_print_as_independent_chains() {
+        let sum = Expr::sum_of((0..6).map(|k| Expr::C(k as f32)));
+        assert_eq!(
+            sum.to_string(),
+            "addinorder(addinorder(addinorder(0.0, 4.0), addinorder(1.0, 5.0)), \
+             addinorder(2.0, 3.0))"
+        );
+        assert_eq!(Expr::sum_of([Expr::C(7.0)]).to_string(), "7.0");
+        assert_eq!(Expr::sum_of([]).to_string(), "0.0");
+    }
+}

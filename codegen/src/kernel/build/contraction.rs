@@ -457,6 +457,10 @@ fn conv(
         };
         return gemm(b, name, w.buf, x.buf, out, s, t, BiasMode::PerRow);
     }
+    let d = [n, ci, h, wd, co, kh, kw, oh, ow];
+    if super::padded::small_window_conv(b, name, c, x, w, out, &d, &t)? {
+        return Ok(());
+    }
     if g == 1 {
         // im2col: col[n][(c·kh + i)·kw + j][p] = x[n, c, oy·s − pad + i·d, ox·s − pad + j·d].
         let kk = ci * kh * kw;
@@ -566,7 +570,6 @@ fn conv(
         return gemm(b, name, w.buf, col, out, s, t, BiasMode::PerRow);
     }
     if cig == 1 && g == ci {
-        let d = [n, ci, h, wd, co, kh, kw, oh, ow];
         return super::depthwise::depthwise(b, name, c, x, w, out, &d, &t);
     }
     super::depthwise::direct_conv(

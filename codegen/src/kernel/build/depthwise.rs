@@ -5,6 +5,7 @@
 //! direct loops.
 
 use super::contraction::Tail;
+use super::padded::PaddedPlane;
 use super::{Arg, Builder};
 use crate::kernel::{Body, Cond, Expr, IExpr, Stmt};
 use oar_ir::op::ConvAttrs;
@@ -39,25 +40,10 @@ fn depthwise_padded(
     t: &Tail,
 ) -> Result<bool, String> {
     let [n, ci, h, wd, co, kh, kw, oh, ow] = *d;
-    let (py, px) = (c.padding[0] as i64, c.padding[1] as i64);
-    let (hp, wp) = (
-        h + c.padding[0] as i64 + c.padding[2] as i64,
-        wd + c.padding[1] as i64 + c.padding[3] as i64,
-    );
-    let (dy, dx) = (c.dilation[0] as i64, c.dilation[1] as i64);
-    let phased = match (c.stride, c.dilation) {
-        ([1, 1], _) => false,
-        ([2, 2], [1, 1]) => true,
-        _ => return Ok(false),
+    let Some(pp) = PaddedPlane::new(c, h, wd, kw) else {
+        return Ok(false);
     };
-    // Per phase: width wq, size pz (with slack for the taps of the discarded columns).
-    let (wq, pz, phases) = if phased {
-        let (hq, wq) = ((hp + 1) / 2, (wp + 1) / 2);
-        (wq, hq * wq + wq + 8, 4)
-    } else {
-        (wp, hp * wp + (kw - 1) * dx + 8, 1)
-    };
-    let padded = pz * phases;
+    let (wq, padded) = (pp.wq, pp.size());
     let flat = oh * wq;
     if (padded + flat) * 4 > b.tiling.scratch_bytes() as i64 {
         return Ok(false);
@@ -85,73 +71,19 @@ fn depthwise_padded(
             val: Expr::C(0.0),
         }],
     );
-    let (r, q) = (IExpr::v(1), IExpr::v(2));
+    let r = IExpr::v(1);
     let row_in = in_plane.add(r.clone().mul(wd));
-    let pr = r.clone().add(IExpr::c(py));
-    let pad = if phased {
-        // Padded row pr, column parity par: phase (pr mod 2, par) gets input columns
-        // par − px + 2·xq for the xq that land inside the input — one strided copy each.
-        let mut parts = Vec::new();
-        for par in 0..2 {
-            let lo = (px - par + 1).div_euclid(2).max(0);
-            let hi = (wd - 1 + px - par).div_euclid(2) + 1;
-            if hi <= lo {
-                continue;
-            }
-            let xq = q.clone().add(IExpr::c(lo));
-            let dst = pr
-                .clone()
-                .rem(2)
-                .mul(2)
-                .add(IExpr::c(par))
-                .mul(pz)
-                .add(pr.clone().div(2).mul(wq))
-                .add(xq.clone());
-            let src = row_in.clone().add(xq.mul(2)).add(IExpr::c(par - px));
-            parts.push(Stmt::seq(
-                2,
-                hi - lo,
-                vec![Stmt::Store {
-                    buf: scratch,
-                    idx: dst,
-                    val: Expr::Load(1, src),
-                }],
-            ));
-        }
-        Stmt::seq(1, h, parts)
-    } else {
-        // P[(r + py)·wp + q + px]: a contiguous copy per row.
-        Stmt::seq(
-            1,
-            h,
-            vec![Stmt::seq(
-                2,
-                wd,
-                vec![Stmt::Store {
-                    buf: scratch,
-                    idx: pr.mul(wp).add(q.clone()).add(IExpr::c(px)),
-                    val: Expr::Load(1, row_in.add(q)),
-                }],
-            )],
-        )
-    };
+    let pad = Stmt::seq(1, h, pp.copy_row(r, 2, (1, row_in), (scratch, IExpr::c(0))));
     // 2. T[o] = Σ taps P[o + tap offset] · w, for o over oh rows of the (phase) width.
-    let tap_at = |ki: i64, kj: i64| {
-        if phased {
-            ((ki % 2) * 2 + kj % 2) * pz + (ki / 2) * wq + kj / 2
-        } else {
-            ki * dy * wp + kj * dx
-        }
-    };
-    let mut sum = Expr::C(0.0);
+    let mut terms = Vec::new();
     for ki in 0..kh {
         for kj in 0..kw {
             let wi = oc.clone().mul(kh * kw).add(IExpr::c(ki * kw + kj));
-            sum = sum.add(
-                Expr::Load(scratch, i.clone().add(IExpr::c(tap_at(ki, kj)))).mul(Expr::Load(2, wi)),
-            );
+            let tap = Expr::Load(scratch, i.clone().add(IExpr::c(pp.tap(ki, kj))));
+            terms.push(tap.mul(Expr::Load(2, wi)));
         }
     }
+    let sum = Expr::sum_of(terms);
     let taps = Stmt::seq(
         1,
         flat,
@@ -235,10 +167,10 @@ pub(super) fn depthwise(
         for (x0, x1, gx) in spans(rx.0, rx.1, ow) {
             let oy = IExpr::v(1).add(IExpr::c(y0));
             let ox = IExpr::v(2).add(IExpr::c(x0));
-            let mut sum = match bias_at {
-                Some(k) => Expr::Load(k, oc.clone()),
-                None => Expr::C(0.0),
-            };
+            let mut terms: Vec<Expr> = bias_at
+                .map(|k| Expr::Load(k, oc.clone()))
+                .into_iter()
+                .collect();
             for ki in 0..kh {
                 for kj in 0..kw {
                     let iy = oy.clone().mul(sy).add(IExpr::c(ki * dy - py));
@@ -254,9 +186,10 @@ pub(super) fn depthwise(
                         Expr::Load(1, at)
                     };
                     let wi = oc.clone().mul(kh * kw).add(IExpr::c(ki * kw + kj));
-                    sum = sum.add(v.mul(Expr::Load(2, wi)));
+                    terms.push(v.mul(Expr::Load(2, wi)));
                 }
             }
+            let mut sum = Expr::sum_of(terms);
             let dst = plane.clone().mul(oh * ow).add(oy.mul(ow)).add(ox);
             if let Some(k) = res_at {
                 sum = sum.add(Expr::Load(k, dst.clone()));

@@ -6,6 +6,7 @@ mod depthwise;
 mod gemv;
 mod layout;
 mod nn;
+mod padded;
 mod pointwise;
 
 use super::{Body, CpuModel, Elem, Kernel, Tiling};
