@@ -307,6 +307,13 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
             (self.scratch, bp, ir.i(tnr))
         };
         let b_panel = (bbase, boff, bstride);
+        // C's tile is read (after the first depth panel) and written once the depth loop
+        // ends: fetch its lines meanwhile.
+        for r in 0..tmr {
+            let at = ir.add(ir.mul(ir.add(row, ir.i(r))?, self.ldc)?, col)?;
+            ir.prefetch_write(self.c, at)?;
+            ir.prefetch_write(self.c, ir.add(at, ir.i(tnr - 1))?)?;
+        }
         // A tail panel at most one vector wide (n = 49 leaves one column): a tile of one
         // vector per row, half the work of a full-width one.
         let narrow = ir.icmp(IntPredicate::SLE, nr, ir.i(lanes))?;

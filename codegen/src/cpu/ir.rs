@@ -245,6 +245,25 @@ impl<'a, 'ctx> Ir<'a, 'ctx> {
             .ok_or_else(|| format!("{name} returned nothing"))
     }
 
+    /// Prefetches the cache line holding element `idx` of `base` for writing.
+    pub fn prefetch_write(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<()> {
+        let i = Intrinsic::find("llvm.prefetch").ok_or("no llvm.prefetch")?;
+        let f = i
+            .get_declaration(self.module, &[self.ptrt().into()])
+            .ok_or("cannot declare llvm.prefetch")?;
+        // Not `inbounds`: the address may lie past a partial tile, and a prefetch never faults.
+        let p = unsafe { self.b.build_gep(self.f32t(), base, &[idx], "pf").m()? };
+        let i32t = self.cx.i32_type();
+        let args = [
+            p.into(),
+            i32t.const_int(1, false).into(),
+            i32t.const_int(3, false).into(),
+            i32t.const_int(1, false).into(),
+        ];
+        self.b.build_call(f, &args, "").m()?;
+        Ok(())
+    }
+
     /// Calls `float name(float)` from the C math library.
     pub fn libm(&self, name: &str, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
         let f = match self.module.get_function(name) {
