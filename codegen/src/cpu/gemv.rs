@@ -6,7 +6,7 @@
 use super::epilogue::Epilogue;
 use super::ir::{Ir, OrMsg, R};
 use super::lower::load_args;
-use crate::kernel::{BiasMode, GemmSpec, Kernel, GEMV_ROWS};
+use crate::kernel::{BiasMode, GemmSpec, Kernel, SUM_CHAINS};
 use inkwell::values::{FloatValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 
@@ -54,7 +54,7 @@ pub(crate) fn lower_gemv_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpe
         };
         let g = Gemv { ir, s, ops };
         if s.gemv_by_rows() {
-            g.row_block(ir.mul(blk, ir.i(GEMV_ROWS))?)
+            g.row_block(ir.mul(blk, ir.i(s.tile.gemv_rows()))?)
         } else {
             g.col_block(ir.mul(blk, ir.i(s.tile.gemv_cols()))?)
         }
@@ -221,16 +221,70 @@ impl<'ctx> Gemv<'_, '_, 'ctx> {
             .into_float_value())
     }
 
-    /// Rows `[r0, r0 + GEMV_ROWS)` of the single column of C (fewer in the last block).
+    /// Rows `[r0, r0 + gemv_rows)` of the single column of C (fewer in the last block).
     fn row_block(&self, r0: IntValue<'ctx>) -> R<()> {
         let ir = self.ir;
+        if self.s.a_packed {
+            return self.packed_rows(r0);
+        }
+        let rows = self.s.tile.gemv_rows();
         let m = ir.i(self.s.m);
-        let full = ir.icmp(IntPredicate::SLE, ir.add(r0, ir.i(GEMV_ROWS))?, m)?;
-        ir.if_else(
-            full,
-            &mut |_| self.rows(r0, GEMV_ROWS as usize),
-            &mut |ir| ir.for_loop(r0, m, 1, &mut |_, r| self.rows(r, 1)),
-        )
+        let full = ir.icmp(IntPredicate::SLE, ir.add(r0, ir.i(rows))?, m)?;
+        ir.if_else(full, &mut |_| self.rows(r0, rows as usize), &mut |ir| {
+            ir.for_loop(r0, m, 1, &mut |_, r| self.rows(r, 1))
+        })
+    }
+
+    /// The row block at `r0` from A packed in row panels (see `GemmSpec::a_packed`): each k
+    /// is one vector of the block's rows times a broadcast of B[k], into [`SUM_CHAINS`]
+    /// accumulators over k (independent FMA chains); the vector's lanes are then the
+    /// block's results.
+    fn packed_rows(&self, r0: IntValue<'ctx>) -> R<()> {
+        let ir = self.ir;
+        let s = self.s;
+        let lanes = s.tile.lanes;
+        let chains = SUM_CHAINS as i64;
+        let acc = self.accumulators(SUM_CHAINS)?;
+        // r0 is a multiple of the panel width: the panel starts at r0 · K.
+        let base = ir.mul(r0, ir.i(s.k))?;
+        let step = |ir: &Ir<'_, 'ctx>, kk: IntValue<'ctx>, slot: PointerValue<'ctx>| {
+            let w = ir.load_v(self.ops.a, ir.add(base, ir.mul(kk, ir.i(lanes))?)?)?;
+            let x = ir.splat(ir.load_f32(self.ops.b, kk)?)?;
+            self.fma(slot, w, x)
+        };
+        let whole = s.k / chains * chains;
+        ir.for_loop(ir.i(0), ir.i(whole), chains, &mut |ir, kk| {
+            for (c, slot) in acc.iter().enumerate() {
+                step(ir, ir.add(kk, ir.i(c as i64))?, *slot)?;
+            }
+            Ok(())
+        })?;
+        ir.for_loop(ir.i(whole), ir.i(s.k), 1, &mut |ir, kk| {
+            step(ir, kk, acc[0])
+        })?;
+        let mut v = self.get(acc[0])?;
+        for slot in &acc[1..] {
+            v = ir.b.build_float_add(v, self.get(*slot)?, "s").m()?;
+        }
+        for l in 0..lanes {
+            let row = ir.add(r0, ir.i(l))?;
+            let inside = ir.icmp(IntPredicate::SLT, row, ir.i(s.m))?;
+            ir.if_else(
+                inside,
+                &mut |ir| {
+                    let x = ir
+                        .b
+                        .build_extract_element(v, ir.cx.i32_type().const_int(l as u64, false), "e")
+                        .m()?
+                        .into_float_value();
+                    let at = ir.mul(row, ir.i(s.ldc))?;
+                    let y = self.tail().scalar(x, row, ir.i(0), at)?;
+                    ir.store_f32(self.ops.c, at, y)
+                },
+                &mut |_| Ok(()),
+            )?;
+        }
+        Ok(())
     }
 
     /// `C[r0..r0 + rows, 0]`: dot products of A's rows with B's column, a vector of k at

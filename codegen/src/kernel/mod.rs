@@ -38,12 +38,9 @@ pub enum Body {
     Gemm(GemmSpec),
     /// A product with a single row or column, same parameters as `Gemm`, no packing:
     /// for `m < MR` each parallel unit is [`Tiling::gemv_cols`] columns of C (all its rows),
-    /// else (`n == 1`, B contiguous) each unit is [`GEMV_ROWS`] rows of C.
+    /// else (`n == 1`, B contiguous) each unit is [`Tiling::gemv_rows`] rows of C.
     Gemv(GemmSpec),
 }
-
-/// Rows of C per parallel unit of a matrix × column-vector product.
-pub const GEMV_ROWS: i64 = 8;
 
 impl GemmSpec {
     /// Whether a `Gemv` body walks rows (n == 1) rather than column blocks.
@@ -54,7 +51,7 @@ impl GemmSpec {
     /// The parallel units of a `Gemv` body.
     pub fn gemv_units(&self) -> i64 {
         let per = if self.gemv_by_rows() {
-            (self.m + GEMV_ROWS - 1) / GEMV_ROWS
+            (self.m + self.tile.gemv_rows() - 1) / self.tile.gemv_rows()
         } else {
             (self.n + self.tile.gemv_cols() - 1) / self.tile.gemv_cols()
         };
@@ -80,8 +77,9 @@ pub struct GemmSpec {
     pub stride_c: i64,
     /// Row ranges the parallel loop also splits over (when there are few column panels).
     pub row_chunks: i64,
-    /// A arrives packed by a prologue step (a weight): MR-row panels, each K deep,
-    /// `Ap[(row / MR · K + k) · MR + row % MR]`, rows past m zero. Gemm bodies only.
+    /// A arrives packed by a prologue step (a weight): W-row panels, each K deep,
+    /// `Ap[(row / W · K + k) · W + row % W]`, rows past m zero; W = MR for Gemm bodies,
+    /// `tile.gemv_rows()` for Gemv bodies by rows (each k then one contiguous vector).
     pub a_packed: bool,
     /// B arrives packed by a prologue step (a weight) in G = `tile.gemv_cols()`-wide column
     /// blocks, each K deep, `Bp[(col / G · K + k) · G + col % G]`, columns past n zero:

@@ -196,6 +196,11 @@ impl Tiling {
         self.kc * self.nc
     }
 
+    /// Rows of C per parallel unit of a matrix × column-vector product: one vector.
+    pub fn gemv_rows(&self) -> i64 {
+        self.lanes
+    }
+
     /// Columns of C per parallel unit of a row-vector × matrix product: four vectors.
     pub fn gemv_cols(&self) -> i64 {
         4 * self.lanes

@@ -174,6 +174,14 @@ fn gemm(
                 spec.b_packed = true;
                 args[1] = pack_b_blocks(b, name, bm, &spec)?;
             }
+            // A weight matrix times a vector streams the weight once per run, often from
+            // memory: packed so each row block is one contiguous stream.
+            if spec.gemv_by_rows() && b.fixed_bufs.contains(&a) && spec.stride_a == 0 {
+                spec.a_packed = true;
+                let rows = spec.tile.gemv_rows();
+                let pname = format!("{name}.apack");
+                args[0] = pack_panels(b, &pname, a, [spec.m, rows, spec.k], [spec.lda, 1])?;
+            }
             b.kernel(name, &args, Body::Gemv(spec.clone()), spec.gemv_units(), 2)?;
         } else {
             super::gemv::small_n(b, name, &args, &spec)?;
