@@ -280,6 +280,15 @@ fn cross_compiles_for_other_cpus() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown CPU `skylake-avx521`"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_oar"))
+        .args(["compile", "examples/convnet.oir", "--target-cpu", "x86-64"])
+        .args(["--target-features", "avx2", "--emit", "asm", "-o"])
+        .arg(&asm)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("target feature `avx2`"), "{err}");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use oar::codegen::cpu::{check_cpu_name, emit, host_cpu, Emit as CpuEmit};
+use oar::codegen::cpu::{check_cpu_name, check_features, emit, host_cpu, Emit as CpuEmit};
 use oar::codegen::kernel::{build_kernels, CpuModel, Tiling};
 use oar::codegen::package::{package, Artifact};
 use std::path::PathBuf;
@@ -60,16 +60,18 @@ pub struct CompileArgs {
     target_features: Option<String>,
 }
 
-/// The CPU to generate code for: the host, or the one named on the command line.
+/// The CPU to generate code for: the host (with its measured caches), or the one named on
+/// the command line.
 fn target_cpu(a: &CompileArgs) -> anyhow::Result<CpuModel> {
-    match &a.target_cpu {
-        None => Ok(host_cpu()?),
-        Some(name) => {
+    let host = host_cpu()?;
+    match (&a.target_cpu, &a.target_features) {
+        (None, _) => Ok(host),
+        (Some(name), None) if *name == host.name => Ok(host),
+        (Some(name), features) => {
             check_cpu_name(name)?;
-            Ok(CpuModel::named(
-                name,
-                a.target_features.as_deref().unwrap_or(""),
-            ))
+            let features = features.as_deref().unwrap_or("");
+            check_features(features)?;
+            Ok(CpuModel::named(name, features))
         }
     }
 }

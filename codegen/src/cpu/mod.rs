@@ -10,7 +10,7 @@ mod lower;
 mod math;
 mod target;
 
-pub use target::{check_cpu_name, host_cpu, target_machine, CpuTarget};
+pub use target::{check_cpu_name, check_features, host_cpu, target_machine, CpuTarget};
 
 use crate::kernel::{Body, Compiled, Kernel};
 use inkwell::context::Context;

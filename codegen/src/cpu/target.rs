@@ -79,6 +79,24 @@ pub fn check_cpu_name(name: &str) -> Result<(), CpuError> {
     }
 }
 
+/// Checks the form of a user-supplied LLVM feature list (`+avx512f,-avx512bw`): LLVM
+/// ignores a malformed entry with only a warning on stderr.
+pub fn check_features(features: &str) -> Result<(), CpuError> {
+    for f in features.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        let name = f.strip_prefix(['+', '-']).unwrap_or("");
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+        if !ok {
+            return Err(CpuError::Target(format!(
+                "target feature `{f}`: expected `+name` or `-name`, e.g. `+avx512f`"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Default, PartialEq)]
 struct Caches {
     l1d: Option<u64>,
@@ -144,6 +162,15 @@ fn count_cpus(list: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feature_lists_must_be_signed_names() {
+        assert!(check_features("+avx512f,-avx512bw").is_ok());
+        assert!(check_features("").is_ok());
+        let e = check_features("+avx2,avx512f").unwrap_err().to_string();
+        assert!(e.contains("`avx512f`") && e.contains("+name"), "{e}");
+        assert!(check_features("+").is_err());
+    }
 
     #[test]
     fn sysfs_cache_sizes_parse() {
