@@ -32,23 +32,45 @@ fn reference(model: &str, inputs: &[oar::runtime::HostTensor]) -> Vec<oar::runti
     run(&g, inputs, &w).unwrap()
 }
 
-#[test]
-fn executable_matches_the_interpreter() {
-    let dir = scratch("exe");
-    let exe = dir.join("lcnet");
-    oar(&["compile", "lcnet_x0_25", "-o", exe.to_str().unwrap()]);
+/// Runs an executable compiled from lcnet_x0_25 on a random input written to `dir`, checks
+/// its output against the interpreter's, and returns the input's path.
+fn check_lcnet_executable(exe: &Path, dir: &Path, seed: u64) -> std::path::PathBuf {
     let g = oar::load_graph("lcnet_x0_25").unwrap();
-    let x = random_inputs(&g, &BTreeMap::from([("N".into(), 1)]), 3);
-    let xp = dir.join("x.npy");
+    let x = random_inputs(&g, &BTreeMap::from([("N".into(), 1)]), seed);
+    let (xp, yp) = (dir.join("x.npy"), dir.join("y.npy"));
     write_npy(&xp, &x[0]).unwrap();
-    let yp = dir.join("y.npy");
-    let st = Command::new(&exe)
+    let st = Command::new(exe)
         .args(["--input", xp.to_str().unwrap(), "-o", yp.to_str().unwrap()])
         .status()
         .unwrap();
     assert!(st.success());
     let e = rel_err(&read_npy(&yp).unwrap(), &reference("lcnet_x0_25", &x)[0]);
     assert!(e <= TOL, "rel err {e:.2e}");
+    xp
+}
+
+/// `examples/convnet.oir` compiled to assembly for `cpu`.
+fn convnet_asm(dir: &Path, cpu: &str) -> String {
+    let asm = dir.join(format!("{cpu}.s"));
+    oar(&[
+        "compile",
+        "examples/convnet.oir",
+        "--emit",
+        "asm",
+        "--target-cpu",
+        cpu,
+        "-o",
+        asm.to_str().unwrap(),
+    ]);
+    std::fs::read_to_string(&asm).unwrap()
+}
+
+#[test]
+fn executable_matches_the_interpreter() {
+    let dir = scratch("exe");
+    let exe = dir.join("lcnet");
+    oar(&["compile", "lcnet_x0_25", "-o", exe.to_str().unwrap()]);
+    let xp = check_lcnet_executable(&exe, &dir, 3);
     // --bench prints percentiles.
     let out = Command::new(&exe)
         .args(["--input", xp.to_str().unwrap(), "--bench", "5"])
@@ -216,21 +238,10 @@ fn emits_are_readable() {
 #[test]
 fn cross_compiles_for_other_cpus() {
     let dir = scratch("cross");
-    let asm = dir.join("skx.s");
-    oar(&[
-        "compile",
-        "examples/convnet.oir",
-        "--emit",
-        "asm",
-        "--target-cpu",
-        "skylake-avx512",
-        "-o",
-        asm.to_str().unwrap(),
-    ]);
-    let text = std::fs::read_to_string(&asm).unwrap();
+    let text = convnet_asm(&dir, "skylake-avx512");
     assert!(text.contains("vfmadd231ps\t%zmm"), "no AVX-512 FMA");
     let exe = dir.join("lcnet-x86-64");
-    let out = oar(&[
+    oar(&[
         "compile",
         "lcnet_x0_25",
         "--target-cpu",
@@ -238,34 +249,13 @@ fn cross_compiles_for_other_cpus() {
         "-o",
         exe.to_str().unwrap(),
     ]);
-    assert!(out.status.success());
-    let g = oar::load_graph("lcnet_x0_25").unwrap();
-    let x = random_inputs(&g, &BTreeMap::from([("N".into(), 1)]), 4);
-    let (xp, yp) = (dir.join("x.npy"), dir.join("y.npy"));
-    write_npy(&xp, &x[0]).unwrap();
-    let st = Command::new(&exe)
-        .args(["--input", xp.to_str().unwrap(), "-o", yp.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let e = rel_err(&read_npy(&yp).unwrap(), &reference("lcnet_x0_25", &x)[0]);
-    assert!(e <= TOL, "rel err {e:.2e}");
-    let base_asm = dir.join("base.s");
-    oar(&[
-        "compile",
-        "examples/convnet.oir",
-        "--emit",
-        "asm",
-        "--target-cpu",
-        "x86-64",
-        "-o",
-        base_asm.to_str().unwrap(),
-    ]);
-    let text = std::fs::read_to_string(&base_asm).unwrap();
+    check_lcnet_executable(&exe, &dir, 4);
+    let text = convnet_asm(&dir, "x86-64");
     assert!(
         !text.contains("ymm") && !text.contains("vfmadd"),
         "not baseline code"
     );
+    let asm = dir.join("rejected.s");
     // A misspelt CPU is an error naming it, not LLVM's silent fallback to baseline code.
     let out = Command::new(env!("CARGO_BIN_EXE_oar"))
         .args([

@@ -97,8 +97,11 @@ pub fn run(a: CompileArgs) -> anyhow::Result<()> {
         graph = super::run::optimize(graph, &a.pipeline, &bindings)?;
     }
     let cpu = target_cpu(&a)?;
-    let tiling = Tiling::for_cpu(&cpu);
-    bar.set_message(format!("building kernels for {} ({tiling})", cpu.name));
+    bar.set_message(format!(
+        "building kernels for {} ({})",
+        cpu.name,
+        Tiling::for_cpu(&cpu)
+    ));
     let compiled = build_kernels(&graph, &bindings, &cpu)?;
     let input_names: Vec<String> = graph
         .inputs()

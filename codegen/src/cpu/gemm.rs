@@ -129,6 +129,19 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
     Ok(f)
 }
 
+/// Where one tile of C is stored and how: its first row and column, its valid rows and
+/// columns (fewer at the edges), and whether this depth panel is the first (C not yet
+/// written) and the last (apply the epilogue).
+#[derive(Clone, Copy)]
+struct TileAt<'ctx> {
+    row: IntValue<'ctx>,
+    col: IntValue<'ctx>,
+    mr: IntValue<'ctx>,
+    nr: IntValue<'ctx>,
+    first: IntValue<'ctx>,
+    last: IntValue<'ctx>,
+}
+
 struct Gemm<'a, 'b, 'ctx> {
     ir: &'a Ir<'b, 'ctx>,
     s: &'a GemmSpec,
@@ -270,8 +283,6 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
             lanes,
             ..
         } = self.s.tile;
-        // Vectors per tile row.
-        let vpr = (tnr / lanes) as usize;
         let mr = ir.min(ir.i(tmr), ir.sub(self.m, row)?)?;
         let nr = ir.min(ir.i(tnr), ir.sub(nc, jr)?)?;
         let col = ir.add(jc, jr)?;
@@ -316,33 +327,32 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         }
         // A tail panel at most one vector wide (n = 49 leaves one column): a tile of one
         // vector per row, half the work of a full-width one.
+        let tile = TileAt {
+            row,
+            col,
+            mr,
+            nr,
+            first,
+            last,
+        };
         let narrow = ir.icmp(IntPredicate::SLE, nr, ir.i(lanes))?;
         ir.if_else(
             narrow,
             &mut |_| {
                 let acc = self.kloop(1, (apanels, ap), b_panel, kc)?;
-                self.store_edge(&acc, 1, row, col, mr, nr, first, last)
+                self.store_edge(&acc, 1, tile)
             },
             &mut |_| {
+                let vpr = self.s.tile.vectors_per_row();
                 let acc = self.kloop(vpr, (apanels, ap), b_panel, kc)?;
-                self.store_tile(&acc, row, col, mr, nr, first, last)
+                self.store_tile(&acc, tile)
             },
         )
     }
 
     /// Stores a full-width tile's accumulators: vector stores for full tiles (the first
     /// depth panel skips reading C) and for rows of full-width tiles, the edge path else.
-    #[allow(clippy::too_many_arguments)]
-    fn store_tile(
-        &self,
-        acc: &[VectorValue<'ctx>],
-        row: IntValue<'ctx>,
-        col: IntValue<'ctx>,
-        mr: IntValue<'ctx>,
-        nr: IntValue<'ctx>,
-        first: IntValue<'ctx>,
-        last: IntValue<'ctx>,
-    ) -> R<()> {
+    fn store_tile(&self, acc: &[VectorValue<'ctx>], tile: TileAt<'ctx>) -> R<()> {
         let ir = self.ir;
         let Tiling {
             mr: tmr,
@@ -350,7 +360,15 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
             lanes,
             ..
         } = self.s.tile;
-        let vpr = (tnr / lanes) as usize;
+        let vpr = self.s.tile.vectors_per_row();
+        let TileAt {
+            row,
+            col,
+            mr,
+            nr,
+            first,
+            last,
+        } = tile;
         let full =
             ir.b.build_and(
                 ir.icmp(IntPredicate::EQ, mr, ir.i(tmr))?,
@@ -412,7 +430,7 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
             },
             &mut |ir| {
                 ir.if_else(wide, &mut |ir| store_wide(ir), &mut |_| {
-                    self.store_edge(acc, vpr, row, col, mr, nr, first, last)
+                    self.store_edge(acc, vpr, tile)
                 })
             },
         )
@@ -490,19 +508,16 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
 
     /// Tiles at the right edge (`vpr` vectors per row): through a stack tile, element by
     /// element.
-    #[allow(clippy::too_many_arguments)]
-    fn store_edge(
-        &self,
-        acc: &[VectorValue<'ctx>],
-        vpr: usize,
-        row: IntValue<'ctx>,
-        col: IntValue<'ctx>,
-        mr: IntValue<'ctx>,
-        nr: IntValue<'ctx>,
-        first: IntValue<'ctx>,
-        last: IntValue<'ctx>,
-    ) -> R<()> {
+    fn store_edge(&self, acc: &[VectorValue<'ctx>], vpr: usize, tile: TileAt<'ctx>) -> R<()> {
         let ir = self.ir;
+        let TileAt {
+            row,
+            col,
+            mr,
+            nr,
+            first,
+            last,
+        } = tile;
         let lanes = self.s.tile.lanes;
         let stride = ir.i(vpr as i64 * lanes);
         for (q, a) in acc.iter().enumerate() {

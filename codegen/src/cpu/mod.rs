@@ -43,6 +43,7 @@ pub fn build_module<'ctx>(
     t: &CpuTarget,
 ) -> Result<Module<'ctx>, CpuError> {
     let kernels: &[Kernel] = &compiled.kernels;
+    let lanes = compiled.tiling().lanes as u32;
     let module = cx.create_module("oar_kernels");
     module.set_triple(&t.machine.get_triple());
     module.set_data_layout(&t.machine.get_target_data().get_data_layout());
@@ -53,7 +54,7 @@ pub fn build_module<'ctx>(
         .fn_type(&[p.into(), i.into(), i.into(), p.into()], false);
     for k in kernels {
         let f = module.add_function(&k.name, sig, None);
-        let ir = Ir::new(cx, &module, f, compiled.tiling.lanes as u32);
+        let ir = Ir::new(cx, &module, f, lanes);
         let res = match &k.body {
             Body::Loops(stmts) => lower::lower_loops(&ir, k, stmts),
             Body::Gemm(s) => gemm::lower_gemm_kernel(&ir, k, s),

@@ -196,6 +196,11 @@ impl Tiling {
         self.kc * self.nc
     }
 
+    /// Vectors in one row of the micro-tile.
+    pub fn vectors_per_row(&self) -> usize {
+        (self.nr / self.lanes) as usize
+    }
+
     /// Rows of C per parallel unit of a matrix × column-vector product: one vector.
     pub fn gemv_rows(&self) -> i64 {
         self.lanes

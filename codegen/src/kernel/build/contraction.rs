@@ -3,6 +3,7 @@
 //! a buffer and then GEMM; depthwise convolutions get a direct kernel. Bias, residual and
 //! the common activations are applied by the GEMM as it stores.
 
+use super::padded::PaddedPlane;
 use super::pointwise::{map, unary_expr};
 use super::{Arg, Builder};
 use crate::kernel::{BiasMode, Body, Cond, Expr, GemmAct, GemmSpec, IExpr, Stmt};
@@ -178,9 +179,7 @@ fn gemm(
             // memory: packed so each row block is one contiguous stream.
             if spec.gemv_by_rows() && b.fixed_bufs.contains(&a) && spec.stride_a == 0 {
                 spec.a_packed = true;
-                let rows = spec.tile.gemv_rows();
-                let pname = format!("{name}.apack");
-                args[0] = pack_panels(b, &pname, a, [spec.m, rows, spec.k], [spec.lda, 1])?;
+                args[0] = pack_a_panels(b, name, a, &spec, spec.tile.gemv_rows())?;
             }
             b.kernel(name, &args, Body::Gemv(spec.clone()), spec.gemv_units(), 2)?;
         } else {
@@ -190,7 +189,7 @@ fn gemm(
         // A weight operand is packed once, in the prologue, instead of on every call.
         let a = if b.fixed_bufs.contains(&a) && spec.stride_a == 0 {
             spec.a_packed = true;
-            pack_a_panels(b, name, a, &spec)?
+            pack_a_panels(b, name, a, &spec, spec.tile.mr)?
         } else {
             a
         };
@@ -263,11 +262,18 @@ fn pack_b_blocks(b: &mut Builder, name: &str, bm: usize, s: &GemmSpec) -> Result
     pack_panels(b, &name, bm, [s.n, s.tile.gemv_cols(), s.k], [1, s.ldb])
 }
 
-/// A (m × k, row stride lda) copied into the micro-kernel's MR-row panel layout (see
-/// [`GemmSpec::a_packed`]) by a prologue step; returns the packed buffer.
-fn pack_a_panels(b: &mut Builder, name: &str, a: usize, s: &GemmSpec) -> Result<usize, String> {
+/// A (m × k, row stride lda) copied into `width`-row panels (see [`GemmSpec::a_packed`]:
+/// MR for the GEMM's micro-kernel, one vector for a GEMV by rows) by a prologue step;
+/// returns the packed buffer.
+fn pack_a_panels(
+    b: &mut Builder,
+    name: &str,
+    a: usize,
+    s: &GemmSpec,
+    width: i64,
+) -> Result<usize, String> {
     let name = format!("{name}.apack");
-    pack_panels(b, &name, a, [s.m, s.tile.mr, s.k], [s.lda, 1])
+    pack_panels(b, &name, a, [s.m, width, s.k], [s.lda, 1])
 }
 
 /// A prologue step copying a matrix into panels: `[len, width, depth]` cuts the axis of
@@ -480,44 +486,12 @@ fn conv(
         let cc = rc.clone().div(kh * kw);
         let ki = rc.clone().div(kw).rem(kh);
         let kj = rc.rem(kw);
-        // Read from a zero-padded copy of the input: no bounds checks in the gather. The
-        // copy's border is never written, so it stays zero across runs.
-        let (pt, pl) = (c.padding[0] as i64, c.padding[1] as i64);
-        let (hp, wp) = (h + pt + c.padding[2] as i64, wd + pl + c.padding[3] as i64);
-        let src_buf = if pt + pl + hp - h + wp - wd > 0 {
-            let xp = b.temp(&format!("{name}.padded"), &[n, ci, hp, wp], DType::F32);
-            // Only the interior is written: the border must stay zero.
-            b.program.zeroed.push(xp);
-            let (row, q) = (IExpr::v(0), IExpr::v(1));
-            let dst = row
-                .clone()
-                .div(h)
-                .mul(hp * wp)
-                .add(row.clone().rem(h).add(IExpr::c(pt)).mul(wp))
-                .add(q.clone())
-                .add(IExpr::c(pl));
-            let body = vec![Stmt::par(
-                n * ci * h,
-                vec![Stmt::seq(
-                    1,
-                    wd,
-                    vec![Stmt::Store {
-                        buf: 0,
-                        idx: dst,
-                        val: Expr::Load(1, row.mul(wd).add(q)),
-                    }],
-                )],
-            )];
-            b.kernel(
-                &format!("{name}.pad"),
-                &[xp, x.buf],
-                Body::Loops(body),
-                n * ci * h,
-                64,
-            )?;
-            xp
+        // Read from a zero-padded copy of the input: no bounds checks in the gather.
+        let (src_buf, plane_len, wp) = if c.padding.iter().any(|&p| p > 0) {
+            let pp = PaddedPlane::unphased(c, h, wd, kw);
+            (pp.copy_planes(b, name, x.buf, n * ci)?, pp.size(), pp.wq)
         } else {
-            x.buf
+            (x.buf, h * wd, wd)
         };
         let iy = oy
             .clone()
@@ -527,11 +501,7 @@ fn conv(
             .clone()
             .mul(c.stride[1] as i64)
             .add(kj.mul(c.dilation[1] as i64));
-        let src = nn
-            .mul(ci * hp * wp)
-            .add(cc.mul(hp * wp))
-            .add(iy.mul(wp))
-            .add(ix);
+        let src = nn.mul(ci).add(cc).mul(plane_len).add(iy.mul(wp)).add(ix);
         let dst = r.clone().mul(oh * ow).add(oy.mul(ow)).add(ox);
         let body = vec![Stmt::par(
             n * kk,

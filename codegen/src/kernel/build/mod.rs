@@ -22,7 +22,13 @@ pub struct Compiled {
     pub kernels: Vec<Kernel>,
     /// The CPU the kernels are shaped for (object files and assembly target it).
     pub cpu: CpuModel,
-    pub tiling: Tiling,
+}
+
+impl Compiled {
+    /// The GEMM blocking the kernels were built with.
+    pub fn tiling(&self) -> Tiling {
+        Tiling::for_cpu(&self.cpu)
+    }
 }
 
 /// Why a graph could not be compiled.
@@ -408,7 +414,6 @@ pub fn build_kernels(
         program: b.program,
         kernels: b.kernels,
         cpu: cpu.clone(),
-        tiling: b.tiling,
     })
 }
 

@@ -32,22 +32,32 @@ impl PaddedPlane {
     /// The layout for an `h × wd` input under `c` with a window `kw` wide; `None` for
     /// strides other than 1 and 2, or stride 2 with dilation.
     pub fn new(c: &ConvAttrs, h: i64, wd: i64, kw: i64) -> Option<PaddedPlane> {
-        let (py, px) = (c.padding[0] as i64, c.padding[1] as i64);
-        let hp = h + py + c.padding[2] as i64;
-        let wp = wd + px + c.padding[3] as i64;
-        let (dy, dx) = (c.dilation[0] as i64, c.dilation[1] as i64);
         let phased = match (c.stride, c.dilation) {
             ([1, 1], _) => false,
             ([2, 2], [1, 1]) => true,
             _ => return None,
         };
+        Some(Self::layout(c, h, wd, kw, phased))
+    }
+
+    /// The plane with its padding, unsplit, whatever the stride: for kernels that index
+    /// the padded rows themselves (`wq` is then the padded width).
+    pub fn unphased(c: &ConvAttrs, h: i64, wd: i64, kw: i64) -> PaddedPlane {
+        Self::layout(c, h, wd, kw, false)
+    }
+
+    fn layout(c: &ConvAttrs, h: i64, wd: i64, kw: i64, phased: bool) -> PaddedPlane {
+        let (py, px) = (c.padding[0] as i64, c.padding[1] as i64);
+        let hp = h + py + c.padding[2] as i64;
+        let wp = wd + px + c.padding[3] as i64;
+        let (dy, dx) = (c.dilation[0] as i64, c.dilation[1] as i64);
         let (wq, pz, phases) = if phased {
             let (hq, wq) = ((hp + 1) / 2, (wp + 1) / 2);
             (wq, hq * wq + wq + 8, 4)
         } else {
             (wp, hp * wp + (kw - 1) * dx + 8, 1)
         };
-        Some(PaddedPlane {
+        PaddedPlane {
             phased,
             wq,
             pz,
@@ -59,7 +69,7 @@ impl PaddedPlane {
             wp,
             dy,
             dx,
-        })
+        }
     }
 
     /// Floats in one padded plane.
@@ -132,9 +142,40 @@ impl PaddedPlane {
         parts
     }
 
-    /// Input rows per plane.
-    pub fn rows(&self) -> i64 {
-        self.h
+    /// A kernel copying `planes` consecutive `h × wd` planes of buffer `x`
+    /// into a temp of this layout, one input row per parallel iteration; returns the temp.
+    /// The temp is zeroed once and its borders are never written, so they stay zero.
+    pub fn copy_planes(
+        &self,
+        b: &mut Builder,
+        name: &str,
+        x: usize,
+        planes: i64,
+    ) -> Result<usize, String> {
+        let xp = b.temp(
+            &format!("{name}.padded"),
+            &[planes, self.size()],
+            DType::F32,
+        );
+        b.program.zeroed.push(xp);
+        let row = IExpr::v(0);
+        let plane = row.clone().div(self.h);
+        let copy = self.copy_row(
+            row.clone().rem(self.h),
+            1,
+            (1, row.mul(self.wd)),
+            (0, plane.mul(self.size())),
+        );
+        let rows = planes * self.h;
+        let body = vec![Stmt::par(rows, copy)];
+        b.kernel(
+            &format!("{name}.pad"),
+            &[xp, x],
+            Body::Loops(body),
+            rows,
+            32,
+        )?;
+        Ok(xp)
     }
 }
 
@@ -166,25 +207,8 @@ pub(super) fn small_window_conv(
     let Some(pp) = PaddedPlane::new(c, h, wd, kw) else {
         return Ok(false);
     };
-    // 1. The padded (phase-split) copy, one input row per parallel iteration.
-    let xp = b.temp(&format!("{name}.padded"), &[n * ci, pp.size()], DType::F32);
-    b.program.zeroed.push(xp);
-    let row = IExpr::v(0);
-    let plane = row.clone().div(pp.rows());
-    let copy = pp.copy_row(
-        row.clone().rem(pp.rows()),
-        1,
-        (1, row.mul(wd)),
-        (0, plane.mul(pp.size())),
-    );
-    let body = vec![Stmt::par(n * ci * h, copy)];
-    b.kernel(
-        &format!("{name}.pad"),
-        &[xp, x.buf],
-        Body::Loops(body),
-        n * ci * h,
-        32,
-    )?;
+    // 1. The padded (phase-split) copy.
+    let xp = pp.copy_planes(b, name, x.buf, n * ci)?;
     // 2. out[n, o, oy, ox] = act(Σ_{c, ki, kj} P[n, c][oy·wq + ox + tap] · w[o, c, ki, kj]
     //    + bias + residual), one output plane per parallel iteration. (Blocks of four
     //    output channels sharing each input load measured slower: their 108 weights spill.)
