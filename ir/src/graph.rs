@@ -2,6 +2,7 @@
 //! constants and outputs, and the meshes its distribution attributes refer to.
 
 use crate::dist::{DeviceRef, OpDist, ProcessMesh};
+use crate::mode::ExecMode;
 use crate::op::{infer_types, InferCtx, Op};
 use crate::types::TensorType;
 use serde::{Deserialize, Serialize};
@@ -97,9 +98,16 @@ pub struct Graph {
     /// Bodies of `fused` nodes, by name (graphs without meshes or functions of their own).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub functions: BTreeMap<String, Graph>,
+    /// Inference or training (see [`crate::mode`]).
+    #[serde(default, skip_serializing_if = "is_inference")]
+    pub mode: ExecMode,
     nodes: Vec<Node>,
     inputs: Vec<NodeId>,
     outputs: Vec<ValueRef>,
+}
+
+fn is_inference(m: &ExecMode) -> bool {
+    *m == ExecMode::Inference
 }
 
 impl Graph {

@@ -3,7 +3,7 @@
 
 use crate::{canonicalize, eqsat, fuse, memory};
 use oar_ir::cluster::DeviceSpec;
-use oar_ir::Graph;
+use oar_ir::{ExecMode, Graph};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,8 @@ pub struct PassContext {
     pub bindings: BTreeMap<String, u64>,
     /// Run the verifier after every pass.
     pub verify: bool,
+    /// Inference or training: what the passes may assume (parameters constant, dropout).
+    pub mode: ExecMode,
 }
 
 impl PassContext {
@@ -25,6 +27,7 @@ impl PassContext {
             device,
             bindings: BTreeMap::new(),
             verify: cfg!(debug_assertions),
+            mode: ExecMode::Inference,
         }
     }
 
