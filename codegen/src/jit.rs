@@ -3,9 +3,11 @@
 use crate::cpu::{host_cpu, jit, CpuError, JitKernels};
 use crate::kernel::{build_kernels, BuildError, CpuModel};
 use oar_ir::Graph;
+use oar_runtime::comm::Communicator;
 use oar_runtime::program::{ExecError, Executor};
 use oar_runtime::{HostTensor, Weights};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Why a graph could not be compiled or run.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,27 @@ impl JitModel {
         let compiled = build_kernels(g, bindings, cpu)?;
         let code = jit(&compiled)?;
         let exec = Executor::new(compiled.program, code.kernels.clone(), weights, threads)?;
+        Ok(JitModel { exec, _code: code })
+    }
+
+    /// Compiles one rank's graph (collectives, send/recv) for this CPU; its communicating
+    /// steps go through `comm`.
+    pub fn on_rank(
+        g: &Graph,
+        bindings: &BTreeMap<String, u64>,
+        weights: &Weights,
+        threads: usize,
+        comm: Arc<dyn Communicator>,
+    ) -> Result<JitModel, CompileError> {
+        let compiled = build_kernels(g, bindings, &host_cpu()?)?;
+        let code = jit(&compiled)?;
+        let exec = Executor::with_communicator(
+            compiled.program,
+            code.kernels.clone(),
+            weights,
+            threads,
+            comm,
+        )?;
         Ok(JitModel { exec, _code: code })
     }
 

@@ -31,6 +31,11 @@ pub enum PackageError {
     Io(String, std::io::Error),
     #[error("the C compiler failed ({cc}):\n{stderr}")]
     Link { cc: String, stderr: String },
+    #[error(
+        "step {step} is a collective or send/recv: the packaged executor runs one rank \
+         without a communicator; run per-rank programs in process (Executor::with_communicator)"
+    )]
+    Communicates { step: usize },
 }
 
 /// Files produced.
@@ -70,6 +75,9 @@ pub fn package(
     out: &Path,
 ) -> Result<Packaged, PackageError> {
     let p = &c.program;
+    if let Some(step) = p.steps.iter().position(|s| s.communicates()) {
+        return Err(PackageError::Communicates { step });
+    }
     // Weights and constants blobs, 64-byte aligned offsets.
     let mut blob = Vec::new();
     let mut consts = Vec::new();
@@ -144,14 +152,16 @@ pub fn package(
     );
     let mut args = Vec::new();
     for s in &p.steps {
+        // Checked above: every step is a kernel call.
+        let Some(k) = s.kernel_call() else { continue };
         let _ = writeln!(
             t,
             "  {{{}, {}, {}, {}, {}}},",
-            s.kernel,
+            k.kernel,
             s.args.len(),
             args.len(),
-            s.extent,
-            s.grain
+            k.extent,
+            k.grain
         );
         args.extend(s.args.iter().map(|a| a.to_string()));
     }

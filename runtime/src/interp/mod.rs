@@ -239,9 +239,19 @@ fn eval(
             Some(c) => one(collective::run(&node.op, ins[0], cx.meshes, c)),
             None => err("collectives need a communicator: run per-rank graphs with run_on_rank"),
         },
-        Op::Send { .. } | Op::Recv { .. } => {
-            err("send/recv need the pipeline runtime, which this interpreter does not provide")
-        }
+        Op::Send { peer } => match cx.comm {
+            Some(c) => collective::send(*peer, ins[0], c).map(|()| vec![]),
+            None => err("send needs a communicator: run per-rank graphs with run_on_rank"),
+        },
+        Op::Recv { peer } => match cx.comm {
+            Some(c) => one(collective::recv(
+                *peer,
+                node.outputs[0].dtype,
+                &out_shapes[0],
+                c,
+            )),
+            None => err("recv needs a communicator: run per-rank graphs with run_on_rank"),
+        },
     };
     let outs = res.map_err(|message| InterpError::Node {
         node: node.name.clone(),
@@ -281,7 +291,7 @@ pub fn run(
     run_with(graph, inputs, weights, &cx)
 }
 
-/// Runs one rank's graph; its collectives go through `comm`.
+/// Runs one rank's graph; its collectives and send/recv go through `comm`.
 pub fn run_on_rank(
     graph: &Graph,
     inputs: &[HostTensor],

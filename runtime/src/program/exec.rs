@@ -1,8 +1,10 @@
 //! Runs a [`Program`]: allocates its buffers (64-byte aligned), loads weights and
 //! constants once, then per call copies the inputs in, runs the kernels in order (each
-//! split across the pool's threads) and copies the outputs out.
+//! split across the pool's threads) and copies the outputs out. Collective and send/recv
+//! steps go through the communicator given at construction.
 
-use super::{BufferRole, KernelFn, Program, ThreadPool};
+use super::{BufferRole, KernelFn, Program, StepKind, ThreadPool};
+use crate::comm::{shaped, CommError, Communicator};
 use crate::io::weights::Weights;
 use crate::tensor::{HostTensor, TensorData};
 use oar_ir::DType;
@@ -23,6 +25,23 @@ pub enum ExecError {
     },
     #[error("buffer `{0}` has dtype {1}, which the executor does not hold")]
     Dtype(String, DType),
+    #[error(
+        "step {step} ({what}) moves data between ranks: build the executor with a \
+         communicator (Executor::with_communicator)"
+    )]
+    NoCommunicator { step: usize, what: &'static str },
+    #[error("step {step} ({what}): {message}")]
+    Step {
+        step: usize,
+        what: &'static str,
+        message: String,
+    },
+    #[error("step {step} ({what}): {source}")]
+    Comm {
+        step: usize,
+        what: &'static str,
+        source: CommError,
+    },
 }
 
 /// Each step's kernel name and wall time in seconds.
@@ -73,6 +92,19 @@ pub struct Executor {
     pool: ThreadPool,
     /// Input buffer ids in graph-input order.
     inputs: Vec<usize>,
+    comm: Option<Arc<dyn Communicator>>,
+    /// Per step, the global ranks of its collective's group (empty for other steps).
+    groups: Vec<Vec<u64>>,
+}
+
+/// What a step is, for messages and profiles.
+fn step_what(kind: &StepKind) -> &'static str {
+    match kind {
+        StepKind::Kernel(_) => "kernel",
+        StepKind::Collective { op, .. } => op.name(),
+        StepKind::Send { .. } => "send",
+        StepKind::Recv { .. } => "recv",
+    }
 }
 
 /// A tensor's elements as the bytes the kernels read (host byte order), borrowed where the
@@ -90,12 +122,67 @@ fn tensor_bytes(t: &HostTensor, want: DType) -> Option<std::borrow::Cow<'_, [u8]
 }
 
 impl Executor {
+    /// Binds a program without collective or send/recv steps to its kernels and weights.
     pub fn new(
         program: Program,
         kernels: Vec<KernelFn>,
         weights: &Weights,
         threads: usize,
     ) -> Result<Executor, ExecError> {
+        Self::build(program, kernels, weights, threads, None)
+    }
+
+    /// As [`Executor::new`], for one rank's program: its collective and send/recv steps go
+    /// through `comm`, whose rank picks this rank's groups.
+    pub fn with_communicator(
+        program: Program,
+        kernels: Vec<KernelFn>,
+        weights: &Weights,
+        threads: usize,
+        comm: Arc<dyn Communicator>,
+    ) -> Result<Executor, ExecError> {
+        Self::build(program, kernels, weights, threads, Some(comm))
+    }
+
+    fn build(
+        program: Program,
+        kernels: Vec<KernelFn>,
+        weights: &Weights,
+        threads: usize,
+        comm: Option<Arc<dyn Communicator>>,
+    ) -> Result<Executor, ExecError> {
+        let mut groups = Vec::with_capacity(program.steps.len());
+        for (i, step) in program.steps.iter().enumerate() {
+            let what = step_what(&step.kind);
+            if !step.communicates() {
+                groups.push(Vec::new());
+                continue;
+            }
+            let c = comm
+                .as_ref()
+                .ok_or(ExecError::NoCommunicator { step: i, what })?;
+            let fail = |message: String| ExecError::Step {
+                step: i,
+                what,
+                message,
+            };
+            if i < program.prologue {
+                return Err(fail("a step that communicates cannot run in the prologue".into()));
+            }
+            let want = match step.kind {
+                StepKind::Collective { .. } => 2,
+                _ => 1,
+            };
+            if step.args.len() != want || step.args.iter().any(|&b| b >= program.buffers.len()) {
+                return Err(fail(format!("names buffers {:?}", step.args)));
+            }
+            groups.push(match &step.kind {
+                StepKind::Collective { mesh, axis, .. } => {
+                    shaped::mesh_group(mesh, *axis, c.rank()).map_err(fail)?.0
+                }
+                _ => Vec::new(),
+            });
+        }
         if kernels.len() != program.kernels.len() {
             return Err(ExecError::Kernels {
                 got: kernels.len(),
@@ -161,8 +248,10 @@ impl Executor {
             scratch,
             pool,
             inputs,
+            comm,
+            groups,
         };
-        exec.run_steps(0..exec.program.prologue, None);
+        exec.run_steps(0..exec.program.prologue, None)?;
         Ok(exec)
     }
 
@@ -190,9 +279,10 @@ impl Executor {
     }
 
     /// Runs the program on whatever the input buffers hold (see [`Executor::input_f32_mut`]).
-    pub fn run_bound(&mut self) {
+    /// Only a step that communicates can fail.
+    pub fn run_bound(&mut self) -> Result<(), ExecError> {
         let steps = self.program.prologue..self.program.steps.len();
-        self.run_steps(steps, None);
+        self.run_steps(steps, None)
     }
 
     /// Runs the program on `inputs` (graph-input order).
@@ -250,7 +340,7 @@ impl Executor {
             self.buffers[id].bytes_mut().copy_from_slice(&bytes);
         }
         let steps = self.program.prologue..self.program.steps.len();
-        self.run_steps(steps, times);
+        self.run_steps(steps, times)?;
         Ok(self
             .program
             .outputs
@@ -260,34 +350,85 @@ impl Executor {
     }
 
     /// Runs `steps` in order, each split across the pool; with `times`, records each one.
-    fn run_steps(&mut self, steps: std::ops::Range<usize>, mut times: Option<&mut StepTimes>) {
+    fn run_steps(
+        &mut self,
+        steps: std::ops::Range<usize>,
+        mut times: Option<&mut StepTimes>,
+    ) -> Result<(), ExecError> {
         let owned: Vec<*mut u8> = self.buffers.iter_mut().map(Buffer::ptr).collect();
         let ptrs: Vec<*mut u8> = (0..owned.len())
             .map(|b| owned[self.program.owner(b)])
             .collect();
         let scratch: Vec<*mut u8> = self.scratch.iter_mut().map(Buffer::ptr).collect();
         let threads = self.pool.threads();
-        for step in &self.program.steps[steps] {
+        for i in steps {
+            let step = &self.program.steps[i];
             let started = times.as_ref().map(|_| std::time::Instant::now());
+            let Some(call) = step.kernel_call() else {
+                self.communicate(i, &ptrs)?;
+                if let (Some(t), Some(s)) = (times.as_mut(), started) {
+                    t.push((step_what(&step.kind).into(), s.elapsed().as_secs_f64()));
+                }
+                continue;
+            };
             let args: Vec<*mut u8> = step.args.iter().map(|&b| ptrs[b]).collect();
-            let f = self.kernels[step.kernel];
-            let parts = if threads > 1 && step.extent >= 2 * step.grain.max(1) {
-                threads.min((step.extent / step.grain.max(1)) as usize)
+            let f = self.kernels[call.kernel];
+            let parts = if threads > 1 && call.extent >= 2 * call.grain.max(1) {
+                threads.min((call.extent / call.grain.max(1)) as usize)
             } else {
                 1
             };
             if parts <= 1 {
-                unsafe { f(args.as_ptr(), 0, step.extent, scratch[0]) };
+                unsafe { f(args.as_ptr(), 0, call.extent, scratch[0]) };
             } else {
-                self.dispatch(f, &args, &scratch, parts, step.extent);
+                self.dispatch(f, &args, &scratch, parts, call.extent);
             }
             if let (Some(t), Some(s)) = (times.as_mut(), started) {
                 t.push((
-                    self.program.kernels[step.kernel].clone(),
+                    self.program.kernels[call.kernel].clone(),
                     s.elapsed().as_secs_f64(),
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Runs step `i`, a collective or a send/recv, on the buffers at `ptrs`.
+    fn communicate(&self, i: usize, ptrs: &[*mut u8]) -> Result<(), ExecError> {
+        let step = &self.program.steps[i];
+        let what = step_what(&step.kind);
+        let comm = self
+            .comm
+            .as_deref()
+            .ok_or(ExecError::NoCommunicator { step: i, what })?;
+        let decl = |k: usize| &self.program.buffers[step.args[k]];
+        // Safety: `build` checked the step names existing buffers; a collective's input and
+        // output are live at the same step, so the storage plan gives them disjoint memory.
+        let bytes = |k: usize| unsafe {
+            std::slice::from_raw_parts(ptrs[step.args[k]].cast_const(), decl(k).bytes())
+        };
+        let bytes_mut =
+            |k: usize| unsafe { std::slice::from_raw_parts_mut(ptrs[step.args[k]], decl(k).bytes()) };
+        let elem = decl(0).dtype.size_bytes() as usize;
+        let res = match &step.kind {
+            StepKind::Collective { op, shape, .. } => shaped::run(
+                comm,
+                &self.groups[i],
+                op,
+                shape,
+                elem,
+                bytes(0),
+                bytes_mut(1),
+            ),
+            StepKind::Send { peer } => comm.send(*peer, bytes(0)),
+            StepKind::Recv { peer } => comm.recv(*peer, bytes_mut(0)),
+            StepKind::Kernel(_) => Ok(()),
+        };
+        res.map_err(|source| ExecError::Comm {
+            step: i,
+            what,
+            source,
+        })
     }
 
     fn dispatch(

@@ -1,6 +1,7 @@
 //! `Program`: what a compiled graph is at run time — buffers and kernel calls in order — and
 //! the executor that runs it on CPU threads. Kernels arrive as C-ABI function pointers (from
-//! a JIT or a loaded object); the runtime never links LLVM.
+//! a JIT or a loaded object); the runtime never links LLVM. Per-rank programs also hold
+//! collective and send/recv steps, which the executor runs through a `Communicator`.
 
 mod exec;
 mod pool;
@@ -9,7 +10,8 @@ mod storage;
 pub use exec::{ExecError, Executor};
 pub use pool::ThreadPool;
 
-use oar_ir::DType;
+pub use crate::comm::shaped::Collective;
+use oar_ir::{DType, ProcessMesh};
 
 /// Every kernel has this signature: buffer pointers in `Step::args` order, the slice
 /// `[begin, end)` of its parallel extent to run, and a per-thread scratch area.
@@ -44,16 +46,70 @@ impl BufferDecl {
     }
 }
 
-/// One kernel call.
+/// One step of a program: what it does and the buffers it names (kernel parameters in
+/// order; `[input, output]` for a collective; `[input]` for a send; `[output]` for a recv).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
+    pub kind: StepKind,
+    pub args: Vec<usize>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    /// A kernel call.
+    Kernel(KernelCall),
+    /// A collective over the group of this rank along one mesh axis; the executor resolves
+    /// the group from the communicator's rank, so every rank can run the same program.
+    Collective {
+        op: Collective,
+        mesh: ProcessMesh,
+        axis: usize,
+        /// The operand's shape (its buffer may be a view's source, declared otherwise).
+        shape: Vec<usize>,
+    },
+    /// Sends the input buffer to global rank `peer`.
+    Send { peer: u64 },
+    /// Receives the output buffer from global rank `peer`.
+    Recv { peer: u64 },
+}
+
+/// A kernel call's kernel and parallel extent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KernelCall {
     /// Index into the kernel table.
     pub kernel: usize,
-    pub args: Vec<usize>,
     /// The kernel's parallel extent; the executor splits it across threads.
     pub extent: i64,
     /// Smallest slice worth a thread (small kernels run on one).
     pub grain: i64,
+}
+
+impl Step {
+    /// A kernel call on `args`.
+    pub fn kernel(kernel: usize, args: Vec<usize>, extent: i64, grain: i64) -> Step {
+        Step {
+            kind: StepKind::Kernel(KernelCall {
+                kernel,
+                extent,
+                grain,
+            }),
+            args,
+        }
+    }
+
+    /// The kernel call, if this step is one.
+    pub fn kernel_call(&self) -> Option<&KernelCall> {
+        match &self.kind {
+            StepKind::Kernel(k) => Some(k),
+            StepKind::Collective { .. } | StepKind::Send { .. } | StepKind::Recv { .. } => None,
+        }
+    }
+
+    /// Whether the step moves data between ranks (and so needs a communicator).
+    pub fn communicates(&self) -> bool {
+        self.kernel_call().is_none()
+    }
 }
 
 /// A compiled graph.
@@ -65,7 +121,7 @@ pub struct Program {
     /// once, when the program is loaded (BatchNorm folded into weights, weight scaling),
     /// and every run starts after them.
     pub prologue: usize,
-    /// Kernel symbol names, indexed by `Step::kernel`.
+    /// Kernel symbol names, indexed by `KernelCall::kernel`.
     pub kernels: Vec<String>,
     /// Buffers of the graph outputs, in order.
     pub outputs: Vec<usize>,

@@ -1,6 +1,7 @@
 //! Graph → kernels and a [`Program`]: one buffer per value (views alias their source),
 //! weights and constants loaded once, one or more kernels per node.
 
+mod comm;
 mod contraction;
 mod depthwise;
 mod gemv;
@@ -11,7 +12,7 @@ mod pointwise;
 
 use super::{Body, CpuModel, Elem, Kernel, Tiling};
 use oar_ir::op::{Literal, Op};
-use oar_ir::{DType, Graph, ValueRef};
+use oar_ir::{DType, Graph, ProcessMesh, ValueRef};
 use oar_runtime::program::{BufferDecl, BufferRole, Program, Step};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -56,6 +57,8 @@ pub(crate) struct Builder {
     node_fixed: bool,
     /// GEMM blocking for the target CPU.
     pub tiling: Tiling,
+    /// The graph's meshes, which collectives' groups refer to.
+    pub meshes: BTreeMap<String, ProcessMesh>,
 }
 
 /// A value's buffer and static shape, as op builders see it.
@@ -124,12 +127,9 @@ impl Builder {
                 k
             }
         };
-        self.program.steps.push(Step {
-            kernel: k,
-            args: args.to_vec(),
-            extent: extent.max(1),
-            grain: grain.max(1),
-        });
+        self.program
+            .steps
+            .push(Step::kernel(k, args.to_vec(), extent.max(1), grain.max(1)));
         self.step_fixed.push(self.node_fixed);
         Ok(())
     }
@@ -257,6 +257,7 @@ pub fn build_kernels(
         step_fixed: Vec::new(),
         node_fixed: false,
         tiling: Tiling::for_cpu(cpu),
+        meshes: g.meshes.clone(),
     };
     let mut input_index = 0;
     for (id, node) in g.iter() {
@@ -448,6 +449,13 @@ fn lower_node(
         | Op::Gather { .. }
         | Op::GatherElements { .. }
         | Op::Embedding => layout::lower(b, name, op, ins, outs),
+        Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Broadcast { .. }
+        | Op::Send { .. }
+        | Op::Recv { .. } => comm::lower(b, op, ins, outs),
         other => Err(format!("`{}` has no CPU kernel yet", other.name())),
     }
 }
