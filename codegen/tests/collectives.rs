@@ -8,7 +8,7 @@ use oar_codegen::package::{package, Artifact, PackageError};
 use oar_ir::Graph;
 use oar_runtime::comm::{Communicator, LocalComm};
 use oar_runtime::init::init_weights;
-use oar_runtime::program::{ExecError, Executor};
+use oar_runtime::program::{ExecError, Executor, KernelFn};
 use oar_runtime::{run_on_rank, HostTensor, Weights};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -118,11 +118,13 @@ fn check_against_interpreter(graphs: &[Graph], ranks: &[u64], threads: usize) {
             .unwrap_or_else(|e| panic!("interpreter, rank {i}: {e}"))
     });
     let compiled: Vec<Compiled> = graphs.iter().map(compile).collect();
+    // The engines stay on this thread and outlive the rank threads that call their code.
     let code: Vec<_> = compiled.iter().map(|c| jit(c).expect("jit")).collect();
+    let kernels: Vec<Vec<KernelFn>> = code.iter().map(|c| c.kernels.clone()).collect();
     let got = on_ranks(LocalComm::group(ranks), |i, c| {
         let mut exec = Executor::with_communicator(
             compiled[i].program.clone(),
-            code[i].kernels.clone(),
+            kernels[i].clone(),
             &data[i].1,
             threads,
             c,
@@ -195,9 +197,10 @@ fn send_and_recv_between_two_compiled_ranks() {
     });
     let compiled: Vec<Compiled> = graphs.iter().map(compile).collect();
     let code: Vec<_> = compiled.iter().map(|c| jit(c).expect("jit")).collect();
+    let kernels: Vec<Vec<KernelFn>> = code.iter().map(|c| c.kernels.clone()).collect();
     let got = on_ranks(LocalComm::group(&[0, 1]), |i, c| {
         let program = compiled[i].program.clone();
-        let mut exec = Executor::with_communicator(program, code[i].kernels.clone(), &w, 1, c)
+        let mut exec = Executor::with_communicator(program, kernels[i].clone(), &w, 1, c)
             .expect("executor");
         exec.run(&inputs[i..=i]).expect("run")
     });
