@@ -339,3 +339,48 @@ fn members_that_disagree_on_the_size_both_fail() {
         }
     }
 }
+
+#[test]
+fn run_on_rank_sends_and_receives_between_two_ranks() {
+    let stage0 = oar_ir::parse(
+        "graph @s0(%x: f32[2,3]) -> (f32[2,3]) {
+  %a = tanh(%x) : f32[2,3]
+  %s = send(%a) {peer=1} : ()
+  return %a
+}
+",
+    )
+    .expect("stage 0");
+    let stage1 = oar_ir::parse(
+        "graph @s1(%y: f32[2,3]) -> (f32[2,3]) {
+  %r = recv {peer=0} : f32[2,3]
+  %o = mul(%r, %y) : f32[2,3]
+  return %o
+}
+",
+    )
+    .expect("stage 1");
+    // The single-device graph both stages split.
+    let whole = oar_ir::parse(
+        "graph @whole(%x: f32[2,3], %y: f32[2,3]) -> (f32[2,3]) {
+  %a = tanh(%x) : f32[2,3]
+  %o = mul(%a, %y) : f32[2,3]
+  return %o
+}
+",
+    )
+    .expect("whole");
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let x = HostTensor::f32(vec![2, 3], random(&mut rng, 6, ReduceOp::Sum));
+    let y = HostTensor::f32(vec![2, 3], random(&mut rng, 6, ReduceOp::Sum));
+    let weights = Default::default();
+    let want = oar_runtime::run(&whole, &[x.clone(), y.clone()], &weights).expect("whole");
+    let comms = LocalComm::group(&[0, 1]);
+    let (graphs, inputs) = ([stage0, stage1], [x, y]);
+    let out = on_ranks(&comms, |c, i| {
+        oar_runtime::run_on_rank(&graphs[i], &inputs[i..=i], &weights, c).expect("stage")
+    });
+    assert_eq!(out[1], want);
+    let e = oar_runtime::run(&graphs[0], &inputs[..1], &weights).expect_err("no communicator");
+    assert!(e.to_string().contains("communicator"), "{e}");
+}
