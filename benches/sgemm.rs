@@ -43,9 +43,13 @@ fn bench(c: &mut Criterion) {
                 ROUNDS,
                 reps,
                 |reps| {
-                    flops / peer::median_time(reps, || {
-                        m.executor().run_bound().expect("a one-rank program cannot fail")
-                    }) / 1e9
+                    flops
+                        / peer::median_time(reps, || {
+                            m.executor()
+                                .run_bound()
+                                .expect("a one-rank program cannot fail")
+                        })
+                        / 1e9
                 },
                 &mut np,
             )

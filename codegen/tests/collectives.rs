@@ -74,7 +74,10 @@ fn rank_data(g: &Graph, ranks: usize) -> Vec<(Vec<HostTensor>, Weights)> {
                 .map(|(k, &i)| {
                     let t = &g.node(i).outputs[0];
                     let shape = t.shape.eval(&BTreeMap::new(), 1);
-                    random(shape.iter().map(|&d| d as usize).collect(), 100 * r + k as u64 + 1)
+                    random(
+                        shape.iter().map(|&d| d as usize).collect(),
+                        100 * r + k as u64 + 1,
+                    )
                 })
                 .collect();
             (inputs, init_weights(g, 7 + r).expect("weights"))
@@ -96,7 +99,9 @@ fn on_ranks<T: Send>(
                 s.spawn(move || f(i, Arc::new(c)))
             })
             .collect();
-        hs.into_iter().map(|h| h.join().expect("rank thread")).collect()
+        hs.into_iter()
+            .map(|h| h.join().expect("rank thread"))
+            .collect()
     })
 }
 
@@ -200,8 +205,8 @@ fn send_and_recv_between_two_compiled_ranks() {
     let kernels: Vec<Vec<KernelFn>> = code.iter().map(|c| c.kernels.clone()).collect();
     let got = on_ranks(LocalComm::group(&[0, 1]), |i, c| {
         let program = compiled[i].program.clone();
-        let mut exec = Executor::with_communicator(program, kernels[i].clone(), &w, 1, c)
-            .expect("executor");
+        let mut exec =
+            Executor::with_communicator(program, kernels[i].clone(), &w, 1, c).expect("executor");
         exec.run(&inputs[i..=i]).expect("run")
     });
     for r in 0..2 {
@@ -218,7 +223,13 @@ fn a_program_with_collectives_needs_a_communicator() {
         panic!("compiled and bound without a communicator");
     };
     assert!(
-        matches!(e, CompileError::Exec(ExecError::NoCommunicator { what: "all_reduce", .. })),
+        matches!(
+            e,
+            CompileError::Exec(ExecError::NoCommunicator {
+                what: "all_reduce",
+                ..
+            })
+        ),
         "{e}"
     );
     assert!(e.to_string().contains("communicator"), "{e}");
@@ -229,8 +240,15 @@ fn packaging_refuses_programs_that_communicate() {
     let g = rank_graph(&[2], 0);
     let w = init_weights(&g, 1).expect("weights");
     let out = std::env::temp_dir().join(format!("oar-collectives-{}", std::process::id()));
-    let e = package(&compile(&g), &["x".into()], &w, Artifact::Executable, true, &out)
-        .expect_err("packaged a program with collectives");
+    let e = package(
+        &compile(&g),
+        &["x".into()],
+        &w,
+        Artifact::Executable,
+        true,
+        &out,
+    )
+    .expect_err("packaged a program with collectives");
     assert!(matches!(e, PackageError::Communicates { .. }), "{e}");
     assert!(!out.exists(), "nothing is built");
 }

@@ -21,7 +21,9 @@ fn on_ranks<T: Send>(comms: &[LocalComm], f: impl Fn(&LocalComm, usize) -> T + S
                 s.spawn(move || f(c, i))
             })
             .collect();
-        hs.into_iter().map(|h| h.join().expect("rank thread")).collect()
+        hs.into_iter()
+            .map(|h| h.join().expect("rank thread"))
+            .collect()
     })
 }
 
@@ -87,7 +89,10 @@ fn all_reduce_matches_direct_and_is_identical_on_every_rank() {
                 let what = format!("all_reduce {} n={n} len={len}", op.name());
                 assert_close(&out[0], &reduce_direct(op, &inputs), &what);
                 for o in &out[1..] {
-                    let same = o.iter().zip(&out[0]).all(|(a, b)| a.to_bits() == b.to_bits());
+                    let same = o
+                        .iter()
+                        .zip(&out[0])
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "{what}: ranks disagree bit for bit");
                 }
             }
@@ -103,7 +108,8 @@ fn ring_all_reduce_moves_two_n_minus_one_over_n_of_the_data() {
         let comms = LocalComm::group(&group);
         let sent = on_ranks(&comms, |c, i| {
             let mut buf = vec![i as f32; len];
-            c.all_reduce(&group, ReduceOp::Sum, &mut buf).expect("all_reduce");
+            c.all_reduce(&group, ReduceOp::Sum, &mut buf)
+                .expect("all_reduce");
             assert!(buf.iter().all(|&v| v == (n * (n - 1) / 2) as f32));
             c.bytes_sent()
         });
@@ -145,11 +151,14 @@ fn all_gather_broadcast_and_all_to_all_match_direct() {
     for n in 2..=4 {
         let group = ranks(n);
         let l = 6 * n; // bytes per member, divisible by n for all_to_all
-        let inputs: Vec<Vec<u8>> = (0..n).map(|_| (0..l).map(|_| rng.gen()).collect()).collect();
+        let inputs: Vec<Vec<u8>> = (0..n)
+            .map(|_| (0..l).map(|_| rng.gen()).collect())
+            .collect();
         let comms = LocalComm::group(&group);
         let gathered = on_ranks(&comms, |c, i| {
             let mut o = vec![0; n * l];
-            c.all_gather(&group, &inputs[i], &mut o).expect("all_gather");
+            c.all_gather(&group, &inputs[i], &mut o)
+                .expect("all_gather");
             o
         });
         let concat: Vec<u8> = inputs.concat();
@@ -161,17 +170,23 @@ fn all_gather_broadcast_and_all_to_all_match_direct() {
                 c.broadcast(&group, root, &mut b).expect("broadcast");
                 b
             });
-            assert!(out.iter().all(|b| *b == inputs[root]), "broadcast n={n} root {root}");
+            assert!(
+                out.iter().all(|b| *b == inputs[root]),
+                "broadcast n={n} root {root}"
+            );
         }
 
         let out = on_ranks(&comms, |c, i| {
             let mut o = vec![0; l];
-            c.all_to_all(&group, &inputs[i], &mut o).expect("all_to_all");
+            c.all_to_all(&group, &inputs[i], &mut o)
+                .expect("all_to_all");
             o
         });
         let k = l / n;
         for (j, o) in out.iter().enumerate() {
-            let want: Vec<u8> = (0..n).flat_map(|i| inputs[i][j * k..(j + 1) * k].to_vec()).collect();
+            let want: Vec<u8> = (0..n)
+                .flat_map(|i| inputs[i][j * k..(j + 1) * k].to_vec())
+                .collect();
             assert_eq!(*o, want, "all_to_all n={n} member {j}");
         }
     }
@@ -232,17 +247,26 @@ fn collectives_along_tensor_axes_match_narrow_and_concat() {
         for axis in 0..4 {
             let want = concat(&xs, axis);
             let got = run(Collective::AllGather { axis });
-            assert!(got.iter().all(|g| *g == want), "all_gather axis {axis} n={n}");
+            assert!(
+                got.iter().all(|g| *g == want),
+                "all_gather axis {axis} n={n}"
+            );
         }
         for axis in [1, 2] {
             let got = run(Collective::ReduceScatter {
                 op: ReduceOp::Sum,
                 axis,
             });
-            let parts: Vec<Vec<f32>> = xs.iter().map(|x| x.as_f32().expect("f32").to_vec()).collect();
+            let parts: Vec<Vec<f32>> = xs
+                .iter()
+                .map(|x| x.as_f32().expect("f32").to_vec())
+                .collect();
             let sum = HostTensor::f32(
                 shape.clone(),
-                reduce_direct(ReduceOp::Sum, &parts).iter().map(|&v| v as f32).collect(),
+                reduce_direct(ReduceOp::Sum, &parts)
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect(),
             );
             let len = shape[axis] / n;
             for (i, g) in got.iter().enumerate() {
@@ -258,8 +282,13 @@ fn collectives_along_tensor_axes_match_narrow_and_concat() {
             });
             let len = shape[split] / n;
             for (j, g) in got.iter().enumerate() {
-                let pieces: Vec<HostTensor> = xs.iter().map(|x| x.narrow(split, j * len, len)).collect();
-                assert_eq!(*g, concat(&pieces, cat), "all_to_all {split}→{cat} n={n} member {j}");
+                let pieces: Vec<HostTensor> =
+                    xs.iter().map(|x| x.narrow(split, j * len, len)).collect();
+                assert_eq!(
+                    *g,
+                    concat(&pieces, cat),
+                    "all_to_all {split}→{cat} n={n} member {j}"
+                );
             }
         }
     }
@@ -301,7 +330,10 @@ fn a_peer_that_never_joins_times_out_naming_group_and_ranks() {
         "{e}"
     );
     let msg = e.to_string();
-    assert!(msg.contains("[0, 1]") && msg.contains("rank 0") && msg.contains("rank 1"), "{msg}");
+    assert!(
+        msg.contains("[0, 1]") && msg.contains("rank 0") && msg.contains("rank 1"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -330,7 +362,9 @@ fn members_that_disagree_on_the_size_both_fail() {
     });
     for (i, r) in out.iter().enumerate() {
         match r {
-            Err(CommError::SizeMismatch { rank, mine, theirs, .. }) => {
+            Err(CommError::SizeMismatch {
+                rank, mine, theirs, ..
+            }) => {
                 assert_eq!(*rank, i as u64);
                 assert_eq!(*mine, 4 * (8 + 2 * i));
                 assert_eq!(*theirs, 4 * (8 + 2 * (1 - i)));

@@ -164,12 +164,7 @@ impl Communicator for LocalComm {
         Ok(())
     }
 
-    fn all_gather(
-        &self,
-        group: &[u64],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<(), CommError> {
+    fn all_gather(&self, group: &[u64], input: &[u8], output: &mut [u8]) -> Result<(), CommError> {
         let me = self.me_in(group)?;
         let l = input.len();
         if output.len() != group.len() * l {
@@ -197,12 +192,7 @@ impl Communicator for LocalComm {
         ring::broadcast(self, group, me, root, buf)
     }
 
-    fn all_to_all(
-        &self,
-        group: &[u64],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<(), CommError> {
+    fn all_to_all(&self, group: &[u64], input: &[u8], output: &mut [u8]) -> Result<(), CommError> {
         let me = self.me_in(group)?;
         if input.len() != output.len() || input.len() % group.len() != 0 {
             return Err(self.buffer_error(
@@ -227,22 +217,23 @@ impl Communicator for LocalComm {
     }
 
     fn recv(&self, peer: u64, buf: &mut [u8]) -> Result<(), CommError> {
-        let got = ring::take_checked(self, &[], peer, buf.len(), buf.len()).map_err(|e| match e {
-            CommError::SizeMismatch {
-                rank,
-                peer,
-                mine,
-                theirs,
-                ..
-            } => CommError::SizeMismatch {
-                rank,
-                peer,
-                group: vec![peer, rank],
-                mine,
-                theirs,
-            },
-            e => e,
-        })?;
+        let got =
+            ring::take_checked(self, &[], peer, buf.len(), buf.len()).map_err(|e| match e {
+                CommError::SizeMismatch {
+                    rank,
+                    peer,
+                    mine,
+                    theirs,
+                    ..
+                } => CommError::SizeMismatch {
+                    rank,
+                    peer,
+                    group: vec![peer, rank],
+                    mine,
+                    theirs,
+                },
+                e => e,
+            })?;
         buf.copy_from_slice(&got);
         Ok(())
     }

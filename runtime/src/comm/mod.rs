@@ -16,7 +16,9 @@ use std::time::Duration;
 /// Why a collective or transfer failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CommError {
-    #[error("rank {rank} waited {waited:?} for rank {peer} in group {group:?}: the peer never joined")]
+    #[error(
+        "rank {rank} waited {waited:?} for rank {peer} in group {group:?}: the peer never joined"
+    )]
     Timeout {
         rank: u64,
         peer: u64,
@@ -70,16 +72,14 @@ pub trait Communicator: Send + Sync {
 
     /// Concatenates every member's `input` in group order into `output`
     /// (`output.len() == n * input.len()`).
-    fn all_gather(&self, group: &[u64], input: &[u8], output: &mut [u8])
-        -> Result<(), CommError>;
+    fn all_gather(&self, group: &[u64], input: &[u8], output: &mut [u8]) -> Result<(), CommError>;
 
     /// Copies the buffer of member `root` (an index into `group`) to every member.
     fn broadcast(&self, group: &[u64], root: usize, buf: &mut [u8]) -> Result<(), CommError>;
 
     /// `input` and `output` are n equal chunks: chunk j of member i's input becomes chunk i
     /// of member j's output.
-    fn all_to_all(&self, group: &[u64], input: &[u8], output: &mut [u8])
-        -> Result<(), CommError>;
+    fn all_to_all(&self, group: &[u64], input: &[u8], output: &mut [u8]) -> Result<(), CommError>;
 
     /// Sends `buf` to rank `peer` (buffered: returns once the data is handed over).
     fn send(&self, peer: u64, buf: &[u8]) -> Result<(), CommError>;

@@ -135,7 +135,14 @@ pub(crate) fn all_to_all<T: Transport + ?Sized>(
     for (j, &peer) in group.iter().enumerate() {
         if j != me {
             let data = input[j * l..(j + 1) * l].to_vec();
-            t.post(group, peer, Msg { whole: input.len(), data })?;
+            t.post(
+                group,
+                peer,
+                Msg {
+                    whole: input.len(),
+                    data,
+                },
+            )?;
         }
     }
     output[me * l..(me + 1) * l].copy_from_slice(&input[me * l..(me + 1) * l]);
@@ -161,7 +168,14 @@ pub(crate) fn broadcast<T: Transport + ?Sized>(
     if me == root {
         for (j, &peer) in group.iter().enumerate() {
             if j != root {
-                t.post(group, peer, Msg { whole, data: buf.to_vec() })?;
+                t.post(
+                    group,
+                    peer,
+                    Msg {
+                        whole,
+                        data: buf.to_vec(),
+                    },
+                )?;
             }
         }
         return Ok(());
@@ -179,7 +193,14 @@ pub(crate) fn barrier<T: Transport + ?Sized>(
 ) -> Result<(), CommError> {
     for (j, &peer) in group.iter().enumerate() {
         if j != me {
-            t.post(group, peer, Msg { whole: 0, data: Vec::new() })?;
+            t.post(
+                group,
+                peer,
+                Msg {
+                    whole: 0,
+                    data: Vec::new(),
+                },
+            )?;
         }
     }
     for (j, &peer) in group.iter().enumerate() {

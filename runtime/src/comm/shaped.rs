@@ -12,11 +12,18 @@ use oar_ir::DType;
 /// One collective over a group, with its tensor axes already normalised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Collective {
-    AllReduce { op: ReduceOp },
+    AllReduce {
+        op: ReduceOp,
+    },
     /// Concatenates the members' tensors along `axis`.
-    AllGather { axis: usize },
+    AllGather {
+        axis: usize,
+    },
     /// Reduces, then member i keeps the i-th of n equal slices along `axis`.
-    ReduceScatter { op: ReduceOp, axis: usize },
+    ReduceScatter {
+        op: ReduceOp,
+        axis: usize,
+    },
     /// Member i sends its j-th slice along `split_axis` to member j, which concatenates what
     /// it receives along `concat_axis` in member order.
     AllToAll {
@@ -24,7 +31,9 @@ pub enum Collective {
         concat_axis: usize,
     },
     /// Every member gets member `root`'s tensor (`root` indexes the group).
-    Broadcast { root: usize },
+    Broadcast {
+        root: usize,
+    },
 }
 
 impl Collective {
@@ -110,7 +119,10 @@ pub fn mesh_group(mesh: &ProcessMesh, axis: usize, rank: u64) -> Result<(Vec<u64
         .position(|&d| d == rank)
         .ok_or_else(|| format!("rank {rank} is not in mesh {:?}", mesh.device_ids))?;
     if axis >= mesh.shape.len() {
-        return Err(format!("axis {axis} is outside a {}-d mesh", mesh.shape.len()));
+        return Err(format!(
+            "axis {axis} is outside a {}-d mesh",
+            mesh.shape.len()
+        ));
     }
     let mut coords = vec![0usize; mesh.shape.len()];
     let mut rest = pos;

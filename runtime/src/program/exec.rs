@@ -167,7 +167,9 @@ impl Executor {
                 message,
             };
             if i < program.prologue {
-                return Err(fail("a step that communicates cannot run in the prologue".into()));
+                return Err(fail(
+                    "a step that communicates cannot run in the prologue".into(),
+                ));
             }
             let want = match step.kind {
                 StepKind::Collective { .. } => 2,
@@ -407,8 +409,9 @@ impl Executor {
         let bytes = |k: usize| unsafe {
             std::slice::from_raw_parts(ptrs[step.args[k]].cast_const(), decl(k).bytes())
         };
-        let bytes_mut =
-            |k: usize| unsafe { std::slice::from_raw_parts_mut(ptrs[step.args[k]], decl(k).bytes()) };
+        let bytes_mut = |k: usize| unsafe {
+            std::slice::from_raw_parts_mut(ptrs[step.args[k]], decl(k).bytes())
+        };
         let elem = decl(0).dtype.size_bytes() as usize;
         let res = match &step.kind {
             StepKind::Collective { op, shape, .. } => shaped::run(
