@@ -194,7 +194,7 @@ impl Communicator for LocalComm {
 
     fn all_to_all(&self, group: &[u64], input: &[u8], output: &mut [u8]) -> Result<(), CommError> {
         let me = self.me_in(group)?;
-        if input.len() != output.len() || input.len() % group.len() != 0 {
+        if input.len() != output.len() || !input.len().is_multiple_of(group.len()) {
             return Err(self.buffer_error(
                 "all_to_all",
                 format!(

@@ -58,7 +58,7 @@ impl Collective {
         };
         let split = |out: &mut Vec<usize>, a: usize| {
             let a = axis_ok(a)?;
-            if out[a] % n != 0 {
+            if !out[a].is_multiple_of(n) {
                 return Err(format!(
                     "dimension {a} of {shape:?} does not split into {n} equal parts"
                 ));
