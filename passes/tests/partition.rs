@@ -207,6 +207,11 @@ fn ernie_tiny_planned_on_cpu4_runs_on_four_ranks_like_one_device() {
     assert_eq!(r0.inputs[0].1, vec![Placement::Shard(0), Placement::Replicate]);
 }
 
+/// A name worth keeping: numeric names are re-assigned.
+fn kept(name: &str) -> Option<String> {
+    (!name.chars().all(|c| c.is_ascii_digit())).then(|| name.to_string())
+}
+
 /// A pipeline rank's graph with its `recv`s turned into inputs and its `send`s into extra
 /// outputs, so the interpreter can run one stage after another.
 fn open_stage(rg: &RankGraph) -> (Graph, Vec<u64>, Vec<u64>) {
@@ -228,7 +233,7 @@ fn open_stage(rg: &RankGraph) -> (Graph, Vec<u64>, Vec<u64>) {
                 continue;
             }
             op if op.is_source() => out
-                .add_node_typed(op.clone(), vec![], n.outputs.clone(), Some(n.name.clone()))
+                .add_node_typed(op.clone(), vec![], n.outputs.clone(), kept(&n.name))
                 .unwrap()
                 .into(),
             op => {
