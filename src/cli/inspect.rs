@@ -145,7 +145,9 @@ fn rank_graph(
 ) -> anyhow::Result<String> {
     use oar::passes::parallel::partition::{partition_rank, ranks, specialize};
     use std::fmt::Write;
-    let all = ranks(graph).map_err(|e| anyhow::anyhow!("--rank: {e}"))?;
+    if graph.meshes.is_empty() {
+        bail!("--rank: {}", oar::passes::parallel::PartitionError::NoMesh);
+    }
     let mut bindings = syms.clone();
     let mut unbound = std::collections::BTreeSet::new();
     for n in graph.nodes() {
@@ -166,6 +168,7 @@ fn rank_graph(
         }
     }
     let g = specialize(graph, &bindings)?;
+    let all = ranks(&g).map_err(|e| anyhow::anyhow!("--rank: {e}"))?;
     let rg = partition_rank(&g, rank).map_err(|e| anyhow::anyhow!("--rank {rank}: {e}"))?;
     let mut out = String::new();
     let _ = writeln!(

@@ -150,7 +150,7 @@ pub struct Evaluation {
     pub layer_strategy: Vec<String>,
     /// Each layer's intra-op choices with their layouts, in model order (for `annotate`).
     #[serde(skip)]
-    pub layer_layouts: Vec<Vec<super::intra_op::OpLayout>>,
+    pub layer_layouts: Vec<std::sync::Arc<[super::intra_op::OpLayout]>>,
 }
 
 const BF16: f64 = 2.0;
@@ -279,7 +279,7 @@ impl<'a> Evaluator<'a> {
         let last = ranges.len() - 1;
         let mut worst = StepTime::default();
         let mut layer_strategy = Vec::new();
-        let mut layer_layouts = Vec::new();
+        let mut layer_layouts = Vec::with_capacity(m.layers.len());
         let micro = p.micro_batches.max(1) as f64;
         let rates = Rates {
             flops: peak,

@@ -101,8 +101,10 @@ pub struct LayerStrategy {
     pub forward_comm: f64,
     /// Strategy per op, in order: e.g. `qkv: column`.
     pub ops: Vec<String>,
-    /// The same choices with their layouts, for writing them onto a graph.
-    pub layouts: Vec<OpLayout>,
+    /// The same choices with their layouts, for writing them onto a graph (shared: every
+    /// evaluation that uses this strategy keeps a handle).
+    #[serde(skip)]
+    pub layouts: std::sync::Arc<[OpLayout]>,
 }
 
 /// What one op costs under one input layout: its output layout, seconds, and a label.
@@ -343,7 +345,7 @@ pub fn plan_layer(
             .iter()
             .map(|l| format!("{}: {}", l.op, l.strategy))
             .collect(),
-        layouts,
+        layouts: layouts.into(),
     }
 }
 
