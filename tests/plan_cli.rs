@@ -60,7 +60,10 @@ fn plan_emits_an_annotated_graph_and_inspect_prints_each_rank() {
         "{}",
         &text[..text.len().min(2000)]
     );
-    assert!(text.contains("#dist<mesh=@stage0, [R, S(1)], stage=0>"), "column split");
+    assert!(
+        text.contains("#dist<mesh=@stage0, [R, S(1)], stage=0>"),
+        "column split"
+    );
     // Every rank's graph, with its local shapes and collectives.
     for r in 0..4 {
         let out = ok(&["inspect", p, "--rank", &r.to_string(), "--sym", "N=4,seq=8"]);

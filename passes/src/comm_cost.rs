@@ -172,10 +172,10 @@ impl Topology {
         Some(match op {
             Op::AllReduce { .. } => self.members_all_reduce(&members, bytes, eff),
             // The operand is one shard: the gathered tensor is n× as large.
-            Op::AllGather { .. } => ring_gather(n, bytes * nf, &link, eff),
-            Op::ReduceScatter { .. } => ring_gather(n, bytes, &link, eff),
-            Op::AllToAll { .. } => all_to_all(n, bytes, &link, eff),
-            Op::Broadcast { .. } => broadcast(n, bytes, &link, eff),
+            Op::AllGather { .. } => ring_gather(n, bytes * nf, link, eff),
+            Op::ReduceScatter { .. } => ring_gather(n, bytes, link, eff),
+            Op::AllToAll { .. } => all_to_all(n, bytes, link, eff),
+            Op::Broadcast { .. } => broadcast(n, bytes, link, eff),
             _ => return None,
         })
     }

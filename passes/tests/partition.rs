@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 const MODEL: &str = "ernie-3.0-tiny";
 
 fn cpu4() -> Cluster {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/clusters/cpu4.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/clusters/cpu4.toml"
+    );
     Cluster::load(std::path::Path::new(path)).unwrap()
 }
 
@@ -204,7 +207,10 @@ fn ernie_tiny_planned_on_cpu4_runs_on_four_ranks_like_one_device() {
     );
     let w1 = r0.graph.find("encoder.layers.0.linear1.weight").unwrap();
     assert_eq!(r0.graph.node(w1).outputs[0].to_string(), "f32[128,256]");
-    assert_eq!(r0.inputs[0].1, vec![Placement::Shard(0), Placement::Replicate]);
+    assert_eq!(
+        r0.inputs[0].1,
+        vec![Placement::Shard(0), Placement::Replicate]
+    );
 }
 
 /// A name worth keeping: numeric names are re-assigned.
@@ -292,19 +298,18 @@ fn pipeline_stages_exchange_boundary_values_by_send_and_recv() {
                     let (open, _, to) = open_stage(rg);
                     // The opened graph's inputs: the rank's own by name, then what it
                     // received, in order (`recv1`, `recv2`, …).
-                    let by_name: BTreeMap<&str, &HostTensor> = rg
-                        .inputs
-                        .iter()
-                        .map(|(n, _)| n.as_str())
-                        .zip(&li)
-                        .collect();
+                    let by_name: BTreeMap<&str, &HostTensor> =
+                        rg.inputs.iter().map(|(n, _)| n.as_str()).zip(&li).collect();
                     let got = received.get(&rg.rank).cloned().unwrap_or_default();
                     let li: Vec<HostTensor> = open
                         .inputs()
                         .iter()
                         .map(|&i| {
                             let name = &open.node(i).name;
-                            match name.strip_prefix("recv").and_then(|k| k.parse::<usize>().ok()) {
+                            match name
+                                .strip_prefix("recv")
+                                .and_then(|k| k.parse::<usize>().ok())
+                            {
                                 Some(k) => got[k - 1].clone(),
                                 None => by_name[name.as_str()].clone(),
                             }
@@ -316,7 +321,9 @@ fn pipeline_stages_exchange_boundary_values_by_send_and_recv() {
                     })
                 })
                 .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+            hs.into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
         })
     };
     let mut received: BTreeMap<u64, Vec<HostTensor>> = BTreeMap::new();
@@ -337,6 +344,28 @@ fn pipeline_stages_exchange_boundary_values_by_send_and_recv() {
 }
 
 #[test]
+fn the_graph_cost_model_prices_a_rank_s_all_reduce_on_the_cluster_link() {
+    use oar_passes::comm_cost::{all_reduce, Topology, COMM_EFFICIENCY};
+    use oar_passes::cost::CostModel;
+    let c = cpu4();
+    let g = annotated(&plan(2, 2, 1), 4, 8);
+    let r0 = partition_rank(&g, 0).unwrap();
+    let model = CostModel::for_device(&c.node_groups[0].device).with_topology(Topology::of(&c));
+    let b = BTreeMap::new();
+    let mut priced = 0;
+    for n in r0.graph.nodes() {
+        if let Op::AllReduce { .. } = n.op {
+            let bytes = n.outputs[0].bytes(&b, 1) as f64;
+            let want = all_reduce(2, bytes, &c.node_groups[0].intra_node, COMM_EFFICIENCY)
+                + model.launch_s;
+            assert_eq!(model.node_time(&r0.graph, n, &b), want, "%{}", n.name);
+            priced += 1;
+        }
+    }
+    assert!(priced >= 8, "{priced} all-reduces");
+}
+
+#[test]
 fn graphs_without_meshes_and_unknown_ranks_are_clear_errors() {
     let g = oar_models::build(MODEL).unwrap().unwrap();
     let g = specialize(&g, &BTreeMap::from([("N".into(), 2), ("seq".into(), 4)])).unwrap();
@@ -346,7 +375,10 @@ fn graphs_without_meshes_and_unknown_ranks_are_clear_errors() {
 
     let a = annotated(&plan(2, 2, 1), 2, 4);
     let err = partition_rank(&a, 7).unwrap_err();
-    assert_eq!(err.to_string(), "rank 7 is not in any mesh of the graph (ranks: 0, 1, 2, 3)");
+    assert_eq!(
+        err.to_string(),
+        "rank 7 is not in any mesh of the graph (ranks: 0, 1, 2, 3)"
+    );
     // Symbolic shapes must be bound first.
     let sym = annotate(&oar_models::build(MODEL).unwrap().unwrap(), &plan(4, 1, 1)).unwrap();
     assert!(matches!(partition(&sym), Err(PartitionError::Symbolic(_))));

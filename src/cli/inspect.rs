@@ -171,7 +171,8 @@ fn rank_graph(
     let all = ranks(&g).map_err(|e| anyhow::anyhow!("--rank: {e}"))?;
     let rg = partition_rank(&g, rank).map_err(|e| anyhow::anyhow!("--rank {rank}: {e}"))?;
     let mut out = String::new();
-    let _ = writeln!(
+    let _ =
+        writeln!(
         out,
         "// rank {rank} of {} (ranks {}), pipeline stage {}: {} collectives, {} sends, {} recvs",
         all.len(),
@@ -202,6 +203,8 @@ fn run_pipeline(
     let cluster = oar::ir::Cluster::resolve(&a.device)?;
     let mut cx = PassContext::new(cluster.node_groups[0].device.clone());
     cx.verify = true;
+    // Collectives in distributed graphs are priced on the cluster's links.
+    cx.topology = Some(oar::passes::comm_cost::Topology::of(&cluster));
     cx.bindings = oar::models::find(&a.model)
         .map(|e| e.bindings())
         .unwrap_or_default();

@@ -85,7 +85,10 @@ fn a_group_inside_a_node_uses_the_intra_node_link() {
     let flat = all_reduce(8, 1e9, &t.inter_node, 1.0);
     let g = t.group_all_reduce(8, 1, 1e9, 1.0);
     assert!(g < flat);
-    assert!(close(g, t.members_all_reduce(&[0, 1, 2, 3, 4, 5, 6, 7], 1e9, 1.0)));
+    assert!(close(
+        g,
+        t.members_all_reduce(&[0, 1, 2, 3, 4, 5, 6, 7], 1e9, 1.0)
+    ));
 }
 
 #[test]
@@ -124,5 +127,8 @@ fn graph_collectives_are_priced_by_their_mesh_axis() {
         t.op_time(&Op::Send { peer: 1 }, None, b, 0.8),
         Some(p2p(b, &t.intra_node, 0.8))
     );
-    assert_eq!(t.op_time(&Op::Unary(oar_ir::op::UnaryOp::Relu), Some(&mesh), b, 0.8), None);
+    assert_eq!(
+        t.op_time(&Op::Unary(oar_ir::op::UnaryOp::Relu), Some(&mesh), b, 0.8),
+        None
+    );
 }

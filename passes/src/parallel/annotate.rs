@@ -113,7 +113,9 @@ pub fn annotate(g: &Graph, e: &Evaluation) -> Result<Graph, AnnotateError> {
             }
         }
     }
-    if prefixes.len() != e.layer_layouts.len() || prefixes.len() != p.stage_layers.iter().sum::<usize>() {
+    if prefixes.len() != e.layer_layouts.len()
+        || prefixes.len() != p.stage_layers.iter().sum::<usize>()
+    {
         return Err(AnnotateError::LayerCount {
             graph: prefixes.len(),
             plan: e.layer_layouts.len(),
@@ -159,7 +161,11 @@ pub fn annotate(g: &Graph, e: &Evaluation) -> Result<Graph, AnnotateError> {
             }
             Op::Input => {
                 let batch = n.outputs[0].rank() > 0;
-                let dp = if batch { dp_split } else { Placement::Replicate };
+                let dp = if batch {
+                    dp_split
+                } else {
+                    Placement::Replicate
+                };
                 (None, Some(vec![dp, Placement::Replicate]))
             }
             op if op.is_source() => (None, None),

@@ -119,8 +119,8 @@ impl Default for TrainingCostModel {
 
 // The collective models are shared with the graph cost model.
 pub use crate::comm_cost::{
-    all_reduce, all_to_all, hierarchical_all_reduce, ring_all_reduce, ring_gather,
-    tree_all_reduce, Topology,
+    all_reduce, all_to_all, hierarchical_all_reduce, ring_all_reduce, ring_gather, tree_all_reduce,
+    Topology,
 };
 
 /// (layer, tensor degree, tokens per micro-batch, sequence parallel, micro-batches).

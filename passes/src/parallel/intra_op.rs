@@ -5,8 +5,8 @@
 //! the usual costs it rediscovers Megatron's column → row pattern, and with sequence
 //! parallelism allowed, Korthikanti et al.'s sequence-sharded norms.
 
-use crate::comm_cost::{all_reduce, ring_gather};
 use super::spec::LayerSpec;
+use crate::comm_cost::{all_reduce, ring_gather};
 use oar_ir::cluster::Link;
 use oar_ir::dist::{Placement, ReduceOp};
 use serde::Serialize;

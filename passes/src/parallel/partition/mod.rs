@@ -48,7 +48,9 @@ pub enum PartitionError {
     UnknownMesh(String),
     #[error("symbol `{0}` needs a value")]
     UnboundSymbol(String),
-    #[error("%{0} has a symbolic type: bind its symbols first (`specialize`, or `--sym NAME=VALUE`)")]
+    #[error(
+        "%{0} has a symbolic type: bind its symbols first (`specialize`, or `--sym NAME=VALUE`)"
+    )]
     Symbolic(String),
     #[error("{ty}: dim {dim} does not split evenly over {parts} devices")]
     Uneven { ty: String, dim: usize, parts: u64 },
@@ -105,10 +107,7 @@ struct Completion {
     used_on: BTreeMap<ValueRef, BTreeSet<u32>>,
 }
 
-fn placements_of(
-    n: &oar_ir::Node,
-    axes: usize,
-) -> Result<Option<Vec<Placement>>, PartitionError> {
+fn placements_of(n: &oar_ir::Node, axes: usize) -> Result<Option<Vec<Placement>>, PartitionError> {
     let Some(pl) = n.dist.as_ref().and_then(|d| d.outputs.first()) else {
         return Ok(None);
     };
@@ -163,7 +162,12 @@ fn stages(g: &Graph) -> Result<(Vec<Option<u32>>, Vec<String>), PartitionError> 
     }
     let last = stage.iter().flatten().max().copied().unwrap_or(0);
     let stage_mesh = (0..=last)
-        .map(|s| meshes.get(&s).cloned().ok_or(PartitionError::StageWithoutMesh(s)))
+        .map(|s| {
+            meshes
+                .get(&s)
+                .cloned()
+                .ok_or(PartitionError::StageWithoutMesh(s))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let first = &g.meshes[&stage_mesh[0]];
     for name in &stage_mesh[1..] {
@@ -393,10 +397,9 @@ fn build_rank(
                 if used_here(v) {
                     let ty = local_type(&n.outputs[p], &c.declared[i], mesh)?;
                     let name = (p == 0).then(|| kept(&n.name)).flatten();
-                    let r = rb
-                        .g
-                        .add_node_typed(Op::Recv { peer: peer(s)? }, vec![], vec![ty], name)
-                        .map_err(graph_err)?;
+                    let r =
+                        rb.g.add_node_typed(Op::Recv { peer: peer(s)? }, vec![], vec![ty], name)
+                            .map_err(graph_err)?;
                     vals.insert(*v, r.into());
                     recvs += 1;
                 }
@@ -433,9 +436,9 @@ fn build_rank(
             },
             op => op.clone(),
         };
-        let id2 = rb.g.add_node(op, locals, kept(&n.name)).map_err(|e| {
-            PartitionError::Graph(format!("%{}: {}", n.name, e.message))
-        })?;
+        let id2 =
+            rb.g.add_node(op, locals, kept(&n.name))
+                .map_err(|e| PartitionError::Graph(format!("%{}: {}", n.name, e.message)))?;
         if rb.g.node(id2).outputs != local_out {
             return Err(PartitionError::LocalType {
                 node: n.name.clone(),
