@@ -185,6 +185,8 @@ fn stages(g: &Graph) -> Result<(Vec<Option<u32>>, Vec<String>), PartitionError> 
 }
 
 fn complete(g: &Graph) -> Result<Completion, PartitionError> {
+    // Placements index dims and meshes: only well-formed graphs get here.
+    oar_ir::verify(g).map_err(|e| PartitionError::Graph(e.to_string()))?;
     let (stage, stage_mesh) = stages(g)?;
     let mesh = &g.meshes[&stage_mesh[0]];
     let axes = mesh.shape.len();
