@@ -137,26 +137,30 @@ pub fn annotate(g: &Graph, e: &Evaluation) -> Result<Graph, AnnotateError> {
     for (k, m) in stage_meshes(e).into_iter().enumerate() {
         out.meshes.insert(stage_mesh_name(k), m);
     }
-    // Stage of each node; inputs and constants float to their consumers (stage None).
+    // Stage of each node; inputs and constants float to their consumers (stage None), and
+    // so do nodes computed from them alone (label reshapes go where the loss is).
     let mut stage: Vec<Option<u32>> = vec![None; g.len()];
+    let mut placements: Vec<Option<Vec<Placement>>> = vec![None; g.len()];
     let mut seen_layer = false;
     for (id, n) in g.iter() {
-        let (st, placements) = match &n.op {
+        let i = id.index();
+        match &n.op {
             Op::Param(pa) => {
                 let rank = n.outputs[0].rank();
                 match layer_prefix(&pa.name) {
                     Some(pre) => {
                         seen_layer = true;
-                        let i = prefixes.iter().position(|x| *x == pre).unwrap_or(0);
+                        let l = prefixes.iter().position(|x| *x == pre).unwrap_or(0);
                         let rest = &pa.name[pre.len()..];
-                        let tp = tp_split(param_placement(rest, rank, &e.layer_layouts[i]));
-                        (Some(layer_stage[i]), Some(vec![Placement::Replicate, tp]))
+                        let tp = tp_split(param_placement(rest, rank, &e.layer_layouts[l]));
+                        stage[i] = Some(layer_stage[l]);
+                        placements[i] = Some(vec![Placement::Replicate, tp]);
                     }
                     // Embeddings before the first layer; heads after the last.
-                    None => (
-                        Some(if seen_layer { last } else { 0 }),
-                        Some(vec![Placement::Replicate; 2]),
-                    ),
+                    None => {
+                        stage[i] = Some(if seen_layer { last } else { 0 });
+                        placements[i] = Some(vec![Placement::Replicate; 2]);
+                    }
                 }
             }
             Op::Input => {
@@ -166,27 +170,38 @@ pub fn annotate(g: &Graph, e: &Evaluation) -> Result<Graph, AnnotateError> {
                 } else {
                     Placement::Replicate
                 };
-                (None, Some(vec![dp, Placement::Replicate]))
+                placements[i] = Some(vec![dp, Placement::Replicate]);
             }
-            op if op.is_source() => (None, None),
-            _ => (
-                Some(
-                    n.inputs
-                        .iter()
-                        .filter_map(|v| stage[v.node.index()])
-                        .max()
-                        .unwrap_or(0),
-                ),
-                None,
-            ),
-        };
-        stage[id.index()] = st;
-        let node = out.node_mut(id);
-        node.dist = Some(OpDist {
-            mesh: Some(stage_mesh_name(st.unwrap_or(0) as usize)),
-            outputs: placements.map(|pl| vec![pl]).unwrap_or_default(),
+            op if op.is_source() => {}
+            _ => stage[i] = n.inputs.iter().filter_map(|v| stage[v.node.index()]).max(),
+        }
+    }
+    let mut consumers: Vec<Vec<usize>> = vec![vec![]; g.len()];
+    for (id, n) in g.iter() {
+        for v in &n.inputs {
+            consumers[v.node.index()].push(id.index());
+        }
+    }
+    for (id, n) in g.iter().collect::<Vec<_>>().into_iter().rev() {
+        let i = id.index();
+        if stage[i].is_none() && !n.op.is_source() {
+            stage[i] = Some(
+                consumers[i]
+                    .iter()
+                    .filter_map(|&c| stage[c])
+                    .min()
+                    .unwrap_or(0),
+            );
+        }
+    }
+    for (id, n) in g.iter() {
+        let i = id.index();
+        // A source's mesh is its stage's, or the first stage's: stage meshes share a shape.
+        out.node_mut(id).dist = Some(OpDist {
+            mesh: Some(stage_mesh_name(stage[i].unwrap_or(0) as usize)),
+            outputs: placements[i].take().map(|pl| vec![pl]).unwrap_or_default(),
             inputs: vec![],
-            stage: st,
+            stage: stage[i].filter(|_| !matches!(n.op, Op::Input)),
         });
     }
     oar_ir::verify(&out).map_err(|e| AnnotateError::Invalid(e.to_string()))?;
