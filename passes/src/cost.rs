@@ -1,10 +1,12 @@
 //! The cost interface: an op's time on an `ir::DeviceSpec` as a roofline of FLOPs and bytes
 //! with efficiency factors, plus a per-kernel launch overhead. Later issues calibrate the
 //! factors from measured profiles; the structure (max of compute and memory time, one launch
-//! per node) is what extraction and fusion decisions rely on.
+//! per node) is what extraction and fusion decisions rely on. Communication nodes are
+//! priced by the one α-β collective model (`comm_cost`) on the link their group spans.
 
-use oar_ir::cluster::DeviceSpec;
-use oar_ir::dist::DeviceKind;
+use crate::comm_cost::{Topology, COMM_EFFICIENCY};
+use oar_ir::cluster::{DeviceSpec, Link};
+use oar_ir::dist::{DeviceKind, ProcessMesh};
 use oar_ir::op::{op_cost, Op, OpCost};
 use oar_ir::{DType, Graph, Node, TensorType};
 use std::collections::BTreeMap;
@@ -22,6 +24,8 @@ pub struct CostModel {
     pub memory_efficiency: f64,
     /// Fixed cost per kernel launch, seconds.
     pub launch_s: f64,
+    /// The links collectives and send/recv cross.
+    pub topology: Topology,
 }
 
 impl CostModel {
@@ -39,7 +43,40 @@ impl CostModel {
             } else {
                 0.5e-6
             },
+            topology: through_memory(d),
         }
+    }
+
+    /// Collectives priced on a cluster's links instead of the device's memory.
+    pub fn with_topology(mut self, topology: Topology) -> CostModel {
+        self.topology = topology;
+        self
+    }
+
+    /// The model a pass context asks for: its device, and its cluster's links if it has one.
+    pub fn for_context(cx: &crate::PassContext) -> CostModel {
+        let m = CostModel::for_device(&cx.device);
+        match &cx.topology {
+            Some(t) => m.with_topology(t.clone()),
+            None => m,
+        }
+    }
+
+    /// Seconds for a communication node (`None` for other ops): the α-β model of
+    /// `comm_cost` on the operand's bytes (a `recv`'s result's), plus one launch.
+    pub fn comm_time(
+        &self,
+        op: &Op,
+        mesh: Option<&ProcessMesh>,
+        ins: &[TensorType],
+        outs: &[TensorType],
+        b: &BTreeMap<String, u64>,
+    ) -> Option<f64> {
+        let t = ins.first().or(outs.first());
+        let bytes = t.map(|t| t.bytes(b, 1)).unwrap_or(0) as f64;
+        self.topology
+            .op_time(op, mesh, bytes, COMM_EFFICIENCY)
+            .map(|s| s + self.launch_s)
     }
 
     /// Seconds for work of this size.
@@ -64,6 +101,9 @@ impl CostModel {
     ) -> f64 {
         if is_free(op) {
             return 0.0;
+        }
+        if let Some(t) = self.comm_time(op, None, ins, outs, b) {
+            return t;
         }
         let contraction = matches!(
             op,
@@ -100,6 +140,12 @@ impl CostModel {
                 false,
             );
         }
+        if let Some(group) = n.op.comm_group() {
+            let mesh = g.meshes.get(&group.mesh);
+            if let Some(t) = self.comm_time(&n.op, mesh, &ins, &n.outputs, b) {
+                return t;
+            }
+        }
         self.op_time(&n.op, &ins, &n.outputs, b)
     }
 
@@ -111,6 +157,21 @@ impl CostModel {
             .filter(|(id, _)| !load_time[id.index()])
             .map(|(_, n)| self.node_time(g, n, b))
             .sum()
+    }
+}
+
+/// Without a cluster, ranks on one host exchange through its memory: both links are the
+/// device's memory bandwidth with no latency.
+fn through_memory(d: &DeviceSpec) -> Topology {
+    let memory = Link {
+        kind: "memory".into(),
+        bandwidth_gbs: d.memory_bandwidth_gbs,
+        latency_us: 0.0,
+    };
+    Topology {
+        devices_per_node: u64::MAX,
+        intra_node: memory.clone(),
+        inter_node: memory,
     }
 }
 

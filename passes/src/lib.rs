@@ -2,6 +2,7 @@
 //! canonicalize, equality saturation with egg, fusion, memory planning and the cost model.
 
 pub mod canonicalize;
+pub mod comm_cost;
 pub mod cost;
 pub mod eqsat;
 pub mod fuse;

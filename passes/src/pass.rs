@@ -18,6 +18,8 @@ pub struct PassContext {
     pub verify: bool,
     /// Inference or training: what the passes may assume (parameters constant, dropout).
     pub mode: ExecMode,
+    /// The cluster links collectives cross; `None` prices them through the device's memory.
+    pub topology: Option<crate::comm_cost::Topology>,
 }
 
 impl PassContext {
@@ -28,6 +30,7 @@ impl PassContext {
             bindings: BTreeMap::new(),
             verify: cfg!(debug_assertions),
             mode: ExecMode::Inference,
+            topology: None,
         }
     }
 

@@ -35,7 +35,7 @@ pub fn summarize(g: &Graph, cx: &PassContext) -> GraphSummary {
             .filter(|(k, n)| **k && !n.op.is_source())
             .count(),
         by_op,
-        est_time_s: CostModel::for_device(&cx.device).graph_time(g, &cx.bindings),
+        est_time_s: CostModel::for_context(cx).graph_time(g, &cx.bindings),
         peak_bytes: plan.peak_live_bytes,
         arena_bytes: plan.arena_bytes,
     }

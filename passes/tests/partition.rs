@@ -1,13 +1,76 @@
-//! The partitioner for real: ernie-3.0-tiny's per-rank graphs on a 2×2 mesh (data × tensor,
-//! Megatron-style column/row splits) run in the reference interpreter with an in-process
-//! communicator and give the single-device losses on every rank.
+//! Plan → graph → ranks, for real: ernie-3.0-tiny is planned on the 4-device CPU cluster
+//! (`examples/clusters/cpu4.toml`), the plan is written onto the graph as distribution
+//! attributes, the partitioner makes one graph per rank from those alone, and the ranks run
+//! in threads with the in-process communicator and give the single-device losses.
 
+use oar_ir::cluster::Cluster;
 use oar_ir::dist::{Placement, ProcessMesh};
-use oar_passes::parallel::partition::{partition, specialize, ShardingHints};
+use oar_ir::op::Op;
+use oar_ir::Graph;
+use oar_passes::parallel::{
+    annotate, partition, partition_rank, plan_with, specialize, Constraints, Evaluation, Job,
+    LayerSpec, ModelSpec, PartitionError, RankGraph, TrainingCostModel,
+};
 use oar_runtime::comm::LocalComm;
 use oar_runtime::{init::init_weights, run, run_on_rank, HostTensor, Weights};
 use std::collections::BTreeMap;
 
+const MODEL: &str = "ernie-3.0-tiny";
+
+fn cpu4() -> Cluster {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/clusters/cpu4.toml"
+    );
+    Cluster::load(std::path::Path::new(path)).unwrap()
+}
+
+/// The planner's view of the zoo model: universal layers, then the two task modules.
+fn spec() -> ModelSpec {
+    let cfg = oar_models::ernie_config(MODEL).unwrap();
+    let layer = |s: &oar_models::ernie::StackConfig| LayerSpec {
+        hidden: s.hidden,
+        heads: s.heads,
+        ffn: s.ffn,
+    };
+    let mut layers = vec![layer(&cfg.universal); cfg.universal.layers as usize];
+    let t = cfg.task_modules.as_ref().unwrap();
+    layers.extend(vec![layer(t); 2 * t.layers as usize]);
+    ModelSpec {
+        name: MODEL.into(),
+        vocab: cfg.vocab,
+        embed_hidden: cfg.universal.hidden,
+        extra_embedding_rows: cfg.max_positions + cfg.type_vocab + cfg.task_vocab,
+        layers,
+    }
+}
+
+/// The plan for (dp, tp, pp) at the CLI's defaults (2 sequences per device of 1024 tokens).
+fn plan(dp: u64, tp: u64, pp: u64) -> Evaluation {
+    let c = cpu4();
+    let job = Job {
+        global_batch: 2 * c.num_devices(),
+        seq: 1024,
+    };
+    let fixed = Constraints {
+        dp: Some(dp),
+        tp: Some(tp),
+        pp: Some(pp),
+        ..Default::default()
+    };
+    plan_with(&spec(), &job, &c, &TrainingCostModel::default(), &fixed)
+        .unwrap()
+        .best
+}
+
+/// The annotated graph at `N` sequences of `seq` tokens.
+fn annotated(e: &Evaluation, n: u64, seq: u64) -> Graph {
+    let g = oar_models::build(MODEL).unwrap().unwrap();
+    let g = annotate(&g, e).unwrap();
+    specialize(&g, &BTreeMap::from([("N".into(), n), ("seq".into(), seq)])).unwrap()
+}
+
+/// This rank's slice of a global tensor.
 fn shard(t: &HostTensor, pl: &[Placement], mesh: &ProcessMesh, coords: &[u64]) -> HostTensor {
     let mut t = t.clone();
     for (a, p) in pl.iter().enumerate() {
@@ -19,51 +82,8 @@ fn shard(t: &HostTensor, pl: &[Placement], mesh: &ProcessMesh, coords: &[u64]) -
     t
 }
 
-fn megatron_hints(g: &oar_ir::Graph) -> ShardingHints {
-    use Placement::{Replicate as R, Shard as S};
-    let mut h = ShardingHints::default();
-    for &i in g.inputs() {
-        h.inputs.insert(g.node(i).name.clone(), vec![S(0), R]);
-    }
-    for n in g.nodes() {
-        let oar_ir::op::Op::Param(p) = &n.op else {
-            continue;
-        };
-        let column = ["q_proj", "k_proj", "v_proj", "linear1"]
-            .iter()
-            .any(|k| p.name.contains(&format!(".{k}.")));
-        let row = ["out_proj", "linear2"]
-            .iter()
-            .any(|k| p.name.contains(&format!(".{k}.")));
-        let pl = match (column, row, p.name.ends_with(".weight")) {
-            (true, _, true) => vec![R, S(1)],
-            (true, _, false) => vec![R, S(0)],
-            (_, true, true) => vec![R, S(0)],
-            _ => vec![R, R],
-        };
-        h.params.insert(p.name.clone(), pl);
-    }
-    h
-}
-
-#[test]
-fn ernie_tiny_on_a_2x2_mesh_matches_one_device() {
-    let g = oar_models::build("ernie-3.0-tiny").unwrap().unwrap();
-    let (n, seq) = (4u64, 8u64);
-    let mut g = specialize(
-        &g,
-        &BTreeMap::from([("N".to_string(), n), ("seq".to_string(), seq)]),
-    )
-    .unwrap();
-    let mesh = ProcessMesh::new(vec![2, 2], vec!["dp".into(), "tp".into()]);
-    g.meshes.insert("m".into(), mesh.clone());
-    let hints = megatron_hints(&g);
-    let ranks = partition(&g, "m", &hints).unwrap();
-    assert_eq!(ranks.len(), 4);
-    assert!(ranks.iter().all(|r| r.collectives > 0));
-
-    // One set of global inputs and weights.
-    let weights = init_weights(&g, 9).unwrap();
+/// Random but valid inputs for the pre-training graph, by name.
+fn inputs(g: &Graph, seq: u64) -> BTreeMap<String, HostTensor> {
     let mut s = 12345u64;
     let mut next = |hi: i64| {
         s = s
@@ -71,8 +91,7 @@ fn ernie_tiny_on_a_2x2_mesh_matches_one_device() {
             .wrapping_add(1442695040888963407);
         ((s >> 33) as i64) % hi
     };
-    let inputs: Vec<HostTensor> = g
-        .inputs()
+    g.inputs()
         .iter()
         .map(|&i| {
             let node = g.node(i);
@@ -85,7 +104,7 @@ fn ernie_tiny_on_a_2x2_mesh_matches_one_device() {
                 .map(|&d| d as usize)
                 .collect();
             let count: usize = shape.iter().product();
-            match (t.dtype, node.name.as_str()) {
+            let v = match (t.dtype, node.name.as_str()) {
                 (oar_ir::DType::I64, "position_ids") => HostTensor::i64(
                     shape,
                     (0..count).map(|k| (k % seq as usize) as i64).collect(),
@@ -94,66 +113,277 @@ fn ernie_tiny_on_a_2x2_mesh_matches_one_device() {
                     let hi = if name.contains("type") { 2 } else { 40000 };
                     HostTensor::i64(shape, (0..count).map(|_| next(hi)).collect())
                 }
-                _ => HostTensor::f32(
-                    shape,
-                    (0..count)
-                        .map(|k| if k % 3 == 0 { 0.0 } else { 1.0 })
-                        .collect(),
-                ),
-            }
+                _ => HostTensor::f32(shape, (0..count).map(|_| (next(2)) as f32).collect()),
+            };
+            (node.name.clone(), v)
         })
-        .collect();
-    let want = run(&g, &inputs, &weights).unwrap();
+        .collect()
+}
 
+/// A rank's inputs and weights, sliced from the global ones by its placements.
+fn local(
+    rg: &RankGraph,
+    g: &Graph,
+    ins: &BTreeMap<String, HostTensor>,
+    weights: &Weights,
+) -> (Vec<HostTensor>, Weights) {
+    let (name, mesh) = rg.graph.meshes.iter().next().unwrap();
+    let pos = mesh.device_ids.iter().position(|&d| d == rg.rank).unwrap();
+    let coords = vec![pos as u64 / mesh.shape[1], pos as u64 % mesh.shape[1]];
+    assert_eq!(g.meshes[name], *mesh);
+    let local_in = rg
+        .inputs
+        .iter()
+        .map(|(n, pl)| shard(&ins[n], pl, mesh, &coords))
+        .collect();
+    let local_w = rg
+        .param_placements
+        .iter()
+        .map(|(k, pl)| (k.clone(), shard(&weights[k], pl, mesh, &coords)))
+        .collect();
+    (local_in, local_w)
+}
+
+fn assert_close(got: &HostTensor, want: &HostTensor, what: &str) {
+    let (d, s) = got.max_abs_diff(want).unwrap();
+    assert!(
+        d <= 1e-5 * s.max(1.0),
+        "{what}: {got:?} vs {want:?} (max difference {d})"
+    );
+}
+
+#[test]
+fn ernie_tiny_planned_on_cpu4_runs_on_four_ranks_like_one_device() {
+    let e = plan(2, 2, 1);
+    // The planner's intra-op choice is Megatron's: the test covers tensor parallelism.
+    assert!(
+        e.layer_strategy.contains(&"qkv: column".to_string())
+            && e.layer_strategy.contains(&"ffn2: row".to_string()),
+        "{:?}",
+        e.layer_strategy
+    );
+    let seq = 8;
+    let g = annotated(&e, 4, seq);
+    let ranks = partition(&g).unwrap();
+    assert_eq!(ranks.len(), 4);
+    assert!(ranks.iter().all(|r| r.collectives > 0 && r.sends == 0));
+
+    let weights = init_weights(&g, 9).unwrap();
+    let ins = inputs(&g, seq);
+    let global_in: Vec<HostTensor> = g
+        .inputs()
+        .iter()
+        .map(|&i| ins[&g.node(i).name].clone())
+        .collect();
+    let want = run(&g, &global_in, &weights).unwrap();
+
+    let mesh = &g.meshes["stage0"];
     let comms = LocalComm::group(&mesh.device_ids);
     let results: Vec<Vec<HostTensor>> = std::thread::scope(|scope| {
         let handles: Vec<_> = ranks
             .iter()
             .zip(&comms)
-            .enumerate()
-            .map(|(pos, (rg, comm))| {
-                let coords = vec![pos as u64 / 2, pos as u64 % 2];
-                let local_in: Vec<HostTensor> = inputs
-                    .iter()
-                    .zip(&rg.input_placements)
-                    .map(|(t, pl)| shard(t, pl, &mesh, &coords))
-                    .collect();
-                let local_w: Weights = weights
-                    .iter()
-                    .map(|(k, t)| (k.clone(), shard(t, &rg.param_placements[k], &mesh, &coords)))
-                    .collect();
-                let graph = &rg.graph;
+            .map(|(rg, comm)| {
+                let (li, lw) = local(rg, &g, &ins, &weights);
                 scope.spawn(move || {
-                    run_on_rank(graph, &local_in, &local_w, comm)
-                        .unwrap_or_else(|e| panic!("rank {pos}: {e}"))
+                    run_on_rank(&rg.graph, &li, &lw, comm)
+                        .unwrap_or_else(|e| panic!("rank {}: {e}", rg.rank))
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank thread"))
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    for (r, got) in results.iter().enumerate() {
+    for (rg, got) in ranks.iter().zip(&results) {
+        assert_eq!(rg.outputs, (0..want.len()).collect::<Vec<_>>());
         for (k, (a, b)) in got.iter().zip(&want).enumerate() {
-            let (d, s) = a.max_abs_diff(b).unwrap();
-            assert!(
-                d <= 1e-4 * s.max(1e-6),
-                "rank {r} output {k}: {a:?} vs {b:?}"
-            );
+            assert_close(a, b, &format!("rank {} output {k}", rg.rank));
         }
     }
-    // Tensor parallelism split the attention and FFN weights.
+    // Column-split FFN weights: each tensor rank holds half of linear1's columns.
     let r0 = &ranks[0];
     assert_eq!(
         r0.param_placements["encoder.layers.0.linear1.weight"],
         vec![Placement::Replicate, Placement::Shard(1)]
     );
-    let local_w1 = r0
-        .graph
-        .nodes()
+    let w1 = r0.graph.find("encoder.layers.0.linear1.weight").unwrap();
+    assert_eq!(r0.graph.node(w1).outputs[0].to_string(), "f32[128,256]");
+    assert_eq!(
+        r0.inputs[0].1,
+        vec![Placement::Shard(0), Placement::Replicate]
+    );
+}
+
+/// A name worth keeping: numeric names are re-assigned.
+fn kept(name: &str) -> Option<String> {
+    (!name.chars().all(|c| c.is_ascii_digit())).then(|| name.to_string())
+}
+
+/// A pipeline rank's graph with its `recv`s turned into inputs and its `send`s into extra
+/// outputs, so the interpreter can run one stage after another.
+fn open_stage(rg: &RankGraph) -> (Graph, Vec<u64>, Vec<u64>) {
+    let g = &rg.graph;
+    let mut out = Graph::new(g.name.clone());
+    out.meshes = g.meshes.clone();
+    let (mut recv_from, mut send_to, mut sent) = (vec![], vec![], vec![]);
+    let mut map = BTreeMap::new();
+    for (id, n) in g.iter() {
+        let new = match &n.op {
+            Op::Input => out.add_input(n.name.clone(), n.outputs[0].clone()),
+            Op::Recv { peer } => {
+                recv_from.push(*peer);
+                out.add_input(format!("recv{}", recv_from.len()), n.outputs[0].clone())
+            }
+            Op::Send { peer } => {
+                send_to.push(*peer);
+                sent.push(map[&n.inputs[0]]);
+                continue;
+            }
+            op if op.is_source() => out
+                .add_node_typed(op.clone(), vec![], n.outputs.clone(), kept(&n.name))
+                .unwrap()
+                .into(),
+            op => {
+                let ins = n.inputs.iter().map(|v| map[v]).collect();
+                out.add_node(op.clone(), ins, None).unwrap().into()
+            }
+        };
+        map.insert(oar_ir::ValueRef::new(id, 0), new);
+    }
+    let mut outs: Vec<_> = g.outputs().iter().map(|v| map[v]).collect();
+    outs.extend(sent);
+    out.set_outputs(outs);
+    (out, recv_from, send_to)
+}
+
+#[test]
+fn pipeline_stages_exchange_boundary_values_by_send_and_recv() {
+    let e = plan(1, 2, 2);
+    assert_eq!(e.plan.stage_layers.len(), 2);
+    let seq = 8;
+    let g = annotated(&e, 2, seq);
+    let ranks = partition(&g).unwrap();
+    assert_eq!(ranks.len(), 4);
+    let (first, last): (Vec<&RankGraph>, Vec<&RankGraph>) =
+        ranks.iter().partition(|r| r.stage == 0);
+    assert_eq!((first.len(), last.len()), (2, 2));
+    // Stage 0 only sends and returns nothing; stage 1 receives and returns every loss.
+    for r in &first {
+        assert!(r.sends > 0 && r.recvs == 0 && r.outputs.is_empty(), "{r:?}");
+    }
+    for r in &last {
+        assert!(r.recvs > 0 && r.sends == 0, "{r:?}");
+        assert_eq!(r.outputs, (0..g.outputs().len()).collect::<Vec<_>>());
+    }
+    assert_eq!(first[0].sends, last[0].recvs);
+
+    // Run stage 0's ranks, hand what they send to stage 1's, run those: the single-device
+    // losses come out of each last-stage rank.
+    let weights = init_weights(&g, 5).unwrap();
+    let ins = inputs(&g, seq);
+    let global_in: Vec<HostTensor> = g
+        .inputs()
         .iter()
-        .find(|n| n.name == "encoder.layers.0.linear1.weight")
-        .unwrap();
-    assert_eq!(local_w1.outputs[0].to_string(), "f32[128,256]");
+        .map(|&i| ins[&g.node(i).name].clone())
+        .collect();
+    let want = run(&g, &global_in, &weights).unwrap();
+    let run_stage = |stage: &[&RankGraph], received: &BTreeMap<u64, Vec<HostTensor>>| {
+        let ids: Vec<u64> = stage.iter().map(|r| r.rank).collect();
+        let comms = LocalComm::group(&ids);
+        std::thread::scope(|scope| {
+            let hs: Vec<_> = stage
+                .iter()
+                .zip(&comms)
+                .map(|(rg, comm)| {
+                    let (li, lw) = local(rg, &g, &ins, &weights);
+                    let (open, _, to) = open_stage(rg);
+                    // The opened graph's inputs: the rank's own by name, then what it
+                    // received, in order (`recv1`, `recv2`, …).
+                    let by_name: BTreeMap<&str, &HostTensor> =
+                        rg.inputs.iter().map(|(n, _)| n.as_str()).zip(&li).collect();
+                    let got = received.get(&rg.rank).cloned().unwrap_or_default();
+                    let li: Vec<HostTensor> = open
+                        .inputs()
+                        .iter()
+                        .map(|&i| {
+                            let name = &open.node(i).name;
+                            match name
+                                .strip_prefix("recv")
+                                .and_then(|k| k.parse::<usize>().ok())
+                            {
+                                Some(k) => got[k - 1].clone(),
+                                None => by_name[name.as_str()].clone(),
+                            }
+                        })
+                        .collect();
+                    scope.spawn(move || {
+                        let outs = run_on_rank(&open, &li, &lw, comm).unwrap();
+                        (rg.rank, rg.outputs.len(), to, outs)
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut received: BTreeMap<u64, Vec<HostTensor>> = BTreeMap::new();
+    for (rank, n_out, to, outs) in run_stage(&first, &BTreeMap::new()) {
+        for (peer, t) in to.iter().zip(&outs[n_out..]) {
+            received.entry(*peer).or_default().push(t.clone());
+        }
+        // Each value goes from this rank to the rank at its coordinates in stage 1.
+        let (_, last_from, _) = open_stage(last.iter().find(|r| r.rank == to[0]).unwrap());
+        assert!(last_from.iter().all(|&p| p == rank));
+    }
+    for (rank, n_out, _, outs) in run_stage(&last, &received) {
+        assert_eq!(n_out, want.len());
+        for (k, (a, b)) in outs.iter().zip(&want).enumerate() {
+            assert_close(a, b, &format!("rank {rank} output {k}"));
+        }
+    }
+}
+
+#[test]
+fn the_graph_cost_model_prices_a_rank_s_all_reduce_on_the_cluster_link() {
+    use oar_passes::comm_cost::{all_reduce, Topology, COMM_EFFICIENCY};
+    use oar_passes::cost::CostModel;
+    let c = cpu4();
+    let g = annotated(&plan(2, 2, 1), 4, 8);
+    let r0 = partition_rank(&g, 0).unwrap();
+    let model = CostModel::for_device(&c.node_groups[0].device).with_topology(Topology::of(&c));
+    let b = BTreeMap::new();
+    let mut priced = 0;
+    for n in r0.graph.nodes() {
+        if let Op::AllReduce { .. } = n.op {
+            let bytes = n.outputs[0].bytes(&b, 1) as f64;
+            let want = all_reduce(2, bytes, &c.node_groups[0].intra_node, COMM_EFFICIENCY)
+                + model.launch_s;
+            assert_eq!(model.node_time(&r0.graph, n, &b), want, "%{}", n.name);
+            priced += 1;
+        }
+    }
+    assert!(priced >= 8, "{priced} all-reduces");
+}
+
+#[test]
+fn graphs_without_meshes_and_unknown_ranks_are_clear_errors() {
+    let g = oar_models::build(MODEL).unwrap().unwrap();
+    let g = specialize(&g, &BTreeMap::from([("N".into(), 2), ("seq".into(), 4)])).unwrap();
+    let err = partition(&g).unwrap_err();
+    assert_eq!(err, PartitionError::NoMesh);
+    assert!(err.to_string().contains("--emit-graph"), "{err}");
+
+    let a = annotated(&plan(2, 2, 1), 2, 4);
+    let err = partition_rank(&a, 7).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "rank 7 is not in any mesh of the graph (ranks: 0, 1, 2, 3)"
+    );
+    // Symbolic shapes must be bound first.
+    let sym = annotate(&oar_models::build(MODEL).unwrap().unwrap(), &plan(4, 1, 1)).unwrap();
+    assert!(matches!(partition(&sym), Err(PartitionError::Symbolic(_))));
+    // Batch 3 does not split over two data-parallel ranks.
+    let odd = annotated(&plan(2, 2, 1), 3, 4);
+    let err = partition(&odd).unwrap_err();
+    assert!(matches!(err, PartitionError::Uneven { .. }), "{err}");
 }

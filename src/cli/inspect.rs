@@ -28,9 +28,15 @@ pub struct InspectArgs {
     /// Print statistics (nodes by op, parameters, FLOPs, per-node table) instead of the graph.
     #[arg(long)]
     stats: bool,
-    /// Bind a symbolic dim for statistics, e.g. `--sym N=8` (unbound symbols count as 1).
+    /// Bind a symbolic dim for statistics, e.g. `--sym N=8` (unbound symbols count as 1),
+    /// or for `--rank` (`--sym N=4,seq=8`; unbound symbols are 8 there).
     #[arg(long = "sym", value_name = "NAME=VALUE")]
     syms: Vec<String>,
+    /// Print the graph rank R runs, as the partitioner makes it from the graph's
+    /// distribution attributes (`oar plan … --emit-graph`): local shapes, collectives,
+    /// send/recv between pipeline stages.
+    #[arg(long, value_name = "R")]
+    rank: Option<u64>,
     /// Run a pass pipeline first (`inference`, `canonicalize`) and print a before/after summary.
     #[arg(long)]
     pipeline: Option<String>,
@@ -50,7 +56,7 @@ pub struct InspectArgs {
 
 pub(crate) fn parse_bindings(syms: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
     let mut b = BTreeMap::new();
-    for s in syms {
+    for s in syms.iter().flat_map(|s| s.split(',')) {
         let Some((k, v)) = s.split_once('=') else {
             bail!("--sym expects NAME=VALUE, found `{s}`");
         };
@@ -70,7 +76,12 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     } else if !a.print_after.is_empty() || !a.disable_pass.is_empty() {
         bail!("--print-after and --disable-pass need --pipeline NAME");
     }
-    let out = if a.stats {
+    let out = if let Some(rank) = a.rank {
+        if a.stats || !matches!(a.format, Format::Text) {
+            bail!("--rank prints the rank's graph as text (no --stats or --format)");
+        }
+        rank_graph(&graph, rank, &parse_bindings(&a.syms)?)?
+    } else if a.stats {
         // Zoo models report at their stated size unless overridden.
         let mut bindings = oar::models::find(&a.model)
             .map(|e| e.bindings())
@@ -123,6 +134,66 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     super::emit(&out, a.output.as_deref())
 }
 
+/// Symbols `--rank` binds when the command line does not.
+const DEFAULT_SYMBOL_VALUE: u64 = 8;
+
+/// Rank `rank`'s graph as text, after a header saying what it holds.
+fn rank_graph(
+    graph: &ir::Graph,
+    rank: u64,
+    syms: &BTreeMap<String, u64>,
+) -> anyhow::Result<String> {
+    use oar::passes::parallel::partition::{partition_rank, ranks, specialize};
+    use std::fmt::Write;
+    if graph.meshes.is_empty() {
+        bail!("--rank: {}", oar::passes::parallel::PartitionError::NoMesh);
+    }
+    let mut bindings = syms.clone();
+    let mut unbound = std::collections::BTreeSet::new();
+    for n in graph.nodes() {
+        for t in &n.outputs {
+            for d in &t.shape.0 {
+                unbound.extend(d.symbols().into_iter().filter(|s| !syms.contains_key(*s)));
+            }
+        }
+    }
+    if !unbound.is_empty() {
+        let names: Vec<&str> = unbound.iter().copied().collect();
+        eprintln!(
+            "note: {} unbound, set to {DEFAULT_SYMBOL_VALUE} (bind with --sym NAME=VALUE)",
+            names.join(", ")
+        );
+        for s in names {
+            bindings.insert(s.to_string(), DEFAULT_SYMBOL_VALUE);
+        }
+    }
+    let g = specialize(graph, &bindings)?;
+    let all = ranks(&g).map_err(|e| anyhow::anyhow!("--rank: {e}"))?;
+    let rg = partition_rank(&g, rank).map_err(|e| anyhow::anyhow!("--rank {rank}: {e}"))?;
+    let mut out = String::new();
+    let _ =
+        writeln!(
+        out,
+        "// rank {rank} of {} (ranks {}), pipeline stage {}: {} collectives, {} sends, {} recvs",
+        all.len(),
+        all.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+        rg.stage,
+        rg.collectives,
+        rg.sends,
+        rg.recvs
+    );
+    let bound: Vec<String> = bindings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(out, "// symbols: {}", bound.join(", "));
+    for (name, pl) in &rg.inputs {
+        let pl: Vec<String> = pl.iter().map(|p| p.to_string()).collect();
+        let _ = writeln!(out, "// input {name}: [{}]", pl.join(", "));
+    }
+    let outputs: Vec<String> = rg.outputs.iter().map(usize::to_string).collect();
+    let _ = writeln!(out, "// returns global outputs [{}]", outputs.join(", "));
+    out.push_str(&ir::print(&rg.graph));
+    Ok(out)
+}
+
 fn run_pipeline(
     graph: oar::ir::Graph,
     name: &str,
@@ -132,6 +203,8 @@ fn run_pipeline(
     let cluster = oar::ir::Cluster::resolve(&a.device)?;
     let mut cx = PassContext::new(cluster.node_groups[0].device.clone());
     cx.verify = true;
+    // Collectives in distributed graphs are priced on the cluster's links.
+    cx.topology = Some(oar::passes::comm_cost::Topology::of(&cluster));
     cx.bindings = oar::models::find(&a.model)
         .map(|e| e.bindings())
         .unwrap_or_default();

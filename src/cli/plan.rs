@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 use oar::ir::Cluster;
 use oar::passes::parallel::report::Report;
 use oar::passes::parallel::{
-    plan_with, weak_scaling, Constraints, Job, LayerSpec, ModelSpec, TrainingCostModel,
+    annotate, plan_with, weak_scaling, Constraints, Job, LayerSpec, ModelSpec, TrainingCostModel,
     TransformerConfig,
 };
 use std::path::PathBuf;
@@ -67,6 +67,11 @@ pub struct PlanArgs {
     /// Write the report to a file.
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Also write the model's graph with the chosen plan as distribution attributes (text
+    /// IR: one mesh per pipeline stage, weight and input placements, node stages); a zoo
+    /// model only. `oar inspect FILE --rank R` shows what rank R runs.
+    #[arg(long, value_name = "FILE.oir")]
+    emit_graph: Option<PathBuf>,
 }
 
 /// The planner's view of a zoo ERNIE or a config file, with its default sequence length.
@@ -137,7 +142,24 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         sequence_parallel: a.sequence_parallel,
         micro_batch_size: a.micro_batch,
     };
+    // The graph to annotate, checked before planning.
+    let graph = match &a.emit_graph {
+        Some(_) => match oar::models::build(&a.model) {
+            Some(g) => Some(g?),
+            None => bail!(
+                "--emit-graph needs a zoo model (a config file describes no graph): `{}`",
+                a.model
+            ),
+        },
+        None => None,
+    };
     let outcome = plan_with(&model, &job, &cluster, &cost, &fixed)?;
+    if let (Some(path), Some(graph)) = (&a.emit_graph, &graph) {
+        let annotated = annotate(graph, &outcome.best)
+            .with_context(|| format!("cannot write the plan onto {}", a.model))?;
+        std::fs::write(path, oar::ir::print(&annotated))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let scaling = weak_scaling(&model, &job, &cluster, &cost, &fixed);
     let peak =
         oar::passes::parallel::cost::Evaluator::new(&model, &job, &cluster, cost.clone()).peak();

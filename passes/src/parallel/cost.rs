@@ -109,7 +109,7 @@ impl Default for TrainingCostModel {
     fn default() -> Self {
         TrainingCostModel {
             gemm_efficiency: 0.62,
-            comm_efficiency: 0.8,
+            comm_efficiency: crate::comm_cost::COMM_EFFICIENCY,
             dp_overlap: 0.8,
             fragmentation: 0.10,
             workspace_bytes: 2.0 * (1u64 << 30) as f64,
@@ -117,57 +117,11 @@ impl Default for TrainingCostModel {
     }
 }
 
-/// Ring all-reduce over `n` ranks of `bytes` on `link` (Thakur et al. 2005; NCCL):
-/// 2(n−1)/n · bytes / bw + 2(n−1)·α.
-pub fn ring_all_reduce(n: u64, bytes: f64, link: &Link, eff: f64) -> f64 {
-    if n <= 1 {
-        return 0.0;
-    }
-    let n = n as f64;
-    2.0 * (n - 1.0) / n * bytes / (link.bandwidth() * eff) + 2.0 * (n - 1.0) * link.latency()
-}
-
-/// Ring all-gather or reduce-scatter: half an all-reduce.
-pub fn ring_gather(n: u64, bytes: f64, link: &Link, eff: f64) -> f64 {
-    ring_all_reduce(n, bytes, link, eff) / 2.0
-}
-
-/// Tree (double binary tree) all-reduce: 2·bytes/bw + 2·log2(n)·α; wins for small messages.
-pub fn tree_all_reduce(n: u64, bytes: f64, link: &Link, eff: f64) -> f64 {
-    if n <= 1 {
-        return 0.0;
-    }
-    2.0 * bytes / (link.bandwidth() * eff) + 2.0 * (n as f64).log2().ceil() * link.latency()
-}
-
-/// The faster of ring and tree, as NCCL picks.
-pub fn all_reduce(n: u64, bytes: f64, link: &Link, eff: f64) -> f64 {
-    ring_all_reduce(n, bytes, link, eff).min(tree_all_reduce(n, bytes, link, eff))
-}
-
-/// Two-level all-reduce for a group of `nodes × per_node` ranks: reduce-scatter inside each
-/// node, all-reduce of the 1/per_node shards across nodes, all-gather inside the node
-/// (NCCL's and Horovod's hierarchical algorithm).
-pub fn hierarchical_all_reduce(
-    per_node: u64,
-    nodes: u64,
-    bytes: f64,
-    intra: &Link,
-    inter: &Link,
-    eff: f64,
-) -> f64 {
-    2.0 * ring_gather(per_node, bytes, intra, eff)
-        + all_reduce(nodes, bytes / per_node.max(1) as f64, inter, eff)
-}
-
-/// All-to-all among `n` ranks: each sends (n−1)/n of its `bytes`.
-pub fn all_to_all(n: u64, bytes: f64, link: &Link, eff: f64) -> f64 {
-    if n <= 1 {
-        return 0.0;
-    }
-    (n as f64 - 1.0) / n as f64 * bytes / (link.bandwidth() * eff)
-        + (n as f64 - 1.0) * link.latency()
-}
+// The collective models are shared with the graph cost model.
+pub use crate::comm_cost::{
+    all_reduce, all_to_all, hierarchical_all_reduce, ring_all_reduce, ring_gather, tree_all_reduce,
+    Topology,
+};
 
 /// (layer, tensor degree, tokens per micro-batch, sequence parallel, micro-batches).
 type LayerPlanKey = (LayerSpec, u64, u64, bool, u64);
@@ -181,6 +135,8 @@ pub struct Evaluator<'a> {
     /// Intra-op plans by (layer, tensor degree, micro-batch size, sequence parallel,
     /// micro-batches): many candidates share them.
     layer_plans: RefCell<HashMap<LayerPlanKey, LayerStrategy>>,
+    /// Which link a group spans, and the collective prices on it.
+    topology: Topology,
 }
 
 /// The result of evaluating one plan.
@@ -192,6 +148,9 @@ pub struct Evaluation {
     pub fits: bool,
     /// Intra-op sharding of a first-stage layer, op by op.
     pub layer_strategy: Vec<String>,
+    /// Each layer's intra-op choices with their layouts, in model order (for `annotate`).
+    #[serde(skip)]
+    pub layer_layouts: Vec<std::sync::Arc<[super::intra_op::OpLayout]>>,
 }
 
 const BF16: f64 = 2.0;
@@ -210,40 +169,19 @@ impl<'a> Evaluator<'a> {
             cluster,
             cost,
             layer_plans: RefCell::new(HashMap::new()),
+            topology: Topology::of(cluster),
         }
-    }
-
-    fn devices_per_node(&self) -> u64 {
-        self.cluster.node_groups[0].devices_per_node as u64
     }
 
     /// The link a group of `size` ranks at `stride` spans: inside one node or across nodes.
     pub fn link(&self, size: u64, stride: u64) -> &Link {
-        if size * stride <= self.devices_per_node() {
-            &self.cluster.node_groups[0].intra_node
-        } else {
-            &self.cluster.inter_node
-        }
+        self.topology.link(size, stride)
     }
 
-    /// All-reduce over a group of `size` ranks at `stride`: flat on the link it spans, or
-    /// hierarchical when it spans nodes and that is faster.
+    /// All-reduce over a group of `size` ranks at `stride` (see `Topology::group_all_reduce`).
     pub fn group_all_reduce(&self, size: u64, stride: u64, bytes: f64) -> f64 {
-        let eff = self.cost.comm_efficiency;
-        let flat = all_reduce(size, bytes, self.link(size, stride), eff);
-        let per_node = (self.devices_per_node() / stride.max(1)).clamp(1, size);
-        if per_node <= 1 || per_node >= size {
-            return flat;
-        }
-        let g = &self.cluster.node_groups[0];
-        flat.min(hierarchical_all_reduce(
-            per_node,
-            size / per_node,
-            bytes,
-            &g.intra_node,
-            &self.cluster.inter_node,
-            eff,
-        ))
+        self.topology
+            .group_all_reduce(size, stride, bytes, self.cost.comm_efficiency)
     }
 
     /// Peak dense FLOP/s of one device for training (bf16, else f16, else f32).
@@ -341,6 +279,7 @@ impl<'a> Evaluator<'a> {
         let last = ranges.len() - 1;
         let mut worst = StepTime::default();
         let mut layer_strategy = Vec::new();
+        let mut layer_layouts = Vec::with_capacity(m.layers.len());
         let micro = p.micro_batches.max(1) as f64;
         let rates = Rates {
             flops: peak,
@@ -387,6 +326,7 @@ impl<'a> Evaluator<'a> {
                 fwd += st.forward_compute;
                 // Backward moves the same volume as forward.
                 per_layer_comm += 2.0 * st.forward_comm;
+                layer_layouts.push(st.layouts.clone());
                 if k == 0 && layer_strategy.is_empty() {
                     layer_strategy = st.ops.clone();
                 }
@@ -491,7 +431,7 @@ impl<'a> Evaluator<'a> {
                 } else {
                     1.0
                 };
-            2.0 * v as f64 * (pp_link.latency() + bytes / (pp_link.bandwidth() * c.comm_efficiency))
+            2.0 * v as f64 * crate::comm_cost::p2p(bytes, pp_link, c.comm_efficiency)
         } else {
             0.0
         };
@@ -510,38 +450,7 @@ impl<'a> Evaluator<'a> {
             memory: mem,
             fits,
             layer_strategy,
+            layer_layouts,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn link(gbs: f64, us: f64) -> Link {
-        Link {
-            kind: "t".into(),
-            bandwidth_gbs: gbs,
-            latency_us: us,
-        }
-    }
-
-    #[test]
-    fn collective_formulas() {
-        let l = link(100.0, 0.0);
-        // Ring all-reduce of 1 GB over 4 ranks at 100 GB/s: 2·3/4 · 0.01 s.
-        assert!((ring_all_reduce(4, 1e9, &l, 1.0) - 0.015).abs() < 1e-12);
-        assert_eq!(ring_all_reduce(1, 1e9, &l, 1.0), 0.0);
-        assert!((ring_gather(4, 1e9, &l, 1.0) - 0.0075).abs() < 1e-12);
-        // Tiny messages: the tree's log-latency wins.
-        let slow = link(100.0, 10.0);
-        assert!(all_reduce(64, 1e3, &slow, 1.0) < ring_all_reduce(64, 1e3, &slow, 1.0));
-        // Hierarchical beats a flat ring on the slow network for big messages.
-        let (fast, net) = (link(300.0, 3.0), link(25.0, 10.0));
-        assert!(
-            hierarchical_all_reduce(8, 16, 1e9, &fast, &net, 1.0)
-                < ring_all_reduce(128, 1e9, &net, 1.0)
-        );
-        assert!((all_to_all(4, 1e9, &l, 1.0) - 0.0075).abs() < 1e-12);
     }
 }

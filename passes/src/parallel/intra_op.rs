@@ -5,9 +5,10 @@
 //! the usual costs it rediscovers Megatron's column → row pattern, and with sequence
 //! parallelism allowed, Korthikanti et al.'s sequence-sharded norms.
 
-use super::cost::{all_reduce, ring_gather};
 use super::spec::LayerSpec;
+use crate::comm_cost::{all_reduce, ring_gather};
 use oar_ir::cluster::Link;
+use oar_ir::dist::{Placement, ReduceOp};
 use serde::Serialize;
 
 /// How an activation `[tokens, features]` is laid out over the tensor-parallel group.
@@ -20,6 +21,53 @@ pub enum Layout {
     Tokens,
     /// Each rank holds a partial sum.
     Partial,
+}
+
+impl Layout {
+    /// The one translation into the IR's vocabulary: the placement on the tensor-parallel
+    /// mesh axis of a tensor whose token (row) dim is `tokens` and feature dim `features`.
+    pub fn placement(self, tokens: usize, features: usize) -> Placement {
+        match self {
+            Layout::Replicated => Placement::Replicate,
+            Layout::Features => Placement::Shard(features),
+            Layout::Tokens => Placement::Shard(tokens),
+            Layout::Partial => Placement::Partial(ReduceOp::Sum),
+        }
+    }
+}
+
+/// One op's choice in a layer: the layout it consumes and the one it produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OpLayout {
+    /// The chain op: `norm1`, `qkv`, `attention`, `out`, `norm2`, `ffn1`, `gelu`, `ffn2`.
+    pub op: &'static str,
+    /// `replicated`, `column`, `row`, `heads`, `tokens`, `sharded`.
+    pub strategy: &'static str,
+    pub input: Layout,
+    pub output: Layout,
+}
+
+impl OpLayout {
+    /// Placement of a linear op's weight `[in, out]` on the tensor axis: `x·W` with `x`
+    /// `[tokens, in]` in the input layout and the result `[tokens, out]` in the output
+    /// layout. The weight's row dim is the contraction (an input feature), its column dim
+    /// an output feature; token layouts leave it whole.
+    pub fn weight(&self) -> Placement {
+        match (self.input, self.output) {
+            (Layout::Features, _) => Layout::Features.placement(1, 0),
+            (_, Layout::Features) => Layout::Features.placement(0, 1),
+            _ => Placement::Replicate,
+        }
+    }
+
+    /// Placement of a linear op's bias `[out]`: split with the output features, else whole
+    /// (a row-split product is reduced before its bias is added).
+    pub fn bias(&self) -> Placement {
+        match self.output {
+            Layout::Features => Layout::Features.placement(0, 0),
+            _ => Placement::Replicate,
+        }
+    }
 }
 
 const LAYOUTS: [Layout; 4] = [
@@ -53,6 +101,10 @@ pub struct LayerStrategy {
     pub forward_comm: f64,
     /// Strategy per op, in order: e.g. `qkv: column`.
     pub ops: Vec<String>,
+    /// The same choices with their layouts, for writing them onto a graph (shared: every
+    /// evaluation that uses this strategy keeps a handle).
+    #[serde(skip)]
+    pub layouts: std::sync::Arc<[OpLayout]>,
 }
 
 /// What one op costs under one input layout: its output layout, seconds, and a label.
@@ -200,7 +252,7 @@ pub fn plan_layer(
     ];
     let act_bytes = |features: u64| 2.0 * tokens as f64 * features as f64;
     // (contraction seconds, elementwise seconds, communication seconds, choices)
-    type Best = Option<(f64, f64, f64, Vec<String>)>;
+    type Best = Option<(f64, f64, f64, Vec<OpLayout>)>;
     // The residual stream enters replicated, or token-sharded with sequence parallelism.
     let start = |l: Layout| l == Layout::Replicated || (seq_par && t > 1 && l == Layout::Tokens);
     let mut best: Vec<Best> = LAYOUTS
@@ -251,7 +303,12 @@ pub fn plan_layer(
                         .is_none_or(|b| c2 + e2 + m2 < b.0 + b.1 + b.2)
                     {
                         let mut p = picks.clone();
-                        p.push(format!("{name}: {label}"));
+                        p.push(OpLayout {
+                            op: name,
+                            strategy: label,
+                            input: want,
+                            output: out,
+                        });
                         next[oi] = Some((c2, e2, m2, p));
                     }
                 }
@@ -278,13 +335,17 @@ pub fn plan_layer(
             }
         }
     }
-    let (forward_compute, forward_elementwise, forward_comm, ops) =
+    let (forward_compute, forward_elementwise, forward_comm, layouts) =
         out.unwrap_or((0.0, 0.0, 0.0, vec![]));
     LayerStrategy {
         forward_compute,
         forward_elementwise,
         forward_comm,
-        ops,
+        ops: layouts
+            .iter()
+            .map(|l| format!("{}: {}", l.op, l.strategy))
+            .collect(),
+        layouts: layouts.into(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Auto-parallel planning: the model and job description, the training-step cost model
 //! (compute, collectives, bubbles, memory), the planner, and reports.
 
+pub mod annotate;
 pub mod cost;
 pub mod intra_op;
 pub mod partition;
@@ -9,6 +10,8 @@ pub mod search;
 mod sharding_rules;
 pub mod spec;
 
+pub use annotate::{annotate, AnnotateError};
 pub use cost::{Evaluation, Job, ParallelPlan, TrainingCostModel};
+pub use partition::{partition, partition_rank, specialize, PartitionError, RankGraph};
 pub use search::{plan, plan_with, weak_scaling, Constraints, PlanError, PlanOutcome};
 pub use spec::{LayerSpec, ModelSpec, TransformerConfig};

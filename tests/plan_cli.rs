@@ -1,0 +1,116 @@
+//! `oar plan … --emit-graph` and `oar inspect FILE --rank R` through the real binary.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn oar(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_oar"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the oar binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = oar(args);
+    assert_eq!(code, 0, "oar {args:?} failed: {err}");
+    out
+}
+
+fn fails(args: &[&str]) -> String {
+    let (code, out, err) = oar(args);
+    assert_ne!(code, 0, "oar {args:?} should fail but printed {out}");
+    assert!(!err.contains("panicked"), "oar {args:?} panicked: {err}");
+    err
+}
+
+/// Plans ernie-3.0-tiny as dp 2 × tp 2 on the 4-device CPU cluster into a fresh file.
+fn emit(tag: &str, extra: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("oar-plan-cli-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("g.oir");
+    let p = path.to_str().unwrap();
+    let mut args = vec![
+        "plan",
+        "ernie-3.0-tiny",
+        "--cluster",
+        "examples/clusters/cpu4.toml",
+        "--emit-graph",
+        p,
+    ];
+    args.extend(extra);
+    let report = ok(&args);
+    assert!(report.contains("ernie-3.0-tiny"), "{report}");
+    path
+}
+
+#[test]
+fn plan_emits_an_annotated_graph_and_inspect_prints_each_rank() {
+    let path = emit("2x2", &["--dp", "2", "--tp", "2", "--pp", "1"]);
+    let p = path.to_str().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains(r#"mesh @stage0 = {shape=[2, 2], axes=["dp", "tp"], devices=[0, 1, 2, 3]}"#)
+            || text.contains(r#"mesh @stage0 = {shape=[2, 2], axes=["dp", "tp"]}"#),
+        "{}",
+        &text[..text.len().min(2000)]
+    );
+    assert!(
+        text.contains("#dist<mesh=@stage0, [R, S(1)], stage=0>"),
+        "column split"
+    );
+    // Every rank's graph, with its local shapes and collectives.
+    for r in 0..4 {
+        let out = ok(&["inspect", p, "--rank", &r.to_string(), "--sym", "N=4,seq=8"]);
+        assert!(out.starts_with(&format!("// rank {r} of 4")), "{out}");
+        assert!(out.contains("all_reduce("), "{out}");
+    }
+    let rank0 = ok(&["inspect", p, "--rank", "0", "--sym", "N=4,seq=8"]);
+    // Header and the communication of one layer: the snapshot shows where the
+    // partitioner reduces and gathers.
+    let lines: Vec<&str> = rank0
+        .lines()
+        .filter(|l| {
+            l.starts_with("//")
+                || l.starts_with("mesh ")
+                || l.starts_with("graph ")
+                || ((l.contains("all_reduce(") || l.contains("all_gather("))
+                    && !l.contains("nlu.")
+                    && !l.contains("nlg."))
+                || l.contains("encoder.layers.0.linear1.weight\"")
+        })
+        .collect();
+    insta::assert_snapshot!(lines.join("\n"));
+    // Unbound symbols get a stated default.
+    let (code, _, err) = oar(&["inspect", p, "--rank", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("N, seq unbound, set to 8"), "{err}");
+}
+
+#[test]
+fn bad_ranks_and_graphs_without_meshes_are_clear_errors() {
+    let path = emit("errors", &["--dp", "4"]);
+    let p = path.to_str().unwrap();
+    let err = fails(&["inspect", p, "--rank", "4", "--sym", "N=4,seq=8"]);
+    assert!(
+        err.contains("--rank 4: rank 4 is not in any mesh of the graph (ranks: 0, 1, 2, 3)"),
+        "{err}"
+    );
+    let err = fails(&["inspect", "examples/mlp.oir", "--rank", "0"]);
+    assert!(err.contains("declares no process mesh"), "{err}");
+    assert!(err.contains("--emit-graph"), "{err}");
+    let err = fails(&[
+        "plan",
+        "examples/plan/gpt-18b.toml",
+        "--cluster",
+        "examples/clusters/cpu4.toml",
+        "--emit-graph",
+        "/nonexistent/g.oir",
+    ]);
+    assert!(err.contains("--emit-graph needs a zoo model"), "{err}");
+}
