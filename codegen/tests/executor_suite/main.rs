@@ -15,9 +15,11 @@ mod runners;
 
 use cases::{cases, Case};
 use common::{random_inputs, rel_err, TOL};
-use oar_runtime::{init::init_weights, run, HostTensor};
+use oar_runtime::{init::init_weights, run, HostTensor, Weights};
 use runners::{compile, Backend, Executable, RustExecutor, SharedLibrary};
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 /// A fresh folder for one backend's build of one case.
@@ -55,14 +57,48 @@ fn compare(runs: &[Vec<HostTensor>], want: &[HostTensor]) -> Result<f64, String>
     Ok(worst)
 }
 
+/// A case's weights (seed 3), inputs (seed 5) and the interpreter's outputs on them.
+struct Reference {
+    weights: Weights,
+    inputs: Vec<HostTensor>,
+    want: Vec<HostTensor>,
+}
+
+/// The reference of `case`, computed once for all backends (their tests run in parallel:
+/// the first to ask computes it, the others wait for it).
+fn reference(case: &Case) -> Arc<Result<Reference, String>> {
+    type Slot = Arc<OnceLock<Arc<Result<Reference, String>>>>;
+    static CACHE: OnceLock<Mutex<HashMap<String, Slot>>> = OnceLock::new();
+    let slot = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(case.name.clone())
+        .or_default()
+        .clone();
+    slot.get_or_init(|| {
+        Arc::new((|| {
+            let weights = init_weights(&case.graph, 3).map_err(|e| e.to_string())?;
+            let inputs = random_inputs(&case.graph, &case.bindings, 5);
+            let want =
+                run(&case.graph, &inputs, &weights).map_err(|e| format!("interpreter: {e}"))?;
+            Ok(Reference {
+                weights,
+                inputs,
+                want,
+            })
+        })())
+    })
+    .clone()
+}
+
 fn check_case(backend: &dyn Backend, case: &Case) -> Result<f64, String> {
-    let weights = init_weights(&case.graph, 3).map_err(|e| e.to_string())?;
-    let inputs = random_inputs(&case.graph, &case.bindings, 5);
-    let want = run(&case.graph, &inputs, &weights).map_err(|e| format!("interpreter: {e}"))?;
+    let reference = reference(case);
+    let r = reference.as_ref().as_ref().map_err(Clone::clone)?;
     let compiled = compile(case)?;
     let dir = scratch(backend.name(), &case.name);
-    let runs = backend.run(case, compiled, &weights, &inputs, &dir)?;
-    let worst = compare(&runs, &want)?;
+    let runs = backend.run(case, compiled, &r.weights, &r.inputs, &dir)?;
+    let worst = compare(&runs, &r.want)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(worst)
 }
