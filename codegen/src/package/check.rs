@@ -41,7 +41,11 @@ pub(super) fn check_program(p: &Program) -> Result<(), PackageError> {
     limit("kernels".into(), p.kernels.len(), C_INT_MAX)?;
     limit("outputs".into(), p.outputs.len(), C_INT_MAX)?;
     let total_args: usize = p.steps.iter().map(|s| s.args.len()).sum();
-    limit("kernel arguments over all steps".into(), total_args, C_INT_MAX)?;
+    limit(
+        "kernel arguments over all steps".into(),
+        total_args,
+        C_INT_MAX,
+    )?;
     if p.prologue > p.steps.len() {
         return Err(inconsistent(format!(
             "prologue of {} steps in a program of {}",
@@ -64,7 +68,11 @@ pub(super) fn check_program(p: &Program) -> Result<(), PackageError> {
             )));
         }
         // The executable's .npy reader and the C API hand out ranks as `int`.
-        limit(format!("buffer `{}`'s rank", b.name), b.shape.len(), C_INT_MAX)?;
+        limit(
+            format!("buffer `{}`'s rank", b.name),
+            b.shape.len(),
+            C_INT_MAX,
+        )?;
     }
     for (i, s) in p.steps.iter().enumerate() {
         let Some(kernel) = p.kernels.get(s.kernel) else {

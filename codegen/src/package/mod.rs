@@ -6,13 +6,13 @@ mod check;
 mod tables;
 
 use crate::cpu::{emit, CpuError, Emit};
-use check::check_program;
-use tables::{c_string, program_tables};
 use crate::kernel::Compiled;
+use check::check_program;
 use oar_runtime::program::BufferRole;
 use oar_runtime::{HostTensor, TensorData, Weights};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use tables::{c_string, program_tables};
 
 const RUNTIME_C: &str = include_str!("runtime.c");
 const MAIN_C: &str = include_str!("main.c");
@@ -33,7 +33,9 @@ pub enum PackageError {
     Weight(String, String),
     #[error("cannot write {0}: {1}")]
     Io(String, std::io::Error),
-    #[error("buffer `{name}` is {dtype}: the packaged executor holds f32, i64 and bool buffers only")]
+    #[error(
+        "buffer `{name}` is {dtype}: the packaged executor holds f32, i64 and bool buffers only"
+    )]
     Dtype { name: String, dtype: String },
     #[error("{what} is {count}, over the packaged executor's limit of {limit}")]
     Limit {

@@ -38,7 +38,9 @@ fn dtype_code(d: DType) -> u8 {
     match d {
         DType::I64 => 1,
         DType::Bool => 2,
-        DType::F32 | DType::F16 | DType::BF16 | DType::F64 | DType::I32 | DType::I8 | DType::U8 => 0,
+        DType::F32 | DType::F16 | DType::BF16 | DType::F64 | DType::I32 | DType::I8 | DType::U8 => {
+            0
+        }
     }
 }
 
@@ -139,7 +141,11 @@ pub(super) fn program_tables(p: &Program, offsets: &[usize], input_names: &[Stri
     for k in &p.kernels {
         let _ = writeln!(t, "void {k}(void **, int64_t, int64_t, void *);");
     }
-    let _ = writeln!(t, "const oar_kernel OAR_KERNELS[] = {};", c_list(&p.kernels));
+    let _ = writeln!(
+        t,
+        "const oar_kernel OAR_KERNELS[] = {};",
+        c_list(&p.kernels)
+    );
     let mut ins: Vec<(usize, usize)> = p
         .buffers
         .iter()

@@ -93,7 +93,11 @@ pub fn cases() -> Vec<Case> {
         );
     }
     for seed in 1..=6 {
-        add(format!("random_chain_{seed}"), random_chain(seed), bindings(&[]));
+        add(
+            format!("random_chain_{seed}"),
+            random_chain(seed),
+            bindings(&[]),
+        );
     }
     add(
         "conv3x3_maxpool".into(),

@@ -19,7 +19,9 @@ fn product_then_softmax() -> Case {
     let y = g
         .add_node(Op::MatMul(MatMulAttrs::default()), vec![x, w], None)
         .unwrap();
-    let z = g.add_node(Op::Softmax { axis: -1 }, vec![y.into()], None).unwrap();
+    let z = g
+        .add_node(Op::Softmax { axis: -1 }, vec![y.into()], None)
+        .unwrap();
     g.set_outputs(vec![z.into()]);
     Case {
         name: "product_softmax".into(),

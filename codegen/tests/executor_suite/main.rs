@@ -37,7 +37,11 @@ fn compare(runs: &[Vec<HostTensor>], want: &[HostTensor]) -> Result<f64, String>
     let mut worst = 0f64;
     for (r, got) in runs.iter().enumerate() {
         if got.len() != want.len() {
-            return Err(format!("run {r}: {} outputs, want {}", got.len(), want.len()));
+            return Err(format!(
+                "run {r}: {} outputs, want {}",
+                got.len(),
+                want.len()
+            ));
         }
         for (k, (a, b)) in got.iter().zip(want).enumerate() {
             if a.shape != b.shape || a.dtype() != b.dtype() {

@@ -197,7 +197,8 @@ impl Backend for SharedLibrary {
             Artifact::SharedLibrary,
             &dir.join("libmodel.so"),
         )?;
-        std::fs::write(dir.join("driver.c"), include_str!("driver.c")).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("driver.c"), include_str!("driver.c"))
+            .map_err(|e| e.to_string())?;
         exec(Command::new("cc").current_dir(dir).args([
             "-O1",
             "-o",
@@ -227,7 +228,8 @@ impl Backend for SharedLibrary {
                     .enumerate()
                     .map(|(k, &id)| {
                         let f = dir.join(format!("out{k}.bin.{r}"));
-                        let bytes = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+                        let bytes =
+                            std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
                         Ok(from_raw(&bytes, &p.buffers[id]))
                     })
                     .collect()
