@@ -1,31 +1,17 @@
 //! Property tests: random small graphs give the same outputs through the LLVM path and the
 //! interpreter (max |a − b| / max |b| ≤ 1e-4).
 
+mod common;
+
+use common::random_graph::{build, param, Step};
+use common::{inference, max_diff};
 use oar_codegen::jit::JitModel;
 use oar_codegen::kernel::{CpuModel, Tiling};
-use oar_ir::dist::ReduceOp;
-use oar_ir::op::{BinaryOp, ConvAttrs, Init, MatMulAttrs, ParamAttrs, ReduceOverAxes, UnaryOp};
+use oar_ir::op::{BinaryOp, ConvAttrs, MatMulAttrs, UnaryOp};
 use oar_ir::{Graph, Op, TensorType, ValueRef};
 use oar_runtime::{init::init_weights, run, HostTensor};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-
-fn param(g: &mut Graph, name: &str, dims: &[u64]) -> ValueRef {
-    let op = Op::Param(ParamAttrs {
-        name: name.into(),
-        init: Some(Init::Uniform {
-            low: -1.0,
-            high: 1.0,
-        }),
-    });
-    g.add_node_typed(op, vec![], vec![TensorType::f32(dims)], Some(name.into()))
-        .unwrap()
-        .into()
-}
-
-fn shape_of(g: &Graph, v: ValueRef) -> Vec<u64> {
-    g.value_type(v).unwrap().shape.as_static().unwrap()
-}
 
 fn compare(g: &Graph) -> Result<(), TestCaseError> {
     compare_blocked_for(g, &oar_codegen::cpu::host_cpu().unwrap())
@@ -72,17 +58,6 @@ fn compare_blocked_for(g: &Graph, cpu: &CpuModel) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-#[derive(Debug, Clone)]
-enum Step {
-    Unary(u8),
-    Binary(u8, u8),
-    Softmax(u8),
-    Reduce(u8, u8, bool),
-    Transpose(u8),
-    MatMul(u8),
-    LayerNorm,
-}
-
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         (0u8..10).prop_map(Step::Unary),
@@ -93,113 +68,6 @@ fn step() -> impl Strategy<Value = Step> {
         (1u8..7).prop_map(Step::MatMul),
         Just(Step::LayerNorm),
     ]
-}
-
-fn build(dims: [u64; 3], steps: &[Step]) -> Graph {
-    let mut g = Graph::new("random");
-    let mut v = g.add_input("x", TensorType::f32(&dims));
-    for (k, s) in steps.iter().enumerate() {
-        let sh = shape_of(&g, v);
-        let r = sh.len();
-        let (op, extra): (Op, Vec<ValueRef>) = match s {
-            Step::Unary(u) => {
-                let u = [
-                    UnaryOp::Relu,
-                    UnaryOp::Sigmoid,
-                    UnaryOp::Tanh,
-                    UnaryOp::HardSwish,
-                    UnaryOp::Gelu { tanh: false },
-                    UnaryOp::Abs,
-                    UnaryOp::Neg,
-                    UnaryOp::Clip {
-                        min: -0.5,
-                        max: 0.7,
-                    },
-                    UnaryOp::LeakyRelu { alpha: 0.1 },
-                    UnaryOp::Gelu { tanh: true },
-                ][*u as usize];
-                (Op::Unary(u), vec![])
-            }
-            Step::Binary(o, shape) => {
-                let b = [
-                    BinaryOp::Add,
-                    BinaryOp::Sub,
-                    BinaryOp::Mul,
-                    BinaryOp::Max,
-                    BinaryOp::Min,
-                ][*o as usize];
-                let pshape: Vec<u64> = match shape {
-                    0 => vec![sh[r - 1]],
-                    1 if r >= 2 => vec![sh[r - 2], 1],
-                    _ => sh.clone(),
-                };
-                (
-                    Op::Binary(b),
-                    vec![param(&mut g, &format!("p{k}"), &pshape)],
-                )
-            }
-            Step::Softmax(a) => (
-                Op::Softmax {
-                    axis: (*a as usize % r) as i64,
-                },
-                vec![],
-            ),
-            Step::Reduce(o, a, keep) if r > 1 => {
-                let op = [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min][*o as usize];
-                (
-                    Op::Reduce(ReduceOverAxes {
-                        op,
-                        axes: vec![(*a as usize % r) as i64],
-                        keepdims: *keep,
-                    }),
-                    vec![],
-                )
-            }
-            Step::Reduce(..) => (Op::Unary(UnaryOp::Relu), vec![]),
-            Step::Transpose(p) => {
-                let perms: Vec<Vec<usize>> = if r == 3 {
-                    vec![
-                        vec![0, 2, 1],
-                        vec![1, 0, 2],
-                        vec![2, 1, 0],
-                        vec![1, 2, 0],
-                        vec![2, 0, 1],
-                        vec![0, 1, 2],
-                    ]
-                } else {
-                    vec![(0..r).rev().collect()]
-                };
-                (
-                    Op::Transpose {
-                        perm: perms[*p as usize % perms.len()].clone(),
-                    },
-                    vec![],
-                )
-            }
-            Step::MatMul(n) if r >= 2 => (
-                Op::MatMul(MatMulAttrs::default()),
-                vec![param(&mut g, &format!("w{k}"), &[sh[r - 1], *n as u64 * 3])],
-            ),
-            Step::MatMul(_) => (Op::Unary(UnaryOp::Abs), vec![]),
-            Step::LayerNorm => {
-                let c = sh[r - 1];
-                let s = param(&mut g, &format!("g{k}"), &[c]);
-                let b = param(&mut g, &format!("b{k}"), &[c]);
-                (
-                    Op::LayerNorm {
-                        axis: -1,
-                        eps: 1e-5,
-                    },
-                    vec![s, b],
-                )
-            }
-        };
-        let mut ins = vec![v];
-        ins.extend(extra);
-        v = g.add_node(op, ins, None).unwrap().into();
-    }
-    g.set_outputs(vec![v]);
-    g
 }
 
 proptest! {
@@ -315,17 +183,6 @@ fn linear_layer(m: u64, k: u64, n: u64, x_is_matrix: bool, act: u8) -> Graph {
     g
 }
 
-fn inference(g: Graph) -> Graph {
-    use oar_passes::{PassContext, Pipeline};
-    let cluster = oar_ir::Cluster::resolve("cpu").unwrap();
-    let cx = PassContext::new(cluster.node_groups[0].device.clone());
-    Pipeline::named("inference", &[])
-        .unwrap()
-        .run(g, &cx, |_, _| {})
-        .unwrap()
-        .0
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
@@ -408,16 +265,6 @@ fn weight_only_nodes_run_once_in_the_prologue() {
     let first = m.run(std::slice::from_ref(&x)).unwrap();
     let second = m.run(std::slice::from_ref(&x)).unwrap();
     assert_eq!(first[0].to_f64(), second[0].to_f64());
-}
-
-/// The running max of |p − q|, where a NaN on one side only counts as an infinite error
-/// (`f64::max` would skip it) and NaN on both sides as agreement.
-fn max_diff(m: f64, p: f64, q: f64) -> f64 {
-    match (p.is_nan(), q.is_nan()) {
-        (true, true) => m,
-        (false, false) => m.max((p - q).abs()),
-        _ => f64::INFINITY,
-    }
 }
 
 /// The inline exp (cpu/math.rs) against f64 exp over f32's whole range: relative error

@@ -1,6 +1,7 @@
 /* The standalone executable's front end: `--input [NAME=]x.npy ... -o y.npy ... [--bench N]
  * [--threads T] [--weights FILE]`, the same flags as `oar run`. */
 #ifdef OAR_MAIN
+#include <limits.h>
 static int oar_fail(const char *msg, const char *arg) {
     fprintf(stderr, "error: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
     return 2;
@@ -23,20 +24,24 @@ static int oar_read_npy(const char *path, const oar_io *io, void *dst) {
     const char *want = io->dtype == 0 ? "<f4" : io->dtype == 1 ? "<i8" : "|b1";
     if (!strstr(h, want)) { fclose(f); free(h); return oar_fail("wrong dtype (expected f32/i64/bool as the model was compiled)", path); }
     if (strstr(h, "'fortran_order': True")) { fclose(f); free(h); return oar_fail("fortran-order arrays are not supported", path); }
+    /* Compared dimension by dimension as they are read: no fixed rank cap. */
     const char *s = strstr(h, "'shape': (");
-    int64_t dims[8];
-    int rank = 0;
+    int rank = 0, ok = s != NULL;
     if (s) {
         s += 10;
-        while (*s && *s != ')' && rank < 8) {
+        while (*s && *s != ')') {
             while (*s == ' ' || *s == ',') s++;
-            if (*s == ')') break;
-            dims[rank++] = strtoll(s, (char **)&s, 10);
+            if (*s == ')' || !*s) break;
+            char *after;
+            long long d = strtoll(s, &after, 10);
+            if (after == s) { ok = 0; break; }
+            s = after;
+            if (rank >= io->rank || d != io->dims[rank]) ok = 0;
+            rank++;
         }
     }
     free(h);
-    int ok = rank == io->rank;
-    for (int d = 0; ok && d < rank; d++) ok = dims[d] == io->dims[d];
+    ok = ok && rank == io->rank;
     if (!ok) {
         fclose(f);
         fprintf(stderr, "error: %s: shape does not match input `%s` [", path, io->name);
@@ -50,27 +55,11 @@ static int oar_read_npy(const char *path, const oar_io *io, void *dst) {
     return got == (size_t)bytes ? 0 : oar_fail("truncated data", path);
 }
 
+/* The header was written when packaging (the same encoder as oar's own .npy files). */
 static int oar_write_npy(const char *path, const oar_io *io, const void *src) {
-    char hdr[256], shape[160] = "";
-    for (int d = 0; d < io->rank; d++) {
-        char part[32];
-        snprintf(part, sizeof part, "%lld,%s", (long long)io->dims[d], (io->rank > 1 && d < io->rank - 1) ? " " : "");
-        strcat(shape, part);
-    }
-    if (io->rank > 1) shape[strlen(shape) - 1] = '\0';
-    const char *descr = io->dtype == 0 ? "<f4" : io->dtype == 1 ? "<i8" : "|b1";
-    int n = snprintf(hdr, sizeof hdr, "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, shape);
-    int total = 10 + n + 1;
-    int pad = (64 - total % 64) % 64;
     FILE *f = fopen(path, "wb");
     if (!f) return oar_fail("cannot write", path);
-    unsigned short hl = (unsigned short)(n + pad + 1);
-    fwrite("\x93NUMPY\x01\x00", 1, 8, f);
-    fputc(hl & 0xff, f);
-    fputc(hl >> 8, f);
-    fwrite(hdr, 1, (size_t)n, f);
-    for (int i = 0; i < pad; i++) fputc(' ', f);
-    fputc('\n', f);
+    fwrite(io->npy_header, 1, (size_t)io->npy_header_len, f);
     fwrite(src, 1, (size_t)oar_io_bytes(io), f);
     return fclose(f) == 0 ? 0 : oar_fail("cannot write", path);
 }
@@ -81,7 +70,13 @@ static int oar_cmp_double(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    const char *inputs[16] = {0}, *outputs[16] = {0}, *weights = NULL;
+    /* argc bounds how many files can be named: no fixed cap. */
+    const char **inputs = calloc((size_t)OAR_NUM_INPUTS + 1, sizeof(char *));
+    const char **outputs = calloc((size_t)argc, sizeof(char *));
+    void **in_data = calloc((size_t)OAR_NUM_INPUTS + 1, sizeof(void *));
+    void **out_data = calloc((size_t)OAR_NUM_OUTPUTS + 1, sizeof(void *));
+    if (!inputs || !outputs || !in_data || !out_data) return oar_fail("out of memory", NULL);
+    const char *weights = NULL;
     int n_in = 0, n_out = 0, bench = 0, threads = 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -94,16 +89,23 @@ int main(int argc, char **argv) {
                     if (strlen(OAR_INPUTS[k].name) == (size_t)(eq - v) && !strncmp(OAR_INPUTS[k].name, v, (size_t)(eq - v))) slot = k;
                 v = eq + 1;
             }
-            if (slot < 16) inputs[slot] = v;
+            if (slot >= OAR_NUM_INPUTS) {
+                fprintf(stderr, "error: more --input files than the model's %d inputs\n", OAR_NUM_INPUTS);
+                return 2;
+            }
+            inputs[slot] = v;
             i++;
         } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && v) {
-            if (n_out < 16) outputs[n_out++] = v;
+            outputs[n_out++] = v;
             i++;
         } else if (!strcmp(a, "--bench") && v) {
             bench = atoi(v);
             i++;
         } else if (!strcmp(a, "--threads") && v) {
-            threads = atoi(v);
+            char *end;
+            long t = strtol(v, &end, 10);
+            if (*end || t < 1 || t > INT_MAX) return oar_fail("--threads wants a positive integer", v);
+            threads = (int)t;
             i++;
         } else if (!strcmp(a, "--weights") && v) {
             weights = v;
@@ -117,13 +119,13 @@ int main(int argc, char **argv) {
             return oar_fail("unknown argument", a);
         }
     }
-    void *in_data[16], *out_data[16];
     for (int k = 0; k < OAR_NUM_INPUTS; k++) {
         if (!inputs[k]) {
             fprintf(stderr, "error: no value for input `%s` (pass --input %s=FILE.npy)\n", OAR_INPUTS[k].name, OAR_INPUTS[k].name);
             return 2;
         }
-        in_data[k] = malloc((size_t)oar_io_bytes(&OAR_INPUTS[k]));
+        in_data[k] = malloc((size_t)oar_io_bytes(&OAR_INPUTS[k]) + 1);
+        if (!in_data[k]) return oar_fail("out of memory", OAR_INPUTS[k].name);
         int rc = oar_read_npy(inputs[k], &OAR_INPUTS[k], in_data[k]);
         if (rc) return rc;
     }
@@ -131,7 +133,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "error: the model has %d outputs but %d -o files were given\n", OAR_NUM_OUTPUTS, n_out);
         return 2;
     }
-    for (int k = 0; k < OAR_NUM_OUTPUTS; k++) out_data[k] = malloc((size_t)oar_io_bytes(&OAR_OUTPUTS[k]));
+    for (int k = 0; k < OAR_NUM_OUTPUTS; k++) {
+        out_data[k] = malloc((size_t)oar_io_bytes(&OAR_OUTPUTS[k]) + 1);
+        if (!out_data[k]) return oar_fail("out of memory", OAR_OUTPUTS[k].name);
+    }
     oar_model *m = oar_model_create_threads(weights, threads);
     if (!m) return oar_fail(oar_model_last_error(), NULL);
     oar_model_run(m, (const void *const *)in_data, out_data);

@@ -1,7 +1,11 @@
 /* oar packaged runtime: runs the Program tables generated beside this file (model.c) with
- * the kernels from the object file. It mirrors oar-runtime's executor (buffers from the
- * program, kernel calls in order, each split over a small thread pool) so a compiled model
- * needs nothing but libc, libm and pthreads. */
+ * the kernels from the object file. It keeps oar-runtime's executor contract
+ * (runtime/src/program/exec.rs, checked against it by codegen/tests/executor_suite.rs):
+ * buffers from the program's memory plan, temporaries poisoned with NaN except the
+ * program's zeroed ones, the prologue run once at load, kernel calls in order, each split
+ * over a thread pool whose workers spin briefly, then sleep. A compiled model needs nothing
+ * but libc, libm and pthreads. Every table size is checked when packaging
+ * (codegen/src/package/check.rs); nothing here has a fixed cap. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -13,7 +17,8 @@
 
 typedef void (*oar_kernel)(void **args, int64_t begin, int64_t end, void *scratch);
 
-enum { OAR_TEMP = 0, OAR_INPUT = 1, OAR_WEIGHT = 2, OAR_CONST = 3 };
+/* OAR_TEMP starts as NaN (all bits set), OAR_ZEROED as zero: the program's `zeroed` list. */
+enum { OAR_TEMP = 0, OAR_INPUT = 1, OAR_WEIGHT = 2, OAR_CONST = 3, OAR_ZEROED = 4 };
 
 typedef struct {
     int64_t bytes; /* of memory owned: 0 for a buffer that uses `owner`'s */
@@ -34,8 +39,10 @@ typedef struct {
     int buffer;
     int dtype; /* 0 f32, 1 i64, 2 bool */
     int rank;
-    int64_t dims[8];
+    const int64_t *dims;
     const char *name;
+    const unsigned char *npy_header; /* the whole .npy header (v1) an output file starts with */
+    int npy_header_len;
 } oar_io;
 
 /* Generated tables (model.c). */
@@ -45,6 +52,7 @@ extern const oar_step OAR_STEPS[];
 extern const int OAR_NUM_STEPS;
 extern const int OAR_PROLOGUE_STEPS;
 extern const int OAR_STEP_ARGS[];
+extern const int OAR_NUM_STEP_ARGS;
 extern const oar_kernel OAR_KERNELS[];
 extern const oar_io OAR_INPUTS[];
 extern const int OAR_NUM_INPUTS;
@@ -56,6 +64,16 @@ extern const unsigned char OAR_CONSTS[];
 extern const unsigned char *const OAR_EMBEDDED_WEIGHTS; /* NULL when weights are a file */
 extern const char OAR_WEIGHTS_FILE[];
 
+/* Spins before a worker sleeps (as oar-runtime's pool): kernels follow each other within
+ * microseconds, so a worker that slept between them would add a wake-up to every step. */
+#define OAR_WORKER_SPINS (1 << 14)
+#define OAR_CALLER_SPINS (1 << 16)
+#if defined(__x86_64__) || defined(__i386__)
+#define OAR_PAUSE() __builtin_ia32_pause()
+#else
+#define OAR_PAUSE() ((void)0)
+#endif
+
 typedef struct oar_model oar_model;
 
 typedef struct {
@@ -65,10 +83,15 @@ typedef struct {
 
 struct oar_model {
     void **buffers;
+    void **step_args; /* OAR_STEP_ARGS resolved to buffer memory, once at load */
     void **scratch;
     int threads;
+    int started; /* workers running: 1..started */
     pthread_t *workers;
     oar_worker_arg *worker_args;
+    pthread_mutex_t lock; /* guards sleeping: `generation` changes and `sleepers` under it */
+    pthread_cond_t wake;
+    int sleepers;
     atomic_long generation;
     atomic_int pending;
     atomic_int stop;
@@ -83,10 +106,11 @@ static _Thread_local char oar_error[256];
 
 const char *oar_model_last_error(void) { return oar_error; }
 
-static void *oar_alloc(int64_t bytes) {
+/* 64-byte aligned memory, every byte `fill`. */
+static void *oar_alloc(int64_t bytes, int fill) {
     size_t n = (size_t)((bytes + 63) / 64 * 64);
     void *p = aligned_alloc(64, n ? n : 64);
-    if (p) memset(p, 0, n ? n : 64);
+    if (p) memset(p, fill, n ? n : 64);
     return p;
 }
 
@@ -102,11 +126,16 @@ static void *oar_worker(void *p) {
     oar_model *m = a->m;
     long seen = 0;
     for (;;) {
-        long spins = 0;
-        while (atomic_load(&m->generation) == seen) {
-            if (atomic_load(&m->stop)) return NULL;
-            if (++spins > (1 << 14)) sched_yield();
+        int spins = 0;
+        while (atomic_load(&m->generation) == seen && !atomic_load(&m->stop) && ++spins < OAR_WORKER_SPINS) OAR_PAUSE();
+        if (atomic_load(&m->generation) == seen) {
+            pthread_mutex_lock(&m->lock);
+            m->sleepers++;
+            while (atomic_load(&m->generation) == seen && !atomic_load(&m->stop)) pthread_cond_wait(&m->wake, &m->lock);
+            m->sleepers--;
+            pthread_mutex_unlock(&m->lock);
         }
+        if (atomic_load(&m->stop)) return NULL;
         seen = atomic_load(&m->generation);
         oar_run_part(m, a->index);
         atomic_fetch_sub(&m->pending, 1);
@@ -134,10 +163,9 @@ static int64_t oar_io_bytes(const oar_io *io) {
 
 /* Runs steps [from, to), each split across the threads. */
 static void oar_run_steps(oar_model *m, int from, int to) {
-    void *args[64];
     for (int s = from; s < to; s++) {
         const oar_step *st = &OAR_STEPS[s];
-        for (int a = 0; a < st->nargs && a < 64; a++) args[a] = m->buffers[OAR_STEP_ARGS[st->args_at + a]];
+        void **args = m->step_args + st->args_at;
         int64_t grain = st->grain < 1 ? 1 : st->grain;
         int parts = 1;
         if (m->threads > 1 && st->extent >= 2 * grain) {
@@ -153,15 +181,58 @@ static void oar_run_steps(oar_model *m, int from, int to) {
         m->job_extent = st->extent;
         m->job_parts = parts;
         atomic_store(&m->pending, m->threads - 1);
+        pthread_mutex_lock(&m->lock);
         atomic_fetch_add(&m->generation, 1);
+        int wake = m->sleepers > 0;
+        pthread_mutex_unlock(&m->lock);
+        if (wake) pthread_cond_broadcast(&m->wake);
         oar_run_part(m, 0);
-        while (atomic_load(&m->pending) != 0) {}
+        int spins = 0;
+        while (atomic_load(&m->pending) != 0) {
+            if (++spins < OAR_CALLER_SPINS) OAR_PAUSE();
+            else sched_yield();
+        }
     }
+}
+
+void oar_model_destroy(oar_model *m) {
+    if (!m) return;
+    pthread_mutex_lock(&m->lock);
+    atomic_store(&m->stop, 1);
+    pthread_mutex_unlock(&m->lock);
+    pthread_cond_broadcast(&m->wake);
+    for (int t = 1; t <= m->started; t++) pthread_join(m->workers[t], NULL);
+    pthread_cond_destroy(&m->wake);
+    pthread_mutex_destroy(&m->lock);
+    if (m->buffers)
+        for (int b = 0; b < OAR_NUM_BUFFERS; b++)
+            if (OAR_BUFFERS[b].owner == b) free(m->buffers[b]);
+    if (m->scratch)
+        for (int t = 0; t < m->threads; t++) free(m->scratch[t]);
+    free(m->buffers);
+    free(m->step_args);
+    free(m->scratch);
+    free(m->workers);
+    free(m->worker_args);
+    free(m);
+}
+
+/* Fails creation: the message for oar_model_last_error, everything allocated freed. */
+static oar_model *oar_create_failed(oar_model *m, const char *what) {
+    snprintf(oar_error, sizeof oar_error, "%s", what);
+    oar_model_destroy(m);
+    return NULL;
 }
 
 oar_model *oar_model_create_threads(const char *weights_path, int threads) {
     oar_model *m = calloc(1, sizeof(oar_model));
-    if (!m) return NULL;
+    if (!m) {
+        snprintf(oar_error, sizeof oar_error, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_cond_init(&m->wake, NULL);
+    m->threads = threads < 1 ? 1 : threads;
     const unsigned char *weights = OAR_EMBEDDED_WEIGHTS;
     unsigned char *loaded = NULL;
     if (!weights && OAR_WEIGHT_BYTES > 0) {
@@ -169,7 +240,7 @@ oar_model *oar_model_create_threads(const char *weights_path, int threads) {
         FILE *f = fopen(path, "rb");
         if (!f) {
             snprintf(oar_error, sizeof oar_error, "cannot open weights %s", path);
-            free(m);
+            oar_model_destroy(m);
             return NULL;
         }
         loaded = malloc((size_t)OAR_WEIGHT_BYTES);
@@ -179,31 +250,51 @@ oar_model *oar_model_create_threads(const char *weights_path, int threads) {
         if (got != (size_t)OAR_WEIGHT_BYTES || extra != EOF) {
             snprintf(oar_error, sizeof oar_error, "weights %s: expected %lld bytes", path, (long long)OAR_WEIGHT_BYTES);
             free(loaded);
-            free(m);
+            oar_model_destroy(m);
             return NULL;
         }
         weights = loaded;
     }
-    m->buffers = calloc((size_t)OAR_NUM_BUFFERS, sizeof(void *));
+    m->buffers = calloc((size_t)OAR_NUM_BUFFERS + 1, sizeof(void *));
+    m->step_args = calloc((size_t)OAR_NUM_STEP_ARGS + 1, sizeof(void *));
+    m->scratch = calloc((size_t)m->threads, sizeof(void *));
+    m->workers = calloc((size_t)m->threads, sizeof(pthread_t));
+    m->worker_args = calloc((size_t)m->threads, sizeof(oar_worker_arg));
+    if (!m->buffers || !m->step_args || !m->scratch || !m->workers || !m->worker_args) {
+        free(loaded);
+        return oar_create_failed(m, "out of memory (thread or buffer tables)");
+    }
     for (int b = 0; b < OAR_NUM_BUFFERS; b++) {
         const oar_buffer *d = &OAR_BUFFERS[b];
         if (d->owner != b) continue;
-        m->buffers[b] = oar_alloc(d->bytes);
+        /* Temporaries start as NaN, not zero, as in oar-runtime: shared storage holds an
+         * earlier value's data, so a kernel that read a temporary before writing it would
+         * be wrong; poisoning makes such a bug fail every comparison. */
+        m->buffers[b] = oar_alloc(d->bytes, d->role == OAR_TEMP ? 0xff : 0);
+        if (!m->buffers[b]) {
+            free(loaded);
+            return oar_create_failed(m, "out of memory (buffers)");
+        }
         if (d->role == OAR_WEIGHT) memcpy(m->buffers[b], weights + d->offset, (size_t)d->bytes);
         if (d->role == OAR_CONST) memcpy(m->buffers[b], OAR_CONSTS + d->offset, (size_t)d->bytes);
     }
+    free(loaded);
     for (int b = 0; b < OAR_NUM_BUFFERS; b++)
         if (OAR_BUFFERS[b].owner != b) m->buffers[b] = m->buffers[OAR_BUFFERS[b].owner];
-    free(loaded);
-    m->threads = threads < 1 ? 1 : threads;
-    m->scratch = calloc((size_t)m->threads, sizeof(void *));
-    for (int t = 0; t < m->threads; t++) m->scratch[t] = oar_alloc(OAR_SCRATCH_BYTES);
-    m->workers = calloc((size_t)m->threads, sizeof(pthread_t));
-    m->worker_args = calloc((size_t)m->threads, sizeof(oar_worker_arg));
+    for (int a = 0; a < OAR_NUM_STEP_ARGS; a++) m->step_args[a] = m->buffers[OAR_STEP_ARGS[a]];
+    for (int t = 0; t < m->threads; t++) {
+        m->scratch[t] = oar_alloc(OAR_SCRATCH_BYTES, 0);
+        if (!m->scratch[t]) return oar_create_failed(m, "out of memory (thread scratch)");
+    }
     for (int t = 1; t < m->threads; t++) {
         m->worker_args[t].m = m;
         m->worker_args[t].index = t;
-        pthread_create(&m->workers[t], NULL, oar_worker, &m->worker_args[t]);
+        if (pthread_create(&m->workers[t], NULL, oar_worker, &m->worker_args[t]) != 0) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "cannot start worker thread %d of %d", t, m->threads);
+            return oar_create_failed(m, msg);
+        }
+        m->started = t;
     }
     /* Steps that read only weights and constants run once, here. */
     oar_run_steps(m, 0, OAR_PROLOGUE_STEPS);
@@ -223,18 +314,4 @@ int oar_model_run(oar_model *m, const void *const *inputs, void *const *outputs)
     for (int i = 0; i < OAR_NUM_OUTPUTS; i++)
         memcpy(outputs[i], m->buffers[OAR_OUTPUTS[i].buffer], (size_t)oar_io_bytes(&OAR_OUTPUTS[i]));
     return 0;
-}
-
-void oar_model_destroy(oar_model *m) {
-    if (!m) return;
-    atomic_store(&m->stop, 1);
-    for (int t = 1; t < m->threads; t++) pthread_join(m->workers[t], NULL);
-    for (int b = 0; b < OAR_NUM_BUFFERS; b++)
-        if (OAR_BUFFERS[b].owner == b) free(m->buffers[b]);
-    for (int t = 0; t < m->threads; t++) free(m->scratch[t]);
-    free(m->buffers);
-    free(m->scratch);
-    free(m->workers);
-    free(m->worker_args);
-    free(m);
 }

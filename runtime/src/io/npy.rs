@@ -119,19 +119,17 @@ pub fn decode_npy(bytes: &[u8], path: &Path) -> Result<HostTensor, IoError> {
     })
 }
 
-/// Serialises a tensor as a version-1 `.npy` file.
-pub fn encode_npy(t: &HostTensor) -> Vec<u8> {
-    let descr = match t.data {
-        TensorData::F32(_) => "<f4",
-        TensorData::I64(_) => "<i8",
-        TensorData::Bool(_) => "|b1",
-    };
-    let shape = match t.shape.len() {
+/// The version-1 `.npy` header (magic, version, length, dictionary) of an array of `descr`
+/// (`<f4`, `<i8`, `|b1`) and `shape`, padded so the data starts on a 64-byte boundary. The
+/// format stores the dictionary's length in 16 bits: callers with extreme ranks check
+/// `len() - 10 <= u16::MAX` (the packaged executor's tables do).
+pub fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let shape = match shape.len() {
         0 => "()".to_string(),
-        1 => format!("({},)", t.shape[0]),
+        1 => format!("({},)", shape[0]),
         _ => format!(
             "({})",
-            t.shape
+            shape
                 .iter()
                 .map(|d| d.to_string())
                 .collect::<Vec<_>>()
@@ -143,11 +141,23 @@ pub fn encode_npy(t: &HostTensor) -> Vec<u8> {
     let total = MAGIC.len() + 4 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
     header.push('\n');
-    let mut out = Vec::with_capacity(total + t.numel() * 8);
+    let mut out = Vec::with_capacity(total + 64);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
+    out
+}
+
+/// Serialises a tensor as a version-1 `.npy` file.
+pub fn encode_npy(t: &HostTensor) -> Vec<u8> {
+    let descr = match t.data {
+        TensorData::F32(_) => "<f4",
+        TensorData::I64(_) => "<i8",
+        TensorData::Bool(_) => "|b1",
+    };
+    let mut out = npy_header(descr, &t.shape);
+    out.reserve(t.numel() * 8);
     match &t.data {
         TensorData::F32(v) => v
             .iter()
