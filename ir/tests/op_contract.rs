@@ -368,9 +368,7 @@ fn checklist_names_places_that_exist() {
                 // An identifier after a file names a function (or method) in that file.
                 let ident = tok.trim_end_matches("()");
                 let plain = !ident.is_empty()
-                    && ident
-                        .chars()
-                        .all(|c| c == '_' || c.is_ascii_alphanumeric())
+                    && ident.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
                     && ident.starts_with(|c: char| c.is_ascii_lowercase());
                 if plain {
                     let text = fs::read_to_string(root.join(f)).unwrap_or_default();

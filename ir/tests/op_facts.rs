@@ -63,10 +63,18 @@ fn facts_agree_with_families() {
         assert_eq!(op.is_free(), op.is_source() || op.is_view(), "{name}");
         // Nothing with effects is computed ahead of run time.
         if op.has_effects() {
-            assert_eq!(op.load_time(ExecMode::Inference), LoadTime::Unknown, "{name}");
+            assert_eq!(
+                op.load_time(ExecMode::Inference),
+                LoadTime::Unknown,
+                "{name}"
+            );
         }
     }
-    let mut views: Vec<&str> = ops.iter().filter(|o| o.is_view()).map(|o| o.name()).collect();
+    let mut views: Vec<&str> = ops
+        .iter()
+        .filter(|o| o.is_view())
+        .map(|o| o.name())
+        .collect();
     views.sort();
     views.dedup();
     assert_eq!(views, ["flatten", "reshape", "squeeze", "unsqueeze"]);
@@ -75,11 +83,7 @@ fn facts_agree_with_families() {
 #[test]
 fn differentiability() {
     for b in BinaryOp::ALL {
-        assert_eq!(
-            Op::Binary(b).differentiable(),
-            !b.is_comparison(),
-            "{b:?}"
-        );
+        assert_eq!(Op::Binary(b).differentiable(), !b.is_comparison(), "{b:?}");
     }
     assert!(!Op::Shape.differentiable());
     assert!(!Op::Cast { to: DType::I64 }.differentiable());

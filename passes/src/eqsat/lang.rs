@@ -158,9 +158,7 @@ impl Analysis<TensorNode> for TypeAnalysis {
                 });
                 // The same per-op rule as `oar_ir::analysis::weight_only`, over classes.
                 let ins_known: Vec<bool> = children.iter().map(|c| egraph[*c].data.known).collect();
-                let first_static = ins
-                    .first()
-                    .is_some_and(|t| t.shape.as_static().is_some());
+                let first_static = ins.first().is_some_and(|t| t.shape.as_static().is_some());
                 let known = k.op.load_time(a.mode).decide(&ins_known, first_static);
                 ClassData { types, known }
             }
