@@ -403,7 +403,7 @@ impl Pass for EqSat {
             return Ok((
                 g.clone(),
                 vec![format!(
-                    "skipped: %{} carries send/recv or placement annotations",
+                    "skipped: %{} carries communication or placement annotations",
                     n.name
                 )],
             ));
