@@ -267,6 +267,17 @@ fn weight_only_nodes_run_once_in_the_prologue() {
     assert_eq!(first[0].to_f64(), second[0].to_f64());
 }
 
+#[test]
+fn training_graphs_recompute_parameter_products_every_run() {
+    // In training parameters change every step: nothing computed from them is fixed.
+    let mut g = inference(linear_layer(3, 20, 33, false, 1));
+    g.mode = oar_ir::ExecMode::Training;
+    let cpu = oar_codegen::cpu::host_cpu().unwrap();
+    let compiled = oar_codegen::kernel::build_kernels(&g, &BTreeMap::new(), &cpu).unwrap();
+    assert_eq!(compiled.program.prologue, 0);
+    compare(&g).unwrap();
+}
+
 /// The inline exp (cpu/math.rs) against f64 exp over f32's whole range: relative error
 /// ≤ 4 ulp (5e-7) where the result is a normal f32, 0 below the underflow point, ∞ above
 /// the overflow point, NaN for NaN.

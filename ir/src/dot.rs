@@ -29,11 +29,14 @@ pub fn to_dot(g: &Graph) -> String {
         if let Some(d) = &n.device {
             let _ = write!(label, "\\n@{d}");
         }
-        let fill = match n.op {
-            Op::Input => "lightblue",
-            Op::Param(_) | Op::Constant(_) => "lightgrey",
-            _ if n.op.comm_group().is_some() => "khaki",
-            _ => "white",
+        let fill = if matches!(n.op, Op::Input) {
+            "lightblue"
+        } else if n.op.is_weight() {
+            "lightgrey"
+        } else if n.op.is_collective() {
+            "khaki"
+        } else {
+            "white"
         };
         let _ = writeln!(s, "  n{} [label=\"{label}\", fillcolor={fill}];", id.0);
     }

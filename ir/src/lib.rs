@@ -2,6 +2,7 @@
 //! distribution attributes (meshes, placements, stages, device kinds), the cluster object,
 //! the text format and the verifier.
 
+pub mod analysis;
 pub mod cluster;
 pub mod dist;
 pub mod dot;

@@ -77,7 +77,44 @@ pub fn paddle_macs(
             (window + 1) * out
         }
         Op::Pool(p) if p.kind == crate::op::PoolKind::Avg => (p.kernel[0] * p.kernel[1] + 1) * out,
-        _ => 0,
+        // Paddle's counter gives max pooling and everything else no FLOPs.
+        Op::Input
+        | Op::Param(_)
+        | Op::Constant(_)
+        | Op::Recv { .. }
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Cast { .. }
+        | Op::Dropout { .. }
+        | Op::LayerNorm { .. }
+        | Op::CausalMask { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::Reduce(_)
+        | Op::Pool(_)
+        | Op::Resize(_)
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice(_)
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Flatten { .. }
+        | Op::Gather { .. }
+        | Op::GatherElements { .. }
+        | Op::Embedding
+        | Op::Shape
+        | Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Broadcast { .. }
+        | Op::FusedConv2d { .. }
+        | Op::FusedMatMul { .. }
+        | Op::Fused { .. }
+        | Op::Send { .. } => 0,
     }
 }
 
@@ -88,9 +125,12 @@ fn row_name(g: &Graph, n: &crate::graph::Node) -> String {
     if !n.name.chars().all(|c| c.is_ascii_digit()) {
         return format!("%{}", n.name);
     }
-    let param = n.inputs.iter().find_map(|v| match &g.node(v.node).op {
-        Op::Param(p) => Some(p.name.as_str()),
-        _ => None,
+    let param = n.inputs.iter().find_map(|v| {
+        if let Op::Param(p) = &g.node(v.node).op {
+            Some(p.name.as_str())
+        } else {
+            None
+        }
     });
     match param.and_then(|p| p.rsplit_once('.')) {
         Some((module, _)) => format!("%{} ({module})", n.name),
@@ -130,7 +170,7 @@ pub fn graph_stats(g: &Graph, bindings: &BTreeMap<String, u64>) -> GraphStats {
             st.param_bytes += n.outputs[0].bytes(bindings, 1);
             continue;
         }
-        if n.op.is_source() || matches!(n.op, Op::Input) {
+        if n.op.is_source() {
             continue;
         }
         let ins: Vec<TensorType> = n

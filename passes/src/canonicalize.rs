@@ -8,7 +8,7 @@
 
 use crate::pass::{Pass, PassContext};
 use crate::rebuild::Rebuilder;
-use oar_ir::op::{BinaryOp, Literal, Op};
+use oar_ir::op::{BinaryOp, Literal, LoadTime, Op};
 use oar_ir::{Graph, NodeId, ValueRef};
 use oar_runtime::{HostTensor, TensorData};
 use std::collections::HashMap;
@@ -50,9 +50,10 @@ impl Pass for Canonicalize {
 }
 
 fn literal_of(g: &Graph, v: ValueRef) -> Option<(&Literal, &oar_ir::TensorType)> {
-    match &g.node(v.node).op {
-        Op::Constant(l) => Some((l, &g.node(v.node).outputs[0])),
-        _ => None,
+    if let Op::Constant(l) = &g.node(v.node).op {
+        Some((l, &g.node(v.node).outputs[0]))
+    } else {
+        None
     }
 }
 
@@ -105,10 +106,9 @@ fn evaluate(g: &Graph, id: NodeId) -> Option<Vec<Literal>> {
 
 fn foldable(g: &Graph, id: NodeId) -> bool {
     let n = g.node(id);
-    !n.op.is_source()
-        && !n.op.has_side_effects()
-        && n.op.comm_group().is_none()
-        && !matches!(n.op, Op::Input | Op::Dropout { .. })
+    // Ops computable ahead of run time from known inputs (not sources, communication or
+    // training randomness): the same rule as weight-only analysis.
+    n.op.load_time(g.mode) == LoadTime::IfInputsKnown
         && !n.inputs.is_empty()
         && n.inputs.iter().all(|v| {
             literal_of(g, *v)
@@ -132,14 +132,15 @@ pub fn fold_constants(g: &Graph) -> Result<(Graph, usize), String> {
         if r.is_mapped(id) {
             continue;
         }
-        let folded = match &n.op {
-            // A shape only needs the operand's type.
-            Op::Shape => g
-                .value_type(n.inputs[0])
+        // A shape only needs the operand's type.
+        let folded = if let Op::Shape = &n.op {
+            g.value_type(n.inputs[0])
                 .and_then(|t| t.shape.as_static())
-                .map(|d| vec![Literal::Ints(d.iter().map(|&x| x as i64).collect())]),
-            _ if foldable(g, id) => evaluate(g, id),
-            _ => None,
+                .map(|d| vec![Literal::Ints(d.iter().map(|&x| x as i64).collect())])
+        } else if foldable(g, id) {
+            evaluate(g, id)
+        } else {
+            None
         };
         match folded {
             Some(lits) => {
@@ -192,7 +193,46 @@ fn identity_source(g: &Graph, id: NodeId) -> Option<ValueRef> {
             same_type && scalar_value(g, n.inputs[1]) == Some(0.0)
         }
         Op::Binary(BinaryOp::Div) => same_type && scalar_value(g, n.inputs[1]) == Some(1.0),
-        _ => false,
+        Op::Binary(
+            BinaryOp::Pow
+            | BinaryOp::Max
+            | BinaryOp::Min
+            | BinaryOp::Equal
+            | BinaryOp::Less
+            | BinaryOp::Greater,
+        )
+        | Op::Input
+        | Op::Param(_)
+        | Op::Constant(_)
+        | Op::Recv { .. }
+        | Op::Unary(_)
+        | Op::Where
+        | Op::MatMul(_)
+        | Op::Conv2d(_)
+        | Op::ConvTranspose2d(_)
+        | Op::BatchNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::CausalMask { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::Reduce(_)
+        | Op::Pool(_)
+        | Op::GlobalPool(_)
+        | Op::Resize(_)
+        | Op::Split { .. }
+        | Op::Gather { .. }
+        | Op::GatherElements { .. }
+        | Op::Embedding
+        | Op::Shape
+        | Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Broadcast { .. }
+        | Op::FusedConv2d { .. }
+        | Op::FusedMatMul { .. }
+        | Op::Fused { .. }
+        | Op::Send { .. } => false,
     };
     passes.then_some(first)
 }
@@ -228,13 +268,14 @@ pub fn cse(g: &Graph) -> Result<(Graph, usize), String> {
         if r.is_mapped(id) {
             continue;
         }
-        let key = match &n.op {
-            Op::Param(_) | Op::Input | Op::Send { .. } | Op::Recv { .. } => None,
-            _ if n.dist.is_some() || n.device.is_some() => None,
-            op => {
-                let ins: Vec<String> = n.inputs.iter().map(|v| r.value(*v).to_string()).collect();
-                Some(format!("{op:?}|{}|{:?}", ins.join(","), n.outputs))
-            }
+        // Sources other than constants are distinct values however alike they print, and
+        // communication must run as often as written.
+        let distinct = n.op.has_effects() || n.op.is_source() && !matches!(n.op, Op::Constant(_));
+        let key = if distinct || n.dist.is_some() || n.device.is_some() {
+            None
+        } else {
+            let ins: Vec<String> = n.inputs.iter().map(|v| r.value(*v).to_string()).collect();
+            Some(format!("{:?}|{}|{:?}", n.op, ins.join(","), n.outputs))
         };
         match key.as_ref().and_then(|k| seen.get(k)) {
             Some(&prev) => {
@@ -262,7 +303,7 @@ pub fn dce(g: &Graph) -> Result<(Graph, usize), String> {
         live[v.node.index()] = true;
     }
     for (id, n) in g.iter() {
-        if n.op.has_side_effects() || matches!(n.op, Op::Input) {
+        if n.op.has_effects() || matches!(n.op, Op::Input) {
             live[id.index()] = true;
         }
     }

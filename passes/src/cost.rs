@@ -99,21 +99,13 @@ impl CostModel {
         outs: &[TensorType],
         b: &BTreeMap<String, u64>,
     ) -> f64 {
-        if is_free(op) {
+        if op.is_free() {
             return 0.0;
         }
         if let Some(t) = self.comm_time(op, None, ins, outs, b) {
             return t;
         }
-        let contraction = matches!(
-            op,
-            Op::MatMul(_)
-                | Op::Conv2d(_)
-                | Op::ConvTranspose2d(_)
-                | Op::FusedConv2d { .. }
-                | Op::FusedMatMul { .. }
-        );
-        self.time(op_cost(op, ins, outs, b, 1), contraction)
+        self.time(op_cost(op, ins, outs, b, 1), op.is_contraction())
     }
 
     /// Seconds for one node of `g`; a `fused` node costs its body's FLOPs at vector speed and
@@ -152,7 +144,7 @@ impl CostModel {
     /// Seconds per run of the whole graph, nodes one after another. Computations on weights
     /// alone (folded batch norms) happen once at load time and are not counted.
     pub fn graph_time(&self, g: &Graph, b: &BTreeMap<String, u64>) -> f64 {
-        let load_time = weight_only(g);
+        let load_time = oar_ir::analysis::weight_only(g);
         g.iter()
             .filter(|(id, _)| !load_time[id.index()])
             .map(|(_, n)| self.node_time(g, n, b))
@@ -175,19 +167,6 @@ fn through_memory(d: &DeviceSpec) -> Topology {
     }
 }
 
-/// Ops that cost nothing at run time: sources and views.
-pub fn is_free(op: &Op) -> bool {
-    op.is_source()
-        || matches!(
-            op,
-            Op::Input
-                | Op::Reshape { .. }
-                | Op::Squeeze { .. }
-                | Op::Unsqueeze { .. }
-                | Op::Flatten { .. }
-        )
-}
-
 fn graph_flops(g: &Graph, b: &BTreeMap<String, u64>) -> u64 {
     g.nodes()
         .iter()
@@ -200,17 +179,4 @@ fn graph_flops(g: &Graph, b: &BTreeMap<String, u64>) -> u64 {
             op_cost(&n.op, &ins, &n.outputs, b, 1).flops
         })
         .sum()
-}
-
-/// Nodes computed from parameters and constants only: known once weights are loaded.
-pub fn weight_only(g: &Graph) -> Vec<bool> {
-    let mut known = vec![false; g.len()];
-    for (id, n) in g.iter() {
-        known[id.index()] = match n.op {
-            Op::Param(_) | Op::Constant(_) => true,
-            Op::Input | Op::Recv { .. } => false,
-            _ => !n.inputs.is_empty() && n.inputs.iter().all(|v| known[v.node.index()]),
-        };
-    }
-    known
 }

@@ -42,7 +42,35 @@ impl Fuse {
             Op::Conv2d(_) | Op::FusedConv2d { .. } | Op::MatMul(_) | Op::FusedMatMul { .. } => {
                 n.outputs[0].shape.numel().eval(b, 1) <= self.small_contraction
             }
-            _ => false,
+            Op::Input
+            | Op::Param(_)
+            | Op::Constant(_)
+            | Op::Recv { .. }
+            | Op::Dropout { .. }
+            | Op::ConvTranspose2d(_)
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::Pool(_)
+            | Op::Resize(_)
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice(_)
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Flatten { .. }
+            | Op::Gather { .. }
+            | Op::GatherElements { .. }
+            | Op::Embedding
+            | Op::Shape
+            | Op::AllReduce { .. }
+            | Op::AllGather { .. }
+            | Op::ReduceScatter { .. }
+            | Op::AllToAll { .. }
+            | Op::Broadcast { .. }
+            | Op::Fused { .. }
+            | Op::Send { .. } => false,
         }
     }
 
@@ -52,7 +80,7 @@ impl Fuse {
         g: &Graph,
         b: &BTreeMap<String, u64>,
     ) -> (Vec<Option<usize>>, Vec<Vec<NodeId>>) {
-        let known = crate::cost::weight_only(g);
+        let known = oar_ir::analysis::weight_only(g);
         let mut users = vec![0usize; g.len()];
         for n in g.nodes() {
             for v in &n.inputs {

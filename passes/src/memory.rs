@@ -6,7 +6,6 @@
 //! new one is made. Parameters and constants live in a separate weights region.
 
 use crate::pass::{Pass, PassContext};
-use oar_ir::op::Op;
 use oar_ir::{Graph, ValueRef};
 use std::collections::BTreeMap;
 
@@ -27,13 +26,6 @@ pub struct MemoryPlan {
     pub weight_bytes: u64,
 }
 
-fn is_view(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. }
-    )
-}
-
 /// Plans buffers for `g` with symbols bound by `b` (unbound count as 1).
 pub fn plan_memory(g: &Graph, b: &BTreeMap<String, u64>) -> MemoryPlan {
     let n = g.len();
@@ -44,11 +36,11 @@ pub fn plan_memory(g: &Graph, b: &BTreeMap<String, u64>) -> MemoryPlan {
     for (id, node) in g.iter() {
         for (p, t) in node.outputs.iter().enumerate() {
             let v = ValueRef::new(id, p as u32);
-            if matches!(node.op, Op::Param(_) | Op::Constant(_)) {
+            if node.op.is_weight() {
                 plan.weight_bytes += t.bytes(b, 1);
                 continue;
             }
-            let r = if is_view(&node.op) {
+            let r = if node.op.is_view() {
                 root.get(&node.inputs[0]).copied().unwrap_or(v)
             } else {
                 v

@@ -29,7 +29,7 @@ pub fn summarize(g: &Graph, cx: &PassContext) -> GraphSummary {
     let plan = plan_memory(g, &cx.bindings);
     GraphSummary {
         nodes: g.len(),
-        load_time_nodes: crate::cost::weight_only(g)
+        load_time_nodes: oar_ir::analysis::weight_only(g)
             .iter()
             .zip(g.nodes())
             .filter(|(k, n)| **k && !n.op.is_source())

@@ -19,7 +19,46 @@ pub(super) fn module(g: &Graph, b: &BTreeMap<String, u64>) -> Result<String, Mli
         let attr = match &node.op {
             Op::Input => Some(format!("oar.input = \"{}\"", node.name)),
             Op::Param(p) => Some(format!("oar.param = \"{}\"", p.name.escape_default())),
-            _ => None,
+            Op::Constant(_)
+            | Op::Recv { .. }
+            | Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Where
+            | Op::Cast { .. }
+            | Op::Dropout { .. }
+            | Op::MatMul(_)
+            | Op::Conv2d(_)
+            | Op::ConvTranspose2d(_)
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::CausalMask { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce(_)
+            | Op::Pool(_)
+            | Op::GlobalPool(_)
+            | Op::Resize(_)
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice(_)
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Flatten { .. }
+            | Op::Gather { .. }
+            | Op::GatherElements { .. }
+            | Op::Embedding
+            | Op::Shape
+            | Op::AllReduce { .. }
+            | Op::AllGather { .. }
+            | Op::ReduceScatter { .. }
+            | Op::AllToAll { .. }
+            | Op::Broadcast { .. }
+            | Op::FusedConv2d { .. }
+            | Op::FusedMatMul { .. }
+            | Op::Fused { .. }
+            | Op::Send { .. } => None,
         };
         if let Some(attr) = attr {
             let v = V {
@@ -333,7 +372,17 @@ fn lower_node(
                 .ok_or_else(|| format!("unknown function @{func}"))?;
             lower_function(e, f, ins, b)
         }
-        other => Err(format!("`{}` has no TOSA lowering", other.name())),
+        Op::Input
+        | Op::Param(_)
+        | Op::Recv { .. }
+        | Op::ConvTranspose2d(_)
+        | Op::Resize(_)
+        | Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Broadcast { .. }
+        | Op::Send { .. } => Err(format!("`{}` has no TOSA lowering", node.op.name())),
     }
 }
 

@@ -1,13 +1,16 @@
 //! The closed set of operations. Per-op behaviour lives in `match`-based functions split by
-//! concern: attributes (`attrs.rs`), shape inference (`shape.rs`), cost (`cost.rs`).
+//! concern: attributes (`attrs/`), shape inference (`shape/`), cost (`cost.rs`), per-op facts
+//! asked by several crates (`facts.rs`).
 //! Adding an op is the checklist in `ir/README.md`.
 
 mod attrs;
 mod cost;
+mod facts;
 mod shape;
 
 pub use attrs::{all_op_names, op_attrs, op_from_attrs, Attr, AttrError};
 pub use cost::{op_cost, OpCost};
+pub use facts::LoadTime;
 pub use shape::{infer_types, norm_axis, InferCtx, ShapeError};
 
 use crate::dist::ReduceOp;
@@ -87,7 +90,16 @@ impl BinaryOp {
 
     /// Whether the result is a `bool` mask.
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinaryOp::Equal | BinaryOp::Less | BinaryOp::Greater)
+        match self {
+            BinaryOp::Equal | BinaryOp::Less | BinaryOp::Greater => true,
+            BinaryOp::Add
+            | BinaryOp::Sub
+            | BinaryOp::Mul
+            | BinaryOp::Div
+            | BinaryOp::Pow
+            | BinaryOp::Max
+            | BinaryOp::Min => false,
+        }
     }
 }
 
@@ -425,31 +437,6 @@ pub enum Op {
 }
 
 impl Op {
-    /// Whether the output types come from the declaration rather than inference.
-    pub fn is_source(&self) -> bool {
-        matches!(
-            self,
-            Op::Input | Op::Param(_) | Op::Constant(_) | Op::Recv { .. }
-        )
-    }
-
-    /// Whether the op has effects beyond its outputs (never removed as dead code).
-    pub fn has_side_effects(&self) -> bool {
-        matches!(self, Op::Send { .. } | Op::Recv { .. })
-    }
-
-    /// The group a collective spans.
-    pub fn comm_group(&self) -> Option<&CommGroup> {
-        match self {
-            Op::AllReduce { group, .. }
-            | Op::AllGather { group, .. }
-            | Op::ReduceScatter { group, .. }
-            | Op::AllToAll { group, .. }
-            | Op::Broadcast { group, .. } => Some(group),
-            _ => None,
-        }
-    }
-
     /// The text-format name.
     pub fn name(&self) -> &'static str {
         attrs::op_name(self)

@@ -5,7 +5,7 @@
 
 use egg::{Analysis, DidMerge, Id, Language};
 use oar_ir::op::{infer_types, InferCtx, Op};
-use oar_ir::{Graph, ProcessMesh, TensorType};
+use oar_ir::{ExecMode, Graph, ProcessMesh, TensorType};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
@@ -112,6 +112,8 @@ pub struct ClassData {
 pub struct TypeAnalysis {
     pub meshes: BTreeMap<String, ProcessMesh>,
     pub functions: BTreeMap<String, Graph>,
+    /// Decides whether parameters are load-time constants (`known`).
+    pub mode: ExecMode,
 }
 
 pub type EG = egg::EGraph<TensorNode, TypeAnalysis>;
@@ -154,11 +156,10 @@ impl Analysis<TensorNode> for TypeAnalysis {
                 let types = infer_types(&k.op, &ins, &declared, &ctx).unwrap_or_else(|e| {
                     panic!("unsound rewrite built an ill-typed `{}`: {e}", k.op.name())
                 });
-                let known = match &k.op {
-                    Op::Param(_) | Op::Constant(_) => true,
-                    Op::Input | Op::Recv { .. } | Op::Dropout { .. } => false,
-                    _ => !children.is_empty() && children.iter().all(|c| egraph[*c].data.known),
-                };
+                // The same per-op rule as `oar_ir::analysis::weight_only`, over classes.
+                let ins_known: Vec<bool> = children.iter().map(|c| egraph[*c].data.known).collect();
+                let first_static = ins.first().is_some_and(|t| t.shape.as_static().is_some());
+                let known = k.op.load_time(a.mode).decide(&ins_known, first_static);
                 ClassData { types, known }
             }
         }

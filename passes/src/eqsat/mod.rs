@@ -5,7 +5,7 @@ pub mod extract;
 pub mod lang;
 pub mod rules;
 
-use crate::cost::{is_free, CostModel};
+use crate::cost::CostModel;
 use crate::pass::{Pass, PassContext};
 use egg::Id;
 use lang::{OpKey, TensorNode, TypeAnalysis, EG};
@@ -58,6 +58,7 @@ pub fn load(g: &Graph) -> Loaded {
     let analysis = TypeAnalysis {
         meshes: g.meshes.clone(),
         functions: g.functions.clone(),
+        mode: g.mode,
     };
     let mut eg = EG::new(analysis);
     let mut value_class = BTreeMap::new();
@@ -227,7 +228,7 @@ pub fn enode_cost(
     match n {
         TensorNode::Proj(..) => 0.0,
         TensorNode::Op(k, ch) => {
-            if is_free(&k.op) {
+            if k.op.is_free() {
                 return 0.0;
             }
             let ins: Vec<TensorType> = ch.iter().map(|c| eg[*c].data.types[0].clone()).collect();
@@ -397,12 +398,12 @@ impl Pass for EqSat {
         if let Some(n) = g
             .nodes()
             .iter()
-            .find(|n| n.op.has_side_effects() || n.dist.is_some() || n.device.is_some())
+            .find(|n| n.op.has_effects() || n.dist.is_some() || n.device.is_some())
         {
             return Ok((
                 g.clone(),
                 vec![format!(
-                    "skipped: %{} carries send/recv or placement annotations",
+                    "skipped: %{} carries communication or placement annotations",
                     n.name
                 )],
             ));

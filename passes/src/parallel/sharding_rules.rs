@@ -107,7 +107,12 @@ pub(super) fn rule(
                 BinaryOp::Add | BinaryOp::Sub => pl.iter().all(|p| *p == pl[i]),
                 BinaryOp::Mul => pl[1 - i] == Replicate,
                 BinaryOp::Div => i == 0 && pl[1] == Replicate,
-                _ => false,
+                BinaryOp::Pow
+                | BinaryOp::Max
+                | BinaryOp::Min
+                | BinaryOp::Equal
+                | BinaryOp::Less
+                | BinaryOp::Greater => false,
             };
             if any_partial {
                 if let Some(i) = (0..2).find(|&i| matches!(pl[i], Partial(_)) && lin_ok(i)) {
@@ -313,7 +318,30 @@ pub(super) fn rule(
                 },
             }
         }
-        _ => replicated(n),
+        // No rule yet: run replicated.
+        Op::Input
+        | Op::Param(_)
+        | Op::Constant(_)
+        | Op::Recv { .. }
+        | Op::Conv2d(_)
+        | Op::ConvTranspose2d(_)
+        | Op::BatchNorm { .. }
+        | Op::Pool(_)
+        | Op::GlobalPool(_)
+        | Op::Resize(_)
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice(_)
+        | Op::Shape
+        | Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Broadcast { .. }
+        | Op::FusedConv2d { .. }
+        | Op::FusedMatMul { .. }
+        | Op::Fused { .. }
+        | Op::Send { .. } => replicated(n),
     }
 }
 

@@ -118,7 +118,44 @@ pub(crate) fn lower(
         Op::FusedConv2d { conv: c, epilogue } => {
             conv(b, name, c, ins, out, tail(epilogue, &ins[2..]))
         }
-        other => Err(format!("internal: {} routed to contraction", other.name())),
+        Op::Input
+        | Op::Param(_)
+        | Op::Constant(_)
+        | Op::Recv { .. }
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Cast { .. }
+        | Op::Dropout { .. }
+        | Op::ConvTranspose2d(_)
+        | Op::BatchNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::CausalMask { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::Reduce(_)
+        | Op::Pool(_)
+        | Op::GlobalPool(_)
+        | Op::Resize(_)
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice(_)
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Flatten { .. }
+        | Op::Gather { .. }
+        | Op::GatherElements { .. }
+        | Op::Embedding
+        | Op::Shape
+        | Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Broadcast { .. }
+        | Op::Fused { .. }
+        | Op::Send { .. } => Err(format!("internal: {} routed to contraction", op.name())),
     }
 }
 

@@ -165,6 +165,7 @@ fn inline_functions(g: &Graph) -> Result<Graph, String> {
     }
     let mut out = Graph::new(g.name.clone());
     out.meshes = g.meshes.clone();
+    out.mode = g.mode;
     let mut map: HashMap<ValueRef, ValueRef> = HashMap::new();
     let err = |e: oar_ir::NodeError| e.to_string();
     for (id, node) in g.iter() {
@@ -202,6 +203,7 @@ fn inline_functions(g: &Graph) -> Result<Graph, String> {
                     map.insert(ValueRef::new(id, p as u32), fmap[o]);
                 }
             }
+            // op-contract: pass-through (every other op is copied unchanged)
             op => {
                 let nid = out
                     .add_node_typed(
@@ -260,15 +262,10 @@ pub fn build_kernels(
         meshes: g.meshes.clone(),
     };
     let mut input_index = 0;
+    let weight_only = oar_ir::analysis::weight_only(&g);
     for (id, node) in g.iter() {
         // Nodes computed from weights and constants alone run once, in the prologue.
-        let from_fixed = !node.inputs.is_empty()
-            && node
-                .inputs
-                .iter()
-                .all(|v| b.buf.get(v).is_some_and(|x| b.fixed_bufs.contains(x)))
-            && !node.op.has_side_effects()
-            && node.op.comm_group().is_none();
+        let from_fixed = weight_only[id.index()];
         let fail = |message: String| BuildError {
             node: node.name.clone(),
             op: node.op.name().to_string(),
@@ -310,7 +307,44 @@ pub fn build_kernels(
                     dims.iter().flat_map(|d| d.to_le_bytes()).collect(),
                 ))
             }
-            _ => None,
+            Op::Recv { .. }
+            | Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Where
+            | Op::Cast { .. }
+            | Op::Dropout { .. }
+            | Op::MatMul(_)
+            | Op::Conv2d(_)
+            | Op::ConvTranspose2d(_)
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::CausalMask { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce(_)
+            | Op::Pool(_)
+            | Op::GlobalPool(_)
+            | Op::Resize(_)
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice(_)
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Flatten { .. }
+            | Op::Gather { .. }
+            | Op::GatherElements { .. }
+            | Op::Embedding
+            | Op::AllReduce { .. }
+            | Op::AllGather { .. }
+            | Op::ReduceScatter { .. }
+            | Op::AllToAll { .. }
+            | Op::Broadcast { .. }
+            | Op::FusedConv2d { .. }
+            | Op::FusedMatMul { .. }
+            | Op::Fused { .. }
+            | Op::Send { .. } => None,
         };
         if let Some(role) = role {
             elem_of(node.outputs[0].dtype).map_err(fail)?;
@@ -321,20 +355,13 @@ pub fn build_kernels(
                 role,
             });
             b.buf.insert(id.into(), b.program.buffers.len() - 1);
-            if !matches!(node.op, Op::Input) {
+            if weight_only[id.index()] {
                 b.fixed_bufs.insert(b.program.buffers.len() - 1);
             }
             continue;
         }
-        // Views share their operand's buffer.
-        if matches!(
-            node.op,
-            Op::Reshape { .. }
-                | Op::Flatten { .. }
-                | Op::Squeeze { .. }
-                | Op::Unsqueeze { .. }
-                | Op::Dropout { .. }
-        ) {
+        // Views (and inference dropout, an identity) share their operand's buffer.
+        if node.op.is_view() || matches!(node.op, Op::Dropout { .. }) {
             let src = b.buf[&node.inputs[0]];
             b.buf.insert(id.into(), src);
             continue;
@@ -449,6 +476,18 @@ fn lower_node(
         | Op::Gather { .. }
         | Op::GatherElements { .. }
         | Op::Embedding => layout::lower(b, name, op, ins, outs),
+        Op::Input
+        | Op::Param(_)
+        | Op::Constant(_)
+        | Op::Dropout { .. }
+        | Op::ConvTranspose2d(_)
+        | Op::Resize(_)
+        | Op::Reshape { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Flatten { .. }
+        | Op::Shape
+        | Op::Fused { .. } => Err(format!("`{}` has no CPU kernel yet", op.name())),
         Op::AllReduce { .. }
         | Op::AllGather { .. }
         | Op::ReduceScatter { .. }
@@ -456,6 +495,5 @@ fn lower_node(
         | Op::Broadcast { .. }
         | Op::Send { .. }
         | Op::Recv { .. } => comm::lower(b, op, ins, outs),
-        other => Err(format!("`{}` has no CPU kernel yet", other.name())),
     }
 }

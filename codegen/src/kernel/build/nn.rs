@@ -274,7 +274,42 @@ pub(crate) fn lower(
             );
             b.kernel(name, &[out.buf, x.buf], Body::Loops(body), n * c, 4)
         }
-        other => Err(format!("internal: {} routed to nn", other.name())),
+        Op::Input
+        | Op::Param(_)
+        | Op::Constant(_)
+        | Op::Recv { .. }
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Cast { .. }
+        | Op::Dropout { .. }
+        | Op::MatMul(_)
+        | Op::Conv2d(_)
+        | Op::ConvTranspose2d(_)
+        | Op::BatchNorm { .. }
+        | Op::CausalMask { .. }
+        | Op::Resize(_)
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice(_)
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Flatten { .. }
+        | Op::Gather { .. }
+        | Op::GatherElements { .. }
+        | Op::Embedding
+        | Op::Shape
+        | Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Broadcast { .. }
+        | Op::FusedConv2d { .. }
+        | Op::FusedMatMul { .. }
+        | Op::Fused { .. }
+        | Op::Send { .. } => Err(format!("internal: {} routed to nn", op.name())),
     }
 }
 

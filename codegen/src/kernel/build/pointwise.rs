@@ -230,7 +230,9 @@ pub(crate) fn lower(
                 BinaryOp::Pow => crate::kernel::Bin::Pow,
                 BinaryOp::Max => crate::kernel::Bin::Max,
                 BinaryOp::Min => crate::kernel::Bin::Min,
-                other => return Err(format!("comparison {other:?} is not compiled")),
+                BinaryOp::Equal | BinaryOp::Less | BinaryOp::Greater => {
+                    return Err(format!("comparison {bo:?} is not compiled"))
+                }
             };
             map(b, name, ins, out, |x, _| {
                 x[0].clone().bin(bin, x[1].clone())
@@ -294,7 +296,42 @@ pub(crate) fn lower(
                     .add(x[2].clone())
             })
         }
-        other => Err(format!("internal: {} routed to pointwise", other.name())),
+        Op::Input
+        | Op::Param(_)
+        | Op::Constant(_)
+        | Op::Recv { .. }
+        | Op::Dropout { .. }
+        | Op::MatMul(_)
+        | Op::Conv2d(_)
+        | Op::ConvTranspose2d(_)
+        | Op::LayerNorm { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::Reduce(_)
+        | Op::Pool(_)
+        | Op::GlobalPool(_)
+        | Op::Resize(_)
+        | Op::Concat { .. }
+        | Op::Split { .. }
+        | Op::Slice(_)
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Squeeze { .. }
+        | Op::Unsqueeze { .. }
+        | Op::Flatten { .. }
+        | Op::Gather { .. }
+        | Op::GatherElements { .. }
+        | Op::Embedding
+        | Op::Shape
+        | Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Broadcast { .. }
+        | Op::FusedConv2d { .. }
+        | Op::FusedMatMul { .. }
+        | Op::Fused { .. }
+        | Op::Send { .. } => Err(format!("internal: {} routed to pointwise", op.name())),
     }
 }
 

@@ -64,7 +64,45 @@ pub fn export_model(
                 ex.inits.push(encode_tensor(&name, &t));
                 ex.names.insert(ValueRef::new(id, 0), name);
             }
-            _ => ops::emit(&mut ex, id).map_err(fail)?,
+            Op::Recv { .. }
+            | Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Where
+            | Op::Cast { .. }
+            | Op::Dropout { .. }
+            | Op::MatMul(_)
+            | Op::Conv2d(_)
+            | Op::ConvTranspose2d(_)
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::CausalMask { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce(_)
+            | Op::Pool(_)
+            | Op::GlobalPool(_)
+            | Op::Resize(_)
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice(_)
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Flatten { .. }
+            | Op::Gather { .. }
+            | Op::GatherElements { .. }
+            | Op::Embedding
+            | Op::Shape
+            | Op::AllReduce { .. }
+            | Op::AllGather { .. }
+            | Op::ReduceScatter { .. }
+            | Op::AllToAll { .. }
+            | Op::Broadcast { .. }
+            | Op::FusedConv2d { .. }
+            | Op::FusedMatMul { .. }
+            | Op::Fused { .. }
+            | Op::Send { .. } => ops::emit(&mut ex, id).map_err(fail)?,
         }
     }
     let mut outputs = Vec::new();

@@ -178,7 +178,16 @@ pub(super) fn emit(ex: &mut Exporter, id: NodeId) -> Result<(), String> {
                 "fused kernel @{func} has no ONNX form; export the graph before fusion (without --pipeline)"
             ))
         }
-        other => return Err(format!("`{}` has no ONNX mapping", other.name())),
+        Op::Input
+        | Op::Param(_)
+        | Op::Constant(_)
+        | Op::Recv { .. }
+        | Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Broadcast { .. }
+        | Op::Send { .. } => return Err(format!("`{}` has no ONNX mapping", node.op.name())),
     }
     Ok(())
 }
@@ -256,23 +265,17 @@ fn matmul(
 }
 
 fn unary(ex: &mut Exporter, u: UnaryOp, x: String, out: String, base: &str) {
-    let simple = match u {
-        UnaryOp::Neg => Some("Neg"),
-        UnaryOp::Exp => Some("Exp"),
-        UnaryOp::Log => Some("Log"),
-        UnaryOp::Sqrt => Some("Sqrt"),
-        UnaryOp::Tanh => Some("Tanh"),
-        UnaryOp::Erf => Some("Erf"),
-        UnaryOp::Abs => Some("Abs"),
-        UnaryOp::Relu => Some("Relu"),
-        UnaryOp::Sigmoid => Some("Sigmoid"),
-        UnaryOp::HardSwish => Some("HardSwish"),
-        _ => None,
-    };
-    if let Some(t) = simple {
-        return ex.node(t, vec![x], vec![out], vec![]);
-    }
     match u {
+        UnaryOp::Neg => ex.node("Neg", vec![x], vec![out], vec![]),
+        UnaryOp::Exp => ex.node("Exp", vec![x], vec![out], vec![]),
+        UnaryOp::Log => ex.node("Log", vec![x], vec![out], vec![]),
+        UnaryOp::Sqrt => ex.node("Sqrt", vec![x], vec![out], vec![]),
+        UnaryOp::Tanh => ex.node("Tanh", vec![x], vec![out], vec![]),
+        UnaryOp::Erf => ex.node("Erf", vec![x], vec![out], vec![]),
+        UnaryOp::Abs => ex.node("Abs", vec![x], vec![out], vec![]),
+        UnaryOp::Relu => ex.node("Relu", vec![x], vec![out], vec![]),
+        UnaryOp::Sigmoid => ex.node("Sigmoid", vec![x], vec![out], vec![]),
+        UnaryOp::HardSwish => ex.node("HardSwish", vec![x], vec![out], vec![]),
         UnaryOp::LeakyRelu { alpha } => ex.node(
             "LeakyRelu",
             vec![x],
@@ -286,9 +289,10 @@ fn unary(ex: &mut Exporter, u: UnaryOp, x: String, out: String, base: &str) {
             vec![("alpha", A::F(alpha as f32)), ("beta", A::F(beta as f32))],
         ),
         UnaryOp::Relu6 | UnaryOp::Clip { .. } => {
-            let (lo, hi) = match u {
-                UnaryOp::Clip { min, max } => (min, max),
-                _ => (0.0, 6.0),
+            let (lo, hi) = if let UnaryOp::Clip { min, max } = u {
+                (min, max)
+            } else {
+                (0.0, 6.0)
             };
             let lo = ex.scalar(base, lo);
             let hi = ex.scalar(base, hi);
@@ -329,7 +333,6 @@ fn unary(ex: &mut Exporter, u: UnaryOp, x: String, out: String, base: &str) {
             let hx = ex.op("Mul", vec![x, half], vec![], base);
             ex.node("Mul", vec![hx, p], vec![out], vec![]);
         }
-        _ => unreachable!("simple unary ops return above"),
     }
 }
 

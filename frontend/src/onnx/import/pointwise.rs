@@ -287,7 +287,7 @@ fn fold_ints(op_type: &str, op: BinaryOp, a: &Known, b: &Known) -> Option<Known>
         BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div => op_type,
         BinaryOp::Max => "Max",
         BinaryOp::Min => "Min",
-        _ => return None,
+        BinaryOp::Pow | BinaryOp::Equal | BinaryOp::Less | BinaryOp::Greater => return None,
     };
     let n = x.len().max(y.len());
     if !(x.len() == n || x.len() == 1) || !(y.len() == n || y.len() == 1) {

@@ -146,7 +146,20 @@ pub(super) fn op_name(op: &Op) -> &'static str {
             UnaryOp::HardSigmoid { .. } => "hardsigmoid",
             UnaryOp::Gelu { .. } => "gelu",
             UnaryOp::Clip { .. } => "clip",
-            _ => UNARY_NAMES
+            UnaryOp::Neg
+            | UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Sqrt
+            | UnaryOp::Rsqrt
+            | UnaryOp::Tanh
+            | UnaryOp::Erf
+            | UnaryOp::Abs
+            | UnaryOp::Relu
+            | UnaryOp::Relu6
+            | UnaryOp::Sigmoid
+            | UnaryOp::HardSwish
+            | UnaryOp::Silu
+            | UnaryOp::Mish => UNARY_NAMES
                 .iter()
                 .find(|(_, x)| x == u)
                 .map(|(n, _)| *n)

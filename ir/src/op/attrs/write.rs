@@ -74,7 +74,20 @@ pub fn activation_attr(u: &UnaryOp) -> Attr {
         }
         UnaryOp::Gelu { tanh: true } => word("gelu_tanh"),
         UnaryOp::Gelu { tanh: false } => word("gelu"),
-        _ => word(op_name(&Op::Unary(*u))),
+        UnaryOp::Neg
+        | UnaryOp::Exp
+        | UnaryOp::Log
+        | UnaryOp::Sqrt
+        | UnaryOp::Rsqrt
+        | UnaryOp::Tanh
+        | UnaryOp::Erf
+        | UnaryOp::Abs
+        | UnaryOp::Relu
+        | UnaryOp::Relu6
+        | UnaryOp::Sigmoid
+        | UnaryOp::HardSwish
+        | UnaryOp::Silu
+        | UnaryOp::Mish => word(op_name(&Op::Unary(*u))),
     }
 }
 
@@ -127,7 +140,20 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
                 w.put_unless("min", min, f64::NEG_INFINITY, Attr::Float(min))
                     .put_unless("max", max, f64::INFINITY, Attr::Float(max));
             }
-            _ => {}
+            UnaryOp::Neg
+            | UnaryOp::Exp
+            | UnaryOp::Log
+            | UnaryOp::Sqrt
+            | UnaryOp::Rsqrt
+            | UnaryOp::Tanh
+            | UnaryOp::Erf
+            | UnaryOp::Abs
+            | UnaryOp::Relu
+            | UnaryOp::Relu6
+            | UnaryOp::Sigmoid
+            | UnaryOp::HardSwish
+            | UnaryOp::Silu
+            | UnaryOp::Mish => {}
         },
         Op::Cast { to } => {
             w.put("to", word(to.name()));

@@ -235,6 +235,36 @@ pub(super) fn infer(op: &Op, inputs: &[TensorType]) -> R<Vec<TensorType>> {
             dims.push(table.shape.0[1].clone());
             one(TensorType::new(table.dtype, dims))
         }
-        _ => unreachable!("layout::infer is only called for data-movement ops"),
+        // `infer_types` sends only the data-movement ops here.
+        Op::Input
+        | Op::Param(_)
+        | Op::Constant(_)
+        | Op::Recv { .. }
+        | Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Cast { .. }
+        | Op::Dropout { .. }
+        | Op::MatMul(_)
+        | Op::Conv2d(_)
+        | Op::ConvTranspose2d(_)
+        | Op::BatchNorm { .. }
+        | Op::LayerNorm { .. }
+        | Op::CausalMask { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::Reduce(_)
+        | Op::Pool(_)
+        | Op::GlobalPool(_)
+        | Op::Resize(_)
+        | Op::AllReduce { .. }
+        | Op::AllGather { .. }
+        | Op::ReduceScatter { .. }
+        | Op::AllToAll { .. }
+        | Op::Broadcast { .. }
+        | Op::FusedConv2d { .. }
+        | Op::FusedMatMul { .. }
+        | Op::Fused { .. }
+        | Op::Send { .. } => fail(format!("`{}` is not a data-movement op", op.name())),
     }
 }
