@@ -172,7 +172,9 @@ pub fn annotate(g: &Graph, e: &Evaluation) -> Result<Graph, AnnotateError> {
                 };
                 placements[i] = Some(vec![dp, Placement::Replicate]);
             }
+            // op-contract: pass-through (other sources float to their consumers)
             op if op.is_source() => {}
+            // op-contract: pass-through (every computed node follows its inputs' stage)
             _ => stage[i] = n.inputs.iter().filter_map(|v| stage[v.node.index()]).max(),
         }
     }

@@ -202,6 +202,7 @@ fn complete(g: &Graph) -> Result<Completion, PartitionError> {
         if n.op.is_source() {
             let pl = match n.op {
                 Op::Input | Op::Param(_) => placements_of(n, axes)?,
+                // op-contract: pass-through (constants and recv start replicated)
                 _ => None,
             }
             .unwrap_or_else(|| replicated.clone());
@@ -375,6 +376,7 @@ fn build_rank(
                     inputs.push((n.name.clone(), pl.clone()));
                     rb.g.add_input(n.name.clone(), local_type(&n.outputs[0], pl, mesh)?)
                 }
+                // op-contract: pass-through (other sources are copied with local types)
                 op => {
                     if let Op::Param(p) = op {
                         param_placements.insert(p.name.clone(), pl.clone());
@@ -436,6 +438,7 @@ fn build_rank(
                     .map(ReshapeDim::Dim)
                     .collect(),
             },
+            // op-contract: pass-through (per-op decisions are in sharding_rules::rule)
             op => op.clone(),
         };
         let id2 =

@@ -31,6 +31,7 @@ pub fn specialize(g: &Graph, b: &BTreeMap<String, u64>) -> Result<Graph, Partiti
         let ins: Vec<ValueRef> = n.inputs.iter().map(|v| map[v]).collect();
         let new = match &n.op {
             Op::Input => out.add_input(n.name.clone(), fix_ty(&n.outputs[0])?).node,
+            // op-contract: pass-through (sources keep their declared, now static, types)
             op if op.is_source() => {
                 let tys = n.outputs.iter().map(fix_ty).collect::<Result<_, _>>()?;
                 out.add_node_typed(op.clone(), ins, tys, Some(n.name.clone()))
@@ -47,6 +48,7 @@ pub fn specialize(g: &Graph, b: &BTreeMap<String, u64>) -> Result<Graph, Partiti
                 out.add_node(Op::Reshape { shape }, ins, Some(n.name.clone()))
                     .map_err(bad)?
             }
+            // op-contract: pass-through (every other op is copied and re-inferred)
             op => out
                 .add_node(op.clone(), ins, Some(n.name.clone()))
                 .map_err(bad)?,
