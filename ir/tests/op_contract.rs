@@ -21,12 +21,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Files whose op matches are not per-op dispatch, with the reason.
-const EXEMPT: &[(&str, &str)] = &[
-    (
-        "passes/src/eqsat/rules/",
-        "rewrite rules: each match picks out the ops of one pattern",
-    ),
-];
+const EXEMPT: &[(&str, &str)] = &[(
+    "passes/src/eqsat/rules/",
+    "rewrite rules: each match picks out the ops of one pattern",
+)];
 
 const CRATE_SRC_DIRS: &[&str] = &[
     "src",

@@ -176,7 +176,43 @@ impl Topology {
             Op::ReduceScatter { .. } => ring_gather(n, bytes, link, eff),
             Op::AllToAll { .. } => all_to_all(n, bytes, link, eff),
             Op::Broadcast { .. } => broadcast(n, bytes, link, eff),
-            _ => return None,
+            Op::Input
+            | Op::Param(_)
+            | Op::Constant(_)
+            | Op::Recv { .. }
+            | Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Where
+            | Op::Cast { .. }
+            | Op::Dropout { .. }
+            | Op::MatMul(_)
+            | Op::Conv2d(_)
+            | Op::ConvTranspose2d(_)
+            | Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::CausalMask { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reduce(_)
+            | Op::Pool(_)
+            | Op::GlobalPool(_)
+            | Op::Resize(_)
+            | Op::Concat { .. }
+            | Op::Split { .. }
+            | Op::Slice(_)
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Flatten { .. }
+            | Op::Gather { .. }
+            | Op::GatherElements { .. }
+            | Op::Embedding
+            | Op::Shape
+            | Op::FusedConv2d { .. }
+            | Op::FusedMatMul { .. }
+            | Op::Fused { .. }
+            | Op::Send { .. } => return None,
         })
     }
 
