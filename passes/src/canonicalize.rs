@@ -8,8 +8,8 @@
 
 use crate::pass::{Pass, PassContext};
 use crate::rebuild::Rebuilder;
-use oar_ir::op::{BinaryOp, Literal, Op};
-use oar_ir::{Graph, NodeId, ValueRef};
+use oar_ir::op::{BinaryOp, DropoutMode, Literal, Op};
+use oar_ir::{ExecMode, Graph, NodeId, ValueRef};
 use oar_runtime::{HostTensor, TensorData};
 use std::collections::HashMap;
 
@@ -175,8 +175,10 @@ fn identity_source(g: &Graph, id: NodeId) -> Option<ValueRef> {
     let first = *n.inputs.first()?;
     let same_type = n.outputs.len() == 1 && g.value_type(first) == Some(&n.outputs[0]);
     let passes = match &n.op {
-        // Inference graphs: dropout does nothing.
-        Op::Dropout { .. } => true,
+        // Dropout is an identity only at inference and only when training did the scaling.
+        Op::Dropout { mode, .. } => {
+            g.mode == ExecMode::Inference && *mode == DropoutMode::UpscaleInTrain
+        }
         Op::Reshape { .. }
         | Op::Flatten { .. }
         | Op::Squeeze { .. }

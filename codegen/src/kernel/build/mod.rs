@@ -247,6 +247,13 @@ pub fn build_kernels(
         op: "graph".into(),
         message,
     };
+    if g.mode == oar_ir::ExecMode::Training {
+        // Compiled programs are inference programs: dropout and batch_norm mean their
+        // inference forms here, and parameters are folded at load time.
+        return Err(top(
+            "training graphs run in the interpreter; compile an inference graph".into(),
+        ));
+    }
     let g = inline_functions(g).map_err(top)?;
     let mut b = Builder {
         program: Program::default(),
@@ -332,7 +339,10 @@ pub fn build_kernels(
                 | Op::Flatten { .. }
                 | Op::Squeeze { .. }
                 | Op::Unsqueeze { .. }
-                | Op::Dropout { .. }
+                | Op::Dropout {
+                    mode: oar_ir::op::DropoutMode::UpscaleInTrain,
+                    ..
+                }
         ) {
             let src = b.buf[&node.inputs[0]];
             b.buf.insert(id.into(), src);
@@ -431,6 +441,7 @@ fn lower_node(
         | Op::Where
         | Op::Cast { .. }
         | Op::CausalMask { .. }
+        | Op::Dropout { .. }
         | Op::BatchNorm { .. } => pointwise::lower(b, name, op, ins, &outs[0]),
         Op::MatMul(_) | Op::FusedMatMul { .. } | Op::Conv2d(_) | Op::FusedConv2d { .. } => {
             contraction::lower(b, name, op, ins, &outs[0])
