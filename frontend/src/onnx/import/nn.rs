@@ -70,7 +70,6 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
                 Op::LayerNorm {
                     axis,
                     eps: a.f("epsilon", 1e-5)?,
-                    momentum: None,
                 },
                 vec![x, scale, bias],
                 h,
