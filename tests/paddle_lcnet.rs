@@ -46,7 +46,9 @@ fn weights_for(g: &oar::ir::Graph, seed: u64) -> Weights {
     let mut w = init_weights(g, seed).expect("init");
     let mut state = seed;
     for (name, t) in w.iter_mut() {
-        let bn_term = [".bn.", ".bn._", "se.conv"].iter().any(|p| name.contains(p));
+        let bn_term = [".bn.", ".bn._", "se.conv"]
+            .iter()
+            .any(|p| name.contains(p));
         if !bn_term {
             continue;
         }

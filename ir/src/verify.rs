@@ -253,7 +253,15 @@ fn mode_errors(g: &Graph) -> Vec<(Option<NodeId>, String, String)> {
     let mut errs = Vec::new();
     let training = g.mode == ExecMode::Training;
     for (id, n) in g.iter() {
-        if !training && matches!(n.op, Op::BatchNorm { momentum: Some(_), .. }) {
+        if !training
+            && matches!(
+                n.op,
+                Op::BatchNorm {
+                    momentum: Some(_),
+                    ..
+                }
+            )
+        {
             errs.push((
                 Some(id),
                 format!("%{} ({})", n.name, n.op.name()),
@@ -266,7 +274,11 @@ fn mode_errors(g: &Graph) -> Vec<(Option<NodeId>, String, String)> {
     }
     let loc = |p: &str| format!("update \"{p}\"");
     if !training {
-        errs.push((None, "update".into(), "state updates need a training graph".into()));
+        errs.push((
+            None,
+            "update".into(),
+            "state updates need a training graph".into(),
+        ));
     }
     if g.state.len() > g.outputs().len() {
         errs.push((

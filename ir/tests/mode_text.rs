@@ -21,7 +21,10 @@ const TRAIN: &str = r#"graph @t(%x: f32[N,3,4,4]) -> (f32[N,3,4,4]) mode=trainin
 fn training_graph_prints_mode_and_updates_and_reads_back() {
     let g = parse(TRAIN).unwrap();
     assert_eq!(g.mode, ExecMode::Training);
-    assert_eq!(g.state, vec!["bn._mean".to_string(), "bn._variance".to_string()]);
+    assert_eq!(
+        g.state,
+        vec!["bn._mean".to_string(), "bn._variance".to_string()]
+    );
     assert_eq!(g.model_outputs().len(), 1);
     assert_eq!(g.outputs().len(), 3);
     let d = g.node(g.find("d").unwrap());
@@ -37,7 +40,8 @@ fn training_graph_prints_mode_and_updates_and_reads_back() {
 
 #[test]
 fn inference_graph_prints_no_mode_and_default_dropout_mode() {
-    let text = "graph @i(%x: f32[4]) -> (f32[4]) {\n  %d = dropout(%x) {p=0.5} : f32[4]\n  return %d\n}\n";
+    let text =
+        "graph @i(%x: f32[4]) -> (f32[4]) {\n  %d = dropout(%x) {p=0.5} : f32[4]\n  return %d\n}\n";
     let g = parse(text).unwrap();
     assert_eq!(g.mode, ExecMode::Inference);
     assert_eq!(print(&g), text);

@@ -299,8 +299,8 @@ impl Gen {
                 let c = self.static_of(xd.get(1)?);
                 let ps: Vec<ValueRef> = (0..4).map(|_| self.param(&[c])).collect();
                 // The training form (three outputs) exists only in training graphs.
-                let momentum = (self.g.mode == ExecMode::Training && self.rng.chance(0.7))
-                    .then_some(0.9);
+                let momentum =
+                    (self.g.mode == ExecMode::Training && self.rng.chance(0.7)).then_some(0.9);
                 (
                     Op::BatchNorm {
                         eps: 1e-5,
@@ -378,7 +378,8 @@ impl Gen {
                 } else {
                     Op::Dropout {
                         p: 0.1,
-                        mode: *r.pick(&[DropoutMode::UpscaleInTrain, DropoutMode::DownscaleInInfer]),
+                        mode: *r
+                            .pick(&[DropoutMode::UpscaleInTrain, DropoutMode::DownscaleInInfer]),
                     }
                 },
                 vec![x],
@@ -535,7 +536,15 @@ fn random_graph(seed: u64) -> Graph {
     let bns: Vec<(String, String, NodeId)> = gen
         .g
         .iter()
-        .filter(|(_, n)| matches!(n.op, Op::BatchNorm { momentum: Some(_), .. }))
+        .filter(|(_, n)| {
+            matches!(
+                n.op,
+                Op::BatchNorm {
+                    momentum: Some(_),
+                    ..
+                }
+            )
+        })
         .filter_map(|(id, n)| {
             let pname = |v: ValueRef| match &gen.g.node(v.node).op {
                 Op::Param(p) => Some(p.name.clone()),
@@ -597,7 +606,10 @@ fn generated_graphs_cover_many_ops() {
     let with_state = (0..256)
         .filter(|&seed| !random_graph(seed).state.is_empty())
         .count();
-    assert!(with_state >= 5, "only {with_state} graphs with state updates");
+    assert!(
+        with_state >= 5,
+        "only {with_state} graphs with state updates"
+    );
     // The generator must exercise most of the op set, or the round trip proves little.
     assert!(
         seen.len() >= 45,

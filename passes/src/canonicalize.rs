@@ -232,6 +232,8 @@ pub fn cse(g: &Graph) -> Result<(Graph, usize), String> {
         }
         let key = match &n.op {
             Op::Param(_) | Op::Input | Op::Send { .. } | Op::Recv { .. } => None,
+            // Each training dropout draws its own mask.
+            Op::Dropout { .. } if g.mode == ExecMode::Training => None,
             _ if n.dist.is_some() || n.device.is_some() => None,
             op => {
                 let ins: Vec<String> = n.inputs.iter().map(|v| r.value(*v).to_string()).collect();

@@ -11,7 +11,9 @@ fn random(shape: Vec<usize>, seed: u64, lo: f32, hi: f32) -> HostTensor {
     let mut s = seed | 1;
     let data = (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
         })
         .collect();
@@ -34,9 +36,19 @@ fn dropout_draws_a_reproducible_mask_per_seed_step_and_node() {
     let opts = RunOptions::training(42, 7);
     let a = run_with_options(&g, &x, &w, opts).unwrap().outputs;
     let again = run_with_options(&g, &x, &w, opts).unwrap().outputs;
-    assert_eq!(a[0].as_f32(), again[0].as_f32(), "same seed and step: same mask");
-    let next = run_with_options(&g, &x, &w, RunOptions::training(42, 8)).unwrap().outputs;
-    assert_ne!(a[0].as_f32(), next[0].as_f32(), "a new step draws a new mask");
+    assert_eq!(
+        a[0].as_f32(),
+        again[0].as_f32(),
+        "same seed and step: same mask"
+    );
+    let next = run_with_options(&g, &x, &w, RunOptions::training(42, 8))
+        .unwrap()
+        .outputs;
+    assert_ne!(
+        a[0].as_f32(),
+        next[0].as_f32(),
+        "a new step draws a new mask"
+    );
     let xs = x[0].as_f32().unwrap();
     for (node, out, scale) in [("up", &a[0], 1.0 / 0.7), ("down", &a[1], 1.0)] {
         let ys = out.as_f32().unwrap();
@@ -50,10 +62,14 @@ fn dropout_draws_a_reproducible_mask_per_seed_step_and_node() {
                 dropped += 1;
             }
         }
-        assert!((40..115).contains(&dropped), "{node}: {dropped} of 256 dropped at p = 0.3");
+        assert!(
+            (40..115).contains(&dropped),
+            "{node}: {dropped} of 256 dropped at p = 0.3"
+        );
     }
     // The two nodes draw different masks from one seed.
-    let zero = |t: &HostTensor| -> Vec<bool> { t.as_f32().unwrap().iter().map(|&v| v == 0.0).collect() };
+    let zero =
+        |t: &HostTensor| -> Vec<bool> { t.as_f32().unwrap().iter().map(|&v| v == 0.0).collect() };
     assert_ne!(zero(&a[0]), zero(&a[1]));
 }
 
@@ -97,7 +113,12 @@ fn batch_norm_trains_on_batch_statistics_and_updates_running_ones() {
     // float64 reference: per channel over N, H, W; biased variance.
     let xs = x.as_f32().unwrap();
     let f = |name: &str| before[name].as_f32().unwrap().to_vec();
-    let (scale, bias, rm, rv) = (f("bn.weight"), f("bn.bias"), f("bn._mean"), f("bn._variance"));
+    let (scale, bias, rm, rv) = (
+        f("bn.weight"),
+        f("bn.bias"),
+        f("bn._mean"),
+        f("bn._variance"),
+    );
     let ys = out[0].as_f32().unwrap();
     for c in 0..4 {
         let vals: Vec<f64> = (0..3)
@@ -109,8 +130,8 @@ fn batch_norm_trains_on_batch_statistics_and_updates_running_ones() {
         for n in 0..3 {
             for k in 0..10 {
                 let i = n * 40 + c * 10 + k;
-                let want = (xs[i] as f64 - mean) / (var + 1e-3).sqrt() * scale[c] as f64
-                    + bias[c] as f64;
+                let want =
+                    (xs[i] as f64 - mean) / (var + 1e-3).sqrt() * scale[c] as f64 + bias[c] as f64;
                 assert!((ys[i] as f64 - want).abs() <= 1e-5, "y[{i}]");
             }
         }

@@ -103,9 +103,10 @@ fn lower_node(
         Op::Binary(op) => one(binary(e, *op, &ins[0], &ins[1])?),
         Op::Where => one(e.select(&ins[0], &ins[1], &ins[2])?),
         Op::Cast { to } => one(e.cast(&ins[0], *to)),
-        Op::Dropout { .. } if g.mode == oar_ir::ExecMode::Training => {
-            Err("dropout in a training graph draws a random mask; MLIR export lowers inference graphs".into())
-        }
+        Op::Dropout { .. } if g.mode == oar_ir::ExecMode::Training => Err(
+            "dropout in a training graph draws a random mask; MLIR export lowers inference graphs"
+                .into(),
+        ),
         // Inference forms: identity or a 1 - p scale.
         Op::Dropout { p, mode } => match mode.inference_scale(*p) {
             k if k == 1.0 => one(ins[0].clone()),
@@ -145,10 +146,13 @@ fn lower_node(
                 true,
             )?)
         }
-        Op::BatchNorm { momentum: Some(_), .. } => {
-            Err("the training form of batch_norm (batch statistics) is not lowered".into())
-        }
-        Op::BatchNorm { eps, momentum: None } => {
+        Op::BatchNorm {
+            momentum: Some(_), ..
+        } => Err("the training form of batch_norm (batch statistics) is not lowered".into()),
+        Op::BatchNorm {
+            eps,
+            momentum: None,
+        } => {
             let x = &ins[0];
             let r = x.shape.len();
             let mut cshape = vec![1; r];

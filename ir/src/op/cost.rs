@@ -78,7 +78,9 @@ pub fn op_cost(
         }
         // The training form computes batch statistics first, like layer_norm.
         Op::BatchNorm { momentum: None, .. } => (2 * out_elems, rw),
-        Op::BatchNorm { momentum: Some(_), .. } => (7 * in_elems, rw),
+        Op::BatchNorm {
+            momentum: Some(_), ..
+        } => (7 * in_elems, rw),
         Op::LayerNorm { .. } => (7 * out_elems, rw),
         Op::Softmax { .. } | Op::LogSoftmax { .. } => (5 * out_elems, rw),
         Op::Reduce(_) | Op::GlobalPool(_) => (in_elems, rw),

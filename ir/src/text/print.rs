@@ -138,7 +138,11 @@ fn print_graph(out: &mut String, g: &Graph) {
         }
         let _ = writeln!(out, "  {}", statement(g, node));
     }
-    let rets: Vec<String> = g.model_outputs().iter().map(|v| value_name(g, *v)).collect();
+    let rets: Vec<String> = g
+        .model_outputs()
+        .iter()
+        .map(|v| value_name(g, *v))
+        .collect();
     if rets.is_empty() {
         out.push_str("  return\n");
     } else {

@@ -218,7 +218,12 @@ mod tests {
         assert_ne!(keep(&a, "drop"), keep(&RunOptions::training(7, 4), "drop"));
         assert_ne!(keep(&a, "drop"), keep(&RunOptions::training(8, 3), "drop"));
         // Roughly p of the elements are dropped.
-        let kept = (0..10_000).filter(|&i| dropout_keep(&a, "d", 0.3, i)).count();
-        assert!((6_700..7_300).contains(&kept), "kept {kept} of 10000 at p = 0.3");
+        let kept = (0..10_000)
+            .filter(|&i| dropout_keep(&a, "d", 0.3, i))
+            .count();
+        assert!(
+            (6_700..7_300).contains(&kept),
+            "kept {kept} of 10000 at p = 0.3"
+        );
     }
 }

@@ -276,7 +276,10 @@ pub(crate) fn lower(
             let k = mode.inference_scale(*p) as f32;
             map(b, name, ins, out, move |x, _| x[0].clone().mul(Expr::C(k)))
         }
-        Op::BatchNorm { eps, momentum: None } => {
+        Op::BatchNorm {
+            eps,
+            momentum: None,
+        } => {
             // Per-channel operands [C] broadcast as [C, 1, 1].
             let mut cshape = vec![1i64; ins[0].shape.len() - 1];
             cshape[0] = ins[0].shape[1];

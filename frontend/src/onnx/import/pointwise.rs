@@ -121,15 +121,22 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
             }
             // ONNX's Dropout scales by 1/(1-ratio) in training: Paddle's upscale_in_train.
             let p = match cx.input(1) {
-                Some(r) => match imp.floats(r)?.as_slice() {
-                    [p] => *p,
-                    _ => return Err("ratio must be a scalar".into()),
+                Some(r) => match imp.floats(r).ok().as_deref() {
+                    Some(&[p]) => p,
+                    Some(_) => return Err("ratio must be a scalar".into()),
+                    // A ratio computed at run time has no IR spelling; at inference it does
+                    // not matter, so the value passes through as before.
+                    None => return Ok(vec![x]),
                 },
                 None => cx.attrs.f("ratio", 0.5)?,
             };
             let mode = oar_ir::op::DropoutMode::UpscaleInTrain;
             let x = imp.ir(cx.need(0)?)?;
-            Ok(vec![Val::ir(imp.add(Op::Dropout { p, mode }, vec![x], cx.hint())?)])
+            Ok(vec![Val::ir(imp.add(
+                Op::Dropout { p, mode },
+                vec![x],
+                cx.hint(),
+            )?)])
         }
         "Sum" | "Max" | "Min" => {
             let op = match cx.op_type {
