@@ -108,7 +108,13 @@ fn batch_norm_trains_on_batch_statistics_and_updates_running_ones() {
     w.insert("bn._variance".into(), random(vec![4], 6, 0.5, 1.5));
     let before = w.clone();
     let x = random(vec![3, 4, 5, 2], 7, -2.0, 3.0);
-    let out = train_step(&g, &[x.clone()], &mut w, RunOptions::training(0, 0)).unwrap();
+    let out = train_step(
+        &g,
+        std::slice::from_ref(&x),
+        &mut w,
+        RunOptions::training(0, 0),
+    )
+    .unwrap();
     assert_eq!(out.len(), 1, "state updates are not model outputs");
     // float64 reference: per channel over N, H, W; biased variance.
     let xs = x.as_f32().unwrap();
@@ -122,7 +128,7 @@ fn batch_norm_trains_on_batch_statistics_and_updates_running_ones() {
     let ys = out[0].as_f32().unwrap();
     for c in 0..4 {
         let vals: Vec<f64> = (0..3)
-            .flat_map(|n| (0..10).map(move |k| (n * 40 + c * 10 + k) as usize))
+            .flat_map(|n| (0..10).map(move |k| n * 40 + c * 10 + k))
             .map(|i| xs[i] as f64)
             .collect();
         let mean = vals.iter().sum::<f64>() / 30.0;

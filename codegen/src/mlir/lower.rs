@@ -108,13 +108,15 @@ fn lower_node(
                 .into(),
         ),
         // Inference forms: identity or a 1 - p scale.
-        Op::Dropout { p, mode } => match mode.inference_scale(*p) {
-            k if k == 1.0 => one(ins[0].clone()),
-            k => {
+        Op::Dropout { p, mode } => {
+            let k = mode.inference_scale(*p);
+            if k == 1.0 {
+                one(ins[0].clone())
+            } else {
                 let s = e.scalar(k, ins[0].shape.len(), ins[0].dtype);
                 one(e.binary("mul", &ins[0], &s, None)?)
             }
-        },
+        }
         Op::MatMul(mm) => one(matmul(
             e,
             &ins[0],
