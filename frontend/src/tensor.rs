@@ -143,7 +143,10 @@ impl Tensor {
     #[track_caller]
     pub fn cast(&self, to: DType) -> Tensor { self.b.apply(Op::Cast { to }, &[self]) }
     #[track_caller]
-    pub fn dropout(&self, p: f64) -> Tensor { self.b.apply(Op::Dropout { p }, &[self]) }
+    pub fn dropout(&self, p: f64) -> Tensor { self.dropout_with(p, DropoutMode::default()) }
+    /// Dropout with Paddle's `mode` (`downscale_in_infer` scales by `1 - p` at inference).
+    #[track_caller]
+    pub fn dropout_with(&self, p: f64, mode: DropoutMode) -> Tensor { self.b.apply(Op::Dropout { p, mode }, &[self]) }
 
     // Contractions.
     #[track_caller]
@@ -169,7 +172,7 @@ impl Tensor {
     // Normalisation.
     #[track_caller]
     pub fn batch_norm(&self, scale: &Tensor, bias: &Tensor, mean: &Tensor, var: &Tensor, eps: f64) -> Tensor {
-        self.b.apply(Op::BatchNorm { eps }, &[self, scale, bias, mean, var])
+        self.b.apply(Op::BatchNorm { eps, momentum: None }, &[self, scale, bias, mean, var])
     }
     #[track_caller]
     pub fn layer_norm(&self, scale: &Tensor, bias: &Tensor, axis: i64, eps: f64) -> Tensor {

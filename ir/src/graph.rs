@@ -101,6 +101,11 @@ pub struct Graph {
     /// Inference or training (see [`crate::mode`]).
     #[serde(default, skip_serializing_if = "is_inference")]
     pub mode: ExecMode,
+    /// State updates: the last `state.len()` outputs are the new values of these
+    /// parameters, in order (a training step's new batch_norm running statistics). Keeping
+    /// them as outputs means every pass that maps outputs keeps them alive and remapped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<String>,
     nodes: Vec<Node>,
     inputs: Vec<NodeId>,
     outputs: Vec<ValueRef>,
@@ -170,9 +175,43 @@ impl Graph {
         &self.outputs
     }
 
-    /// Sets the graph outputs.
+    /// Sets the graph outputs (state updates, if any, are the last `state.len()`).
     pub fn set_outputs(&mut self, outputs: Vec<ValueRef>) {
         self.outputs = outputs;
+    }
+
+    /// The outputs the model returns: all outputs but the state updates.
+    pub fn model_outputs(&self) -> &[ValueRef] {
+        let n = self.outputs.len().saturating_sub(self.state.len());
+        &self.outputs[..n]
+    }
+
+    /// State updates: (parameter name, its new value).
+    pub fn state_updates(&self) -> impl Iterator<Item = (&str, ValueRef)> {
+        let n = self.model_outputs().len();
+        self.state
+            .iter()
+            .map(String::as_str)
+            .zip(self.outputs[n..].iter().copied())
+    }
+
+    /// Records that `value` is the new value of parameter `param` after a run.
+    pub fn add_state_update(&mut self, param: impl Into<String>, value: ValueRef) {
+        self.outputs.push(value);
+        self.state.push(param.into());
+    }
+
+    /// An empty graph with this one's name, meshes, functions, mode and state names: the
+    /// start of a rebuild that maps outputs one to one.
+    pub fn empty_like(&self) -> Graph {
+        Graph {
+            name: self.name.clone(),
+            meshes: self.meshes.clone(),
+            functions: self.functions.clone(),
+            mode: self.mode,
+            state: self.state.clone(),
+            ..Default::default()
+        }
     }
 
     /// The type of a value, if it exists.

@@ -3,6 +3,7 @@
 
 use crate::dist::Placement;
 use crate::graph::{types_text, Graph, NodeId};
+use crate::mode::ExecMode;
 use crate::op::{infer_types, Op};
 use crate::types::TensorType;
 use std::collections::{BTreeSet, HashSet};
@@ -236,9 +237,79 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
             at(None, "return".into(), format!("output {v} does not exist"));
         }
     }
+    for (node, location, message) in mode_errors(g) {
+        at(node, location, message);
+    }
     if errs.is_empty() {
         Ok(())
     } else {
         Err(VerifyErrors(errs))
     }
+}
+
+/// Training-only constructs: the training form of batch_norm and state updates, which must
+/// name distinct parameters of the value's type.
+fn mode_errors(g: &Graph) -> Vec<(Option<NodeId>, String, String)> {
+    let mut errs = Vec::new();
+    let training = g.mode == ExecMode::Training;
+    for (id, n) in g.iter() {
+        if !training
+            && matches!(
+                n.op,
+                Op::BatchNorm {
+                    momentum: Some(_),
+                    ..
+                }
+            )
+        {
+            errs.push((
+                Some(id),
+                format!("%{} ({})", n.name, n.op.name()),
+                "the training form (`momentum`) needs a training graph (`mode=training`)".into(),
+            ));
+        }
+    }
+    if g.state.is_empty() {
+        return errs;
+    }
+    let loc = |p: &str| format!("update \"{p}\"");
+    if !training {
+        errs.push((
+            None,
+            "update".into(),
+            "state updates need a training graph".into(),
+        ));
+    }
+    if g.state.len() > g.outputs().len() {
+        errs.push((
+            None,
+            "update".into(),
+            format!(
+                "{} state updates but only {} outputs",
+                g.state.len(),
+                g.outputs().len()
+            ),
+        ));
+        return errs;
+    }
+    let mut seen = HashSet::new();
+    for (param, v) in g.state_updates() {
+        if !seen.insert(param) {
+            errs.push((None, loc(param), "parameter is updated twice".into()));
+        }
+        let declared = g.nodes().iter().find_map(|n| match &n.op {
+            Op::Param(p) if p.name == param => Some(&n.outputs[0]),
+            _ => None,
+        });
+        match (declared, g.value_type(v)) {
+            (None, _) => errs.push((None, loc(param), "no parameter has this name".into())),
+            (Some(t), Some(vt)) if t != vt => errs.push((
+                None,
+                loc(param),
+                format!("the parameter is {t} but the new value {v} is {vt}"),
+            )),
+            _ => {}
+        }
+    }
+    errs
 }

@@ -100,7 +100,10 @@ fn parameters_are_load_time_constants_only_at_inference() {
     });
     assert_eq!(p.load_time(ExecMode::Inference), LoadTime::Known);
     assert_eq!(p.load_time(ExecMode::Training), LoadTime::Unknown);
-    let d = Op::Dropout { p: 0.1 };
+    let d = Op::Dropout {
+        p: 0.1,
+        mode: oar_ir::op::DropoutMode::UpscaleInTrain,
+    };
     assert_eq!(d.load_time(ExecMode::Inference), LoadTime::IfInputsKnown);
     assert_eq!(d.load_time(ExecMode::Training), LoadTime::Unknown);
 }

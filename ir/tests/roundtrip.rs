@@ -6,7 +6,7 @@
 
 use oar_ir::dist::{DeviceKind, DeviceRef, OpDist, Placement, ProcessMesh, ReduceOp};
 use oar_ir::op::*;
-use oar_ir::{parse, print, verify, DType, Dim, Graph, TensorType, ValueRef};
+use oar_ir::{parse, print, verify, DType, Dim, ExecMode, Graph, NodeId, TensorType, ValueRef};
 use proptest::prelude::*;
 
 struct Rng(u64);
@@ -298,7 +298,16 @@ impl Gen {
             10 => {
                 let c = self.static_of(xd.get(1)?);
                 let ps: Vec<ValueRef> = (0..4).map(|_| self.param(&[c])).collect();
-                (Op::BatchNorm { eps: 1e-5 }, [vec![x], ps].concat())
+                // The training form (three outputs) exists only in training graphs.
+                let momentum =
+                    (self.g.mode == ExecMode::Training && self.rng.chance(0.7)).then_some(0.9);
+                (
+                    Op::BatchNorm {
+                        eps: 1e-5,
+                        momentum,
+                    },
+                    [vec![x], ps].concat(),
+                )
             }
             11 => (Op::Concat { axis }, vec![x, x]),
             12 => {
@@ -367,7 +376,11 @@ impl Gen {
                         to: *r.pick(&[DType::F16, DType::I64, DType::BF16]),
                     }
                 } else {
-                    Op::Dropout { p: 0.1 }
+                    Op::Dropout {
+                        p: 0.1,
+                        mode: *r
+                            .pick(&[DropoutMode::UpscaleInTrain, DropoutMode::DownscaleInInfer]),
+                    }
                 },
                 vec![x],
             ),
@@ -486,6 +499,9 @@ fn random_graph(seed: u64) -> Graph {
         }
         gen.g.meshes.insert("m".into(), mesh);
     }
+    if gen.rng.chance(0.3) {
+        gen.g.mode = ExecMode::Training;
+    }
     let n_inputs = gen.rng.below(3) + 1;
     for i in 0..n_inputs {
         let rank = gen.rng.below(4) + 1;
@@ -516,6 +532,33 @@ fn random_graph(seed: u64) -> Graph {
         .map(|_| *gen.rng.pick(&candidates))
         .collect();
     gen.g.set_outputs(outs);
+    // Training-form batch_norms write their new running statistics back as state.
+    let bns: Vec<(String, String, NodeId)> = gen
+        .g
+        .iter()
+        .filter(|(_, n)| {
+            matches!(
+                n.op,
+                Op::BatchNorm {
+                    momentum: Some(_),
+                    ..
+                }
+            )
+        })
+        .filter_map(|(id, n)| {
+            let pname = |v: ValueRef| match &gen.g.node(v.node).op {
+                Op::Param(p) => Some(p.name.clone()),
+                _ => None,
+            };
+            Some((pname(n.inputs[3])?, pname(n.inputs[4])?, id))
+        })
+        .collect();
+    for (mean, var, id) in bns {
+        if gen.rng.chance(0.8) && !gen.g.state.contains(&mean) && !gen.g.state.contains(&var) {
+            gen.g.add_state_update(mean, ValueRef::new(id, 1));
+            gen.g.add_state_update(var, ValueRef::new(id, 2));
+        }
+    }
     if gen.rng.chance(0.2) {
         let name = gen.name().unwrap_or_else(|| "r".into());
         let name = gen.unique(Some(format!("recv_{name}")));
@@ -559,6 +602,14 @@ fn generated_graphs_cover_many_ops() {
             seen.insert(n.op.name());
         }
     }
+    // Training graphs with state updates are generated too.
+    let with_state = (0..256)
+        .filter(|&seed| !random_graph(seed).state.is_empty())
+        .count();
+    assert!(
+        with_state >= 5,
+        "only {with_state} graphs with state updates"
+    );
     // The generator must exercise most of the op set, or the round trip proves little.
     assert!(
         seen.len() >= 45,

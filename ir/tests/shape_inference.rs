@@ -245,12 +245,18 @@ fn pooling_and_resize() {
 #[test]
 fn normalisation_and_reductions() {
     ok(
-        Op::BatchNorm { eps: 1e-5 },
+        Op::BatchNorm {
+            eps: 1e-5,
+            momentum: None,
+        },
         &["f32[N,16,8,8]", "f32[16]", "f32[16]", "f32[16]", "f32[16]"],
         "f32[N,16,8,8]",
     );
     bad(
-        Op::BatchNorm { eps: 1e-5 },
+        Op::BatchNorm {
+            eps: 1e-5,
+            momentum: None,
+        },
         &["f32[N,16,8,8]", "f32[16]", "f32[15]", "f32[16]", "f32[16]"],
         "bias must be [16]",
     );

@@ -1,12 +1,13 @@
 //! PP-LCNet (Cui et al., 2021, "PP-LCNet: A Lightweight CPU Convolutional Neural Network"):
 //! a stack of depthwise-separable convolutions with H-Swish, SE only in the last two blocks,
-//! 5×5 kernels in the tail, global pooling, a 1280-wide 1×1 conv after pooling, dropout and a
-//! classifier. Layer table and parameter names follow PaddleClas `PPLCNet`.
+//! 5×5 kernels in the tail, global pooling, a 1280-wide 1×1 conv after pooling, dropout (`downscale_in_infer`: a
+//! `1 - p` scale at inference) and a classifier. Layer table and parameter names follow PaddleClas `PPLCNet`.
 
 use oar_frontend::nn::{
     Activation, BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, LinearConfig, SeBlockConfig,
 };
 use oar_frontend::{BuildError, ModelBuilder, Tensor};
+use oar_ir::op::DropoutMode;
 use oar_ir::Graph;
 
 /// One depthwise-separable block: (kernel, in channels, out channels, stride, SE).
@@ -103,7 +104,8 @@ impl LcNetConfig {
         let feat = last
             .forward(&pooled)
             .hardswish()
-            .dropout(self.dropout)
+            // PaddleClas: Dropout(p, mode="downscale_in_infer"), a 1 - p scale at inference.
+            .dropout_with(self.dropout, DropoutMode::DownscaleInInfer)
             .flatten(1);
         let logits = LinearConfig::new(self.class_expand, self.class_num)
             .init(&b, "fc")

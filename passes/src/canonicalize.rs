@@ -8,8 +8,8 @@
 
 use crate::pass::{Pass, PassContext};
 use crate::rebuild::Rebuilder;
-use oar_ir::op::{BinaryOp, Literal, LoadTime, Op};
-use oar_ir::{Graph, NodeId, ValueRef};
+use oar_ir::op::{BinaryOp, DropoutMode, Literal, LoadTime, Op};
+use oar_ir::{ExecMode, Graph, NodeId, ValueRef};
 use oar_runtime::{HostTensor, TensorData};
 use std::collections::HashMap;
 
@@ -176,8 +176,10 @@ fn identity_source(g: &Graph, id: NodeId) -> Option<ValueRef> {
     let first = *n.inputs.first()?;
     let same_type = n.outputs.len() == 1 && g.value_type(first) == Some(&n.outputs[0]);
     let passes = match &n.op {
-        // Inference graphs: dropout does nothing.
-        Op::Dropout { .. } => true,
+        // Dropout is an identity only at inference and only when training did the scaling.
+        Op::Dropout { mode, .. } => {
+            g.mode == ExecMode::Inference && *mode == DropoutMode::UpscaleInTrain
+        }
         Op::Reshape { .. }
         | Op::Flatten { .. }
         | Op::Squeeze { .. }
@@ -268,9 +270,12 @@ pub fn cse(g: &Graph) -> Result<(Graph, usize), String> {
         if r.is_mapped(id) {
             continue;
         }
-        // Sources other than constants are distinct values however alike they print, and
-        // communication must run as often as written.
-        let distinct = n.op.has_effects() || n.op.is_source() && !matches!(n.op, Op::Constant(_));
+        // Sources other than constants are distinct values however alike they print,
+        // communication must run as often as written, and each training dropout draws its
+        // own mask.
+        let distinct = n.op.has_effects()
+            || n.op.is_source() && !matches!(n.op, Op::Constant(_))
+            || g.mode == ExecMode::Training && matches!(n.op, Op::Dropout { .. });
         let key = if distinct || n.dist.is_some() || n.device.is_some() {
             None
         } else {

@@ -15,11 +15,9 @@ pub struct Rebuilder<'a> {
 }
 
 impl<'a> Rebuilder<'a> {
-    /// Starts with the old graph's inputs, meshes and functions.
+    /// Starts with the old graph's inputs, meshes, functions, mode and state names.
     pub fn new(old: &'a Graph) -> Rebuilder<'a> {
-        let mut new = Graph::new(old.name.clone());
-        new.meshes = old.meshes.clone();
-        new.functions = old.functions.clone();
+        let new = old.empty_like();
         let mut r = Rebuilder {
             old,
             new,

@@ -9,6 +9,8 @@ pub mod io;
 pub mod program;
 pub mod tensor;
 
-pub use interp::{run, run_on_rank, InterpError};
+pub use interp::{
+    run, run_on_rank, run_with_options, train_step, InterpError, RunOptions, RunResult,
+};
 pub use io::weights::Weights;
 pub use tensor::{HostTensor, TensorData};

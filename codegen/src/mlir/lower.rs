@@ -142,7 +142,20 @@ fn lower_node(
         Op::Binary(op) => one(binary(e, *op, &ins[0], &ins[1])?),
         Op::Where => one(e.select(&ins[0], &ins[1], &ins[2])?),
         Op::Cast { to } => one(e.cast(&ins[0], *to)),
-        Op::Dropout { .. } => one(ins[0].clone()),
+        Op::Dropout { .. } if g.mode == oar_ir::ExecMode::Training => Err(
+            "dropout in a training graph draws a random mask; MLIR export lowers inference graphs"
+                .into(),
+        ),
+        // Inference forms: identity or a 1 - p scale.
+        Op::Dropout { p, mode } => {
+            let k = mode.inference_scale(*p);
+            if k == 1.0 {
+                one(ins[0].clone())
+            } else {
+                let s = e.scalar(k, ins[0].shape.len(), ins[0].dtype);
+                one(e.binary("mul", &ins[0], &s, None)?)
+            }
+        }
         Op::MatMul(mm) => one(matmul(
             e,
             &ins[0],
@@ -174,7 +187,13 @@ fn lower_node(
                 true,
             )?)
         }
-        Op::BatchNorm { eps } => {
+        Op::BatchNorm {
+            momentum: Some(_), ..
+        } => Err("the training form of batch_norm (batch statistics) is not lowered".into()),
+        Op::BatchNorm {
+            eps,
+            momentum: None,
+        } => {
             let x = &ins[0];
             let r = x.shape.len();
             let mut cshape = vec![1; r];

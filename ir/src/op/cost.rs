@@ -76,7 +76,11 @@ pub fn op_cost(
             let bias = if inputs.len() > 2 { out_elems } else { 0 };
             (2 * macs + bias, rw)
         }
-        Op::BatchNorm { .. } => (2 * out_elems, rw),
+        // The training form computes batch statistics first, like layer_norm.
+        Op::BatchNorm { momentum: None, .. } => (2 * out_elems, rw),
+        Op::BatchNorm {
+            momentum: Some(_), ..
+        } => (7 * in_elems, rw),
         Op::LayerNorm { .. } => (7 * out_elems, rw),
         Op::Softmax { .. } | Op::LogSoftmax { .. } => (5 * out_elems, rw),
         Op::Reduce(_) | Op::GlobalPool(_) => (in_elems, rw),

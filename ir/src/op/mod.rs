@@ -298,6 +298,39 @@ impl Epilogue {
     }
 }
 
+/// Where dropout's `1/(1-p)` correction goes (Paddle's two modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropoutMode {
+    /// Training: `y = x * mask / (1 - p)`; inference: identity. Paddle's default and ONNX's.
+    #[default]
+    UpscaleInTrain,
+    /// Training: `y = x * mask`; inference: `y = x * (1 - p)`.
+    DownscaleInInfer,
+}
+
+impl DropoutMode {
+    /// The text-format spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropoutMode::UpscaleInTrain => "upscale_in_train",
+            DropoutMode::DownscaleInInfer => "downscale_in_infer",
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == DropoutMode::default()
+    }
+
+    /// The factor inference multiplies by: 1 (identity) or `1 - p`.
+    pub fn inference_scale(self, p: f64) -> f64 {
+        match self {
+            DropoutMode::UpscaleInTrain => 1.0,
+            DropoutMode::DownscaleInInfer => 1.0 - p,
+        }
+    }
+}
+
 /// An operation. Sources (`Input`, `Param`, `Constant`, `Recv`) take their output type from
 /// the node's declaration; every other op's output types are inferred from its inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -314,20 +347,30 @@ pub enum Op {
     Cast {
         to: DType,
     },
-    /// Identity at inference; zeroes with probability `p` when training.
+    /// Zeroes each element with probability `p` when training; `mode` says where the
+    /// `1/(1-p)` correction goes (see [`DropoutMode`]).
     Dropout {
         #[serde(with = "crate::serde_f64")]
         p: f64,
+        #[serde(default, skip_serializing_if = "DropoutMode::is_default")]
+        mode: DropoutMode,
     },
     // Linear algebra and convolution.
     MatMul(MatMulAttrs),
     Conv2d(ConvAttrs),
     ConvTranspose2d(ConvTransposeAttrs),
     // Normalisation.
-    /// Inference batch norm: inputs x, scale, bias, mean, var (ONNX order).
+    /// Batch norm: inputs x, scale, bias, running mean, running var (ONNX order).
+    /// Without `momentum` (inference form) it normalises with the running statistics and
+    /// has one output. With `momentum` (training form) it normalises with the batch
+    /// statistics and has three outputs: y, the new running mean and the new running var,
+    /// `new = momentum * running + (1 - momentum) * batch` (Paddle's convention, with the
+    /// biased batch variance, as Paddle 3.3 computes it).
     BatchNorm {
         #[serde(with = "crate::serde_f64")]
         eps: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        momentum: Option<f64>,
     },
     /// Normalises over dims `axis..`; inputs x, scale, bias.
     LayerNorm {

@@ -2,6 +2,7 @@
 
 use crate::dist::{DeviceRef, OpDist, Placement};
 use crate::graph::{types_text, Graph, Node, ValueRef};
+use crate::mode::ExecMode;
 use crate::op::{op_attrs, Attr, Op};
 use std::fmt::Write;
 
@@ -111,7 +112,7 @@ fn print_graph(out: &mut String, g: &Graph) {
         })
         .collect();
     let out_types: Vec<_> = g
-        .outputs()
+        .model_outputs()
         .iter()
         .filter_map(|v| g.value_type(*v).cloned())
         .collect();
@@ -120,17 +121,36 @@ fn print_graph(out: &mut String, g: &Graph) {
     } else {
         types_text(&out_types)
     };
-    let _ = writeln!(out, "graph @{}({}) -> {ret} {{", g.name, params.join(", "));
+    // Inference is the default and is not written, so inference graphs print as before.
+    let mode = match g.mode {
+        ExecMode::Inference => String::new(),
+        m => format!(" mode={}", m.name()),
+    };
+    let _ = writeln!(
+        out,
+        "graph @{}({}) -> {ret}{mode} {{",
+        g.name,
+        params.join(", ")
+    );
     for node in g.nodes() {
         if matches!(node.op, Op::Input) {
             continue;
         }
         let _ = writeln!(out, "  {}", statement(g, node));
     }
-    let rets: Vec<String> = g.outputs().iter().map(|v| value_name(g, *v)).collect();
+    let rets: Vec<String> = g
+        .model_outputs()
+        .iter()
+        .map(|v| value_name(g, *v))
+        .collect();
     if rets.is_empty() {
-        out.push_str("  return\n}\n");
+        out.push_str("  return\n");
     } else {
-        let _ = writeln!(out, "  return {}\n}}", rets.join(", "));
+        let _ = writeln!(out, "  return {}", rets.join(", "));
     }
+    for (param, v) in g.state_updates() {
+        let p = Attr::Str(param.to_string());
+        let _ = writeln!(out, "  update {p} = {}", value_name(g, v));
+    }
+    out.push_str("}\n");
 }

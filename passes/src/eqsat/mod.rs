@@ -10,7 +10,7 @@ use crate::pass::{Pass, PassContext};
 use egg::Id;
 use lang::{OpKey, TensorNode, TypeAnalysis, EG};
 use oar_ir::op::{infer_types, InferCtx, Literal, Op};
-use oar_ir::{Graph, TensorType, ValueRef};
+use oar_ir::{ExecMode, Graph, TensorType, ValueRef};
 use rules::{Rewrite, Rule, Search, Term};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -64,7 +64,11 @@ pub fn load(g: &Graph) -> Loaded {
     let mut value_class = BTreeMap::new();
     for (id, n) in g.iter() {
         let leaf = n.op.is_source().then(|| n.outputs[0].clone());
-        let input_name = matches!(n.op, Op::Input).then(|| n.name.clone());
+        // A training dropout's name keys its random stream: it keeps two dropouts of one
+        // value apart and names the rebuilt node.
+        let named = matches!(n.op, Op::Input)
+            || (g.mode == ExecMode::Training && matches!(n.op, Op::Dropout { .. }));
+        let input_name = named.then(|| n.name.clone());
         let children = n.inputs.iter().map(|v| value_class[v]).collect();
         let c = eg.add(TensorNode::Op(
             OpKey::new(n.op.clone(), leaf, input_name),
@@ -250,9 +254,7 @@ pub fn rebuild_graph(
     choice: &BTreeMap<Id, TensorNode>,
     roots: &[Id],
 ) -> Result<Graph, String> {
-    let mut g = Graph::new(old.name.clone());
-    g.meshes = old.meshes.clone();
-    g.functions = old.functions.clone();
+    let mut g = old.empty_like();
     let mut inputs = BTreeMap::new();
     for &i in old.inputs() {
         let n = old.node(i);
@@ -304,9 +306,16 @@ pub fn rebuild_graph(
                     (op, Some(t)) => g
                         .add_node_typed(op.clone(), vec![], vec![t.clone()], None)
                         .map_err(|e| e.to_string())?,
-                    (op, None) => g
-                        .add_node(op.clone(), ins, None)
-                        .map_err(|e| e.to_string())?,
+                    (op, None) => {
+                        // Numeric names are automatic and could collide with later ones.
+                        let name = k
+                            .input_name
+                            .clone()
+                            .filter(|n| !n.chars().all(|c| c.is_ascii_digit()))
+                            .filter(|n| g.find(n).is_none());
+                        g.add_node(op.clone(), ins, name)
+                            .map_err(|e| e.to_string())?
+                    }
                 };
                 (0..g.node(id).outputs.len() as u32)
                     .map(|p| ValueRef::new(id, p))

@@ -7,6 +7,9 @@ mod elementwise;
 mod layout;
 mod linalg;
 mod nn;
+mod training;
+
+pub use training::{dropout_keep, run_with_options, train_step, RunOptions, RunResult};
 
 use crate::comm::Communicator;
 use crate::io::weights::Weights;
@@ -160,7 +163,7 @@ fn eval(
         Op::Binary(b) => one(elementwise::binary(*b, ins[0], ins[1])),
         Op::Where => one(elementwise::where_(ins[0], ins[1], ins[2])),
         Op::Cast { to } => one(elementwise::cast(ins[0], *to)),
-        Op::Dropout { .. } => Ok(vec![ins[0].clone()]),
+        Op::Dropout { p, mode } => one(training::dropout(ins[0], *p, *mode, &node.name, &cx.opts)),
         Op::MatMul(m) => one(linalg::matmul(ins[0], ins[1], m)),
         Op::Conv2d(c) => one(linalg::conv2d(ins[0], ins[1], ins.get(2).copied(), c)),
         Op::ConvTranspose2d(c) => one(linalg::conv_transpose2d(
@@ -170,11 +173,18 @@ fn eval(
             &c.conv,
             c.output_padding,
         )),
-        Op::BatchNorm { eps } => one(nn::batch_norm(
+        Op::BatchNorm {
+            eps,
+            momentum: None,
+        } => one(nn::batch_norm(
             ins[0],
             [ins[1], ins[2], ins[3], ins[4]],
             *eps,
         )),
+        Op::BatchNorm {
+            eps,
+            momentum: Some(m),
+        } => training::batch_norm_train(ins[0], [ins[1], ins[2], ins[3], ins[4]], *eps, *m),
         Op::LayerNorm { axis, eps } => one(nn::layer_norm(ins[0], ins[1], ins[2], *axis, *eps)),
         Op::Softmax { axis } => one(nn::softmax(ins[0], *axis, false)),
         Op::LogSoftmax { axis } => one(nn::softmax(ins[0], *axis, true)),
@@ -274,8 +284,9 @@ fn eval(
     Ok(outs)
 }
 
-/// Runs `graph` on `inputs` (one per graph input, in order) with parameters from `weights`.
-/// Values are freed after their last use.
+/// Runs `graph` on `inputs` (one per graph input, in order) with parameters from `weights`,
+/// with inference semantics (see [`run_with_options`] for training). Values are freed after
+/// their last use.
 pub fn run(
     graph: &Graph,
     inputs: &[HostTensor],
@@ -287,6 +298,7 @@ pub fn run(
         functions: &graph.functions,
         meshes: &graph.meshes,
         comm: None,
+        opts: RunOptions::default(),
     };
     run_with(graph, inputs, weights, &cx)
 }
@@ -304,6 +316,7 @@ pub fn run_on_rank(
         functions: &graph.functions,
         meshes: &graph.meshes,
         comm: Some(comm),
+        opts: RunOptions::default(),
     };
     run_with(graph, inputs, weights, &cx)
 }
@@ -313,6 +326,8 @@ struct RunCtx<'a> {
     functions: &'a BTreeMap<String, Graph>,
     meshes: &'a BTreeMap<String, oar_ir::ProcessMesh>,
     comm: Option<&'a dyn Communicator>,
+    /// Mode, seed and step (dropout's mask).
+    opts: RunOptions,
 }
 
 /// Runs `graph` in the module context `cx`.

@@ -249,6 +249,13 @@ pub fn build_kernels(
         op: "graph".into(),
         message,
     };
+    if g.mode == oar_ir::ExecMode::Training {
+        // Compiled programs are inference programs: dropout and batch_norm mean their
+        // inference forms here, and parameters are folded at load time.
+        return Err(top(
+            "training graphs run in the interpreter; compile an inference graph".into(),
+        ));
+    }
     let g = inline_functions(g).map_err(top)?;
     let mut b = Builder {
         program: Program::default(),
@@ -360,8 +367,17 @@ pub fn build_kernels(
             }
             continue;
         }
-        // Views (and inference dropout, an identity) share their operand's buffer.
-        if node.op.is_view() || matches!(node.op, Op::Dropout { .. }) {
+        // Views (and dropout when it is the identity: upscale_in_train at inference) share
+        // their operand's buffer.
+        if node.op.is_view()
+            || matches!(
+                node.op,
+                Op::Dropout {
+                    mode: oar_ir::op::DropoutMode::UpscaleInTrain,
+                    ..
+                }
+            )
+        {
             let src = b.buf[&node.inputs[0]];
             b.buf.insert(id.into(), src);
             continue;
@@ -459,6 +475,7 @@ fn lower_node(
         | Op::Where
         | Op::Cast { .. }
         | Op::CausalMask { .. }
+        | Op::Dropout { .. }
         | Op::BatchNorm { .. } => pointwise::lower(b, name, op, ins, &outs[0]),
         Op::MatMul(_) | Op::FusedMatMul { .. } | Op::Conv2d(_) | Op::FusedConv2d { .. } => {
             contraction::lower(b, name, op, ins, &outs[0])
@@ -479,7 +496,6 @@ fn lower_node(
         Op::Input
         | Op::Param(_)
         | Op::Constant(_)
-        | Op::Dropout { .. }
         | Op::ConvTranspose2d(_)
         | Op::Resize(_)
         | Op::Reshape { .. }

@@ -273,7 +273,15 @@ pub(crate) fn lower(
                 Expr::Select(keep, Box::new(x[0].clone()), Box::new(Expr::C(fill)))
             })
         }
-        Op::BatchNorm { eps } => {
+        Op::Dropout { p, mode } => {
+            // Inference: identity (a shared buffer, never routed here) or a 1 - p scale.
+            let k = mode.inference_scale(*p) as f32;
+            map(b, name, ins, out, move |x, _| x[0].clone().mul(Expr::C(k)))
+        }
+        Op::BatchNorm {
+            eps,
+            momentum: None,
+        } => {
             // Per-channel operands [C] broadcast as [C, 1, 1].
             let mut cshape = vec![1i64; ins[0].shape.len() - 1];
             cshape[0] = ins[0].shape[1];
@@ -300,7 +308,10 @@ pub(crate) fn lower(
         | Op::Param(_)
         | Op::Constant(_)
         | Op::Recv { .. }
-        | Op::Dropout { .. }
+        // The training form (batch statistics); training graphs are not compiled yet.
+        | Op::BatchNorm {
+            momentum: Some(_), ..
+        }
         | Op::MatMul(_)
         | Op::Conv2d(_)
         | Op::ConvTranspose2d(_)

@@ -45,7 +45,19 @@ pub(super) fn emit(ex: &mut Exporter, id: NodeId) -> Result<(), String> {
         }
         Op::Where => ex.node("Where", ins, vec![out], vec![]),
         Op::Cast { to } => ex.node("Cast", ins, vec![out], vec![("to", A::I(code_of(*to) as i64))]),
-        Op::Dropout { .. } => ex.node("Identity", ins, vec![out], vec![]),
+        // ONNX models are inference graphs: dropout is an identity or a fixed scale.
+        Op::Dropout { .. } if ex.graph().mode == oar_ir::ExecMode::Training => {
+            return Err("dropout in a training graph: ONNX export writes inference graphs".into())
+        }
+        Op::Dropout { p, mode } => {
+            let k = mode.inference_scale(*p);
+            if k == 1.0 {
+                ex.node("Identity", ins, vec![out], vec![]);
+            } else {
+                let k = ex.scalar(&base, k);
+                ex.node("Mul", vec![ins[0].clone(), k], vec![out], vec![]);
+            }
+        }
         Op::MatMul(mm) => matmul(ex, mm.transpose_a, mm.transpose_b, &ins, out, &base, in_ty(0)?.rank(), in_ty(1)?.rank()),
         Op::Conv2d(c) => ex.node("Conv", ins, vec![out], conv_attrs(c)),
         Op::ConvTranspose2d(c) => {
@@ -53,7 +65,10 @@ pub(super) fn emit(ex: &mut Exporter, id: NodeId) -> Result<(), String> {
             attrs.push(("output_padding", A::Ints(c.output_padding.iter().map(|&v| v as i64).collect())));
             ex.node("ConvTranspose", ins, vec![out], attrs);
         }
-        Op::BatchNorm { eps } => ex.node("BatchNormalization", ins, vec![out], vec![("epsilon", A::F(*eps as f32))]),
+        Op::BatchNorm { momentum: Some(_), .. } => {
+            return Err("the training form of batch_norm (batch statistics) has no ONNX inference export".into())
+        }
+        Op::BatchNorm { eps, momentum: None } => ex.node("BatchNormalization", ins, vec![out], vec![("epsilon", A::F(*eps as f32))]),
         Op::LayerNorm { axis, eps } => ex.node(
             "LayerNormalization",
             ins,

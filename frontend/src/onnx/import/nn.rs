@@ -39,6 +39,7 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
             imp.add(
                 Op::BatchNorm {
                     eps: a.f("epsilon", 1e-5)?,
+                    momentum: None,
                 },
                 ins,
                 h,

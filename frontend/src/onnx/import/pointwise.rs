@@ -114,7 +114,29 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
                     );
                 }
             }
-            Ok(vec![imp.val(cx.need(0)?)?])
+            let x = imp.val(cx.need(0)?)?;
+            if x.ir.is_none() {
+                // Contents known at import time: dropout at inference leaves them as they are.
+                return Ok(vec![x]);
+            }
+            // ONNX's Dropout scales by 1/(1-ratio) in training: Paddle's upscale_in_train.
+            let p = match cx.input(1) {
+                Some(r) => match imp.floats(r).ok().as_deref() {
+                    Some(&[p]) => p,
+                    Some(_) => return Err("ratio must be a scalar".into()),
+                    // A ratio computed at run time has no IR spelling; at inference it does
+                    // not matter, so the value passes through as before.
+                    None => return Ok(vec![x]),
+                },
+                None => cx.attrs.f("ratio", 0.5)?,
+            };
+            let mode = oar_ir::op::DropoutMode::UpscaleInTrain;
+            let x = imp.ir(cx.need(0)?)?;
+            Ok(vec![Val::ir(imp.add(
+                Op::Dropout { p, mode },
+                vec![x],
+                cx.hint(),
+            )?)])
         }
         "Sum" | "Max" | "Min" => {
             let op = match cx.op_type {

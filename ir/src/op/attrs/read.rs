@@ -364,7 +364,19 @@ pub fn op_from_attrs(
                 to: DType::from_name(&w).unwrap_or(DType::F32),
             }
         }
-        "dropout" => Op::Dropout { p: r.float("p")? },
+        "dropout" => Op::Dropout {
+            p: r.float("p")?,
+            mode: match r.take("mode") {
+                None => DropoutMode::default(),
+                Some(a) => {
+                    let modes = [DropoutMode::UpscaleInTrain, DropoutMode::DownscaleInInfer];
+                    match modes.into_iter().find(|m| a == Attr::Word(m.name().into())) {
+                        Some(m) => m,
+                        None => r.bad("mode", "`upscale_in_train` or `downscale_in_infer`", &a)?,
+                    }
+                }
+            },
+        },
         "matmul" => Op::MatMul(MatMulAttrs {
             transpose_a: r.bool_or("transpose_a", false)?,
             transpose_b: r.bool_or("transpose_b", false)?,
@@ -376,6 +388,10 @@ pub fn op_from_attrs(
         }),
         "batch_norm" => Op::BatchNorm {
             eps: r.float_or("eps", 1e-5)?,
+            momentum: match r.take("momentum") {
+                Some(a) => Some(r.float_of("momentum", &a)?),
+                None => None,
+            },
         },
         "layer_norm" => Op::LayerNorm {
             axis: r.int_or("axis", -1)?,

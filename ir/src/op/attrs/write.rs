@@ -158,8 +158,13 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
         Op::Cast { to } => {
             w.put("to", word(to.name()));
         }
-        Op::Dropout { p } => {
-            w.put("p", Attr::Float(*p));
+        Op::Dropout { p, mode } => {
+            w.put("p", Attr::Float(*p)).put_unless(
+                "mode",
+                *mode,
+                DropoutMode::default(),
+                word(mode.name()),
+            );
         }
         Op::MatMul(m) => {
             w.put_unless("transpose_a", m.transpose_a, false, boolean(true))
@@ -175,8 +180,11 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
                 ints(c.output_padding),
             );
         }
-        Op::BatchNorm { eps } => {
+        Op::BatchNorm { eps, momentum } => {
             w.put_unless("eps", *eps, 1e-5, Attr::Float(*eps));
+            if let Some(m) = momentum {
+                w.put("momentum", Attr::Float(*m));
+            }
         }
         Op::LayerNorm { axis, eps } => {
             w.put_unless("axis", *axis, -1, Attr::Int(*axis))

@@ -236,7 +236,7 @@ pub fn infer_types(
             }
             one(TensorType::new(x.dtype, dims))
         }
-        Op::BatchNorm { .. } => {
+        Op::BatchNorm { momentum, .. } => {
             arity(op, inputs, &[5])?;
             let x = &inputs[0];
             if x.rank() < 2 {
@@ -253,7 +253,11 @@ pub fn infer_types(
                 }
                 same_dtype(op, x, t)?;
             }
-            one(x.clone())
+            match momentum {
+                // Training form: y, new running mean, new running var.
+                Some(_) => Ok(vec![x.clone(), inputs[3].clone(), inputs[4].clone()]),
+                None => one(x.clone()),
+            }
         }
         Op::LayerNorm { axis, .. } => {
             arity(op, inputs, &[3])?;

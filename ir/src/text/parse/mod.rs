@@ -6,6 +6,7 @@ use super::ParseError;
 
 mod dist;
 use crate::graph::{types_text, Graph, ValueRef};
+use crate::mode::ExecMode;
 use crate::op::{op_from_attrs, Attr};
 use crate::types::{is_symbol_name, DType, Dim, TensorType};
 use std::collections::{BTreeSet, HashMap};
@@ -178,6 +179,20 @@ impl<'a> Parser<'a> {
         self.list(")", |p| p.graph_input())?;
         self.expect("->")?;
         let sig = self.types()?;
+        if self.keyword("mode") {
+            self.expect("=")?;
+            let at = self.offset();
+            self.graph.mode = match self.ident("`inference` or `training`")?.as_str() {
+                "inference" => ExecMode::Inference,
+                "training" => ExecMode::Training,
+                other => {
+                    return self.err_at(
+                        at,
+                        format!("unknown mode `{other}`: expected `inference` or `training`"),
+                    )
+                }
+            };
+        }
         self.expect("{")?;
         loop {
             if self.keyword("return") {
@@ -196,6 +211,15 @@ impl<'a> Parser<'a> {
                 outs.push(self.value()?);
             }
         }
+        let mut updates = Vec::new();
+        while self.keyword("update") {
+            let Tok::Str(param) = self.peek().clone() else {
+                return self.expected("a parameter name such as `\"bn.mean\"` after `update`");
+            };
+            self.bump();
+            self.expect("=")?;
+            updates.push((param, self.value()?));
+        }
         self.expect("}")?;
         let got: Vec<TensorType> = outs
             .iter()
@@ -212,6 +236,9 @@ impl<'a> Parser<'a> {
             );
         }
         self.graph.set_outputs(outs);
+        for (param, v) in updates {
+            self.graph.add_state_update(param, v);
+        }
         Ok(())
     }
 

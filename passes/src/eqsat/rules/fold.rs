@@ -46,7 +46,12 @@ fn bn_shift(bias: Option<Id>, ch: &[Id], k: Term) -> Term {
 }
 
 fn bn_into_conv(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
-    let Op::BatchNorm { eps } = o else {
+    // Only the inference form: the training form normalises with batch statistics.
+    let Op::BatchNorm {
+        eps,
+        momentum: None,
+    } = o
+    else {
         return vec![];
     };
     if !ch[1..].iter().all(|&c| known(eg, c)) {
@@ -77,7 +82,12 @@ fn bn_into_conv(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
 }
 
 fn bn_into_matmul(eg: &EG, id: Id, o: &Op, ch: &[Id]) -> Vec<Rewrite> {
-    let Op::BatchNorm { eps } = o else {
+    // Only the inference form: the training form normalises with batch statistics.
+    let Op::BatchNorm {
+        eps,
+        momentum: None,
+    } = o
+    else {
         return vec![];
     };
     if ty(eg, ch[0]).rank() != 2 || !ch[1..].iter().all(|&c| known(eg, c)) {

@@ -46,6 +46,8 @@ pub enum PartitionError {
     UnknownRank { rank: u64, ranks: String },
     #[error("unknown mesh @{0}")]
     UnknownMesh(String),
+    #[error("the graph updates training state ({0}): running statistics across ranks are not partitioned yet")]
+    TrainingState(String),
     #[error("symbol `{0}` needs a value")]
     UnboundSymbol(String),
     #[error(
@@ -187,6 +189,9 @@ fn stages(g: &Graph) -> Result<(Vec<Option<u32>>, Vec<String>), PartitionError> 
 fn complete(g: &Graph) -> Result<Completion, PartitionError> {
     // Placements index dims and meshes: only well-formed graphs get here.
     oar_ir::verify(g).map_err(|e| PartitionError::Graph(e.to_string()))?;
+    if !g.state.is_empty() {
+        return Err(PartitionError::TrainingState(g.state.join(", ")));
+    }
     let (stage, stage_mesh) = stages(g)?;
     let mesh = &g.meshes[&stage_mesh[0]];
     let axes = mesh.shape.len();

@@ -22,10 +22,8 @@ pub fn specialize(g: &Graph, b: &BTreeMap<String, u64>) -> Result<Graph, Partiti
         ))
     };
     let bad = |e: oar_ir::NodeError| PartitionError::Graph(e.to_string());
-    let mut out = Graph::new(g.name.clone());
-    out.meshes = g.meshes.clone();
-    out.functions = g.functions.clone();
-    out.mode = g.mode;
+    // Mode, meshes, functions and state updates (the last outputs) carry over.
+    let mut out = g.empty_like();
     let mut map: BTreeMap<ValueRef, ValueRef> = BTreeMap::new();
     for (id, n) in g.iter() {
         let ins: Vec<ValueRef> = n.inputs.iter().map(|v| map[v]).collect();
