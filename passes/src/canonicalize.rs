@@ -6,10 +6,10 @@
 //! collapse to constants; results are kept up to `FOLD_LIMIT` elements.
 //! Parameters are never folded here: their values are not part of the graph.
 
-use crate::pass::{Pass, PassContext};
+use crate::pass::{Pass, PassContext, PassFailure};
 use crate::rebuild::Rebuilder;
 use oar_ir::op::{BinaryOp, DropoutMode, Literal, LoadTime, Op};
-use oar_ir::{ExecMode, Graph, NodeId, ValueRef};
+use oar_ir::{ExecMode, Graph, NodeError, NodeId, ValueRef};
 use oar_runtime::{HostTensor, TensorData};
 use std::collections::HashMap;
 
@@ -26,7 +26,11 @@ impl Pass for Canonicalize {
     fn description(&self) -> &'static str {
         "constant folding, identity elimination, CSE, DCE"
     }
-    fn run(&self, mut g: Graph, _cx: &PassContext) -> Result<(Graph, Vec<String>), String> {
+    fn run(
+        &self,
+        mut g: Graph,
+        _cx: &PassContext,
+    ) -> Result<(Graph, Vec<String>), PassFailure> {
         let mut totals = [0usize; 4];
         for _ in 0..8 {
             let (g1, folded) = fold_constants(&g)?;
@@ -125,7 +129,7 @@ fn foldable(g: &Graph, id: NodeId) -> bool {
 }
 
 /// Replaces nodes computed from literals with literal constants.
-pub fn fold_constants(g: &Graph) -> Result<(Graph, usize), String> {
+pub fn fold_constants(g: &Graph) -> Result<(Graph, usize), NodeError> {
     let mut r = Rebuilder::new(g);
     let mut count = 0;
     for (id, n) in g.iter() {
@@ -148,14 +152,14 @@ pub fn fold_constants(g: &Graph) -> Result<(Graph, usize), String> {
                 for (lit, ty) in lits.into_iter().zip(&n.outputs) {
                     let c = r
                         .add_source(Op::Constant(lit), ty.clone(), Some(&n.name))
-                        .map_err(|e| e.to_string())?;
+                        ?;
                     vals.push(ValueRef::from(c));
                 }
                 r.alias(id, vals);
                 count += 1;
             }
             None => {
-                r.copy(id).map_err(|e| e.to_string())?;
+                r.copy(id)?;
             }
         }
     }
@@ -240,7 +244,7 @@ fn identity_source(g: &Graph, id: NodeId) -> Option<ValueRef> {
 }
 
 /// Forwards identities' inputs to their users.
-pub fn eliminate_identities(g: &Graph) -> Result<(Graph, usize), String> {
+pub fn eliminate_identities(g: &Graph) -> Result<(Graph, usize), NodeError> {
     let mut r = Rebuilder::new(g);
     let mut count = 0;
     for (id, _) in g.iter() {
@@ -254,7 +258,7 @@ pub fn eliminate_identities(g: &Graph) -> Result<(Graph, usize), String> {
                 count += 1;
             }
             None => {
-                r.copy(id).map_err(|e| e.to_string())?;
+                r.copy(id)?;
             }
         }
     }
@@ -262,7 +266,7 @@ pub fn eliminate_identities(g: &Graph) -> Result<(Graph, usize), String> {
 }
 
 /// Merges nodes with the same op on the same operands (constants by value).
-pub fn cse(g: &Graph) -> Result<(Graph, usize), String> {
+pub fn cse(g: &Graph) -> Result<(Graph, usize), NodeError> {
     let mut r = Rebuilder::new(g);
     let mut seen: HashMap<String, NodeId> = HashMap::new();
     let mut count = 0;
@@ -291,7 +295,7 @@ pub fn cse(g: &Graph) -> Result<(Graph, usize), String> {
                 count += 1;
             }
             None => {
-                let new = r.copy(id).map_err(|e| e.to_string())?;
+                let new = r.copy(id)?;
                 if let Some(k) = key {
                     seen.insert(k, new);
                 }
@@ -302,7 +306,7 @@ pub fn cse(g: &Graph) -> Result<(Graph, usize), String> {
 }
 
 /// Removes nodes no output or side effect depends on.
-pub fn dce(g: &Graph) -> Result<(Graph, usize), String> {
+pub fn dce(g: &Graph) -> Result<(Graph, usize), NodeError> {
     let mut live = vec![false; g.len()];
     for v in g.outputs() {
         live[v.node.index()] = true;
@@ -326,7 +330,7 @@ pub fn dce(g: &Graph) -> Result<(Graph, usize), String> {
             continue;
         }
         if live[id.index()] {
-            r.copy(id).map_err(|e| e.to_string())?;
+            r.copy(id)?;
         } else {
             count += 1;
         }

@@ -5,7 +5,7 @@
 //! on reduced tensors (the 1×1 convs of a squeeze-and-excitation gate) may ride along; a
 //! group holds at most `max_nodes` ops.
 
-use crate::pass::{Pass, PassContext};
+use crate::pass::{Pass, PassContext, PassFailure};
 use crate::rebuild::Rebuilder;
 use oar_ir::op::Op;
 use oar_ir::{Graph, NodeId, ValueRef};
@@ -125,7 +125,7 @@ fn function_for(
     g: &Graph,
     name: &str,
     members: &[NodeId],
-) -> Result<(Graph, Vec<ValueRef>), String> {
+) -> Result<(Graph, Vec<ValueRef>), PassFailure> {
     let inside: std::collections::BTreeSet<NodeId> = members.iter().copied().collect();
     let mut f = Graph::new(name);
     let mut ext: Vec<ValueRef> = Vec::new();
@@ -133,7 +133,7 @@ fn function_for(
     for &m in members {
         for v in &g.node(m).inputs {
             if !inside.contains(&v.node) && !map.contains_key(v) {
-                let t = g.value_type(*v).cloned().ok_or("missing operand type")?;
+                let t = g.value_type(*v).cloned().ok_or(PassFailure::MissingOperandType)?;
                 let fv = f.add_input(format!("in{}", ext.len()), t);
                 map.insert(*v, fv);
                 ext.push(*v);
@@ -145,10 +145,10 @@ fn function_for(
         let ins = n.inputs.iter().map(|v| map[v]).collect();
         let id = f
             .add_node_typed(n.op.clone(), ins, n.outputs.clone(), None)
-            .map_err(|e| e.to_string())?;
+            ?;
         map.insert(ValueRef::new(m, 0), ValueRef::new(id, 0));
     }
-    let tail = *members.last().ok_or("empty group")?;
+    let tail = *members.last().ok_or(PassFailure::EmptyGroup)?;
     f.set_outputs(vec![map[&ValueRef::new(tail, 0)]]);
     Ok((f, ext))
 }
@@ -160,7 +160,7 @@ impl Pass for Fuse {
     fn description(&self) -> &'static str {
         "groups elementwise and reduction chains into fused kernels with IR bodies"
     }
-    fn run(&self, g: Graph, cx: &PassContext) -> Result<(Graph, Vec<String>), String> {
+    fn run(&self, g: Graph, cx: &PassContext) -> Result<(Graph, Vec<String>), PassFailure> {
         let (group_of, groups) = self.groups(&g, &cx.bindings);
         let fused: Vec<&Vec<NodeId>> = groups.iter().filter(|m| m.len() >= 2).collect();
         let tails: BTreeMap<NodeId, usize> = fused
@@ -190,11 +190,11 @@ impl Pass for Fuse {
                 let ins = ext.iter().map(|v| r.value(*v)).collect();
                 let node = r
                     .add(Op::Fused { func: name }, ins, Some(&g.node(id).name))
-                    .map_err(|e| e.to_string())?;
+                    ?;
                 r.alias(id, vec![ValueRef::new(node, 0)]);
                 sizes.push(members.len());
             } else if !in_fused_group {
-                r.copy(id).map_err(|e| e.to_string())?;
+                r.copy(id)?;
             }
         }
         let total: usize = sizes.iter().sum();

@@ -12,4 +12,4 @@ pub mod pass;
 pub mod rebuild;
 pub mod summary;
 
-pub use pass::{registry, PassContext, PassError, PassReport, Pipeline, PIPELINES};
+pub use pass::{registry, PassContext, PassError, PassFailure, PassReport, Pipeline, PIPELINES};

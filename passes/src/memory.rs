@@ -5,7 +5,7 @@
 //! outputs to the end). Buffers are assigned best-fit from the buffers freed so far, else a
 //! new one is made. Parameters and constants live in a separate weights region.
 
-use crate::pass::{Pass, PassContext};
+use crate::pass::{Pass, PassContext, PassFailure};
 use oar_ir::{Graph, ValueRef};
 use std::collections::BTreeMap;
 
@@ -116,7 +116,7 @@ impl Pass for MemoryPass {
     fn description(&self) -> &'static str {
         "liveness and buffer reuse; reports peak and arena bytes"
     }
-    fn run(&self, g: Graph, cx: &PassContext) -> Result<(Graph, Vec<String>), String> {
+    fn run(&self, g: Graph, cx: &PassContext) -> Result<(Graph, Vec<String>), PassFailure> {
         let p = plan_memory(&g, &cx.bindings);
         let mb = |x: u64| x as f64 / 1e6;
         let notes = vec![format!(

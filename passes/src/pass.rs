@@ -49,12 +49,32 @@ pub enum PassError {
         pass: &'static str,
         errors: oar_ir::VerifyErrors,
     },
-    #[error("pass `{pass}`: {message}")]
-    Failed { pass: &'static str, message: String },
+    #[error("pass `{pass}`: {source}")]
+    Failed {
+        pass: &'static str,
+        source: PassFailure,
+    },
     #[error("unknown pass `{0}` (known: {1})")]
     UnknownPass(String, String),
     #[error("unknown pipeline `{0}` (known: {1})")]
     UnknownPipeline(String, String),
+}
+
+/// Why a pass could not produce its graph (the pipeline adds the pass's name).
+#[derive(Debug, thiserror::Error)]
+pub enum PassFailure {
+    /// A node could not be added to the output graph (folding, CSE, DCE, fusion).
+    #[error(transparent)]
+    Node(#[from] oar_ir::NodeError),
+    /// Equality saturation could not type a rewrite or extract a graph.
+    #[error(transparent)]
+    EqSat(#[from] crate::eqsat::EqSatError),
+    /// A fused group reads a value whose type is unknown.
+    #[error("missing operand type")]
+    MissingOperandType,
+    /// Fusion produced a group with no members.
+    #[error("empty group")]
+    EmptyGroup,
 }
 
 /// One graph transformation (or analysis, which returns the graph unchanged).
@@ -64,7 +84,7 @@ pub trait Pass {
     /// One line for `--help` listings.
     fn description(&self) -> &'static str;
     /// Transforms the graph; returns it with notes for the report.
-    fn run(&self, g: Graph, cx: &PassContext) -> Result<(Graph, Vec<String>), String>;
+    fn run(&self, g: Graph, cx: &PassContext) -> Result<(Graph, Vec<String>), PassFailure>;
 }
 
 /// Every pass, declared once.
@@ -156,9 +176,9 @@ impl Pipeline {
         for p in &self.passes {
             let start = Instant::now();
             let before = g.len();
-            let (out, notes) = p.run(g, cx).map_err(|message| PassError::Failed {
+            let (out, notes) = p.run(g, cx).map_err(|source| PassError::Failed {
                 pass: p.name(),
-                message,
+                source,
             })?;
             let time = start.elapsed();
             if cx.verify {

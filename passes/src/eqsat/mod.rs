@@ -6,11 +6,11 @@ pub mod lang;
 pub mod rules;
 
 use crate::cost::CostModel;
-use crate::pass::{Pass, PassContext};
+use crate::pass::{Pass, PassContext, PassFailure};
 use egg::Id;
 use lang::{OpKey, TensorNode, TypeAnalysis, EG};
-use oar_ir::op::{infer_types, InferCtx, Literal, Op};
-use oar_ir::{ExecMode, Graph, TensorType, ValueRef};
+use oar_ir::op::{infer_types, InferCtx, Literal, Op, ShapeError};
+use oar_ir::{ExecMode, Graph, NodeError, TensorType, ValueRef};
 use rules::{Rewrite, Rule, Search, Term};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -87,8 +87,34 @@ pub fn load(g: &Graph) -> Loaded {
     Loaded { eg, value_class }
 }
 
+/// Why equality saturation could not type a rewrite or produce a graph.
+#[derive(Debug, thiserror::Error)]
+pub enum EqSatError {
+    /// A projection names an output its operand does not have.
+    #[error("no output {0}")]
+    NoOutput(u32),
+    /// An operand of a rewritten op has no value to feed it.
+    #[error("an operand without a value")]
+    OperandWithoutValue,
+    /// A rewritten op does not accept its operands' types.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    /// The extraction has no choice for a class the rebuilt graph needs.
+    #[error("class {0} was not extracted")]
+    NotExtracted(Id),
+    /// An extracted input names no input of the original graph.
+    #[error("an input vanished")]
+    InputVanished,
+    /// A node of the extracted graph could not be added.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// Every choice for some output costs infinity.
+    #[error("extraction found no finite choice for an output")]
+    NoFiniteChoice,
+}
+
 /// The types a term would have, without adding it.
-pub fn term_types(eg: &EG, t: &Term) -> Result<Vec<TensorType>, String> {
+pub fn term_types(eg: &EG, t: &Term) -> Result<Vec<TensorType>, EqSatError> {
     match t {
         Term::Class(c) => Ok(eg[*c].data.types.clone()),
         Term::Scalar(_) => Ok(vec![TensorType::f32(&[])]),
@@ -98,7 +124,7 @@ pub fn term_types(eg: &EG, t: &Term) -> Result<Vec<TensorType>, String> {
             ts.get(*i as usize)
                 .cloned()
                 .map(|t| vec![t])
-                .ok_or_else(|| format!("no output {i}"))
+                .ok_or(EqSatError::NoOutput(*i))
         }
         Term::Op(op, ch) => {
             let ins: Vec<TensorType> = ch
@@ -107,7 +133,7 @@ pub fn term_types(eg: &EG, t: &Term) -> Result<Vec<TensorType>, String> {
                     term_types(eg, c).and_then(|v| {
                         v.into_iter()
                             .next()
-                            .ok_or_else(|| "an operand without a value".to_string())
+                            .ok_or(EqSatError::OperandWithoutValue)
                     })
                 })
                 .collect::<Result<_, _>>()?;
@@ -116,7 +142,7 @@ pub fn term_types(eg: &EG, t: &Term) -> Result<Vec<TensorType>, String> {
                 meshes: Some(&a.meshes),
                 functions: Some(&a.functions),
             };
-            infer_types(op, &ins, &[], &ctx).map_err(|e| e.0)
+            Ok(infer_types(op, &ins, &[], &ctx)?)
         }
     }
 }
@@ -253,7 +279,7 @@ pub fn rebuild_graph(
     eg: &EG,
     choice: &BTreeMap<Id, TensorNode>,
     roots: &[Id],
-) -> Result<Graph, String> {
+) -> Result<Graph, EqSatError> {
     let mut g = old.empty_like();
     let mut inputs = BTreeMap::new();
     for &i in old.inputs() {
@@ -272,7 +298,7 @@ pub fn rebuild_graph(
         }
         let node = choice
             .get(&c)
-            .ok_or_else(|| format!("class {c} was not extracted"))?;
+            .ok_or(EqSatError::NotExtracted(c))?;
         let kids: Vec<Id> = egg::Language::children(node)
             .iter()
             .map(|&k| eg.find(k))
@@ -295,17 +321,16 @@ pub fn rebuild_graph(
                     (Op::Input, _) => inputs
                         .get(k.input_name.as_deref().unwrap_or(""))
                         .map(|v| v.node)
-                        .ok_or("an input vanished")?,
+                        .ok_or(EqSatError::InputVanished)?,
                     (op @ Op::Param(p), Some(t)) => {
                         let name = oar_ir::verify::is_value_name(&p.name)
                             .then(|| p.name.clone())
                             .filter(|n| g.find(n).is_none());
-                        g.add_node_typed(op.clone(), vec![], vec![t.clone()], name)
-                            .map_err(|e| e.to_string())?
+                        g.add_node_typed(op.clone(), vec![], vec![t.clone()], name)?
                     }
-                    (op, Some(t)) => g
-                        .add_node_typed(op.clone(), vec![], vec![t.clone()], None)
-                        .map_err(|e| e.to_string())?,
+                    (op, Some(t)) => {
+                        g.add_node_typed(op.clone(), vec![], vec![t.clone()], None)?
+                    }
                     (op, None) => {
                         // Numeric names are automatic and could collide with later ones.
                         let name = k
@@ -313,8 +338,7 @@ pub fn rebuild_graph(
                             .clone()
                             .filter(|n| !n.chars().all(|c| c.is_ascii_digit()))
                             .filter(|n| g.find(n).is_none());
-                        g.add_node(op.clone(), ins, name)
-                            .map_err(|e| e.to_string())?
+                        g.add_node(op.clone(), ins, name)?
                     }
                 };
                 (0..g.node(id).outputs.len() as u32)
@@ -369,7 +393,7 @@ pub fn optimize(
     rules: &[Rule],
     limits: &Limits,
     cx: &PassContext,
-) -> Result<(Graph, EqSatReport), String> {
+) -> Result<(Graph, EqSatReport), EqSatError> {
     let Loaded {
         mut eg,
         value_class,
@@ -382,7 +406,7 @@ pub fn optimize(
     let ext = extract::extract(&eg, &roots, |eg, c, n| {
         enode_cost(&model, eg, c, n, &cx.bindings)
     })
-    .ok_or("extraction found no finite choice for an output")?;
+    .ok_or(EqSatError::NoFiniteChoice)?;
     let out = rebuild_graph(g, &eg, &ext.choice, &roots)?;
     report.extract_time = t.elapsed();
     report.cost_before = cost_before;
@@ -403,7 +427,7 @@ impl Pass for EqSat {
     fn description(&self) -> &'static str {
         "equality saturation (egg): folding, op recovery, algebra, epilogue fusion; cost-model extraction"
     }
-    fn run(&self, g: Graph, cx: &PassContext) -> Result<(Graph, Vec<String>), String> {
+    fn run(&self, g: Graph, cx: &PassContext) -> Result<(Graph, Vec<String>), PassFailure> {
         if let Some(n) = g
             .nodes()
             .iter()
