@@ -38,42 +38,57 @@ impl ProcessMesh {
     }
 
     /// Checks internal consistency; returns what is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), MeshError> {
         if self.shape.is_empty() {
-            return Err("a mesh needs at least one axis".into());
+            return Err(MeshError::NoAxes);
         }
         if self.shape.contains(&0) {
-            return Err(format!("mesh shape {:?} has an empty axis", self.shape));
+            return Err(MeshError::EmptyAxis(self.shape.clone()));
         }
         if self.axis_names.len() != self.shape.len() {
-            return Err(format!(
-                "mesh has {} axes but {} axis names",
-                self.shape.len(),
-                self.axis_names.len()
-            ));
+            return Err(MeshError::AxisNameCount {
+                axes: self.shape.len(),
+                names: self.axis_names.len(),
+            });
         }
         let mut names = self.axis_names.clone();
         names.sort();
         names.dedup();
         if names.len() != self.axis_names.len() {
-            return Err(format!("mesh axis names {:?} repeat", self.axis_names));
+            return Err(MeshError::RepeatedAxisNames(self.axis_names.clone()));
         }
         if self.device_ids.len() as u64 != self.size() {
-            return Err(format!(
-                "mesh shape {:?} holds {} devices but {} device ids are given",
-                self.shape,
-                self.size(),
-                self.device_ids.len()
-            ));
+            return Err(MeshError::DeviceCount {
+                shape: self.shape.clone(),
+                size: self.size(),
+                ids: self.device_ids.len(),
+            });
         }
         let mut ids = self.device_ids.clone();
         ids.sort();
         ids.dedup();
         if ids.len() != self.device_ids.len() {
-            return Err(format!("mesh device ids {:?} repeat", self.device_ids));
+            return Err(MeshError::RepeatedDeviceIds(self.device_ids.clone()));
         }
         Ok(())
     }
+}
+
+/// What makes a process mesh inconsistent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MeshError {
+    #[error("a mesh needs at least one axis")]
+    NoAxes,
+    #[error("mesh shape {0:?} has an empty axis")]
+    EmptyAxis(Vec<u64>),
+    #[error("mesh has {axes} axes but {names} axis names")]
+    AxisNameCount { axes: usize, names: usize },
+    #[error("mesh axis names {0:?} repeat")]
+    RepeatedAxisNames(Vec<String>),
+    #[error("mesh shape {shape:?} holds {size} devices but {ids} device ids are given")]
+    DeviceCount { shape: Vec<u64>, size: u64, ids: usize },
+    #[error("mesh device ids {0:?} repeat")]
+    RepeatedDeviceIds(Vec<u64>),
 }
 
 /// How partial values are combined.
@@ -205,8 +220,8 @@ mod tests {
         assert!(m.validate().is_ok());
         assert_eq!(m.axis("tp"), Some(1));
         m.device_ids.pop();
-        assert!(m.validate().unwrap_err().contains("3 device ids"));
+        assert!(m.validate().unwrap_err().to_string().contains("3 device ids"));
         let m = ProcessMesh::new(vec![2], vec!["a".into(), "b".into()]);
-        assert!(m.validate().unwrap_err().contains("1 axes but 2"));
+        assert!(m.validate().unwrap_err().to_string().contains("1 axes but 2"));
     }
 }

@@ -16,7 +16,7 @@ pub mod types;
 pub mod verify;
 
 pub use cluster::{Cluster, DeviceSpec, Link, NodeGroup};
-pub use dist::{DeviceKind, DeviceRef, OpDist, Placement, ProcessMesh, ReduceOp};
+pub use dist::{DeviceKind, DeviceRef, MeshError, OpDist, Placement, ProcessMesh, ReduceOp};
 pub use graph::{Graph, Node, NodeError, NodeId, ValueRef};
 pub use mode::ExecMode;
 pub use op::Op;

@@ -79,7 +79,7 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
             at(None, format!("mesh @{name}"), "not a valid name".into());
         }
         if let Err(e) = m.validate() {
-            at(None, format!("mesh @{name}"), e);
+            at(None, format!("mesh @{name}"), e.to_string());
         }
     }
     let symbols: BTreeSet<&str> = g

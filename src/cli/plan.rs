@@ -79,7 +79,7 @@ fn model_spec(name: &str) -> anyhow::Result<(ModelSpec, Option<u64>)> {
     let path = std::path::Path::new(name);
     if path.is_file() {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {name}"))?;
-        let c = TransformerConfig::from_toml(&text, name).map_err(anyhow::Error::msg)?;
+        let c = TransformerConfig::from_toml(&text, name)?;
         let stem = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

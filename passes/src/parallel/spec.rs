@@ -82,11 +82,27 @@ pub struct TransformerConfig {
     pub causal: bool,
 }
 
+/// A transformer config file that does not parse or describes no model; names the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Not TOML, or not the config's fields.
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    /// A size that must be positive is zero.
+    #[error("{path}: field `{field}` must be at least 1")]
+    Zero { path: String, field: &'static str },
+    /// Attention heads do not split the hidden size evenly.
+    #[error("{path}: `hidden` ({hidden}) must be divisible by `heads` ({heads})")]
+    HeadsDoNotDivide { path: String, hidden: u64, heads: u64 },
+}
+
 impl TransformerConfig {
     /// Parses and checks a TOML config; errors name the field.
-    pub fn from_toml(text: &str, path: &str) -> Result<TransformerConfig, String> {
-        let c: TransformerConfig =
-            toml::from_str(text).map_err(|e| format!("{path}: {}", e.to_string().trim_end()))?;
+    pub fn from_toml(text: &str, path: &str) -> Result<TransformerConfig, ConfigError> {
+        let c: TransformerConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
         for (field, v) in [
             ("layers", c.layers),
             ("hidden", c.hidden),
@@ -94,14 +110,18 @@ impl TransformerConfig {
             ("vocab", c.vocab),
         ] {
             if v == 0 {
-                return Err(format!("{path}: field `{field}` must be at least 1"));
+                return Err(ConfigError::Zero {
+                    path: path.to_string(),
+                    field,
+                });
             }
         }
         if !c.hidden.is_multiple_of(c.heads) {
-            return Err(format!(
-                "{path}: `hidden` ({}) must be divisible by `heads` ({})",
-                c.hidden, c.heads
-            ));
+            return Err(ConfigError::HeadsDoNotDivide {
+                path: path.to_string(),
+                hidden: c.hidden,
+                heads: c.heads,
+            });
         }
         Ok(c)
     }

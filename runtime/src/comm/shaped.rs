@@ -6,8 +6,30 @@
 use super::{CommError, Communicator};
 use crate::tensor::{HostTensor, TensorData};
 use oar_ir::dist::{ProcessMesh, ReduceOp};
-use oar_ir::op::Op;
+use oar_ir::op::{Op, ShapeError};
 use oar_ir::DType;
+
+/// A collective's axes do not fit its operand's shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CollectiveShapeError {
+    #[error("axis {axis} is outside a rank-{rank} tensor")]
+    AxisOutOfRange { axis: usize, rank: usize },
+    #[error("dimension {axis} of {shape:?} does not split into {n} equal parts")]
+    Indivisible {
+        axis: usize,
+        shape: Vec<usize>,
+        n: usize,
+    },
+}
+
+/// A rank or mesh axis that names no group of the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MeshGroupError {
+    #[error("rank {rank} is not in mesh {device_ids:?}")]
+    RankNotInMesh { rank: u64, device_ids: Vec<u64> },
+    #[error("axis {axis} is outside a {dims}-d mesh")]
+    AxisOutOfRange { axis: usize, dims: usize },
+}
 
 /// One collective over a group, with its tensor axes already normalised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,19 +71,28 @@ impl Collective {
     }
 
     /// The result's shape for an input of `shape` over `n` members.
-    pub fn out_shape(&self, shape: &[usize], n: usize) -> Result<Vec<usize>, String> {
+    pub fn out_shape(
+        &self,
+        shape: &[usize],
+        n: usize,
+    ) -> Result<Vec<usize>, CollectiveShapeError> {
         let mut out = shape.to_vec();
         let axis_ok = |a: usize| {
             (a < shape.len())
                 .then_some(a)
-                .ok_or_else(|| format!("axis {a} is outside a rank-{} tensor", shape.len()))
+                .ok_or(CollectiveShapeError::AxisOutOfRange {
+                    axis: a,
+                    rank: shape.len(),
+                })
         };
         let split = |out: &mut Vec<usize>, a: usize| {
             let a = axis_ok(a)?;
             if !out[a].is_multiple_of(n) {
-                return Err(format!(
-                    "dimension {a} of {shape:?} does not split into {n} equal parts"
-                ));
+                return Err(CollectiveShapeError::Indivisible {
+                    axis: a,
+                    shape: shape.to_vec(),
+                    n,
+                });
             }
             out[a] /= n;
             Ok(())
@@ -85,8 +116,8 @@ impl Collective {
 impl Collective {
     /// The collective an IR op performs on a rank-`rank` operand, axes normalised; `None`
     /// for ops that are not collectives.
-    pub fn of_op(op: &Op, rank: usize) -> Result<Option<Collective>, String> {
-        let axis = |a: i64| oar_ir::op::norm_axis(a, rank).map_err(|e| e.0);
+    pub fn of_op(op: &Op, rank: usize) -> Result<Option<Collective>, ShapeError> {
+        let axis = |a: i64| oar_ir::op::norm_axis(a, rank);
         Ok(Some(match op {
             Op::AllReduce { op, .. } => Collective::AllReduce { op: *op },
             Op::AllGather { axis: a, .. } => Collective::AllGather { axis: axis(*a)? },
@@ -148,17 +179,24 @@ impl Collective {
 
 /// The global ranks of `rank`'s group along mesh axis `axis` (the devices that share every
 /// other coordinate with it), in axis order, and `rank`'s index in that group.
-pub fn mesh_group(mesh: &ProcessMesh, axis: usize, rank: u64) -> Result<(Vec<u64>, usize), String> {
+pub fn mesh_group(
+    mesh: &ProcessMesh,
+    axis: usize,
+    rank: u64,
+) -> Result<(Vec<u64>, usize), MeshGroupError> {
     let pos = mesh
         .device_ids
         .iter()
         .position(|&d| d == rank)
-        .ok_or_else(|| format!("rank {rank} is not in mesh {:?}", mesh.device_ids))?;
+        .ok_or_else(|| MeshGroupError::RankNotInMesh {
+            rank,
+            device_ids: mesh.device_ids.clone(),
+        })?;
     if axis >= mesh.shape.len() {
-        return Err(format!(
-            "axis {axis} is outside a {}-d mesh",
-            mesh.shape.len()
-        ));
+        return Err(MeshGroupError::AxisOutOfRange {
+            axis,
+            dims: mesh.shape.len(),
+        });
     }
     let mut coords = vec![0usize; mesh.shape.len()];
     let mut rest = pos;
@@ -229,7 +267,7 @@ pub fn run(
     let n = group.len().max(1);
     let out_shape = c
         .out_shape(shape, n)
-        .map_err(|m| buffer_error(comm, c.name(), m))?;
+        .map_err(|e| buffer_error(comm, c.name(), e.to_string()))?;
     let numel: usize = shape.iter().product();
     let out_numel: usize = out_shape.iter().product();
     if input.len() != numel * elem || output.len() != out_numel * elem {
@@ -344,7 +382,7 @@ pub fn run_tensor(
 ) -> Result<HostTensor, CommError> {
     let out_shape = c
         .out_shape(&x.shape, group.len().max(1))
-        .map_err(|m| buffer_error(comm, c.name(), m))?;
+        .map_err(|e| buffer_error(comm, c.name(), e.to_string()))?;
     let (input, elem) = tensor_bytes(x);
     let mut output = vec![0u8; out_shape.iter().product::<usize>() * elem];
     run(comm, group, c, &x.shape, elem, &input, &mut output)?;

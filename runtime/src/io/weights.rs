@@ -97,7 +97,7 @@ pub fn load_safetensors(path: &Path) -> Result<Weights, IoError> {
 }
 
 /// Serialises weights to safetensors bytes.
-pub fn encode_safetensors(weights: &Weights) -> Result<Vec<u8>, String> {
+pub fn encode_safetensors(weights: &Weights) -> Result<Vec<u8>, safetensors::SafeTensorError> {
     let raw: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = weights
         .iter()
         .map(|(k, t)| {
@@ -118,14 +118,13 @@ pub fn encode_safetensors(weights: &Weights) -> Result<Vec<u8>, String> {
         .map(|(k, dt, shape, bytes)| {
             TensorView::new(*dt, shape.clone(), bytes).map(|v| (k.as_str(), v))
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    safetensors::serialize(views, &None).map_err(|e| e.to_string())
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, &None)
 }
 
 /// Writes weights to a safetensors file atomically.
 pub fn save_safetensors(path: &Path, weights: &Weights) -> Result<(), IoError> {
-    let bytes = encode_safetensors(weights).map_err(|m| format_err(path, m))?;
+    let bytes = encode_safetensors(weights).map_err(|e| format_err(path, e.to_string()))?;
     write_atomically(path, &bytes)
 }
 

@@ -180,7 +180,9 @@ impl Executor {
             }
             groups.push(match &step.kind {
                 StepKind::Collective { mesh, axis, .. } => {
-                    shaped::mesh_group(mesh, *axis, c.rank()).map_err(fail)?.0
+                    shaped::mesh_group(mesh, *axis, c.rank())
+                        .map_err(|e| fail(e.to_string()))?
+                        .0
                 }
                 _ => Vec::new(),
             });

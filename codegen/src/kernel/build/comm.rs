@@ -21,7 +21,8 @@ pub(super) fn lower(b: &mut Builder, op: &Op, ins: &[Arg], outs: &[Arg]) -> Resu
             .get(&g.mesh)
             .ok_or_else(|| format!("unknown mesh @{}", g.mesh))?
             .clone();
-        let c = Collective::of_op(op, ins[0].shape.len())?
+        let c = Collective::of_op(op, ins[0].shape.len())
+            .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("`{}` is not a collective", op.name()))?;
         let kind = StepKind::Collective {
             op: c,

@@ -71,7 +71,7 @@ impl Parser<'_> {
             mesh.device_ids = d;
         }
         if let Err(e) = mesh.validate() {
-            return bad(self, &e);
+            return bad(self, &e.to_string());
         }
         if self.graph.meshes.insert(name.clone(), mesh).is_some() {
             return self.err_at(at, format!("mesh @{name} is declared twice"));
