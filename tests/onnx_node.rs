@@ -35,7 +35,7 @@ enum Outcome {
 fn read_pb(p: &Path) -> Result<oar::frontend::onnx::OnnxTensor, String> {
     let bytes = std::fs::read(p).map_err(|e| e.to_string())?;
     let t = TensorProto::decode(bytes.as_slice()).map_err(|e| e.to_string())?;
-    decode_tensor(&t, None)
+    decode_tensor(&t, None).map_err(|e| e.to_string())
 }
 
 fn run_case(dir: &Path, ops: &[String], rtol: f64, atol: f64) -> Outcome {

@@ -279,7 +279,7 @@ impl Emitter {
         )
     }
 
-    pub fn select(&mut self, c: &V, a: &V, b: &V) -> Result<V, String> {
+    pub fn select(&mut self, c: &V, a: &V, b: &V) -> V {
         let rank = c.shape.len().max(a.shape.len()).max(b.shape.len());
         let (c, a, b) = (
             self.pad_rank(c, rank),
@@ -290,11 +290,11 @@ impl Emitter {
             .map(|i| c.shape[i].max(a.shape[i]).max(b.shape[i]))
             .collect();
         let t = tensor_ty(&shape, a.dtype);
-        Ok(self.op(
+        self.op(
             &format!("tosa.select {}, {}, {}", c.name, a.name, b.name),
             &format!("({}, {}, {}) -> {t}", c.ty(), a.ty(), b.ty()),
             shape,
             a.dtype,
-        ))
+        )
     }
 }

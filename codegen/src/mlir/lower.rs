@@ -140,7 +140,7 @@ fn lower_node(
         }
         Op::Unary(u) => one(unary(e, *u, &ins[0])?),
         Op::Binary(op) => one(binary(e, *op, &ins[0], &ins[1])?),
-        Op::Where => one(e.select(&ins[0], &ins[1], &ins[2])?),
+        Op::Where => one(e.select(&ins[0], &ins[1], &ins[2])),
         Op::Cast { to } => one(e.cast(&ins[0], *to)),
         Op::Dropout { .. } if g.mode == oar_ir::ExecMode::Training => Err(
             "dropout in a training graph draws a random mask; MLIR export lowers inference graphs"
@@ -378,7 +378,7 @@ fn lower_node(
                 .collect();
             let mk = e.dense(&mask, vec![m, n], DType::Bool);
             let f = e.scalar(*fill, r, x.dtype);
-            one(e.select(&mk, x, &f)?)
+            one(e.select(&mk, x, &f))
         }
         Op::Shape => {
             let dims: Vec<f64> = ins[0].shape.iter().map(|&d| d as f64).collect();

@@ -38,7 +38,7 @@ pub(super) fn unary(e: &mut Emitter, u: UnaryOp, x: &V) -> Result<V, String> {
             let pos = e.binary("greater_equal", x, &zero, Some(DType::Bool))?;
             let a = e.scalar(alpha, r, d);
             let neg = e.binary("mul", x, &a, None)?;
-            e.select(&pos, x, &neg)?
+            e.select(&pos, x, &neg)
         }
         UnaryOp::HardSigmoid { alpha, beta } => hard_sigmoid(e, x, alpha, beta)?,
         UnaryOp::HardSwish => {

@@ -13,4 +13,4 @@ mod tensor;
 pub use error::OnnxError;
 pub use export::{export_model, EXPORT_OPSET};
 pub use import::{import_bytes, import_file, input_names, ImportOptions, OnnxModel, SUPPORTED_OPS};
-pub use tensor::{decode_tensor, encode_tensor, OnnxData, OnnxTensor};
+pub use tensor::{decode_tensor, encode_tensor, OnnxData, OnnxTensor, TensorError};

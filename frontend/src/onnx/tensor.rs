@@ -6,6 +6,55 @@ use super::proto::{data_type as dt, TensorProto};
 use oar_ir::DType;
 use std::path::{Component, Path};
 
+/// A `TensorProto` whose payload cannot be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorError {
+    #[error("element type code {0} is not supported")]
+    UnsupportedType(i32),
+    #[error("negative dimension {dim} in {dims:?}")]
+    NegativeDim { dim: i64, dims: Vec<i64> },
+    #[error("dimensions {0:?} are too large")]
+    TooLarge(Vec<i64>),
+    #[error("holds {len} elements but its dimensions {dims:?} need {numel}")]
+    ElementCount {
+        len: usize,
+        dims: Vec<i64>,
+        numel: usize,
+    },
+    #[error("raw data has {bytes} bytes, {numel} elements need {need}")]
+    WideRawSize {
+        bytes: usize,
+        numel: usize,
+        need: usize,
+    },
+    #[error("raw data has {bytes} bytes but {numel} elements of {dtype} need {need}")]
+    RawSize {
+        bytes: usize,
+        numel: usize,
+        dtype: &'static str,
+        need: usize,
+    },
+    #[error("external data without a `location`")]
+    NoLocation,
+    #[error("external data path `{0}` leaves the model's folder")]
+    Escapes(String),
+    #[error("external data, but the model was not read from a file")]
+    NoBase,
+    #[error("cannot open external data `{0}`")]
+    CannotOpen(String),
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("bad external `{key}`: {value}")]
+    BadField { key: String, value: String },
+    #[error("external length overflows")]
+    LengthOverflow,
+    #[error("external data `{0}` is shorter than offset+length")]
+    TooShort(String),
+}
+
 /// Row-major elements.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OnnxData {
@@ -74,13 +123,15 @@ pub(crate) fn code_of(d: DType) -> i32 {
 }
 
 /// Decodes a tensor; `base` is the model's folder, for external data.
-pub fn decode_tensor(t: &TensorProto, base: Option<&Path>) -> Result<OnnxTensor, String> {
-    let dtype = dtype_of(t.data_type)
-        .ok_or_else(|| format!("element type code {} is not supported", t.data_type))?;
+pub fn decode_tensor(t: &TensorProto, base: Option<&Path>) -> Result<OnnxTensor, TensorError> {
+    let dtype = dtype_of(t.data_type).ok_or(TensorError::UnsupportedType(t.data_type))?;
     let mut dims = Vec::with_capacity(t.dims.len());
     for &d in &t.dims {
         if d < 0 {
-            return Err(format!("negative dimension {d} in {:?}", t.dims));
+            return Err(TensorError::NegativeDim {
+                dim: d,
+                dims: t.dims.clone(),
+            });
         }
         dims.push(d as u64);
     }
@@ -88,7 +139,7 @@ pub fn decode_tensor(t: &TensorProto, base: Option<&Path>) -> Result<OnnxTensor,
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n < (1 << 40))
-        .ok_or_else(|| format!("dimensions {:?} are too large", t.dims))? as usize;
+        .ok_or_else(|| TensorError::TooLarge(t.dims.clone()))? as usize;
     let external;
     let raw: &[u8] = if t.data_location == 1 {
         external = read_external(t, base)?;
@@ -109,10 +160,11 @@ pub fn decode_tensor(t: &TensorProto, base: Option<&Path>) -> Result<OnnxTensor,
         OnnxData::I64(v) => v.len(),
     };
     if len != numel {
-        return Err(format!(
-            "holds {len} elements but its dimensions {:?} need {numel}",
-            t.dims
-        ));
+        return Err(TensorError::ElementCount {
+            len,
+            dims: t.dims.clone(),
+            numel,
+        });
     }
     Ok(OnnxTensor { dtype, dims, data })
 }
@@ -122,7 +174,7 @@ fn decode_wide_int(
     raw: &[u8],
     t: &TensorProto,
     numel: usize,
-) -> Result<OnnxData, String> {
+) -> Result<OnnxData, TensorError> {
     if raw.is_empty() {
         return Ok(OnnxData::I64(match code {
             dt::UINT32 | dt::UINT64 => t.uint64_data.iter().map(|&x| x as i64).collect(),
@@ -135,11 +187,11 @@ fn decode_wide_int(
         _ => 8,
     };
     if raw.len() != numel * width {
-        return Err(format!(
-            "raw data has {} bytes, {numel} elements need {}",
-            raw.len(),
-            numel * width
-        ));
+        return Err(TensorError::WideRawSize {
+            bytes: raw.len(),
+            numel,
+            need: numel * width,
+        });
     }
     Ok(OnnxData::I64(
         raw.chunks_exact(width)
@@ -157,15 +209,15 @@ fn decode_wide_int(
     ))
 }
 
-fn decode_raw(dtype: DType, raw: &[u8], numel: usize) -> Result<OnnxData, String> {
+fn decode_raw(dtype: DType, raw: &[u8], numel: usize) -> Result<OnnxData, TensorError> {
     let width = dtype.size_bytes() as usize;
     if raw.len() != numel * width {
-        return Err(format!(
-            "raw data has {} bytes but {numel} elements of {} need {}",
-            raw.len(),
-            dtype.name(),
-            numel * width
-        ));
+        return Err(TensorError::RawSize {
+            bytes: raw.len(),
+            numel,
+            dtype: dtype.name(),
+            need: numel * width,
+        });
     }
     let chunks = raw.chunks_exact(width);
     Ok(match dtype {
@@ -250,53 +302,54 @@ fn f16_to_f32(h: u16) -> f32 {
 }
 
 /// Reads a tensor's external data file, which must lie inside the model's folder.
-fn read_external(t: &TensorProto, base: Option<&Path>) -> Result<Vec<u8>, String> {
+fn read_external(t: &TensorProto, base: Option<&Path>) -> Result<Vec<u8>, TensorError> {
     let get = |k: &str| {
         t.external_data
             .iter()
             .find(|e| e.key == k)
             .map(|e| e.value.as_str())
     };
-    let location = get("location").ok_or("external data without a `location`")?;
+    let location = get("location").ok_or(TensorError::NoLocation)?;
     let rel = Path::new(location);
     let escapes = rel.is_absolute()
         || rel
             .components()
             .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
     if escapes {
-        return Err(format!(
-            "external data path `{location}` leaves the model's folder"
-        ));
+        return Err(TensorError::Escapes(location.to_string()));
     }
-    let base = base.ok_or("external data, but the model was not read from a file")?;
+    let base = base.ok_or(TensorError::NoBase)?;
     let path = base.join(rel);
     // A symlink inside the folder could still point out of it.
     let (Ok(real), Ok(real_base)) = (path.canonicalize(), base.canonicalize()) else {
-        return Err(format!("cannot open external data `{}`", path.display()));
+        return Err(TensorError::CannotOpen(path.display().to_string()));
     };
     if !real.starts_with(&real_base) {
-        return Err(format!(
-            "external data path `{location}` leaves the model's folder"
-        ));
+        return Err(TensorError::Escapes(location.to_string()));
     }
-    let bytes = std::fs::read(&real).map_err(|e| format!("{}: {e}", path.display()))?;
-    let parse = |k: &str| -> Result<Option<usize>, String> {
+    let bytes = std::fs::read(&real).map_err(|source| TensorError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let parse = |k: &str| -> Result<Option<usize>, TensorError> {
         get(k)
             .map(|v| {
-                v.parse::<usize>()
-                    .map_err(|_| format!("bad external `{k}`: {v}"))
+                v.parse::<usize>().map_err(|_| TensorError::BadField {
+                    key: k.to_string(),
+                    value: v.to_string(),
+                })
             })
             .transpose()
     };
     let offset = parse("offset")?.unwrap_or(0);
     let end = match parse("length")? {
-        Some(len) => offset.checked_add(len).ok_or("external length overflows")?,
+        Some(len) => offset.checked_add(len).ok_or(TensorError::LengthOverflow)?,
         None => bytes.len(),
     };
     bytes
         .get(offset..end)
         .map(<[u8]>::to_vec)
-        .ok_or_else(|| format!("external data `{location}` is shorter than offset+length"))
+        .ok_or_else(|| TensorError::TooShort(location.to_string()))
 }
 
 /// Encodes a tensor as raw little-endian data of its declared dtype (f32, i64, i32 or bool).
@@ -350,7 +403,10 @@ mod tests {
         assert_eq!(decode_tensor(&p, None).unwrap(), t);
         let mut short = p.clone();
         short.raw_data.pop();
-        assert!(decode_tensor(&short, None).unwrap_err().contains("bytes"));
+        assert!(decode_tensor(&short, None)
+            .unwrap_err()
+            .to_string()
+            .contains("bytes"));
     }
 
     #[test]
@@ -366,7 +422,9 @@ mod tests {
                 key: "location".into(),
                 value: bad.into(),
             }];
-            let e = decode_tensor(&p, Some(Path::new("/tmp"))).unwrap_err();
+            let e = decode_tensor(&p, Some(Path::new("/tmp")))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("leaves the model's folder"), "{bad}: {e}");
         }
     }

@@ -209,10 +209,10 @@ pub fn import_bytes(
             })?;
     }
     for t in &graph.initializer {
-        let tensor = decode_tensor(t, base).map_err(|message| OnnxError::Tensor {
+        let tensor = decode_tensor(t, base).map_err(|e| OnnxError::Tensor {
             path: source.to_string(),
             tensor: t.name.clone(),
-            message,
+            message: e.to_string(),
         })?;
         imp.add_initializer(&t.name, tensor)
             .map_err(|message| OnnxError::Tensor {
