@@ -2,6 +2,22 @@
 
 use super::super::proto::{AttributeProto, AttributeType as T, TensorProto};
 
+/// An attribute of the wrong type or length.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(in crate::onnx) enum AttrError {
+    #[error("attribute `{name}` should be {want:?} but is {got:?}")]
+    WrongType { name: String, want: T, got: T },
+    #[error("attribute `{name}` should have {n} values, has {got:?}")]
+    WrongLength { name: String, n: usize, got: Vec<i64> },
+}
+
+// The importer's per-node converters report plain messages; the attribute's text is kept.
+impl From<AttrError> for String {
+    fn from(e: AttrError) -> String {
+        e.to_string()
+    }
+}
+
 #[derive(Clone, Copy)]
 pub(in crate::onnx) struct Attrs<'a>(pub &'a [AttributeProto]);
 
@@ -10,15 +26,16 @@ impl<'a> Attrs<'a> {
         self.0.iter().find(|a| a.name == name)
     }
 
-    fn typed(&self, name: &str, want: T) -> Result<Option<&'a AttributeProto>, String> {
+    fn typed(&self, name: &str, want: T) -> Result<Option<&'a AttributeProto>, AttrError> {
         match self.get(name) {
             None => Ok(None),
             // Old exporters leave `type` unset; trust the field that is filled in then.
             Some(a) if a.r#type == want as i32 || a.r#type == T::Undefined as i32 => Ok(Some(a)),
-            Some(a) => Err(format!(
-                "attribute `{name}` should be {want:?} but is {:?}",
-                T::try_from(a.r#type).unwrap_or(T::Undefined)
-            )),
+            Some(a) => Err(AttrError::WrongType {
+                name: name.to_string(),
+                want,
+                got: T::try_from(a.r#type).unwrap_or(T::Undefined),
+            }),
         }
     }
 
@@ -26,15 +43,15 @@ impl<'a> Attrs<'a> {
         self.get(name).is_some()
     }
 
-    pub fn i(&self, name: &str, default: i64) -> Result<i64, String> {
+    pub fn i(&self, name: &str, default: i64) -> Result<i64, AttrError> {
         Ok(self.typed(name, T::Int)?.map_or(default, |a| a.i))
     }
 
-    pub fn f(&self, name: &str, default: f64) -> Result<f64, String> {
+    pub fn f(&self, name: &str, default: f64) -> Result<f64, AttrError> {
         Ok(self.typed(name, T::Float)?.map_or(default, |a| a.f as f64))
     }
 
-    pub fn s(&self, name: &str, default: &str) -> Result<String, String> {
+    pub fn s(&self, name: &str, default: &str) -> Result<String, AttrError> {
         Ok(self
             .typed(name, T::String)?
             .map_or(default.to_string(), |a| {
@@ -42,26 +59,28 @@ impl<'a> Attrs<'a> {
             }))
     }
 
-    pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, String> {
+    pub fn ints(&self, name: &str) -> Result<Option<Vec<i64>>, AttrError> {
         Ok(self.typed(name, T::Ints)?.map(|a| a.ints.clone()))
     }
 
-    pub fn floats(&self, name: &str) -> Result<Option<Vec<f32>>, String> {
+    pub fn floats(&self, name: &str) -> Result<Option<Vec<f32>>, AttrError> {
         Ok(self.typed(name, T::Floats)?.map(|a| a.floats.clone()))
     }
 
-    pub fn tensor(&self, name: &str) -> Result<Option<&'a TensorProto>, String> {
+    pub fn tensor(&self, name: &str) -> Result<Option<&'a TensorProto>, AttrError> {
         Ok(self.typed(name, T::Tensor)?.and_then(|a| a.t.as_ref()))
     }
 
     /// A list of `n` ints (kernel, strides, pads), `default` when absent.
-    pub fn ints_n(&self, name: &str, n: usize, default: i64) -> Result<Vec<i64>, String> {
+    pub fn ints_n(&self, name: &str, n: usize, default: i64) -> Result<Vec<i64>, AttrError> {
         match self.ints(name)? {
             None => Ok(vec![default; n]),
             Some(v) if v.len() == n => Ok(v),
-            Some(v) => Err(format!(
-                "attribute `{name}` should have {n} values, has {v:?}"
-            )),
+            Some(v) => Err(AttrError::WrongLength {
+                name: name.to_string(),
+                n,
+                got: v,
+            }),
         }
     }
 }
