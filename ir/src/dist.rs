@@ -86,7 +86,11 @@ pub enum MeshError {
     #[error("mesh axis names {0:?} repeat")]
     RepeatedAxisNames(Vec<String>),
     #[error("mesh shape {shape:?} holds {size} devices but {ids} device ids are given")]
-    DeviceCount { shape: Vec<u64>, size: u64, ids: usize },
+    DeviceCount {
+        shape: Vec<u64>,
+        size: u64,
+        ids: usize,
+    },
     #[error("mesh device ids {0:?} repeat")]
     RepeatedDeviceIds(Vec<u64>),
 }
@@ -220,8 +224,16 @@ mod tests {
         assert!(m.validate().is_ok());
         assert_eq!(m.axis("tp"), Some(1));
         m.device_ids.pop();
-        assert!(m.validate().unwrap_err().to_string().contains("3 device ids"));
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("3 device ids"));
         let m = ProcessMesh::new(vec![2], vec!["a".into(), "b".into()]);
-        assert!(m.validate().unwrap_err().to_string().contains("1 axes but 2"));
+        assert!(m
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("1 axes but 2"));
     }
 }

@@ -26,11 +26,7 @@ impl Pass for Canonicalize {
     fn description(&self) -> &'static str {
         "constant folding, identity elimination, CSE, DCE"
     }
-    fn run(
-        &self,
-        mut g: Graph,
-        _cx: &PassContext,
-    ) -> Result<(Graph, Vec<String>), PassFailure> {
+    fn run(&self, mut g: Graph, _cx: &PassContext) -> Result<(Graph, Vec<String>), PassFailure> {
         let mut totals = [0usize; 4];
         for _ in 0..8 {
             let (g1, folded) = fold_constants(&g)?;
@@ -150,9 +146,7 @@ pub fn fold_constants(g: &Graph) -> Result<(Graph, usize), NodeError> {
             Some(lits) => {
                 let mut vals = Vec::new();
                 for (lit, ty) in lits.into_iter().zip(&n.outputs) {
-                    let c = r
-                        .add_source(Op::Constant(lit), ty.clone(), Some(&n.name))
-                        ?;
+                    let c = r.add_source(Op::Constant(lit), ty.clone(), Some(&n.name))?;
                     vals.push(ValueRef::from(c));
                 }
                 r.alias(id, vals);

@@ -133,7 +133,10 @@ fn function_for(
     for &m in members {
         for v in &g.node(m).inputs {
             if !inside.contains(&v.node) && !map.contains_key(v) {
-                let t = g.value_type(*v).cloned().ok_or(PassFailure::MissingOperandType)?;
+                let t = g
+                    .value_type(*v)
+                    .cloned()
+                    .ok_or(PassFailure::MissingOperandType)?;
                 let fv = f.add_input(format!("in{}", ext.len()), t);
                 map.insert(*v, fv);
                 ext.push(*v);
@@ -143,9 +146,7 @@ fn function_for(
     for &m in members {
         let n = g.node(m);
         let ins = n.inputs.iter().map(|v| map[v]).collect();
-        let id = f
-            .add_node_typed(n.op.clone(), ins, n.outputs.clone(), None)
-            ?;
+        let id = f.add_node_typed(n.op.clone(), ins, n.outputs.clone(), None)?;
         map.insert(ValueRef::new(m, 0), ValueRef::new(id, 0));
     }
     let tail = *members.last().ok_or(PassFailure::EmptyGroup)?;
@@ -188,9 +189,7 @@ impl Pass for Fuse {
                 let (f, ext) = function_for(&g, &name, members)?;
                 r.new.functions.insert(name.clone(), f);
                 let ins = ext.iter().map(|v| r.value(*v)).collect();
-                let node = r
-                    .add(Op::Fused { func: name }, ins, Some(&g.node(id).name))
-                    ?;
+                let node = r.add(Op::Fused { func: name }, ins, Some(&g.node(id).name))?;
                 r.alias(id, vec![ValueRef::new(node, 0)]);
                 sizes.push(members.len());
             } else if !in_fused_group {

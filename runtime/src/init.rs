@@ -51,8 +51,11 @@ pub fn sample(init: &Init, n: usize, seed: u64, name: &str) -> Result<Vec<f32>, 
     Ok(match *init {
         Init::Constant(v) => vec![v as f32; n],
         Init::Normal { mean, std } => {
-            let d = Normal::new(mean, std.abs())
-                .map_err(|source| SampleError::Normal { mean, std, source })?;
+            let d = Normal::new(mean, std.abs()).map_err(|source| SampleError::Normal {
+                mean,
+                std,
+                source,
+            })?;
             (0..n).map(|_| d.sample(&mut rng) as f32).collect()
         }
         Init::Uniform { low, high } => {
@@ -70,14 +73,13 @@ pub fn init_weights(graph: &Graph, seed: u64) -> Result<Weights, InitError> {
     let mut w = Weights::new();
     for n in graph.nodes() {
         if let Op::Param(p) = &n.op {
-            let shape =
-                n.outputs[0]
-                    .shape
-                    .as_static()
-                    .ok_or_else(|| InitError::SymbolicShape {
-                        param: p.name.clone(),
-                        ty: n.outputs[0].to_string(),
-                    })?;
+            let shape = n.outputs[0]
+                .shape
+                .as_static()
+                .ok_or_else(|| InitError::SymbolicShape {
+                    param: p.name.clone(),
+                    ty: n.outputs[0].to_string(),
+                })?;
             let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
             let numel = shape.iter().product();
             let data = sample(

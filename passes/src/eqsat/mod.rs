@@ -130,11 +130,8 @@ pub fn term_types(eg: &EG, t: &Term) -> Result<Vec<TensorType>, EqSatError> {
             let ins: Vec<TensorType> = ch
                 .iter()
                 .map(|c| {
-                    term_types(eg, c).and_then(|v| {
-                        v.into_iter()
-                            .next()
-                            .ok_or(EqSatError::OperandWithoutValue)
-                    })
+                    term_types(eg, c)
+                        .and_then(|v| v.into_iter().next().ok_or(EqSatError::OperandWithoutValue))
                 })
                 .collect::<Result<_, _>>()?;
             let a = &eg.analysis;
@@ -296,9 +293,7 @@ pub fn rebuild_graph(
         if memo.contains_key(&c) {
             continue;
         }
-        let node = choice
-            .get(&c)
-            .ok_or(EqSatError::NotExtracted(c))?;
+        let node = choice.get(&c).ok_or(EqSatError::NotExtracted(c))?;
         let kids: Vec<Id> = egg::Language::children(node)
             .iter()
             .map(|&k| eg.find(k))
@@ -328,9 +323,7 @@ pub fn rebuild_graph(
                             .filter(|n| g.find(n).is_none());
                         g.add_node_typed(op.clone(), vec![], vec![t.clone()], name)?
                     }
-                    (op, Some(t)) => {
-                        g.add_node_typed(op.clone(), vec![], vec![t.clone()], None)?
-                    }
+                    (op, Some(t)) => g.add_node_typed(op.clone(), vec![], vec![t.clone()], None)?,
                     (op, None) => {
                         // Numeric names are automatic and could collide with later ones.
                         let name = k

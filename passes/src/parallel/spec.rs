@@ -93,7 +93,11 @@ pub enum ConfigError {
     Zero { path: String, field: &'static str },
     /// Attention heads do not split the hidden size evenly.
     #[error("{path}: `hidden` ({hidden}) must be divisible by `heads` ({heads})")]
-    HeadsDoNotDivide { path: String, hidden: u64, heads: u64 },
+    HeadsDoNotDivide {
+        path: String,
+        hidden: u64,
+        heads: u64,
+    },
 }
 
 impl TransformerConfig {

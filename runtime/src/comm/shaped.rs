@@ -71,11 +71,7 @@ impl Collective {
     }
 
     /// The result's shape for an input of `shape` over `n` members.
-    pub fn out_shape(
-        &self,
-        shape: &[usize],
-        n: usize,
-    ) -> Result<Vec<usize>, CollectiveShapeError> {
+    pub fn out_shape(&self, shape: &[usize], n: usize) -> Result<Vec<usize>, CollectiveShapeError> {
         let mut out = shape.to_vec();
         let axis_ok = |a: usize| {
             (a < shape.len())

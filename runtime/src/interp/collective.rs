@@ -21,8 +21,7 @@ pub(crate) fn run(
     let mesh = meshes
         .get(&g.mesh)
         .ok_or_else(|| format!("unknown mesh @{}", g.mesh))?;
-    let (members, _) =
-        shaped::mesh_group(mesh, g.axis, comm.rank()).map_err(|e| e.to_string())?;
+    let (members, _) = shaped::mesh_group(mesh, g.axis, comm.rank()).map_err(|e| e.to_string())?;
     let c = Collective::of_op(op, x.shape.len())
         .map_err(|e| e.to_string())?
         .ok_or("not a collective")?;

@@ -8,7 +8,11 @@ pub(in crate::onnx) enum AttrError {
     #[error("attribute `{name}` should be {want:?} but is {got:?}")]
     WrongType { name: String, want: T, got: T },
     #[error("attribute `{name}` should have {n} values, has {got:?}")]
-    WrongLength { name: String, n: usize, got: Vec<i64> },
+    WrongLength {
+        name: String,
+        n: usize,
+        got: Vec<i64>,
+    },
 }
 
 // The importer's per-node converters report plain messages; the attribute's text is kept.

@@ -34,7 +34,10 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
         "Constant" => {
             let out = cx.hint().to_string();
             let k = if let Some(t) = a.tensor("value")? {
-                return Ok(vec![imp.tensor_val(&out, decode_tensor(t, cx.base).map_err(|e| e.to_string())?)?]);
+                return Ok(vec![imp.tensor_val(
+                    &out,
+                    decode_tensor(t, cx.base).map_err(|e| e.to_string())?,
+                )?]);
             } else if a.has("value_float") {
                 scalar_known(DType::F32, Elems::F(vec![a.f("value_float", 0.0)?]))
             } else if a.has("value_int") {
