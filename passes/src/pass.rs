@@ -200,3 +200,34 @@ impl Pipeline {
         Ok((g, reports))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eqsat::EqSatError;
+
+    #[test]
+    fn pass_failures_keep_their_text_under_the_pass_name() {
+        let wrap = |source| PassError::Failed {
+            pass: "eqsat",
+            source,
+        };
+        assert_eq!(
+            wrap(PassFailure::EqSat(EqSatError::NoFiniteChoice)).to_string(),
+            "pass `eqsat`: extraction found no finite choice for an output"
+        );
+        assert_eq!(
+            wrap(PassFailure::EmptyGroup).to_string(),
+            "pass `eqsat`: empty group"
+        );
+        let node = oar_ir::NodeError {
+            node: "x".into(),
+            op: "relu",
+            message: "takes one operand".into(),
+        };
+        assert_eq!(
+            wrap(PassFailure::from(node.clone())).to_string(),
+            format!("pass `eqsat`: {node}")
+        );
+    }
+}

@@ -149,3 +149,26 @@ impl TransformerConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_name_the_file_and_field() {
+        let err = |text: &str| TransformerConfig::from_toml(text, "m.toml").unwrap_err();
+        assert_eq!(
+            err("layers = 0\nhidden = 8\nheads = 2\nvocab = 10\n").to_string(),
+            "m.toml: field `layers` must be at least 1"
+        );
+        assert_eq!(
+            err("layers = 1\nhidden = 9\nheads = 2\nvocab = 10\n"),
+            ConfigError::HeadsDoNotDivide {
+                path: "m.toml".into(),
+                hidden: 9,
+                heads: 2,
+            }
+        );
+        assert!(matches!(err("layers = ["), ConfigError::Parse { .. }));
+    }
+}
