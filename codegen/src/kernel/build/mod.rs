@@ -3,10 +3,10 @@
 
 mod comm;
 mod contraction;
+mod data_movement;
 mod depthwise;
 mod gemv;
-mod layout;
-mod nn;
+mod norm_reduce_pool;
 mod padded;
 mod pointwise;
 
@@ -504,14 +504,14 @@ fn lower_node(
         | Op::LogSoftmax { .. }
         | Op::Reduce(_)
         | Op::GlobalPool(_)
-        | Op::Pool(_) => nn::lower(b, name, op, ins, &outs[0]),
+        | Op::Pool(_) => norm_reduce_pool::lower(b, name, op, ins, &outs[0]),
         Op::Concat { .. }
         | Op::Split { .. }
         | Op::Slice(_)
         | Op::Transpose { .. }
         | Op::Gather { .. }
         | Op::GatherElements { .. }
-        | Op::Embedding => layout::lower(b, name, op, ins, outs),
+        | Op::Embedding => data_movement::lower(b, name, op, ins, outs),
         Op::Input
         | Op::Param(_)
         | Op::Constant(_)
