@@ -321,3 +321,21 @@ fn inline_exp_matches_f64_exp() {
         }
     }
 }
+
+#[test]
+fn training_dropout_is_refused_naming_the_node() {
+    // The seeded mask has no kernel yet: compiling it as its inference form would be wrong.
+    let g = oar_ir::parse(
+        "graph @g(%x: f32[2,3]) -> (f32[2,3]) mode=training {\n  %drop = dropout(%x) {p=0.5} : f32[2,3]\n  return %drop\n}\n",
+    )
+    .unwrap();
+    let cpu = oar_codegen::cpu::host_cpu().unwrap();
+    let Err(e) = oar_codegen::kernel::build_kernels(&g, &BTreeMap::new(), &cpu) else {
+        panic!("training dropout must not compile");
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("drop") && text.contains("training dropout"),
+        "{text}"
+    );
+}

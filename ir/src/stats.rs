@@ -1,5 +1,5 @@
 //! Graph statistics for `oar inspect --stats`: node counts by op, parameter count, FLOPs and
-//! bytes (conventions in `op::cost`), and a per-node table.
+//! bytes (conventions in `op::counts`), and a per-node table.
 
 use crate::graph::{types_text, Graph};
 use crate::op::{op_cost, Op};

@@ -297,9 +297,9 @@ fn mode_errors(g: &Graph) -> Vec<(Option<NodeId>, String, String)> {
         if !seen.insert(param) {
             errs.push((None, loc(param), "parameter is updated twice".into()));
         }
-        let declared = g.nodes().iter().find_map(|n| match &n.op {
-            Op::Param(p) if p.name == param => Some(&n.outputs[0]),
-            _ => None,
+        let declared = g.nodes().iter().find_map(|n| {
+            let Op::Param(p) = &n.op else { return None };
+            (p.name == param).then(|| &n.outputs[0])
         });
         match (declared, g.value_type(v)) {
             (None, _) => errs.push((None, loc(param), "no parameter has this name".into())),

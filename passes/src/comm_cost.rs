@@ -1,7 +1,7 @@
 //! The one price of communication: α-β models of collectives over `ir::Cluster` links, and
 //! the topology that says which link a group of ranks spans. The graph cost model
-//! (`cost::CostModel`, pricing `all_reduce`/`all_gather`/… nodes) and the training cost model
-//! (`parallel::cost`) both use these functions; their formulas are pinned by the tests below
+//! (`roofline::CostModel`, pricing `all_reduce`/`all_gather`/… nodes) and the training cost model
+//! (`parallel::step_cost`) both use these functions; their formulas are pinned by the tests below
 //! and listed in passes/README.md.
 //!
 //! Notation: `n` ranks, `B` bytes per rank, link bandwidth `β` (bytes/s) reached at a

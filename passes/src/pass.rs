@@ -1,7 +1,7 @@
 //! The pass infrastructure: a `Pass` trait, one registry, named pipelines, the verifier after
 //! every pass (in debug and test builds, or on request) and a timing scope per pass.
 
-use crate::{canonicalize, eqsat, fuse, memory};
+use crate::{canonicalize, eqsat, fuse, liveness};
 use oar_ir::cluster::DeviceSpec;
 use oar_ir::{ExecMode, Graph};
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,7 +93,7 @@ pub fn registry() -> Vec<Box<dyn Pass>> {
         Box::new(canonicalize::Canonicalize),
         Box::new(eqsat::EqSat::default()),
         Box::new(fuse::Fuse::default()),
-        Box::new(memory::MemoryPass),
+        Box::new(liveness::LivenessPass),
     ]
 }
 

@@ -1,9 +1,9 @@
 //! Before/after summaries for `oar inspect --pipeline`: node counts by op, the cost model's
-//! estimated time and the memory plan's peak.
+//! estimated time and the liveness estimate's peak.
 
-use crate::cost::CostModel;
-use crate::memory::plan_memory;
+use crate::liveness::estimate_liveness;
 use crate::pass::PassContext;
+use crate::roofline::CostModel;
 use oar_ir::Graph;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -26,7 +26,7 @@ pub fn summarize(g: &Graph, cx: &PassContext) -> GraphSummary {
     for n in g.nodes() {
         *by_op.entry(n.op.name()).or_insert(0) += 1;
     }
-    let plan = plan_memory(g, &cx.bindings);
+    let plan = estimate_liveness(g, &cx.bindings);
     GraphSummary {
         nodes: g.len(),
         load_time_nodes: oar_ir::analysis::weight_only(g)

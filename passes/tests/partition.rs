@@ -346,7 +346,7 @@ fn pipeline_stages_exchange_boundary_values_by_send_and_recv() {
 #[test]
 fn the_graph_cost_model_prices_a_rank_s_all_reduce_on_the_cluster_link() {
     use oar_passes::comm_cost::{all_reduce, Topology, COMM_EFFICIENCY};
-    use oar_passes::cost::CostModel;
+    use oar_passes::roofline::CostModel;
     let c = cpu4();
     let g = annotated(&plan(2, 2, 1), 4, 8);
     let r0 = partition_rank(&g, 0).unwrap();

@@ -38,7 +38,7 @@ pub fn run(c: ClusterCommand) -> anyhow::Result<()> {
                 };
                 out.push_str(&format!("{:<16} {}{}\n", p.name, p.description, aliases));
             }
-            super::emit(&out, None)
+            super::common::emit(&out, None)
         }
         ClusterCommand::Show {
             spec,
@@ -55,7 +55,7 @@ pub fn run(c: ClusterCommand) -> anyhow::Result<()> {
                 Format::Json => serde_json::to_string_pretty(&cluster)? + "\n",
                 Format::Toml => cluster.to_toml(),
             };
-            super::emit(&out, None)
+            super::common::emit(&out, None)
         }
     }
 }

@@ -84,17 +84,17 @@ pub fn run(a: CompileArgs) -> anyhow::Result<()> {
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     bar.set_message(format!("loading {}", a.model));
-    let shapes = super::parse_input_shapes(&a.input_shapes)?;
+    let shapes = super::common::parse_input_shapes(&a.input_shapes)?;
     let loaded = oar::load_model(&a.model, &shapes)?;
     let mut bindings = oar::models::find(&a.model)
         .map(|e| e.bindings())
         .unwrap_or_default();
-    bindings.extend(super::inspect::parse_bindings(&a.syms)?);
-    let weights = super::run::resolve_weights(&loaded, a.weights.as_deref(), a.seed)?;
+    bindings.extend(super::common::parse_bindings(&a.syms)?);
+    let weights = super::common::resolve_weights(&loaded, a.weights.as_deref(), a.seed)?;
     let mut graph = loaded.graph;
     if a.pipeline != "none" {
         bar.set_message(format!("optimizing ({})", a.pipeline));
-        graph = super::run::optimize(graph, &a.pipeline, &bindings)?;
+        graph = super::common::optimize(graph, &a.pipeline, &bindings)?;
     }
     let cpu = target_cpu(&a)?;
     bar.set_message(format!(

@@ -1,6 +1,7 @@
 //! `oar inspect FILE`: the graph as text, JSON or DOT, and `--stats`.
 
-use anyhow::{bail, Context};
+use super::common;
+use anyhow::bail;
 use clap::{Args, ValueEnum};
 use oar::ir;
 use std::collections::BTreeMap;
@@ -54,22 +55,8 @@ pub struct InspectArgs {
     output: Option<PathBuf>,
 }
 
-pub(crate) fn parse_bindings(syms: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
-    let mut b = BTreeMap::new();
-    for s in syms.iter().flat_map(|s| s.split(',')) {
-        let Some((k, v)) = s.split_once('=') else {
-            bail!("--sym expects NAME=VALUE, found `{s}`");
-        };
-        let v: u64 = v
-            .parse()
-            .with_context(|| format!("--sym {k}: `{v}` is not a non-negative integer"))?;
-        b.insert(k.to_string(), v);
-    }
-    Ok(b)
-}
-
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
-    let shapes = super::parse_input_shapes(&a.input_shapes)?;
+    let shapes = common::parse_input_shapes(&a.input_shapes)?;
     let mut graph = oar::load_model(&a.model, &shapes)?.graph;
     if let Some(name) = &a.pipeline {
         graph = run_pipeline(graph, name, &a)?;
@@ -80,13 +67,13 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
         if a.stats || !matches!(a.format, Format::Text) {
             bail!("--rank prints the rank's graph as text (no --stats or --format)");
         }
-        rank_graph(&graph, rank, &parse_bindings(&a.syms)?)?
+        rank_graph(&graph, rank, &common::parse_bindings(&a.syms)?)?
     } else if a.stats {
         // Zoo models report at their stated size unless overridden.
         let mut bindings = oar::models::find(&a.model)
             .map(|e| e.bindings())
             .unwrap_or_default();
-        bindings.extend(parse_bindings(&a.syms)?);
+        bindings.extend(common::parse_bindings(&a.syms)?);
         let stats = ir::stats::graph_stats(&graph, &bindings);
         match a.format {
             Format::Text => stats.render(&graph.name),
@@ -125,13 +112,13 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
                 let mut bindings = oar::models::find(&a.model)
                     .map(|e| e.bindings())
                     .unwrap_or_default();
-                bindings.extend(parse_bindings(&a.syms)?);
+                bindings.extend(common::parse_bindings(&a.syms)?);
                 let text = oar::codegen::mlir::to_tosa(&graph, &bindings)?;
                 oar::codegen::mlir::verify(&text)? + "\n"
             }
         }
     };
-    super::emit(&out, a.output.as_deref())
+    common::emit(&out, a.output.as_deref())
 }
 
 /// Symbols `--rank` binds when the command line does not.
@@ -208,7 +195,7 @@ fn run_pipeline(
     cx.bindings = oar::models::find(&a.model)
         .map(|e| e.bindings())
         .unwrap_or_default();
-    cx.bindings.extend(parse_bindings(&a.syms)?);
+    cx.bindings.extend(common::parse_bindings(&a.syms)?);
     let pipeline = Pipeline::named(name, &a.disable_pass)?;
     let names = pipeline.pass_names();
     for p in &a.print_after {

@@ -1,6 +1,7 @@
 //! Subcommands. Each file is one command family.
 
 mod cluster;
+mod common;
 mod compile;
 mod export;
 mod inspect;
@@ -48,43 +49,4 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(a) => plan::run(a),
         Command::Cluster(c) => cluster::run(c),
     }
-}
-
-/// Writes `text` to `path`, or to stdout when there is none.
-pub(crate) fn emit(text: &str, path: Option<&std::path::Path>) -> anyhow::Result<()> {
-    use anyhow::Context;
-    match path {
-        Some(p) => std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display())),
-        None => {
-            use std::io::Write;
-            // A closed pipe (`oar … | head`) is the reader's choice, not an error.
-            match std::io::stdout().lock().write_all(text.as_bytes()) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(()),
-            }
-        }
-    }
-}
-
-/// `NAME=1x3x224x224` flags as a map of input shapes.
-pub(crate) fn parse_input_shapes(
-    specs: &[String],
-) -> anyhow::Result<std::collections::BTreeMap<String, Vec<u64>>> {
-    let mut out = std::collections::BTreeMap::new();
-    for s in specs {
-        let Some((name, dims)) = s.split_once('=') else {
-            anyhow::bail!("--input-shape expects NAME=DxDx.., found `{s}`");
-        };
-        let dims = dims
-            .split(['x', ','])
-            .map(|d| d.trim().parse::<u64>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "--input-shape {name}: `{dims}` is not a list of sizes like 1x3x224x224"
-                )
-            })?;
-        out.insert(name.to_string(), dims);
-    }
-    Ok(out)
 }

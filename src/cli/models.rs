@@ -37,7 +37,7 @@ pub fn run(a: ModelsArgs) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        return super::emit(&(serde_json::to_string_pretty(&j)? + "\n"), None);
+        return super::common::emit(&(serde_json::to_string_pretty(&j)? + "\n"), None);
     }
     let mut out = String::new();
     out += &format!(
@@ -58,5 +58,5 @@ pub fn run(a: ModelsArgs) -> anyhow::Result<()> {
         );
     }
     out += "\nMACs as paddle.flops counts them (batch norm and pooling included); FLOPs count a multiply-accumulate as 2.\n";
-    super::emit(&out, None)
+    super::common::emit(&out, None)
 }

@@ -128,7 +128,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         seq,
     };
     let cost = TrainingCostModel::default();
-    use oar::passes::parallel::cost::Recompute;
+    use oar::passes::parallel::step_cost::Recompute;
     let fixed = Constraints {
         dp: a.dp,
         tp: a.tp,
@@ -162,7 +162,8 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
     }
     let scaling = weak_scaling(&model, &job, &cluster, &cost, &fixed);
     let peak =
-        oar::passes::parallel::cost::Evaluator::new(&model, &job, &cluster, cost.clone()).peak();
+        oar::passes::parallel::step_cost::Evaluator::new(&model, &job, &cluster, cost.clone())
+            .peak();
     let report = Report {
         model: &model,
         job: &job,
@@ -177,5 +178,5 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         Format::Json => serde_json::to_string_pretty(&report.json())? + "\n",
         Format::Html => report.html(),
     };
-    super::emit(&out, a.output.as_deref())
+    super::common::emit(&out, a.output.as_deref())
 }

@@ -1,10 +1,10 @@
 //! `oar run MODEL|FILE --input x.npy`: runs the reference interpreter.
 
+use super::common;
 use anyhow::{bail, Context};
 use clap::Args;
 use oar::runtime::io::npy::{read_npy, write_npy};
-use oar::runtime::io::weights::load_safetensors;
-use oar::runtime::{init::init_weights, run as interpret, HostTensor};
+use oar::runtime::{run as interpret, HostTensor};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -49,7 +49,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         };
         given.push((name, read_npy(std::path::Path::new(file))?));
     }
-    let mut shapes = super::parse_input_shapes(&a.input_shapes)?;
+    let mut shapes = common::parse_input_shapes(&a.input_shapes)?;
     if let Some(names) = oar::onnx_io::onnx_input_names(std::path::Path::new(&a.model))? {
         for (k, (name, t)) in given.iter().enumerate() {
             let name = name.clone().or_else(|| names.get(k).cloned());
@@ -94,7 +94,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             t.with_context(|| format!("no value for input `{n}` (pass --input {n}=FILE.npy)"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let weights = resolve_weights(
+    let weights = common::resolve_weights(
         &oar::LoadedModel {
             graph: graph.clone(),
             weights: loaded.weights,
@@ -104,7 +104,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     )?;
     let outs = if a.backend == "llvm" {
         let bindings = bind_from_inputs(&graph, &inputs);
-        let optimized = optimize(graph, "inference", &bindings)?;
+        let optimized = common::optimize(graph, "inference", &bindings)?;
         let mut m = oar::codegen::jit::JitModel::new(&optimized, &bindings, &weights, a.threads)?;
         let outs = m.run(&inputs)?;
         if a.profile {
@@ -146,25 +146,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    super::emit(&summary, None)
-}
-
-/// The weights a run uses: `--weights`, else the model file's, else seeded.
-pub(crate) fn resolve_weights(
-    loaded: &oar::LoadedModel,
-    path: Option<&std::path::Path>,
-    seed: u64,
-) -> anyhow::Result<oar::runtime::Weights> {
-    Ok(match (path, &loaded.weights) {
-        (Some(p), _) => load_safetensors(p)?,
-        (None, Some(w)) => w.clone(),
-        (None, None) => {
-            eprintln!(
-                "note: parameters initialised from seed {seed} (pass --weights FILE.safetensors)"
-            );
-            init_weights(&loaded.graph, seed).map_err(anyhow::Error::msg)?
-        }
-    })
+    common::emit(&summary, None)
 }
 
 /// Symbol values read off the actual inputs (compiled code has static shapes).
@@ -185,17 +167,4 @@ fn bind_from_inputs(
         }
     }
     b
-}
-
-/// Runs a named pass pipeline for the CPU.
-pub(crate) fn optimize(
-    g: oar::ir::Graph,
-    pipeline: &str,
-    bindings: &std::collections::BTreeMap<String, u64>,
-) -> anyhow::Result<oar::ir::Graph> {
-    use oar::passes::{PassContext, Pipeline};
-    let cluster = oar::ir::Cluster::resolve("cpu")?;
-    let mut cx = PassContext::new(cluster.node_groups[0].device.clone());
-    cx.bindings = bindings.clone();
-    Ok(Pipeline::named(pipeline, &[])?.run(g, &cx, |_, _| {})?.0)
 }

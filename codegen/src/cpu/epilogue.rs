@@ -1,7 +1,7 @@
 //! What the contraction kernels apply to a result before storing it: bias (per row or per
 //! column), residual, then the activation, on whole vectors or single floats.
 
-use super::ir::{Ir, OrMsg, R};
+use super::builder::{LlvmBuilder, OrMsg, R};
 use crate::kernel::{BiasMode, GemmAct, GemmSpec};
 use inkwell::values::{FloatValue, IntValue, PointerValue, VectorValue};
 use inkwell::FloatPredicate;
@@ -9,7 +9,7 @@ use inkwell::FloatPredicate;
 /// The epilogue of one contraction: its spec's bias mode, residual and activation, and the
 /// bias and residual buffers (already offset to the current batch).
 pub(crate) struct Epilogue<'a, 'b, 'ctx> {
-    pub ir: &'a Ir<'b, 'ctx>,
+    pub ir: &'a LlvmBuilder<'b, 'ctx>,
     pub s: &'a GemmSpec,
     pub bias: PointerValue<'ctx>,
     pub res: PointerValue<'ctx>,
@@ -77,7 +77,7 @@ impl<'ctx> Epilogue<'_, '_, 'ctx> {
 
 /// The epilogue activation on a scalar or vector.
 pub(crate) fn act_scalar<'ctx>(
-    ir: &Ir<'_, 'ctx>,
+    ir: &LlvmBuilder<'_, 'ctx>,
     a: GemmAct,
     x: FloatValue<'ctx>,
 ) -> R<FloatValue<'ctx>> {
@@ -107,7 +107,7 @@ pub(crate) fn act_scalar<'ctx>(
 }
 
 pub(crate) fn act_vector<'ctx>(
-    ir: &Ir<'_, 'ctx>,
+    ir: &LlvmBuilder<'_, 'ctx>,
     a: GemmAct,
     x: VectorValue<'ctx>,
 ) -> R<VectorValue<'ctx>> {

@@ -5,8 +5,8 @@
 //! are stored. The blocking comes from the spec's [`Tiling`]. One routine is generated per
 //! epilogue variant; the kernel wrapper calls it for its slice of column panels.
 
+use super::builder::{LlvmBuilder, OrMsg, R};
 use super::epilogue::Epilogue;
-use super::ir::{Ir, OrMsg, R};
 use super::lower::load_args;
 use crate::kernel::{BiasMode, GemmAct, GemmSpec, Kernel, Tiling};
 use inkwell::context::Context;
@@ -70,7 +70,7 @@ fn sgemm<'ctx>(cx: &'ctx Context, module: &Module<'ctx>, s: &GemmSpec) -> R<Func
         false,
     );
     let f = module.add_function(&name, ty, Some(Linkage::Internal));
-    let ir = Ir::new(cx, module, f, s.tile.lanes as u32);
+    let ir = LlvmBuilder::new(cx, module, f, s.tile.lanes as u32);
     let arg = |k: u32| f.get_nth_param(k).expect("declared above");
     let (a, bm, c, bias, res) = (
         arg(0).into_pointer_value(),
@@ -143,7 +143,7 @@ struct TileAt<'ctx> {
 }
 
 struct Gemm<'a, 'b, 'ctx> {
-    ir: &'a Ir<'b, 'ctx>,
+    ir: &'a LlvmBuilder<'b, 'ctx>,
     s: &'a GemmSpec,
     a: PointerValue<'ctx>,
     bm: PointerValue<'ctx>,
@@ -378,7 +378,7 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
             .m()?;
         // Full tiles: vector stores; the first depth panel skips reading C.
         let store_row =
-            |ir: &Ir<'_, 'ctx>, r: usize, accumulate: Option<IntValue<'ctx>>| -> R<()> {
+            |ir: &LlvmBuilder<'_, 'ctx>, r: usize, accumulate: Option<IntValue<'ctx>>| -> R<()> {
                 let crow = ir.mul(ir.add(row, ir.i(r as i64))?, self.ldc)?;
                 for v in 0..vpr {
                     let c0 = ir.add(col, ir.i(v as i64 * lanes))?;
@@ -402,7 +402,7 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                 }
                 Ok(())
             };
-        let store_full = |ir: &Ir<'_, 'ctx>, accumulate: bool| -> R<()> {
+        let store_full = |ir: &LlvmBuilder<'_, 'ctx>, accumulate: bool| -> R<()> {
             for r in 0..tmr as usize {
                 store_row(ir, r, accumulate.then_some(ir.cx.bool_type().const_zero()))?;
             }
@@ -410,7 +410,7 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         };
         // Full-width tiles with fewer rows (M not a multiple of MR): vector rows while r < mr.
         let wide = ir.icmp(IntPredicate::EQ, nr, ir.i(tnr))?;
-        let store_wide = |ir: &Ir<'_, 'ctx>| -> R<()> {
+        let store_wide = |ir: &LlvmBuilder<'_, 'ctx>| -> R<()> {
             for r in 0..tmr as usize {
                 let has = ir.icmp(IntPredicate::SLT, ir.i(r as i64), mr)?;
                 ir.if_else(
@@ -554,7 +554,11 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
 
 /// The kernel wrapper: for its slice `[begin, end)` of `batch × ⌈n/NR⌉` column panels,
 /// calls the routine once per batch it touches.
-pub(crate) fn lower_gemm_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpec) -> R<()> {
+pub(crate) fn lower_gemm_kernel<'ctx>(
+    ir: &LlvmBuilder<'_, 'ctx>,
+    k: &Kernel,
+    s: &GemmSpec,
+) -> R<()> {
     let f = sgemm(ir.cx, ir.module, s)?;
     let bufs = load_args(ir, k.params.len())?;
     let (a, b, c) = (bufs[0], bufs[1], bufs[2]);

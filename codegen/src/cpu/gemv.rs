@@ -3,8 +3,8 @@
 //! is read once — so each parallel unit streams its part of the matrix straight into
 //! vector accumulators held in registers, and applies the epilogue while storing.
 
+use super::builder::{LlvmBuilder, OrMsg, R};
 use super::epilogue::Epilogue;
-use super::ir::{Ir, OrMsg, R};
 use super::lower::load_args;
 use crate::kernel::{BiasMode, GemmSpec, Kernel, SUM_CHAINS};
 use inkwell::values::{FloatValue, IntValue, PointerValue, VectorValue};
@@ -19,7 +19,11 @@ struct Operands<'ctx> {
     res: PointerValue<'ctx>,
 }
 
-pub(crate) fn lower_gemv_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpec) -> R<()> {
+pub(crate) fn lower_gemv_kernel<'ctx>(
+    ir: &LlvmBuilder<'_, 'ctx>,
+    k: &Kernel,
+    s: &GemmSpec,
+) -> R<()> {
     let bufs = load_args(ir, k.params.len())?;
     ir.disjoint_buffers(&bufs);
     let null = ir.ptrt().const_null();
@@ -64,7 +68,7 @@ pub(crate) fn lower_gemv_kernel<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, s: &GemmSpe
 }
 
 struct Gemv<'a, 'b, 'ctx> {
-    ir: &'a Ir<'b, 'ctx>,
+    ir: &'a LlvmBuilder<'b, 'ctx>,
     s: &'a GemmSpec,
     ops: Operands<'ctx>,
 }
@@ -247,7 +251,7 @@ impl<'ctx> Gemv<'_, '_, 'ctx> {
         let acc = self.accumulators(SUM_CHAINS)?;
         // r0 is a multiple of the panel width: the panel starts at r0 · K.
         let base = ir.mul(r0, ir.i(s.k))?;
-        let step = |ir: &Ir<'_, 'ctx>, kk: IntValue<'ctx>, slot: PointerValue<'ctx>| {
+        let step = |ir: &LlvmBuilder<'_, 'ctx>, kk: IntValue<'ctx>, slot: PointerValue<'ctx>| {
             let w = ir.load_v(self.ops.a, ir.add(base, ir.mul(kk, ir.i(lanes))?)?)?;
             let x = ir.splat(ir.load_f32(self.ops.b, kk)?)?;
             self.fma(slot, w, x)

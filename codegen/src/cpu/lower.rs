@@ -1,7 +1,7 @@
 //! Kernel IR loops → an LLVM function `void name(ptr args, i64 begin, i64 end, ptr scratch)`.
 //! Index math is i64; floats are f32; LLVM's O3 pipeline vectorizes the inner loops.
 
-use super::ir::{Ir, OrMsg, R};
+use super::builder::{LlvmBuilder, OrMsg, R};
 use crate::kernel::{Bin, Cond, Elem, Expr, IExpr, Kernel, Stmt, Un};
 use inkwell::values::{FloatValue, IntValue, PointerValue};
 use inkwell::{FloatPredicate, IntPredicate};
@@ -28,7 +28,7 @@ fn flagged(v: FloatValue<'_>, reassoc: bool) -> R<FloatValue<'_>> {
 }
 
 pub(crate) struct LoopCx<'a, 'b, 'ctx> {
-    pub ir: &'a Ir<'b, 'ctx>,
+    pub ir: &'a LlvmBuilder<'b, 'ctx>,
     pub bufs: Vec<PointerValue<'ctx>>,
     pub elems: Vec<Elem>,
     pub vars: HashMap<u32, IntValue<'ctx>>,
@@ -38,7 +38,7 @@ pub(crate) struct LoopCx<'a, 'b, 'ctx> {
 }
 
 /// Loads each buffer pointer from the argument array.
-pub(crate) fn load_args<'ctx>(ir: &Ir<'_, 'ctx>, n: usize) -> R<Vec<PointerValue<'ctx>>> {
+pub(crate) fn load_args<'ctx>(ir: &LlvmBuilder<'_, 'ctx>, n: usize) -> R<Vec<PointerValue<'ctx>>> {
     let args = ir
         .func
         .get_nth_param(0)
@@ -56,7 +56,7 @@ pub(crate) fn load_args<'ctx>(ir: &Ir<'_, 'ctx>, n: usize) -> R<Vec<PointerValue
         .collect()
 }
 
-pub(crate) fn lower_loops<'ctx>(ir: &Ir<'_, 'ctx>, k: &Kernel, body: &[Stmt]) -> R<()> {
+pub(crate) fn lower_loops<'ctx>(ir: &LlvmBuilder<'_, 'ctx>, k: &Kernel, body: &[Stmt]) -> R<()> {
     let mut bufs = load_args(ir, k.params.len())?;
     // The per-thread scratch area is buffer `params.len()`.
     bufs.push(

@@ -1,7 +1,7 @@
 //! Inline math the vectorizer can widen. `llvm.exp` lowers to a scalar libm call per
 //! element, which keeps softmax and sigmoid loops scalar; this exp is plain arithmetic.
 
-use super::ir::{Ir, OrMsg, R};
+use super::builder::{LlvmBuilder, OrMsg, R};
 use inkwell::values::FloatValue;
 use inkwell::FloatPredicate;
 
@@ -9,7 +9,10 @@ use inkwell::FloatPredicate;
 /// by the Cephes expf polynomial (≈ 1 ulp), 2^n assembled in the exponent bits. Below
 /// −87.3 the result is 0 (f32 underflow, and e^−∞ = 0 in masked softmax), above 88.7 +∞,
 /// NaN stays NaN.
-pub(crate) fn exp_f32<'ctx>(ir: &Ir<'_, 'ctx>, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+pub(crate) fn exp_f32<'ctx>(
+    ir: &LlvmBuilder<'_, 'ctx>,
+    x: FloatValue<'ctx>,
+) -> R<FloatValue<'ctx>> {
     const LO: f32 = -87.336_55;
     const HI: f32 = 88.722_83;
     let b = &ir.b;

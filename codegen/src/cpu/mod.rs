@@ -2,10 +2,10 @@
 //! (MCJIT, functions tagged with the host CPU and features, module optimized with LLVM's
 //! O3 pipeline first) or emitted as an object file / text.
 
+mod builder;
 mod epilogue;
 mod gemm;
 mod gemv;
-mod ir;
 mod lower;
 mod math;
 mod target;
@@ -13,13 +13,13 @@ mod target;
 pub use target::{check_cpu_name, check_features, host_cpu, target_machine, CpuTarget};
 
 use crate::kernel::{Body, Compiled, Kernel};
+use builder::LlvmBuilder;
 use inkwell::context::Context;
 use inkwell::execution_engine::ExecutionEngine;
 use inkwell::module::Module;
 use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::FileType;
 use inkwell::OptimizationLevel;
-use ir::Ir;
 use oar_runtime::program::KernelFn;
 
 /// Why code generation failed.
@@ -54,7 +54,7 @@ pub fn build_module<'ctx>(
         .fn_type(&[p.into(), i.into(), i.into(), p.into()], false);
     for k in kernels {
         let f = module.add_function(&k.name, sig, None);
-        let ir = Ir::new(cx, &module, f, lanes);
+        let ir = LlvmBuilder::new(cx, &module, f, lanes);
         let res = match &k.body {
             Body::Loops(stmts) => lower::lower_loops(&ir, k, stmts),
             Body::Gemm(s) => gemm::lower_gemm_kernel(&ir, k, s),

@@ -1,15 +1,15 @@
 //! The closed set of operations. Per-op behaviour lives in `match`-based functions split by
-//! concern: attributes (`attrs/`), shape inference (`shape/`), cost (`cost.rs`), per-op facts
+//! concern: attributes (`attrs/`), shape inference (`shape/`), FLOP and byte counts (`counts.rs`), per-op facts
 //! asked by several crates (`facts.rs`).
 //! Adding an op is the checklist in `ir/README.md`.
 
 mod attrs;
-mod cost;
+mod counts;
 mod facts;
 mod shape;
 
 pub use attrs::{all_op_names, op_attrs, op_from_attrs, Attr, AttrError};
-pub use cost::{op_cost, OpCost};
+pub use counts::{op_cost, OpCost};
 pub use facts::LoadTime;
 pub use shape::{infer_types, norm_axis, InferCtx, ShapeError};
 

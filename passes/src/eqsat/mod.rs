@@ -5,8 +5,8 @@ pub mod extract;
 pub mod lang;
 pub mod rules;
 
-use crate::cost::CostModel;
 use crate::pass::{Pass, PassContext, PassFailure};
+use crate::roofline::CostModel;
 use egg::Id;
 use lang::{OpKey, TensorNode, TypeAnalysis, EG};
 use oar_ir::op::{infer_types, InferCtx, Literal, Op, ShapeError};

@@ -9,8 +9,8 @@
 //! weights are recognised by the frontend's names (`q_proj`, `k_proj`, `v_proj` → the
 //! chain's `qkv`, `out_proj` → `out`, `linear1` → `ffn1`, `linear2` → `ffn2`).
 
-use super::cost::{Evaluation, Mapping};
 use super::intra_op::OpLayout;
+use super::step_cost::{Evaluation, Mapping};
 use oar_ir::dist::{OpDist, Placement, ProcessMesh};
 use oar_ir::op::Op;
 use oar_ir::Graph;

@@ -2,16 +2,16 @@
 //! (compute, collectives, bubbles, memory), the planner, and reports.
 
 pub mod annotate;
-pub mod cost;
 pub mod intra_op;
 pub mod partition;
 pub mod report;
 pub mod search;
 mod sharding_rules;
 pub mod spec;
+pub mod step_cost;
 
 pub use annotate::{annotate, AnnotateError};
-pub use cost::{Evaluation, Job, ParallelPlan, TrainingCostModel};
 pub use partition::{partition, partition_rank, specialize, PartitionError, RankGraph};
 pub use search::{plan, plan_with, weak_scaling, Constraints, PlanError, PlanOutcome};
 pub use spec::{LayerSpec, ModelSpec, TransformerConfig};
+pub use step_cost::{Evaluation, Job, ParallelPlan, TrainingCostModel};

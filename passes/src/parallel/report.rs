@@ -1,8 +1,8 @@
 //! The auto-parallelization report: text, Markdown, JSON and HTML (with SVG charts).
 
-use super::cost::{Evaluation, Job, Recompute, Schedule};
 use super::search::{PlanOutcome, ScalingRow};
 use super::spec::ModelSpec;
+use super::step_cost::{Evaluation, Job, Recompute, Schedule};
 use oar_ir::cluster::Cluster;
 use serde_json::json;
 use std::fmt::Write;
@@ -93,10 +93,10 @@ impl Report<'_> {
         );
         let _ = writeln!(s, "chosen: {}", Self::plan_line(b));
         let map = match b.plan.mapping {
-            super::cost::Mapping::TpDpPp => {
+            super::step_cost::Mapping::TpDpPp => {
                 "tensor groups inside a node, then data, pipeline stages outermost"
             }
-            super::cost::Mapping::TpPpDp => {
+            super::step_cost::Mapping::TpPpDp => {
                 "tensor groups inside a node, then pipeline, data replicas outermost"
             }
         };

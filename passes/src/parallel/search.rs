@@ -2,8 +2,8 @@
 //! ZeRO stage, micro-batching, recompute, sequence parallelism and pipeline schedule;
 //! partitions layers into stages by dynamic programming; rejects plans that do not fit.
 
-use super::cost::*;
 use super::spec::ModelSpec;
+use super::step_cost::*;
 use oar_ir::cluster::Cluster;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -3,10 +3,10 @@
 //! against. Computes in f32, with i64 and bool where ops need them.
 
 mod collective;
+mod data_movement;
 mod elementwise;
-mod layout;
 mod linalg;
-mod nn;
+mod norm_reduce_pool;
 mod training;
 
 pub use training::{dropout_keep, run_with_options, train_step, RunOptions, RunResult};
@@ -176,7 +176,7 @@ fn eval(
         Op::BatchNorm {
             eps,
             momentum: None,
-        } => one(nn::batch_norm(
+        } => one(norm_reduce_pool::batch_norm(
             ins[0],
             [ins[1], ins[2], ins[3], ins[4]],
             *eps,
@@ -185,20 +185,22 @@ fn eval(
             eps,
             momentum: Some(m),
         } => training::batch_norm_train(ins[0], [ins[1], ins[2], ins[3], ins[4]], *eps, *m),
-        Op::LayerNorm { axis, eps } => one(nn::layer_norm(ins[0], ins[1], ins[2], *axis, *eps)),
-        Op::Softmax { axis } => one(nn::softmax(ins[0], *axis, false)),
-        Op::LogSoftmax { axis } => one(nn::softmax(ins[0], *axis, true)),
-        Op::CausalMask { fill } => one(nn::causal_mask(ins[0], *fill)),
-        Op::Reduce(r) => one(nn::reduce(ins[0], r)),
-        Op::Pool(p) => one(nn::pool(ins[0], p)),
-        Op::GlobalPool(k) => one(nn::global_pool(ins[0], *k)),
+        Op::LayerNorm { axis, eps } => one(norm_reduce_pool::layer_norm(
+            ins[0], ins[1], ins[2], *axis, *eps,
+        )),
+        Op::Softmax { axis } => one(norm_reduce_pool::softmax(ins[0], *axis, false)),
+        Op::LogSoftmax { axis } => one(norm_reduce_pool::softmax(ins[0], *axis, true)),
+        Op::CausalMask { fill } => one(norm_reduce_pool::causal_mask(ins[0], *fill)),
+        Op::Reduce(r) => one(norm_reduce_pool::reduce(ins[0], r)),
+        Op::Pool(p) => one(norm_reduce_pool::pool(ins[0], p)),
+        Op::GlobalPool(k) => one(norm_reduce_pool::global_pool(ins[0], *k)),
         Op::Resize(r) => {
             let s = &out_shapes[0];
-            one(nn::resize(ins[0], r, [s[2], s[3]]))
+            one(norm_reduce_pool::resize(ins[0], r, [s[2], s[3]]))
         }
-        Op::Concat { axis } => one(layout::concat(ins, *axis)),
-        Op::Split { axis, sizes } => layout::split(ins[0], *axis, sizes),
-        Op::Slice(s) => one(layout::slice(ins[0], s)),
+        Op::Concat { axis } => one(data_movement::concat(ins, *axis)),
+        Op::Split { axis, sizes } => data_movement::split(ins[0], *axis, sizes),
+        Op::Slice(s) => one(data_movement::slice(ins[0], s)),
         Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. } => {
             // Views: same data, the shape inference already computed.
             Ok(vec![HostTensor {
@@ -206,10 +208,10 @@ fn eval(
                 data: ins[0].data.clone(),
             }])
         }
-        Op::Transpose { perm } => one(layout::transpose(ins[0], perm)),
-        Op::Gather { axis } => one(layout::gather(ins[0], ins[1], *axis)),
-        Op::GatherElements { axis } => one(layout::gather_elements(ins[0], ins[1], *axis)),
-        Op::Embedding => one(layout::embedding(ins[0], ins[1])),
+        Op::Transpose { perm } => one(data_movement::transpose(ins[0], perm)),
+        Op::Gather { axis } => one(data_movement::gather(ins[0], ins[1], *axis)),
+        Op::GatherElements { axis } => one(data_movement::gather_elements(ins[0], ins[1], *axis)),
+        Op::Embedding => one(data_movement::embedding(ins[0], ins[1])),
         Op::Shape => Ok(vec![HostTensor::i64(
             vec![ins[0].shape.len()],
             ins[0].shape.iter().map(|&d| d as i64).collect(),

@@ -3,10 +3,10 @@
 
 mod comm;
 mod contraction;
+mod data_movement;
 mod depthwise;
 mod gemv;
-mod layout;
-mod nn;
+mod norm_reduce_pool;
 mod padded;
 mod pointwise;
 
@@ -250,13 +250,32 @@ pub fn build_kernels(
         message,
     };
     if g.mode == oar_ir::ExecMode::Training {
-        // Compiled programs are inference programs: dropout and batch_norm mean their
-        // inference forms here, and parameters are folded at load time.
-        return Err(top(
-            "training graphs run in the interpreter; compile an inference graph".into(),
-        ));
+        // Parameters are not load-time constants here (`analysis::weight_only` reads the
+        // mode), so a training graph of plain ops compiles. What has no kernel yet: the
+        // dropout mask and the running-statistics updates (batch_norm's training form is
+        // refused where it is lowered).
+        if !g.state.is_empty() {
+            return Err(top(format!(
+                "training state updates ({}) are not compiled yet; run this graph in the interpreter",
+                g.state.join(", ")
+            )));
+        }
     }
     let g = inline_functions(g).map_err(top)?;
+    // After inlining, so a dropout inside a fused body is seen too.
+    if g.mode == oar_ir::ExecMode::Training {
+        if let Some(n) = g
+            .nodes()
+            .iter()
+            .find(|n| matches!(n.op, Op::Dropout { .. }))
+        {
+            return Err(BuildError {
+            node: n.name.clone(),
+            op: n.op.name().to_string(),
+            message: "training dropout (a seeded mask) has no CPU kernel yet; run this graph in the interpreter".into(),
+        });
+        }
+    }
     let mut b = Builder {
         program: Program::default(),
         kernels: Vec::new(),
@@ -485,14 +504,14 @@ fn lower_node(
         | Op::LogSoftmax { .. }
         | Op::Reduce(_)
         | Op::GlobalPool(_)
-        | Op::Pool(_) => nn::lower(b, name, op, ins, &outs[0]),
+        | Op::Pool(_) => norm_reduce_pool::lower(b, name, op, ins, &outs[0]),
         Op::Concat { .. }
         | Op::Split { .. }
         | Op::Slice(_)
         | Op::Transpose { .. }
         | Op::Gather { .. }
         | Op::GatherElements { .. }
-        | Op::Embedding => layout::lower(b, name, op, ins, outs),
+        | Op::Embedding => data_movement::lower(b, name, op, ins, outs),
         Op::Input
         | Op::Param(_)
         | Op::Constant(_)

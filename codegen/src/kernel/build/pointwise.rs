@@ -357,5 +357,5 @@ pub(crate) fn copy(
     if dtype != DType::F32 {
         return Err(format!("copying {} outputs is not compiled", dtype.name()));
     }
-    super::layout::gather_copy(b, "copy", dst, src, &[], n, IExpr::v(0))
+    super::data_movement::gather_copy(b, "copy", dst, src, &[], n, IExpr::v(0))
 }

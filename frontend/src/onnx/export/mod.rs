@@ -303,16 +303,20 @@ impl Exporter<'_> {
         name
     }
 
-    /// A scalar f32 initializer.
+    /// A scalar f32 as a `Constant` node, not an initializer: importers (oar's included)
+    /// take float initializers for weights, and a scale is not one.
     pub(super) fn scalar(&mut self, base: &str, v: f64) -> String {
-        let name = self.tmp(base);
         let t = OnnxTensor {
             dtype: DType::F32,
             dims: vec![],
             data: OnnxData::F32(vec![v as f32]),
         };
-        self.inits.push(encode_tensor(&name, &t));
-        name
+        self.op(
+            "Constant",
+            vec![],
+            vec![("value", A::T(Box::new(encode_tensor("", &t))))],
+            base,
+        )
     }
 
     pub(super) fn graph(&self) -> &Graph {

@@ -6,7 +6,7 @@
 mod attrs;
 mod importer;
 mod known;
-mod nn;
+mod linalg_norm_pool;
 mod pointwise;
 mod shape_ops;
 

@@ -28,8 +28,8 @@ fn fail<T>(msg: impl Into<String>) -> R<T> {
     Err(ShapeError(msg.into()))
 }
 
+mod data_movement;
 mod helpers;
-mod layout;
 
 use helpers::*;
 pub use helpers::{broadcast, norm_axis};
@@ -371,7 +371,7 @@ pub fn infer_types(
         | Op::Gather { .. }
         | Op::GatherElements { .. }
         | Op::Embedding
-        | Op::Shape => layout::infer(op, inputs),
+        | Op::Shape => data_movement::infer(op, inputs),
         Op::AllReduce { group, .. } | Op::Broadcast { group, .. } => {
             arity(op, inputs, &[1])?;
             group_size(op, group, ctx)?;

@@ -1,4 +1,7 @@
-//! memory: liveness analysis and buffer assignment with reuse for one device.
+//! Liveness estimate: how many bytes of activations one device needs, from a best-fit
+//! buffer reuse over the graph. A report only: the runtime plans the storage it actually
+//! uses per compiled program (`oar_runtime::program::Program::plan_storage`, over kernel
+//! steps, after lowering), so the two figures can differ. Registered as the `memory` pass.
 //!
 //! Every value that is not a view gets a buffer; a view (reshape, squeeze, unsqueeze,
 //! flatten) shares its operand's. A value lives from its definition to its last use (graph
@@ -9,9 +12,9 @@ use crate::pass::{Pass, PassContext, PassFailure};
 use oar_ir::{Graph, ValueRef};
 use std::collections::BTreeMap;
 
-/// Where each value lives and what it all takes.
+/// Where each value would live and what it all would take.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct MemoryPlan {
+pub struct LivenessEstimate {
     /// Buffer index for each value (views share their source's); weights have none.
     pub buffer_of: BTreeMap<ValueRef, usize>,
     /// Size of each buffer, bytes.
@@ -26,13 +29,13 @@ pub struct MemoryPlan {
     pub weight_bytes: u64,
 }
 
-/// Plans buffers for `g` with symbols bound by `b` (unbound count as 1).
-pub fn plan_memory(g: &Graph, b: &BTreeMap<String, u64>) -> MemoryPlan {
+/// Estimates buffers for `g` with symbols bound by `b` (unbound count as 1).
+pub fn estimate_liveness(g: &Graph, b: &BTreeMap<String, u64>) -> LivenessEstimate {
     let n = g.len();
     // The value whose buffer each value occupies (itself, or a view's source, transitively).
     let mut root: BTreeMap<ValueRef, ValueRef> = BTreeMap::new();
     let mut last_use: BTreeMap<ValueRef, usize> = BTreeMap::new();
-    let mut plan = MemoryPlan::default();
+    let mut plan = LivenessEstimate::default();
     for (id, node) in g.iter() {
         for (p, t) in node.outputs.iter().enumerate() {
             let v = ValueRef::new(id, p as u32);
@@ -106,18 +109,19 @@ pub fn plan_memory(g: &Graph, b: &BTreeMap<String, u64>) -> MemoryPlan {
     plan
 }
 
-/// The memory pass: an analysis that reports the plan and leaves the graph unchanged.
-pub struct MemoryPass;
+/// The `memory` pass: an analysis that reports the liveness estimate and leaves the graph
+/// unchanged.
+pub struct LivenessPass;
 
-impl Pass for MemoryPass {
+impl Pass for LivenessPass {
     fn name(&self) -> &'static str {
         "memory"
     }
     fn description(&self) -> &'static str {
-        "liveness and buffer reuse; reports peak and arena bytes"
+        "liveness estimate of buffer reuse; reports peak and arena bytes"
     }
     fn run(&self, g: Graph, cx: &PassContext) -> Result<(Graph, Vec<String>), PassFailure> {
-        let p = plan_memory(&g, &cx.bindings);
+        let p = estimate_liveness(&g, &cx.bindings);
         let mb = |x: u64| x as f64 / 1e6;
         let notes = vec![format!(
             "peak live activations {:.2} MB; arena {:.2} MB in {} buffers (without reuse {:.2} MB); weights {:.2} MB",

@@ -1,5 +1,5 @@
-//! A thin layer over inkwell's builder for the code generators: typed helpers for loops,
-//! branches, loads and stores, with LLVM's builder errors turned into strings.
+//! `LlvmBuilder`: a thin layer over inkwell's builder for the code generators: typed helpers
+//! for loops, branches, loads and stores, with LLVM's builder errors turned into strings.
 
 use inkwell::basic_block::BasicBlock;
 use inkwell::builder::Builder;
@@ -26,7 +26,7 @@ impl<T, E: std::fmt::Debug> OrMsg<T> for Result<T, E> {
     }
 }
 
-pub(crate) struct Ir<'a, 'ctx> {
+pub(crate) struct LlvmBuilder<'a, 'ctx> {
     pub cx: &'ctx Context,
     pub module: &'a Module<'ctx>,
     pub b: Builder<'ctx>,
@@ -39,17 +39,17 @@ pub(crate) struct Ir<'a, 'ctx> {
     scopes: RefCell<Vec<(usize, MetadataValue<'ctx>, MetadataValue<'ctx>)>>,
 }
 
-impl<'a, 'ctx> Ir<'a, 'ctx> {
+impl<'a, 'ctx> LlvmBuilder<'a, 'ctx> {
     pub fn new(
         cx: &'ctx Context,
         module: &'a Module<'ctx>,
         func: FunctionValue<'ctx>,
         lanes: u32,
-    ) -> Ir<'a, 'ctx> {
+    ) -> LlvmBuilder<'a, 'ctx> {
         let b = cx.create_builder();
         let entry = cx.append_basic_block(func, "entry");
         b.position_at_end(entry);
-        Ir {
+        LlvmBuilder {
             cx,
             module,
             b,

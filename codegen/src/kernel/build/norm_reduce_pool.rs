@@ -309,7 +309,10 @@ pub(crate) fn lower(
         | Op::FusedConv2d { .. }
         | Op::FusedMatMul { .. }
         | Op::Fused { .. }
-        | Op::Send { .. } => Err(format!("internal: {} routed to nn", op.name())),
+        | Op::Send { .. } => Err(format!(
+            "internal: {} routed to norm_reduce_pool",
+            op.name()
+        )),
     }
 }
 

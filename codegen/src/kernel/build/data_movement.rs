@@ -227,6 +227,6 @@ pub(crate) fn lower(
         | Op::FusedConv2d { .. }
         | Op::FusedMatMul { .. }
         | Op::Fused { .. }
-        | Op::Send { .. } => Err(format!("internal: {} routed to layout", op.name())),
+        | Op::Send { .. } => Err(format!("internal: {} routed to data_movement", op.name())),
     }
 }
