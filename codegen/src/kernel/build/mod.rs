@@ -163,9 +163,9 @@ fn inline_functions(g: &Graph) -> Result<Graph, String> {
     if !g.iter().any(|(_, n)| matches!(n.op, Op::Fused { .. })) {
         return Ok(g.clone());
     }
-    let mut out = Graph::new(g.name.clone());
-    out.meshes = g.meshes.clone();
-    out.mode = g.mode;
+    // Same module (name, mode, meshes, state) without the bodies it inlines.
+    let mut out = g.empty_like();
+    out.functions.clear();
     let mut map: HashMap<ValueRef, ValueRef> = HashMap::new();
     let err = |e: oar_ir::NodeError| e.to_string();
     for (id, node) in g.iter() {
