@@ -1,6 +1,7 @@
 //! oar-passes: graph passes over `ir::Graph` — the pass infrastructure and registry,
 //! canonicalize, equality saturation with egg, fusion, the liveness estimate and the cost models.
 
+pub mod autodiff;
 pub mod canonicalize;
 pub mod comm_cost;
 pub mod eqsat;

@@ -1,0 +1,216 @@
+//! The graph under construction during differentiation, with the small builders every
+//! gradient rule uses (constants, arithmetic, un-broadcasting).
+
+use super::AutodiffError;
+use oar_ir::dist::ReduceOp;
+use oar_ir::op::{BinaryOp, Literal, Op, ReduceOverAxes, ReshapeDim};
+use oar_ir::{DType, Dim, Graph, NodeId, TensorType, ValueRef};
+
+/// The forward graph plus the backward nodes appended so far.
+pub struct GradCx {
+    graph: Graph,
+    counter: usize,
+}
+
+impl GradCx {
+    pub(crate) fn new(graph: Graph) -> GradCx {
+        GradCx { graph, counter: 0 }
+    }
+
+    pub(crate) fn into_graph(self) -> Graph {
+        self.graph
+    }
+
+    /// The graph so far (the forward nodes keep their ids).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The type of a value of the graph. Values come from this graph, so a miss is a bug
+    /// in a rule.
+    pub fn ty(&self, v: ValueRef) -> TensorType {
+        self.graph
+            .value_type(v)
+            .cloned()
+            .unwrap_or_else(|| panic!("autodiff rule used a value {v} that does not exist"))
+    }
+
+    /// Static dims of a value (shapes are static once differentiation starts).
+    pub fn dims(&self, v: ValueRef) -> Vec<u64> {
+        self.ty(v).shape.as_static().unwrap_or_default()
+    }
+
+    fn fresh_name(&mut self, of: NodeId) -> String {
+        self.counter += 1;
+        format!("grad.{}.{}", self.graph.node(of).name, self.counter)
+    }
+
+    /// Adds a node computing part of the gradient of `of`; returns the node.
+    pub fn emit_node(
+        &mut self,
+        op: Op,
+        inputs: Vec<ValueRef>,
+        of: NodeId,
+    ) -> Result<NodeId, AutodiffError> {
+        let name = self.fresh_name(of);
+        self.graph
+            .add_node(op, inputs, Some(name))
+            .map_err(|e| AutodiffError::Graph {
+                node: self.graph.node(of).name.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Adds a one-output node computing part of the gradient of `of`.
+    pub fn emit(
+        &mut self,
+        op: Op,
+        inputs: Vec<ValueRef>,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        Ok(self.emit_node(op, inputs, of)?.into())
+    }
+
+    /// A constant of type `ty` holding `values` (row-major).
+    pub fn constant(
+        &mut self,
+        values: Vec<f64>,
+        ty: TensorType,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        let name = self.fresh_name(of);
+        let lit = if ty.dtype.is_float() {
+            Literal::Floats(values)
+        } else {
+            Literal::Ints(values.into_iter().map(|v| v as i64).collect())
+        };
+        self.graph
+            .add_node_typed(Op::Constant(lit), vec![], vec![ty], Some(name))
+            .map(ValueRef::from)
+            .map_err(|e| AutodiffError::Graph {
+                node: self.graph.node(of).name.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// A rank-0 constant of `dtype`.
+    pub fn scalar(
+        &mut self,
+        value: f64,
+        dtype: DType,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        self.constant(vec![value], TensorType::new(dtype, vec![]), of)
+    }
+
+    /// A constant of `v`'s type filled with `value`.
+    pub(crate) fn scalar_like(
+        &mut self,
+        value: f64,
+        v: ValueRef,
+        _tag: &str,
+    ) -> Result<ValueRef, AutodiffError> {
+        let ty = self.ty(v);
+        let n = ty.shape.numel().as_static().unwrap_or(1) as usize;
+        self.constant(vec![value; n], ty, v.node)
+    }
+
+    /// `op(a, b)` with numpy broadcasting.
+    pub fn binary(
+        &mut self,
+        op: BinaryOp,
+        a: ValueRef,
+        b: ValueRef,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        self.emit(Op::Binary(op), vec![a, b], of)
+    }
+
+    pub fn add(&mut self, a: ValueRef, b: ValueRef, of: NodeId) -> Result<ValueRef, AutodiffError> {
+        self.binary(BinaryOp::Add, a, b, of)
+    }
+
+    pub fn sub(&mut self, a: ValueRef, b: ValueRef, of: NodeId) -> Result<ValueRef, AutodiffError> {
+        self.binary(BinaryOp::Sub, a, b, of)
+    }
+
+    pub fn mul(&mut self, a: ValueRef, b: ValueRef, of: NodeId) -> Result<ValueRef, AutodiffError> {
+        self.binary(BinaryOp::Mul, a, b, of)
+    }
+
+    pub fn div(&mut self, a: ValueRef, b: ValueRef, of: NodeId) -> Result<ValueRef, AutodiffError> {
+        self.binary(BinaryOp::Div, a, b, of)
+    }
+
+    /// `v * c` for a scalar `c` (in `v`'s dtype).
+    pub fn scale(&mut self, v: ValueRef, c: f64, of: NodeId) -> Result<ValueRef, AutodiffError> {
+        let dtype = self.ty(v).dtype;
+        let s = self.scalar(c, dtype, of)?;
+        self.mul(v, s, of)
+    }
+
+    /// Sum over `axes`.
+    pub fn reduce_sum(
+        &mut self,
+        v: ValueRef,
+        axes: Vec<i64>,
+        keepdims: bool,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        self.emit(
+            Op::Reduce(ReduceOverAxes {
+                op: ReduceOp::Sum,
+                axes,
+                keepdims,
+            }),
+            vec![v],
+            of,
+        )
+    }
+
+    /// Reshape to static `dims`.
+    pub fn reshape(
+        &mut self,
+        v: ValueRef,
+        dims: &[u64],
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        let shape = dims
+            .iter()
+            .map(|&d| ReshapeDim::Dim(Dim::Static(d)))
+            .collect();
+        self.emit(Op::Reshape { shape }, vec![v], of)
+    }
+
+    /// The gradient of a value broadcast from `to` to `g`'s shape: `g` summed over the
+    /// broadcast dims and reshaped to `to`.
+    pub fn unbroadcast(
+        &mut self,
+        g: ValueRef,
+        to: &TensorType,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        let gd = self.dims(g);
+        let td = to.shape.as_static().unwrap_or_default();
+        if gd == td {
+            return Ok(g);
+        }
+        let lead = gd.len().saturating_sub(td.len());
+        let mut axes: Vec<i64> = (0..lead as i64).collect();
+        for (i, &t) in td.iter().enumerate() {
+            if t == 1 && gd.get(lead + i).copied().unwrap_or(1) != 1 {
+                axes.push((lead + i) as i64);
+            }
+        }
+        let summed = if axes.is_empty() {
+            g
+        } else {
+            self.reduce_sum(g, axes, true, of)?
+        };
+        if self.dims(summed) == td {
+            Ok(summed)
+        } else {
+            self.reshape(summed, &td, of)
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Fused groups: differentiate the body (inlined) with the same rules.
+
+use super::{no_rule, InputGrads};
+use crate::autodiff::GradCx;
+use oar_ir::{NodeId, ValueRef};
+
+pub(super) fn vjp(
+    cx: &mut GradCx,
+    node: NodeId,
+    _gy: &[Option<ValueRef>],
+    _want: &[bool],
+) -> InputGrads {
+    Err(no_rule(cx, node, "not written yet"))
+}
