@@ -3,154 +3,18 @@
 //! attributes, the partitioner makes one graph per rank from those alone, and the ranks run
 //! in threads with the in-process communicator and give the single-device losses.
 
-use oar_ir::cluster::Cluster;
-use oar_ir::dist::{Placement, ProcessMesh};
+mod support;
+
+use oar_ir::dist::Placement;
 use oar_ir::op::Op;
 use oar_ir::Graph;
 use oar_passes::parallel::{
-    annotate, partition, partition_rank, plan_with, specialize, Constraints, Evaluation, Job,
-    LayerSpec, ModelSpec, PartitionError, RankGraph, TrainingCostModel,
+    annotate, partition, partition_rank, specialize, PartitionError, RankGraph,
 };
 use oar_runtime::comm::LocalComm;
-use oar_runtime::{init::init_weights, run, run_on_rank, HostTensor, Weights};
+use oar_runtime::{init::init_weights, run, run_on_rank, HostTensor};
 use std::collections::BTreeMap;
-
-const MODEL: &str = "ernie-3.0-tiny";
-
-fn cpu4() -> Cluster {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/clusters/cpu4.toml"
-    );
-    Cluster::load(std::path::Path::new(path)).unwrap()
-}
-
-/// The planner's view of the zoo model: universal layers, then the two task modules.
-fn spec() -> ModelSpec {
-    let cfg = oar_models::ernie_config(MODEL).unwrap();
-    let layer = |s: &oar_models::ernie::StackConfig| LayerSpec {
-        hidden: s.hidden,
-        heads: s.heads,
-        ffn: s.ffn,
-    };
-    let mut layers = vec![layer(&cfg.universal); cfg.universal.layers as usize];
-    let t = cfg.task_modules.as_ref().unwrap();
-    layers.extend(vec![layer(t); 2 * t.layers as usize]);
-    ModelSpec {
-        name: MODEL.into(),
-        vocab: cfg.vocab,
-        embed_hidden: cfg.universal.hidden,
-        extra_embedding_rows: cfg.max_positions + cfg.type_vocab + cfg.task_vocab,
-        layers,
-    }
-}
-
-/// The plan for (dp, tp, pp) at the CLI's defaults (2 sequences per device of 1024 tokens).
-fn plan(dp: u64, tp: u64, pp: u64) -> Evaluation {
-    let c = cpu4();
-    let job = Job {
-        global_batch: 2 * c.num_devices(),
-        seq: 1024,
-    };
-    let fixed = Constraints {
-        dp: Some(dp),
-        tp: Some(tp),
-        pp: Some(pp),
-        ..Default::default()
-    };
-    plan_with(&spec(), &job, &c, &TrainingCostModel::default(), &fixed)
-        .unwrap()
-        .best
-}
-
-/// The annotated graph at `N` sequences of `seq` tokens.
-fn annotated(e: &Evaluation, n: u64, seq: u64) -> Graph {
-    let g = oar_models::build(MODEL).unwrap().unwrap();
-    let g = annotate(&g, e).unwrap();
-    specialize(&g, &BTreeMap::from([("N".into(), n), ("seq".into(), seq)])).unwrap()
-}
-
-/// This rank's slice of a global tensor.
-fn shard(t: &HostTensor, pl: &[Placement], mesh: &ProcessMesh, coords: &[u64]) -> HostTensor {
-    let mut t = t.clone();
-    for (a, p) in pl.iter().enumerate() {
-        if let Placement::Shard(d) = p {
-            let len = t.shape[*d] / mesh.shape[a] as usize;
-            t = t.narrow(*d, coords[a] as usize * len, len);
-        }
-    }
-    t
-}
-
-/// Random but valid inputs for the pre-training graph, by name.
-fn inputs(g: &Graph, seq: u64) -> BTreeMap<String, HostTensor> {
-    let mut s = 12345u64;
-    let mut next = |hi: i64| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((s >> 33) as i64) % hi
-    };
-    g.inputs()
-        .iter()
-        .map(|&i| {
-            let node = g.node(i);
-            let t = &node.outputs[0];
-            let shape: Vec<usize> = t
-                .shape
-                .as_static()
-                .unwrap()
-                .iter()
-                .map(|&d| d as usize)
-                .collect();
-            let count: usize = shape.iter().product();
-            let v = match (t.dtype, node.name.as_str()) {
-                (oar_ir::DType::I64, "position_ids") => HostTensor::i64(
-                    shape,
-                    (0..count).map(|k| (k % seq as usize) as i64).collect(),
-                ),
-                (oar_ir::DType::I64, name) => {
-                    let hi = if name.contains("type") { 2 } else { 40000 };
-                    HostTensor::i64(shape, (0..count).map(|_| next(hi)).collect())
-                }
-                _ => HostTensor::f32(shape, (0..count).map(|_| (next(2)) as f32).collect()),
-            };
-            (node.name.clone(), v)
-        })
-        .collect()
-}
-
-/// A rank's inputs and weights, sliced from the global ones by its placements.
-fn local(
-    rg: &RankGraph,
-    g: &Graph,
-    ins: &BTreeMap<String, HostTensor>,
-    weights: &Weights,
-) -> (Vec<HostTensor>, Weights) {
-    let (name, mesh) = rg.graph.meshes.iter().next().unwrap();
-    let pos = mesh.device_ids.iter().position(|&d| d == rg.rank).unwrap();
-    let coords = vec![pos as u64 / mesh.shape[1], pos as u64 % mesh.shape[1]];
-    assert_eq!(g.meshes[name], *mesh);
-    let local_in = rg
-        .inputs
-        .iter()
-        .map(|(n, pl)| shard(&ins[n], pl, mesh, &coords))
-        .collect();
-    let local_w = rg
-        .param_placements
-        .iter()
-        .map(|(k, pl)| (k.clone(), shard(&weights[k], pl, mesh, &coords)))
-        .collect();
-    (local_in, local_w)
-}
-
-fn assert_close(got: &HostTensor, want: &HostTensor, what: &str) {
-    let (d, s) = got.max_abs_diff(want).unwrap();
-    assert!(
-        d <= 1e-5 * s.max(1.0),
-        "{what}: {got:?} vs {want:?} (max difference {d})"
-    );
-}
+use support::*;
 
 #[test]
 fn ernie_tiny_planned_on_cpu4_runs_on_four_ranks_like_one_device() {
@@ -170,35 +34,12 @@ fn ernie_tiny_planned_on_cpu4_runs_on_four_ranks_like_one_device() {
 
     let weights = init_weights(&g, 9).unwrap();
     let ins = inputs(&g, seq);
-    let global_in: Vec<HostTensor> = g
-        .inputs()
-        .iter()
-        .map(|&i| ins[&g.node(i).name].clone())
-        .collect();
-    let want = run(&g, &global_in, &weights).unwrap();
-
-    let mesh = &g.meshes["stage0"];
-    let comms = LocalComm::group(&mesh.device_ids);
-    let results: Vec<Vec<HostTensor>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ranks
-            .iter()
-            .zip(&comms)
-            .map(|(rg, comm)| {
-                let (li, lw) = local(rg, &g, &ins, &weights);
-                scope.spawn(move || {
-                    run_on_rank(&rg.graph, &li, &lw, comm)
-                        .unwrap_or_else(|e| panic!("rank {}: {e}", rg.rank))
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for (rg, got) in ranks.iter().zip(&results) {
+    let want = run(&g, &ordered(&g, &ins), &weights).unwrap();
+    let results = run_ranks(&ranks, &g, &ins, &weights);
+    for rg in &ranks {
         assert_eq!(rg.outputs, (0..want.len()).collect::<Vec<_>>());
-        for (k, (a, b)) in got.iter().zip(&want).enumerate() {
-            assert_close(a, b, &format!("rank {} output {k}", rg.rank));
-        }
     }
+    assert_ranks_match(&ranks, &results, &want);
     // Column-split FFN weights: each tensor rank holds half of linear1's columns.
     let r0 = &ranks[0];
     assert_eq!(
@@ -257,7 +98,10 @@ fn open_stage(rg: &RankGraph) -> (Graph, Vec<u64>, Vec<u64>) {
 
 #[test]
 fn pipeline_stages_exchange_boundary_values_by_send_and_recv() {
-    let e = plan(1, 2, 2);
+    // Plain 1F1B: one stage per device (interleaving has its own test below).
+    let e = candidate(1, 2, 2, |p| {
+        p.schedule == oar_passes::parallel::step_cost::Schedule::OneFOneB && !p.sequence_parallel
+    });
     assert_eq!(e.plan.stage_layers.len(), 2);
     let seq = 8;
     let g = annotated(&e, 2, seq);
@@ -280,12 +124,7 @@ fn pipeline_stages_exchange_boundary_values_by_send_and_recv() {
     // losses come out of each last-stage rank.
     let weights = init_weights(&g, 5).unwrap();
     let ins = inputs(&g, seq);
-    let global_in: Vec<HostTensor> = g
-        .inputs()
-        .iter()
-        .map(|&i| ins[&g.node(i).name].clone())
-        .collect();
-    let want = run(&g, &global_in, &weights).unwrap();
+    let want = run(&g, &ordered(&g, &ins), &weights).unwrap();
     let run_stage = |stage: &[&RankGraph], received: &BTreeMap<u64, Vec<HostTensor>>| {
         let ids: Vec<u64> = stage.iter().map(|r| r.rank).collect();
         let comms = LocalComm::group(&ids);
@@ -386,4 +225,52 @@ fn graphs_without_meshes_and_unknown_ranks_are_clear_errors() {
     let odd = annotated(&plan(2, 2, 1), 3, 4);
     let err = partition(&odd).unwrap_err();
     assert!(matches!(err, PartitionError::Uneven { .. }), "{err}");
+}
+
+#[test]
+fn interleaved_virtual_stages_share_their_devices_round_robin() {
+    use oar_passes::parallel::step_cost::Schedule;
+    // The planner's choice for ernie-3.0-tiny at dp 1 × tp 2 × pp 2 is interleaved 1F1B with
+    // two model chunks per device (and sequence parallelism, so both are covered at once).
+    let e = plan(1, 2, 2);
+    assert_eq!(e.plan.schedule, Schedule::Interleaved(2));
+    let seq = 8;
+    let g = annotated(&e, 2, seq);
+    // Four layers, four virtual stages; stage k runs on @stage<k mod 2>.
+    let stage_of = |param: &str| {
+        let n = g.node(g.find(param).unwrap());
+        let d = n.dist.as_ref().unwrap();
+        (d.stage, d.mesh.clone().unwrap())
+    };
+    assert_eq!(
+        stage_of("encoder.layers.1.linear1.weight"),
+        (Some(1), "stage1".to_string())
+    );
+    assert_eq!(
+        stage_of("nlu.encoder.layers.0.linear1.weight"),
+        (Some(2), "stage0".to_string())
+    );
+    assert_eq!(
+        stage_of("nlg.encoder.layers.0.linear1.weight"),
+        (Some(3), "stage1".to_string())
+    );
+    let ranks = partition(&g).unwrap();
+    assert_eq!(ranks.len(), 4);
+    for rg in &ranks {
+        // @stage0 holds devices 0 and 1, @stage1 devices 2 and 3.
+        let d = u32::from(rg.rank >= 2);
+        assert_eq!(rg.stages, vec![d, d + 2], "rank {}", rg.rank);
+        // Every device both sends and receives: 0 → 1 → 2 → 3 alternates meshes.
+        assert!(rg.sends > 0 && rg.recvs > 0, "{rg:?}");
+        assert!(rg.collectives > 0);
+    }
+    // The losses come from the last virtual stage, on @stage1.
+    assert!(ranks[0].outputs.is_empty() && ranks[1].outputs.is_empty());
+    assert_eq!(ranks[2].outputs, (0..g.outputs().len()).collect::<Vec<_>>());
+
+    let weights = init_weights(&g, 7).unwrap();
+    let ins = inputs(&g, seq);
+    let want = run(&g, &ordered(&g, &ins), &weights).unwrap();
+    let got = run_ranks(&ranks, &g, &ins, &weights);
+    assert_ranks_match(&ranks, &got, &want);
 }

@@ -4,13 +4,22 @@
 //! placements (`intra_op::OpLayout::weight`/`bias`), graph inputs split by batch on `dp`,
 //! and every node's pipeline stage from the planner's stage partition over the layers.
 //!
+//! Two choices need activation placements as well. Sequence parallelism (Megatron-SP, when
+//! the planner's layer layouts shard tokens): each linear of the chain declares the layout
+//! of its activation operand (tokens gathered before a column-parallel matmul) and a
+//! row-parallel matmul declares its result in the layout the next op of the chain consumes
+//! (token-sharded: the partitioner's reduce-scatter instead of an all-reduce); the norms,
+//! dropouts and residual adds between them follow by propagation. Interleaved 1F1B with `v`
+//! model chunks: the layers are cut into `pp·v` virtual stages of near-equal layer counts,
+//! and virtual stage `k` runs on mesh `@stage<k mod pp>`, so device d holds stages d, d+pp, …
+//!
 //! Layers are found by parameter name: the parameters under `…layers.<i>.` form one layer
 //! each, in the order they first appear, which must be the planner's layer order. Linear
 //! weights are recognised by the frontend's names (`q_proj`, `k_proj`, `v_proj` → the
 //! chain's `qkv`, `out_proj` → `out`, `linear1` → `ffn1`, `linear2` → `ffn2`).
 
-use super::intra_op::OpLayout;
-use super::step_cost::{Evaluation, Mapping};
+use super::intra_op::{Layout, OpLayout};
+use super::step_cost::{Evaluation, Mapping, Schedule};
 use oar_ir::dist::{OpDist, Placement, ProcessMesh};
 use oar_ir::op::Op;
 use oar_ir::Graph;
@@ -121,11 +130,9 @@ pub fn annotate(g: &Graph, e: &Evaluation) -> Result<Graph, AnnotateError> {
             plan: e.layer_layouts.len(),
         });
     }
-    let mut layer_stage = Vec::new();
-    for (k, &n) in p.stage_layers.iter().enumerate() {
-        layer_stage.extend(std::iter::repeat_n(k as u32, n));
-    }
-    let last = p.pp.saturating_sub(1) as u32;
+    let layer_stage = layer_stages(e, prefixes.len());
+    let last = layer_stage.last().copied().unwrap_or(0);
+    let pp = p.pp.max(1) as u32;
     let tp_split = |pl: Placement| if p.tp > 1 { pl } else { Placement::Replicate };
     let dp_split = if p.dp > 1 {
         Placement::Shard(0)
@@ -141,6 +148,8 @@ pub fn annotate(g: &Graph, e: &Evaluation) -> Result<Graph, AnnotateError> {
     // so do nodes computed from them alone (label reshapes go where the loss is).
     let mut stage: Vec<Option<u32>> = vec![None; g.len()];
     let mut placements: Vec<Option<Vec<Placement>>> = vec![None; g.len()];
+    // (layer, chain op) of each linear weight, for sequence parallelism below.
+    let mut linear_of: Vec<Option<(usize, &'static str)>> = vec![None; g.len()];
     let mut seen_layer = false;
     for (id, n) in g.iter() {
         let i = id.index();
@@ -155,6 +164,9 @@ pub fn annotate(g: &Graph, e: &Evaluation) -> Result<Graph, AnnotateError> {
                         let tp = tp_split(param_placement(rest, rank, &e.layer_layouts[l]));
                         stage[i] = Some(layer_stage[l]);
                         placements[i] = Some(vec![Placement::Replicate, tp]);
+                        if rank == 2 {
+                            linear_of[i] = chain_op(rest).map(|op| (l, op));
+                        }
                     }
                     // Embeddings before the first layer; heads after the last.
                     None => {
@@ -196,18 +208,95 @@ pub fn annotate(g: &Graph, e: &Evaluation) -> Result<Graph, AnnotateError> {
             );
         }
     }
-    for (id, n) in g.iter() {
+    let operands = sequence_parallel(g, e, &linear_of, &mut placements);
+    for ((id, n), inputs) in g.iter().zip(operands) {
         let i = id.index();
         // A source's mesh is its stage's, or the first stage's: stage meshes share a shape.
         out.node_mut(id).dist = Some(OpDist {
-            mesh: Some(stage_mesh_name(stage[i].unwrap_or(0) as usize)),
+            mesh: Some(stage_mesh_name((stage[i].unwrap_or(0) % pp) as usize)),
             outputs: placements[i].take().map(|pl| vec![pl]).unwrap_or_default(),
-            inputs: vec![],
+            inputs,
             stage: stage[i].filter(|_| !matches!(n.op, Op::Input)),
         });
     }
     oar_ir::verify(&out).map_err(|e| AnnotateError::Invalid(e.to_string()))?;
     Ok(out)
+}
+
+/// The (virtual) pipeline stage of each of `layers` layers: the plan's stage partition, or
+/// with interleaved 1F1B over `v` chunks, `pp·v` contiguous chunks whose layer counts differ
+/// by at most one (earlier chunks take the remainder). The cost model prices interleaving
+/// by its bubble and memory only, so it fixes no finer partition to follow.
+fn layer_stages(e: &Evaluation, layers: usize) -> Vec<u32> {
+    let p = &e.plan;
+    let chunks = match p.schedule {
+        Schedule::Interleaved(v) if p.pp > 1 => (p.pp * v) as usize,
+        Schedule::Interleaved(_) | Schedule::GPipe | Schedule::OneFOneB => {
+            let mut out = Vec::with_capacity(layers);
+            for (k, &n) in p.stage_layers.iter().enumerate() {
+                out.extend(std::iter::repeat_n(k as u32, n));
+            }
+            return out;
+        }
+    };
+    let chunks = chunks.min(layers).max(1);
+    let (base, extra) = (layers / chunks, layers % chunks);
+    (0..chunks)
+        .flat_map(|k| std::iter::repeat_n(k as u32, base + usize::from(k < extra)))
+        .collect()
+}
+
+/// Sequence parallelism (see the module docs): sets the result placement of row-parallel
+/// matmuls in `placements` and returns each node's declared operand placements (empty when
+/// unconstrained).
+fn sequence_parallel(
+    g: &Graph,
+    e: &Evaluation,
+    linear_of: &[Option<(usize, &'static str)>],
+    placements: &mut [Option<Vec<Placement>>],
+) -> Vec<Vec<Vec<Placement>>> {
+    let p = &e.plan;
+    let mut operands = vec![vec![]; g.len()];
+    if !p.sequence_parallel || p.tp < 2 {
+        return operands;
+    }
+    let tokens_sharded = |ls: &[OpLayout]| {
+        ls.iter()
+            .any(|l| l.input == Layout::Tokens || l.output == Layout::Tokens)
+    };
+    for (id, n) in g.iter() {
+        let Op::MatMul(mm) = &n.op else { continue };
+        let (Some(x), Some(w)) = (n.inputs.first(), n.inputs.get(1)) else {
+            continue;
+        };
+        let Some((l, op)) = linear_of[w.node.index()] else {
+            continue;
+        };
+        let layouts = &e.layer_layouts[l];
+        let Some(at) = layouts.iter().position(|c| c.op == op) else {
+            continue;
+        };
+        let rank = g.value_type(*x).map_or(0, |t| t.rank());
+        // The activation is `[batch, tokens, features]`: batch on dp, tokens on tp.
+        if !tokens_sharded(layouts) || mm.transpose_a || mm.transpose_b || rank < 3 {
+            continue;
+        }
+        let dp = if p.dp > 1 {
+            Placement::Shard(0)
+        } else {
+            Placement::Replicate
+        };
+        let on = |l: Layout| vec![dp, l.placement(rank - 2, rank - 1)];
+        let (this, next) = (layouts[at], layouts[(at + 1) % layouts.len()]);
+        let weight = placements[w.node.index()]
+            .clone()
+            .unwrap_or_else(|| vec![Placement::Replicate; 2]);
+        operands[id.index()] = vec![on(this.input), weight];
+        if this.output == Layout::Partial {
+            placements[id.index()] = Some(on(next.input));
+        }
+    }
+    operands
 }
 
 #[cfg(test)]

@@ -9,9 +9,11 @@
 //!
 //! Pipeline stages: a node's `stage` (inherited from its operands when absent) picks the
 //! ranks that run it, those of the stage's mesh (every stage mesh has the same shape and
-//! axes). A value used on another stage is sent by each producing rank to the rank at the
-//! same mesh coordinates there (`send`/`recv`, in the producer's node order on both sides).
-//! Inputs, parameters and constants are declared on every stage that uses them.
+//! axes). Several stages may share a mesh (interleaved 1F1B's virtual stages: device d
+//! holds stages d, d+pp, …); a rank runs all of its mesh's stages. A value used on a stage
+//! of another mesh is sent by each producing rank to the rank at the same mesh coordinates
+//! there, once per receiving rank (`send`/`recv`, in the producer's node order on both
+//! sides). Inputs, parameters and constants are declared on every rank that uses them.
 
 mod rank;
 mod specialize;
@@ -40,7 +42,7 @@ pub enum PartitionError {
         b: String,
         sb: String,
     },
-    #[error("device {device} is in the meshes of stages {a} and {b}")]
+    #[error("device {device} is in the meshes of stages {a} and {b}, which are different meshes")]
     DeviceInTwoStages { device: u64, a: u32, b: u32 },
     #[error("rank {rank} is not in any mesh of the graph (ranks: {ranks})")]
     UnknownRank { rank: u64, ranks: String },
@@ -79,8 +81,10 @@ pub enum PartitionError {
 #[derive(Debug, Clone)]
 pub struct RankGraph {
     pub rank: u64,
-    /// The pipeline stage this rank runs.
+    /// The first pipeline stage this rank runs.
     pub stage: u32,
+    /// Every pipeline stage this rank runs, in order (one unless stages are interleaved).
+    pub stages: Vec<u32>,
     pub graph: Graph,
     /// Name and placement of each input of this rank's graph, in order.
     pub inputs: Vec<(String, Vec<Placement>)>,
@@ -281,18 +285,23 @@ fn complete(g: &Graph) -> Result<Completion, PartitionError> {
     })
 }
 
-/// The ranks of a graph's stage meshes, in order.
-fn all_ranks(g: &Graph, c: &Completion) -> Result<Vec<(u64, u32, usize)>, PartitionError> {
-    let mut seen: BTreeMap<u64, (u32, usize)> = BTreeMap::new();
+/// The ranks of a graph's stage meshes, in order, each with its stages and its position in
+/// their mesh. Stages that share a mesh share its ranks; a device in two meshes is an error.
+fn all_ranks(g: &Graph, c: &Completion) -> Result<Vec<(u64, Vec<u32>, usize)>, PartitionError> {
+    let mut seen: BTreeMap<u64, (Vec<u32>, usize)> = BTreeMap::new();
     for (s, name) in c.stage_mesh.iter().enumerate() {
         for (pos, &d) in g.meshes[name].device_ids.iter().enumerate() {
-            if let Some((a, _)) = seen.insert(d, (s as u32, pos)) {
-                return Err(PartitionError::DeviceInTwoStages {
-                    device: d,
-                    a,
-                    b: s as u32,
-                });
+            let entry = seen.entry(d).or_insert_with(|| (vec![], pos));
+            if let Some(&a) = entry.0.first() {
+                if c.stage_mesh[a as usize] != *name {
+                    return Err(PartitionError::DeviceInTwoStages {
+                        device: d,
+                        a,
+                        b: s as u32,
+                    });
+                }
             }
+            entry.0.push(s as u32);
         }
     }
     Ok(seen.into_iter().map(|(d, (s, p))| (d, s, p)).collect())
@@ -310,7 +319,7 @@ pub fn partition(g: &Graph) -> Result<Vec<RankGraph>, PartitionError> {
     let c = complete(g)?;
     all_ranks(g, &c)?
         .into_iter()
-        .map(|(rank, stage, pos)| build_rank(g, &c, rank, stage, pos))
+        .map(|(rank, stages, pos)| build_rank(g, &c, rank, &stages, pos))
         .collect()
 }
 
@@ -318,14 +327,14 @@ pub fn partition(g: &Graph) -> Result<Vec<RankGraph>, PartitionError> {
 pub fn partition_rank(g: &Graph, rank: u64) -> Result<RankGraph, PartitionError> {
     let c = complete(g)?;
     let all = all_ranks(g, &c)?;
-    let Some(&(_, stage, pos)) = all.iter().find(|r| r.0 == rank) else {
+    let Some((_, stages, pos)) = all.iter().find(|r| r.0 == rank) else {
         let ranks: Vec<String> = all.iter().map(|r| r.0.to_string()).collect();
         return Err(PartitionError::UnknownRank {
             rank,
             ranks: ranks.join(", "),
         });
     };
-    build_rank(g, &c, rank, stage, pos)
+    build_rank(g, &c, rank, stages, *pos)
 }
 
 /// A node name worth keeping: automatic (numeric) names are re-assigned in the new graph.
@@ -341,9 +350,11 @@ fn build_rank(
     g: &Graph,
     c: &Completion,
     rank: u64,
-    stage: u32,
+    stages: &[u32],
     pos: usize,
 ) -> Result<RankGraph, PartitionError> {
+    let stage = stages[0];
+    let mine = |s: u32| stages.contains(&s);
     let mesh_name = &c.stage_mesh[stage as usize];
     let mesh: &ProcessMesh = &g.meshes[mesh_name];
     let coords = coords_of(mesh, pos);
@@ -353,6 +364,7 @@ fn build_rank(
         coords: coords.clone(),
         g: Graph::new(format!("{}_rank{rank}", g.name)),
         collectives: 0,
+        made: Default::default(),
     };
     rb.g.mode = g.mode;
     rb.g.functions = g.functions.clone();
@@ -361,7 +373,7 @@ fn build_rank(
         device_at(&g.meshes[&c.stage_mesh[s as usize]], &coords)
             .ok_or_else(|| PartitionError::Graph(format!("stage {s} has no peer for rank {rank}")))
     };
-    let used_here = |v: &ValueRef| c.used_on.get(v).is_some_and(|s| s.contains(&stage));
+    let used_here = |v: &ValueRef| c.used_on.get(v).is_some_and(|s| s.iter().any(|&t| mine(t)));
     let mut vals: BTreeMap<ValueRef, ValueRef> = BTreeMap::new();
     let mut inputs = Vec::new();
     let mut param_placements = BTreeMap::new();
@@ -400,7 +412,7 @@ fn build_rank(
             continue;
         }
         let s = c.stage[i].unwrap_or(0);
-        if s != stage {
+        if !mine(s) {
             // Values of another stage used here arrive by recv, in the producer's order.
             for (p, v) in ports.iter().enumerate() {
                 if used_here(v) {
@@ -461,8 +473,10 @@ fn build_rank(
             let lv = ValueRef::new(id2, p as u32);
             let lv = rb.reshard_all(lv, &c.produced[i], &c.declared[i])?;
             vals.insert(*v, lv);
+            // One send per receiving rank, however many of its stages use the value.
+            let mut to: BTreeSet<u64> = BTreeSet::new();
             for &t in c.used_on.get(v).into_iter().flatten() {
-                if t != stage {
+                if !mine(t) && to.insert(peer(t)?) {
                     rb.g.add_node(Op::Send { peer: peer(t)? }, vec![lv], None)
                         .map_err(graph_err)?;
                     sends += 1;
@@ -474,7 +488,7 @@ fn build_rank(
     let mut outs = Vec::new();
     let mut outputs = Vec::new();
     for (k, v) in g.outputs().iter().enumerate() {
-        if c.stage[v.node.index()].unwrap_or(0) != stage {
+        if !mine(c.stage[v.node.index()].unwrap_or(0)) {
             continue;
         }
         let lv = *vals
@@ -489,6 +503,7 @@ fn build_rank(
     Ok(RankGraph {
         rank,
         stage,
+        stages: stages.to_vec(),
         graph: rb.g,
         inputs,
         param_placements,

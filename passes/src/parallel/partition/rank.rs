@@ -5,6 +5,7 @@ use super::PartitionError;
 use oar_ir::dist::{Placement, ProcessMesh};
 use oar_ir::op::{CommGroup, Op, SliceAttrs};
 use oar_ir::{Dim, Graph, TensorType, ValueRef};
+use std::collections::HashMap;
 
 /// The local type of a global type under per-axis placements.
 pub(super) fn local_type(
@@ -55,6 +56,9 @@ pub(super) struct RankBuilder<'a> {
     pub coords: Vec<u64>,
     pub g: Graph,
     pub collectives: usize,
+    /// Reshards already made, by (local value, from, to): the q, k and v projections of a
+    /// sequence-parallel layer share one all-gather of their input instead of three.
+    pub made: HashMap<(ValueRef, Vec<Placement>, Vec<Placement>), ValueRef>,
 }
 
 impl RankBuilder<'_> {
@@ -68,21 +72,32 @@ impl RankBuilder<'_> {
             .map_err(|e| PartitionError::Graph(e.to_string()))
     }
 
-    /// Moves a value from `from` to `to` on every mesh axis, axis by axis.
+    /// Moves a value from `from` to `to` on every mesh axis, axis by axis; a move made
+    /// before for the same value is reused.
     pub fn reshard_all(
         &mut self,
-        mut v: ValueRef,
+        v: ValueRef,
         from: &[Placement],
         to: &[Placement],
     ) -> Result<ValueRef, PartitionError> {
-        for (a, (f, t)) in from.iter().zip(to).enumerate() {
-            v = self.reshard(v, a, *f, *t)?;
+        if from == to {
+            return Ok(v);
         }
-        Ok(v)
+        let key = (v, from.to_vec(), to.to_vec());
+        if let Some(&done) = self.made.get(&key) {
+            return Ok(done);
+        }
+        let mut out = v;
+        for (a, (f, t)) in from.iter().zip(to).enumerate() {
+            out = self.reshard(out, a, *f, *t)?;
+        }
+        self.made.insert(key, out);
+        Ok(out)
     }
 
-    /// Moves a value from `from` to `to` on mesh axis `a`: partial → replicated by
-    /// all-reduce, sharded → replicated by all-gather, replicated → sharded by a local slice.
+    /// Moves a value from `from` to `to` on mesh axis `a`: partial → sharded by
+    /// reduce-scatter, partial → replicated by all-reduce, sharded → replicated by
+    /// all-gather, replicated → sharded by a local slice.
     pub fn reshard(
         &mut self,
         v: ValueRef,
@@ -95,23 +110,35 @@ impl RankBuilder<'_> {
             mesh: self.mesh_name.to_string(),
             axis: a,
         };
-        let v = match from {
+        let v = match (from, to) {
             _ if from == to => return Ok(v),
-            Partial(op) => self.add(
+            // Megatron-SP's reduce-scatter after a row-parallel matmul: each rank keeps the
+            // reduced block at its coordinate, as the all-gather below reassembles it.
+            (Partial(op), Shard(d)) => {
+                return self.add(
+                    Op::ReduceScatter {
+                        op,
+                        axis: d as i64,
+                        group,
+                    },
+                    vec![v],
+                )
+            }
+            (Partial(op), _) => self.add(
                 Op::AllReduce {
                     op,
                     group: group.clone(),
                 },
                 vec![v],
             )?,
-            Shard(d) => self.add(
+            (Shard(d), _) => self.add(
                 Op::AllGather {
                     axis: d as i64,
                     group: group.clone(),
                 },
                 vec![v],
             )?,
-            Replicate => v,
+            (Replicate, _) => v,
         };
         match to {
             Replicate => Ok(v),
