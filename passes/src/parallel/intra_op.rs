@@ -229,6 +229,13 @@ impl Rates {
 }
 
 /// The cheapest strategy for one layer over a tensor group of `t` on `link`.
+///
+/// The residual stream has one layout through the layer: it enters in it, each norm (the
+/// residual add with its LayerNorm) consumes it, and the layer leaves in it, so the next
+/// layer can start where this one ended. Replicated is plain tensor parallelism; token-
+/// sharded (with sequence parallelism) is Megatron-SP. A norm in another layout would
+/// leave the residual branch in the stream's layout and need a reshard the chain cannot
+/// see, so the chain is solved once per stream layout and the cheaper one wins.
 pub fn plan_layer(
     l: &LayerSpec,
     t: u64,
@@ -250,24 +257,88 @@ pub fn plan_layer(
         ("gelu", ChainOp::Pointwise, f),
         ("ffn2", ChainOp::Linear { k: f, n: h }, h),
     ];
+    let cx = ChainCx {
+        h,
+        t,
+        tokens,
+        rates,
+        link,
+        eff,
+        seq_par,
+    };
+    // The residual stream is replicated, or token-sharded with sequence parallelism.
+    let streams: &[Layout] = if seq_par && t > 1 {
+        &[Layout::Replicated, Layout::Tokens]
+    } else {
+        &[Layout::Replicated]
+    };
+    let mut out: Best = None;
+    for &stream in streams {
+        let Some(b) = plan_chain(&chain, stream, &cx) else {
+            continue;
+        };
+        if out
+            .as_ref()
+            .is_none_or(|o| b.0 + b.1 + b.2 < o.0 + o.1 + o.2)
+        {
+            out = Some(b);
+        }
+    }
+    let (forward_compute, forward_elementwise, forward_comm, layouts) =
+        out.unwrap_or((0.0, 0.0, 0.0, vec![]));
+    LayerStrategy {
+        forward_compute,
+        forward_elementwise,
+        forward_comm,
+        ops: layouts
+            .iter()
+            .map(|l| format!("{}: {}", l.op, l.strategy))
+            .collect(),
+        layouts: layouts.into(),
+    }
+}
+
+/// (contraction seconds, elementwise seconds, communication seconds, choices)
+type Best = Option<(f64, f64, f64, Vec<OpLayout>)>;
+
+/// What every step of a layer's chain is priced with.
+struct ChainCx<'a> {
+    h: u64,
+    t: u64,
+    tokens: u64,
+    rates: &'a Rates,
+    link: &'a Link,
+    eff: f64,
+    seq_par: bool,
+}
+
+/// The cheapest path through `chain` (name, op, output feature width) with the residual
+/// stream in `stream`: it enters and leaves so, and norms consume it.
+fn plan_chain(chain: &[(&'static str, ChainOp, u64)], stream: Layout, cx: &ChainCx) -> Best {
+    let &ChainCx {
+        h,
+        t,
+        tokens,
+        rates,
+        link,
+        eff,
+        seq_par,
+    } = cx;
     let act_bytes = |features: u64| 2.0 * tokens as f64 * features as f64;
-    // (contraction seconds, elementwise seconds, communication seconds, choices)
-    type Best = Option<(f64, f64, f64, Vec<OpLayout>)>;
-    // The residual stream enters replicated, or token-sharded with sequence parallelism.
-    let start = |l: Layout| l == Layout::Replicated || (seq_par && t > 1 && l == Layout::Tokens);
     let mut best: Vec<Best> = LAYOUTS
         .iter()
-        .map(|&l| start(l).then(|| (0.0, 0.0, 0.0, vec![])))
+        .map(|&l| (l == stream).then(|| (0.0, 0.0, 0.0, vec![])))
         .collect();
     let mut in_width = h;
-    for &(name, op, out_width) in &chain {
+    for &(name, op, out_width) in chain {
         let mut next: Vec<Best> = vec![None; LAYOUTS.len()];
         for (li, cur) in best.iter().enumerate() {
             let Some((comp, elem, comm, picks)) = cur else {
                 continue;
             };
             for &want in &LAYOUTS {
-                if t == 1 && want != Layout::Replicated {
+                if (t == 1 && want != Layout::Replicated) || (op == ChainOp::Norm && want != stream)
+                {
                     continue;
                 }
                 let Some(move_s) = reshard(
@@ -323,30 +394,17 @@ pub fn plan_layer(
         let Some((comp, elem, comm, picks)) = cur else {
             continue;
         };
-        for &e in LAYOUTS.iter().filter(|&&l| start(l)) {
-            let Some(m) = reshard(LAYOUTS[li], e, act_bytes(h), t, link, eff, seq_par) else {
-                continue;
-            };
-            if out
-                .as_ref()
-                .is_none_or(|b| comp + elem + comm + m < b.0 + b.1 + b.2)
-            {
-                out = Some((*comp, *elem, comm + m, picks.clone()));
-            }
+        let Some(m) = reshard(LAYOUTS[li], stream, act_bytes(h), t, link, eff, seq_par) else {
+            continue;
+        };
+        if out
+            .as_ref()
+            .is_none_or(|b| comp + elem + comm + m < b.0 + b.1 + b.2)
+        {
+            out = Some((*comp, *elem, comm + m, picks.clone()));
         }
     }
-    let (forward_compute, forward_elementwise, forward_comm, layouts) =
-        out.unwrap_or((0.0, 0.0, 0.0, vec![]));
-    LayerStrategy {
-        forward_compute,
-        forward_elementwise,
-        forward_comm,
-        ops: layouts
-            .iter()
-            .map(|l| format!("{}: {}", l.op, l.strategy))
-            .collect(),
-        layouts: layouts.into(),
-    }
+    out
 }
 
 #[cfg(test)]
@@ -411,14 +469,38 @@ mod tests {
             ffn: 16384,
         };
         let s = plan_layer(&l, 4, 4096, &rates(), &link(300.0), 0.8, true);
-        assert!(
-            s.ops
-                .iter()
-                .any(|o| o.starts_with("norm") && o.ends_with("sharded")),
-            "{:?}",
-            s.ops
+        // Megatron-SP: both norms on the token-sharded residual stream, which the layer
+        // leaves as it entered (gathers before the column-parallel blocks, reduce-scatters
+        // after the row-parallel ones).
+        let ops: Vec<&str> = s.ops.iter().map(String::as_str).collect();
+        assert_eq!(
+            ops,
+            [
+                "norm1: sharded",
+                "qkv: column",
+                "attention: heads",
+                "out: row",
+                "norm2: sharded",
+                "ffn1: column",
+                "gelu: sharded",
+                "ffn2: row"
+            ]
         );
-        assert!(s.ops.contains(&"qkv: column".to_string()), "{:?}", s.ops);
+        let norms: Vec<Layout> = s
+            .layouts
+            .iter()
+            .filter(|c| c.op.starts_with("norm"))
+            .map(|c| c.input)
+            .collect();
+        assert_eq!(norms, [Layout::Tokens, Layout::Tokens]);
+        // Four collectives of the layer's activations, each moving (t−1)/t of them.
+        let one = ring_gather(4, 2.0 * 4096.0 * 4096.0, &link(300.0), 0.8) + COLLECTIVE_LAUNCH_S;
+        assert!(
+            (s.forward_comm - 4.0 * one).abs() / s.forward_comm < 1e-9,
+            "{} vs {}",
+            s.forward_comm,
+            4.0 * one
+        );
     }
 
     #[test]
