@@ -114,3 +114,44 @@ fn bad_ranks_and_graphs_without_meshes_are_clear_errors() {
     ]);
     assert!(err.contains("--emit-graph needs a zoo model"), "{err}");
 }
+
+#[test]
+fn sequence_parallel_and_interleaved_plans_reach_the_rank_graphs() {
+    // Megatron-SP: reduce-scatters after the row-parallel matmuls, all-gathers before the
+    // column-parallel ones, on every rank.
+    let path = emit(
+        "sp",
+        &[
+            "--dp",
+            "2",
+            "--tp",
+            "2",
+            "--pp",
+            "1",
+            "--sequence-parallel",
+            "true",
+        ],
+    );
+    let p = path.to_str().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("in=[[S(0), R], [R, S(1)]]"), "column operand");
+    for r in 0..4 {
+        let out = ok(&["inspect", p, "--rank", &r.to_string(), "--sym", "N=4,seq=8"]);
+        assert!(out.contains("reduce_scatter("), "{out}");
+        assert!(out.contains("all_gather("), "{out}");
+    }
+    // Interleaved 1F1B (the planner's choice at tp 2 × pp 2): each device holds two
+    // virtual stages and both sends and receives.
+    let path = emit("interleaved", &["--dp", "1", "--tp", "2", "--pp", "2"]);
+    let p = path.to_str().unwrap();
+    let out = ok(&["inspect", p, "--rank", "0", "--sym", "N=2,seq=8"]);
+    let header = out.lines().next().unwrap();
+    assert!(header.contains("pipeline stages 0, 2:"), "{header}");
+    assert!(out.contains(" send(") && out.contains(" = recv "), "{out}");
+    let out = ok(&["inspect", p, "--rank", "3", "--sym", "N=2,seq=8"]);
+    assert!(out
+        .lines()
+        .next()
+        .unwrap()
+        .contains("pipeline stages 1, 3:"));
+}

@@ -161,10 +161,12 @@ fn rank_graph(
     let _ =
         writeln!(
         out,
-        "// rank {rank} of {} (ranks {}), pipeline stage {}: {} collectives, {} sends, {} recvs",
+        "// rank {rank} of {} (ranks {}), pipeline stage{} {}: {} collectives, {} sends, {} recvs",
         all.len(),
         all.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
-        rg.stage,
+        // Interleaved virtual stages put several on one rank.
+        if rg.stages.len() > 1 { "s" } else { "" },
+        rg.stages.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
         rg.collectives,
         rg.sends,
         rg.recvs
