@@ -4,11 +4,13 @@
 
 mod collective;
 mod data_movement;
+pub mod debug;
 mod elementwise;
 mod linalg;
 mod norm_reduce_pool;
 mod training;
 
+pub use debug::{first_non_finite, NonFinite};
 pub use training::{dropout_keep, run_with_options, train_step, RunOptions, RunResult};
 
 use crate::comm::Communicator;
