@@ -63,7 +63,8 @@ pub trait Observer {
 /// The observer that ignores everything.
 impl Observer for () {}
 
-/// JSON lines to a file (appended, so a resumed run continues the same log).
+/// JSON lines to a file (appended, so a resumed run continues the same log; its folder is
+/// created if needed).
 pub struct JsonlLog {
     path: PathBuf,
     file: std::fs::File,
@@ -72,6 +73,10 @@ pub struct JsonlLog {
 impl JsonlLog {
     /// Opens `path` for appending, creating it if needed.
     pub fn open(path: &Path) -> Result<JsonlLog, TrainError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| TrainError::Log(format!("{}: {e}", dir.display())))?;
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
