@@ -95,7 +95,7 @@ pub fn train(
         })?;
         let last = step == cfg.steps;
         if let (Some(v), Some(k)) = (val, cfg.eval_every) {
-            if step % k.max(1) == 0 || last {
+            if step.is_multiple_of(k.max(1)) || last {
                 let batch = state.loader.config().batch;
                 let r = evaluate(runner, state, v, batch)?;
                 let best = state.best_eval_accuracy.unwrap_or(f64::NEG_INFINITY);
@@ -105,7 +105,7 @@ pub fn train(
             }
         }
         if let Some(p) = &cfg.save {
-            if step % p.every.max(1) == 0 || last {
+            if step.is_multiple_of(p.every.max(1)) || last {
                 let ck = Checkpoint {
                     step,
                     loader: state.loader.position(),
