@@ -30,7 +30,9 @@ fn wrong_shapes_and_dtypes_name_the_file_and_the_expectation() {
     .unwrap();
     let e = load_dir(&dir).unwrap_err().to_string();
     assert!(
-        e.contains("images.npy: expected f32 images [n, c, h, w], found f32[4,8,8]"),
+        e.contains(
+            "images.npy: expected f32 images [n, c, h, w] with c, h, w ≥ 1, found f32[4,8,8]"
+        ),
         "{e}"
     );
     // Float labels.

@@ -151,6 +151,37 @@ fn a_nan_loss_names_the_step_and_the_first_non_finite_node() {
 }
 
 #[test]
+fn the_diagnosis_names_a_non_finite_input_or_weight() {
+    use oar_runtime::interp::{first_non_finite, RunOptions};
+    let g = softmax_graph();
+    let mut w = oar_runtime::init::init_weights(&g, 0).unwrap();
+    let mut x = vec![0.5f32; 2 * 64];
+    let inputs = |x: &[f32]| {
+        vec![
+            oar_runtime::HostTensor::f32(vec![2, 1, 8, 8], x.to_vec()),
+            oar_runtime::HostTensor::i64(vec![2], vec![3, 4]),
+            oar_runtime::HostTensor::f32(vec![], vec![0.1]),
+            oar_runtime::HostTensor::f32(vec![], vec![1.0]),
+        ]
+    };
+    let opts = RunOptions::training(0, 1);
+    assert_eq!(first_non_finite(&g, &inputs(&x), &w, opts).unwrap(), None);
+    x[70] = f32::INFINITY;
+    let nf = first_non_finite(&g, &inputs(&x), &w, opts)
+        .unwrap()
+        .unwrap();
+    assert_eq!((nf.node.as_str(), nf.index), ("x", 70));
+    x[70] = 0.0;
+    if let oar_runtime::TensorData::F32(v) = &mut w.get_mut("fc.bias").unwrap().data {
+        v[2] = f32::NAN;
+    }
+    let nf = first_non_finite(&g, &inputs(&x), &w, opts)
+        .unwrap()
+        .unwrap();
+    assert_eq!(nf.to_string(), "%b (param) produced NaN at element 2");
+}
+
+#[test]
 fn a_graph_off_the_contract_is_refused_by_position() {
     let inference = SOFTMAX.replace(" mode=training", "");
     let inference = inference

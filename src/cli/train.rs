@@ -246,7 +246,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     let steps = match (a.steps, a.epochs) {
         (Some(s), _) => s,
-        (None, Some(e)) => e * state.loader.batches_per_epoch() as u64,
+        (None, Some(e)) => e.saturating_mul(state.loader.batches_per_epoch() as u64),
         (None, None) => bail!("say how long to train: --steps N or --epochs E"),
     };
     if state.step >= steps {

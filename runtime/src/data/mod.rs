@@ -151,10 +151,10 @@ fn shards(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, DataError> {
 /// Reads one (images, labels) shard pair, checking dtypes and shapes.
 fn read_shard(images: &Path, labels: &Path) -> Result<(HostTensor, Vec<i64>), DataError> {
     let x = read_npy(images)?;
-    if x.shape.len() != 4 || x.as_f32().is_none() {
+    if x.shape.len() != 4 || x.shape[1..].contains(&0) || x.as_f32().is_none() {
         return Err(DataError::Shape {
             path: images.display().to_string(),
-            expected: "f32 images [n, c, h, w]".into(),
+            expected: "f32 images [n, c, h, w] with c, h, w ≥ 1".into(),
             found: x.describe(),
         });
     }
