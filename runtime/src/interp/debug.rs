@@ -2,7 +2,7 @@
 //! node whose output is not finite. The training loop calls it when a step's loss is NaN or
 //! infinite, so the error names the node where the trouble started rather than the loss.
 
-use super::{bind_inputs, eval, InterpError, RunCtx, RunOptions};
+use super::{bind_inputs, eval_at, InterpError, RunCtx, RunOptions};
 use crate::io::weights::Weights;
 use crate::tensor::{HostTensor, TensorData};
 use oar_ir::op::Op;
@@ -53,44 +53,18 @@ pub fn first_non_finite(
     opts: RunOptions,
 ) -> Result<Option<NonFinite>, InterpError> {
     oar_ir::verify(graph)?;
-    let cx = RunCtx {
-        functions: &graph.functions,
-        meshes: &graph.meshes,
-        comm: None,
-        opts,
-    };
+    let cx = RunCtx::of(graph, None, opts);
     let bindings = bind_inputs(graph, inputs)?;
     let mut values: Vec<Option<Vec<HostTensor>>> = vec![None; graph.len()];
     for (&id, t) in graph.inputs().iter().zip(inputs) {
         values[id.index()] = Some(vec![t.clone()]);
     }
     for (id, node) in graph.iter() {
+        // Inputs are bound above; checking them too names a NaN that came in with the batch.
         let outs = if matches!(node.op, Op::Input) {
             values[id.index()].clone().unwrap_or_default()
         } else {
-            let ins: Vec<&HostTensor> = node
-                .inputs
-                .iter()
-                .map(|v| {
-                    values[v.node.index()]
-                        .as_ref()
-                        .and_then(|o| o.get(v.port as usize))
-                        .ok_or_else(|| InterpError::Node {
-                            node: node.name.clone(),
-                            op: node.op.name(),
-                            message: format!("operand {v} has no value"),
-                        })
-                })
-                .collect::<Result<_, _>>()?;
-            let out_shapes: Vec<Vec<usize>> = node
-                .outputs
-                .iter()
-                .map(|t| {
-                    let dims = t.shape.eval(&bindings, 0);
-                    dims.into_iter().map(|d| d as usize).collect()
-                })
-                .collect();
-            eval(node, &ins, weights, &out_shapes, &cx)?
+            eval_at(node, &values, &bindings, weights, &cx)?
         };
         for (port, t) in outs.iter().enumerate() {
             if let Some((index, value)) = first_bad(t) {
