@@ -5,6 +5,7 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use oar::ir::Graph;
 use oar::runtime::data::{load_dir, Augment, Loader, LoaderConfig};
 use oar::runtime::init::init_weights;
 use oar::runtime::io::checkpoint::load_checkpoint;
@@ -176,6 +177,13 @@ fn image_input(contract: &StepContract) -> anyhow::Result<[usize; 3]> {
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let spec = a.model.display().to_string();
     let graph = oar::load_graph(&spec).with_context(|| format!("cannot load {spec}"))?;
+    train_graph(graph, &spec, &a)
+}
+
+/// Trains a step graph however it was obtained (a file today; `build_train_step` on a zoo
+/// model next): `spec` names it in messages and in checkpoints.
+pub(crate) fn train_graph(graph: Graph, spec: &str, a: &TrainArgs) -> anyhow::Result<()> {
+    let spec = spec.to_string();
     let contract = StepContract::check(&graph).with_context(|| spec.clone())?;
     let [c, h, w] = image_input(&contract).with_context(|| spec.clone())?;
 
@@ -207,7 +215,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         (Some(ck), None) => ck.seed,
         (_, s) => s.unwrap_or(0),
     };
-    let stream = stream_settings(&a, seed);
+    let stream = stream_settings(a, seed);
     if let (Some(ck), Some(dir)) = (&resumed, &a.resume) {
         check_resume(&ck.config, &stream, dir)?;
     }
