@@ -7,6 +7,8 @@ bash scripts/setup.sh
 python3 scripts/onnx_setup.py target/onnx
 # paddlepaddle + PaddleClas's model code, for the PP-LCNet comparison (the test skips without).
 python3 scripts/paddle_setup.py
+# scikit-learn's digits as .npy shards for the training tests (they skip without).
+python3 scripts/data_setup.py target/data/digits
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -3,11 +3,13 @@
 //! Never depends on LLVM.
 
 pub mod comm;
+pub mod data;
 pub mod init;
 pub mod interp;
 pub mod io;
 pub mod program;
 pub mod tensor;
+pub mod train;
 
 pub use interp::{
     run, run_on_rank, run_with_options, train_step, InterpError, RunOptions, RunResult,

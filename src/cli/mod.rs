@@ -8,6 +8,7 @@ mod inspect;
 mod models;
 mod plan;
 mod run;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Run a graph, ONNX model or zoo model in the reference interpreter.
     Run(run::RunArgs),
+    /// Train a training-step graph on a directory of .npy shards (interpreter), with
+    /// evaluation, checkpoints and exact resume.
+    Train(train::TrainArgs),
     /// Plan data/tensor/pipeline parallel training of a transformer on a cluster.
     Plan(plan::PlanArgs),
     /// Cluster presets and files.
@@ -46,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Export(a) => export::run(a),
         Command::Compile(a) => compile::run(a),
+        Command::Train(a) => train::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Cluster(c) => cluster::run(c),
     }

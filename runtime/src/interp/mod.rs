@@ -4,11 +4,13 @@
 
 mod collective;
 mod data_movement;
+pub mod debug;
 mod elementwise;
 mod linalg;
 mod norm_reduce_pool;
 mod training;
 
+pub use debug::{first_non_finite, NonFinite};
 pub use training::{dropout_keep, run_with_options, train_step, RunOptions, RunResult};
 
 use crate::comm::Communicator;
@@ -296,13 +298,12 @@ pub fn run(
 ) -> Result<Vec<HostTensor>, InterpError> {
     // The loops below index operands by arity: only well-formed graphs get here.
     oar_ir::verify(graph)?;
-    let cx = RunCtx {
-        functions: &graph.functions,
-        meshes: &graph.meshes,
-        comm: None,
-        opts: RunOptions::default(),
-    };
-    run_with(graph, inputs, weights, &cx)
+    run_with(
+        graph,
+        inputs,
+        weights,
+        &RunCtx::of(graph, None, RunOptions::default()),
+    )
 }
 
 /// Runs one rank's graph; its collectives and send/recv go through `comm`.
@@ -314,12 +315,7 @@ pub fn run_on_rank(
 ) -> Result<Vec<HostTensor>, InterpError> {
     // The loops below index operands by arity: only well-formed graphs get here.
     oar_ir::verify(graph)?;
-    let cx = RunCtx {
-        functions: &graph.functions,
-        meshes: &graph.meshes,
-        comm: Some(comm),
-        opts: RunOptions::default(),
-    };
+    let cx = RunCtx::of(graph, Some(comm), RunOptions::default());
     run_with(graph, inputs, weights, &cx)
 }
 
@@ -330,6 +326,54 @@ struct RunCtx<'a> {
     comm: Option<&'a dyn Communicator>,
     /// Mode, seed and step (dropout's mask).
     opts: RunOptions,
+}
+
+impl<'a> RunCtx<'a> {
+    /// The context of `graph` as the top-level module.
+    fn of(graph: &'a Graph, comm: Option<&'a dyn Communicator>, opts: RunOptions) -> Self {
+        RunCtx {
+            functions: &graph.functions,
+            meshes: &graph.meshes,
+            comm,
+            opts,
+        }
+    }
+}
+
+/// Evaluates `node` on the values computed so far (`values[node index][port]`).
+fn eval_at(
+    node: &Node,
+    values: &[Option<Vec<HostTensor>>],
+    bindings: &BTreeMap<String, u64>,
+    weights: &Weights,
+    cx: &RunCtx,
+) -> Result<Vec<HostTensor>, InterpError> {
+    let ins: Vec<&HostTensor> = node
+        .inputs
+        .iter()
+        .map(|v| {
+            values[v.node.index()]
+                .as_ref()
+                .and_then(|o| o.get(v.port as usize))
+                .ok_or_else(|| InterpError::Node {
+                    node: node.name.clone(),
+                    op: node.op.name(),
+                    message: format!("operand {v} has no value"),
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let out_shapes: Vec<Vec<usize>> = node
+        .outputs
+        .iter()
+        .map(|t| {
+            t.shape
+                .eval(bindings, 0)
+                .into_iter()
+                .map(|d| d as usize)
+                .collect()
+        })
+        .collect();
+    eval(node, &ins, weights, &out_shapes, cx)
 }
 
 /// Runs `graph` in the module context `cx`.
@@ -357,32 +401,7 @@ fn run_with(
         if matches!(node.op, Op::Input) {
             continue;
         }
-        let ins: Vec<&HostTensor> = node
-            .inputs
-            .iter()
-            .map(|v| {
-                values[v.node.index()]
-                    .as_ref()
-                    .and_then(|o| o.get(v.port as usize))
-                    .ok_or_else(|| InterpError::Node {
-                        node: node.name.clone(),
-                        op: node.op.name(),
-                        message: format!("operand {v} has no value"),
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        let out_shapes: Vec<Vec<usize>> = node
-            .outputs
-            .iter()
-            .map(|t| {
-                t.shape
-                    .eval(&bindings, 0)
-                    .into_iter()
-                    .map(|d| d as usize)
-                    .collect()
-            })
-            .collect();
-        let outs = eval(node, &ins, weights, &out_shapes, cx)?;
+        let outs = eval_at(node, &values, &bindings, weights, cx)?;
         values[id.index()] = Some(outs);
         for v in &node.inputs {
             if last_use[v.node.index()] == id.index() {

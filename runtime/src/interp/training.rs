@@ -54,13 +54,7 @@ pub fn run_with_options(
     opts: RunOptions,
 ) -> Result<RunResult, InterpError> {
     oar_ir::verify(graph)?;
-    let cx = RunCtx {
-        functions: &graph.functions,
-        meshes: &graph.meshes,
-        comm: None,
-        opts,
-    };
-    let mut outputs = run_with(graph, inputs, weights, &cx)?;
+    let mut outputs = run_with(graph, inputs, weights, &RunCtx::of(graph, None, opts))?;
     let state_values = outputs.split_off(graph.model_outputs().len());
     let state = graph.state.iter().cloned().zip(state_values).collect();
     Ok(RunResult { outputs, state })

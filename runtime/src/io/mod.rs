@@ -2,6 +2,7 @@
 //! write goes to a temporary file that is synced and renamed, so a crash never leaves a
 //! half-written file under the real name.
 
+pub mod checkpoint;
 pub mod npy;
 pub mod weights;
 

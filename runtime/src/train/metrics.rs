@@ -1,0 +1,118 @@
+//! What the loop reports, and to whom: an [`Observer`] receives every step, evaluation and
+//! checkpoint (the CLI draws a progress bar from it; the library prints nothing), and
+//! [`JsonlLog`] writes them as JSON lines.
+//!
+//! Log format, one object per line: `{"kind":"step","step":S,"epoch":E,"loss":L,"lr":R,
+//! "samples_per_sec":T}`, `{"kind":"eval","step":S,"eval_accuracy":A,"eval_loss":L,
+//! "samples":N}` and `{"kind":"checkpoint","step":S,"path":P}`.
+
+use super::TrainError;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One training step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRecord {
+    pub step: u64,
+    /// Epochs of the training split completed when the step's batch was drawn.
+    pub epoch: u64,
+    pub loss: f32,
+    pub lr: f64,
+    /// Batch size over the step's wall time (batch fetch included).
+    pub samples_per_sec: f64,
+}
+
+/// One evaluation on the validation split.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalRecord {
+    pub step: u64,
+    /// Fraction of validation samples whose largest logit is the label.
+    pub eval_accuracy: f64,
+    /// Mean cross-entropy of the softmax of the logits.
+    pub eval_loss: f64,
+    pub samples: usize,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// The step count reached (resumed runs count the steps before the resume).
+    pub steps: u64,
+    /// Steps run by this invocation.
+    pub steps_run: u64,
+    pub final_loss: Option<f32>,
+    pub best_eval_accuracy: Option<f64>,
+    pub last_eval: Option<EvalRecord>,
+    pub seconds: f64,
+}
+
+/// Receives progress; every method defaults to doing nothing.
+pub trait Observer {
+    fn on_step(&mut self, _r: &StepRecord) -> Result<(), TrainError> {
+        Ok(())
+    }
+    fn on_eval(&mut self, _r: &EvalRecord) -> Result<(), TrainError> {
+        Ok(())
+    }
+    fn on_checkpoint(&mut self, _step: u64, _path: &Path) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+/// The observer that ignores everything.
+impl Observer for () {}
+
+/// JSON lines to a file (appended, so a resumed run continues the same log; its folder is
+/// created if needed).
+pub struct JsonlLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl JsonlLog {
+    /// Opens `path` for appending, creating it if needed.
+    pub fn open(path: &Path) -> Result<JsonlLog, TrainError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| TrainError::Log(format!("{}: {e}", dir.display())))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| TrainError::Log(format!("{}: {e}", path.display())))?;
+        Ok(JsonlLog {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    fn line(&mut self, kind: &str, record: serde_json::Value) -> Result<(), TrainError> {
+        let mut obj = serde_json::Map::new();
+        obj.insert("kind".into(), kind.into());
+        if let serde_json::Value::Object(fields) = record {
+            obj.extend(fields);
+        }
+        let text = serde_json::Value::Object(obj).to_string();
+        writeln!(self.file, "{text}")
+            .map_err(|e| TrainError::Log(format!("{}: {e}", self.path.display())))
+    }
+
+    fn value(r: &impl Serialize) -> Result<serde_json::Value, TrainError> {
+        serde_json::to_value(r).map_err(|e| TrainError::Log(e.to_string()))
+    }
+}
+
+impl Observer for JsonlLog {
+    fn on_step(&mut self, r: &StepRecord) -> Result<(), TrainError> {
+        self.line("step", JsonlLog::value(r)?)
+    }
+    fn on_eval(&mut self, r: &EvalRecord) -> Result<(), TrainError> {
+        self.line("eval", JsonlLog::value(r)?)
+    }
+    fn on_checkpoint(&mut self, step: u64, path: &Path) -> Result<(), TrainError> {
+        let v = serde_json::json!({"step": step, "path": path.display().to_string()});
+        self.line("checkpoint", v)
+    }
+}

@@ -1,0 +1,167 @@
+//! The training loop, independent of how one step executes.
+//!
+//! A training step is one graph (mode=training) with the contract of
+//! [`contract::StepContract`]: inputs are the model inputs, then `labels` (i64`[N]`), `lr`
+//! (f32`[]`) and `step` (f32`[]`, 1-based); outputs are `[loss (f32[]), logits ([N, classes])]`
+//! followed by the state updates (new parameters, optimizer moments, running statistics)
+//! that a run writes back into the [`Weights`]. A [`StepRunner`] executes it: the reference
+//! interpreter ([`InterpRunner`]) here, a compiled runner later.
+//!
+//! [`train_loop::train`] fetches batches from a [`crate::data::Loader`], asks a schedule for
+//! the learning rate, runs the step, evaluates on the validation split every K steps, saves
+//! checkpoints, and reports to an [`Observer`] (the library prints nothing).
+
+pub mod contract;
+pub mod metrics;
+pub mod schedule;
+pub mod train_loop;
+
+pub use contract::StepContract;
+pub use metrics::{EvalRecord, JsonlLog, Observer, StepRecord, Summary};
+pub use schedule::{Schedule, ScheduleKind};
+pub use train_loop::{evaluate, train, LoopConfig, SavePolicy, TrainState};
+
+use crate::interp::{first_non_finite, run_with_options, InterpError, RunOptions};
+use crate::io::checkpoint::CheckpointError;
+use crate::io::weights::Weights;
+use crate::tensor::HostTensor;
+use oar_ir::{ExecMode, Graph};
+
+/// Why training stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("the training-step graph does not follow the contract: {0}")]
+    Contract(String),
+    #[error("step {step}: {source}")]
+    Run {
+        step: u64,
+        #[source]
+        source: InterpError,
+    },
+    #[error("step {step}: the loss is {loss}; the first non-finite value: {origin}")]
+    NonFinite {
+        step: u64,
+        loss: f32,
+        origin: String,
+    },
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{0}")]
+    Log(String),
+}
+
+/// What one step returns to the loop: the scalar loss and the logits `[N, classes]`.
+#[derive(Debug, Clone)]
+pub struct StepOutputs {
+    pub loss: f32,
+    pub logits: HostTensor,
+}
+
+/// Executes training steps of one graph. Implementations write the step's state updates
+/// into `weights`; `evaluate` must leave them untouched.
+pub trait StepRunner {
+    /// Runs training step `step` (1-based) on `inputs` (model inputs, labels, lr, step) and
+    /// writes the updated state into `weights`. A non-finite loss is an error, and then
+    /// `weights` is unchanged.
+    fn run(
+        &mut self,
+        inputs: &[HostTensor],
+        weights: &mut Weights,
+        step: u64,
+    ) -> Result<StepOutputs, TrainError>;
+
+    /// Runs the same graph for evaluation: inference semantics (no dropout), state updates
+    /// discarded, `weights` unchanged.
+    fn evaluate(
+        &mut self,
+        inputs: &[HostTensor],
+        weights: &Weights,
+        step: u64,
+    ) -> Result<StepOutputs, TrainError>;
+}
+
+/// The reference interpreter as a step runner: `run_with_options` with
+/// `RunOptions::training(seed, step)`, so dropout masks are a function of (seed, step, node).
+pub struct InterpRunner {
+    graph: Graph,
+    seed: u64,
+}
+
+impl InterpRunner {
+    /// A runner for `graph`, which must follow the step contract.
+    pub fn new(graph: Graph, seed: u64) -> Result<InterpRunner, TrainError> {
+        StepContract::check(&graph)?;
+        Ok(InterpRunner { graph, seed })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+}
+
+/// Outputs 0 and 1 as (loss, logits); the contract check guarantees both exist.
+fn split_outputs(step: u64, mut outputs: Vec<HostTensor>) -> Result<StepOutputs, TrainError> {
+    let loss = outputs
+        .first()
+        .and_then(|t| t.as_f32())
+        .and_then(|v| v.first().copied());
+    match (loss, outputs.len() >= 2) {
+        (Some(loss), true) => Ok(StepOutputs {
+            loss,
+            logits: outputs.swap_remove(1),
+        }),
+        _ => Err(TrainError::Contract(format!(
+            "step {step}: expected outputs (loss f32[], logits), found {} output(s)",
+            outputs.len()
+        ))),
+    }
+}
+
+impl StepRunner for InterpRunner {
+    fn run(
+        &mut self,
+        inputs: &[HostTensor],
+        weights: &mut Weights,
+        step: u64,
+    ) -> Result<StepOutputs, TrainError> {
+        let opts = RunOptions::training(self.seed, step);
+        let r = run_with_options(&self.graph, inputs, weights, opts)
+            .map_err(|source| TrainError::Run { step, source })?;
+        let out = split_outputs(step, r.outputs)?;
+        if !out.loss.is_finite() {
+            // Re-run keeping every value to name where the first NaN or inf appeared.
+            let origin = match first_non_finite(&self.graph, inputs, weights, opts) {
+                Ok(Some(nf)) => nf.to_string(),
+                Ok(None) => "none found on a re-run (the step is not deterministic)".into(),
+                Err(e) => format!("the diagnostic re-run failed: {e}"),
+            };
+            return Err(TrainError::NonFinite {
+                step,
+                loss: out.loss,
+                origin,
+            });
+        }
+        for (name, value) in r.state {
+            weights.insert(name, value);
+        }
+        Ok(out)
+    }
+
+    fn evaluate(
+        &mut self,
+        inputs: &[HostTensor],
+        weights: &Weights,
+        step: u64,
+    ) -> Result<StepOutputs, TrainError> {
+        let opts = RunOptions {
+            mode: ExecMode::Inference,
+            seed: self.seed,
+            step,
+        };
+        let r = run_with_options(&self.graph, inputs, weights, opts)
+            .map_err(|source| TrainError::Run { step, source })?;
+        split_outputs(step, r.outputs)
+    }
+}

@@ -1,0 +1,338 @@
+//! `oar train FILE.oir --data DIR`: trains a training-step graph (the contract in
+//! `oar_runtime::train`) on a directory of `.npy` shards with the reference interpreter,
+//! with evaluation, JSON-lines metrics, checkpoints and exact resume. See docs/training.md.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use oar::ir::Graph;
+use oar::runtime::data::{load_dir, Augment, Loader, LoaderConfig};
+use oar::runtime::init::init_weights;
+use oar::runtime::io::checkpoint::load_checkpoint;
+use oar::runtime::io::weights::load_safetensors;
+use oar::runtime::train::{
+    train, EvalRecord, InterpRunner, JsonlLog, LoopConfig, Observer, SavePolicy, Schedule,
+    ScheduleKind, StepContract, StepRecord, TrainError, TrainState,
+};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// A training-step graph (text IR or JSON): inputs (images, labels: i64[N], lr: f32[],
+    /// step: f32[]), outputs (loss: f32[], logits: f32[N,classes]) then state updates.
+    model: PathBuf,
+    /// Data directory: images.npy (f32 [n,c,h,w]) and labels.npy (int [n]), or shards
+    /// images-K.npy / labels-K.npy (scripts/data_setup.py writes the digits).
+    #[arg(long)]
+    data: PathBuf,
+    /// Train until this many steps are done (a resumed run counts the earlier ones).
+    #[arg(long, conflicts_with = "epochs")]
+    steps: Option<u64>,
+    /// Train for this many epochs of the training split (full batches only).
+    #[arg(long)]
+    epochs: Option<u64>,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 3e-4)]
+    lr: f64,
+    /// Learning-rate schedule after warmup.
+    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine", "linear"])]
+    schedule: String,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
+    /// Evaluate on the validation split every K steps (and after the last).
+    #[arg(long, value_name = "K")]
+    eval_every: Option<u64>,
+    /// Fraction of the data held out for validation (a seeded split).
+    #[arg(long, default_value_t = 0.1)]
+    holdout: f64,
+    /// Save checkpoints under DIR (step-NNNNNNNN/ directories).
+    #[arg(long, value_name = "DIR")]
+    save: Option<PathBuf>,
+    /// Save every K steps (and after the last); 0 saves only after the last.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    save_every: u64,
+    /// Keep the newest N checkpoints (0: all).
+    #[arg(long, default_value_t = 3)]
+    keep: usize,
+    /// Continue from a checkpoint (a step-* directory, or a --save root: its newest).
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// Seed of initialisation, dropout, the split, shuffling and augmentation (default 0;
+    /// a resumed run takes the checkpoint's).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write metrics as JSON lines (appended).
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Initial weights (safetensors); parameters it lacks start from their initialisers.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Random-crop augmentation: pad by P zero pixels per side, crop back (0: off).
+    #[arg(long, value_name = "P", default_value_t = 0)]
+    crop_pad: usize,
+    /// Random horizontal flips (off by default: a flipped digit is another glyph).
+    #[arg(long)]
+    hflip: bool,
+}
+
+/// The progress bar, the JSON log, and eval lines on stderr.
+struct CliObserver {
+    bar: ProgressBar,
+    log: Option<JsonlLog>,
+    eval: String,
+}
+
+impl Observer for CliObserver {
+    fn on_step(&mut self, r: &StepRecord) -> Result<(), TrainError> {
+        self.bar.set_position(r.step);
+        self.bar.set_message(format!(
+            "loss {:.4}  {:.0} samples/s{}",
+            r.loss, r.samples_per_sec, self.eval
+        ));
+        self.log.as_mut().map_or(Ok(()), |l| l.on_step(r))
+    }
+
+    fn on_eval(&mut self, r: &EvalRecord) -> Result<(), TrainError> {
+        self.eval = format!("  eval {:.1}%", 100.0 * r.eval_accuracy);
+        self.bar.suspend(|| {
+            eprintln!(
+                "step {}: eval accuracy {:.2}% loss {:.4} ({} samples)",
+                r.step,
+                100.0 * r.eval_accuracy,
+                r.eval_loss,
+                r.samples
+            )
+        });
+        self.log.as_mut().map_or(Ok(()), |l| l.on_eval(r))
+    }
+
+    fn on_checkpoint(&mut self, step: u64, path: &Path) -> Result<(), TrainError> {
+        self.log
+            .as_mut()
+            .map_or(Ok(()), |l| l.on_checkpoint(step, path))
+    }
+}
+
+/// The settings that fix the data stream: a resumed run must use the same ones.
+fn stream_settings(a: &TrainArgs, seed: u64) -> serde_json::Value {
+    json!({
+        "batch": a.batch,
+        "holdout": a.holdout,
+        "crop_pad": a.crop_pad,
+        "hflip": a.hflip,
+        "seed": seed,
+    })
+}
+
+/// Refuses a resume whose data-stream settings differ from the checkpoint's.
+fn check_resume(
+    saved: &serde_json::Value,
+    now: &serde_json::Value,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let saved = saved.get("stream").unwrap_or(&serde_json::Value::Null);
+    let diffs: Vec<String> = now
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| saved.get(k.as_str()) != Some(v))
+        .map(|(k, v)| {
+            let was = saved
+                .get(k.as_str())
+                .map_or("nothing".into(), |s| s.to_string());
+            format!("--{} {v} (the checkpoint has {was})", k.replace('_', "-"))
+        })
+        .collect();
+    if !diffs.is_empty() {
+        bail!(
+            "cannot resume from {}: a different data stream would not continue the run: {}",
+            dir.display(),
+            diffs.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// `[c, h, w]` of the graph's one image input (its batch dim may be symbolic).
+fn image_input(contract: &StepContract) -> anyhow::Result<[usize; 3]> {
+    let [(name, ty)] = contract.model_inputs.as_slice() else {
+        bail!(
+            "oar train feeds one image input before labels, lr and step; the graph has {} \
+             model inputs",
+            contract.model_inputs.len()
+        );
+    };
+    let dims: Option<Vec<u64>> = ty.shape.0.iter().skip(1).map(|d| d.as_static()).collect();
+    match (ty.dtype, dims.as_deref()) {
+        (oar::ir::DType::F32, Some(&[c, h, w])) => Ok([c as usize, h as usize, w as usize]),
+        _ => bail!("input `{name}` must be f32[N, c, h, w] with static c, h, w; found {ty}"),
+    }
+}
+
+pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+    let spec = a.model.display().to_string();
+    let graph = oar::load_graph(&spec).with_context(|| format!("cannot load {spec}"))?;
+    train_graph(graph, &spec, &a)
+}
+
+/// Trains a step graph however it was obtained (a file today; `build_train_step` on a zoo
+/// model next): `spec` names it in messages and in checkpoints.
+pub(crate) fn train_graph(graph: Graph, spec: &str, a: &TrainArgs) -> anyhow::Result<()> {
+    let spec = spec.to_string();
+    let contract = StepContract::check(&graph).with_context(|| spec.clone())?;
+    let [c, h, w] = image_input(&contract).with_context(|| spec.clone())?;
+
+    let data = load_dir(&a.data)?;
+    let [dc, dh, dw] = data.image_shape();
+    if dc != c {
+        bail!(
+            "{}: images have {dc} channel(s), the graph's input takes {c}",
+            a.data.display()
+        );
+    }
+    if let Some(k) = contract.classes() {
+        if (k as usize) < data.classes {
+            bail!(
+                "{}: {} classes, but the graph's logits have {k}",
+                a.data.display(),
+                data.classes
+            );
+        }
+    }
+    if a.resume.is_some() && a.weights.is_some() {
+        bail!("--resume takes the checkpoint's weights; drop --weights");
+    }
+    let resumed = match &a.resume {
+        Some(dir) => Some(load_checkpoint(dir).context("cannot resume")?),
+        None => None,
+    };
+    let seed = match (&resumed, a.seed) {
+        (Some(ck), None) => ck.seed,
+        (_, s) => s.unwrap_or(0),
+    };
+    let stream = stream_settings(a, seed);
+    if let (Some(ck), Some(dir)) = (&resumed, &a.resume) {
+        check_resume(&ck.config, &stream, dir)?;
+    }
+    let (train_split, val) = data.split(a.holdout, seed)?;
+    let n_train = train_split.len();
+    let lc = LoaderConfig {
+        batch: a.batch,
+        seed,
+        shuffle: true,
+        augment: Augment {
+            // The graph's size wins: resize when the data's differs.
+            resize: ([dh, dw] != [h, w]).then_some([h, w]),
+            crop_pad: a.crop_pad,
+            hflip: a.hflip,
+        },
+    };
+    let mut state = match resumed {
+        Some(ck) => TrainState {
+            step: ck.step,
+            loader: Loader::restore(train_split, lc, ck.loader)?,
+            weights: ck.weights,
+            best_eval_accuracy: ck.best_eval_accuracy,
+        },
+        None => {
+            let mut weights = init_weights(&graph, seed).map_err(anyhow::Error::msg)?;
+            if let Some(p) = &a.weights {
+                weights.extend(load_safetensors(p)?);
+            }
+            TrainState {
+                step: 0,
+                loader: Loader::new(train_split, lc)?,
+                weights,
+                best_eval_accuracy: None,
+            }
+        }
+    };
+    let steps = match (a.steps, a.epochs) {
+        (Some(s), _) => s,
+        (None, Some(e)) => e.saturating_mul(state.loader.batches_per_epoch() as u64),
+        (None, None) => bail!("say how long to train: --steps N or --epochs E"),
+    };
+    if state.step >= steps {
+        bail!(
+            "the checkpoint is at step {}, already at or past --steps {steps}",
+            state.step
+        );
+    }
+    let kind = ScheduleKind::from_name(&a.schedule)
+        .with_context(|| format!("unknown schedule {}", a.schedule))?;
+    let sched = Schedule {
+        kind,
+        base_lr: a.lr,
+        warmup: a.warmup,
+        total: steps,
+    };
+    let cfg = LoopConfig {
+        steps,
+        eval_every: a.eval_every,
+        save: a.save.as_ref().map(|dir| SavePolicy {
+            dir: dir.clone(),
+            every: if a.save_every == 0 {
+                steps
+            } else {
+                a.save_every
+            },
+            keep: a.keep,
+        }),
+        seed,
+        config: json!({
+            "model": spec,
+            "data": a.data.display().to_string(),
+            "steps": steps,
+            "schedule": sched,
+            "stream": stream,
+        }),
+    };
+    let mut runner = InterpRunner::new(graph, seed)?;
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(state.step);
+    let mut obs = CliObserver {
+        bar: bar.clone(),
+        log: a.log.as_deref().map(JsonlLog::open).transpose()?,
+        eval: String::new(),
+    };
+    let val = (!val.is_empty()).then_some(&val);
+    let result = train(
+        &mut runner,
+        &mut state,
+        val,
+        &|s| sched.lr(s),
+        &cfg,
+        &mut obs,
+    );
+    bar.finish_and_clear();
+    let s = result.with_context(|| format!("training {spec} failed"))?;
+    println!(
+        "trained {} steps ({} in this run, batch {}, {n_train} training samples) in {:.1}s",
+        s.steps, s.steps_run, a.batch, s.seconds
+    );
+    if let Some(l) = s.final_loss {
+        println!("final loss {l:.4}");
+    }
+    match (s.best_eval_accuracy, &s.last_eval) {
+        (Some(best), Some(last)) => println!(
+            "best eval accuracy {:.2}% (last {:.2}% on {} samples)",
+            100.0 * best,
+            100.0 * last.eval_accuracy,
+            last.samples
+        ),
+        _ => println!("no evaluation (pass --eval-every K with --holdout > 0)"),
+    }
+    if let Some(dir) = &a.save {
+        println!("checkpoints in {}", dir.display());
+    }
+    Ok(())
+}
