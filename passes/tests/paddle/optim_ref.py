@@ -1,0 +1,76 @@
+"""Paddle's values for passes/tests/training_paddle.rs: learning-rate schedules
+(LinearWarmup around CosineAnnealingDecay / PolynomialDecay) and parameters after each
+step of AdamW / Lamb fed fixed gradients, with ClipGradByGlobalNorm.
+
+Reads a JSON spec on stdin, writes JSON on stdout. Exits 3 when paddle is missing."""
+import json
+import sys
+
+try:
+    import numpy as np
+    import paddle
+except ImportError as e:
+    print(f"paddle is not importable: {e}", file=sys.stderr)
+    sys.exit(3)
+
+
+def schedule(s):
+    d = s["decay"]
+    if d["kind"] == "cosine":
+        inner = paddle.optimizer.lr.CosineAnnealingDecay(
+            learning_rate=s["base_lr"], T_max=d["t_max"], eta_min=d["eta_min"])
+    else:
+        inner = paddle.optimizer.lr.PolynomialDecay(
+            learning_rate=s["base_lr"], decay_steps=d["decay_steps"],
+            end_lr=d["end_lr"], power=d["power"])
+    sched = paddle.optimizer.lr.LinearWarmup(
+        learning_rate=inner, warmup_steps=s["warmup_steps"],
+        start_lr=s["start_lr"], end_lr=s["end_lr"])
+    lrs = []
+    for _ in range(s["steps"]):
+        lrs.append(float(sched()))
+        sched.step()
+    return lrs
+
+
+def optim(o):
+    params = {}
+    for name, (shape, values) in o["params"].items():
+        p = paddle.create_parameter(shape, "float32", name=name)
+        p.set_value(np.array(values, dtype="float32").reshape(shape))
+        params[name] = p
+    decay = set(o["decay"])
+    clip = paddle.nn.ClipGradByGlobalNorm(o["clip"]) if o["clip"] else None
+    plist = list(params.values())
+    if o["kind"] == "adamw":
+        opt = paddle.optimizer.AdamW(
+            learning_rate=o["lrs"][0], parameters=plist, beta1=o["beta1"],
+            beta2=o["beta2"], epsilon=o["epsilon"], weight_decay=o["weight_decay"],
+            apply_decay_param_fun=lambda n: n in decay, grad_clip=clip)
+    else:
+        opt = paddle.optimizer.Lamb(
+            learning_rate=o["lrs"][0], parameters=plist, beta1=o["beta1"],
+            beta2=o["beta2"], epsilon=o["epsilon"],
+            lamb_weight_decay=o["weight_decay"],
+            exclude_from_weight_decay_fn=lambda p: p.name not in decay,
+            always_adapt=o["always_adapt"], grad_clip=clip)
+    out = []
+    for lr, grads in zip(o["lrs"], o["grads"]):
+        opt.set_lr(lr)
+        loss = None
+        for name, p in params.items():
+            g = paddle.to_tensor(np.array(grads[name], dtype="float32").reshape(p.shape))
+            term = (p * g).sum()
+            loss = term if loss is None else loss + term
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        out.append({n: p.numpy().astype("float64").ravel().tolist() for n, p in params.items()})
+    return out
+
+
+spec = json.load(sys.stdin)
+print(json.dumps({
+    "schedules": [schedule(s) for s in spec.get("schedules", [])],
+    "optim": [optim(o) for o in spec.get("optim", [])],
+}))
