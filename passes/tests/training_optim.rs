@@ -6,77 +6,16 @@
 //! The graph computes in f32, and Adam's `m/sqrt(v)` loses digits when the moment's terms
 //! cancel; a wrong formula moves values by at least `lr·1e-2`, far above that.
 
-use oar_ir::op::{Init, Op, ParamAttrs};
-use oar_ir::{ExecMode, Graph, TensorType, ValueRef};
+mod training_common;
+
+use oar_ir::TensorType;
 use oar_passes::training::optim::insert_optimizer;
 use oar_passes::training::{Decay, DecayMask, OptimConfig, Optimizer, Schedule, Slot};
-use oar_runtime::interp::{train_step, RunOptions};
-use oar_runtime::{HostTensor, Weights};
+use oar_runtime::Weights;
 use std::collections::BTreeMap;
+use training_common::{graph_with_grads, run, scalar, tensor, Rng};
 
 type State = BTreeMap<String, Vec<f64>>;
-
-struct Rng(u64);
-
-impl Rng {
-    /// Uniform in [-1, 1), rounded to f32 (the values the graph sees).
-    fn next(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) as f64
-    }
-
-    fn vec(&mut self, n: usize, scale: f64) -> Vec<f64> {
-        (0..n).map(|_| (self.next() * scale) as f32 as f64).collect()
-    }
-}
-
-/// A graph whose parameters' gradients are the inputs `grad.<param>`.
-fn graph_with_grads(params: &[(&str, &[u64])]) -> (Graph, Vec<(String, ValueRef)>) {
-    let mut g = Graph::new("opt");
-    g.mode = ExecMode::Training;
-    let mut grads = Vec::new();
-    for (name, dims) in params {
-        grads.push((name.to_string(), g.add_input(format!("grad.{name}"), TensorType::f32(dims))));
-    }
-    let mut first = None;
-    for (name, dims) in params {
-        let op = Op::Param(ParamAttrs {
-            name: name.to_string(),
-            init: Some(Init::Constant(0.0)),
-        });
-        let id = g
-            .add_node_typed(op, vec![], vec![TensorType::f32(dims)], Some(format!("p.{name}")))
-            .unwrap();
-        first.get_or_insert(ValueRef::from(id));
-    }
-    g.set_outputs(vec![first.unwrap()]);
-    (g, grads)
-}
-
-fn tensor(dims: &[u64], v: &[f64]) -> HostTensor {
-    let shape = dims.iter().map(|&d| d as usize).collect();
-    HostTensor::f32(shape, v.iter().map(|&x| x as f32).collect())
-}
-
-fn scalar(v: f64) -> HostTensor {
-    HostTensor::f32(vec![], vec![v as f32])
-}
-
-/// Runs the graph once with the named inputs.
-fn run(g: &Graph, inputs: &BTreeMap<String, HostTensor>, w: &mut Weights) {
-    let ins: Vec<HostTensor> = g
-        .inputs()
-        .iter()
-        .map(|&id| {
-            let name = &g.node(id).name;
-            inputs.get(name).cloned().unwrap_or_else(|| panic!("no input {name}"))
-        })
-        .collect();
-    train_step(g, &ins, w, RunOptions::training(1, 1)).unwrap();
-}
 
 /// Every tensor of `w` equals the reference, which holds the same names.
 fn compare(w: &Weights, want: &State, what: &str) {

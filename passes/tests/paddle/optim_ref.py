@@ -33,13 +33,14 @@ def schedule(s):
     return lrs
 
 
-def optim(o):
+def optim(run, o):
     params = {}
     for name, (shape, values) in o["params"].items():
-        p = paddle.create_parameter(shape, "float32", name=name)
+        # Paddle's parameter names are global in dygraph mode: one prefix per run.
+        p = paddle.create_parameter(shape, "float32", name=f"run{run}.{name}")
         p.set_value(np.array(values, dtype="float32").reshape(shape))
         params[name] = p
-    decay = set(o["decay"])
+    decay = {f"run{run}.{n}" for n in o["decay"]}
     clip = paddle.nn.ClipGradByGlobalNorm(o["clip"]) if o["clip"] else None
     plist = list(params.values())
     if o["kind"] == "adamw":
@@ -72,5 +73,5 @@ def optim(o):
 spec = json.load(sys.stdin)
 print(json.dumps({
     "schedules": [schedule(s) for s in spec.get("schedules", [])],
-    "optim": [optim(o) for o in spec.get("optim", [])],
+    "optim": [optim(i, o) for i, o in enumerate(spec.get("optim", []))],
 }))
