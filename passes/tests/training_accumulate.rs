@@ -24,7 +24,12 @@ fn graph(accumulate: u32) -> Graph {
         init: Some(Init::Constant(0.0)),
     });
     let w = g
-        .add_node_typed(op, vec![], vec![TensorType::f32(&[D as u64, M as u64])], None)
+        .add_node_typed(
+            op,
+            vec![],
+            vec![TensorType::f32(&[D as u64, M as u64])],
+            None,
+        )
         .unwrap();
     g.set_outputs(vec![ValueRef::from(w)]);
     let mut cfg = OptimConfig::new(Optimizer::Sgd {
@@ -88,7 +93,11 @@ fn close(a: &[f64], b: &[f64], what: &str) {
 fn accumulating_micro_batches_equals_one_big_batch() {
     let acc = graph(K as u32);
     let big = graph(1);
-    let names: Vec<&str> = acc.inputs().iter().map(|&i| acc.node(i).name.as_str()).collect();
+    let names: Vec<&str> = acc
+        .inputs()
+        .iter()
+        .map(|&i| acc.node(i).name.as_str())
+        .collect();
     assert_eq!(names, ["grad", "lr", "step", "apply"]);
     let w0 = data(D * M, 3);
     let zeros = vec![0.0; D * M];
@@ -124,11 +133,18 @@ fn accumulating_micro_batches_equals_one_big_batch() {
                 close(&wa["w.grad_acc"].to_f64(), &sum, "accumulator");
             }
         }
-        assert!(wa["w.grad_acc"].to_f64().iter().all(|&v| v == 0.0), "cleared");
+        assert!(
+            wa["w.grad_acc"].to_f64().iter().all(|&v| v == 0.0),
+            "cleared"
+        );
         let g = grad(&x, &y, &w_now, 0..BATCH);
         let ins = [t(&g, vec![D, M]), s(lr), s(step as f64)];
         train_step(&big, &ins, &mut wb, opts).unwrap();
-        close(&wa["w"].to_f64(), &wb["w"].to_f64(), &format!("w, step {step}"));
+        close(
+            &wa["w"].to_f64(),
+            &wb["w"].to_f64(),
+            &format!("w, step {step}"),
+        );
         close(
             &wa["w.velocity"].to_f64(),
             &wb["w.velocity"].to_f64(),

@@ -63,7 +63,10 @@ fn cross_entropy_with_and_without_label_smoothing() {
     let logits = data(b * s * c, 5, 3.0);
     let labels: Vec<i64> = (0..b * s).map(|i| ((i * 7 + 3) % c) as i64).collect();
     let lt = TensorType::f32(&[b as u64, s as u64, c as u64]);
-    let yt = TensorType::new(DType::I64, vec![Dim::Static(b as u64), Dim::Static(s as u64)]);
+    let yt = TensorType::new(
+        DType::I64,
+        vec![Dim::Static(b as u64), Dim::Static(s as u64)],
+    );
     for eps in [0.0, 0.1] {
         let got = eval(
             &[("logits", lt.clone()), ("labels", yt.clone())],
@@ -77,11 +80,20 @@ fn cross_entropy_with_and_without_label_smoothing() {
         for r in 0..b * s {
             let p = softmax(&logits[r * c..(r + 1) * c], 1.0);
             for (k, pk) in p.iter().enumerate() {
-                let target = eps / c as f64 + if k as i64 == labels[r] { 1.0 - eps } else { 0.0 };
+                let target = eps / c as f64
+                    + if k as i64 == labels[r] {
+                        1.0 - eps
+                    } else {
+                        0.0
+                    };
                 want -= target * pk.ln();
             }
         }
-        close(got, want / (b * s) as f64, &format!("cross-entropy, ε = {eps}"));
+        close(
+            got,
+            want / (b * s) as f64,
+            &format!("cross-entropy, ε = {eps}"),
+        );
     }
 }
 

@@ -67,7 +67,11 @@ fn reference_step(
         };
         let g = &grads[name];
         let mut p = s[name].clone();
-        let wd = if decays { cfg.optimizer.weight_decay() } else { 0.0 };
+        let wd = if decays {
+            cfg.optimizer.weight_decay()
+        } else {
+            0.0
+        };
         match cfg.optimizer {
             Optimizer::Sgd {
                 momentum, nesterov, ..
@@ -78,7 +82,11 @@ fn reference_step(
                     let mut v = s[&key].clone();
                     for i in 0..p.len() {
                         v[i] = momentum * v[i] + gg[i];
-                        let d = if nesterov { gg[i] + momentum * v[i] } else { v[i] };
+                        let d = if nesterov {
+                            gg[i] + momentum * v[i]
+                        } else {
+                            v[i]
+                        };
                         p[i] -= lr * d;
                     }
                     s.insert(key, v);
@@ -313,7 +321,10 @@ fn unknown_optimizer_names_the_known_ones() {
         err.to_string(),
         "unknown optimizer `adam2`; known: sgd, adamw, lamb, adagrad"
     );
-    assert!(matches!("AdamW".parse::<Optimizer>(), Ok(Optimizer::AdamW { .. })));
+    assert!(matches!(
+        "AdamW".parse::<Optimizer>(),
+        Ok(Optimizer::AdamW { .. })
+    ));
 }
 
 #[test]
@@ -326,7 +337,10 @@ fn slots_are_named_after_their_parameter_and_initialised() {
     });
     let slots = insert_optimizer(&mut g, &grads, &cfg).unwrap();
     let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["fc.weight.moment", "fc.bias.moment", "head.weight.moment"]);
+    assert_eq!(
+        names,
+        ["fc.weight.moment", "fc.bias.moment", "head.weight.moment"]
+    );
     assert!(slots.iter().all(|s| s.init == 0.25));
     // The slots are parameters with their initialiser, updated by state updates, as are
     // the parameters; the scalars are inputs.
@@ -342,12 +356,28 @@ fn slots_are_named_after_their_parameter_and_initialised() {
             "head.weight.moment"
         ]
     );
-    let inputs: Vec<&str> = g.inputs().iter().map(|&i| g.node(i).name.as_str()).collect();
-    assert_eq!(inputs, ["grad.fc.weight", "grad.fc.bias", "grad.head.weight", "lr", "step"]);
+    let inputs: Vec<&str> = g
+        .inputs()
+        .iter()
+        .map(|&i| g.node(i).name.as_str())
+        .collect();
+    assert_eq!(
+        inputs,
+        [
+            "grad.fc.weight",
+            "grad.fc.bias",
+            "grad.head.weight",
+            "lr",
+            "step"
+        ]
+    );
     // A gradient of the wrong type is refused.
     let (mut g, mut grads) = graph_with_grads(&PARAMS);
     grads.swap(0, 1);
     grads[0].0 = "fc.weight".into();
     let err = insert_optimizer(&mut g, &grads, &cfg).unwrap_err();
-    assert!(err.to_string().contains("does not match the parameter"), "{err}");
+    assert!(
+        err.to_string().contains("does not match the parameter"),
+        "{err}"
+    );
 }

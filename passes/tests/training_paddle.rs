@@ -104,7 +104,9 @@ fn schedule_spec(s: &Schedule, steps: u64) -> Value {
             decay_steps,
             end_lr,
             power,
-        } => json!({"kind": "polynomial", "decay_steps": decay_steps, "end_lr": end_lr, "power": power}),
+        } => {
+            json!({"kind": "polynomial", "decay_steps": decay_steps, "end_lr": end_lr, "power": power})
+        }
         Decay::Constant => unreachable!("not compared"),
     };
     json!({"warmup_steps": warmup_steps, "start_lr": start_lr, "end_lr": end_lr,
@@ -125,7 +127,11 @@ fn ours(opt: Optimizer, clip: f64, seed: u64) -> (Value, Vec<BTreeMap<String, Ve
     for (name, dims) in PARAMS {
         let n = dims.iter().product::<u64>() as usize;
         // head.weight starts at zero: LAMB's trust-ratio fallback.
-        let v = if name == "head.weight" { vec![0.0; n] } else { rng.vec(n, 1.0) };
+        let v = if name == "head.weight" {
+            vec![0.0; n]
+        } else {
+            rng.vec(n, 1.0)
+        };
         w.insert(name.into(), tensor(dims, &v));
         params.insert(name.into(), json!([dims, v]));
     }
@@ -149,7 +155,12 @@ fn ours(opt: Optimizer, clip: f64, seed: u64) -> (Value, Vec<BTreeMap<String, Ve
         run(&g, &inputs, &mut w);
         lrs.push(lr);
         all_grads.push(Value::Object(gs));
-        after.push(PARAMS.iter().map(|(n, _)| (n.to_string(), w[*n].to_f64())).collect());
+        after.push(
+            PARAMS
+                .iter()
+                .map(|(n, _)| (n.to_string(), w[*n].to_f64()))
+                .collect(),
+        );
     }
     let (kind, b1, b2, eps, wd, always) = match opt {
         Optimizer::AdamW {
@@ -189,7 +200,11 @@ fn schedules_and_optimizers_match_paddle() {
         0.8,
         23,
     );
-    let runs = [("AdamW", adamw), ("Lamb", lamb), ("Lamb always_adapt", lamb_adapt)];
+    let runs = [
+        ("AdamW", adamw),
+        ("Lamb", lamb),
+        ("Lamb always_adapt", lamb_adapt),
+    ];
     let spec = json!({
         "schedules": schedules().iter().map(|s| schedule_spec(s, steps)).collect::<Vec<_>>(),
         "optim": runs.iter().map(|(_, (spec, _))| spec.clone()).collect::<Vec<_>>(),
@@ -199,7 +214,10 @@ fn schedules_and_optimizers_match_paddle() {
         let want = theirs["schedules"][i].as_array().expect("lrs");
         for (t, w) in (1..=steps).zip(want) {
             let (got, w) = (s.lr(t), w.as_f64().expect("lr"));
-            assert!((got - w).abs() <= 1e-12 * w.abs().max(1e-9), "schedule {i} step {t}: {got} vs paddle {w}");
+            assert!(
+                (got - w).abs() <= 1e-12 * w.abs().max(1e-9),
+                "schedule {i} step {t}: {got} vs paddle {w}"
+            );
         }
     }
     for (r, (what, (_, after))) in runs.iter().enumerate() {

@@ -5,7 +5,10 @@
 use oar_passes::training::{Decay, Schedule};
 
 fn close(got: f64, want: f64, what: &str) {
-    assert!((got - want).abs() <= 1e-12 * want.abs().max(1e-6), "{what}: {got} vs {want}");
+    assert!(
+        (got - want).abs() <= 1e-12 * want.abs().max(1e-6),
+        "{what}: {got} vs {want}"
+    );
 }
 
 fn warmup(decay: Decay) -> Schedule {

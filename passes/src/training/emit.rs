@@ -68,10 +68,14 @@ impl<'g> Emit<'g> {
 
     /// A constant of type `ty` filled with `value`.
     pub fn fill(&mut self, value: f64, ty: TensorType) -> Result<ValueRef, TrainError> {
-        let n = ty.shape.numel().as_static().ok_or_else(|| TrainError::Graph {
-            node: self.prefix.clone(),
-            message: format!("a constant of the symbolic type {ty}"),
-        })? as usize;
+        let n = ty
+            .shape
+            .numel()
+            .as_static()
+            .ok_or_else(|| TrainError::Graph {
+                node: self.prefix.clone(),
+                message: format!("a constant of the symbolic type {ty}"),
+            })? as usize;
         let lit = if ty.dtype.is_float() {
             Literal::Floats(vec![value; n])
         } else {
@@ -96,7 +100,10 @@ impl<'g> Emit<'g> {
             init: Some(Init::Constant(init)),
         });
         let node = self.fresh("state");
-        Ok(self.g.add_node_typed(op, vec![], vec![ty], Some(node))?.into())
+        Ok(self
+            .g
+            .add_node_typed(op, vec![], vec![ty], Some(node))?
+            .into())
     }
 
     /// The graph input `name`, added with type `ty` if the graph has none of that name.
@@ -128,7 +135,12 @@ impl<'g> Emit<'g> {
         Ok(self.g.add_input(name, ty))
     }
 
-    pub fn binary(&mut self, op: BinaryOp, a: ValueRef, b: ValueRef) -> Result<ValueRef, TrainError> {
+    pub fn binary(
+        &mut self,
+        op: BinaryOp,
+        a: ValueRef,
+        b: ValueRef,
+    ) -> Result<ValueRef, TrainError> {
         let tag = format!("{op:?}").to_lowercase();
         self.op(Op::Binary(op), vec![a, b], &tag)
     }
@@ -204,7 +216,12 @@ impl<'g> Emit<'g> {
     }
 
     /// `cond ? a : b` with broadcasting.
-    pub fn select(&mut self, cond: ValueRef, a: ValueRef, b: ValueRef) -> Result<ValueRef, TrainError> {
+    pub fn select(
+        &mut self,
+        cond: ValueRef,
+        a: ValueRef,
+        b: ValueRef,
+    ) -> Result<ValueRef, TrainError> {
         self.op(Op::Where, vec![cond, a, b], "where")
     }
 }

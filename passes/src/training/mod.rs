@@ -34,7 +34,9 @@ pub enum TrainError {
     NonFloatLogits { node: String, ty: String },
     #[error("`{node}` has the symbolic type {ty}; a training step needs static shapes (bind the symbols first, e.g. --batch)")]
     Symbolic { node: String, ty: String },
-    #[error("batch_norm `{node}`: its running {which} is not a parameter, so training cannot update it")]
+    #[error(
+        "batch_norm `{node}`: its running {which} is not a parameter, so training cannot update it"
+    )]
     BatchNormStats { node: String, which: &'static str },
     #[error("unknown optimizer `{name}`; known: {known}")]
     UnknownOptimizer { name: String, known: String },
@@ -150,23 +152,36 @@ impl TrainStep {
         self.slots
             .iter()
             .map(|s| {
-                let dims: Vec<usize> = s
-                    .ty
-                    .shape
-                    .as_static()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|d| d as usize)
-                    .collect();
+                let dims: Vec<usize> =
+                    s.ty.shape
+                        .as_static()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|d| d as usize)
+                        .collect();
                 let n = dims.iter().product();
-                (s.name.clone(), HostTensor::f32(dims, vec![s.init as f32; n]))
+                (
+                    s.name.clone(),
+                    HostTensor::f32(dims, vec![s.init as f32; n]),
+                )
             })
             .collect()
     }
 }
 
-/// Builds the training step of `model` (see the module docs and [`TrainStep`]).
-pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, TrainError> {
+/// A model in training form with its loss appended, before differentiation.
+#[derive(Debug, Clone)]
+pub struct LossGraph {
+    /// The model's outputs and state updates are unchanged (batch_norm's new running
+    /// statistics added); the loss is not an output yet.
+    pub graph: Graph,
+    pub loss: ValueRef,
+    pub logits: ValueRef,
+}
+
+/// The first half of [`build_train_step`]: checks the model, switches it to training form
+/// and appends the labels input(s) and the loss.
+pub fn append_loss(model: &Graph, cfg: &TrainConfig) -> Result<LossGraph, TrainError> {
     let logits = *model.model_outputs().first().ok_or(TrainError::NoOutputs)?;
     for (_, n) in model.iter() {
         for t in &n.outputs {
@@ -178,7 +193,10 @@ pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, T
             }
         }
     }
-    let lt = model.value_type(logits).cloned().ok_or(TrainError::NoOutputs)?;
+    let lt = model
+        .value_type(logits)
+        .cloned()
+        .ok_or(TrainError::NoOutputs)?;
     if lt.dtype != DType::F32 {
         return Err(TrainError::NonFloatLogits {
             node: model.node(logits.node).name.clone(),
@@ -186,7 +204,6 @@ pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, T
         });
     }
     let mut g = model.clone();
-    g.mode = ExecMode::Training;
     batch_norm_training_form(&mut g, cfg.bn_momentum)?;
 
     let mut e = Emit::new(&mut g, "loss");
@@ -213,16 +230,27 @@ pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, T
             e.add(a, b)?
         }
     };
+    Ok(LossGraph {
+        graph: g,
+        loss,
+        logits,
+    })
+}
 
-    let bwd = append_backward(&g, loss, false)?;
+/// Builds the training step of `model` (see the module docs and [`TrainStep`]):
+/// [`append_loss`], `append_backward`, then [`optim::insert_optimizer`].
+pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, TrainError> {
+    let LossGraph {
+        graph,
+        loss,
+        logits,
+    } = append_loss(model, cfg)?;
+    let bwd = append_backward(&graph, loss, false)?;
     let mut g = bwd.graph;
     // Outputs: loss and logits, then the state updates the forward already had.
-    let old: Vec<(String, ValueRef)> = g
-        .state_updates()
-        .map(|(n, v)| (n.to_string(), v))
-        .collect();
+    let old: Vec<(String, ValueRef)> = g.state_updates().map(|(n, v)| (n.to_string(), v)).collect();
     g.state.clear();
-    g.set_outputs(vec![bwd.loss, logits]);
+    g.set_outputs(vec![loss, logits]);
     for (n, v) in old {
         g.add_state_update(n, v);
     }

@@ -253,7 +253,8 @@ pub fn insert_optimizer(
         let sum = e.add(acc, *grad)?;
         let zero = e.fill(0.0, ty.clone())?;
         let kept = e.select(apply, zero, sum)?;
-        e.graph_mut().add_state_update(format!("{name}.grad_acc"), kept);
+        e.graph_mut()
+            .add_state_update(format!("{name}.grad_acc"), kept);
         grads.push(e.scale(sum, 1.0 / f64::from(cfg.accumulate))?);
     }
 
@@ -270,8 +271,13 @@ pub fn insert_optimizer(
             names.push(format!("{name}.{slot_name}"));
         }
         let up = update::update(&mut e, &cfg.optimizer, &sc, *p, grad, &olds, decays)?;
-        let news = std::iter::once((name.clone(), *p, up.param))
-            .chain(names.into_iter().zip(olds).zip(up.slots).map(|((n, o), v)| (n, o, v)));
+        let news = std::iter::once((name.clone(), *p, up.param)).chain(
+            names
+                .into_iter()
+                .zip(olds)
+                .zip(up.slots)
+                .map(|((n, o), v)| (n, o, v)),
+        );
         for (full, old, new) in news.collect::<Vec<_>>() {
             let kept = match apply {
                 Some(a) => e.select(a, new, old)?,

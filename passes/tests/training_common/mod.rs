@@ -24,7 +24,9 @@ impl Rng {
     }
 
     pub fn vec(&mut self, n: usize, scale: f64) -> Vec<f64> {
-        (0..n).map(|_| (self.next() * scale) as f32 as f64).collect()
+        (0..n)
+            .map(|_| (self.next() * scale) as f32 as f64)
+            .collect()
     }
 }
 
@@ -34,7 +36,10 @@ pub fn graph_with_grads(params: &[(&str, &[u64])]) -> (Graph, Vec<(String, Value
     g.mode = ExecMode::Training;
     let mut grads = Vec::new();
     for (name, dims) in params {
-        grads.push((name.to_string(), g.add_input(format!("grad.{name}"), TensorType::f32(dims))));
+        grads.push((
+            name.to_string(),
+            g.add_input(format!("grad.{name}"), TensorType::f32(dims)),
+        ));
     }
     let mut first = None;
     for (name, dims) in params {
@@ -43,7 +48,12 @@ pub fn graph_with_grads(params: &[(&str, &[u64])]) -> (Graph, Vec<(String, Value
             init: Some(Init::Constant(0.0)),
         });
         let id = g
-            .add_node_typed(op, vec![], vec![TensorType::f32(dims)], Some(format!("p.{name}")))
+            .add_node_typed(
+                op,
+                vec![],
+                vec![TensorType::f32(dims)],
+                Some(format!("p.{name}")),
+            )
             .unwrap();
         first.get_or_insert(ValueRef::from(id));
     }
@@ -67,9 +77,11 @@ pub fn run(g: &Graph, inputs: &BTreeMap<String, HostTensor>, w: &mut Weights) {
         .iter()
         .map(|&id| {
             let name = &g.node(id).name;
-            inputs.get(name).cloned().unwrap_or_else(|| panic!("no input {name}"))
+            inputs
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no input {name}"))
         })
         .collect();
     train_step(g, &ins, w, RunOptions::training(1, 1)).unwrap();
 }
-
