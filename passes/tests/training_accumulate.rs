@@ -9,6 +9,9 @@ use oar_passes::training::optim::insert_optimizer;
 use oar_passes::training::{OptimConfig, Optimizer};
 use oar_runtime::interp::{train_step, RunOptions};
 use oar_runtime::{HostTensor, Weights};
+use training_common::Rng;
+
+mod training_common;
 
 const D: usize = 4;
 const M: usize = 2;
@@ -69,15 +72,7 @@ fn s(v: f64) -> HostTensor {
 }
 
 fn data(n: usize, seed: u64) -> Vec<f64> {
-    let mut st = seed;
-    (0..n)
-        .map(|_| {
-            st = st
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((st >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) as f64
-        })
-        .collect()
+    Rng(seed).vec(n, 1.0)
 }
 
 fn close(a: &[f64], b: &[f64], what: &str) {

@@ -6,17 +6,12 @@ use oar_ir::{DType, Dim, Graph, TensorType};
 use oar_passes::training::loss::{distillation, mean_squared_error, softmax_cross_entropy};
 use oar_passes::training::{Emit, SoftLoss};
 use oar_runtime::{run, HostTensor, Weights};
+use training_common::Rng;
+
+mod training_common;
 
 fn data(n: usize, seed: u64, scale: f64) -> Vec<f64> {
-    let mut st = seed;
-    (0..n)
-        .map(|_| {
-            st = st
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((((st >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0) as f64 * scale) as f32 as f64
-        })
-        .collect()
+    Rng(seed).vec(n, scale)
 }
 
 fn t(v: &[f64], shape: &[usize]) -> HostTensor {

@@ -10,10 +10,10 @@ mod training_common;
 
 use oar_ir::TensorType;
 use oar_passes::training::optim::insert_optimizer;
-use oar_passes::training::{Decay, DecayMask, OptimConfig, Optimizer, Schedule, Slot};
+use oar_passes::training::{Decay, DecayMask, OptimConfig, Optimizer, Schedule};
 use oar_runtime::Weights;
 use std::collections::BTreeMap;
-use training_common::{graph_with_grads, run, scalar, tensor, Rng};
+use training_common::{graph_with_grads, initial_state, run, scalar, tensor, Rng, PARAMS};
 
 type State = BTreeMap<String, Vec<f64>>;
 
@@ -159,13 +159,6 @@ fn reference_step(
     }
 }
 
-const PARAMS: [(&str, &[u64]); 3] = [
-    ("fc.weight", &[3, 4]),
-    ("fc.bias", &[4]),
-    // Starts at zero: LAMB's trust ratio falls back to 1 on the first step.
-    ("head.weight", &[2, 2]),
-];
-
 /// Runs `steps` optimizer steps of `cfg` in the graph and in the reference, comparing after
 /// each. Gradients are random, of magnitude `grad_scale`.
 fn check_optimizer(cfg: &OptimConfig, steps: u64, grad_scale: f64, seed: u64) {
@@ -183,24 +176,7 @@ fn check_optimizer(cfg: &OptimConfig, steps: u64, grad_scale: f64, seed: u64) {
         },
     };
     let mut rng = Rng(seed);
-    let mut want = State::new();
-    let mut w = Weights::new();
-    for (name, dims) in PARAMS {
-        let n = dims.iter().product::<u64>() as usize;
-        let v = if name == "head.weight" {
-            vec![0.0; n]
-        } else {
-            rng.vec(n, 1.0)
-        };
-        w.insert(name.to_string(), tensor(dims, &v));
-        want.insert(name.to_string(), v);
-    }
-    for Slot { name, ty, init } in &slots {
-        let dims = ty.shape.as_static().unwrap();
-        let n = dims.iter().product::<u64>() as usize;
-        w.insert(name.clone(), tensor(&dims, &vec![*init; n]));
-        want.insert(name.clone(), vec![*init as f32 as f64; n]);
-    }
+    let (mut w, mut want) = initial_state(&mut rng, &slots);
     let ranks: Vec<(&str, usize)> = PARAMS.iter().map(|(n, d)| (*n, d.len())).collect();
     for t in 1..=steps {
         let lr = schedule.lr(t) as f32 as f64;

@@ -14,20 +14,13 @@ use oar_passes::training::optim::insert_optimizer;
 use oar_passes::training::{
     build_train_step, Decay, DecayMask, OptimConfig, Optimizer, Schedule, TrainConfig, TrainError,
 };
-use oar_runtime::Weights;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
-use training_common::{graph_with_grads, run, scalar, tensor, Rng};
+use training_common::{graph_with_grads, initial_state, run, scalar, tensor, Rng, PARAMS};
 
 const STEPS: u64 = 5;
-
-const PARAMS: [(&str, &[u64]); 3] = [
-    ("fc.weight", &[3, 4]),
-    ("fc.bias", &[4]),
-    ("head.weight", &[2, 2]),
-];
 
 /// Paddle's answer to `spec`, or `None` (with a message) when paddle is missing.
 fn paddle(spec: &Value) -> Option<Value> {
@@ -125,24 +118,11 @@ fn ours(opt: Optimizer, clip: f64, seed: u64) -> (Value, Vec<BTreeMap<String, Ve
     let slots = insert_optimizer(&mut g, &grads, &cfg).expect("insert the optimizer");
     let sched = &schedules()[0];
     let mut rng = Rng(seed);
-    let mut w = Weights::new();
-    let mut params = serde_json::Map::new();
-    for (name, dims) in PARAMS {
-        let n = dims.iter().product::<u64>() as usize;
-        // head.weight starts at zero: LAMB's trust-ratio fallback.
-        let v = if name == "head.weight" {
-            vec![0.0; n]
-        } else {
-            rng.vec(n, 1.0)
-        };
-        w.insert(name.into(), tensor(dims, &v));
-        params.insert(name.into(), json!([dims, v]));
-    }
-    for s in &slots {
-        let dims = s.ty.shape.as_static().expect("static");
-        let n = dims.iter().product::<u64>() as usize;
-        w.insert(s.name.clone(), tensor(&dims, &vec![s.init; n]));
-    }
+    let (mut w, values) = initial_state(&mut rng, &slots);
+    let params: serde_json::Map<String, Value> = PARAMS
+        .iter()
+        .map(|(name, dims)| (name.to_string(), json!([dims, values[*name]])))
+        .collect();
     let (mut lrs, mut all_grads, mut after) = (vec![], vec![], vec![]);
     for t in 1..=STEPS {
         let lr = sched.lr(t) as f32 as f64;

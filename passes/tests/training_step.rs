@@ -13,6 +13,9 @@ use oar_passes::training::{
 use oar_runtime::init::init_weights;
 use oar_runtime::interp::{run_with_options, train_step, RunOptions};
 use oar_runtime::HostTensor;
+use training_common::Rng;
+
+mod training_common;
 
 const LINEAR: &str = r#"
 graph @lin(%x: f32[4,3]) -> (f32[4,5]) {
@@ -40,14 +43,10 @@ graph @cbn(%x: f32[2,3,4,4]) -> (f32[2,4]) {
 "#;
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
-    let mut st = seed;
-    (0..n)
-        .map(|_| {
-            st = st
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((st >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
+    Rng(seed)
+        .vec(n, 1.0)
+        .into_iter()
+        .map(|v| v as f32)
         .collect()
 }
 

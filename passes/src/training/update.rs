@@ -80,11 +80,7 @@ pub(super) fn update(
                 p
             };
             let mo = Moments::new(e, sc, m, v, g, beta1, beta2)?;
-            let num = e.div(mo.m, mo.bc1)?;
-            let vhat = e.div(mo.v, mo.bc2)?;
-            let root = e.sqrt(vhat)?;
-            let denom = e.offset(root, epsilon)?;
-            let ratio = e.div(num, denom)?;
+            let ratio = mo.direction(e, epsilon)?;
             let step = e.mul(sc.lr, ratio)?;
             Ok(Update {
                 param: e.sub(p, step)?,
@@ -100,11 +96,7 @@ pub(super) fn update(
         } => {
             let [m, v] = two(state)?;
             let mo = Moments::new(e, sc, m, v, g, beta1, beta2)?;
-            let mhat = e.div(mo.m, mo.bc1)?;
-            let vhat = e.div(mo.v, mo.bc2)?;
-            let root = e.sqrt(vhat)?;
-            let denom = e.offset(root, epsilon)?;
-            let r = e.div(mhat, denom)?;
+            let r = mo.direction(e, epsilon)?;
             let r = if wd != 0.0 {
                 let dp = e.scale(p, wd)?;
                 e.add(r, dp)?
@@ -205,6 +197,15 @@ impl Moments {
         let bc1 = bias_correction(e, sc, beta1)?;
         let bc2 = bias_correction(e, sc, beta2)?;
         Ok(Moments { m, v, bc1, bc2 })
+    }
+
+    /// Adam's direction `m̂ / (sqrt(v̂) + ε)` from the bias-corrected moments.
+    fn direction(&self, e: &mut Emit, epsilon: f64) -> Result<ValueRef, TrainError> {
+        let mhat = e.div(self.m, self.bc1)?;
+        let vhat = e.div(self.v, self.bc2)?;
+        let root = e.sqrt(vhat)?;
+        let denom = e.offset(root, epsilon)?;
+        e.div(mhat, denom)
     }
 }
 

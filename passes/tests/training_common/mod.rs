@@ -6,6 +6,7 @@
 
 use oar_ir::op::{Init, Op, ParamAttrs};
 use oar_ir::{ExecMode, Graph, TensorType, ValueRef};
+use oar_passes::training::Slot;
 use oar_runtime::interp::{train_step, RunOptions};
 use oar_runtime::{HostTensor, Weights};
 use std::collections::BTreeMap;
@@ -84,4 +85,36 @@ pub fn run(g: &Graph, inputs: &BTreeMap<String, HostTensor>, w: &mut Weights) {
         })
         .collect();
     train_step(g, &ins, w, RunOptions::training(1, 1)).unwrap();
+}
+
+/// Parameters of the optimizer tests: a matrix, a vector (no decay by default), and a
+/// matrix that starts at zero (LAMB's trust ratio falls back to 1 on its first step).
+pub const PARAMS: [(&str, &[u64]); 3] = [
+    ("fc.weight", &[3, 4]),
+    ("fc.bias", &[4]),
+    ("head.weight", &[2, 2]),
+];
+
+/// Random [`PARAMS`] (`head.weight` zero) and the optimizer's slots at their initial
+/// values, as weights and as f64 values (the f32-rounded ones the graph sees).
+pub fn initial_state(rng: &mut Rng, slots: &[Slot]) -> (Weights, BTreeMap<String, Vec<f64>>) {
+    let mut w = Weights::new();
+    let mut values = BTreeMap::new();
+    for (name, dims) in PARAMS {
+        let n = dims.iter().product::<u64>() as usize;
+        let v = if name == "head.weight" {
+            vec![0.0; n]
+        } else {
+            rng.vec(n, 1.0)
+        };
+        w.insert(name.to_string(), tensor(dims, &v));
+        values.insert(name.to_string(), v);
+    }
+    for Slot { name, ty, init } in slots {
+        let dims = ty.shape.as_static().expect("static slot");
+        let n = dims.iter().product::<u64>() as usize;
+        w.insert(name.clone(), tensor(&dims, &vec![*init; n]));
+        values.insert(name.clone(), vec![*init as f32 as f64; n]);
+    }
+    (w, values)
 }
