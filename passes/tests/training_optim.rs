@@ -9,7 +9,7 @@
 mod training_common;
 
 use oar_ir::TensorType;
-use oar_passes::training::optim::insert_optimizer;
+use oar_passes::training::optim::{insert_optimizer, insert_optimizer_with};
 use oar_passes::training::{Decay, DecayMask, OptimConfig, Optimizer, Schedule};
 use oar_runtime::Weights;
 use std::collections::BTreeMap;
@@ -355,5 +355,38 @@ fn slots_are_named_after_their_parameter_and_initialised() {
     assert!(
         err.to_string().contains("does not match the parameter"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_decay_predicate_builds_what_the_equivalent_mask_builds() {
+    let cfg = OptimConfig::new(Optimizer::AdamW {
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+        weight_decay: 0.1,
+    });
+    let (mut a, grads) = graph_with_grads(&PARAMS);
+    insert_optimizer_with(&mut a, &grads, &cfg, &|name, _| name == "fc.bias").unwrap();
+    let mut masked = cfg.clone();
+    masked.decay_mask = DecayMask::Only(vec!["fc.bias".into()]);
+    let (mut b, grads) = graph_with_grads(&PARAMS);
+    insert_optimizer(&mut b, &grads, &masked).unwrap();
+    assert_eq!(oar_ir::print(&a), oar_ir::print(&b));
+    // Under the default mask the bias is not decayed: a different graph.
+    let (mut c, grads) = graph_with_grads(&PARAMS);
+    insert_optimizer(&mut c, &grads, &cfg).unwrap();
+    assert_ne!(oar_ir::print(&a), oar_ir::print(&c));
+}
+
+#[test]
+fn inserting_an_optimizer_twice_is_refused() {
+    let (mut g, grads) = graph_with_grads(&PARAMS);
+    let cfg = OptimConfig::new("lamb".parse().unwrap());
+    insert_optimizer(&mut g, &grads, &cfg).unwrap();
+    let err = insert_optimizer(&mut g, &grads, &cfg).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the graph already has a parameter `fc.weight.moment1`, the name of a new optimizer slot (was the optimizer inserted twice?)"
     );
 }

@@ -42,6 +42,8 @@ pub enum TrainError {
     UnknownOptimizer { name: String, known: String },
     #[error("invalid training configuration: {message}")]
     Config { message: String },
+    #[error("the graph already has a parameter `{name}`, the name of a new optimizer slot (was the optimizer inserted twice?)")]
+    SlotTaken { name: String },
     #[error("no parameter named `{name}` in the graph")]
     NoParam { name: String },
     #[error("the gradient of `{param}` ({grad_ty}) does not match the parameter ({param_ty})")]

@@ -205,11 +205,26 @@ pub const APPLY_INPUT: &str = "apply";
 
 /// Adds the update of each `(parameter name, gradient)` to `g` as state updates, with the
 /// inputs `lr`, `step` (and `apply` when accumulating) added if `g` lacks them. Switches `g`
-/// to training mode. Returns the optimizer state it created.
+/// to training mode. Returns the optimizer state it created. Weight decay follows
+/// `cfg.decay_mask`; [`insert_optimizer_with`] takes any predicate instead. On error `g` may
+/// be left partly built: insert into a clone when the original must survive.
 pub fn insert_optimizer(
     g: &mut Graph,
     param_grads: &[(String, ValueRef)],
     cfg: &OptimConfig,
+) -> Result<Vec<Slot>, TrainError> {
+    insert_optimizer_with(g, param_grads, cfg, &|name, ty| {
+        cfg.decay_mask.decays(name, ty)
+    })
+}
+
+/// [`insert_optimizer`] with weight decay applied where `decays(name, type)` says so
+/// (`cfg.decay_mask` is not consulted).
+pub fn insert_optimizer_with(
+    g: &mut Graph,
+    param_grads: &[(String, ValueRef)],
+    cfg: &OptimConfig,
+    decays: &dyn Fn(&str, &TensorType) -> bool,
 ) -> Result<Vec<Slot>, TrainError> {
     validate(cfg)?;
     g.mode = ExecMode::Training;
@@ -263,7 +278,7 @@ pub fn insert_optimizer(
     }
 
     for ((name, p, ty, _), grad) in params.iter().zip(grads) {
-        let decays = cfg.decay_mask.decays(name, ty);
+        let decays = decays(name, ty);
         let mut olds = Vec::new();
         let mut names = Vec::new();
         for (slot_name, init) in update::slots(&cfg.optimizer) {
@@ -330,7 +345,7 @@ fn find_param(g: &Graph, name: &str) -> Result<ValueRef, TrainError> {
         })
 }
 
-/// The optimizer-state parameter `"<param>.<slot>"`, created on first use.
+/// Creates the optimizer-state parameter `"<param>.<slot>"`.
 fn slot(
     e: &mut Emit,
     slots: &mut Vec<Slot>,
@@ -340,8 +355,10 @@ fn slot(
     init: f64,
 ) -> Result<ValueRef, TrainError> {
     let name = format!("{param}.{slot}");
-    if let Ok(v) = find_param(e.graph(), &name) {
-        return Ok(v);
+    // An existing parameter of that name would get two state updates, or a model weight
+    // would be overwritten as optimizer state: refuse rather than guess.
+    if find_param(e.graph(), &name).is_ok() {
+        return Err(TrainError::SlotTaken { name });
     }
     slots.push(Slot {
         name: name.clone(),
