@@ -7,8 +7,8 @@ use oar_ir::op::Op;
 use oar_ir::{parse, ExecMode, Graph};
 use oar_passes::autodiff::AutodiffError;
 use oar_passes::training::{
-    append_loss, batch_norm_training_form, build_train_step, LossKind, Optimizer, TrainConfig,
-    TrainError,
+    append_loss, batch_norm_training_form, build_train_step, DecayMask, LossKind, Optimizer,
+    SoftLoss, TrainConfig, TrainError,
 };
 use oar_runtime::init::init_weights;
 use oar_runtime::interp::{run_with_options, train_step, RunOptions};
@@ -255,4 +255,111 @@ fn sgd_steps_of_a_linear_softmax_model_match_the_reference() {
             }
         }
     }
+}
+
+#[test]
+fn configs_read_from_toml() {
+    let text = r#"
+bn_momentum = 0.95
+
+[optim]
+accumulate = 4
+clip_global_norm = 1.0
+decay_mask = { kind = "except", names = ["bias", "norm"] }
+
+[optim.optimizer]
+kind = "adamw"
+beta1 = 0.9
+beta2 = 0.98
+epsilon = 1e-6
+weight_decay = 0.05
+
+[loss]
+kind = "distill"
+temperature = 2.0
+alpha = 0.7
+soft = "kl"
+"#;
+    let cfg: TrainConfig = toml::from_str(text).unwrap();
+    let mut want = TrainConfig::new(Optimizer::AdamW {
+        beta1: 0.9,
+        beta2: 0.98,
+        epsilon: 1e-6,
+        weight_decay: 0.05,
+    });
+    want.bn_momentum = 0.95;
+    want.optim.accumulate = 4;
+    want.optim.clip_global_norm = Some(1.0);
+    want.optim.decay_mask = DecayMask::Except(vec!["bias".into(), "norm".into()]);
+    want.loss = LossKind::Distill {
+        temperature: 2.0,
+        alpha: 0.7,
+        soft: SoftLoss::Kl,
+    };
+    assert_eq!(cfg, want);
+    // Defaults: no accumulation, no clipping, rank-based decay mask, cross-entropy.
+    let short: TrainConfig = toml::from_str(
+        "[optim.optimizer]\nkind = \"sgd\"\nmomentum = 0.9\n\n[loss]\nkind = \"cross_entropy\"\n",
+    )
+    .unwrap();
+    assert_eq!(short.optim.accumulate, 1);
+    assert_eq!(short.optim.clip_global_norm, None);
+    assert_eq!(short.optim.decay_mask, DecayMask::Auto);
+    assert_eq!(short.bn_momentum, 0.9);
+    let json = serde_json::to_string(&cfg).unwrap();
+    assert_eq!(serde_json::from_str::<TrainConfig>(&json).unwrap(), cfg);
+}
+
+#[test]
+fn distillation_and_mse_losses_add_their_inputs() {
+    let g = parse(LINEAR).unwrap();
+    let w = init_weights(&g, 5).unwrap();
+    let x = HostTensor::f32(vec![4, 3], data(12, 6));
+    let teacher = HostTensor::f32(vec![4, 5], data(20, 7));
+    let mut cfg = sgd();
+    cfg.loss = LossKind::Distill {
+        temperature: 2.0,
+        alpha: 1.0,
+        soft: SoftLoss::Kl,
+    };
+    let lg = append_loss(&g, &cfg).unwrap();
+    let names: Vec<&str> = lg
+        .graph
+        .inputs()
+        .iter()
+        .map(|&i| lg.graph.node(i).name.as_str())
+        .collect();
+    assert_eq!(names, ["x", "labels", "teacher_logits"]);
+    let mut graph = lg.graph.clone();
+    graph.set_outputs(vec![lg.loss, lg.logits]);
+    let ins = [
+        x.clone(),
+        HostTensor::i64(vec![4], vec![0, 1, 2, 3]),
+        teacher.clone(),
+    ];
+    let out = run_with_options(&graph, &ins, &w, RunOptions::default()).unwrap();
+    // alpha = 1: only the soft term, KL at T = 2 scaled by 4.
+    let (s, t) = (out.outputs[1].to_f64(), teacher.to_f64());
+    let mut want = 0.0;
+    for r in 0..4 {
+        let soft = |v: &[f64]| {
+            let e: Vec<f64> = v.iter().map(|z| (z / 2.0).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            e.into_iter().map(|z| z / sum).collect::<Vec<f64>>()
+        };
+        let (ps, pt) = (soft(&s[r * 5..r * 5 + 5]), soft(&t[r * 5..r * 5 + 5]));
+        want += (0..5).map(|k| pt[k] * (pt[k] / ps[k]).ln()).sum::<f64>();
+    }
+    // Mean over the 4 rows, times T² = 4.
+    let want = want / 4.0 * (2.0 * 2.0);
+    let got = out.outputs[0].to_f64()[0];
+    assert!(
+        (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+        "{got} vs {want}"
+    );
+
+    cfg.loss = LossKind::Mse;
+    let lg = append_loss(&g, &cfg).unwrap();
+    let labels = lg.graph.node(lg.graph.inputs()[1]);
+    assert_eq!(labels.outputs[0], oar_ir::TensorType::f32(&[4, 5]));
 }

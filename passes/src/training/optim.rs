@@ -43,6 +43,7 @@ pub enum Optimizer {
     /// AdamW with decoupled weight decay and bias correction (`paddle.optimizer.AdamW`,
     /// `torch.optim.AdamW`): `p -= lr·wd·p; m = β1·m + (1−β1)·g; v = β2·v + (1−β2)·g²;
     /// p -= lr·(m/(1−β1^t)) / (sqrt(v/(1−β2^t)) + ε)`.
+    #[serde(rename = "adamw")]
     AdamW {
         beta1: f64,
         beta2: f64,
