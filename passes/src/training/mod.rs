@@ -302,15 +302,13 @@ pub fn batch_norm_training_form(g: &mut Graph, momentum: f64) -> Result<(), Trai
         let mut names = Vec::with_capacity(2);
         for (port, which) in [(3, "mean"), (4, "variance")] {
             let src = g.node(node.inputs[port].node);
-            match &src.op {
-                Op::Param(p) => names.push(p.name.clone()),
-                _ => {
-                    return Err(TrainError::BatchNormStats {
-                        node: node.name.clone(),
-                        which,
-                    })
-                }
-            }
+            let Op::Param(p) = &src.op else {
+                return Err(TrainError::BatchNormStats {
+                    node: node.name.clone(),
+                    which,
+                });
+            };
+            names.push(p.name.clone());
         }
         let stats: Vec<TensorType> = node.inputs[3..5]
             .iter()
