@@ -363,3 +363,16 @@ fn distillation_and_mse_losses_add_their_inputs() {
     let labels = lg.graph.node(lg.graph.inputs()[1]);
     assert_eq!(labels.outputs[0], oar_ir::TensorType::f32(&[4, 5]));
 }
+
+#[test]
+fn model_inputs_named_like_the_step_inputs_are_refused() {
+    let g = parse(
+        "graph @g(%lr: f32[2,3]) -> (f32[2,3]) {\n  %w = param \"w\" : f32[3]\n  %y = mul(%lr, %w) : f32[2,3]\n  return %y\n}\n",
+    )
+    .unwrap();
+    let err = append_loss(&g, &sgd()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid training configuration: the model has an input `lr`, a name the training step adds; rename it"
+    );
+}

@@ -106,7 +106,8 @@ impl<'g> Emit<'g> {
             .into())
     }
 
-    /// The graph input `name`, added with type `ty` if the graph has none of that name.
+    /// The graph input `name`, added with type `ty` if the graph has none of that name; an
+    /// existing input of that name and type is reused, one of another type is an error.
     pub fn input(&mut self, name: &str, ty: TensorType) -> Result<ValueRef, TrainError> {
         let found = self
             .g

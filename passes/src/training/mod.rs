@@ -205,6 +205,25 @@ pub fn append_loss(model: &Graph, cfg: &TrainConfig) -> Result<LossGraph, TrainE
             ty: lt.to_string(),
         });
     }
+    // The step adds these inputs; a model input of the same name would be taken for them.
+    for &id in model.inputs() {
+        let name = &model.node(id).name;
+        if [
+            LABELS_INPUT,
+            TEACHER_INPUT,
+            optim::LR_INPUT,
+            optim::STEP_INPUT,
+            optim::APPLY_INPUT,
+        ]
+        .contains(&name.as_str())
+        {
+            return Err(TrainError::Config {
+                message: format!(
+                    "the model has an input `{name}`, a name the training step adds; rename it"
+                ),
+            });
+        }
+    }
     let mut g = model.clone();
     batch_norm_training_form(&mut g, cfg.bn_momentum)?;
 

@@ -248,7 +248,16 @@ pub fn insert_optimizer_with(
         let p = find_param(e.graph(), name)?;
         let ty = e.ty(p)?;
         let gty = e.ty(*grad)?;
-        if !ty.dtype.is_float() || gty != ty {
+        if ty.dtype != DType::F32 {
+            // The scalars (lr, step, hyper-parameters) are f32 and binary ops do not mix
+            // dtypes; mixed precision would keep f32 master weights.
+            return Err(TrainError::Config {
+                message: format!(
+                    "optimizer updates are built for f32 parameters; `{name}` is {ty}"
+                ),
+            });
+        }
+        if gty != ty {
             return Err(TrainError::GradType {
                 param: name.clone(),
                 param_ty: ty.to_string(),
