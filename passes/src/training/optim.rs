@@ -10,12 +10,15 @@
 //! [`super::TrainStep::init_state`] can create them.
 //!
 //! Gradient accumulation (`accumulate = k > 1`) keeps one graph and adds a third rank-0 f32
-//! input, `apply`: every run adds the micro-batch gradient into `"<param>.grad_acc"`; a run
-//! with `apply = 1` also takes the mean of the `k` accumulated gradients, clips it, updates
-//! the parameters and optimizer state and clears the accumulators, while a run with
-//! `apply = 0` leaves parameters and optimizer state as they are (the update is computed and
-//! discarded by a `where`, which costs one update's arithmetic per micro-batch but needs one
-//! compiled program, not two). `step` counts optimizer updates, not micro-batches.
+//! input, `apply`, which must be exactly 0 or 1: every run adds the micro-batch gradient into
+//! `"<param>.grad_acc"`; a run with `apply = 1` also takes the mean of the `k` accumulated
+//! gradients, clips it, updates the parameters and optimizer state and clears the
+//! accumulators, while a run with `apply = 0` leaves parameters and optimizer state as they
+//! are. Each state value is kept as `new·apply + old·(1 − apply)`, exact for finite values
+//! when `apply` is 0 or 1; arithmetic rather than a `where` on a bool, so it compiles where
+//! bool-valued elementwise ops do not. The update is computed and discarded on `apply = 0`
+//! runs, which costs one update's elementwise work per micro-batch but needs one compiled
+//! program, not two. `step` counts optimizer updates, not micro-batches.
 
 use super::emit::Emit;
 use super::update;
@@ -192,8 +195,7 @@ pub struct Slot {
     pub init: f64,
 }
 
-/// The scalar inputs of an update: learning rate, 1-based step, and the apply flag
-/// (accumulation only).
+/// The scalar inputs every update reads: the learning rate and the 1-based step.
 pub(super) struct Scalars {
     pub lr: ValueRef,
     pub step: ValueRef,
@@ -235,10 +237,11 @@ pub fn insert_optimizer_with(
         lr: e.input(LR_INPUT, scalar.clone())?,
         step: e.input(STEP_INPUT, scalar.clone())?,
     };
+    // (apply, 1 − apply) when accumulating.
     let apply = if cfg.accumulate > 1 {
         let a = e.input(APPLY_INPUT, scalar)?;
-        let half = e.scalar(0.5)?;
-        Some(e.binary(BinaryOp::Greater, a, half)?)
+        let keep = e.rsub(1.0, a)?;
+        Some((a, keep))
     } else {
         None
     };
@@ -276,8 +279,8 @@ pub fn insert_optimizer_with(
         };
         let acc = slot(&mut e, &mut slots, name, "grad_acc", ty, 0.0)?;
         let sum = e.add(acc, *grad)?;
-        let zero = e.fill(0.0, ty.clone())?;
-        let kept = e.select(apply, zero, sum)?;
+        let (_, keep) = apply;
+        let kept = e.mul(sum, keep)?;
         e.graph_mut()
             .add_state_update(format!("{name}.grad_acc"), kept);
         grads.push(e.scale(sum, 1.0 / f64::from(cfg.accumulate))?);
@@ -305,7 +308,11 @@ pub fn insert_optimizer_with(
         );
         for (full, old, new) in news.collect::<Vec<_>>() {
             let kept = match apply {
-                Some(a) => e.select(a, new, old)?,
+                Some((a, keep)) => {
+                    let n = e.mul(new, a)?;
+                    let o = e.mul(old, keep)?;
+                    e.add(n, o)?
+                }
                 None => new,
             };
             e.graph_mut().add_state_update(full, kept);
