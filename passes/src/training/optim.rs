@@ -23,7 +23,7 @@
 use super::emit::Emit;
 use super::update;
 use super::TrainError;
-use oar_ir::op::{BinaryOp, Op};
+use oar_ir::op::Op;
 use oar_ir::{DType, ExecMode, Graph, TensorType, ValueRef};
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
