@@ -347,6 +347,9 @@ fn slots_are_named_after_their_parameter_and_initialised() {
             "step"
         ]
     );
+    // The text format reads the step back (names with dots, constants, state updates).
+    g.canonicalize_order();
+    assert_eq!(oar_ir::parse(&oar_ir::print(&g)).unwrap(), g);
     // A gradient of the wrong type is refused.
     let (mut g, mut grads) = graph_with_grads(&PARAMS);
     grads.swap(0, 1);

@@ -259,7 +259,8 @@ pub fn append_loss(model: &Graph, cfg: &TrainConfig) -> Result<LossGraph, TrainE
 }
 
 /// Builds the training step of `model` (see the module docs and [`TrainStep`]):
-/// [`append_loss`], `append_backward`, then [`optim::insert_optimizer`].
+/// [`append_loss`], `append_backward`, then [`optim::insert_optimizer`]. The model's outputs
+/// after the logits are not outputs of the step.
 pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, TrainError> {
     let LossGraph {
         graph,
