@@ -1,5 +1,6 @@
 //! oar-passes: graph passes over `ir::Graph` — the pass infrastructure and registry,
-//! canonicalize, equality saturation with egg, fusion, the liveness estimate and the cost models.
+//! canonicalize, equality saturation with egg, fusion, the liveness estimate, the cost models,
+//! autodiff and training steps (losses, optimizers, schedules).
 
 pub mod autodiff;
 pub mod canonicalize;
@@ -12,5 +13,6 @@ pub mod pass;
 pub mod rebuild;
 pub mod roofline;
 pub mod summary;
+pub mod training;
 
 pub use pass::{registry, PassContext, PassError, PassFailure, PassReport, Pipeline, PIPELINES};

@@ -1,0 +1,137 @@
+//! Loss builders: each appends the ops of one loss to a graph and returns the rank-0 f32
+//! loss value. Classes are on the last axis of the logits; every loss is a mean over the
+//! other dims (the batch, and the sequence for token-level losses).
+
+use super::emit::Emit;
+use super::TrainError;
+use oar_ir::dist::ReduceOp;
+use oar_ir::op::{Op, UnaryOp};
+use oar_ir::{DType, TensorType, ValueRef};
+use serde::{Deserialize, Serialize};
+
+/// Softmax cross-entropy of `logits` `f32[..., C]` against integer class ids `labels`
+/// `i64[...]` (the logits' shape without the class axis):
+/// `mean(−log_softmax(logits)[label])`. With `label_smoothing = ε` the target is
+/// `(1−ε)·onehot + ε/C` (PyTorch's `label_smoothing`, Paddle's `label_smooth`), i.e.
+/// `(1−ε)·nll + ε·mean(−mean_c log_softmax)`.
+pub fn softmax_cross_entropy(
+    e: &mut Emit,
+    logits: ValueRef,
+    labels: ValueRef,
+    label_smoothing: f64,
+) -> Result<ValueRef, TrainError> {
+    let lt = float_of(e, logits)?;
+    let yt = e.ty(labels)?;
+    let mut want = lt.shape.0.clone();
+    want.pop();
+    if !yt.dtype.is_int() || yt.shape.0 != want {
+        return Err(TrainError::LossOperand {
+            what: "labels".into(),
+            want: format!("class ids {}", TensorType::new(DType::I64, want)),
+            found: yt.to_string(),
+        });
+    }
+    let logp = e.op(Op::LogSoftmax { axis: -1 }, vec![logits], "log_softmax")?;
+    let last = lt.rank() as i64 - 1;
+    let idx = e.op(Op::Unsqueeze { axes: vec![last] }, vec![labels], "labels")?;
+    let picked = e.op(Op::GatherElements { axis: -1 }, vec![logp, idx], "picked")?;
+    let mean = e.mean_all(picked)?;
+    let nll = e.unary(UnaryOp::Neg, mean)?;
+    if label_smoothing == 0.0 {
+        return Ok(nll);
+    }
+    // mean over all elements of −logp = mean over rows of −mean_c logp.
+    let all = e.mean_all(logp)?;
+    let smooth = e.unary(UnaryOp::Neg, all)?;
+    let a = e.scale(nll, 1.0 - label_smoothing)?;
+    let b = e.scale(smooth, label_smoothing)?;
+    e.add(a, b)
+}
+
+/// Mean squared error `mean((a − b)²)` of two values of one float type (regression, and
+/// the hidden-state distillation loss between student and teacher activations).
+pub fn mean_squared_error(e: &mut Emit, a: ValueRef, b: ValueRef) -> Result<ValueRef, TrainError> {
+    let at = float_of(e, a)?;
+    let bt = e.ty(b)?;
+    if at != bt {
+        return Err(TrainError::LossOperand {
+            what: "target".into(),
+            want: at.to_string(),
+            found: bt.to_string(),
+        });
+    }
+    let d = e.sub(a, b)?;
+    let sq = e.mul(d, d)?;
+    e.mean_all(sq)
+}
+
+/// How soft targets from a teacher are compared with the student.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SoftLoss {
+    /// `KL(p_t ‖ p_s) = Σ p_t·(log p_t − log p_s)` (Hinton et al.; PyTorch's `kl_div` with
+    /// `reduction="batchmean"`).
+    Kl,
+    /// Soft cross-entropy `−Σ p_t·log p_s`: the KL plus the teacher's entropy, which has no
+    /// gradient with respect to the student.
+    SoftCrossEntropy,
+}
+
+/// Distillation loss between `student` and `teacher` logits of one type `f32[..., C]` at
+/// temperature `t`: the softmaxes of `logits / t` compared by `kind`, summed over classes,
+/// averaged over the other dims and scaled by `t²` so its gradient keeps the magnitude of
+/// the hard loss as `t` changes.
+pub fn distillation(
+    e: &mut Emit,
+    student: ValueRef,
+    teacher: ValueRef,
+    temperature: f64,
+    kind: SoftLoss,
+) -> Result<ValueRef, TrainError> {
+    let st = float_of(e, student)?;
+    let tt = e.ty(teacher)?;
+    if st != tt {
+        return Err(TrainError::LossOperand {
+            what: "teacher logits".into(),
+            want: st.to_string(),
+            found: tt.to_string(),
+        });
+    }
+    if temperature.is_nan() || temperature <= 0.0 {
+        return Err(TrainError::Config {
+            message: format!("distillation temperature = {temperature} must be positive"),
+        });
+    }
+    let inv = 1.0 / temperature;
+    let s = e.scale(student, inv)?;
+    let t = e.scale(teacher, inv)?;
+    let log_ps = e.op(Op::LogSoftmax { axis: -1 }, vec![s], "student_logp")?;
+    let log_pt = e.op(Op::LogSoftmax { axis: -1 }, vec![t], "teacher_logp")?;
+    let pt = e.unary(UnaryOp::Exp, log_pt)?;
+    let per_class = match kind {
+        SoftLoss::Kl => {
+            let d = e.sub(log_pt, log_ps)?;
+            e.mul(pt, d)?
+        }
+        SoftLoss::SoftCrossEntropy => {
+            let m = e.mul(pt, log_ps)?;
+            e.unary(UnaryOp::Neg, m)?
+        }
+    };
+    let per_row = e.reduce(ReduceOp::Sum, per_class, vec![-1], false)?;
+    let mean = e.mean_all(per_row)?;
+    e.scale(mean, temperature * temperature)
+}
+
+/// The type of `v`, which must be f32 with at least one dim.
+fn float_of(e: &Emit, v: ValueRef) -> Result<TensorType, TrainError> {
+    let t = e.ty(v)?;
+    if t.dtype != DType::F32 || t.rank() == 0 {
+        return Err(TrainError::LossOperand {
+            what: "prediction".into(),
+            want: "f32 of rank ≥ 1".into(),
+            found: t.to_string(),
+        });
+    }
+    Ok(t)
+}
