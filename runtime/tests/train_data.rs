@@ -127,6 +127,7 @@ fn a_restored_loader_returns_the_same_batches() {
             resize: Some([6, 6]),
             crop_pad: 1,
             hflip: true,
+            channels: None,
         },
     };
     let mut a = Loader::new(data.clone(), cfg.clone()).unwrap();

@@ -12,7 +12,7 @@ use oar::runtime::io::checkpoint::load_checkpoint;
 use oar::runtime::io::weights::load_safetensors;
 use oar::runtime::train::{
     train, EvalRecord, InterpRunner, JsonlLog, LoopConfig, Observer, SavePolicy, Schedule,
-    ScheduleKind, StepContract, StepRecord, TrainError, TrainState,
+    SCHEDULE_NAMES, StepContract, StepRecord, TrainError, TrainState,
 };
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -263,14 +263,13 @@ pub(crate) fn train_graph(graph: Graph, spec: &str, a: &TrainArgs) -> anyhow::Re
             state.step
         );
     }
-    let kind = ScheduleKind::from_name(&a.schedule)
-        .with_context(|| format!("unknown schedule {}", a.schedule))?;
-    let sched = Schedule {
-        kind,
-        base_lr: a.lr,
-        warmup: a.warmup,
-        total: steps,
-    };
+    let sched = Schedule::named(&a.schedule, a.lr, a.warmup, steps).with_context(|| {
+        format!(
+            "unknown schedule `{}`; known: {}",
+            a.schedule,
+            SCHEDULE_NAMES.join(", ")
+        )
+    })?;
     let cfg = LoopConfig {
         steps,
         eval_every: a.eval_every,

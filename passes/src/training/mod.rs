@@ -11,13 +11,12 @@
 mod emit;
 pub mod loss;
 pub mod optim;
-pub mod schedule;
 mod update;
 
 pub use emit::Emit;
 pub use loss::SoftLoss;
 pub use optim::{DecayMask, OptimConfig, Optimizer, Slot, OPTIMIZER_NAMES};
-pub use schedule::{Decay, Schedule};
+pub use oar_runtime::train::schedule::{self, Decay, Schedule};
 
 use crate::autodiff::{append_backward, AutodiffError};
 use oar_ir::op::Op;

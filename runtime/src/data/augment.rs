@@ -1,5 +1,5 @@
-//! Image augmentation for training batches: bilinear resize to the model's input size, a
-//! random crop after zero padding, and an optional horizontal flip. Images are `[c, h, w]`
+//! Image augmentation for training batches: bilinear resize to the model's input size (and
+//! grey repeated into colour channels), a random crop after zero padding, and an optional horizontal flip. Images are `[c, h, w]`
 //! f32 slices; randomness comes from the loader's RNG, so it is part of the checkpoint.
 
 use super::loader::SplitMix;
@@ -15,11 +15,23 @@ pub struct Augment {
     pub crop_pad: usize,
     /// Flip left-right with probability ½. Off by default: a flipped digit is another glyph.
     pub hflip: bool,
+    /// Repeat a one-channel (grey) image into this many channels, as a colour model's input
+    /// expects (PP-LCNet takes RGB). Applies to evaluation too.
+    #[serde(default)]
+    pub channels: Option<usize>,
 }
 
 impl Augment {
     /// Refuses settings that cannot apply to images of `[c, h, w]`.
-    pub(crate) fn check(&self, _shape: [usize; 3]) -> Result<(), DataError> {
+    pub(crate) fn check(&self, shape: [usize; 3]) -> Result<(), DataError> {
+        if let Some(c) = self.channels {
+            if shape[0] != 1 && shape[0] != c {
+                return Err(DataError::Config(format!(
+                    "cannot turn {}-channel images into {c} channels (only grey images repeat)",
+                    shape[0]
+                )));
+            }
+        }
         match self.resize {
             Some([h, w]) if h == 0 || w == 0 => Err(DataError::Config(format!(
                 "cannot resize images to {h}x{w}"
@@ -30,6 +42,7 @@ impl Augment {
 
     /// `[c, h, w]` after the transform.
     pub fn output_shape(&self, [c, h, w]: [usize; 3]) -> [usize; 3] {
+        let c = self.channels.unwrap_or(c);
         match self.resize {
             Some([rh, rw]) => [c, rh, rw],
             None => [c, h, w],
@@ -54,9 +67,13 @@ impl Augment {
 
 /// The evaluation transform: only the resize.
 pub(crate) fn eval_transform(a: &Augment, img: &[f32], shape: [usize; 3]) -> Vec<f32> {
-    match a.resize {
+    let resized = match a.resize {
         Some(size) if size != [shape[1], shape[2]] => resize_bilinear(img, shape, size),
         _ => img.to_vec(),
+    };
+    match a.channels {
+        Some(c) if shape[0] == 1 && c > 1 => resized.repeat(c),
+        _ => resized,
     }
 }
 
@@ -124,6 +141,19 @@ pub fn hflip(img: &[f32], [c, h, w]: [usize; 3]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grey_repeats_into_colour_channels_and_colour_is_refused() {
+        let a = Augment {
+            channels: Some(3),
+            ..Augment::default()
+        };
+        let img = [0.5f32, 0.25, 0.0, 1.0];
+        assert_eq!(a.output_shape([1, 2, 2]), [3, 2, 2]);
+        assert_eq!(eval_transform(&a, &img, [1, 2, 2]), img.repeat(3));
+        assert!(a.check([2, 2, 2]).is_err());
+        assert!(a.check([3, 2, 2]).is_ok());
+    }
 
     #[test]
     fn resize_to_the_same_size_is_identity_and_doubling_interpolates() {

@@ -18,7 +18,7 @@ pub mod train_loop;
 
 pub use contract::StepContract;
 pub use metrics::{EvalRecord, JsonlLog, Observer, StepRecord, Summary};
-pub use schedule::{Schedule, ScheduleKind};
+pub use schedule::{Decay, Schedule, SCHEDULE_NAMES};
 pub use train_loop::{evaluate, train, LoopConfig, SavePolicy, TrainState};
 
 use crate::interp::{first_non_finite, run_with_options, InterpError, RunOptions};
@@ -87,13 +87,27 @@ pub trait StepRunner {
 pub struct InterpRunner {
     graph: Graph,
     seed: u64,
+    /// An inference graph (model inputs → logits) evaluation runs instead of the step graph.
+    eval_graph: Option<Graph>,
 }
 
 impl InterpRunner {
     /// A runner for `graph`, which must follow the step contract.
     pub fn new(graph: Graph, seed: u64) -> Result<InterpRunner, TrainError> {
         StepContract::check(&graph)?;
-        Ok(InterpRunner { graph, seed })
+        Ok(InterpRunner {
+            graph,
+            seed,
+            eval_graph: None,
+        })
+    }
+
+    /// Evaluates with `graph` — the inference model the step was built from: the model
+    /// inputs in, the logits as its first output, the same parameter names — so batch_norm
+    /// normalises with its running statistics, as a deployed model does.
+    pub fn with_eval_graph(mut self, graph: Graph) -> InterpRunner {
+        self.eval_graph = Some(graph);
+        self
     }
 
     pub fn graph(&self) -> &Graph {
@@ -160,8 +174,23 @@ impl StepRunner for InterpRunner {
             seed: self.seed,
             step,
         };
-        let r = run_with_options(&self.graph, inputs, weights, opts)
+        let Some(eval) = &self.eval_graph else {
+            let r = run_with_options(&self.graph, inputs, weights, opts)
+                .map_err(|source| TrainError::Run { step, source })?;
+            return split_outputs(step, r.outputs);
+        };
+        let n = eval.inputs().len().min(inputs.len());
+        let r = run_with_options(eval, &inputs[..n], weights, opts)
             .map_err(|source| TrainError::Run { step, source })?;
-        split_outputs(step, r.outputs)
+        match r.outputs.into_iter().next() {
+            // The loop scores the logits itself; the inference graph has no loss.
+            Some(logits) => Ok(StepOutputs {
+                loss: f32::NAN,
+                logits,
+            }),
+            None => Err(TrainError::Contract(
+                "the evaluation graph has no output".into(),
+            )),
+        }
     }
 }

@@ -96,6 +96,7 @@ pub fn loader_config(batch: usize, seed: u64, crop_pad: usize, hflip: bool) -> L
             resize: None,
             crop_pad,
             hflip,
+            channels: None,
         },
     }
 }
