@@ -162,7 +162,7 @@ pub(crate) fn reduce(x: &HostTensor, r: &ReduceOverAxes) -> Res<HostTensor> {
     ))
 }
 
-fn pool_out(n: usize, k: usize, s: usize, pb: usize, pe: usize, ceil: bool) -> usize {
+pub(crate) fn pool_out(n: usize, k: usize, s: usize, pb: usize, pe: usize, ceil: bool) -> usize {
     let span = n + pb + pe - k;
     let mut out = if ceil {
         span.div_ceil(s) + 1
