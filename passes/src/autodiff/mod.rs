@@ -16,6 +16,7 @@
 
 pub mod check;
 mod cx;
+mod cx_conv;
 pub mod rules;
 
 pub use cx::GradCx;
