@@ -188,6 +188,7 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
                     .m()?
             }
             Cond::And(a, b) => ir.b.build_and(self.cond(a)?, self.cond(b)?, "and").m()?,
+            Cond::Lt(a, b) => ir.fcmp(FloatPredicate::OLT, self.expr(a)?, self.expr(b)?)?,
         })
     }
 
