@@ -93,7 +93,7 @@ proptest! {
             count_include_pad: incl,
         };
         let xt = ty(&[2, 3, hw, hw + 1]);
-        let dyt = forward_type(Op::Pool(attrs.clone()), &[xt.clone()]);
+        let dyt = forward_type(Op::Pool(attrs.clone()), std::slice::from_ref(&xt));
         let mut g = Graph::new("g");
         let x = g.add_input("x", xt.clone());
         let dy = g.add_input("dy", dyt.clone());

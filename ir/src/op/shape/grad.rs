@@ -68,7 +68,7 @@ pub(super) fn infer(
             arity(op, inputs, &[2])?;
             let (x, dy) = (&inputs[0], &inputs[1]);
             same_dtype(op, x, dy)?;
-            let fwd = infer_types(&Op::Pool(p.clone()), &[x.clone()], &[], ctx)?;
+            let fwd = infer_types(&Op::Pool(p.clone()), std::slice::from_ref(x), &[], ctx)?;
             if fwd.first() != Some(dy) {
                 return fail(format!(
                     "`{}`: the cotangent {dy} is not the type of the pooling's output {}",
