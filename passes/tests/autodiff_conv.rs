@@ -303,19 +303,31 @@ fn gathers_accumulate_repeated_indices() {
     check_op(Op::GatherElements { axis: 0 }, vec![data, idx0], 7).unwrap();
 }
 
+/// Nearest and bilinear, up- and down-sampling, every coordinate mode.
 #[test]
-fn resize_has_a_clear_no_rule() {
-    let x = rand_f32(&[1, 1, 2, 2], 1);
-    let op = Op::Resize(oar_ir::op::ResizeAttrs {
-        mode: oar_ir::op::ResizeMode::Nearest,
-        coord: oar_ir::op::CoordMode::Asymmetric,
-        size: [oar_ir::Dim::Static(4), oar_ir::Dim::Static(4)],
-    });
-    let e = check_op(op, vec![x], 1).unwrap_err();
-    assert!(
-        e.contains("no gradient rule") && e.contains("resize"),
-        "{e}"
-    );
+fn resize_nearest_and_bilinear() {
+    use oar_ir::op::{CoordMode, ResizeAttrs, ResizeMode};
+    let coords = [
+        CoordMode::HalfPixel,
+        CoordMode::AlignCorners,
+        CoordMode::Asymmetric,
+        CoordMode::PytorchHalfPixel,
+    ];
+    for (k, coord) in coords.into_iter().enumerate() {
+        for mode in [ResizeMode::Nearest, ResizeMode::Bilinear] {
+            for size in [[7, 9], [3, 2]] {
+                let x = rand_f32(&[2, 2, 4, 5], k as u64);
+                let op = Op::Resize(ResizeAttrs {
+                    mode,
+                    coord,
+                    size: size.map(oar_ir::Dim::Static),
+                });
+                if let Err(e) = check_op(op, vec![x], 3 + k as u64) {
+                    panic!("{mode:?} {coord:?} {size:?}: {e}");
+                }
+            }
+        }
+    }
 }
 
 /// The gradient ops print and parse back, and reject a cotangent of the wrong shape.

@@ -10,6 +10,7 @@ mod linalg;
 mod norm_reduce_pool;
 mod training;
 
+pub use norm_reduce_pool::resize_matrix;
 pub use training::{dropout_keep, run_with_options, train_step, RunOptions, RunResult};
 
 use crate::comm::Communicator;

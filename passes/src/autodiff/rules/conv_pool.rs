@@ -8,11 +8,15 @@
 //! - conv_transpose2d: its data gradient is a conv2d of `dy` with the same weight, its
 //!   weight gradient `conv2d_grad_weight(dy, x)` (the roles of input and output swap).
 //! - pooling: `pool_grad`; global pooling is a window over the whole plane.
+//! - resize (nearest, bilinear): two matmuls with the transposed tap matrices.
 
 use super::{no_rule, InputGrads};
 use crate::autodiff::{AutodiffError, GradCx};
-use oar_ir::op::{ConvAttrs, ConvTransposeAttrs, Epilogue, GradOp, Op, PoolAttrs, PoolKind};
-use oar_ir::{NodeId, ValueRef};
+use oar_ir::op::{
+    ConvAttrs, ConvTransposeAttrs, Epilogue, GradOp, MatMulAttrs, Op, PoolAttrs, PoolKind,
+};
+use oar_ir::{Dim, NodeId, TensorType, ValueRef};
+use oar_runtime::interp::resize_matrix;
 
 /// The cotangent of the only output, or the error of a rule called without one.
 fn only_gy(cx: &GradCx, node: NodeId, gy: &[Option<ValueRef>]) -> Result<ValueRef, AutodiffError> {
@@ -231,15 +235,49 @@ fn global_pool_grad(
     }
 }
 
+/// Resize is separable, `y = R_h · x · R_wᵀ` per plane with the interpreter's tap matrices
+/// (nearest: one-hot rows; bilinear: two taps), so `dx = R_hᵀ · dy · R_w`: two matmuls with
+/// constant matrices of `[H, Ho]` and `[Wo, W]`.
 pub(super) fn resize(
     cx: &mut GradCx,
     node: NodeId,
-    _gy: &[Option<ValueRef>],
-    _want: &[bool],
+    gy: &[Option<ValueRef>],
+    want: &[bool],
 ) -> InputGrads {
-    Err(no_rule(
-        cx,
+    let n = cx.graph().node(node).clone();
+    let g = only_gy(cx, node, gy)?;
+    let Op::Resize(r) = &n.op else {
+        return Err(no_rule(cx, node, "not a resize"));
+    };
+    if !want_at(want, 0) {
+        return Ok(vec![None]);
+    }
+    let x = n.inputs[0];
+    let (xd, gd) = (cx.dims(x), cx.dims(g));
+    let (Some(&[_, _, h, w]), Some(&[_, _, ho, wo])) = (xd.get(..4), gd.get(..4)) else {
+        return Err(no_rule(cx, node, "needs NCHW input"));
+    };
+    let dtype = cx.ty(x).dtype;
+    let rh = resize_matrix(r.mode, r.coord, h as usize, ho as usize);
+    let rw = resize_matrix(r.mode, r.coord, w as usize, wo as usize);
+    // R_hᵀ: [H, Ho].
+    let rh_t: Vec<f64> = (0..h as usize)
+        .flat_map(|i| (0..ho as usize).map(move |o| (i, o)))
+        .map(|(i, o)| rh[o * h as usize + i] as f64)
+        .collect();
+    let rh_t = cx.constant(
+        rh_t,
+        TensorType::new(dtype, vec![Dim::Static(h), Dim::Static(ho)]),
         node,
-        "resize has no gradient op yet (nearest and bilinear need a scatter of the cotangent onto the source pixels)",
-    ))
+    )?;
+    let rw = rw.iter().map(|&v| v as f64).collect();
+    let rw = cx.constant(
+        rw,
+        TensorType::new(dtype, vec![Dim::Static(wo), Dim::Static(w)]),
+        node,
+    )?;
+    let mm = Op::MatMul(MatMulAttrs::default());
+    let rows = cx.emit(mm.clone(), vec![g, rw], node)?;
+    let dx = cx.emit(mm, vec![rh_t, rows], node)?;
+    Ok(vec![Some(dx)])
 }
