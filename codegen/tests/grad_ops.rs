@@ -1,12 +1,15 @@
-//! The gradient ops (`conv2d_grad_weight`, `pool_grad`, `scatter_add`, `gather_grad`)
-//! through the LLVM backend against the interpreter, on random inputs: max |a − b| / max |b|
-//! ≤ 1e-4 (`common::TOL`; the kernels sum in another order than the interpreter's loops).
+//! The gradient ops (`conv2d_grad_weight`, `pool_grad`, `scatter_add`, `gather_grad`) and
+//! `conv_transpose2d` (conv2d's data gradient) through the LLVM backend against the
+//! interpreter, on random inputs: max |a − b| / max |b| ≤ 1e-4 (`common::TOL`; the kernels
+//! sum in another order than the interpreter's loops).
 
 mod common;
 
 use common::{rel_err, TOL};
 use oar_codegen::jit::JitModel;
-use oar_ir::op::{infer_types, ConvAttrs, GradOp, InferCtx, Literal, PoolAttrs, PoolKind};
+use oar_ir::op::{
+    infer_types, ConvAttrs, ConvTransposeAttrs, GradOp, InferCtx, Literal, PoolAttrs, PoolKind,
+};
 use oar_ir::{DType, Dim, Graph, Op, TensorType, ValueRef};
 use oar_runtime::{run, HostTensor, Weights};
 use proptest::prelude::*;
@@ -61,6 +64,31 @@ fn forward_type(op: Op, ins: &[TensorType]) -> TensorType {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    /// conv2d's data gradient (with the output padding autodiff picks) and plain use.
+    #[test]
+    fn conv_transpose2d_matches(s in 1u64..=2, p in 0u64..=1, d in 1u64..=2, gk in 0u8..=2,
+                                hw in 3u64..=5, op in 0u64..=1, bias: bool, seed in 0u64..1000) {
+        let c = 4;
+        let groups = [1, 2, c][gk as usize];
+        let og = if gk == 2 { 1 } else { 3 };
+        let t = ConvTransposeAttrs {
+            conv: ConvAttrs { stride: [s, s], padding: [p, p, p + 1, p], dilation: [d, d], groups },
+            output_padding: [op.min(s - 1), 0],
+        };
+        let (xt, wt) = (ty(&[2, c, hw, hw + 1]), ty(&[c, og, 3, 2]));
+        let mut g = Graph::new("g");
+        let mut args = vec![g.add_input("x", xt.clone()), g.add_input("w", wt.clone())];
+        let mut ins = vec![rand(&static_dims(&xt), seed), rand(&static_dims(&wt), seed + 1)];
+        if bias {
+            args.push(g.add_input("b", ty(&[og * groups])));
+            ins.push(rand(&[og * groups], seed + 2));
+        }
+        let y: ValueRef = g.add_node(Op::ConvTranspose2d(t), args, None).unwrap().into();
+        g.set_outputs(vec![y]);
+        let err = compare(&g, &ins);
+        prop_assert!(err.as_ref().is_ok_and(|e| *e <= TOL), "{:?}\n{}", err, oar_ir::print(&g));
+    }
 
     #[test]
     fn conv2d_grad_weight_matches(s in 1u64..=2, p in 0u64..=1, d in 1u64..=2, gk in 0u8..=2,

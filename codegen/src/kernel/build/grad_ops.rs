@@ -1,11 +1,11 @@
-//! Gradient ops (`conv2d_grad_weight`, `pool_grad`, `scatter_add`, `gather_grad`) as plain
-//! loop nests. Each parallel iteration owns one output element and gathers everything that
+//! Gradient ops (`conv2d_grad_weight`, `pool_grad`, `scatter_add`, `gather_grad`) and
+//! `conv_transpose2d` (conv2d's data gradient) as plain loop nests. Each parallel iteration owns one output element and gathers everything that
 //! adds into it (no scatter, so no write races between threads); they are reference
 //! kernels, correct rather than fast.
 
 use super::{Arg, Builder};
 use crate::kernel::{Body, Cond, Expr, IExpr, Stmt, Un};
-use oar_ir::op::{norm_axis, ConvAttrs, GradOp, PoolAttrs, PoolKind};
+use oar_ir::op::{norm_axis, ConvAttrs, ConvTransposeAttrs, GradOp, PoolAttrs, PoolKind};
 use oar_ir::DType;
 
 fn and(a: Cond, b: Cond) -> Cond {
@@ -65,6 +65,91 @@ pub(crate) fn lower(
         GradOp::ScatterAdd { axis } => scatter_add(b, name, *axis, ins, out),
         GradOp::Gather { axis, rows } => gather(b, name, *axis, *rows as i64, ins, out),
     }
+}
+
+/// `conv_transpose2d` in gather form: output pixel `oy` receives input row `iy` through
+/// kernel row `ky` when `iy·s + ky·d − p = oy`, i.e. when `oy + p − ky·d` is a multiple of
+/// the stride (signed division truncates, so negative rows fail the range check).
+pub(crate) fn conv_transpose(
+    b: &mut Builder,
+    name: &str,
+    t_attrs: &ConvTransposeAttrs,
+    ins: &[Arg],
+    out: &Arg,
+) -> Result<(), String> {
+    if out.dtype != DType::F32 {
+        return Err("conv_transpose2d is compiled for f32 only".into());
+    }
+    let a = &t_attrs.conv;
+    let (x, w) = (&ins[0], &ins[1]);
+    let [_, c, h, wd] = nchw(x, "input")?;
+    let [_, og, kh, kw] = nchw(w, "weight")?;
+    let [n, o_ch, ho, wo] = nchw(out, "output")?;
+    let g = a.groups as i64;
+    let cg = c / g;
+    let [sh, sw] = a.stride.map(|v| v as i64);
+    let [dh, dw] = a.dilation.map(|v| v as i64);
+    let [pt, pl, _, _] = a.padding.map(|v| v as i64);
+    let t = IExpr::v(0);
+    let ox = t.clone().rem(wo);
+    let oy = t.clone().div(wo).rem(ho);
+    let oc = t.clone().div(wo * ho).rem(o_ch);
+    let bn = t.clone().div(wo * ho * o_ch);
+    let ci = oc.clone().div(og).mul(cg).add(IExpr::v(1));
+    let (ky, kx) = (IExpr::v(2), IExpr::v(3));
+    let ny = oy.add(IExpr::c(pt)).add(ky.clone().mul(-dh));
+    let nx = ox.add(IExpr::c(pl)).add(kx.clone().mul(-dw));
+    let (iy, ix) = (ny.clone().div(sh), nx.clone().div(sw));
+    let hit = and(
+        and(eq(ny.rem(sh), IExpr::c(0)), eq(nx.rem(sw), IExpr::c(0))),
+        and(Cond::InRange(iy.clone(), h), Cond::InRange(ix.clone(), wd)),
+    );
+    let x_at = bn.mul(c).add(ci.clone()).mul(h).add(iy).mul(wd).add(ix);
+    let w_at = ci
+        .mul(og)
+        .add(oc.clone().rem(og))
+        .mul(kh)
+        .add(ky)
+        .mul(kw)
+        .add(kx);
+    let acc = Expr::Local(0);
+    let term = Expr::LoadIf(1, x_at, hit).mul(Expr::Load(2, w_at));
+    let init = if ins.len() > 2 {
+        Expr::Load(3, oc)
+    } else {
+        Expr::C(0.0)
+    };
+    let extent = n * o_ch * ho * wo;
+    let body = vec![Stmt::par(
+        extent,
+        vec![
+            Stmt::Local { id: 0, init },
+            Stmt::seq(
+                1,
+                cg,
+                vec![Stmt::seq(
+                    2,
+                    kh,
+                    vec![Stmt::seq(
+                        3,
+                        kw,
+                        vec![Stmt::Assign {
+                            id: 0,
+                            val: acc.clone().add(term),
+                        }],
+                    )],
+                )],
+            ),
+            Stmt::Store {
+                buf: 0,
+                idx: t,
+                val: acc,
+            },
+        ],
+    )];
+    let mut args = vec![out.buf, x.buf, w.buf];
+    args.extend(ins.get(2).map(|bias| bias.buf));
+    b.kernel(name, &args, Body::Loops(body), extent, 16)
 }
 
 /// One dW element per iteration: Σ over batch and output pixels.

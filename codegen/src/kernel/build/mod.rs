@@ -515,10 +515,11 @@ fn lower_node(
         | Op::GatherElements { .. }
         | Op::Embedding => data_movement::lower(b, name, op, ins, outs),
         Op::Grad(g) => grad_ops::lower(b, name, g, ins, &outs[0]),
+        // conv2d's data gradient; a reference loop nest like the gradient ops.
+        Op::ConvTranspose2d(t) => grad_ops::conv_transpose(b, name, t, ins, &outs[0]),
         Op::Input
         | Op::Param(_)
         | Op::Constant(_)
-        | Op::ConvTranspose2d(_)
         | Op::Resize(_)
         | Op::Reshape { .. }
         | Op::Squeeze { .. }
