@@ -20,6 +20,28 @@ fn select(c: Cond, a: Expr, b: Expr) -> Expr {
     Expr::Select(c, Box::new(a), Box::new(b))
 }
 
+/// The body every kernel here has: per output element `t` (the parallel loop), local 0
+/// starts at `init`, is updated by `inner` inside the nested sequential `loops` (variable,
+/// extent; outermost first), and is stored at `t`.
+fn accumulate(extent: i64, init: Expr, loops: &[(u32, i64)], mut inner: Vec<Stmt>) -> Body {
+    for &(var, n) in loops.iter().rev() {
+        inner = vec![Stmt::seq(var, n, inner)];
+    }
+    let mut body = vec![Stmt::Local { id: 0, init }];
+    body.extend(inner);
+    body.push(Stmt::Store {
+        buf: 0,
+        idx: IExpr::v(0),
+        val: Expr::Local(0),
+    });
+    Body::Loops(vec![Stmt::par(extent, body)])
+}
+
+/// `acc = val` for local 0.
+fn set_acc(val: Expr) -> Vec<Stmt> {
+    vec![Stmt::Assign { id: 0, val }]
+}
+
 fn nchw(a: &Arg, what: &str) -> Result<[i64; 4], String> {
     match a.shape.as_slice() {
         &[n, c, h, w] => Ok([n, c, h, w]),
@@ -120,36 +142,15 @@ pub(crate) fn conv_transpose(
         Expr::C(0.0)
     };
     let extent = n * o_ch * ho * wo;
-    let body = vec![Stmt::par(
+    let body = accumulate(
         extent,
-        vec![
-            Stmt::Local { id: 0, init },
-            Stmt::seq(
-                1,
-                cg,
-                vec![Stmt::seq(
-                    2,
-                    kh,
-                    vec![Stmt::seq(
-                        3,
-                        kw,
-                        vec![Stmt::Assign {
-                            id: 0,
-                            val: acc.clone().add(term),
-                        }],
-                    )],
-                )],
-            ),
-            Stmt::Store {
-                buf: 0,
-                idx: t,
-                val: acc,
-            },
-        ],
-    )];
+        init,
+        &[(1, cg), (2, kh), (3, kw)],
+        set_acc(acc.add(term)),
+    );
     let mut args = vec![out.buf, x.buf, w.buf];
     args.extend(ins.get(2).map(|bias| bias.buf));
-    b.kernel(name, &args, Body::Loops(body), extent, 16)
+    b.kernel(name, &args, body, extent, 16)
 }
 
 /// One dW element per iteration: Σ over batch and output pixels.
@@ -191,44 +192,14 @@ fn conv_weight(
     let dy_at = bn.mul(o).add(oc).mul(ho).add(y).mul(wo).add(xo);
     let acc = Expr::Local(0);
     let term = Expr::LoadIf(1, x_at, inside).mul(Expr::Load(2, dy_at));
-    let body = vec![Stmt::par(
-        o * cg * kh * kw,
-        vec![
-            Stmt::Local {
-                id: 0,
-                init: Expr::C(0.0),
-            },
-            Stmt::seq(
-                1,
-                n,
-                vec![Stmt::seq(
-                    2,
-                    ho,
-                    vec![Stmt::seq(
-                        3,
-                        wo,
-                        vec![Stmt::Assign {
-                            id: 0,
-                            val: acc.clone().add(term),
-                        }],
-                    )],
-                )],
-            ),
-            Stmt::Store {
-                buf: 0,
-                idx: t,
-                val: acc,
-            },
-        ],
-    )];
     let extent = o * cg * kh * kw;
-    b.kernel(
-        name,
-        &[out.buf, x.buf, dy.buf],
-        Body::Loops(body),
+    let body = accumulate(
         extent,
-        1,
-    )
+        Expr::C(0.0),
+        &[(1, n), (2, ho), (3, wo)],
+        set_acc(acc.add(term)),
+    );
+    b.kernel(name, &[out.buf, x.buf, dy.buf], body, extent, 1)
 }
 
 /// One dx element per iteration: the cotangents of the windows that cover it. Only the
@@ -338,28 +309,8 @@ fn pool(b: &mut Builder, name: &str, p: &PoolAttrs, ins: &[Arg], out: &Arg) -> R
     });
     let (ny, nx) = ((kh + sh - 1) / sh, (kw + sw - 1) / sw);
     let extent = n * c * h * w;
-    let body = vec![Stmt::par(
-        extent,
-        vec![
-            Stmt::Local {
-                id: 0,
-                init: Expr::C(0.0),
-            },
-            Stmt::seq(1, ny, vec![Stmt::seq(2, nx, window)]),
-            Stmt::Store {
-                buf: 0,
-                idx: t,
-                val: acc,
-            },
-        ],
-    )];
-    b.kernel(
-        name,
-        &[out.buf, x.buf, dy.buf],
-        Body::Loops(body),
-        extent,
-        16,
-    )
+    let body = accumulate(extent, Expr::C(0.0), &[(1, ny), (2, nx)], window);
+    b.kernel(name, &[out.buf, x.buf, dy.buf], body, extent, 16)
 }
 
 /// One output element per iteration: data plus every update whose target it is.
@@ -395,32 +346,10 @@ fn scatter_add(
         add = add.add(select(c, Expr::Load(3, k.clone()), Expr::C(0.0)));
     }
     let extent: i64 = data.shape.iter().product();
-    let body = vec![Stmt::par(
-        extent,
-        vec![
-            Stmt::Local {
-                id: 0,
-                init: Expr::Load(1, t.clone()),
-            },
-            Stmt::seq(
-                1,
-                idx.shape.iter().product(),
-                vec![Stmt::Assign { id: 0, val: add }],
-            ),
-            Stmt::Store {
-                buf: 0,
-                idx: t,
-                val: acc,
-            },
-        ],
-    )];
-    b.kernel(
-        name,
-        &[out.buf, data.buf, idx.buf, upd.buf],
-        Body::Loops(body),
-        extent,
-        16,
-    )
+    let n_upd = idx.shape.iter().product();
+    let body = accumulate(extent, Expr::Load(1, t), &[(1, n_upd)], set_acc(add));
+    let args = [out.buf, data.buf, idx.buf, upd.buf];
+    b.kernel(name, &args, body, extent, 16)
 }
 
 /// One element of the data gradient per iteration: the cotangent slices whose index is
@@ -449,26 +378,6 @@ fn gather(
         add = add.add(select(hit, Expr::Load(2, src.clone()), Expr::C(0.0)));
     }
     let extent = outer * rows * inner;
-    let body = vec![Stmt::par(
-        extent,
-        vec![
-            Stmt::Local {
-                id: 0,
-                init: Expr::C(0.0),
-            },
-            Stmt::seq(1, ni, vec![Stmt::Assign { id: 0, val: add }]),
-            Stmt::Store {
-                buf: 0,
-                idx: t,
-                val: acc,
-            },
-        ],
-    )];
-    b.kernel(
-        name,
-        &[out.buf, idx.buf, dy.buf],
-        Body::Loops(body),
-        extent,
-        16,
-    )
+    let body = accumulate(extent, Expr::C(0.0), &[(1, ni)], set_acc(add));
+    b.kernel(name, &[out.buf, idx.buf, dy.buf], body, extent, 16)
 }
