@@ -162,3 +162,64 @@ fn gather_grad_and_scatter_add_match() {
         assert!(err <= TOL, "scatter_add axis {axis}: {err:.2e}");
     }
 }
+
+/// The backward autodiff emits for a fused conv (bias, residual) and a max pool compiles
+/// and matches the interpreter: conv_transpose2d, conv2d_grad_weight, pool_grad and the
+/// bias reduction. (An epilogue activation's derivative needs comparisons producing bool,
+/// which codegen does not compile yet.)
+#[test]
+fn conv_and_pool_backward_compiles() {
+    use oar_ir::op::Epilogue;
+    use oar_passes::autodiff::rules::vjp;
+    use oar_passes::autodiff::GradCx;
+    let conv = ConvAttrs {
+        stride: [2, 2],
+        padding: [1, 1, 1, 1],
+        dilation: [1, 1],
+        groups: 2,
+    };
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", ty(&[2, 4, 7, 7]));
+    let w = g.add_input("w", ty(&[6, 2, 3, 3]));
+    let b = g.add_input("b", ty(&[6]));
+    let r = g.add_input("r", ty(&[2, 6, 4, 4]));
+    let epilogue = Epilogue {
+        bias: true,
+        residual: true,
+        activation: None,
+    };
+    let y: ValueRef = g
+        .add_node(Op::FusedConv2d { conv, epilogue }, vec![x, w, b, r], None)
+        .unwrap()
+        .into();
+    let pool = PoolAttrs {
+        kind: PoolKind::Max,
+        kernel: [3, 3],
+        stride: [2, 2],
+        padding: [1, 1, 1, 1],
+        ceil_mode: true,
+        count_include_pad: false,
+    };
+    let p: ValueRef = g.add_node(Op::Pool(pool), vec![y], None).unwrap().into();
+    let mut cx = GradCx::for_graph(g.clone());
+    let pt = g.value_type(p).unwrap().clone();
+    let n = pt.shape.numel().as_static().unwrap() as usize;
+    let u = rand(&static_dims(&pt), 9).to_f64();
+    assert_eq!(u.len(), n);
+    let u = cx.constant(u, pt, p.node).unwrap();
+    let gy = vjp(&mut cx, p.node, &[Some(u)], &[true]).unwrap()[0].unwrap();
+    let grads = vjp(&mut cx, y.node, &[Some(gy)], &[true; 4]).unwrap();
+    let mut bg = cx.finish();
+    bg.set_outputs(grads.into_iter().map(|v| v.unwrap()).collect());
+    let ins: Vec<HostTensor> = [[2, 4, 7, 7].as_slice(), &[6, 2, 3, 3], &[6], &[2, 6, 4, 4]]
+        .iter()
+        .enumerate()
+        .map(|(k, d)| rand(d, 20 + k as u64))
+        .collect();
+    let err = compare(&bg, &ins).unwrap();
+    assert!(
+        err <= TOL,
+        "backward: rel err {err:.2e}\n{}",
+        oar_ir::print(&bg)
+    );
+}
