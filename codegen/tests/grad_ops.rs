@@ -163,13 +163,12 @@ fn gather_grad_and_scatter_add_match() {
     }
 }
 
-/// The backward autodiff emits for a fused conv (bias, residual) and a max pool compiles
-/// and matches the interpreter: conv_transpose2d, conv2d_grad_weight, pool_grad and the
-/// bias reduction. (An epilogue activation's derivative needs comparisons producing bool,
-/// which codegen does not compile yet.)
+/// The backward autodiff emits for a fused conv (bias, residual, an activation) and a max
+/// pool compiles and matches the interpreter: conv_transpose2d, conv2d_grad_weight,
+/// pool_grad, the bias reduction and the activation derivative's greater/less/where.
 #[test]
 fn conv_and_pool_backward_compiles() {
-    use oar_ir::op::Epilogue;
+    use oar_ir::op::{Epilogue, UnaryOp};
     use oar_passes::autodiff::rules::vjp;
     use oar_passes::autodiff::GradCx;
     let conv = ConvAttrs {
@@ -186,7 +185,7 @@ fn conv_and_pool_backward_compiles() {
     let epilogue = Epilogue {
         bias: true,
         residual: true,
-        activation: None,
+        activation: Some(UnaryOp::Relu6),
     };
     let y: ValueRef = g
         .add_node(Op::FusedConv2d { conv, epilogue }, vec![x, w, b, r], None)
