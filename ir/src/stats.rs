@@ -114,6 +114,7 @@ pub fn paddle_macs(
         | Op::FusedConv2d { .. }
         | Op::FusedMatMul { .. }
         | Op::Fused { .. }
+        | Op::Grad(_)
         | Op::Send { .. } => 0,
     }
 }

@@ -171,7 +171,7 @@ impl Gen {
             0
         };
         let r = &mut self.rng;
-        let op = match r.below(24) {
+        let op = match r.below(25) {
             0 => {
                 let unary = [
                     UnaryOp::Neg,
@@ -423,9 +423,71 @@ impl Gen {
                 };
                 (op, vec![x])
             }
+            23 => return self.propose_grad(x, axis),
             _ => (Op::Send { peer: r.below(4) }, vec![x]),
         };
         Some(op)
+    }
+
+    /// A gradient op on `x`, with the forward op that makes its cotangent.
+    fn propose_grad(&mut self, x: ValueRef, axis: i64) -> Option<(Op, Vec<ValueRef>)> {
+        let xd = self.dims_of(x);
+        let forward = |s: &mut Self, op: Op, ins: Vec<ValueRef>| -> Option<ValueRef> {
+            let name = s.name();
+            let name = s.unique(name);
+            s.g.add_node(op, ins, name).ok().map(ValueRef::from)
+        };
+        match self.rng.below(4) {
+            0 if xd.len() == 4 => {
+                let p = PoolAttrs {
+                    kind: *self.rng.pick(&[PoolKind::Max, PoolKind::Avg]),
+                    kernel: [2, 2],
+                    stride: [self.rng.below(2) + 1; 2],
+                    padding: [self.rng.below(2); 4],
+                    ceil_mode: self.rng.chance(0.5),
+                    count_include_pad: self.rng.chance(0.5),
+                };
+                let dy = forward(self, Op::Pool(p.clone()), vec![x])?;
+                Some((Op::Grad(GradOp::Pool(p)), vec![x, dy]))
+            }
+            1 if xd.len() == 4 => {
+                let c = xd[1].as_static()?;
+                let groups = if c.is_multiple_of(2) && self.rng.chance(0.5) {
+                    2
+                } else {
+                    1
+                };
+                let k = self.rng.below(3) + 1;
+                let w = self.param(&[groups * 2, c / groups, k, k]);
+                let conv = ConvAttrs {
+                    stride: [self.rng.below(2) + 1; 2],
+                    padding: [self.rng.below(2); 4],
+                    dilation: [self.rng.below(2) + 1, 1],
+                    groups,
+                };
+                let dy = forward(self, Op::Conv2d(conv.clone()), vec![x, w])?;
+                Some((
+                    Op::Grad(GradOp::Conv2dWeight {
+                        conv,
+                        kernel: [k, k],
+                    }),
+                    vec![x, dy],
+                ))
+            }
+            2 if !xd.is_empty() => {
+                let idx = self.constant();
+                let a = axis.rem_euclid(xd.len() as i64) as usize;
+                let rows = xd[a].as_static()?;
+                let dy = forward(self, Op::Gather { axis }, vec![x, idx])?;
+                Some((Op::Grad(GradOp::Gather { axis, rows }), vec![idx, dy]))
+            }
+            3 if xd.len() == 1 => {
+                let idx = self.constant();
+                let upd = forward(self, Op::GatherElements { axis: 0 }, vec![x, idx])?;
+                Some((Op::Grad(GradOp::ScatterAdd { axis: 0 }), vec![x, idx, upd]))
+            }
+            _ => None,
+        }
     }
 
     fn annotate(&mut self, v: ValueRef) {

@@ -575,3 +575,61 @@ fn fused_kernels_check_their_epilogue() {
         "unknown function @f",
     );
 }
+
+#[test]
+fn gradient_ops() {
+    let conv = ConvAttrs {
+        stride: [2, 2],
+        padding: [1, 1, 1, 1],
+        dilation: [1, 1],
+        groups: 2,
+    };
+    let gw = Op::Grad(GradOp::Conv2dWeight {
+        conv: conv.clone(),
+        kernel: [3, 3],
+    });
+    ok(
+        gw.clone(),
+        &["f32[2,4,8,8]", "f32[2,6,4,4]"],
+        "f32[6,2,3,3]",
+    );
+    bad(
+        gw.clone(),
+        &["f32[2,4,8,8]", "f32[2,6,5,4]"],
+        "not the type of conv2d's output",
+    );
+    bad(gw, &["f32[2,3,8,8]", "f32[2,6,4,4]"], "groups");
+    let pool = PoolAttrs {
+        kind: PoolKind::Max,
+        kernel: [3, 3],
+        stride: [2, 2],
+        padding: [1, 1, 1, 1],
+        ceil_mode: true,
+        count_include_pad: false,
+    };
+    let pg = Op::Grad(GradOp::Pool(pool));
+    ok(
+        pg.clone(),
+        &["f32[1,3,7,7]", "f32[1,3,4,4]"],
+        "f32[1,3,7,7]",
+    );
+    bad(pg, &["f32[1,3,7,7]", "f32[1,3,3,3]"], "pooling's output");
+    let sa = Op::Grad(GradOp::ScatterAdd { axis: 1 });
+    ok(
+        sa.clone(),
+        &["f32[3,5]", "i64[3,2]", "f32[3,2]"],
+        "f32[3,5]",
+    );
+    bad(sa, &["f32[3,5]", "i64[3,2]", "f32[2,2]"], "one shape");
+    let gg = Op::Grad(GradOp::Gather { axis: 1, rows: 10 });
+    ok(gg.clone(), &["i64[2,3]", "f32[N,2,3,4]"], "f32[N,10,4]");
+    bad(gg, &["i64[2,3]", "f32[N,3,2,4]"], "does not hold indices");
+    ok(
+        Op::Grad(GradOp::Gather {
+            axis: 0,
+            rows: 40000,
+        }),
+        &["i64[N,seq]", "f32[N,seq,768]"],
+        "f32[40000,768]",
+    );
+}

@@ -232,6 +232,7 @@ fn identity_source(g: &Graph, id: NodeId) -> Option<ValueRef> {
         | Op::FusedConv2d { .. }
         | Op::FusedMatMul { .. }
         | Op::Fused { .. }
+        | Op::Grad(_)
         | Op::Send { .. } => false,
     };
     passes.then_some(first)

@@ -212,6 +212,7 @@ impl Topology {
             | Op::FusedConv2d { .. }
             | Op::FusedMatMul { .. }
             | Op::Fused { .. }
+            | Op::Grad(_)
             | Op::Send { .. } => return None,
         })
     }

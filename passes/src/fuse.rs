@@ -70,6 +70,7 @@ impl Fuse {
             | Op::AllToAll { .. }
             | Op::Broadcast { .. }
             | Op::Fused { .. }
+            | Op::Grad(_)
             | Op::Send { .. } => false,
         }
     }

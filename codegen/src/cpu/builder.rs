@@ -167,6 +167,20 @@ impl<'a, 'ctx> LlvmBuilder<'a, 'ctx> {
         self.tag(base, st)
     }
 
+    /// Stores an i1 as a 0/1 byte (bool buffers).
+    pub fn store_bool(
+        &self,
+        base: PointerValue<'ctx>,
+        idx: IntValue<'ctx>,
+        bit: IntValue<'ctx>,
+    ) -> R<()> {
+        let i8t = self.cx.i8_type();
+        let byte = self.b.build_int_z_extend(bit, i8t, "b").m()?;
+        let p = self.gep(i8t.into(), base, idx)?;
+        let st = self.b.build_store(p, byte).m()?;
+        self.tag(base, st)
+    }
+
     /// An unaligned load of `lanes` floats at element `idx`.
     pub fn load_v(&self, base: PointerValue<'ctx>, idx: IntValue<'ctx>) -> R<VectorValue<'ctx>> {
         let p = self.gep(self.f32t().into(), base, idx)?;

@@ -118,7 +118,13 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
             Stmt::Store { buf, idx, val } => {
                 let i = self.iexpr(idx)?;
                 let v = self.expr(val)?;
-                ir.store_f32(self.bufs[*buf], i, v)?;
+                if self.elems[*buf] == Elem::Bool {
+                    // A bool buffer holds 0/1 bytes: the stored value's truth (non-zero).
+                    let bit = ir.fcmp(FloatPredicate::UNE, v, ir.f(0.0))?;
+                    ir.store_bool(self.bufs[*buf], i, bit)?;
+                } else {
+                    ir.store_f32(self.bufs[*buf], i, v)?;
+                }
             }
             Stmt::Local { id, init } => {
                 let slot = match self.locals.get(id) {
@@ -188,6 +194,7 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
                     .m()?
             }
             Cond::And(a, b) => ir.b.build_and(self.cond(a)?, self.cond(b)?, "and").m()?,
+            Cond::Lt(a, b) => ir.fcmp(FloatPredicate::OLT, self.expr(a)?, self.expr(b)?)?,
         })
     }
 

@@ -160,6 +160,9 @@ pub enum Cond {
     /// A bool buffer element.
     Bool(usize, IExpr),
     And(Box<Cond>, Box<Cond>),
+    /// `a < b` on f32 values (false when either is NaN): the arg-max routing of max
+    /// pooling's gradient compares values, not indices.
+    Lt(Box<Expr>, Box<Expr>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

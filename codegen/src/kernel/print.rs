@@ -75,6 +75,7 @@ impl Display for Cond {
             Cond::Le(a, b) => write!(f, "{a} <= {b}"),
             Cond::Bool(b, i) => write!(f, "b{b}[{i}]"),
             Cond::And(a, b) => write!(f, "({a} && {b})"),
+            Cond::Lt(a, b) => write!(f, "{a} < {b}"),
         }
     }
 }

@@ -58,6 +58,7 @@ pub(super) fn module(g: &Graph, b: &BTreeMap<String, u64>) -> Result<String, Mli
             | Op::FusedConv2d { .. }
             | Op::FusedMatMul { .. }
             | Op::Fused { .. }
+            | Op::Grad(_)
             | Op::Send { .. } => None,
         };
         if let Some(attr) = attr {
@@ -401,6 +402,7 @@ fn lower_node(
         | Op::ReduceScatter { .. }
         | Op::AllToAll { .. }
         | Op::Broadcast { .. }
+        | Op::Grad(_)
         | Op::Send { .. } => Err(format!("`{}` has no TOSA lowering", node.op.name())),
     }
 }

@@ -101,6 +101,25 @@ pub fn op_cost(
         }
         Op::Concat { .. } | Op::Split { .. } | Op::Slice(_) | Op::Transpose { .. } => (0, rw),
         Op::Shape => (0, 0),
+        // Gradient ops: a MAC per (weight, output pixel) pair for the conv weight gradient,
+        // kh·kw per cotangent element for pooling (a compare or an add each), one add per
+        // scattered element.
+        Op::Grad(GradOp::Conv2dWeight { .. }) => {
+            let dy = inputs.get(1).map(dims).unwrap_or_default();
+            macs = out_elems
+                * dy.iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != 1)
+                    .map(|(_, d)| *d)
+                    .product::<u64>();
+            (2 * macs, rw)
+        }
+        Op::Grad(GradOp::Pool(p)) => {
+            let dy = inputs.get(1).map(numel).unwrap_or(0);
+            (dy * p.kernel[0] * p.kernel[1], rw)
+        }
+        Op::Grad(GradOp::ScatterAdd { .. }) => (inputs.get(2).map(numel).unwrap_or(0), rw),
+        Op::Grad(GradOp::Gather { .. }) => (inputs.get(1).map(numel).unwrap_or(0), rw),
         Op::FusedConv2d { conv, epilogue } => {
             let c = epilogue_cost(
                 &Op::Conv2d(conv.clone()),

@@ -52,6 +52,7 @@ impl Op {
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
+            | Op::Grad(_)
             | Op::Shape
             | Op::AllReduce { .. }
             | Op::AllGather { .. }
@@ -100,6 +101,7 @@ impl Op {
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
+            | Op::Grad(_)
             | Op::Shape
             | Op::AllReduce { .. }
             | Op::AllGather { .. }
@@ -148,6 +150,7 @@ impl Op {
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
+            | Op::Grad(_)
             | Op::Shape
             | Op::AllReduce { .. }
             | Op::AllGather { .. }
@@ -199,6 +202,7 @@ impl Op {
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
+            | Op::Grad(_)
             | Op::Shape
             | Op::AllReduce { .. }
             | Op::AllGather { .. }
@@ -245,6 +249,7 @@ impl Op {
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
+            | Op::Grad(_)
             | Op::Shape
             | Op::AllReduce { .. }
             | Op::AllGather { .. }
@@ -303,6 +308,7 @@ impl Op {
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
+            | Op::Grad(_)
             | Op::Shape
             | Op::FusedConv2d { .. }
             | Op::FusedMatMul { .. }
@@ -354,6 +360,7 @@ impl Op {
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
+            | Op::Grad(_)
             | Op::Shape
             | Op::FusedConv2d { .. }
             | Op::FusedMatMul { .. }
@@ -368,7 +375,8 @@ impl Op {
     pub fn differentiable(&self) -> bool {
         match self {
             Op::Input | Op::Param(_) => true,
-            Op::Constant(_) | Op::Recv { .. } | Op::Send { .. } | Op::Shape => false,
+            // Gradient ops are emitted by autodiff itself; differentiating twice is not supported.
+            Op::Constant(_) | Op::Recv { .. } | Op::Send { .. } | Op::Shape | Op::Grad(_) => false,
             Op::Binary(b) => !b.is_comparison(),
             Op::Cast { to } => to.is_float(),
             Op::Unary(_)
@@ -462,6 +470,7 @@ impl Op {
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
+            | Op::Grad(_)
             | Op::FusedConv2d { .. }
             | Op::FusedMatMul { .. }
             | Op::Fused { .. } => LoadTime::IfInputsKnown,

@@ -6,11 +6,13 @@
 mod attrs;
 mod counts;
 mod facts;
+mod grad;
 mod shape;
 
 pub use attrs::{all_op_names, op_attrs, op_from_attrs, Attr, AttrError};
 pub use counts::{op_cost, OpCost};
 pub use facts::LoadTime;
+pub use grad::{pool_kind_name, GradOp, GRAD_NAMES};
 pub use shape::{infer_types, norm_axis, InferCtx, ShapeError};
 
 use crate::dist::ReduceOp;
@@ -470,6 +472,9 @@ pub enum Op {
     Fused {
         func: String,
     },
+    /// Gradient ops emitted by autodiff (`conv2d_grad_weight`, `pool_grad`, `scatter_add`,
+    /// `gather_grad`); see [`GradOp`].
+    Grad(GradOp),
     // Point to point, for pipeline stages.
     Send {
         peer: u64,
@@ -517,6 +522,7 @@ impl Op {
             | Op::Broadcast { .. } => "collective",
             Op::Send { .. } | Op::Recv { .. } => "p2p",
             Op::FusedConv2d { .. } | Op::FusedMatMul { .. } | Op::Fused { .. } => "fused",
+            Op::Grad(_) => "gradient",
         }
     }
 }

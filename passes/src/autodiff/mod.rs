@@ -16,6 +16,7 @@
 
 pub mod check;
 mod cx;
+mod cx_conv;
 pub mod rules;
 
 pub use cx::GradCx;
@@ -84,7 +85,8 @@ pub fn trainable_params(g: &Graph) -> Vec<NodeId> {
 fn param_name(op: &Op) -> Option<&str> {
     match op {
         Op::Param(p) => Some(p.name.as_str()),
-        _ => None, // op-contract: pass-through (only parameters have names)
+        // op-contract: pass-through (only parameters have names)
+        _ => None,
     }
 }
 

@@ -341,6 +341,7 @@ pub(super) fn rule(
         | Op::FusedConv2d { .. }
         | Op::FusedMatMul { .. }
         | Op::Fused { .. }
+        | Op::Grad(_)
         | Op::Send { .. } => replicated(n),
     }
 }

@@ -168,6 +168,7 @@ impl Collective {
             | Op::FusedConv2d { .. }
             | Op::FusedMatMul { .. }
             | Op::Fused { .. }
+            | Op::Grad(_)
             | Op::Send { .. } => return Ok(None),
         }))
     }

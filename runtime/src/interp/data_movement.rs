@@ -16,7 +16,7 @@ pub(crate) fn take(t: &HostTensor, idx: &[usize], shape: Vec<usize>) -> HostTens
 }
 
 /// Multi-index of each linear position of `shape`, visited in order.
-fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
+pub(crate) fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
     let n: usize = shape.iter().product();
     let mut idx = vec![0usize; shape.len()];
     for _ in 0..n {
@@ -151,7 +151,7 @@ pub(crate) fn slice(x: &HostTensor, s: &SliceAttrs) -> Res<HostTensor> {
     Ok(cur)
 }
 
-fn index_list(idx: &HostTensor, bound: usize, what: &str) -> Res<Vec<usize>> {
+pub(crate) fn index_list(idx: &HostTensor, bound: usize, what: &str) -> Res<Vec<usize>> {
     let v = idx
         .as_i64()
         .ok_or_else(|| format!("{what} must be integers"))?;

@@ -6,17 +6,19 @@ mod collective;
 mod data_movement;
 pub mod debug;
 mod elementwise;
+mod grad_ops;
 mod linalg;
 mod norm_reduce_pool;
 mod training;
 
 pub use debug::{first_non_finite, NonFinite};
+pub use norm_reduce_pool::resize_matrix;
 pub use training::{dropout_keep, run_with_options, train_step, RunOptions, RunResult};
 
 use crate::comm::Communicator;
 use crate::io::weights::Weights;
 use crate::tensor::HostTensor;
-use oar_ir::op::{Literal, Op};
+use oar_ir::op::{GradOp, Literal, Op};
 use oar_ir::{Dim, Graph, Node};
 use std::collections::BTreeMap;
 
@@ -214,6 +216,16 @@ fn eval(
         Op::Gather { axis } => one(data_movement::gather(ins[0], ins[1], *axis)),
         Op::GatherElements { axis } => one(data_movement::gather_elements(ins[0], ins[1], *axis)),
         Op::Embedding => one(data_movement::embedding(ins[0], ins[1])),
+        Op::Grad(GradOp::Conv2dWeight { conv, kernel }) => {
+            one(grad_ops::conv2d_grad_weight(ins[0], ins[1], conv, *kernel))
+        }
+        Op::Grad(GradOp::Pool(p)) => one(grad_ops::pool_grad(ins[0], ins[1], p)),
+        Op::Grad(GradOp::ScatterAdd { axis }) => {
+            one(grad_ops::scatter_add(ins[0], ins[1], ins[2], *axis))
+        }
+        Op::Grad(GradOp::Gather { axis, rows }) => {
+            one(grad_ops::gather_grad(ins[0], ins[1], *axis, *rows))
+        }
         Op::Shape => Ok(vec![HostTensor::i64(
             vec![ins[0].shape.len()],
             ins[0].shape.iter().map(|&d| d as i64).collect(),

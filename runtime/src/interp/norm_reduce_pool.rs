@@ -162,7 +162,7 @@ pub(crate) fn reduce(x: &HostTensor, r: &ReduceOverAxes) -> Res<HostTensor> {
     ))
 }
 
-fn pool_out(n: usize, k: usize, s: usize, pb: usize, pe: usize, ceil: bool) -> usize {
+pub(crate) fn pool_out(n: usize, k: usize, s: usize, pb: usize, pe: usize, ceil: bool) -> usize {
     let span = n + pb + pe - k;
     let mut out = if ceil {
         span.div_ceil(s) + 1
@@ -286,6 +286,34 @@ fn linear_taps(mode: CoordMode, o: usize, in_len: usize, out_len: usize) -> (usi
     let i0 = c.floor() as usize;
     let i1 = (i0 + 1).min(in_len - 1);
     (i0, i1, (c - i0 as f64) as f32)
+}
+
+/// Resize along one axis as a matrix `[out_len, in_len]` (row-major): output `o` is
+/// `Σ_i m[o][i] · x[i]`, with the taps `resize` uses. Resize is separable, so
+/// `y = R_h · x · R_wᵀ` per plane, and autodiff builds the input gradient
+/// `R_hᵀ · dy · R_w` from these matrices.
+pub fn resize_matrix(
+    mode: ResizeMode,
+    coord: CoordMode,
+    in_len: usize,
+    out_len: usize,
+) -> Vec<f32> {
+    let mut m = vec![0f32; out_len * in_len];
+    if in_len == 0 {
+        return m;
+    }
+    for o in 0..out_len {
+        let row = &mut m[o * in_len..(o + 1) * in_len];
+        match mode {
+            ResizeMode::Nearest => row[nearest_index(coord, o, in_len, out_len)] = 1.0,
+            ResizeMode::Bilinear => {
+                let (i0, i1, f) = linear_taps(coord, o, in_len, out_len);
+                row[i0] += 1.0 - f;
+                row[i1] += f;
+            }
+        }
+    }
+    m
 }
 
 pub(crate) fn resize(x: &HostTensor, r: &ResizeAttrs, out_hw: [usize; 2]) -> Res<HostTensor> {

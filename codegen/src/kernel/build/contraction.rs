@@ -155,6 +155,7 @@ pub(crate) fn lower(
         | Op::AllToAll { .. }
         | Op::Broadcast { .. }
         | Op::Fused { .. }
+        | Op::Grad(_)
         | Op::Send { .. } => Err(format!("internal: {} routed to contraction", op.name())),
     }
 }

@@ -227,6 +227,7 @@ pub(crate) fn lower(
         | Op::FusedConv2d { .. }
         | Op::FusedMatMul { .. }
         | Op::Fused { .. }
+        | Op::Grad(_)
         | Op::Send { .. } => Err(format!("internal: {} routed to data_movement", op.name())),
     }
 }

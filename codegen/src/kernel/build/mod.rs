@@ -6,6 +6,7 @@ mod contraction;
 mod data_movement;
 mod depthwise;
 mod gemv;
+mod grad_ops;
 mod norm_reduce_pool;
 mod padded;
 mod pointwise;
@@ -370,6 +371,7 @@ pub fn build_kernels(
             | Op::FusedConv2d { .. }
             | Op::FusedMatMul { .. }
             | Op::Fused { .. }
+            | Op::Grad(_)
             | Op::Send { .. } => None,
         };
         if let Some(role) = role {
@@ -512,10 +514,12 @@ fn lower_node(
         | Op::Gather { .. }
         | Op::GatherElements { .. }
         | Op::Embedding => data_movement::lower(b, name, op, ins, outs),
+        Op::Grad(g) => grad_ops::lower(b, name, g, ins, &outs[0]),
+        // conv2d's data gradient; a reference loop nest like the gradient ops.
+        Op::ConvTranspose2d(t) => grad_ops::conv_transpose(b, name, t, ins, &outs[0]),
         Op::Input
         | Op::Param(_)
         | Op::Constant(_)
-        | Op::ConvTranspose2d(_)
         | Op::Resize(_)
         | Op::Reshape { .. }
         | Op::Squeeze { .. }

@@ -309,6 +309,7 @@ pub(crate) fn lower(
         | Op::FusedConv2d { .. }
         | Op::FusedMatMul { .. }
         | Op::Fused { .. }
+        | Op::Grad(_)
         | Op::Send { .. } => Err(format!(
             "internal: {} routed to norm_reduce_pool",
             op.name()

@@ -213,7 +213,9 @@ pub(crate) fn lower(
     ins: &[Arg],
     out: &Arg,
 ) -> Result<(), String> {
-    if out.dtype != DType::F32 {
+    // Comparisons write bool buffers (0/1 bytes); everything else computes in f32.
+    let comparison = matches!(op, Op::Binary(bo) if bo.is_comparison());
+    if out.dtype != DType::F32 && !(comparison && out.dtype == DType::Bool) {
         return Err(format!(
             "elementwise ops producing {} are not compiled",
             out.dtype.name()
@@ -230,9 +232,15 @@ pub(crate) fn lower(
                 BinaryOp::Pow => crate::kernel::Bin::Pow,
                 BinaryOp::Max => crate::kernel::Bin::Max,
                 BinaryOp::Min => crate::kernel::Bin::Min,
-                BinaryOp::Equal | BinaryOp::Less | BinaryOp::Greater => {
-                    return Err(format!("comparison {bo:?} is not compiled"))
+                BinaryOp::Less | BinaryOp::Greater => {
+                    let less = *bo == BinaryOp::Less;
+                    return map(b, name, ins, out, move |x, _| {
+                        let (a, c) = if less { (0, 1) } else { (1, 0) };
+                        let lt = Cond::Lt(Box::new(x[a].clone()), Box::new(x[c].clone()));
+                        Expr::Select(lt, Box::new(Expr::C(1.0)), Box::new(Expr::C(0.0)))
+                    });
                 }
+                BinaryOp::Equal => return Err(format!("comparison {bo:?} is not compiled")),
             };
             map(b, name, ins, out, |x, _| {
                 x[0].clone().bin(bin, x[1].clone())
@@ -342,6 +350,7 @@ pub(crate) fn lower(
         | Op::FusedConv2d { .. }
         | Op::FusedMatMul { .. }
         | Op::Fused { .. }
+        | Op::Grad(_)
         | Op::Send { .. } => Err(format!("internal: {} routed to pointwise", op.name())),
     }
 }

@@ -102,6 +102,7 @@ pub fn export_model(
             | Op::FusedConv2d { .. }
             | Op::FusedMatMul { .. }
             | Op::Fused { .. }
+            | Op::Grad(_)
             | Op::Send { .. } => ops::emit(&mut ex, id).map_err(fail)?,
         }
     }

@@ -4,7 +4,7 @@ use super::{Exporter, A};
 use crate::onnx::tensor::{code_of, encode_tensor, OnnxData, OnnxTensor};
 use oar_ir::dist::ReduceOp;
 use oar_ir::op::{
-    BinaryOp, ConvAttrs, CoordMode, Epilogue, PoolKind, ReshapeDim, ResizeMode, UnaryOp,
+    BinaryOp, ConvAttrs, CoordMode, Epilogue, GradOp, PoolKind, ReshapeDim, ResizeMode, UnaryOp,
 };
 use oar_ir::{DType, Dim, NodeId, Op, ValueRef};
 
@@ -203,6 +203,19 @@ pub(super) fn emit(ex: &mut Exporter, id: NodeId) -> Result<(), String> {
         | Op::AllToAll { .. }
         | Op::Broadcast { .. }
         | Op::Send { .. } => return Err(format!("`{}` has no ONNX mapping", node.op.name())),
+        // ScatterElements has had reduction=add since opset 16.
+        Op::Grad(GradOp::ScatterAdd { axis }) => ex.node(
+            "ScatterElements",
+            ins,
+            vec![out],
+            vec![("axis", A::I(*axis)), ("reduction", A::S("add"))],
+        ),
+        Op::Grad(GradOp::Conv2dWeight { .. } | GradOp::Pool(_) | GradOp::Gather { .. }) => {
+            return Err(format!(
+                "the gradient op `{}` has no ONNX operator; export the forward graph, not the training step",
+                node.op.name()
+            ))
+        }
     }
     Ok(())
 }

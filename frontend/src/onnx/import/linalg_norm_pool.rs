@@ -5,8 +5,8 @@ use super::pointwise::scalar;
 use super::{Importer, NodeCx, Val};
 use oar_ir::dist::ReduceOp;
 use oar_ir::op::{
-    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordMode, Literal, MatMulAttrs, PoolAttrs, PoolKind,
-    ReduceOverAxes, ReshapeDim, ResizeAttrs, ResizeMode,
+    BinaryOp, ConvAttrs, ConvTransposeAttrs, CoordMode, GradOp, Literal, MatMulAttrs, PoolAttrs,
+    PoolKind, ReduceOverAxes, ReshapeDim, ResizeAttrs, ResizeMode,
 };
 use oar_ir::{Dim, Op, TensorType, ValueRef};
 
@@ -101,6 +101,20 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
                 vec![x, i],
                 h,
             )?
+        }
+        "ScatterElements" => {
+            // Only the accumulating form has an IR op (the gradient of gather_elements).
+            let reduction = a.s("reduction", "none")?;
+            if reduction != "add" {
+                return Err(format!(
+                    "ScatterElements with reduction={reduction} is not supported (only add, as `scatter_add`)"
+                ));
+            }
+            let x = imp.ir(cx.need(0)?)?;
+            let i = imp.ir_as(cx.need(1)?, oar_ir::DType::I64)?;
+            let u = imp.ir(cx.need(2)?)?;
+            let axis = a.i("axis", 0)?;
+            imp.add(Op::Grad(GradOp::ScatterAdd { axis }), vec![x, i, u], h)?
         }
         other => return Err(format!("internal: no converter for {other}")),
     };

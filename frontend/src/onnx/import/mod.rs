@@ -74,6 +74,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Relu",
     "Reshape",
     "Resize",
+    "ScatterElements",
     "Selu",
     "Shape",
     "Sigmoid",

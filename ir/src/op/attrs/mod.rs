@@ -212,6 +212,7 @@ pub(super) fn op_name(op: &Op) -> &'static str {
         Op::Broadcast { .. } => "broadcast",
         Op::Send { .. } => "send",
         Op::Recv { .. } => "recv",
+        Op::Grad(g) => g.name(),
     }
 }
 
@@ -267,5 +268,6 @@ pub fn all_op_names() -> Vec<&'static str> {
     v.extend(UNARY_NAMES.iter().map(|(n, _)| *n));
     v.extend(BINARY_NAMES.iter().map(|(n, _)| *n));
     v.extend(REDUCE_NAMES.iter().map(|(n, _)| *n));
+    v.extend(GRAD_NAMES);
     v
 }

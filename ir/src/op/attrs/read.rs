@@ -253,6 +253,17 @@ impl<'a> AttrReader<'a> {
         }
     }
 
+    fn pool(&mut self, kind: PoolKind) -> Result<PoolAttrs, AttrError> {
+        Ok(PoolAttrs {
+            kind,
+            kernel: self.fixed("kernel", None)?,
+            stride: self.fixed("stride", Some([1, 1]))?,
+            padding: self.fixed("padding", Some([0; 4]))?,
+            ceil_mode: self.bool_or("ceil_mode", false)?,
+            count_include_pad: self.bool_or("count_include_pad", false)?,
+        })
+    }
+
     fn conv(&mut self) -> Result<ConvAttrs, AttrError> {
         Ok(ConvAttrs {
             stride: self.fixed("stride", Some([1, 1]))?,
@@ -406,18 +417,11 @@ pub fn op_from_attrs(
         "log_softmax" => Op::LogSoftmax {
             axis: r.int_or("axis", -1)?,
         },
-        "max_pool" | "avg_pool" => Op::Pool(PoolAttrs {
-            kind: if name == "max_pool" {
-                PoolKind::Max
-            } else {
-                PoolKind::Avg
-            },
-            kernel: r.fixed("kernel", None)?,
-            stride: r.fixed("stride", Some([1, 1]))?,
-            padding: r.fixed("padding", Some([0; 4]))?,
-            ceil_mode: r.bool_or("ceil_mode", false)?,
-            count_include_pad: r.bool_or("count_include_pad", false)?,
-        }),
+        "max_pool" | "avg_pool" => Op::Pool(r.pool(if name == "max_pool" {
+            PoolKind::Max
+        } else {
+            PoolKind::Avg
+        })?),
         "global_max_pool" => Op::GlobalPool(PoolKind::Max),
         "global_avg_pool" => Op::GlobalPool(PoolKind::Avg),
         "resize" => {
@@ -540,6 +544,24 @@ pub fn op_from_attrs(
         "recv" => Op::Recv {
             peer: r.uint("peer")?,
         },
+        "conv2d_grad_weight" => Op::Grad(GradOp::Conv2dWeight {
+            conv: r.conv()?,
+            kernel: r.fixed("kernel", None)?,
+        }),
+        "pool_grad" => {
+            let kind = match r.word("kind", &["max", "avg"])?.as_str() {
+                "max" => PoolKind::Max,
+                _ => PoolKind::Avg,
+            };
+            Op::Grad(GradOp::Pool(r.pool(kind)?))
+        }
+        "scatter_add" => Op::Grad(GradOp::ScatterAdd {
+            axis: r.int_or("axis", 0)?,
+        }),
+        "gather_grad" => Op::Grad(GradOp::Gather {
+            axis: r.int_or("axis", 0)?,
+            rows: r.uint("rows")?,
+        }),
         _ => return err(format!("unknown op `{name}`")),
     };
     r.finish(op)

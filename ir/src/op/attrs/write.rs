@@ -53,6 +53,39 @@ fn group_attrs(w: &mut AttrWriter, g: &CommGroup) {
         .put("mesh_axis", Attr::Int(g.axis as i64));
 }
 
+fn pool_attrs(w: &mut AttrWriter, p: &PoolAttrs) {
+    w.put("kernel", ints(p.kernel))
+        .put_unless("stride", p.stride, [1, 1], ints(p.stride))
+        .put_unless("padding", p.padding, [0; 4], ints(p.padding))
+        .put_unless("ceil_mode", p.ceil_mode, false, boolean(true))
+        .put_unless(
+            "count_include_pad",
+            p.count_include_pad,
+            false,
+            boolean(true),
+        );
+}
+
+fn grad_attrs(w: &mut AttrWriter, g: &GradOp) {
+    match g {
+        GradOp::Conv2dWeight { conv, kernel } => {
+            conv_attrs(w, conv);
+            w.put("kernel", ints(*kernel));
+        }
+        GradOp::Pool(p) => {
+            w.put("kind", word(pool_kind_name(p.kind)));
+            pool_attrs(w, p);
+        }
+        GradOp::ScatterAdd { axis } => {
+            w.put("axis", Attr::Int(*axis));
+        }
+        GradOp::Gather { axis, rows } => {
+            w.put("axis", Attr::Int(*axis))
+                .put("rows", Attr::Int(*rows as i64));
+        }
+    }
+}
+
 fn conv_attrs(w: &mut AttrWriter, c: &ConvAttrs) {
     let d = ConvAttrs::default();
     w.put_unless("stride", c.stride, d.stride, ints(c.stride))
@@ -204,18 +237,7 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
                 boolean(true),
             );
         }
-        Op::Pool(p) => {
-            w.put("kernel", ints(p.kernel))
-                .put_unless("stride", p.stride, [1, 1], ints(p.stride))
-                .put_unless("padding", p.padding, [0; 4], ints(p.padding))
-                .put_unless("ceil_mode", p.ceil_mode, false, boolean(true))
-                .put_unless(
-                    "count_include_pad",
-                    p.count_include_pad,
-                    false,
-                    boolean(true),
-                );
-        }
+        Op::Pool(p) => pool_attrs(&mut w, p),
         Op::Resize(r) => {
             let mode = match r.mode {
                 ResizeMode::Nearest => "nearest",
@@ -304,6 +326,7 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
         Op::Send { peer } | Op::Recv { peer } => {
             w.put("peer", Attr::Int(*peer as i64));
         }
+        Op::Grad(g) => grad_attrs(&mut w, g),
     }
     w.0
 }

@@ -265,6 +265,7 @@ pub(super) fn infer(op: &Op, inputs: &[TensorType]) -> R<Vec<TensorType>> {
         | Op::FusedConv2d { .. }
         | Op::FusedMatMul { .. }
         | Op::Fused { .. }
+        | Op::Grad(_)
         | Op::Send { .. } => fail(format!("`{}` is not a data-movement op", op.name())),
     }
 }

@@ -29,6 +29,7 @@ fn fail<T>(msg: impl Into<String>) -> R<T> {
 }
 
 mod data_movement;
+mod grad;
 mod helpers;
 
 use helpers::*;
@@ -417,6 +418,7 @@ pub fn infer_types(
             let out = infer_types(&Op::MatMul(*mm), &inputs[..2], &[], ctx)?.remove(0);
             epilogue_types(op, out, epilogue, &inputs[2..], false)
         }
+        Op::Grad(g) => grad::infer(op, g, inputs, ctx),
         Op::Fused { func } => {
             let f = ctx
                 .functions

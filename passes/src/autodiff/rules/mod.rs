@@ -56,6 +56,11 @@ pub fn vjp(cx: &mut GradCx, node: NodeId, gy: &[Option<ValueRef>], want: &[bool]
         }
         Op::Fused { .. } => fused::vjp(cx, node, gy, want),
         Op::Shape | Op::Send { .. } => Err(no_rule(cx, node, "carries no gradient")),
+        Op::Grad(_) => Err(no_rule(
+            cx,
+            node,
+            "gradient ops are not differentiated again (no second-order autodiff)",
+        )),
         Op::AllReduce { .. }
         | Op::AllGather { .. }
         | Op::ReduceScatter { .. }
