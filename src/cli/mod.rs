@@ -32,8 +32,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Run a graph, ONNX model or zoo model in the reference interpreter.
     Run(run::RunArgs),
-    /// Train a training-step graph on a directory of .npy shards (interpreter), with
-    /// evaluation, checkpoints and exact resume.
+    /// Train a zoo classifier, a model file or a training-step graph on a directory of .npy
+    /// shards (interpreter): autodiff, optimizer, evaluation, checkpoints, exact resume.
     Train(train::TrainArgs),
     /// Plan data/tensor/pipeline parallel training of a transformer on a cluster.
     Plan(plan::PlanArgs),

@@ -14,14 +14,40 @@ use oar::runtime::train::{
     train, EvalRecord, InterpRunner, JsonlLog, LoopConfig, Observer, SavePolicy, Schedule,
     SCHEDULE_NAMES, StepContract, StepRecord, TrainError, TrainState,
 };
+use oar::ir::ExecMode;
+use oar::passes::parallel::partition::specialize;
+use oar::passes::training::{build_train_step, LossKind, Optimizer, TrainConfig};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// A training-step graph (text IR or JSON): inputs (images, labels: i64[N], lr: f32[],
-    /// step: f32[]), outputs (loss: f32[], logits: f32[N,classes]) then state updates.
-    model: PathBuf,
+    /// A zoo image classifier (`lcnet_x0_25`: its head is sized to the data's classes), an
+    /// inference graph file whose first output is the logits (the training step is built:
+    /// cross-entropy, autodiff, optimizer), or a training-step graph (mode=training; inputs
+    /// images, labels: i64[N], lr: f32[], step: f32[]; outputs loss: f32[], logits, then
+    /// state updates) used as it is.
+    model: String,
+    /// Optimizer of a built step: sgd, adamw, lamb, adagrad (Paddle's defaults).
+    #[arg(long, default_value = "adamw")]
+    optimizer: String,
+    /// Weight decay of a built step (decoupled for adamw/lamb, L2 for sgd/adagrad; none on
+    /// rank-1 parameters: norms and biases). Default: the optimizer's (adamw 0.01).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// SGD momentum of a built step.
+    #[arg(long, default_value_t = 0.0)]
+    momentum: f64,
+    /// Global-norm gradient clipping of a built step (Paddle's ClipGradByGlobalNorm).
+    #[arg(long, value_name = "NORM")]
+    clip_norm: Option<f64>,
+    /// Label smoothing of the built cross-entropy loss.
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f64,
+    /// Input size of a zoo image model (default: the data's height).
+    #[arg(long)]
+    image_size: Option<u64>,
     /// Data directory: images.npy (f32 [n,c,h,w]) and labels.npy (int [n]), or shards
     /// images-K.npy / labels-K.npy (scripts/data_setup.py writes the digits).
     #[arg(long)]
@@ -175,21 +201,76 @@ fn image_input(contract: &StepContract) -> anyhow::Result<[usize; 3]> {
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
-    let spec = a.model.display().to_string();
-    let graph = oar::load_graph(&spec).with_context(|| format!("cannot load {spec}"))?;
-    train_graph(graph, &spec, &a)
+    let spec = a.model.clone();
+    let model = match oar::models::lcnet_config(&spec) {
+        Some(mut cfg) => {
+            // A zoo classifier sized to the data: its classes, and the data's image size
+            // unless --image-size says otherwise.
+            let data = load_dir(&a.data)?;
+            cfg.class_num = data.classes as u64;
+            cfg.image_size = a.image_size.unwrap_or(data.image_shape()[1] as u64);
+            cfg.build(&spec)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("cannot build {spec}"))?
+        }
+        None => oar::load_graph(&spec).with_context(|| format!("cannot load {spec}"))?,
+    };
+    if model.mode == ExecMode::Training {
+        return train_graph(model, None, &spec, &a);
+    }
+    // An inference model: bind the batch, then build its training step.
+    let bindings = BTreeMap::from([("N".to_string(), a.batch as u64)]);
+    let model = specialize(&model, &bindings)
+        .with_context(|| format!("{spec}: shapes must be static once the batch N is bound"))?;
+    let mut optimizer: Optimizer = a.optimizer.parse()?;
+    set_hyper_parameters(&mut optimizer, a);
+    let mut cfg = TrainConfig::new(optimizer);
+    cfg.optim.clip_global_norm = a.clip_norm;
+    cfg.loss = LossKind::CrossEntropy {
+        label_smoothing: a.label_smoothing,
+    };
+    let step = build_train_step(&model, &cfg)
+        .with_context(|| format!("cannot build the training step of {spec}"))?;
+    train_graph(step.graph, Some(model), &spec, &a)
 }
 
-/// Trains a step graph however it was obtained (a file today; `build_train_step` on a zoo
-/// model next): `spec` names it in messages and in checkpoints.
-pub(crate) fn train_graph(graph: Graph, spec: &str, a: &TrainArgs) -> anyhow::Result<()> {
+/// The CLI's hyper-parameters over the optimizer's defaults.
+fn set_hyper_parameters(o: &mut Optimizer, a: &TrainArgs) {
+    match o {
+        Optimizer::Sgd {
+            momentum,
+            weight_decay,
+            ..
+        } => {
+            *momentum = a.momentum;
+            *weight_decay = a.weight_decay.unwrap_or(*weight_decay);
+        }
+        Optimizer::AdamW { weight_decay, .. }
+        | Optimizer::Lamb { weight_decay, .. }
+        | Optimizer::Adagrad { weight_decay, .. } => {
+            *weight_decay = a.weight_decay.unwrap_or(*weight_decay);
+        }
+    }
+}
+
+/// Trains a step graph (from a file, or built from a model); `eval_graph`, the inference
+/// model it was built from, evaluates with running statistics. `spec` names the model in
+/// messages and in checkpoints.
+pub(crate) fn train_graph(
+    graph: Graph,
+    eval_graph: Option<Graph>,
+    spec: &str,
+    a: &TrainArgs,
+) -> anyhow::Result<()> {
     let spec = spec.to_string();
     let contract = StepContract::check(&graph).with_context(|| spec.clone())?;
     let [c, h, w] = image_input(&contract).with_context(|| spec.clone())?;
 
     let data = load_dir(&a.data)?;
     let [dc, dh, dw] = data.image_shape();
-    if dc != c {
+    // Grey images feed a colour model by repeating the channel.
+    let channels = (dc == 1 && c > 1).then_some(c);
+    if dc != c && channels.is_none() {
         bail!(
             "{}: images have {dc} channel(s), the graph's input takes {c}",
             a.data.display()
@@ -230,6 +311,7 @@ pub(crate) fn train_graph(graph: Graph, spec: &str, a: &TrainArgs) -> anyhow::Re
             resize: ([dh, dw] != [h, w]).then_some([h, w]),
             crop_pad: a.crop_pad,
             hflip: a.hflip,
+            channels,
         },
     };
     let mut state = match resumed {
@@ -292,6 +374,9 @@ pub(crate) fn train_graph(graph: Graph, spec: &str, a: &TrainArgs) -> anyhow::Re
         }),
     };
     let mut runner = InterpRunner::new(graph, seed)?;
+    if let Some(g) = eval_graph {
+        runner = runner.with_eval_graph(g);
+    }
     let bar = ProgressBar::new(steps);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
