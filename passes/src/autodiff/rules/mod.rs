@@ -50,7 +50,8 @@ pub fn vjp(cx: &mut GradCx, node: NodeId, gy: &[Option<ValueRef>], want: &[bool]
         | Op::Transpose { .. }
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
-        | Op::Flatten { .. } => data_movement::vjp(cx, node, gy, want),
+        | Op::Flatten { .. }
+        | Op::BroadcastTo { .. } => data_movement::vjp(cx, node, gy, want),
         Op::Gather { .. } | Op::GatherElements { .. } | Op::Embedding => {
             gather::vjp(cx, node, gy, want)
         }
