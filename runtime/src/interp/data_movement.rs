@@ -60,7 +60,9 @@ pub(crate) fn broadcast_to(x: &HostTensor, shape: &[usize]) -> Res<HostTensor> {
         bst[lead + i] = if d == 1 { 0 } else { s };
     }
     let mut idx = Vec::with_capacity(shape.iter().product());
-    for_each_index(shape, |i| idx.push(i.iter().zip(&bst).map(|(v, s)| v * s).sum()));
+    for_each_index(shape, |i| {
+        idx.push(i.iter().zip(&bst).map(|(v, s)| v * s).sum())
+    });
     Ok(take(x, &idx, shape.to_vec()))
 }
 

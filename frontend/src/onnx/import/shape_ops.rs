@@ -177,8 +177,12 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
             let rank = shape.len().max(xt.rank());
             let dims: Vec<Dim> = (0..rank)
                 .map(|i| {
-                    let s = (i + shape.len()).checked_sub(rank).map(|j| shape[j].max(0) as u64);
-                    let d = (i + xt.rank()).checked_sub(rank).map(|j| xt.shape.0[j].clone());
+                    let s = (i + shape.len())
+                        .checked_sub(rank)
+                        .map(|j| shape[j].max(0) as u64);
+                    let d = (i + xt.rank())
+                        .checked_sub(rank)
+                        .map(|j| xt.shape.0[j].clone());
                     match (s, d) {
                         (Some(1), Some(d)) | (None, Some(d)) => d,
                         (Some(s), _) => Dim::Static(s),
