@@ -82,9 +82,11 @@ pub fn trainable_params(g: &Graph) -> Vec<NodeId> {
 }
 
 fn param_name(op: &Op) -> Option<&str> {
-    match op {
-        Op::Param(p) => Some(p.name.as_str()),
-        _ => None, // op-contract: pass-through (only parameters have names)
+    // Only parameters have names.
+    if let Op::Param(p) = op {
+        Some(p.name.as_str())
+    } else {
+        None
     }
 }
 
