@@ -27,6 +27,10 @@ fn broadcast_to_round_trips_through_expand() {
         "{}",
         oar_ir::print(&m.graph)
     );
-    let out = m.graph.value_type(m.graph.outputs()[0]).unwrap().to_string();
+    let out = m
+        .graph
+        .value_type(m.graph.outputs()[0])
+        .unwrap()
+        .to_string();
     assert_eq!(out, "f32[5,2,3,4]");
 }
