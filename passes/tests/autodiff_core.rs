@@ -29,6 +29,8 @@ enum Dom {
     Lattice(f32),
     /// Pairwise distinct (≥ 0.06 apart): reductions to an extremum have one winner.
     Distinct,
+    /// Uniform in [0.5, 1.5) with every third element exactly zero (products with zeros).
+    SomeZeros,
 }
 
 fn values(dom: Dom, n: usize, seed: u64) -> Vec<f32> {
@@ -61,6 +63,11 @@ fn values(dom: Dom, n: usize, seed: u64) -> Vec<f32> {
             }
             out
         }
+        Dom::SomeZeros => u
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i % 3 == 0 { 0.0 } else { 1.0 + v / 2.0 })
+            .collect(),
     }
 }
 
@@ -263,8 +270,24 @@ proptest! {
     }
 
     #[test]
-    fn batch_norm_both_forms(seed in 0u64..10_000, nb in 2u64..4, c in 1u64..4, hw in 1u64..3, training in any::<bool>()) {
-        let text = if training {
+    fn batch_norm_both_forms(seed in 0u64..10_000, nb in 2u64..4, c in 1u64..4, hw in 1u64..3, form in 0usize..3) {
+        let text = if form == 2 {
+            // The new running statistics feed the output too: x's gradient has their terms.
+            format!(
+                "graph @g(%x: f32[{nb},{c},{hw},2]) -> (f32[{nb},{c},{hw},2]) mode=training {{
+  %s = param \"s\" : f32[{c}]
+  %b = param \"b\" : f32[{c}]
+  %m = param \"m\" : f32[{c}]
+  %v = param \"v\" : f32[{c}]
+  %bn = batch_norm(%x, %s, %b, %m, %v) {{momentum=0.9}} : (f32[{nb},{c},{hw},2], f32[{c}], f32[{c}])
+  %st = mul(%bn#1, %bn#2) : f32[{c}]
+  %r = reshape(%st) {{shape=[1, {c}, 1, 1]}} : f32[1,{c},1,1]
+  %y = mul(%bn, %r) : f32[{nb},{c},{hw},2]
+  return %y
+}}
+"
+            )
+        } else if form == 1 {
             // Outputs 1 and 2 (new running statistics) are left unused.
             format!(
                 "graph @g(%x: f32[{nb},{c},{hw},2]) -> (f32[{nb},{c},{hw},2]) mode=training {{
@@ -349,6 +372,7 @@ proptest! {
             ("reduce_max", Dom::Distinct),
             ("reduce_min", Dom::Distinct),
             ("reduce_prod", Dom::Range(0.5, 1.5)),
+            ("reduce_prod", Dom::SomeZeros),
         ] {
             let text = format!(
                 "graph @g(%x: f32[{a},{b}]) -> (f32[{out}]) {{\n  %y = {op}(%x){attrs} : f32[{out}]\n  return %y\n}}\n"

@@ -134,12 +134,11 @@ pub(crate) fn unary_grad(
             let d = cx.mul(s, f, of)?;
             cx.mul(g, d, of)
         }
-        // y = x tanh(softplus(x)): t + x (1 − t²) σ(x), with t = y / x recomputed as
-        // tanh(softplus(x)) (softplus' = σ) so x = 0 is no special case.
+        // y = x tanh(sp), sp = softplus(x) = log(1 + eˣ), sp' = σ(x):
+        // dy/dx = t + x (1 − t²) σ(x) with t = tanh(sp) recomputed (not y / x, which fails
+        // at x = 0). For large x, eˣ overflows to ∞ and t = tanh(∞) = 1, the limit.
         UnaryOp::Mish => {
             let s = cx.unary(UnaryOp::Sigmoid, x, of)?;
-            // softplus(x) = −log(1 − σ(x)) would lose precision; log(1 + exp(x)) is what
-            // the forward computes for moderate x.
             let e = cx.unary(UnaryOp::Exp, x, of)?;
             let e1 = cx.add_scalar(e, 1.0, of)?;
             let sp = cx.unary(UnaryOp::Log, e1, of)?;

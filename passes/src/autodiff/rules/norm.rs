@@ -69,7 +69,7 @@ pub(super) fn batch_norm(
     let Op::BatchNorm { eps, momentum } = n.op else {
         return Err(super::no_rule(cx, node, "internal: not a batch_norm"));
     };
-    let [x, scale, _bias, rmean, rvar] = [0, 1, 2, 3, 4].map(|i| n.inputs[i]);
+    let [x, scale, rmean, rvar] = [0, 1, 3, 4].map(|i| n.inputs[i]);
     let xd = cx.dims(x);
     if xd.len() < 2 {
         return Err(super::no_rule(
@@ -107,9 +107,6 @@ pub(super) fn batch_norm(
                 let d = cx.scale(gmc, (1.0 - m) / count as f64, node)?;
                 let d = cx.broadcast_to(d, &xd, node)?;
                 gx = Some(accumulate(cx, gx, d, node)?);
-                if want[3] {
-                    out[3] = Some(cx.scale(gm, m, node)?);
-                }
             }
             // new var = m·running + (1−m)·σ²: dσ²/dx = 2(x − μ)/count.
             if let Some(gv) = gy.get(2).copied().flatten() {
@@ -119,9 +116,6 @@ pub(super) fn batch_norm(
                 let k = cx.scale(gvc, 2.0 * (1.0 - m) / count as f64, node)?;
                 let d = cx.mul(xc, k, node)?;
                 gx = Some(accumulate(cx, gx, d, node)?);
-                if want[4] {
-                    out[4] = Some(cx.scale(gv, m, node)?);
-                }
             }
             if want[0] {
                 out[0] = gx;
@@ -149,18 +143,8 @@ pub(super) fn batch_norm(
             if want[2] {
                 out[2] = Some(sum_g);
             }
-            // dy/dmean = −scale·r; dy/dvar = scale·(x − mean)·(−r³/2) = −scale·x̂·r²/2.
-            if want[3] {
-                let sr = cx.mul(scale, r, node)?;
-                let p = cx.mul(sum_g, sr, node)?;
-                out[3] = Some(cx.scale(p, -1.0, node)?);
-            }
-            if want[4] {
-                let r2 = cx.mul(r, r, node)?;
-                let sr2 = cx.mul(scale, r2, node)?;
-                let p = cx.mul(sum_gxh, sr2, node)?;
-                out[4] = Some(cx.scale(p, -0.5, node)?);
-            }
+            // The running statistics are buffers (estimates of the data's statistics),
+            // not trained: they get no gradient, as in every framework.
         }
     }
     Ok(out)
@@ -295,12 +279,25 @@ pub(super) fn reduce(
             let gb = cx.broadcast_to(gk, &xd, node)?;
             cx.keep_where(hit, gb, node)?
         }
-        // d Πx / dx_i = Πx / x_i (x_i ≠ 0; a zero factor gives a non-finite gradient).
+        // d Πx / dx_i is the product of the others: Πx / x_i without zeros; with one zero
+        // only that position gets the product of the non-zeros; with two or more, none.
         ReduceOp::Prod => {
-            let yk = cx.reshape(ValueRef::new(node, 0), &kept, node)?;
-            let gy_ = cx.mul(gk, yk, node)?;
-            let q = cx.div(gy_, x, node)?;
-            cx.broadcast_to(q, &xd, node)?
+            let axes_i: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
+            let zero = cx.scalar_for(0.0, x, node)?;
+            let is_zero = cx.binary(BinaryOp::Equal, x, zero, node)?;
+            let one = cx.scalar_for(1.0, x, node)?;
+            let nz = cx.select(is_zero, one, x, node)?;
+            let p_nz = cx.reduce_keep(ReduceOp::Prod, nz, axes_i.clone(), node)?;
+            let zf = cx.select(is_zero, one, zero, node)?;
+            let zeros = cx.reduce_keep(ReduceOp::Sum, zf, axes_i, node)?;
+            let none = cx.binary(BinaryOp::Equal, zeros, zero, node)?;
+            let just_one = cx.binary(BinaryOp::Equal, zeros, one, node)?;
+            let at_zero = cx.keep_where(just_one, p_nz, node)?;
+            let q = cx.div(p_nz, nz, node)?;
+            let elsewhere = cx.keep_where(none, q, node)?;
+            let d = cx.select(is_zero, at_zero, elsewhere, node)?;
+            let gb = cx.broadcast_to(gk, &xd, node)?;
+            cx.mul(gb, d, node)?
         }
     };
     Ok(vec![Some(gx)])
