@@ -270,50 +270,25 @@ proptest! {
 
     #[test]
     fn batch_norm_both_forms(seed in 0u64..10_000, nb in 2u64..4, c in 1u64..4, hw in 1u64..3, form in 0usize..3) {
-        let text = if form == 2 {
+        let x = format!("f32[{nb},{c},{hw},2]");
+        let (mode, attrs, outs, tail) = [
+            // Inference form: running statistics, one output.
+            ("", "", x.clone(), "  return %bn\n".to_string()),
+            // Training form; outputs 1 and 2 (new running statistics) are state updates.
+            (" mode=training", " {momentum=0.9}", format!("({x}, f32[{c}], f32[{c}])"),
+             "  return %bn\n  update \"m\" = %bn#1\n  update \"v\" = %bn#2\n".to_string()),
             // The new running statistics feed the output too: x's gradient has their terms.
-            format!(
-                "graph @g(%x: f32[{nb},{c},{hw},2]) -> (f32[{nb},{c},{hw},2]) mode=training {{
-  %s = param \"s\" : f32[{c}]
-  %b = param \"b\" : f32[{c}]
-  %m = param \"m\" : f32[{c}]
-  %v = param \"v\" : f32[{c}]
-  %bn = batch_norm(%x, %s, %b, %m, %v) {{momentum=0.9}} : (f32[{nb},{c},{hw},2], f32[{c}], f32[{c}])
-  %st = mul(%bn#1, %bn#2) : f32[{c}]
-  %r = reshape(%st) {{shape=[1, {c}, 1, 1]}} : f32[1,{c},1,1]
-  %y = mul(%bn, %r) : f32[{nb},{c},{hw},2]
-  return %y
-}}
-"
-            )
-        } else if form == 1 {
-            // Outputs 1 and 2 (new running statistics) are left unused.
-            format!(
-                "graph @g(%x: f32[{nb},{c},{hw},2]) -> (f32[{nb},{c},{hw},2]) mode=training {{
-  %s = param \"s\" : f32[{c}]
-  %b = param \"b\" : f32[{c}]
-  %m = param \"m\" : f32[{c}]
-  %v = param \"v\" : f32[{c}]
-  %bn = batch_norm(%x, %s, %b, %m, %v) {{momentum=0.9}} : (f32[{nb},{c},{hw},2], f32[{c}], f32[{c}])
-  return %bn
-  update \"m\" = %bn#1
-  update \"v\" = %bn#2
-}}
-"
-            )
-        } else {
-            format!(
-                "graph @g(%x: f32[{nb},{c},{hw},2]) -> (f32[{nb},{c},{hw},2]) {{
-  %s = param \"s\" : f32[{c}]
-  %b = param \"b\" : f32[{c}]
-  %m = param \"m\" : f32[{c}]
-  %v = param \"v\" : f32[{c}]
-  %y = batch_norm(%x, %s, %b, %m, %v) : f32[{nb},{c},{hw},2]
-  return %y
-}}
-"
-            )
-        };
+            (" mode=training", " {momentum=0.9}", format!("({x}, f32[{c}], f32[{c}])"), format!(
+                "  %st = mul(%bn#1, %bn#2) : f32[{c}]\n  %r = reshape(%st) {{shape=[1, {c}, 1, 1]}} : f32[1,{c},1,1]\n  %y = mul(%bn, %r) : {x}\n  return %y\n"
+            )),
+        ][form].clone();
+        let params: String = ["s", "b", "m", "v"]
+            .iter()
+            .map(|p| format!("  %{p} = param \"{p}\" : f32[{c}]\n"))
+            .collect();
+        let text = format!(
+            "graph @g(%x: {x}) -> ({x}){mode} {{\n{params}  %bn = batch_norm(%x, %s, %b, %m, %v){attrs} : {outs}\n{tail}}}\n"
+        );
         let res = check(&text, &[("v", Dom::Range(0.5, 1.5))], seed);
         prop_assert!(res.is_ok(), "{:?}", res);
     }

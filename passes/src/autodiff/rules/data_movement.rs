@@ -11,124 +11,129 @@ use oar_ir::{NodeId, TensorType, ValueRef};
 
 type G = Result<ValueRef, AutodiffError>;
 
-pub(super) fn vjp(
+/// The input's cotangent when it wants one and some output has a cotangent.
+fn wanted(want: &[bool], gy: &[Option<ValueRef>]) -> bool {
+    want.first().copied().unwrap_or(false) && gy.iter().any(Option::is_some)
+}
+
+fn axis_of(cx: &GradCx, node: NodeId, axis: i64, rank: usize) -> Result<usize, AutodiffError> {
+    norm_axis(axis, rank).map_err(|e| no_rule(cx, node, &e.0))
+}
+
+/// Each input takes its block of the cotangent.
+pub(super) fn concat(
+    cx: &mut GradCx,
+    node: NodeId,
+    axis: i64,
+    gy: &[Option<ValueRef>],
+    want: &[bool],
+) -> InputGrads {
+    let ins = cx.graph().node(node).inputs.clone();
+    let Some(g) = gy[0] else {
+        return Ok(vec![None; ins.len()]);
+    };
+    let a = axis_of(cx, node, axis, cx.dims(g).len())?;
+    let mut out = Vec::with_capacity(ins.len());
+    let mut off = 0i64;
+    for (k, &v) in ins.iter().enumerate() {
+        let len = cx.dims(v)[a] as i64;
+        out.push(if want[k] {
+            Some(slice_range(cx, g, a, off, len, node)?)
+        } else {
+            None
+        });
+        off += len;
+    }
+    Ok(out)
+}
+
+/// The parts' cotangents concatenated; outputs without one contribute zeros.
+pub(super) fn split(
+    cx: &mut GradCx,
+    node: NodeId,
+    axis: i64,
+    gy: &[Option<ValueRef>],
+    want: &[bool],
+) -> InputGrads {
+    if !wanted(want, gy) {
+        return Ok(vec![None]);
+    }
+    let x = cx.graph().node(node).inputs[0];
+    let a = axis_of(cx, node, axis, cx.dims(x).len())?;
+    let mut parts = Vec::with_capacity(gy.len());
+    for (k, g) in gy.iter().enumerate() {
+        parts.push(match g {
+            Some(g) => *g,
+            None => {
+                let t = cx.ty(ValueRef::new(node, k as u32));
+                cx.zeros(&t, node)?
+            }
+        });
+    }
+    Ok(vec![Some(cx.concat(parts, a as i64, node)?)])
+}
+
+pub(super) fn slice(
+    cx: &mut GradCx,
+    node: NodeId,
+    s: &SliceAttrs,
+    gy: &[Option<ValueRef>],
+    want: &[bool],
+) -> InputGrads {
+    let (Some(g), true) = (gy[0], wanted(want, gy)) else {
+        return Ok(vec![None]);
+    };
+    let xd = cx.dims(cx.graph().node(node).inputs[0]);
+    Ok(vec![Some(slice_grad(cx, node, s, &xd, g)?)])
+}
+
+/// Views (reshape, squeeze, unsqueeze, flatten): the cotangent under the input's shape.
+pub(super) fn reshape(
     cx: &mut GradCx,
     node: NodeId,
     gy: &[Option<ValueRef>],
     want: &[bool],
 ) -> InputGrads {
-    let n = cx.graph().node(node).clone();
-    if !want.first().copied().unwrap_or(false) || gy.iter().all(Option::is_none) {
-        return Ok(vec![None; n.inputs.len()]);
+    let (Some(g), true) = (gy[0], wanted(want, gy)) else {
+        return Ok(vec![None]);
+    };
+    let xd = cx.dims(cx.graph().node(node).inputs[0]);
+    Ok(vec![Some(cx.reshape(g, &xd, node)?)])
+}
+
+/// The inverse permutation.
+pub(super) fn transpose(
+    cx: &mut GradCx,
+    node: NodeId,
+    perm: &[usize],
+    gy: &[Option<ValueRef>],
+    want: &[bool],
+) -> InputGrads {
+    let (Some(g), true) = (gy[0], wanted(want, gy)) else {
+        return Ok(vec![None]);
+    };
+    let mut inv = vec![0usize; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        if let Some(slot) = inv.get_mut(p) {
+            *slot = i;
+        }
     }
-    let x = n.inputs[0];
-    let xd = cx.dims(x);
-    let bad = |cx: &GradCx, e: oar_ir::op::ShapeError| no_rule(cx, node, &e.0);
-    match &n.op {
-        Op::Concat { axis } => {
-            let Some(g) = gy[0] else {
-                return Ok(vec![None; n.inputs.len()]);
-            };
-            let a = norm_axis(*axis, xd.len()).map_err(|e| bad(cx, e))?;
-            let mut out = Vec::with_capacity(n.inputs.len());
-            let mut off = 0i64;
-            for (k, &v) in n.inputs.iter().enumerate() {
-                let len = cx.dims(v)[a] as i64;
-                out.push(if want[k] {
-                    Some(slice_range(cx, g, a, off, len, node)?)
-                } else {
-                    None
-                });
-                off += len;
-            }
-            Ok(out)
-        }
-        Op::Split { axis, .. } => {
-            let a = norm_axis(*axis, xd.len()).map_err(|e| bad(cx, e))?;
-            // Outputs without a cotangent contribute zeros.
-            let mut parts = Vec::with_capacity(gy.len());
-            for (k, g) in gy.iter().enumerate() {
-                parts.push(match g {
-                    Some(g) => *g,
-                    None => {
-                        let t = cx.ty(ValueRef::new(node, k as u32));
-                        cx.zeros(&t, node)?
-                    }
-                });
-            }
-            Ok(vec![Some(cx.concat(parts, a as i64, node)?)])
-        }
-        Op::Slice(s) => {
-            let Some(g) = gy[0] else {
-                return Ok(vec![None]);
-            };
-            Ok(vec![Some(slice_grad(cx, node, s, &xd, g)?)])
-        }
-        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. } => {
-            let Some(g) = gy[0] else {
-                return Ok(vec![None]);
-            };
-            Ok(vec![Some(cx.reshape(g, &xd, node)?)])
-        }
-        Op::Transpose { perm } => {
-            let Some(g) = gy[0] else {
-                return Ok(vec![None]);
-            };
-            let mut inv = vec![0usize; perm.len()];
-            for (i, &p) in perm.iter().enumerate() {
-                if let Some(slot) = inv.get_mut(p) {
-                    *slot = i;
-                }
-            }
-            Ok(vec![Some(cx.emit(
-                Op::Transpose { perm: inv },
-                vec![g],
-                node,
-            )?)])
-        }
-        Op::BroadcastTo { .. } => {
-            let Some(g) = gy[0] else {
-                return Ok(vec![None]);
-            };
-            let t = cx.ty(x);
-            Ok(vec![Some(cx.unbroadcast(g, &t, node)?)])
-        }
-        // The dispatch in `rules/mod.rs` sends only shape ops here.
-        Op::Input
-        | Op::Param(_)
-        | Op::Constant(_)
-        | Op::Recv { .. }
-        | Op::Unary(_)
-        | Op::Binary(_)
-        | Op::Where
-        | Op::Cast { .. }
-        | Op::Dropout { .. }
-        | Op::MatMul(_)
-        | Op::Conv2d(_)
-        | Op::ConvTranspose2d(_)
-        | Op::BatchNorm { .. }
-        | Op::LayerNorm { .. }
-        | Op::CausalMask { .. }
-        | Op::Softmax { .. }
-        | Op::LogSoftmax { .. }
-        | Op::Reduce(_)
-        | Op::Pool(_)
-        | Op::GlobalPool(_)
-        | Op::Resize(_)
-        | Op::Gather { .. }
-        | Op::GatherElements { .. }
-        | Op::Embedding
-        | Op::Shape
-        | Op::AllReduce { .. }
-        | Op::AllGather { .. }
-        | Op::ReduceScatter { .. }
-        | Op::AllToAll { .. }
-        | Op::Broadcast { .. }
-        | Op::FusedConv2d { .. }
-        | Op::FusedMatMul { .. }
-        | Op::Fused { .. }
-        | Op::Send { .. } => Err(no_rule(cx, node, "internal: not a shape op")),
-    }
+    let t = cx.emit(Op::Transpose { perm: inv }, vec![g], node)?;
+    Ok(vec![Some(t)])
+}
+
+/// Summed over the broadcast dims.
+pub(super) fn broadcast_to(
+    cx: &mut GradCx,
+    node: NodeId,
+    gy: &[Option<ValueRef>],
+    want: &[bool],
+) -> InputGrads {
+    let (Some(g), true) = (gy[0], wanted(want, gy)) else {
+        return Ok(vec![None]);
+    };
+    let t = cx.ty(cx.graph().node(node).inputs[0]);
+    Ok(vec![Some(cx.unbroadcast(g, &t, node)?)])
 }
 
 /// `v[.., off..off+len, ..]` along axis `a`.
