@@ -356,7 +356,7 @@ fn lower_node(
             one(e.reshape(&ins[0], out_shape(0)))
         }
         Op::Transpose { perm } => one(e.transpose(&ins[0], perm)),
-        Op::BroadcastTo { .. } => one(broadcast_to(e, &ins[0], &out_shape(0))),
+        Op::BroadcastTo { .. } => one(e.broadcast_to(&ins[0], &out_shape(0))),
         Op::Embedding => one(gather_rows(e, &ins[0], &ins[1], out_shape(0))?),
         Op::Gather { axis }
             if ins[0].shape.len() == 2 && oar_ir::op::norm_axis(*axis, 2) == Ok(0) =>
@@ -417,38 +417,6 @@ fn mean_over(e: &mut Emitter, x: &V, axes: &[usize]) -> Result<V, String> {
     }
     let inv = e.scalar(1.0 / count.max(1) as f64, x.shape.len(), x.dtype);
     e.binary("mul", &y, &inv, None)
-}
-
-/// numpy broadcasting as TOSA spells it: the rank padded with leading 1s, then a tile by
-/// the ratio of target to input dims (1 where the dims already agree).
-fn broadcast_to(e: &mut Emitter, x: &V, shape: &[u64]) -> V {
-    let x = e.pad_rank(x, shape.len());
-    let n = shape.len();
-    let multiples: Vec<String> = x
-        .shape
-        .iter()
-        .zip(shape)
-        .map(|(&d, &s)| (if d == 1 { s } else { 1 }).to_string())
-        .collect();
-    if multiples.iter().all(|m| m == "1") {
-        return x;
-    }
-    let m = e.op(
-        &format!(
-            "tosa.const_shape {{values = dense<[{}]> : tensor<{n}xindex>}}",
-            multiples.join(", ")
-        ),
-        &format!("() -> !tosa.shape<{n}>"),
-        vec![],
-        DType::I64,
-    );
-    let t = tensor_ty(shape, x.dtype);
-    e.op(
-        &format!("tosa.tile {}, {}", x.name, m.name),
-        &format!("({}, !tosa.shape<{n}>) -> {t}", x.ty()),
-        shape.to_vec(),
-        x.dtype,
-    )
 }
 
 fn slice(e: &mut Emitter, x: &V, start: &[u64], size: &[u64]) -> V {
