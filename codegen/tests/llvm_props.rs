@@ -146,6 +146,19 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(6))]
+
+    #[test]
+    fn broadcast_to_matches(a in 1u64..4, b in 1u64..5, c in 1u64..4) {
+        // A new leading dim, a repeated middle dim and a kept one.
+        let text = format!(
+            "graph @b(%x: f32[{a},1,{c}]) -> (f32[2,{a},{b},{c}]) {{\n  %y = broadcast_to(%x) {{shape=[2, {a}, {b}, {c}]}} : f32[2,{a},{b},{c}]\n  %z = tanh(%y) : f32[2,{a},{b},{c}]\n  return %z\n}}\n"
+        );
+        compare(&oar_ir::parse(&text).unwrap())?;
+    }
+}
+
 /// `act(x·(w·s) + b)` after the inference pipeline (bias and activation fused into the
 /// product); `w·s` reads only weights, so it runs once in the program's prologue.
 fn linear_layer(m: u64, k: u64, n: u64, x_is_matrix: bool, act: u8) -> Graph {

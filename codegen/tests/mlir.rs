@@ -94,3 +94,13 @@ fn a_shape_error_is_caught() {
     let e = oar_codegen::mlir::verify(text).unwrap_err().to_string();
     assert!(e.contains("calculated output height did not match"), "{e}");
 }
+
+#[test]
+fn broadcast_to_lowers_to_a_verified_tile() {
+    let g = oar_ir::parse(
+        "graph @b(%x: f32[3,1]) -> (f32[2,3,4]) {\n  %y = broadcast_to(%x) {shape=[2, 3, 4]} : f32[2,3,4]\n  return %y\n}\n",
+    )
+    .unwrap();
+    let out = verified(&g, &BTreeMap::new());
+    assert!(out.contains("tosa.tile"), "{out}");
+}

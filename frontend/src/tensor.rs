@@ -146,7 +146,7 @@ impl Tensor {
     pub fn dropout(&self, p: f64) -> Tensor { self.dropout_with(p, DropoutMode::default()) }
     /// Dropout with Paddle's `mode` (`downscale_in_infer` scales by `1 - p` at inference).
     #[track_caller]
-    pub fn dropout_with(&self, p: f64, mode: DropoutMode) -> Tensor { self.b.apply(Op::Dropout { p, mode }, &[self]) }
+    pub fn dropout_with(&self, p: f64, mode: DropoutMode) -> Tensor { self.b.apply(Op::Dropout { p, mode, mask_of: None }, &[self]) }
 
     // Contractions.
     #[track_caller]

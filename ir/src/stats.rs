@@ -102,6 +102,7 @@ pub fn paddle_macs(
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
         | Op::Flatten { .. }
+        | Op::BroadcastTo { .. }
         | Op::Gather { .. }
         | Op::GatherElements { .. }
         | Op::Embedding

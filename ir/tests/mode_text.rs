@@ -32,7 +32,8 @@ fn training_graph_prints_mode_and_updates_and_reads_back() {
         d.op,
         Op::Dropout {
             p: 0.2,
-            mode: DropoutMode::DownscaleInInfer
+            mode: DropoutMode::DownscaleInInfer,
+            mask_of: None,
         }
     );
     assert_eq!(print(&g), TRAIN);

@@ -103,6 +103,7 @@ fn parameters_are_load_time_constants_only_at_inference() {
     let d = Op::Dropout {
         p: 0.1,
         mode: oar_ir::op::DropoutMode::UpscaleInTrain,
+        mask_of: None,
     };
     assert_eq!(d.load_time(ExecMode::Inference), LoadTime::IfInputsKnown);
     assert_eq!(d.load_time(ExecMode::Training), LoadTime::Unknown);

@@ -342,6 +342,12 @@ impl Gen {
                 perm.reverse();
                 (Op::Transpose { perm }, vec![x])
             }
+            16 if r.chance(0.5) => {
+                // broadcast_to: a new leading dim of 2, and the first dim grown when it is 1.
+                let mut shape = vec![Dim::Static(2)];
+                shape.extend(xd.iter().cloned());
+                (Op::BroadcastTo { shape }, vec![x])
+            }
             16 => (Op::Unsqueeze { axes: vec![0] }, vec![x]),
             17 => (
                 Op::Flatten {
@@ -380,6 +386,7 @@ impl Gen {
                         p: 0.1,
                         mode: *r
                             .pick(&[DropoutMode::UpscaleInTrain, DropoutMode::DownscaleInInfer]),
+                        mask_of: r.chance(0.3).then(|| "fwd.drop".to_string()),
                     }
                 },
                 vec![x],

@@ -405,6 +405,18 @@ fn shape_ops() {
 }
 
 #[test]
+fn broadcast_to() {
+    let to = |dims: &[Dim]| Op::BroadcastTo {
+        shape: dims.to_vec(),
+    };
+    let (n, s) = (Dim::sym("N"), Dim::Static);
+    ok(to(&[n.clone(), s(3), s(4)]), &["f32[3,1]"], "f32[N,3,4]");
+    ok(to(&[s(2), s(3)]), &["f32[]"], "f32[2,3]");
+    bad(to(&[s(3)]), &["f32[2,3]"], "more dims");
+    bad(to(&[s(2), s(4)]), &["f32[2,3]"], "neither 1 nor");
+}
+
+#[test]
 fn gathers() {
     ok(
         Op::Gather { axis: 1 },

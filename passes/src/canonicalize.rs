@@ -180,6 +180,7 @@ fn identity_source(g: &Graph, id: NodeId) -> Option<ValueRef> {
         }
         Op::Reshape { .. }
         | Op::Flatten { .. }
+        | Op::BroadcastTo { .. }
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
         | Op::Cast { .. } => same_type,

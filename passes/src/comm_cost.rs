@@ -205,6 +205,7 @@ impl Topology {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding

@@ -60,6 +60,7 @@ impl Fuse {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding

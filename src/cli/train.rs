@@ -223,7 +223,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let model = specialize(&model, &bindings)
         .with_context(|| format!("{spec}: shapes must be static once the batch N is bound"))?;
     let mut optimizer: Optimizer = a.optimizer.parse()?;
-    set_hyper_parameters(&mut optimizer, a);
+    set_hyper_parameters(&mut optimizer, &a);
     let mut cfg = TrainConfig::new(optimizer);
     cfg.optim.clip_global_norm = a.clip_norm;
     cfg.loss = LossKind::CrossEntropy {

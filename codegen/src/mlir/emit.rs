@@ -202,6 +202,38 @@ impl Emitter {
         self.reshape(x, shape)
     }
 
+    /// numpy broadcasting as TOSA spells it: the rank padded with leading 1s, then a tile
+    /// by the ratio of target to input dims (1 where the dims already agree).
+    pub fn broadcast_to(&mut self, x: &V, shape: &[u64]) -> V {
+        let x = self.pad_rank(x, shape.len());
+        let n = shape.len();
+        let multiples: Vec<String> = x
+            .shape
+            .iter()
+            .zip(shape)
+            .map(|(&d, &s)| (if d == 1 { s } else { 1 }).to_string())
+            .collect();
+        if multiples.iter().all(|m| m == "1") {
+            return x;
+        }
+        let m = self.op(
+            &format!(
+                "tosa.const_shape {{values = dense<[{}]> : tensor<{n}xindex>}}",
+                multiples.join(", ")
+            ),
+            &format!("() -> !tosa.shape<{n}>"),
+            vec![],
+            DType::I64,
+        );
+        let t = tensor_ty(shape, x.dtype);
+        self.op(
+            &format!("tosa.tile {}, {}", x.name, m.name),
+            &format!("({}, !tosa.shape<{n}>) -> {t}", x.ty()),
+            shape.to_vec(),
+            x.dtype,
+        )
+    }
+
     /// A broadcasting binary op; `out_dtype` for comparisons.
     pub fn binary(
         &mut self,

@@ -46,6 +46,7 @@ pub(super) fn module(g: &Graph, b: &BTreeMap<String, u64>) -> Result<String, Mli
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
@@ -148,7 +149,7 @@ fn lower_node(
                 .into(),
         ),
         // Inference forms: identity or a 1 - p scale.
-        Op::Dropout { p, mode } => {
+        Op::Dropout { p, mode, .. } => {
             let k = mode.inference_scale(*p);
             if k == 1.0 {
                 one(ins[0].clone())
@@ -356,6 +357,7 @@ fn lower_node(
             one(e.reshape(&ins[0], out_shape(0)))
         }
         Op::Transpose { perm } => one(e.transpose(&ins[0], perm)),
+        Op::BroadcastTo { .. } => one(e.broadcast_to(&ins[0], &out_shape(0))),
         Op::Embedding => one(gather_rows(e, &ins[0], &ins[1], out_shape(0))?),
         Op::Gather { axis }
             if ins[0].shape.len() == 2 && oar_ir::op::norm_axis(*axis, 2) == Ok(0) =>

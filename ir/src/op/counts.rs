@@ -100,6 +100,7 @@ pub fn op_cost(
             (0, idx + 2 * bytes_of(outputs))
         }
         Op::Concat { .. } | Op::Split { .. } | Op::Slice(_) | Op::Transpose { .. } => (0, rw),
+        Op::BroadcastTo { .. } => (0, rw),
         Op::Shape => (0, 0),
         // Gradient ops: a MAC per (weight, output pixel) pair for the conv weight gradient,
         // kh·kw per cotangent element for pooling (a compare or an add each), one add per

@@ -49,6 +49,7 @@ impl Op {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
@@ -98,6 +99,7 @@ impl Op {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
@@ -147,6 +149,8 @@ impl Op {
             | Op::Split { .. }
             | Op::Slice(_)
             | Op::Transpose { .. }
+            // Writes every broadcast copy: data moves.
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
@@ -199,6 +203,7 @@ impl Op {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
@@ -246,6 +251,7 @@ impl Op {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
@@ -305,6 +311,7 @@ impl Op {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
@@ -357,6 +364,7 @@ impl Op {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
@@ -402,6 +410,7 @@ impl Op {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
@@ -467,6 +476,7 @@ impl Op {
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding

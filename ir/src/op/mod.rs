@@ -356,6 +356,10 @@ pub enum Op {
         p: f64,
         #[serde(default, skip_serializing_if = "DropoutMode::is_default")]
         mode: DropoutMode,
+        /// Draw the mask of the node with this name instead of this node's own: the
+        /// backward of a dropout replays its forward mask on the cotangent (autodiff).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mask_of: Option<String>,
     },
     // Linear algebra and convolution.
     MatMul(MatMulAttrs),
@@ -420,6 +424,11 @@ pub enum Op {
     },
     Flatten {
         axis: i64,
+    },
+    /// Numpy broadcasting of the input to `shape` (ONNX Expand with a constant shape): the
+    /// input's dims align to the right and each is 1 or equal to the target's.
+    BroadcastTo {
+        shape: Vec<Dim>,
     },
     /// ONNX Gather: data, indices.
     Gather {
@@ -512,7 +521,8 @@ impl Op {
             | Op::Transpose { .. }
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
-            | Op::Flatten { .. } => "shape",
+            | Op::Flatten { .. }
+            | Op::BroadcastTo { .. } => "shape",
             Op::Gather { .. } | Op::GatherElements { .. } | Op::Embedding => "gather",
             Op::Shape => "shape",
             Op::AllReduce { .. }

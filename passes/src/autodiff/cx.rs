@@ -3,7 +3,7 @@
 
 use super::AutodiffError;
 use oar_ir::dist::ReduceOp;
-use oar_ir::op::{BinaryOp, Literal, Op, ReduceOverAxes, ReshapeDim};
+use oar_ir::op::{BinaryOp, Literal, MatMulAttrs, Op, ReduceOverAxes, ReshapeDim, UnaryOp};
 use oar_ir::{DType, Dim, Graph, NodeId, TensorType, ValueRef};
 
 /// The forward graph plus the backward nodes appended so far.
@@ -69,6 +69,22 @@ impl GradCx {
         of: NodeId,
     ) -> Result<ValueRef, AutodiffError> {
         Ok(self.emit_node(op, inputs, of)?.into())
+    }
+
+    /// Adds a source node (constant, parameter) with its declared types.
+    pub fn emit_source(
+        &mut self,
+        op: Op,
+        declared: Vec<TensorType>,
+        of: NodeId,
+    ) -> Result<NodeId, AutodiffError> {
+        let name = self.fresh_name(of);
+        self.graph
+            .add_node_typed(op, vec![], declared, Some(name))
+            .map_err(|e| AutodiffError::Graph {
+                node: self.graph.node(of).name.clone(),
+                message: e.to_string(),
+            })
     }
 
     /// A constant of type `ty` holding `values` (row-major).
@@ -212,5 +228,155 @@ impl GradCx {
         } else {
             self.reshape(summed, &td, of)
         }
+    }
+
+    /// `v` broadcast (numpy rules) to static `dims`; `v` itself when it already has them.
+    pub fn broadcast_to(
+        &mut self,
+        v: ValueRef,
+        dims: &[u64],
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        if self.dims(v) == dims && self.ty(v).rank() == dims.len() {
+            return Ok(v);
+        }
+        let shape = dims.iter().map(|&d| Dim::Static(d)).collect();
+        self.emit(Op::BroadcastTo { shape }, vec![v], of)
+    }
+
+    /// Zeros of type `ty`: a scalar zero broadcast, so no literal of the full size is built.
+    pub fn zeros(&mut self, ty: &TensorType, of: NodeId) -> Result<ValueRef, AutodiffError> {
+        let z = self.scalar(0.0, ty.dtype, of)?;
+        let dims = ty.shape.as_static().unwrap_or_default();
+        self.broadcast_to(z, &dims, of)
+    }
+
+    /// A rank-0 constant in `like`'s dtype (to broadcast against `like`).
+    pub fn scalar_for(
+        &mut self,
+        value: f64,
+        like: ValueRef,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        let dtype = self.ty(like).dtype;
+        self.scalar(value, dtype, of)
+    }
+
+    /// `v + c` for a scalar `c`.
+    pub fn add_scalar(
+        &mut self,
+        v: ValueRef,
+        c: f64,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        let s = self.scalar_for(c, v, of)?;
+        self.add(v, s, of)
+    }
+
+    /// `c - v` for a scalar `c`.
+    pub fn rsub_scalar(
+        &mut self,
+        c: f64,
+        v: ValueRef,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        let s = self.scalar_for(c, v, of)?;
+        self.sub(s, v, of)
+    }
+
+    pub fn unary(
+        &mut self,
+        u: UnaryOp,
+        v: ValueRef,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        self.emit(Op::Unary(u), vec![v], of)
+    }
+
+    /// `where(cond, a, b)` with broadcasting.
+    pub fn select(
+        &mut self,
+        cond: ValueRef,
+        a: ValueRef,
+        b: ValueRef,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        self.emit(Op::Where, vec![cond, a, b], of)
+    }
+
+    /// The mask `v > c` (`greater`) or `v < c` (`!greater`) for a scalar `c`.
+    pub fn compare_scalar(
+        &mut self,
+        v: ValueRef,
+        greater: bool,
+        c: f64,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        let s = self.scalar_for(c, v, of)?;
+        let op = if greater {
+            BinaryOp::Greater
+        } else {
+            BinaryOp::Less
+        };
+        self.binary(op, v, s, of)
+    }
+
+    /// `g` where `mask` holds, zero elsewhere (the shape of `g` and `mask` broadcast).
+    pub fn keep_where(
+        &mut self,
+        mask: ValueRef,
+        g: ValueRef,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        let z = self.scalar_for(0.0, g, of)?;
+        self.select(mask, g, z, of)
+    }
+
+    /// `a · b` over the last two dims, with optional transposes.
+    pub fn matmul(
+        &mut self,
+        a: ValueRef,
+        b: ValueRef,
+        transpose_a: bool,
+        transpose_b: bool,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        let mm = MatMulAttrs {
+            transpose_a,
+            transpose_b,
+        };
+        self.emit(Op::MatMul(mm), vec![a, b], of)
+    }
+
+    /// Reduce with `op` over `axes`, keeping the dims (so the result broadcasts back).
+    pub fn reduce_keep(
+        &mut self,
+        op: ReduceOp,
+        v: ValueRef,
+        axes: Vec<i64>,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        self.emit(
+            Op::Reduce(ReduceOverAxes {
+                op,
+                axes,
+                keepdims: true,
+            }),
+            vec![v],
+            of,
+        )
+    }
+
+    /// Concatenation along `axis`.
+    pub fn concat(
+        &mut self,
+        vs: Vec<ValueRef>,
+        axis: i64,
+        of: NodeId,
+    ) -> Result<ValueRef, AutodiffError> {
+        if vs.len() == 1 {
+            return Ok(vs[0]);
+        }
+        self.emit(Op::Concat { axis }, vs, of)
     }
 }

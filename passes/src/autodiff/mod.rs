@@ -83,10 +83,11 @@ pub fn trainable_params(g: &Graph) -> Vec<NodeId> {
 }
 
 fn param_name(op: &Op) -> Option<&str> {
-    match op {
-        Op::Param(p) => Some(p.name.as_str()),
-        // op-contract: pass-through (only parameters have names)
-        _ => None,
+    // Only parameters have names.
+    if let Op::Param(p) = op {
+        Some(p.name.as_str())
+    } else {
+        None
     }
 }
 

@@ -300,6 +300,22 @@ pub(super) fn rule(
                 out: p,
             },
         },
+        // A shard of a kept (not repeated) dim stays a shard of the same dim, shifted by the
+        // new leading dims; partial sums stay partial (broadcasting is linear).
+        Op::BroadcastTo { .. } => {
+            let lead = r_out.saturating_sub(ins[0].rank());
+            match pl[0] {
+                Shard(d) if ins[0].shape.0.get(d) != Some(&oar_ir::Dim::Static(1)) => AxisRule {
+                    need: pl.to_vec(),
+                    out: Shard(d + lead),
+                },
+                Shard(_) => replicated(1),
+                p => AxisRule {
+                    need: vec![p],
+                    out: p,
+                },
+            }
+        }
         // Views keep partials and replicas; a shard follows its dim if it maps cleanly.
         Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
             match pl[0] {

@@ -44,6 +44,28 @@ pub(crate) fn transpose(x: &HostTensor, perm: &[usize]) -> Res<HostTensor> {
     Ok(take(x, &idx, shape))
 }
 
+/// numpy's `broadcast_to`: dims align to the right; a dim of 1 repeats, others match.
+pub(crate) fn broadcast_to(x: &HostTensor, shape: &[usize]) -> Res<HostTensor> {
+    let lead = shape
+        .len()
+        .checked_sub(x.shape.len())
+        .ok_or_else(|| "broadcast_to: the input has more dims than the target".to_string())?;
+    let st = strides(&x.shape);
+    // A repeated dim (size 1 in the input) reads index 0: stride 0.
+    let mut bst = vec![0usize; shape.len()];
+    for (i, (&d, &s)) in x.shape.iter().zip(&st).enumerate() {
+        if d != 1 && d != shape[lead + i] {
+            return err("broadcast_to: a dim is neither 1 nor the target's");
+        }
+        bst[lead + i] = if d == 1 { 0 } else { s };
+    }
+    let mut idx = Vec::with_capacity(shape.iter().product());
+    for_each_index(shape, |i| {
+        idx.push(i.iter().zip(&bst).map(|(v, s)| v * s).sum())
+    });
+    Ok(take(x, &idx, shape.to_vec()))
+}
+
 pub(crate) fn concat(xs: &[&HostTensor], axis: i64) -> Res<HostTensor> {
     let first = xs.first().ok_or_else(|| "concat of nothing".to_string())?;
     let a = norm_axis(axis, first.shape.len())?;

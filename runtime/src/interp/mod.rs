@@ -167,7 +167,11 @@ fn eval(
         Op::Binary(b) => one(elementwise::binary(*b, ins[0], ins[1])),
         Op::Where => one(elementwise::where_(ins[0], ins[1], ins[2])),
         Op::Cast { to } => one(elementwise::cast(ins[0], *to)),
-        Op::Dropout { p, mode } => one(training::dropout(ins[0], *p, *mode, &node.name, &cx.opts)),
+        // A replaying dropout (autodiff's backward) draws the mask of the node it names.
+        Op::Dropout { p, mode, mask_of } => {
+            let key = mask_of.as_deref().unwrap_or(&node.name);
+            one(training::dropout(ins[0], *p, *mode, key, &cx.opts))
+        }
         Op::MatMul(m) => one(linalg::matmul(ins[0], ins[1], m)),
         Op::Conv2d(c) => one(linalg::conv2d(ins[0], ins[1], ins.get(2).copied(), c)),
         Op::ConvTranspose2d(c) => one(linalg::conv_transpose2d(
@@ -213,6 +217,7 @@ fn eval(
             }])
         }
         Op::Transpose { perm } => one(data_movement::transpose(ins[0], perm)),
+        Op::BroadcastTo { .. } => one(data_movement::broadcast_to(ins[0], &out_shapes[0])),
         Op::Gather { axis } => one(data_movement::gather(ins[0], ins[1], *axis)),
         Op::GatherElements { axis } => one(data_movement::gather_elements(ins[0], ins[1], *axis)),
         Op::Embedding => one(data_movement::embedding(ins[0], ins[1])),

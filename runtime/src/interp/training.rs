@@ -108,7 +108,8 @@ pub fn dropout_keep(opts: &RunOptions, name: &str, p: f64, i: u64) -> bool {
     uniform(stream_key(opts, name), i) >= p
 }
 
-/// Dropout of node `name`: at inference the mode's fixed scale, in training the seeded mask.
+/// Dropout whose mask is that of node `name` (its own, or the forward node a backward
+/// replays): at inference the mode's fixed scale, in training the seeded mask.
 pub(super) fn dropout(
     x: &HostTensor,
     p: f64,

@@ -1,4 +1,4 @@
-//! Data movement: transpose, concat, split, slice and gathers, each a flat parallel loop
+//! Data movement: transpose, broadcast_to, concat, split, slice and gathers, each a flat parallel loop
 //! over its destination that computes the source index.
 
 use super::pointwise::GRAIN;
@@ -83,6 +83,20 @@ pub(crate) fn lower(
             let mut src = IExpr::c(0);
             for (d, &p) in perm.iter().enumerate() {
                 src = src.add(coord(&t, &out.shape, &ost, d).mul(ist[p]));
+            }
+            gather_copy(b, name, out.buf, x.buf, &[], n_out, src)
+        }
+        Op::BroadcastTo { .. } => {
+            // Dims align to the right; a repeated dim (1 in the input) contributes nothing
+            // to the source index.
+            let x = &ins[0];
+            let lead = out.shape.len().saturating_sub(x.shape.len());
+            let (ost, ist) = (strides(&out.shape), strides(&x.shape));
+            let mut src = IExpr::c(0);
+            for (i, &d) in x.shape.iter().enumerate() {
+                if d != 1 {
+                    src = src.add(coord(&t, &out.shape, &ost, lead + i).mul(ist[i]));
+                }
             }
             gather_copy(b, name, out.buf, x.buf, &[], n_out, src)
         }

@@ -360,6 +360,7 @@ pub fn build_kernels(
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding
@@ -511,6 +512,7 @@ fn lower_node(
         | Op::Split { .. }
         | Op::Slice(_)
         | Op::Transpose { .. }
+        | Op::BroadcastTo { .. }
         | Op::Gather { .. }
         | Op::GatherElements { .. }
         | Op::Embedding => data_movement::lower(b, name, op, ins, outs),

@@ -297,6 +297,7 @@ pub(crate) fn lower(
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
         | Op::Flatten { .. }
+        | Op::BroadcastTo { .. }
         | Op::Gather { .. }
         | Op::GatherElements { .. }
         | Op::Embedding

@@ -281,7 +281,7 @@ pub(crate) fn lower(
                 Expr::Select(keep, Box::new(x[0].clone()), Box::new(Expr::C(fill)))
             })
         }
-        Op::Dropout { p, mode } => {
+        Op::Dropout { p, mode, .. } => {
             // Inference: identity (a shared buffer, never routed here) or a 1 - p scale.
             let k = mode.inference_scale(*p) as f32;
             map(b, name, ins, out, move |x, _| x[0].clone().mul(Expr::C(k)))
@@ -338,6 +338,7 @@ pub(crate) fn lower(
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
         | Op::Flatten { .. }
+        | Op::BroadcastTo { .. }
         | Op::Gather { .. }
         | Op::GatherElements { .. }
         | Op::Embedding

@@ -90,6 +90,7 @@ pub fn export_model(
             | Op::Squeeze { .. }
             | Op::Unsqueeze { .. }
             | Op::Flatten { .. }
+            | Op::BroadcastTo { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
             | Op::Embedding

@@ -49,7 +49,7 @@ pub(super) fn emit(ex: &mut Exporter, id: NodeId) -> Result<(), String> {
         Op::Dropout { .. } if ex.graph().mode == oar_ir::ExecMode::Training => {
             return Err("dropout in a training graph: ONNX export writes inference graphs".into())
         }
-        Op::Dropout { p, mode } => {
+        Op::Dropout { p, mode, .. } => {
             let k = mode.inference_scale(*p);
             if k == 1.0 {
                 ex.node("Identity", ins, vec![out], vec![]);
@@ -171,6 +171,15 @@ pub(super) fn emit(ex: &mut Exporter, id: NodeId) -> Result<(), String> {
             ex.node(t, vec![ins[0].clone(), a], vec![out], vec![]);
         }
         Op::Flatten { axis } => ex.node("Flatten", ins, vec![out], vec![("axis", A::I(*axis))]),
+        Op::BroadcastTo { shape } => {
+            let dims = shape
+                .iter()
+                .map(|d| d.as_static().map(|s| s as i64))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| format!("broadcast_to a symbolic shape {shape:?}: bind the symbols before export"))?;
+            let s = ex.ints(&base, dims);
+            ex.node("Expand", vec![ins[0].clone(), s], vec![out], vec![]);
+        }
         Op::Gather { axis } => ex.node("Gather", ins, vec![out], vec![("axis", A::I(*axis))]),
         Op::GatherElements { axis } => ex.node("GatherElements", ins, vec![out], vec![("axis", A::I(*axis))]),
         Op::Embedding => ex.node("Gather", ins, vec![out], vec![("axis", A::I(0))]),

@@ -133,7 +133,11 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
             let mode = oar_ir::op::DropoutMode::UpscaleInTrain;
             let x = imp.ir(cx.need(0)?)?;
             Ok(vec![Val::ir(imp.add(
-                Op::Dropout { p, mode },
+                Op::Dropout {
+                    p,
+                    mode,
+                    mask_of: None,
+                },
                 vec![x],
                 cx.hint(),
             )?)])

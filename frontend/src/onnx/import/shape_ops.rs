@@ -4,7 +4,7 @@
 use super::known::{reshape_target, Elems, Known, SInt};
 use super::{Importer, NodeCx, Val};
 use crate::onnx::tensor::decode_tensor;
-use oar_ir::op::{norm_axis, BinaryOp, Literal, SliceAttrs};
+use oar_ir::op::{norm_axis, Literal, SliceAttrs};
 use oar_ir::{DType, Dim, Op, TensorType, ValueRef};
 
 const OPS: &[&str] = &[
@@ -172,24 +172,27 @@ pub(super) fn convert(imp: &mut Importer, cx: &NodeCx) -> Result<Vec<Val>, Strin
         "Expand" => {
             let x = cx.need(0)?;
             let shape = imp.ints(cx.need(1)?)?;
-            let dims: Vec<u64> = shape.iter().map(|&d| d.max(0) as u64).collect();
-            let dt = imp.ty(x)?.dtype;
-            let numel = checked_numel(&dims)?;
-            let ty = TensorType::new(dt, dims.iter().map(|&d| Dim::Static(d)).collect());
+            let xt = imp.ty(x)?.clone();
+            // ONNX broadcasts both ways: a 1 in `shape` keeps the input's dim.
+            let rank = shape.len().max(xt.rank());
+            let dims: Vec<Dim> = (0..rank)
+                .map(|i| {
+                    let s = (i + shape.len())
+                        .checked_sub(rank)
+                        .map(|j| shape[j].max(0) as u64);
+                    let d = (i + xt.rank())
+                        .checked_sub(rank)
+                        .map(|j| xt.shape.0[j].clone());
+                    match (s, d) {
+                        (Some(1), Some(d)) | (None, Some(d)) => d,
+                        (Some(s), _) => Dim::Static(s),
+                        (None, None) => Dim::Static(1),
+                    }
+                })
+                .collect();
+            checked_numel(&dims.iter().filter_map(Dim::as_static).collect::<Vec<_>>())?;
             let xv = imp.ir(x)?;
-            let h = cx.hint();
-            if dt == DType::Bool {
-                let t = imp.constant(ty.clone(), Literal::Ints(vec![1; numel as usize]), h)?;
-                let f = imp.constant(ty, Literal::Ints(vec![0; numel as usize]), h)?;
-                return ir(imp.add(Op::Where, vec![xv, t, f], h)?);
-            }
-            let zeros = if dt.is_float() {
-                Literal::Floats(vec![0.0; numel as usize])
-            } else {
-                Literal::Ints(vec![0; numel as usize])
-            };
-            let z = imp.constant(ty, zeros, h)?;
-            ir(imp.add(Op::Binary(BinaryOp::Add), vec![xv, z], h)?)
+            ir(imp.add(Op::BroadcastTo { shape: dims }, vec![xv], cx.hint())?)
         }
         "Trilu" => {
             let k = cx

@@ -387,6 +387,11 @@ pub fn op_from_attrs(
                     }
                 }
             },
+            mask_of: match r.take("mask_of") {
+                None => None,
+                Some(Attr::Str(s)) => Some(s),
+                Some(a) => r.bad("mask_of", "a node name in quotes", &a)?,
+            },
         },
         "matmul" => Op::MatMul(MatMulAttrs {
             transpose_a: r.bool_or("transpose_a", false)?,
@@ -486,6 +491,14 @@ pub fn op_from_attrs(
                 })
                 .collect::<Result<_, _>>()?;
             Op::Reshape { shape }
+        }
+        "broadcast_to" => {
+            let items = r.list("shape")?;
+            let shape = items
+                .iter()
+                .map(|a| r.dim_of("shape", a))
+                .collect::<Result<_, _>>()?;
+            Op::BroadcastTo { shape }
         }
         "transpose" => Op::Transpose {
             perm: r.uints("perm")?.into_iter().map(|p| p as usize).collect(),

@@ -191,13 +191,16 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
         Op::Cast { to } => {
             w.put("to", word(to.name()));
         }
-        Op::Dropout { p, mode } => {
+        Op::Dropout { p, mode, mask_of } => {
             w.put("p", Attr::Float(*p)).put_unless(
                 "mode",
                 *mode,
                 DropoutMode::default(),
                 word(mode.name()),
             );
+            if let Some(m) = mask_of {
+                w.put("mask_of", Attr::Str(m.clone()));
+            }
         }
         Op::MatMul(m) => {
             w.put_unless("transpose_a", m.transpose_a, false, boolean(true))
@@ -279,6 +282,9 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
                 })
                 .collect();
             w.put("shape", Attr::List(items));
+        }
+        Op::BroadcastTo { shape } => {
+            w.put("shape", Attr::List(shape.iter().map(dim_attr).collect()));
         }
         Op::Transpose { perm } => {
             w.put("perm", ints(perm.iter().copied()));

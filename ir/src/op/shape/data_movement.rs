@@ -1,5 +1,5 @@
 //! Inference for data-movement ops: concat, split, slice, reshape, transpose, squeeze,
-//! unsqueeze, flatten, gathers, embedding.
+//! unsqueeze, flatten, broadcast_to, gathers, embedding.
 
 use super::helpers::*;
 use super::*;
@@ -188,6 +188,28 @@ pub(super) fn infer(op: &Op, inputs: &[TensorType]) -> R<Vec<TensorType>> {
             let outer = Shape(x.shape.0[..a].to_vec()).numel();
             let inner = Shape(x.shape.0[a..].to_vec()).numel();
             one(TensorType::new(x.dtype, vec![outer, inner]))
+        }
+        Op::BroadcastTo { shape } => {
+            arity(op, inputs, &[1])?;
+            let x = &inputs[0];
+            // numpy's broadcast_to: the result is exactly `shape` (ONNX Expand would also
+            // grow the target where the input is larger; the IR keeps the stricter form so
+            // the output type is the attribute).
+            let lead = shape.len().checked_sub(x.rank()).ok_or_else(|| {
+                ShapeError(format!(
+                    "`broadcast_to`: {x} has more dims than the target {}",
+                    Shape(shape.clone())
+                ))
+            })?;
+            for (i, d) in x.shape.0.iter().enumerate() {
+                if *d != Dim::Static(1) && *d != shape[lead + i] {
+                    return fail(format!(
+                        "`broadcast_to`: dim {i} of {x} is neither 1 nor {}",
+                        shape[lead + i]
+                    ));
+                }
+            }
+            one(TensorType::new(x.dtype, shape.clone()))
         }
         Op::Gather { axis } => {
             arity(op, inputs, &[2])?;

@@ -369,6 +369,7 @@ pub fn infer_types(
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
         | Op::Flatten { .. }
+        | Op::BroadcastTo { .. }
         | Op::Gather { .. }
         | Op::GatherElements { .. }
         | Op::Embedding

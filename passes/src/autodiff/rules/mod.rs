@@ -43,14 +43,14 @@ pub fn vjp(cx: &mut GradCx, node: NodeId, gy: &[Option<ValueRef>], want: &[bool]
         Op::Softmax { .. } | Op::LogSoftmax { .. } => norm::softmax(cx, node, gy, want),
         Op::CausalMask { .. } => norm::causal_mask(cx, node, gy, want),
         Op::Reduce(_) => norm::reduce(cx, node, gy, want),
-        Op::Concat { .. }
-        | Op::Split { .. }
-        | Op::Slice(_)
-        | Op::Reshape { .. }
-        | Op::Transpose { .. }
-        | Op::Squeeze { .. }
-        | Op::Unsqueeze { .. }
-        | Op::Flatten { .. } => data_movement::vjp(cx, node, gy, want),
+        Op::Concat { axis } => data_movement::concat(cx, node, *axis, gy, want),
+        Op::Split { axis, .. } => data_movement::split(cx, node, *axis, gy, want),
+        Op::Slice(s) => data_movement::slice(cx, node, s, gy, want),
+        Op::Reshape { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } | Op::Flatten { .. } => {
+            data_movement::reshape(cx, node, gy, want)
+        }
+        Op::Transpose { perm } => data_movement::transpose(cx, node, perm, gy, want),
+        Op::BroadcastTo { .. } => data_movement::broadcast_to(cx, node, gy, want),
         Op::Gather { .. } | Op::GatherElements { .. } | Op::Embedding => {
             gather::vjp(cx, node, gy, want)
         }
