@@ -5,7 +5,7 @@
 //! compares `<dL/dx, v>` for a random direction `v` with
 //! `(L(x + h·v) − L(x − h·v)) / 2h`, `L = Σ u ⊙ y`, for every float operand. Driving one
 //! rule keeps these tests independent of the elementwise and reduction rules
-//! (`check_gradients` builds its loss from those; see the ignored end-to-end test).
+//! (`check_gradients` builds its loss from those; the end-to-end test at the bottom uses it).
 //!
 //! Tolerance: |analytic − numeric| ≤ 2e-3 + 1e-2·max(|analytic|, |numeric|). The
 //! interpreter computes in f32, so the quotient carries about ε·|L|/h ≈ 1e-4 of noise with
@@ -223,7 +223,8 @@ fn global_pooling_nchw_and_rank3() {
     }
 }
 
-/// Every activation the zoo fuses, with bias and residual.
+/// Every activation the zoo fuses (and mish), with bias and residual: the epilogue uses the
+/// elementwise rules' derivatives.
 #[test]
 fn fused_conv2d_epilogues() {
     let acts = [
@@ -239,6 +240,7 @@ fn fused_conv2d_epilogues() {
         UnaryOp::Silu,
         UnaryOp::Gelu { tanh: false },
         UnaryOp::Gelu { tanh: true },
+        UnaryOp::Mish,
     ];
     for (i, act) in acts.into_iter().enumerate() {
         let seed = 100 + i as u64;
@@ -263,22 +265,6 @@ fn fused_conv2d_epilogues() {
             panic!("{act:?}: {e}");
         }
     }
-}
-
-#[test]
-fn fused_conv2d_without_a_derivative_is_a_clear_error() {
-    let x = rand_f32(&[1, 2, 4, 4], 1);
-    let w = rand_f32(&[2, 2, 3, 3], 2);
-    let op = Op::FusedConv2d {
-        conv: ConvAttrs::default(),
-        epilogue: Epilogue {
-            bias: false,
-            residual: false,
-            activation: Some(UnaryOp::Mish),
-        },
-    };
-    let e = check_op(op, vec![x, w], 1).unwrap_err();
-    assert!(e.contains("mish") && e.contains("no derivative"), "{e}");
 }
 
 #[test]
@@ -352,10 +338,8 @@ fn grad_ops_round_trip_and_check_shapes() {
 }
 
 /// End to end through `append_backward` and `check_gradients` (a small CNN ending in
-/// global pooling). Needs the mul and reduce_sum rules that `check_gradients`' loss uses,
-/// which live on the ad-core branch; un-ignore once both are merged.
+/// global pooling).
 #[test]
-#[ignore = "needs the elementwise and reduction rules (wt/ad-core) for check_gradients' loss"]
 fn small_cnn_through_check_gradients() {
     let g = oar_ir::parse(
         "graph @g(%x: f32[2,3,8,8]) -> (f32[2,4,1,1]) {\n  %w = param \"w\" : f32[4,3,3,3]\n  %b = param \"b\" : f32[4]\n  %c = fused_conv2d(%x, %w, %b) {stride=[2, 2], padding=[1, 1, 1, 1], bias=true, act=relu} : f32[2,4,4,4]\n  %p = max_pool(%c) {kernel=[2, 2], stride=[2, 2]} : f32[2,4,2,2]\n  %y = global_avg_pool(%p) : f32[2,4,1,1]\n  return %y\n}\n",

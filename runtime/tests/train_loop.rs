@@ -3,7 +3,7 @@
 
 mod train_util;
 
-use oar_runtime::train::{train, LoopConfig, Schedule, ScheduleKind, TrainError};
+use oar_runtime::train::{train, LoopConfig, Schedule, TrainError};
 use train_util::*;
 
 fn config(steps: u64, eval_every: Option<u64>) -> LoopConfig {
@@ -26,12 +26,7 @@ fn softmax_regression_learns_the_digits() {
     let (tr, val) = split(&dir, 0.2, 11);
     assert_eq!((tr.len(), val.len()), (1438, 359));
     let (mut runner, mut state) = start(softmax_graph(), tr, loader_config(32, 5, 0, false), 1);
-    let sched = Schedule {
-        kind: ScheduleKind::Cosine,
-        base_lr: 0.5,
-        warmup: 10,
-        total: 300,
-    };
+    let sched = Schedule::named("cosine", 0.5, 10, 300).unwrap();
     let mut rec = Recorder::default();
     let s = train(
         &mut runner,

@@ -21,6 +21,17 @@ impl GradCx {
         self.graph
     }
 
+    /// A context over `graph` for driving one rule directly ([`super::rules::vjp`]), as the
+    /// per-rule tests do; `finish` returns the graph with the emitted nodes.
+    pub fn for_graph(graph: Graph) -> GradCx {
+        GradCx::new(graph)
+    }
+
+    /// The graph with every node emitted so far.
+    pub fn finish(self) -> Graph {
+        self.graph
+    }
+
     /// The graph so far (the forward nodes keep their ids).
     pub fn graph(&self) -> &Graph {
         &self.graph
@@ -117,18 +128,6 @@ impl GradCx {
         of: NodeId,
     ) -> Result<ValueRef, AutodiffError> {
         self.constant(vec![value], TensorType::new(dtype, vec![]), of)
-    }
-
-    /// A constant of `v`'s type filled with `value`.
-    pub(crate) fn scalar_like(
-        &mut self,
-        value: f64,
-        v: ValueRef,
-        _tag: &str,
-    ) -> Result<ValueRef, AutodiffError> {
-        let ty = self.ty(v);
-        let n = ty.shape.numel().as_static().unwrap_or(1) as usize;
-        self.constant(vec![value; n], ty, v.node)
     }
 
     /// `op(a, b)` with numpy broadcasting.

@@ -16,7 +16,6 @@
 
 pub mod check;
 mod cx;
-mod cx_conv;
 pub mod rules;
 
 pub use cx::GradCx;
@@ -153,7 +152,8 @@ pub fn append_backward(
 
     let mut cx = GradCx::new(fwd.clone());
     let mut grads: BTreeMap<ValueRef, ValueRef> = BTreeMap::new();
-    let one = cx.scalar_like(1.0, loss, "loss")?;
+    // The seed dL/dL = 1 (the loss has one element).
+    let one = cx.constant(vec![1.0], loss_ty.clone(), loss.node)?;
     grads.insert(loss, one);
     for idx in (0..=loss.node.index()).rev() {
         let id = NodeId(idx as u32);

@@ -10,6 +10,7 @@
 //! - pooling: `pool_grad`; global pooling is a window over the whole plane.
 //! - resize (nearest, bilinear): two matmuls with the transposed tap matrices.
 
+use super::elementwise::unary_grad;
 use super::{no_rule, InputGrads};
 use crate::autodiff::{AutodiffError, GradCx};
 use oar_ir::op::{
@@ -114,16 +115,7 @@ pub(super) fn conv2d(
             if let Some(r) = res_in {
                 z = cx.add(z, n.inputs[r], node)?;
             }
-            cx.activation_vjp(act, z, g, node)?.ok_or_else(|| {
-                no_rule(
-                    cx,
-                    node,
-                    &format!(
-                        "the epilogue activation `{}` has no derivative here; unfuse it",
-                        Op::Unary(act).name()
-                    ),
-                )
-            })?
+            unary_grad(cx, act, z, ValueRef::new(node, 0), g, node)?
         }
     };
     let (dx, dw) = conv_grads(cx, node, &conv, gz, want)?;

@@ -44,7 +44,8 @@ pub(super) fn vjp(
         cx.emit(op, vec![idx, g], node)?
     } else if let Op::GatherElements { axis } = &n.op {
         let a = norm_axis(*axis, dd.len()).map_err(|e| bad_axis(cx, e))?;
-        let zeros = cx.scalar_like(0.0, data, "zeros")?;
+        let ty = cx.ty(data);
+        let zeros = cx.zeros(&ty, node)?;
         let op = Op::Grad(GradOp::ScatterAdd { axis: a as i64 });
         cx.emit(op, vec![zeros, idx, g], node)?
     } else {
