@@ -112,6 +112,11 @@ const NO_GRADIENT: &[&str] = &[
     "reduce_scatter",
     "all_to_all",
     "broadcast",
+    // Gradient ops themselves: autodiff is first order.
+    "conv2d_grad_weight",
+    "pool_grad",
+    "scatter_add",
+    "gather_grad",
 ];
 
 #[test]
