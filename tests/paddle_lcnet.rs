@@ -193,8 +193,13 @@ fn lcnet_x0_25_trains_like_paddleclas() {
             HostTensor::f32(vec![], vec![sched.lr(s as u64 + 1) as f32]),
             HostTensor::f32(vec![], vec![(s + 1) as f32]),
         ];
-        let r = run_with_options(&step.graph, &inputs, &weights, RunOptions::training(0, s as u64))
-            .expect("training step");
+        let r = run_with_options(
+            &step.graph,
+            &inputs,
+            &weights,
+            RunOptions::training(0, s as u64),
+        )
+        .expect("training step");
         ours.push(r.outputs[0].to_f64()[0]);
         weights.extend(r.state);
     }
@@ -235,6 +240,10 @@ fn lcnet_x0_25_trains_like_paddleclas() {
     for (s, (a, b)) in ours.iter().zip(&theirs).enumerate() {
         let rel = (a - b).abs() / b.abs().max(1e-12);
         eprintln!("step {:2}: oar {a:.6} paddle {b:.6} rel {rel:.1e}", s + 1);
-        assert!(rel <= 1e-4, "step {}: oar {a} vs paddle {b} (rel {rel:.2e})", s + 1);
+        assert!(
+            rel <= 1e-4,
+            "step {}: oar {a} vs paddle {b} (rel {rel:.2e})",
+            s + 1
+        );
     }
 }

@@ -281,10 +281,7 @@ fn bad_inputs_fail_with_a_message() {
         "--steps",
         "3",
     ]);
-    assert!(
-        e.contains("input `x` must be f32[N, c, h, w]"),
-        "{e}"
-    );
+    assert!(e.contains("input `x` must be f32[N, c, h, w]"), "{e}");
     // A NaN loss names the step and the node.
     let nan = d.join("nan.oir");
     let text = train_util::SOFTMAX.replace("%loss = neg(%mean)", "%loss = log(%mean)");

@@ -58,7 +58,11 @@ macro_rules! ernie {
 /// The PP-LCNet configuration behind a zoo name (`lcnet_x0_25` → width 0.25), for callers
 /// that change the head or the input size (training on a small dataset).
 pub fn lcnet_config(name: &str) -> Option<LcNetConfig> {
-    let scale: f64 = name.strip_prefix("lcnet_x")?.replace('_', ".").parse().ok()?;
+    let scale: f64 = name
+        .strip_prefix("lcnet_x")?
+        .replace('_', ".")
+        .parse()
+        .ok()?;
     zoo()
         .iter()
         .any(|e| e.name == name)

@@ -5,18 +5,18 @@
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use oar::ir::ExecMode;
 use oar::ir::Graph;
+use oar::passes::parallel::partition::specialize;
+use oar::passes::training::{build_train_step, LossKind, Optimizer, TrainConfig};
 use oar::runtime::data::{load_dir, Augment, Loader, LoaderConfig};
 use oar::runtime::init::init_weights;
 use oar::runtime::io::checkpoint::load_checkpoint;
 use oar::runtime::io::weights::load_safetensors;
 use oar::runtime::train::{
     train, EvalRecord, InterpRunner, JsonlLog, LoopConfig, Observer, SavePolicy, Schedule,
-    SCHEDULE_NAMES, StepContract, StepRecord, TrainError, TrainState,
+    StepContract, StepRecord, TrainError, TrainState, SCHEDULE_NAMES,
 };
-use oar::ir::ExecMode;
-use oar::passes::parallel::partition::specialize;
-use oar::passes::training::{build_train_step, LossKind, Optimizer, TrainConfig};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

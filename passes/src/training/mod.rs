@@ -15,8 +15,8 @@ mod update;
 
 pub use emit::Emit;
 pub use loss::SoftLoss;
-pub use optim::{DecayMask, OptimConfig, Optimizer, Slot, OPTIMIZER_NAMES};
 pub use oar_runtime::train::schedule::{self, Decay, Schedule};
+pub use optim::{DecayMask, OptimConfig, Optimizer, Slot, OPTIMIZER_NAMES};
 
 use crate::autodiff::{append_backward, AutodiffError};
 use oar_ir::op::Op;

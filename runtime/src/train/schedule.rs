@@ -144,12 +144,18 @@ mod tests {
         let c = Schedule::named("cosine", 0.1, 10, 110).unwrap();
         assert_eq!(c.lr(1), 0.0, "Paddle's LinearWarmup starts at start_lr");
         assert!((c.lr(6) - 0.05).abs() < 1e-12);
-        assert!((c.lr(11) - 0.1).abs() < 1e-12, "the first step after warmup");
+        assert!(
+            (c.lr(11) - 0.1).abs() < 1e-12,
+            "the first step after warmup"
+        );
         assert!((c.lr(61) - 0.05).abs() < 1e-12, "half way down the cosine");
         assert!(c.lr(111).abs() < 1e-12);
         let l = Schedule::named("linear", 0.1, 10, 110).unwrap();
         assert!((l.lr(36) - 0.075).abs() < 1e-12);
-        assert_eq!(Schedule::named("constant", 0.1, 0, 100).unwrap().lr(50), 0.1);
+        assert_eq!(
+            Schedule::named("constant", 0.1, 0, 100).unwrap().lr(50),
+            0.1
+        );
         assert!(Schedule::named("step", 0.1, 0, 1).is_none());
     }
 }
