@@ -3,6 +3,9 @@
 
     python3 benches/peers.py sgemm N THREADS          -> GFLOP/s of numpy (OpenBLAS) float32 matmul
     python3 benches/peers.py ort MODEL.onnx THREADS   -> p50 latency (ms) of onnxruntime at batch 1
+    python3 benches/peers.py serve paddle_train VARIANT BATCH SIZE THREADS
+                                                      -> ms per training step of PaddleClas's
+                                                         VARIANT (forward, backward, AdamW)
 
 Prints one number. With `serve` first (`peers.py serve sgemm 1024 2`), it sets up once,
 prints `ready`, then for each line `R` read from stdin times R more runs and prints their
@@ -25,8 +28,35 @@ def median_time(fn, reps):
     return ts[len(ts) // 2]
 
 
+def paddle_train_step(variant, batch, size, threads):
+    """One AdamW training step of PaddleClas's PPLCNet on CPU (train mode, 10 classes)."""
+    os.environ["OMP_NUM_THREADS"] = threads
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../tests/paddle"))
+    import numpy as np
+    import paddle
+    from lcnet_run import load_pplcnet_module
+    paddle.set_device("cpu")
+    net = getattr(load_pplcnet_module(), variant)(pretrained=False, class_num=10)
+    net.train()
+    opt = paddle.optimizer.AdamW(learning_rate=1e-3, parameters=net.parameters(),
+                                 grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
+    x = paddle.to_tensor(np.random.rand(batch, 3, size, size).astype("float32"))
+    y = paddle.to_tensor(np.random.randint(0, 10, size=(batch,)).astype("int64"))
+
+    def step():
+        loss = paddle.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        float(loss.numpy())
+    return step
+
+
 def setup(kind, args):
     """The peer's one run and its unit conversion (seconds -> the printed figure)."""
+    if kind == "paddle_train":
+        run = paddle_train_step(args[0], int(args[1]), int(args[2]), args[3])
+        return run, (lambda s: s * 1e3)
     if kind == "sgemm":
         n, threads = int(args[0]), args[1]
         os.environ["OPENBLAS_NUM_THREADS"] = threads
