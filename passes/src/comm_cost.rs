@@ -9,7 +9,7 @@
 
 use oar_ir::cluster::{Cluster, Link};
 use oar_ir::dist::ProcessMesh;
-use oar_ir::op::Op;
+use oar_ir::op::{CollectiveKind, Op};
 
 /// Fraction of link bandwidth collectives reach (NCCL bus bandwidth over link rate).
 pub const COMM_EFFICIENCY: f64 = 0.8;
@@ -159,7 +159,7 @@ impl Topology {
             // (stages of a small pipeline share a node; a per-rank graph could say more).
             return Some(p2p(bytes, &self.intra_node, eff));
         }
-        let group = op.comm_group()?;
+        let (kind, group) = op.as_collective()?;
         let members = match mesh {
             Some(m) if group.axis < m.shape.len() => Topology::axis_group(m, group.axis),
             // Without the mesh (an op priced on its own) the group is taken as the smallest
@@ -169,52 +169,13 @@ impl Topology {
         let n = members.len() as u64;
         let link = self.link_of(&members);
         let nf = n as f64;
-        Some(match op {
-            Op::AllReduce { .. } => self.members_all_reduce(&members, bytes, eff),
+        Some(match kind {
+            CollectiveKind::AllReduce { .. } => self.members_all_reduce(&members, bytes, eff),
             // The operand is one shard: the gathered tensor is n× as large.
-            Op::AllGather { .. } => ring_gather(n, bytes * nf, link, eff),
-            Op::ReduceScatter { .. } => ring_gather(n, bytes, link, eff),
-            Op::AllToAll { .. } => all_to_all(n, bytes, link, eff),
-            Op::Broadcast { .. } => broadcast(n, bytes, link, eff),
-            Op::Input
-            | Op::Param(_)
-            | Op::Constant(_)
-            | Op::Recv { .. }
-            | Op::Unary(_)
-            | Op::Binary(_)
-            | Op::Where
-            | Op::Cast { .. }
-            | Op::Dropout { .. }
-            | Op::MatMul(_)
-            | Op::Conv2d(_)
-            | Op::ConvTranspose2d(_)
-            | Op::BatchNorm { .. }
-            | Op::LayerNorm { .. }
-            | Op::CausalMask { .. }
-            | Op::Softmax { .. }
-            | Op::LogSoftmax { .. }
-            | Op::Reduce(_)
-            | Op::Pool(_)
-            | Op::GlobalPool(_)
-            | Op::Resize(_)
-            | Op::Concat { .. }
-            | Op::Split { .. }
-            | Op::Slice(_)
-            | Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. }
-            | Op::Flatten { .. }
-            | Op::BroadcastTo { .. }
-            | Op::Gather { .. }
-            | Op::GatherElements { .. }
-            | Op::Embedding
-            | Op::Shape
-            | Op::FusedConv2d { .. }
-            | Op::FusedMatMul { .. }
-            | Op::Fused { .. }
-            | Op::Grad(_)
-            | Op::Send { .. } => return None,
+            CollectiveKind::AllGather { .. } => ring_gather(n, bytes * nf, link, eff),
+            CollectiveKind::ReduceScatter { .. } => ring_gather(n, bytes, link, eff),
+            CollectiveKind::AllToAll { .. } => all_to_all(n, bytes, link, eff),
+            CollectiveKind::Broadcast { .. } => broadcast(n, bytes, link, eff),
         })
     }
 

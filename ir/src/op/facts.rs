@@ -276,12 +276,39 @@ impl Op {
 
     /// The group a collective spans.
     pub fn comm_group(&self) -> Option<&CommGroup> {
+        self.as_collective().map(|(_, group)| group)
+    }
+
+    /// A collective's kind and attributes, and the group it spans; `None` for every other
+    /// op. Callers that treat the five collectives differently match on [`CollectiveKind`]
+    /// instead of listing every other op.
+    pub fn as_collective(&self) -> Option<(CollectiveKind, &CommGroup)> {
         match self {
-            Op::AllReduce { group, .. }
-            | Op::AllGather { group, .. }
-            | Op::ReduceScatter { group, .. }
-            | Op::AllToAll { group, .. }
-            | Op::Broadcast { group, .. } => Some(group),
+            Op::AllReduce { op, group } => Some((CollectiveKind::AllReduce { op: *op }, group)),
+            Op::AllGather { axis, group } => {
+                Some((CollectiveKind::AllGather { axis: *axis }, group))
+            }
+            Op::ReduceScatter { op, axis, group } => Some((
+                CollectiveKind::ReduceScatter {
+                    op: *op,
+                    axis: *axis,
+                },
+                group,
+            )),
+            Op::AllToAll {
+                split_axis,
+                concat_axis,
+                group,
+            } => Some((
+                CollectiveKind::AllToAll {
+                    split_axis: *split_axis,
+                    concat_axis: *concat_axis,
+                },
+                group,
+            )),
+            Op::Broadcast { root, group } => {
+                Some((CollectiveKind::Broadcast { root: *root }, group))
+            }
             Op::Input
             | Op::Param(_)
             | Op::Constant(_)

@@ -333,6 +333,16 @@ impl DropoutMode {
     }
 }
 
+/// What a collective does, without its group (see [`Op::as_collective`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectiveKind {
+    AllReduce { op: ReduceOp },
+    AllGather { axis: i64 },
+    ReduceScatter { op: ReduceOp, axis: i64 },
+    AllToAll { split_axis: i64, concat_axis: i64 },
+    Broadcast { root: u64 },
+}
+
 /// An operation. Sources (`Input`, `Param`, `Constant`, `Recv`) take their output type from
 /// the node's declaration; every other op's output types are inferred from its inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,18 +13,11 @@ pub struct GradCx {
 }
 
 impl GradCx {
-    pub(crate) fn new(graph: Graph) -> GradCx {
-        GradCx { graph, counter: 0 }
-    }
-
-    pub(crate) fn into_graph(self) -> Graph {
-        self.graph
-    }
-
-    /// A context over `graph` for driving one rule directly ([`super::rules::vjp`]), as the
-    /// per-rule tests do; `finish` returns the graph with the emitted nodes.
+    /// A context over `graph` (the walk starts from the forward graph; per-rule tests drive
+    /// one rule directly with [`super::rules::vjp`]); `finish` returns the graph with the
+    /// emitted nodes.
     pub fn for_graph(graph: Graph) -> GradCx {
-        GradCx::new(graph)
+        GradCx { graph, counter: 0 }
     }
 
     /// The graph with every node emitted so far.

@@ -150,7 +150,7 @@ pub fn append_backward(
         }
     }
 
-    let mut cx = GradCx::new(fwd.clone());
+    let mut cx = GradCx::for_graph(fwd.clone());
     let mut grads: BTreeMap<ValueRef, ValueRef> = BTreeMap::new();
     // The seed dL/dL = 1 (the loss has one element).
     let one = cx.constant(vec![1.0], loss_ty.clone(), loss.node)?;
@@ -215,7 +215,7 @@ pub fn append_backward(
         Vec::new()
     };
     Ok(Backward {
-        graph: cx.into_graph(),
+        graph: cx.finish(),
         loss,
         param_grads,
         input_grads,

@@ -6,7 +6,7 @@
 use super::{CommError, Communicator};
 use crate::tensor::{HostTensor, TensorData};
 use oar_ir::dist::{ProcessMesh, ReduceOp};
-use oar_ir::op::{Op, ShapeError};
+use oar_ir::op::{CollectiveKind, Op, ShapeError};
 use oar_ir::DType;
 
 /// A collective's axes do not fit its operand's shape.
@@ -114,63 +114,25 @@ impl Collective {
     /// for ops that are not collectives.
     pub fn of_op(op: &Op, rank: usize) -> Result<Option<Collective>, ShapeError> {
         let axis = |a: i64| oar_ir::op::norm_axis(a, rank);
-        Ok(Some(match op {
-            Op::AllReduce { op, .. } => Collective::AllReduce { op: *op },
-            Op::AllGather { axis: a, .. } => Collective::AllGather { axis: axis(*a)? },
-            Op::ReduceScatter { op, axis: a, .. } => Collective::ReduceScatter {
-                op: *op,
-                axis: axis(*a)?,
-            },
-            Op::AllToAll {
+        let Some((kind, _)) = op.as_collective() else {
+            return Ok(None);
+        };
+        Ok(Some(match kind {
+            CollectiveKind::AllReduce { op } => Collective::AllReduce { op },
+            CollectiveKind::AllGather { axis: a } => Collective::AllGather { axis: axis(a)? },
+            CollectiveKind::ReduceScatter { op, axis: a } => {
+                Collective::ReduceScatter { op, axis: axis(a)? }
+            }
+            CollectiveKind::AllToAll {
                 split_axis,
                 concat_axis,
-                ..
             } => Collective::AllToAll {
-                split_axis: axis(*split_axis)?,
-                concat_axis: axis(*concat_axis)?,
+                split_axis: axis(split_axis)?,
+                concat_axis: axis(concat_axis)?,
             },
-            Op::Broadcast { root, .. } => Collective::Broadcast {
-                root: *root as usize,
+            CollectiveKind::Broadcast { root } => Collective::Broadcast {
+                root: root as usize,
             },
-            Op::Input
-            | Op::Param(_)
-            | Op::Constant(_)
-            | Op::Recv { .. }
-            | Op::Unary(_)
-            | Op::Binary(_)
-            | Op::Where
-            | Op::Cast { .. }
-            | Op::Dropout { .. }
-            | Op::MatMul(_)
-            | Op::Conv2d(_)
-            | Op::ConvTranspose2d(_)
-            | Op::BatchNorm { .. }
-            | Op::LayerNorm { .. }
-            | Op::CausalMask { .. }
-            | Op::Softmax { .. }
-            | Op::LogSoftmax { .. }
-            | Op::Reduce(_)
-            | Op::Pool(_)
-            | Op::GlobalPool(_)
-            | Op::Resize(_)
-            | Op::Concat { .. }
-            | Op::Split { .. }
-            | Op::Slice(_)
-            | Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Squeeze { .. }
-            | Op::Unsqueeze { .. }
-            | Op::Flatten { .. }
-            | Op::BroadcastTo { .. }
-            | Op::Gather { .. }
-            | Op::GatherElements { .. }
-            | Op::Embedding
-            | Op::Shape
-            | Op::FusedConv2d { .. }
-            | Op::FusedMatMul { .. }
-            | Op::Fused { .. }
-            | Op::Grad(_)
-            | Op::Send { .. } => return Ok(None),
         }))
     }
 }
