@@ -46,7 +46,10 @@ fn compare_blocked_for(g: &Graph, cpu: &CpuModel) -> Result<(), TestCaseError> {
     let got = m.run(&inputs).unwrap();
     for (a, b) in got.iter().zip(&want) {
         let (x, y) = (a.to_f64(), b.to_f64());
-        let scale = y.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+        // Relative to the largest output, but never below 0.01: operands are O(1), so when a
+        // relu leaves only outputs near zero (1e-5 in a recorded case) f32 summation order
+        // alone moves them by ~1e-8, which is no kernel error; a wrong kernel is off by O(1).
+        let scale = y.iter().fold(1e-2f64, |m, v| m.max(v.abs()));
         let err = x.iter().zip(&y).fold(0f64, |m, (p, q)| max_diff(m, *p, *q)) / scale;
         let tiling = Tiling::for_cpu(cpu);
         prop_assert!(
