@@ -3,7 +3,9 @@
 //! relative (the graph computes in f32).
 
 use oar_ir::{DType, Dim, Graph, TensorType};
-use oar_passes::training::loss::{distillation, mean_squared_error, softmax_cross_entropy};
+use oar_passes::training::loss::{
+    distillation, masked_cross_entropy, mean_squared_error, softmax_cross_entropy, IGNORE_INDEX,
+};
 use oar_passes::training::{Emit, SoftLoss};
 use oar_runtime::{run, HostTensor, Weights};
 use training_common::Rng;
@@ -88,6 +90,44 @@ fn cross_entropy_with_and_without_label_smoothing() {
             got,
             want / (b * s) as f64,
             &format!("cross-entropy, ε = {eps}"),
+        );
+    }
+}
+
+#[test]
+fn masked_cross_entropy_scores_only_labelled_positions() {
+    let (b, s, v) = (2usize, 5usize, 7usize);
+    let logits = data(b * s * v, 11, 3.0);
+    let lt = TensorType::f32(&[b as u64, s as u64, v as u64]);
+    let yt = TensorType::new(
+        DType::I64,
+        vec![Dim::Static(b as u64), Dim::Static(s as u64)],
+    );
+    // Three scored positions; every other label is ignored. All ignored gives 0.
+    let mut labels = vec![IGNORE_INDEX; b * s];
+    for (r, id) in [(1usize, 4i64), (4, 0), (8, 6)] {
+        labels[r] = id;
+    }
+    for labels in [labels, vec![IGNORE_INDEX; b * s]] {
+        let got = eval(
+            &[("logits", lt.clone()), ("labels", yt.clone())],
+            vec![
+                t(&logits, &[b, s, v]),
+                HostTensor::i64(vec![b, s], labels.clone()),
+            ],
+            |e, x| masked_cross_entropy(e, x[0], x[1]).unwrap(),
+        );
+        let (mut sum, mut n) = (0.0, 0usize);
+        for (r, &y) in labels.iter().enumerate() {
+            if y != IGNORE_INDEX {
+                sum -= softmax(&logits[r * v..(r + 1) * v], 1.0)[y as usize].ln();
+                n += 1;
+            }
+        }
+        close(
+            got,
+            sum / n.max(1) as f64,
+            &format!("masked CE, {n} scored"),
         );
     }
 }

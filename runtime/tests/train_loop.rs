@@ -194,7 +194,7 @@ fn a_graph_off_the_contract_is_refused_by_position() {
         oar_runtime::train::StepContract::check(&oar_ir::parse(&f32_labels).unwrap()).unwrap_err();
     assert!(
         e.to_string()
-            .contains("the labels (`labels`) must be i64[N], found f32[N]"),
+            .contains("the labels (`labels`), must be i64[N] (class ids of the logits f32[N,10]) or the logits' own type; found f32[N]"),
         "{e}"
     );
 }

@@ -5,7 +5,7 @@
 use super::emit::Emit;
 use super::TrainError;
 use oar_ir::dist::ReduceOp;
-use oar_ir::op::{Op, UnaryOp};
+use oar_ir::op::{BinaryOp, Op, UnaryOp};
 use oar_ir::{DType, TensorType, ValueRef};
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,54 @@ pub fn softmax_cross_entropy(
     let a = e.scale(nll, 1.0 - label_smoothing)?;
     let b = e.scale(smooth, label_smoothing)?;
     e.add(a, b)
+}
+
+/// Labels equal to this are not scored by [`masked_cross_entropy`] (PyTorch's and Paddle's
+/// `ignore_index` default).
+pub const IGNORE_INDEX: i64 = -100;
+
+/// Softmax cross-entropy over the positions whose label is not [`IGNORE_INDEX`]: masked
+/// language modelling, where only the masked tokens carry a label. `logits` `f32[..., V]`,
+/// `labels` `i64[...]`; the loss is the mean over scored positions (PaddleNLP's
+/// `ErnieForMaskedLM` loss: `CrossEntropyLoss(ignore_index=-100)`), 0 when none is scored.
+pub fn masked_cross_entropy(
+    e: &mut Emit,
+    logits: ValueRef,
+    labels: ValueRef,
+) -> Result<ValueRef, TrainError> {
+    let lt = float_of(e, logits)?;
+    let yt = e.ty(labels)?;
+    let mut want = lt.shape.0.clone();
+    want.pop();
+    if !yt.dtype.is_int() || yt.shape.0 != want {
+        return Err(TrainError::LossOperand {
+            what: "labels".into(),
+            want: format!(
+                "token ids {} ({IGNORE_INDEX} = not scored)",
+                TensorType::new(DType::I64, want)
+            ),
+            found: yt.to_string(),
+        });
+    }
+    // Ignored positions gather class 0 (any valid index) and are weighted 0.
+    let ignore = e.fill(IGNORE_INDEX as f64, TensorType::new(yt.dtype, vec![]))?;
+    let skipped = e.binary(BinaryOp::Equal, labels, ignore)?;
+    let zero_id = e.fill(0.0, TensorType::new(yt.dtype, vec![]))?;
+    let ids = e.select(skipped, zero_id, labels)?;
+    let zero = e.scalar(0.0)?;
+    let one = e.scalar(1.0)?;
+    let weight = e.select(skipped, zero, one)?;
+    let logp = e.op(Op::LogSoftmax { axis: -1 }, vec![logits], "log_softmax")?;
+    let last = lt.rank() as i64 - 1;
+    let idx = e.op(Op::Unsqueeze { axes: vec![last] }, vec![ids], "labels")?;
+    let picked = e.op(Op::GatherElements { axis: -1 }, vec![logp, idx], "picked")?;
+    let picked = e.op(Op::Squeeze { axes: vec![last] }, vec![picked], "picked")?;
+    let scored = e.mul(picked, weight)?;
+    let total = e.reduce(ReduceOp::Sum, scored, vec![], false)?;
+    let count = e.reduce(ReduceOp::Sum, weight, vec![], false)?;
+    let count = e.max(count, one)?;
+    let mean = e.div(total, count)?;
+    e.unary(UnaryOp::Neg, mean)
 }
 
 /// Mean squared error `mean((a − b)²)` of two values of one float type (regression, and

@@ -92,6 +92,10 @@ pub enum LossKind {
     },
     /// Mean squared error against an input `labels` of the logits' type.
     Mse,
+    /// Masked language modelling: softmax cross-entropy against `i64` token ids `labels`,
+    /// scored only where the label is not [`loss::IGNORE_INDEX`] (see
+    /// [`loss::masked_cross_entropy`]).
+    MaskedLm,
     /// Knowledge distillation: `alpha·T²·soft(student/T, teacher/T) + (1 − alpha)·CE`, the
     /// teacher's logits an input `teacher_logits` of the logits' type after `labels`.
     Distill {
@@ -231,6 +235,10 @@ pub fn append_loss(model: &Graph, cfg: &TrainConfig) -> Result<LossGraph, TrainE
         LossKind::CrossEntropy { label_smoothing } => {
             let labels = e.input(LABELS_INPUT, labels_type(&lt))?;
             loss::softmax_cross_entropy(&mut e, logits, labels, *label_smoothing)?
+        }
+        LossKind::MaskedLm => {
+            let labels = e.input(LABELS_INPUT, labels_type(&lt))?;
+            loss::masked_cross_entropy(&mut e, logits, labels)?
         }
         LossKind::Mse => {
             let labels = e.input(LABELS_INPUT, lt.clone())?;

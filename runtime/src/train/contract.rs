@@ -9,7 +9,7 @@ use oar_ir::{DType, ExecMode, Graph, TensorType};
 pub struct StepContract {
     /// The model's inputs (everything before `labels`, `lr`, `step`).
     pub model_inputs: Vec<(String, TensorType)>,
-    /// The logits' type, `[N, classes]`.
+    /// The logits' type, `[N, classes]` (or `[N, seq, vocab]` for token-level losses).
     pub logits: TensorType,
     /// Names of the parameters the step writes back.
     pub state: Vec<String>,
@@ -42,7 +42,9 @@ fn expect(
 
 impl StepContract {
     /// Checks `g`: mode=training; inputs `..model, labels: i64[N], lr: f32[], step: f32[]`;
-    /// outputs `loss: f32[], logits: f32[N, classes], ..` then state updates.
+    /// outputs `loss: f32[], logits: f32[N, classes], ..` then state updates. Token-level
+    /// steps have logits `f32[N, seq, vocab]` and labels `i64[N, seq]`; regression steps
+    /// (MSE) labels of the logits' type.
     pub fn check(g: &Graph) -> Result<StepContract, TrainError> {
         if g.mode != ExecMode::Training {
             return Err(TrainError::Contract(
@@ -57,7 +59,6 @@ impl StepContract {
             )));
         }
         let (lname, labels) = input_type(g, n - 3);
-        expect("input -3, the labels", &lname, &labels, DType::I64, 1)?;
         let (rname, lr) = input_type(g, n - 2);
         expect("input -2, the learning rate", &rname, &lr, DType::F32, 0)?;
         let (sname, step) = input_type(g, n - 1);
@@ -73,10 +74,21 @@ impl StepContract {
         let ty = |k: usize| g.node(outs[k].node).outputs[outs[k].port as usize].clone();
         expect("output 0, the loss", "loss", &ty(0), DType::F32, 0)?;
         let logits = ty(1);
-        expect("output 1, the logits", "logits", &logits, DType::F32, 2)?;
-        if logits.shape.0[0] != labels.shape.0[0] {
+        if logits.dtype != DType::F32 || logits.rank() < 2 {
             return Err(TrainError::Contract(format!(
-                "the logits {logits} and the labels {labels} must share the batch dim"
+                "output 1, the logits, must be f32[N, classes] or f32[N, seq, vocab], found {logits}"
+            )));
+        }
+        // Class ids for every row of the logits (a token's id for masked-LM logits); the
+        // regression loss (MSE) takes labels of the logits' own type instead.
+        let mut ids = logits.shape.0.clone();
+        ids.pop();
+        let class_ids = labels.dtype == DType::I64 && labels.shape.0 == ids;
+        if !class_ids && labels != logits {
+            return Err(TrainError::Contract(format!(
+                "input -3, the labels (`{lname}`), must be i64{} (class ids of the logits \
+                 {logits}) or the logits' own type; found {labels}",
+                oar_ir::Shape(ids)
             )));
         }
         Ok(StepContract {
@@ -86,8 +98,8 @@ impl StepContract {
         })
     }
 
-    /// The number of classes, when the logits' second dim is static.
+    /// The number of classes (the logits' last dim), when static.
     pub fn classes(&self) -> Option<u64> {
-        self.logits.shape.0.get(1).and_then(|d| d.as_static())
+        self.logits.shape.0.last().and_then(|d| d.as_static())
     }
 }
