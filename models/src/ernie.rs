@@ -116,6 +116,31 @@ impl ErnieConfig {
         }
     }
 
+    /// The masked-LM model (PaddleNLP's `ErnieForMaskedLM`): the universal module and an
+    /// MLM head on its output, tied to the word embedding; task modules, if the config has
+    /// them, are not used. Inputs (all `i64[N, seq]`): `input_ids`, `token_type_ids`,
+    /// `position_ids` (0, 1, … per row), `task_type_ids` (zeros unless a task is meant).
+    /// Output: the logits `f32[N, seq, vocab]`. Train it with the masked-LM loss (labels
+    /// −100 where a position is not scored).
+    pub fn build_masked_lm(&self, name: &str) -> Result<Graph, BuildError> {
+        let b = ModelBuilder::new(name);
+        let ids = |n: &str| b.input(n, "i64[N,seq]");
+        let (input_ids, token_type, position, task_type) = (
+            ids("input_ids"),
+            ids("token_type_ids"),
+            ids("position_ids"),
+            ids("task_type_ids"),
+        );
+        let e = Embeddings::init(&b, self);
+        let h = e.forward(&input_ids, &token_type, &position, &task_type);
+        let u = self
+            .universal
+            .init_stack(&b, "encoder", self, false)
+            .forward(&h);
+        let head = LmHead::init(&b, "mlm_head", self.universal.hidden, self);
+        b.finish(&[&head.logits(&u, &e.word.weight)])
+    }
+
     /// The pre-training graph. Inputs (all `[N, seq]`): `input_ids`, `token_type_ids`,
     /// `position_ids`, `task_type_ids` (i64), `mlm_labels` (i64), `mlm_weights` (f32, 1 on
     /// masked positions); with task modules also `lm_labels`, `lm_weights` (0 on prompt
