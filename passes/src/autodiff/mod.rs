@@ -22,7 +22,7 @@ pub use cx::GradCx;
 
 use oar_ir::op::Op;
 use oar_ir::{Graph, NodeId, ValueRef};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Why a graph could not be differentiated.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,21 @@ pub fn append_backward(
     fwd: &Graph,
     loss: ValueRef,
     wrt_inputs: bool,
+) -> Result<Backward, AutodiffError> {
+    append_backward_with(fwd, loss, wrt_inputs, &BTreeSet::new())
+}
+
+/// [`append_backward`] with a stop-gradient on the values in `stop`: the loss's dependence
+/// through them is treated as constant, so no cotangent reaches them and nothing upstream
+/// of them gets a gradient by that path (a frozen or online teacher's side of a
+/// distillation term). This is the autodiff half of a stop-gradient; no op marks it in the
+/// graph, so the forward graph and every backend are unchanged. To stop only some uses of a
+/// value, stop a copy of it (e.g. `x · 1`) that only those uses read.
+pub fn append_backward_with(
+    fwd: &Graph,
+    loss: ValueRef,
+    wrt_inputs: bool,
+    stop: &BTreeSet<ValueRef>,
 ) -> Result<Backward, AutodiffError> {
     let loss_ty = fwd
         .value_type(loss)
@@ -180,7 +195,9 @@ pub fn append_backward(
             .inputs
             .iter()
             .map(|v| {
-                needs[v.node.index()] && fwd.node(v.node).outputs[v.port as usize].dtype.is_float()
+                needs[v.node.index()]
+                    && !stop.contains(v)
+                    && fwd.node(v.node).outputs[v.port as usize].dtype.is_float()
             })
             .collect();
         let gx = rules::vjp(&mut cx, id, &gy, &want)?;

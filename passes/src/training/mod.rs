@@ -10,11 +10,15 @@
 
 mod emit;
 pub mod loss;
+pub mod online;
 pub mod optim;
 mod update;
 
 pub use emit::Emit;
 pub use loss::SoftLoss;
+pub use online::{
+    build_online_distill_step, split_weights, FeatureMatch, OnlineDistill, TeacherMode,
+};
 pub use oar_runtime::train::schedule::{self, Decay, Schedule};
 pub use optim::{DecayMask, OptimConfig, Optimizer, Slot, OPTIMIZER_NAMES};
 
