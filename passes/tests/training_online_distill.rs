@@ -234,8 +234,8 @@ fn ernie_teacher_gradients_are_its_own_masked_lm_gradients() {
     gradients_split_as_the_single_model_steps(&t, &s, &cfg, &ernie_batch());
 }
 
-/// The first node of `g` whose op is `pick`, and the last layer_norm of its encoder (the
-/// hidden state the head reads).
+/// The first attention softmax of `g`, and the last layer_norm of its encoder: the
+/// second-to-last layer_norm, the last being the MLM head's (the DSL numbers its nodes).
 fn ernie_taps(g: &Graph) -> (String, String) {
     let attn = g
         .nodes()
@@ -243,13 +243,13 @@ fn ernie_taps(g: &Graph) -> (String, String) {
         .find(|n| matches!(n.op, Op::Softmax { .. }))
         .map(|n| n.name.clone())
         .expect("an attention softmax");
-    let hidden = g
+    let norms: Vec<&str> = g
         .nodes()
         .iter()
-        .filter(|n| matches!(n.op, Op::LayerNorm { .. }) && n.name.starts_with("encoder"))
-        .last()
-        .map(|n| n.name.clone())
-        .expect("an encoder layer_norm");
+        .filter(|n| matches!(n.op, Op::LayerNorm { .. }))
+        .map(|n| n.name.as_str())
+        .collect();
+    let hidden = norms[norms.len() - 2].to_string();
     (attn, hidden)
 }
 

@@ -21,6 +21,10 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+// A child module, so the distillation front end reads these arguments and reuses the loop.
+#[path = "train_distill.rs"]
+mod distill;
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// A zoo image classifier (`lcnet_x0_25`: its head is sized to the data's classes), an
@@ -104,6 +108,9 @@ pub struct TrainArgs {
     /// Random horizontal flips (off by default: a flipped digit is another glyph).
     #[arg(long)]
     hflip: bool,
+    /// Distillation: `--teacher MODEL` trains the student (MODEL above) from a teacher.
+    #[command(flatten)]
+    distill: distill::DistillArgs,
 }
 
 /// The progress bar, the JSON log, and eval lines on stderr.
@@ -201,6 +208,9 @@ fn image_input(contract: &StepContract) -> anyhow::Result<[usize; 3]> {
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+    if a.distill.teacher.is_some() {
+        return distill::run(a);
+    }
     let spec = a.model.clone();
     let model = match oar::models::lcnet_config(&spec) {
         Some(mut cfg) => {
@@ -216,7 +226,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         None => oar::load_graph(&spec).with_context(|| format!("cannot load {spec}"))?,
     };
     if model.mode == ExecMode::Training {
-        return train_graph(model, None, &spec, &a);
+        return train_graph(model, None, &spec, &a).map(drop);
     }
     // An inference model: bind the batch, then build its training step.
     let bindings = BTreeMap::from([("N".to_string(), a.batch as u64)]);
@@ -231,7 +241,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     let step = build_train_step(&model, &cfg)
         .with_context(|| format!("cannot build the training step of {spec}"))?;
-    train_graph(step.graph, Some(model), &spec, &a)
+    train_graph(step.graph, Some(model), &spec, &a).map(drop)
 }
 
 /// The CLI's hyper-parameters over the optimizer's defaults.
@@ -255,13 +265,13 @@ fn set_hyper_parameters(o: &mut Optimizer, a: &TrainArgs) {
 
 /// Trains a step graph (from a file, or built from a model); `eval_graph`, the inference
 /// model it was built from, evaluates with running statistics. `spec` names the model in
-/// messages and in checkpoints.
+/// messages and in checkpoints. Returns the final state (weights, loader).
 pub(crate) fn train_graph(
     graph: Graph,
     eval_graph: Option<Graph>,
     spec: &str,
     a: &TrainArgs,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<TrainState> {
     let spec = spec.to_string();
     let contract = StepContract::check(&graph).with_context(|| spec.clone())?;
     let [c, h, w] = image_input(&contract).with_context(|| spec.clone())?;
@@ -418,5 +428,5 @@ pub(crate) fn train_graph(
     if let Some(dir) = &a.save {
         println!("checkpoints in {}", dir.display());
     }
-    Ok(())
+    Ok(state)
 }
