@@ -14,8 +14,9 @@ use oar_passes::autodiff::check::uniform;
 use oar_passes::parallel::specialize;
 use oar_passes::training::online::{append_online_loss, prefixed, STUDENT_PREFIX, TEACHER_PREFIX};
 use oar_passes::training::{
-    append_loss, build_online_distill_step, build_train_step, split_weights, FeatureMatch,
-    LossKind, OnlineDistill, Optimizer, SoftLoss, TeacherMode, TrainConfig,
+    append_loss, build_online_distill_step, build_train_step, loss, split_weights, Emit,
+    FeatureMatch, LossKind, OnlineDistill, Optimizer, SoftLoss, TeacherMode, TrainConfig,
+    TEACHER_INPUT,
 };
 use oar_runtime::init::init_weights;
 use oar_runtime::interp::{run_with_options, RunOptions};
@@ -155,16 +156,32 @@ fn gradients_split_as_the_single_model_steps(
         },
         ..TrainConfig::new(adamw())
     };
-    let hard_is_ce = matches!(cfg.hard, LossKind::CrossEntropy { .. });
-    if hard_is_ce {
-        let sl = append_loss(student, &frozen).unwrap();
-        let mut inputs = batch.to_vec();
-        inputs.push(logits);
-        let want_s = grads(&sl.graph, sl.loss, &BTreeSet::new(), &inputs, &sw);
-        assert_eq!(want_s.len(), sw.len());
-        for (name, want) in &want_s {
-            assert_close(name, &got[&format!("{STUDENT_PREFIX}{name}")], want);
+    // `LossKind::Distill` is cross-entropy based; for the masked-LM loss the same frozen
+    // step is written out: `alpha·distillation(student, teacher_logits) + (1−alpha)·hard`.
+    let (sg, sloss) = match cfg.hard {
+        LossKind::CrossEntropy { .. } => {
+            let sl = append_loss(student, &frozen).unwrap();
+            (sl.graph, sl.loss)
         }
+        _ => {
+            let sl = append_loss(student, &plain).unwrap();
+            let mut g = sl.graph;
+            let mut e = Emit::new(&mut g, "kd");
+            let ty = e.ty(sl.logits).unwrap();
+            let t = e.input(TEACHER_INPUT, ty).unwrap();
+            let soft = loss::distillation(&mut e, sl.logits, t, temperature, soft).unwrap();
+            let a = e.scale(soft, alpha).unwrap();
+            let b = e.scale(sl.loss, 1.0 - alpha).unwrap();
+            let l = e.add(a, b).unwrap();
+            (g, l)
+        }
+    };
+    let mut inputs = batch.to_vec();
+    inputs.push(logits);
+    let want_s = grads(&sg, sloss, &BTreeSet::new(), &inputs, &sw);
+    assert_eq!(want_s.len(), sw.len());
+    for (name, want) in &want_s {
+        assert_close(name, &got[&format!("{STUDENT_PREFIX}{name}")], want);
     }
     assert_eq!(want_t.len(), tw.len());
     for (name, want) in &want_t {
@@ -228,7 +245,7 @@ fn ernie_batch() -> Vec<HostTensor> {
 }
 
 #[test]
-fn ernie_teacher_gradients_are_its_own_masked_lm_gradients() {
+fn ernie_joint_gradients_are_the_frozen_distill_and_plain_gradients() {
     let (t, s) = ernie_pair();
     let cfg = distill_cfg(LossKind::MaskedLm);
     gradients_split_as_the_single_model_steps(&t, &s, &cfg, &ernie_batch());
