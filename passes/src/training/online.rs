@@ -167,15 +167,16 @@ fn check_model(model: &Graph, role: &str) -> Result<ValueRef, TrainError> {
     Ok(logits)
 }
 
-/// Copies `model` into `joint` with its nodes and parameters renamed under `prefix`; graph
-/// inputs are shared by name (`shared`: name → value in `joint`) and must agree in type.
-/// Returns the joint value of each of the model's values, by node index, and the model's
-/// state updates (renamed), which the caller re-adds after setting the outputs.
+/// A model copied into the joint graph: the joint value of each of its nodes (port 0, by
+/// node index) and its state updates, renamed, which the caller re-adds after the outputs.
 struct Copied {
     map: Vec<ValueRef>,
     state: Vec<(String, ValueRef)>,
 }
 
+/// Copies `model` into `joint` with its nodes and parameters renamed under `prefix`; graph
+/// inputs are shared by name (`shared`: name → (value in `joint`, type, the role that added
+/// it)) and must agree in type. Fused functions and meshes are merged by name.
 fn copy_into(
     joint: &mut Graph,
     model: &Graph,
@@ -196,7 +197,16 @@ fn copy_into(
         }
     }
     for (name, mesh) in &model.meshes {
-        joint.meshes.entry(name.clone()).or_insert_with(|| mesh.clone());
+        match joint.meshes.get(name) {
+            Some(have) if have != mesh => {
+                return Err(config(format!(
+                    "the two models have different meshes named `{name}`"
+                )))
+            }
+            _ => {
+                joint.meshes.insert(name.clone(), mesh.clone());
+            }
+        }
     }
     let mut map: Vec<ValueRef> = Vec::with_capacity(model.len());
     for (_, n) in model.iter() {
