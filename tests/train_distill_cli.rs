@@ -99,7 +99,8 @@ fn online_then_frozen_distillation_of_lcnet() {
     }
     for w in [&sw, &tw] {
         assert!(
-            w.keys().all(|k| !k.starts_with("student.") && !k.starts_with("teacher.")),
+            w.keys()
+                .all(|k| !k.starts_with("student.") && !k.starts_with("teacher.")),
             "{:?}",
             w.keys()
         );

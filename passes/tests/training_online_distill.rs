@@ -313,7 +313,12 @@ fn online_steps_lower_both_hard_losses() {
     assert_eq!(step.inputs, ["x", "labels", "lr", "step"]);
     assert!(step.unused_params.is_empty(), "{:?}", step.unused_params);
     let (_, _, mut w) = weights(&t, &s);
-    w.extend(init_weights(&step.graph, 3).unwrap().into_iter().filter(|(k, _)| k.starts_with("distill.")));
+    w.extend(
+        init_weights(&step.graph, 3)
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("distill.")),
+    );
     w.extend(step.init_state());
     let h = train(&step, &mlp_batch(), &mut w, 5e-2, 12);
     let (first, last) = (h[0], h[h.len() - 1]);
@@ -398,8 +403,10 @@ fn hidden_state_term_matches_finite_differences() {
     fwd.state.clear();
     fwd.set_outputs(vec![lg.loss]);
     let loss = |w: &Weights| {
-        run_with_options(&fwd, &batch, w, RunOptions::training(0, 1)).unwrap().outputs[0].to_f64()
-            [0]
+        run_with_options(&fwd, &batch, w, RunOptions::training(0, 1))
+            .unwrap()
+            .outputs[0]
+            .to_f64()[0]
     };
     let h = 1e-2;
     let mut checked = 0;
@@ -418,7 +425,10 @@ fn hidden_state_term_matches_finite_differences() {
         assert!((a - numeric).abs() <= tol, "{name}: {a} vs {numeric}");
         checked += 1;
     }
-    assert_eq!(checked, 4, "student fc1.weight, fc2.weight, fc2.bias and the projection");
+    assert_eq!(
+        checked, 4,
+        "student fc1.weight, fc2.weight, fc2.bias and the projection"
+    );
 }
 
 /// A frozen teacher: no gradient, no update, no optimizer state; its hard loss is still
@@ -434,8 +444,15 @@ fn a_frozen_teacher_is_not_updated() {
     };
     let step = build_online_distill_step(&t, &s, &cfg).unwrap();
     assert!(step.unused_params.is_empty(), "{:?}", step.unused_params);
-    assert!(step.graph.state.iter().all(|n| !n.contains(TEACHER_PREFIX)), "{:?}", step.graph.state);
-    assert!(step.slots.iter().all(|n| !n.name.starts_with(TEACHER_PREFIX)));
+    assert!(
+        step.graph.state.iter().all(|n| !n.contains(TEACHER_PREFIX)),
+        "{:?}",
+        step.graph.state
+    );
+    assert!(step
+        .slots
+        .iter()
+        .all(|n| !n.name.starts_with(TEACHER_PREFIX)));
     let (_, _, mut w) = weights(&t, &s);
     let before = w.clone();
     w.extend(step.init_state());
@@ -447,7 +464,10 @@ fn a_frozen_teacher_is_not_updated() {
             assert_ne!(&w[k], v, "{k}");
         }
     }
-    assert!(h.iter().all(|x| x.0 == h[0].0), "a fixed teacher's loss: {h:?}");
+    assert!(
+        h.iter().all(|x| x.0 == h[0].0),
+        "a fixed teacher's loss: {h:?}"
+    );
     assert!(h[5].1 < h[0].1, "{h:?}");
 }
 
@@ -457,9 +477,15 @@ fn bad_pairs_and_settings_are_clear_errors() {
     let cfg = distill_cfg(LossKind::CrossEntropy {
         label_smoothing: 0.0,
     });
-    let other = parse(&STUDENT.replace("f32[6,5]", "f32[6,7]").replace("f32[5,3]", "f32[7,3]"))
-        .unwrap();
-    let err = build_online_distill_step(&t, &other, &cfg).unwrap_err().to_string();
+    let other = parse(
+        &STUDENT
+            .replace("f32[6,5]", "f32[6,7]")
+            .replace("f32[5,3]", "f32[7,3]"),
+    )
+    .unwrap();
+    let err = build_online_distill_step(&t, &other, &cfg)
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("the teacher takes the input `x` as f32[6,5] but the student as f32[6,7]"),
         "{err}"
@@ -468,7 +494,9 @@ fn bad_pairs_and_settings_are_clear_errors() {
         alpha: 1.5,
         ..cfg.clone()
     };
-    let err = build_online_distill_step(&t, &s, &bad).unwrap_err().to_string();
+    let err = build_online_distill_step(&t, &s, &bad)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("alpha = 1.5"), "{err}");
     let bad = OnlineDistill {
         hidden: vec![FeatureMatch {
@@ -478,13 +506,20 @@ fn bad_pairs_and_settings_are_clear_errors() {
         }],
         ..cfg.clone()
     };
-    let err = build_online_distill_step(&t, &s, &bad).unwrap_err().to_string();
-    assert!(err.contains("the student has no node named `nope`"), "{err}");
+    let err = build_online_distill_step(&t, &s, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the student has no node named `nope`"),
+        "{err}"
+    );
     let bad = OnlineDistill {
         hard: LossKind::Mse,
         ..cfg.clone()
     };
-    let err = build_online_distill_step(&t, &s, &bad).unwrap_err().to_string();
+    let err = build_online_distill_step(&t, &s, &bad)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cross_entropy or masked_lm"), "{err}");
     let bad = OnlineDistill {
         attention: vec![FeatureMatch {
@@ -494,7 +529,9 @@ fn bad_pairs_and_settings_are_clear_errors() {
         }],
         ..cfg
     };
-    let err = build_online_distill_step(&t, &s, &bad).unwrap_err().to_string();
+    let err = build_online_distill_step(&t, &s, &bad)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("maps must have one type"), "{err}");
     // A plain step of either model still builds (the joint one does not change them).
     build_train_step(&t, &TrainConfig::new(adamw())).unwrap();

@@ -110,7 +110,7 @@ pub struct TrainArgs {
     hflip: bool,
     /// Distillation: `--teacher MODEL` trains the student (MODEL above) from a teacher.
     #[command(flatten)]
-    distill: distill::DistillArgs,
+    distill: Box<distill::DistillArgs>,
 }
 
 /// The progress bar, the JSON log, and eval lines on stderr.

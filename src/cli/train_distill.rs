@@ -141,8 +141,7 @@ pub(super) fn run(mut a: TrainArgs) -> anyhow::Result<()> {
     let mut optim = OptimConfig::new(optimizer);
     optim.clip_global_norm = a.clip_norm;
     let s = setup(&pair, &a.distill, optim)?;
-    if a.distill.distill == "frozen" && a.distill.teacher_weights.is_none() && a.resume.is_none()
-    {
+    if a.distill.distill == "frozen" && a.distill.teacher_weights.is_none() && a.resume.is_none() {
         bail!(
             "--distill frozen keeps the teacher's weights fixed: give trained ones with \
              --teacher-weights FILE (e.g. weights.safetensors of `oar train {teacher_spec} --save DIR`)"
@@ -169,8 +168,16 @@ pub(super) fn run(mut a: TrainArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let spec = format!("{} (teacher {teacher_spec}, {})", a.model, a.distill.distill);
-    let result = train_graph(s.step.graph.clone(), Some(s.student_eval.clone()), &spec, &a);
+    let spec = format!(
+        "{} (teacher {teacher_spec}, {})",
+        a.model, a.distill.distill
+    );
+    let result = train_graph(
+        s.step.graph.clone(),
+        Some(s.student_eval.clone()),
+        &spec,
+        &a,
+    );
     if let Some(f) = scratch {
         // Best effort: a leftover scratch file in the temp dir is harmless.
         let _ = std::fs::remove_file(f);

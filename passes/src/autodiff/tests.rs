@@ -55,8 +55,14 @@ fn a_stop_gradient_cuts_only_the_stopped_path() {
         let mut bg = b.graph.clone();
         bg.set_outputs(b.param_grads.iter().map(|(_, v)| *v).collect());
         let weights = oar_runtime::Weights::from([
-            ("w".to_string(), oar_runtime::HostTensor::f32(vec![3], w.to_vec())),
-            ("v".to_string(), oar_runtime::HostTensor::f32(vec![3], v.to_vec())),
+            (
+                "w".to_string(),
+                oar_runtime::HostTensor::f32(vec![3], w.to_vec()),
+            ),
+            (
+                "v".to_string(),
+                oar_runtime::HostTensor::f32(vec![3], v.to_vec()),
+            ),
         ]);
         let xs = oar_runtime::HostTensor::f32(vec![3], x.to_vec());
         let out = oar_runtime::run(&bg, &[xs], &weights).unwrap();
@@ -70,7 +76,10 @@ fn a_stop_gradient_cuts_only_the_stopped_path() {
     };
     let (names, plain) = grads(BTreeSet::new());
     assert_eq!(names, ["w", "v"]);
-    close(&plain[0], (0..3).map(|i| f64::from(x[i] - x[i] * v[i])).collect());
+    close(
+        &plain[0],
+        (0..3).map(|i| f64::from(x[i] - x[i] * v[i])).collect(),
+    );
     let (names, cut) = grads(BTreeSet::from([n]));
     assert_eq!(names, ["w", "v"]);
     close(&cut[0], x.iter().map(|&a| f64::from(a)).collect());

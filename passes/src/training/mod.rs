@@ -16,10 +16,10 @@ mod update;
 
 pub use emit::Emit;
 pub use loss::SoftLoss;
+pub use oar_runtime::train::schedule::{self, Decay, Schedule};
 pub use online::{
     build_online_distill_step, split_weights, FeatureMatch, OnlineDistill, TeacherMode,
 };
-pub use oar_runtime::train::schedule::{self, Decay, Schedule};
 pub use optim::{DecayMask, OptimConfig, Optimizer, Slot, OPTIMIZER_NAMES};
 
 use crate::autodiff::{append_backward, AutodiffError};

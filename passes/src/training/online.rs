@@ -23,8 +23,8 @@
 
 use super::emit::Emit;
 use super::{
-    batch_norm_training_form, labels_type, loss, optim, LossKind, OptimConfig, Optimizer,
-    SoftLoss, TrainError, TrainStep, LABELS_INPUT, TEACHER_INPUT,
+    batch_norm_training_form, labels_type, loss, optim, LossKind, OptimConfig, Optimizer, SoftLoss,
+    TrainError, TrainStep, LABELS_INPUT, TEACHER_INPUT,
 };
 use crate::autodiff::append_backward_with;
 use oar_ir::op::{Init, MatMulAttrs, Op, ParamAttrs};
@@ -244,7 +244,7 @@ fn copy_into(
         )?;
         let copy = joint.node_mut(id);
         copy.dist = n.dist.clone();
-        copy.device = n.device.clone();
+        copy.device = n.device;
         map.push(ValueRef::new(id, 0));
     }
     let state = model
@@ -488,7 +488,13 @@ pub fn prefixed(model: &Graph, prefix: &str) -> Result<Graph, TrainError> {
     let mut g = Graph::new(model.name.clone());
     g.mode = model.mode;
     let c = copy_into(&mut g, model, prefix, "model", &mut BTreeMap::new())?;
-    g.set_outputs(model.model_outputs().iter().map(|v| remap(&c.map, *v)).collect());
+    g.set_outputs(
+        model
+            .model_outputs()
+            .iter()
+            .map(|v| remap(&c.map, *v))
+            .collect(),
+    );
     for (name, v) in c.state {
         g.add_state_update(name, v);
     }
@@ -513,5 +519,8 @@ pub fn split_weights(
         }
         Ok(w)
     };
-    Ok((take(teacher, TEACHER_PREFIX)?, take(student, STUDENT_PREFIX)?))
+    Ok((
+        take(teacher, TEACHER_PREFIX)?,
+        take(student, STUDENT_PREFIX)?,
+    ))
 }
