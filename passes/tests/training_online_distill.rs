@@ -435,7 +435,14 @@ fn hidden_state_term_matches_finite_differences() {
 /// reported. The student's step is the online one's.
 #[test]
 fn a_frozen_teacher_is_not_updated() {
-    let (t, s) = mlp();
+    let (_, s) = mlp();
+    // A teacher dropout takes its inference form (identity here): the teacher's loss stays
+    // fixed from step to step although each step draws new masks.
+    let t = parse(&TEACHER.replace(
+        "%h = tanh(%a1) : f32[6,8]",
+        "%h0 = tanh(%a1) : f32[6,8]\n  %h = dropout(%h0) {p=0.5} : f32[6,8]",
+    ))
+    .unwrap();
     let cfg = OnlineDistill {
         teacher: TeacherMode::Frozen,
         ..distill_cfg(LossKind::CrossEntropy {

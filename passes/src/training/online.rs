@@ -27,7 +27,7 @@ use super::{
     TrainError, TrainStep, LABELS_INPUT, TEACHER_INPUT,
 };
 use crate::autodiff::append_backward_with;
-use oar_ir::op::{Init, MatMulAttrs, Op, ParamAttrs};
+use oar_ir::op::{BinaryOp, Init, Literal, MatMulAttrs, Op, ParamAttrs};
 use oar_ir::{DType, Graph, TensorType, ValueRef};
 use oar_runtime::Weights;
 use serde::{Deserialize, Serialize};
@@ -46,8 +46,9 @@ pub const PROJECTION_PREFIX: &str = "distill.proj.";
 pub enum TeacherMode {
     /// Teacher and student train together; the teacher's hard loss is part of `L`.
     Online,
-    /// The teacher's parameters are not updated and its batch_norms keep their inference
-    /// form (running statistics, not updated); its hard loss is reported, not minimised.
+    /// The teacher's parameters are not updated, its batch_norms and dropouts keep their
+    /// inference form (running statistics, not updated; no masks); its hard loss is
+    /// reported, not minimised.
     Frozen,
 }
 
@@ -176,13 +177,16 @@ struct Copied {
 
 /// Copies `model` into `joint` with its nodes and parameters renamed under `prefix`; graph
 /// inputs are shared by name (`shared`: name → (value in `joint`, type, the role that added
-/// it)) and must agree in type. Fused functions and meshes are merged by name.
+/// it)) and must agree in type. Fused functions and meshes are merged by name. With
+/// `frozen`, each dropout becomes its inference form (`x · inference_scale`): a frozen
+/// teacher gives the student its deterministic targets, as `teacher.eval()` does.
 fn copy_into(
     joint: &mut Graph,
     model: &Graph,
     prefix: &str,
     role: &str,
     shared: &mut BTreeMap<String, (ValueRef, TensorType, String)>,
+    frozen: bool,
 ) -> Result<Copied, TrainError> {
     for (name, body) in &model.functions {
         match joint.functions.get(name) {
@@ -232,10 +236,33 @@ fn copy_into(
             continue;
         }
         let mut op = n.op.clone();
-        if let Op::Param(p) = &mut op {
-            p.name = format!("{prefix}{}", p.name);
+        match &mut op {
+            Op::Param(p) => p.name = format!("{prefix}{}", p.name),
+            // Masks are drawn per node name: keep a replayed mask pointing at its source.
+            Op::Dropout { mask_of, .. } => {
+                if let Some(m) = mask_of {
+                    *m = format!("{prefix}{m}");
+                }
+            }
+            _ => {}
         }
-        let inputs = n.inputs.iter().map(|v| remap(&map, *v)).collect();
+        let inputs: Vec<ValueRef> = n.inputs.iter().map(|v| remap(&map, *v)).collect();
+        if let (true, Op::Dropout { p, mode, .. }) = (frozen, &op) {
+            let ty = TensorType::new(n.outputs[0].dtype, vec![]);
+            let c = joint.add_node_typed(
+                Op::Constant(Literal::Floats(vec![mode.inference_scale(*p)])),
+                vec![],
+                vec![ty],
+                Some(format!("{prefix}{}.inference_scale", n.name)),
+            )?;
+            let id = joint.add_node(
+                Op::Binary(BinaryOp::Mul),
+                vec![inputs[0], c.into()],
+                Some(format!("{prefix}{}", n.name)),
+            )?;
+            map.push(ValueRef::new(id, 0));
+            continue;
+        }
         let id = joint.add_node_typed(
             op,
             inputs,
@@ -327,8 +354,9 @@ pub fn append_online_loss(
     let mut g = Graph::new(format!("distill_{}_{}", t.name, s.name));
     g.mode = oar_ir::ExecMode::Training;
     let mut shared = BTreeMap::new();
-    let tc = copy_into(&mut g, &t, TEACHER_PREFIX, "teacher", &mut shared)?;
-    let sc = copy_into(&mut g, &s, STUDENT_PREFIX, "student", &mut shared)?;
+    let frozen = cfg.teacher == TeacherMode::Frozen;
+    let tc = copy_into(&mut g, &t, TEACHER_PREFIX, "teacher", &mut shared, frozen)?;
+    let sc = copy_into(&mut g, &s, STUDENT_PREFIX, "student", &mut shared, false)?;
     let (tl, sl) = (remap(&tc.map, t_logits), remap(&sc.map, s_logits));
     let lt = g.value_type(sl).cloned().ok_or(TrainError::NoOutputs)?;
 
@@ -487,7 +515,7 @@ pub fn build_online_distill_step(
 pub fn prefixed(model: &Graph, prefix: &str) -> Result<Graph, TrainError> {
     let mut g = Graph::new(model.name.clone());
     g.mode = model.mode;
-    let c = copy_into(&mut g, model, prefix, "model", &mut BTreeMap::new())?;
+    let c = copy_into(&mut g, model, prefix, "model", &mut BTreeMap::new(), false)?;
     g.set_outputs(
         model
             .model_outputs()
