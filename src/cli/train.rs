@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 // A child module, so the distillation front end reads these arguments and reuses the loop.
 #[path = "train_distill.rs"]
-mod distill;
+pub(crate) mod distill;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {

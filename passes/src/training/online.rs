@@ -239,11 +239,9 @@ fn copy_into(
         match &mut op {
             Op::Param(p) => p.name = format!("{prefix}{}", p.name),
             // Masks are drawn per node name: keep a replayed mask pointing at its source.
-            Op::Dropout { mask_of, .. } => {
-                if let Some(m) = mask_of {
-                    *m = format!("{prefix}{m}");
-                }
-            }
+            Op::Dropout {
+                mask_of: Some(m), ..
+            } => *m = format!("{prefix}{m}"),
             _ => {}
         }
         let inputs: Vec<ValueRef> = n.inputs.iter().map(|v| remap(&map, *v)).collect();
