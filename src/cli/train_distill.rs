@@ -128,6 +128,12 @@ pub(super) fn run(mut a: TrainArgs) -> anyhow::Result<()> {
     let Some(teacher_spec) = a.distill.teacher.clone() else {
         bail!("distillation needs --teacher MODEL");
     };
+    if a.distill.distill == "frozen" && a.distill.teacher_weights.is_none() && a.resume.is_none() {
+        bail!(
+            "--distill frozen keeps the teacher's weights fixed: give trained ones with \
+             --teacher-weights FILE (e.g. weights.safetensors of `oar train {teacher_spec} --save DIR`)"
+        );
+    }
     let data = load_dir(&a.data)?;
     let pair = DistillPair {
         teacher: image_model(&teacher_spec, &a, &data)?,
@@ -141,12 +147,6 @@ pub(super) fn run(mut a: TrainArgs) -> anyhow::Result<()> {
     let mut optim = OptimConfig::new(optimizer);
     optim.clip_global_norm = a.clip_norm;
     let s = setup(&pair, &a.distill, optim)?;
-    if a.distill.distill == "frozen" && a.distill.teacher_weights.is_none() && a.resume.is_none() {
-        bail!(
-            "--distill frozen keeps the teacher's weights fixed: give trained ones with \
-             --teacher-weights FILE (e.g. weights.safetensors of `oar train {teacher_spec} --save DIR`)"
-        );
-    }
     // The loop reads initial weights from one file: the teacher's, renamed into the joint
     // step, plus any --weights (joint names), written to a scratch file for the run.
     let scratch = match &a.distill.teacher_weights {
