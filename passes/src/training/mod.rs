@@ -11,12 +11,14 @@
 mod emit;
 pub mod loss;
 pub mod optim;
+pub mod precision;
 mod update;
 
 pub use emit::Emit;
 pub use loss::SoftLoss;
 pub use oar_runtime::train::schedule::{self, Decay, Schedule};
 pub use optim::{DecayMask, OptimConfig, Optimizer, Slot, OPTIMIZER_NAMES};
+pub use precision::{LossScaling, Precision, PRECISION_NAMES};
 
 use crate::autodiff::{append_backward, AutodiffError};
 use oar_ir::op::Op;
@@ -113,6 +115,12 @@ pub struct TrainConfig {
     /// Momentum of the running statistics of every batch_norm (Paddle's 0.9 by default).
     #[serde(default = "default_bn_momentum")]
     pub bn_momentum: f64,
+    /// Compute precision (see [`precision`]); f32 by default.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Dynamic loss scaling, used with `precision = fp16`.
+    #[serde(default)]
+    pub loss_scaling: LossScaling,
 }
 
 fn default_bn_momentum() -> f64 {
@@ -128,6 +136,8 @@ impl TrainConfig {
                 label_smoothing: 0.0,
             },
             bn_momentum: default_bn_momentum(),
+            precision: Precision::default(),
+            loss_scaling: LossScaling::default(),
         }
     }
 }
@@ -274,16 +284,44 @@ pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, T
         loss,
         logits,
     } = append_loss(model, cfg)?;
-    let bwd = append_backward(&graph, loss, false)?;
+    let (mut graph, mapped) =
+        precision::cast_compute(&graph, cfg.precision.compute_dtype(), &[loss, logits])?;
+    let [loss, logits] = mapped[..] else {
+        return Err(TrainError::Verify("cast_compute lost the loss".into()));
+    };
+    // fp16: differentiate the scaled loss; the step still outputs the unscaled one.
+    let (scaler, diff) = match cfg.precision {
+        Precision::Fp16 => {
+            let (s, scaled) = precision::Scaler::scale_loss(&mut graph, loss, &cfg.loss_scaling)?;
+            (Some(s), scaled)
+        }
+        Precision::Fp32 | Precision::Bf16 => (None, loss),
+    };
+    let bwd = append_backward(&graph, diff, false)?;
     let mut g = bwd.graph;
-    // Outputs: loss and logits, then the state updates the forward already had.
-    let old: Vec<(String, ValueRef)> = g.state_updates().map(|(n, v)| (n.to_string(), v)).collect();
+    // Outputs: loss and logits, then the state updates the forward already had (less the
+    // loss scaler's placeholders, which `unscale` replaces).
+    let old: Vec<(String, ValueRef)> = g
+        .state_updates()
+        .filter(|(n, _)| scaler.is_none() || !precision::Scaler::names().contains(n))
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
     g.state.clear();
     g.set_outputs(vec![loss, logits]);
     for (n, v) in old {
         g.add_state_update(n, v);
     }
-    let slots = optim::insert_optimizer(&mut g, &bwd.param_grads, &cfg.optim)?;
+    let decays = |name: &str, ty: &TensorType| cfg.optim.decay_mask.decays(name, ty);
+    let slots = match &scaler {
+        Some(s) => {
+            let (grads, gate) = s.unscale(&mut g, &bwd.param_grads)?;
+            let mut slots =
+                optim::insert_optimizer_gated(&mut g, &grads, &cfg.optim, &decays, Some(gate))?;
+            slots.extend(s.slots());
+            slots
+        }
+        None => optim::insert_optimizer(&mut g, &bwd.param_grads, &cfg.optim)?,
+    };
     g.canonicalize_order();
     oar_ir::verify(&g).map_err(|e| TrainError::Verify(e.to_string()))?;
     let inputs = g

@@ -229,7 +229,25 @@ pub fn insert_optimizer_with(
     cfg: &OptimConfig,
     decays: &dyn Fn(&str, &TensorType) -> bool,
 ) -> Result<Vec<Slot>, TrainError> {
+    insert_optimizer_gated(g, param_grads, cfg, decays, None)
+}
+
+/// [`insert_optimizer_with`] whose updates are kept only where the rank-0 f32 value `gate`
+/// (0 or 1, computed in `g`) is 1, through the accumulation path's `apply` blend: loss
+/// scaling's skipped steps. Not combinable with accumulation.
+pub fn insert_optimizer_gated(
+    g: &mut Graph,
+    param_grads: &[(String, ValueRef)],
+    cfg: &OptimConfig,
+    decays: &dyn Fn(&str, &TensorType) -> bool,
+    gate: Option<ValueRef>,
+) -> Result<Vec<Slot>, TrainError> {
     validate(cfg)?;
+    if gate.is_some() && cfg.accumulate > 1 {
+        return Err(TrainError::Config {
+            message: "loss scaling (fp16) with gradient accumulation is not supported".into(),
+        });
+    }
     g.mode = ExecMode::Training;
     let mut e = Emit::new(g, "optim");
     let scalar = TensorType::new(DType::F32, vec![]);
@@ -240,6 +258,9 @@ pub fn insert_optimizer_with(
     // (apply, 1 − apply) when accumulating.
     let apply = if cfg.accumulate > 1 {
         let a = e.input(APPLY_INPUT, scalar)?;
+        let keep = e.rsub(1.0, a)?;
+        Some((a, keep))
+    } else if let Some(a) = gate {
         let keep = e.rsub(1.0, a)?;
         Some((a, keep))
     } else {
@@ -273,7 +294,7 @@ pub fn insert_optimizer_with(
     // Accumulate, then average over the micro-batches.
     let mut grads = Vec::with_capacity(params.len());
     for (name, _, ty, grad) in &params {
-        let Some(apply) = apply else {
+        let Some(apply) = apply.filter(|_| cfg.accumulate > 1) else {
             grads.push(*grad);
             continue;
         };
