@@ -114,7 +114,11 @@ fn bf16_cast_rounds_to_nearest_even() {
     let x = probe_values();
     let got = interp_cast(&x, DType::BF16);
     for (a, (g, x)) in got.iter().zip(&x).enumerate() {
-        assert_eq!(g.to_bits(), bf16_reference(*x).to_bits(), "#{a}: bf16({x:e})");
+        assert_eq!(
+            g.to_bits(),
+            bf16_reference(*x).to_bits(),
+            "#{a}: bf16({x:e})"
+        );
     }
 }
 
@@ -335,8 +339,8 @@ fn our_scales(ls: &LossScaling, bad: &[bool]) -> Vec<(f32, bool, f32)> {
 #[test]
 fn loss_scale_sequence_matches_paddle_grad_scaler() {
     let bad = [
-        false, false, true, false, true, true, false, false, false, true, true, true, false,
-        false, false, false, false,
+        false, false, true, false, true, true, false, false, false, true, true, true, false, false,
+        false, false, false,
     ];
     for (incr_every, decr_every) in [(2u32, 1u32), (3, 2)] {
         let ls = LossScaling {
@@ -370,13 +374,19 @@ fn loss_scale_sequence_matches_paddle_grad_scaler() {
                 )
             })
             .collect();
-        assert_eq!(ours, theirs, "incr_every {incr_every}, decr_every {decr_every}");
+        assert_eq!(
+            ours, theirs,
+            "incr_every {incr_every}, decr_every {decr_every}"
+        );
     }
 }
 
 /// `passes/tests/paddle/loss_scale_ref.py`'s answer, or `None` when paddle is missing.
 fn paddle(spec: &Value) -> Option<Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/paddle/loss_scale_ref.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/paddle/loss_scale_ref.py"
+    );
     let child = Command::new("python3")
         .arg(script)
         .stdin(Stdio::piped())

@@ -12,6 +12,7 @@ mod emit;
 pub mod loss;
 pub mod optim;
 pub mod precision;
+pub mod recompute;
 mod update;
 
 pub use emit::Emit;
@@ -19,6 +20,7 @@ pub use loss::SoftLoss;
 pub use oar_runtime::train::schedule::{self, Decay, Schedule};
 pub use optim::{DecayMask, OptimConfig, Optimizer, Slot, OPTIMIZER_NAMES};
 pub use precision::{LossScaling, Precision, PRECISION_NAMES};
+pub use recompute::{Recompute, RecomputeConfig, RECOMPUTE_NAMES};
 
 use crate::autodiff::{append_backward, AutodiffError};
 use oar_ir::op::Op;
@@ -121,6 +123,9 @@ pub struct TrainConfig {
     /// Dynamic loss scaling, used with `precision = fp16`.
     #[serde(default)]
     pub loss_scaling: LossScaling,
+    /// Activation recomputation (see [`recompute`]); none by default.
+    #[serde(default)]
+    pub recompute: RecomputeConfig,
 }
 
 fn default_bn_momentum() -> f64 {
@@ -138,6 +143,7 @@ impl TrainConfig {
             bn_momentum: default_bn_momentum(),
             precision: Precision::default(),
             loss_scaling: LossScaling::default(),
+            recompute: RecomputeConfig::default(),
         }
     }
 }
@@ -297,6 +303,7 @@ pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, T
         }
         Precision::Fp32 | Precision::Bf16 => (None, loss),
     };
+    let forward_len = graph.len();
     let bwd = append_backward(&graph, diff, false)?;
     let mut g = bwd.graph;
     // Outputs: loss and logits, then the state updates the forward already had (less the
@@ -322,6 +329,7 @@ pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, T
         }
         None => optim::insert_optimizer(&mut g, &bwd.param_grads, &cfg.optim)?,
     };
+    let (mut g, _) = recompute::recompute(&g, forward_len, &cfg.recompute)?;
     g.canonicalize_order();
     oar_ir::verify(&g).map_err(|e| TrainError::Verify(e.to_string()))?;
     let inputs = g

@@ -313,7 +313,12 @@ impl Scaler {
 
     /// The state names, in the order of [`Scaler`]'s values.
     pub fn names() -> [&'static str; 4] {
-        [SCALE_STATE, GOOD_STEPS_STATE, BAD_STEPS_STATE, SKIPPED_STATE]
+        [
+            SCALE_STATE,
+            GOOD_STEPS_STATE,
+            BAD_STEPS_STATE,
+            SKIPPED_STATE,
+        ]
     }
 
     /// The optimizer state this scaler added (for [`super::TrainStep::init_state`]).
@@ -358,11 +363,7 @@ impl Scaler {
         let zero = e.scalar(0.0)?;
         let finite = match probe {
             Some(p) => e.binary(BinaryOp::Equal, p, zero)?,
-            None => e.op(
-                Op::Cast { to: DType::Bool },
-                vec![one],
-                "finite",
-            )?,
+            None => e.op(Op::Cast { to: DType::Bool }, vec![one], "finite")?,
         };
         let ok = e.select(finite, one, zero)?;
         let mut out = Vec::with_capacity(unscaled.len());
