@@ -9,7 +9,7 @@ use oar::ir::ExecMode;
 use oar::ir::Graph;
 use oar::passes::parallel::partition::specialize;
 use oar::passes::training::{
-    build_train_step, LossKind, Optimizer, TrainConfig, PRECISION_NAMES, RECOMPUTE_NAMES,
+    build_train_step, LossKind, Optimizer, Precision, Recompute, TrainConfig,
 };
 use oar::runtime::data::{load_dir, Augment, Loader, LoaderConfig};
 use oar::runtime::init::init_weights;
@@ -108,12 +108,14 @@ pub struct TrainArgs {
     hflip: bool,
     /// Compute precision of a built step: bf16/fp16 matmuls and convs with f32 master
     /// weights; fp16 adds dynamic loss scaling (skipped steps are reported).
-    #[arg(long, default_value = "fp32", value_parser = PRECISION_NAMES)]
-    precision: String,
+    /// fp32, bf16 or fp16.
+    #[arg(long, default_value = "fp32")]
+    precision: Precision,
     /// Activation recomputation of a built step (as `oar plan --recompute`): full
     /// recomputes each block's forward before its backward, selective the attention core.
-    #[arg(long, default_value = "none", value_parser = RECOMPUTE_NAMES)]
-    recompute: String,
+    /// none, selective or full.
+    #[arg(long, default_value = "none")]
+    recompute: Recompute,
 }
 
 /// The progress bar, the JSON log, and eval lines on stderr.
@@ -243,8 +245,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     set_hyper_parameters(&mut optimizer, &a);
     let mut cfg = TrainConfig::new(optimizer);
     cfg.optim.clip_global_norm = a.clip_norm;
-    cfg.precision = a.precision.parse()?;
-    cfg.recompute.mode = a.recompute.parse()?;
+    cfg.precision = a.precision;
+    cfg.recompute.mode = a.recompute;
     cfg.loss = LossKind::CrossEntropy {
         label_smoothing: a.label_smoothing,
     };
