@@ -187,21 +187,19 @@ pub fn recompute(
 
 /// A dropout that draws the mask of node `name` (or of the node it already replays).
 fn keyed_dropout(op: &Op, name: &str) -> Option<Op> {
-    match op {
-        Op::Dropout { p, mode, mask_of } => Some(Op::Dropout {
-            p: *p,
-            mode: *mode,
-            mask_of: Some(mask_of.clone().unwrap_or_else(|| name.to_string())),
-        }),
-        _ => None,
-    }
+    let Op::Dropout { p, mode, mask_of } = op else {
+        return None;
+    };
+    Some(Op::Dropout {
+        p: *p,
+        mode: *mode,
+        mask_of: Some(mask_of.clone().unwrap_or_else(|| name.to_string())),
+    })
 }
 
 /// Whether a node may be run a second time: pure, not a source, not communication.
 fn recomputable(op: &Op) -> bool {
-    !op.is_source()
-        && op.as_collective().is_none()
-        && !matches!(op, Op::Send { .. } | Op::Recv { .. })
+    !op.is_source() && !op.has_effects()
 }
 
 /// The nodes of group `grp` to recompute: those the backward (or another such node) needs,
@@ -338,23 +336,20 @@ fn attention_cores(g: &Graph, forward_len: usize) -> Vec<BTreeSet<NodeId>> {
         let mut cur = n.inputs[0].node;
         loop {
             let c = g.node(cur);
-            match &c.op {
-                Op::MatMul(_) => {
-                    grp.insert(cur);
-                    break;
-                }
-                Op::Unary(_) | Op::Binary(_) | Op::CausalMask { .. } | Op::Where => {
-                    grp.insert(cur);
-                    // Follow the operand of the score's shape (the mask broadcasts).
-                    match c.inputs.iter().find(|v| {
-                        g.value_type(**v).map(|t| t.shape.clone())
-                            == Some(n.outputs[0].shape.clone())
-                    }) {
-                        Some(v) => cur = v.node,
-                        None => break,
-                    }
-                }
-                _ => break,
+            if let Op::MatMul(_) = c.op {
+                grp.insert(cur);
+                break;
+            }
+            if !(c.op.is_elementwise() || matches!(c.op, Op::CausalMask { .. })) {
+                break;
+            }
+            grp.insert(cur);
+            // Follow the operand of the score's shape (the mask broadcasts).
+            match c.inputs.iter().find(|v| {
+                g.value_type(**v).map(|t| t.shape.clone()) == Some(n.outputs[0].shape.clone())
+            }) {
+                Some(v) => cur = v.node,
+                None => break,
             }
         }
         // Forward through the dropout on the probabilities.
