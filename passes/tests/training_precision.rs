@@ -4,14 +4,14 @@
 //! mantissa bits, ~0.4% per rounding), and fp16 dynamic loss scaling: skipped steps leave
 //! parameters and optimizer state bit-identical and halve the scale, and the scale sequence
 //! equals `paddle.amp.GradScaler`'s on the same finite/non-finite pattern (skipped with a
-//! message when paddle is missing).
+//! message when paddle is missing); a skipped step does not advance AdamW's step.
 
 mod training_common;
 
 use oar_ir::op::Op;
 use oar_ir::{parse, DType, Graph};
 use oar_passes::training::precision::{
-    BAD_STEPS_STATE, GOOD_STEPS_STATE, SCALE_STATE, SKIPPED_STATE,
+    BAD_STEPS_STATE, GOOD_STEPS_STATE, SCALE_STATE, SKIPPED_STATE, UPDATES_STATE,
 };
 use oar_passes::training::{
     build_train_step, LossKind, LossScaling, Optimizer, Precision, TrainConfig, TrainStep,
@@ -415,4 +415,40 @@ fn paddle(spec: &Value) -> Option<Value> {
             String::from_utf8_lossy(&out.stderr)
         ),
     }
+}
+
+#[test]
+fn a_skipped_step_does_not_advance_adams_step() {
+    let mut tc = TrainConfig::new("adamw".parse::<Optimizer>().unwrap());
+    tc.precision = Precision::Fp16;
+    let (step, w0, inputs) = setup(&tc);
+    let mut runner = InterpRunner::new(step.graph.clone(), 1).unwrap();
+    let mut x = inputs[0].as_f32().unwrap().to_vec();
+    x[0] = 1e5;
+    let mut overflowing = inputs.clone();
+    overflowing[0] = HostTensor::f32(vec![8, 6], x);
+    // Skipped step 1, then the batch as step 2 ...
+    let mut skipped_first = w0.clone();
+    assert!(
+        runner
+            .run(&overflowing, &mut skipped_first, 1)
+            .unwrap()
+            .skipped
+    );
+    let mut second = inputs.clone();
+    second[3] = HostTensor::f32(vec![], vec![2.0]);
+    assert!(!runner.run(&second, &mut skipped_first, 2).unwrap().skipped);
+    // ... updates as the batch as step 1 does: the first update's bias correction (Adam's
+    // first step moves each weight by about lr·sign(g); a second step's correction would
+    // move it by ~25% less). The scales differ by 2, which f16 keeps exact except in
+    // subnormals, hence a tolerance rather than bit equality.
+    let mut direct = w0.clone();
+    assert!(!runner.run(&inputs, &mut direct, 1).unwrap().skipped);
+    for name in ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.weight.moment1"] {
+        let (a, b) = (skipped_first[name].to_f64(), direct[name].to_f64());
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-5, "{name}: {x} vs {y}");
+        }
+    }
+    assert_eq!(scalar_state(&skipped_first, UPDATES_STATE), 1.0);
 }

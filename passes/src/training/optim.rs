@@ -232,15 +232,25 @@ pub fn insert_optimizer_with(
     insert_optimizer_gated(g, param_grads, cfg, decays, None)
 }
 
-/// [`insert_optimizer_with`] whose updates are kept only where the rank-0 f32 value `gate`
-/// (0 or 1, computed in `g`) is 1, through the accumulation path's `apply` blend: loss
-/// scaling's skipped steps. Not combinable with accumulation.
+/// A condition on the whole update, computed in the graph (loss scaling's skipped steps).
+#[derive(Debug, Clone, Copy)]
+pub struct Gate {
+    /// Rank-0 f32, 0 or 1: the update is kept only where it is 1, through the accumulation
+    /// path's `apply` blend.
+    pub apply: ValueRef,
+    /// Rank-0 f32 optimizer step (1-based count of applied updates) used instead of the
+    /// `step` input, so skipped steps do not advance Adam's bias correction (Paddle's
+    /// `beta^t` accumulators do not move on a skipped step either).
+    pub step: ValueRef,
+}
+
+/// [`insert_optimizer_with`] under a [`Gate`]. Not combinable with accumulation.
 pub fn insert_optimizer_gated(
     g: &mut Graph,
     param_grads: &[(String, ValueRef)],
     cfg: &OptimConfig,
     decays: &dyn Fn(&str, &TensorType) -> bool,
-    gate: Option<ValueRef>,
+    gate: Option<Gate>,
 ) -> Result<Vec<Slot>, TrainError> {
     validate(cfg)?;
     if gate.is_some() && cfg.accumulate > 1 {
@@ -255,14 +265,21 @@ pub fn insert_optimizer_gated(
         lr: e.input(LR_INPUT, scalar.clone())?,
         step: e.input(STEP_INPUT, scalar.clone())?,
     };
+    let sc = match gate {
+        Some(gt) => Scalars {
+            step: gt.step,
+            ..sc
+        },
+        None => sc,
+    };
     // (apply, 1 − apply) when accumulating.
     let apply = if cfg.accumulate > 1 {
         let a = e.input(APPLY_INPUT, scalar)?;
         let keep = e.rsub(1.0, a)?;
         Some((a, keep))
-    } else if let Some(a) = gate {
-        let keep = e.rsub(1.0, a)?;
-        Some((a, keep))
+    } else if let Some(gt) = gate {
+        let keep = e.rsub(1.0, gt.apply)?;
+        Some((gt.apply, keep))
     } else {
         None
     };

@@ -28,12 +28,14 @@
 //! The finite check needs no new op: `Σ g·0` is 0 when every element of `g` is finite and
 //! NaN otherwise (`inf·0` and `NaN·0` are NaN), and `NaN == 0` is false.
 //!
-//! Limits: the `step` input keeps counting skipped steps, so Adam's bias correction after a
-//! skip uses one step more than Paddle's (whose `beta^t` accumulators stop on a skip);
-//! loss scaling with gradient accumulation is refused.
+//! The optimizer's step under loss scaling is the count of applied updates (state
+//! [`UPDATES_STATE`]), not the `step` input, so a skip does not advance Adam's bias
+//! correction, as Paddle's `beta^t` accumulators stop on a skipped step; the `step` input
+//! still drives the schedule and dropout. Loss scaling with gradient accumulation is
+//! refused.
 
 use super::emit::Emit;
-use super::optim::Slot;
+use super::optim::{Gate, Slot};
 use super::TrainError;
 use oar_ir::op::{BinaryOp, Op};
 use oar_ir::{DType, Graph, TensorType, ValueRef};
@@ -49,6 +51,8 @@ pub const SCALE_STATE: &str = "loss_scale";
 pub const GOOD_STEPS_STATE: &str = "loss_scale.good_steps";
 /// Consecutive non-finite steps since the scale last changed.
 pub const BAD_STEPS_STATE: &str = "loss_scale.bad_steps";
+/// Updates applied so far (skipped steps excluded): the optimizer's step.
+pub const UPDATES_STATE: &str = "loss_scale.updates";
 
 /// The precision a training step computes in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -280,6 +284,7 @@ pub struct Scaler {
     scale: ValueRef,
     good: ValueRef,
     bad: ValueRef,
+    updates: ValueRef,
 }
 
 impl Scaler {
@@ -297,9 +302,13 @@ impl Scaler {
         let scale = e.param(SCALE_STATE, scalar.clone(), cfg.init)?;
         let good = e.param(GOOD_STEPS_STATE, scalar.clone(), 0.0)?;
         let bad = e.param(BAD_STEPS_STATE, scalar.clone(), 0.0)?;
-        let skipped = e.param(SKIPPED_STATE, scalar, 0.0)?;
+        let skipped = e.param(SKIPPED_STATE, scalar.clone(), 0.0)?;
+        let updates = e.param(UPDATES_STATE, scalar, 0.0)?;
         let scaled = e.mul(loss, scale)?;
-        for (name, v) in Self::names().into_iter().zip([scale, good, bad, skipped]) {
+        for (name, v) in Self::names()
+            .into_iter()
+            .zip([scale, good, bad, skipped, updates])
+        {
             g.add_state_update(name, v);
         }
         let s = Scaler {
@@ -307,17 +316,19 @@ impl Scaler {
             scale,
             good,
             bad,
+            updates,
         };
         Ok((s, scaled))
     }
 
     /// The state names, in the order of [`Scaler`]'s values.
-    pub fn names() -> [&'static str; 4] {
+    pub fn names() -> [&'static str; 5] {
         [
             SCALE_STATE,
             GOOD_STEPS_STATE,
             BAD_STEPS_STATE,
             SKIPPED_STATE,
+            UPDATES_STATE,
         ]
     }
 
@@ -326,7 +337,7 @@ impl Scaler {
         let ty = TensorType::new(DType::F32, vec![]);
         Self::names()
             .into_iter()
-            .zip([self.cfg.init, 0.0, 0.0, 0.0])
+            .zip([self.cfg.init, 0.0, 0.0, 0.0, 0.0])
             .map(|(name, init)| Slot {
                 name: name.to_string(),
                 ty: ty.clone(),
@@ -337,13 +348,14 @@ impl Scaler {
 
     /// Divides the gradients (of the scaled loss) by the scale, replaces them by zeros when
     /// any is non-finite, and adds the new scaling state to `g` as state updates. Returns
-    /// the gradients and the f32 gate (1: apply the update, 0: skip) for the optimizer. The
-    /// placeholder state updates of [`Scaler::scale_loss`] must have been dropped from `g`.
+    /// the gradients and the optimizer's [`Gate`]: skip or apply, and the count of applied
+    /// updates as its step. The placeholder state updates of [`Scaler::scale_loss`] must have
+    /// been dropped from `g`.
     pub fn unscale(
         &self,
         g: &mut Graph,
         grads: &[(String, ValueRef)],
-    ) -> Result<(Vec<(String, ValueRef)>, ValueRef), TrainError> {
+    ) -> Result<(Vec<(String, ValueRef)>, Gate), TrainError> {
         let mut e = Emit::new(g, "loss_scale");
         let one = e.scalar(1.0)?;
         let inv = e.div(one, self.scale)?;
@@ -390,12 +402,21 @@ impl Scaler {
         let down = e.scale(self.scale, self.cfg.decr_ratio)?;
         let kept = e.select(decr, down, self.scale)?;
         let scale_new = e.select(incr, up, kept)?;
-        for (name, v) in Self::names()
-            .into_iter()
-            .zip([scale_new, good_new, bad_new, not_ok])
+        let updates_new = e.add(self.updates, ok)?;
+        // This update's 1-based number were it applied; never 0, so a discarded update's
+        // bias correction `1 − β^step` stays non-zero and the update finite.
+        let this_update = e.offset(self.updates, 1.0)?;
+        for (name, v) in
+            Self::names()
+                .into_iter()
+                .zip([scale_new, good_new, bad_new, not_ok, updates_new])
         {
             e.graph_mut().add_state_update(name, v);
         }
-        Ok((out, ok))
+        let gate = Gate {
+            apply: ok,
+            step: this_update,
+        };
+        Ok((out, gate))
     }
 }
