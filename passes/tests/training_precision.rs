@@ -1,10 +1,11 @@
 //! Mixed precision (`passes/src/training/precision.rs`): the interpreter's bf16/f16 casts
 //! against numpy's float16 and an independent bf16 rounding (bit for bit), a bf16 training
 //! step against the f32 one (losses within 2% relative over 4 SGD steps: bf16 keeps 8
-//! mantissa bits, ~0.4% per rounding), and fp16 dynamic loss scaling: skipped steps leave
-//! parameters and optimizer state bit-identical and halve the scale, and the scale sequence
-//! equals `paddle.amp.GradScaler`'s on the same finite/non-finite pattern (skipped with a
-//! message when paddle is missing); a skipped step does not advance AdamW's step.
+//! mantissa bits, ~0.4% per rounding; MLP and ERNIE; LCNet's forward only, see its test),
+//! bf16 conv/matmul gradients against f32 (3%), and fp16 dynamic loss scaling: skipped steps leave
+//! parameters and optimizer state bit-identical and halve the scale, and the scale
+//! sequence follows `paddle.amp.GradScaler` (`training_loss_scale.rs`); a skipped step does not
+//! advance AdamW's step.
 
 mod training_common;
 
@@ -301,122 +302,6 @@ fn fp16_non_finite_forward_is_a_skipped_step_not_an_error() {
     assert!(!out.skipped && out.loss.is_finite());
 }
 
-/// Our scale before each step and whether it was skipped, for the pattern `bad` (a step
-/// is fed an inf input where `bad` says so).
-fn our_scales(ls: &LossScaling, bad: &[bool]) -> Vec<(f32, bool, f32)> {
-    let mut tc = config(Precision::Fp16);
-    tc.loss = LossKind::Mse;
-    tc.loss_scaling = ls.clone();
-    let model = parse(
-        "graph @lin(%x: f32[4,3]) -> (f32[4,2]) {\n  %w = param \"w\" {init=normal(0.0, 0.5)} : f32[3,2]\n  %y = matmul(%x, %w) : f32[4,2]\n  return %y\n}\n",
-    )
-    .unwrap();
-    let step = build_train_step(&model, &tc).unwrap();
-    let mut w = init_weights(&model, 5).unwrap();
-    w.extend(step.init_state());
-    let mut runner = InterpRunner::new(step.graph, 1).unwrap();
-    let mut rng = Rng(9);
-    let mut out = Vec::new();
-    for (k, &b) in (1u64..).zip(bad) {
-        let mut x: Vec<f32> = rng.vec(12, 1.0).into_iter().map(|v| v as f32).collect();
-        if b {
-            x[5] = f32::INFINITY;
-        }
-        let t = rng.vec(8, 1.0).into_iter().map(|v| v as f32).collect();
-        let inputs = vec![
-            HostTensor::f32(vec![4, 3], x),
-            HostTensor::f32(vec![4, 2], t),
-            HostTensor::f32(vec![], vec![0.01]),
-            HostTensor::f32(vec![], vec![k as f32]),
-        ];
-        let used = scalar_state(&w, SCALE_STATE);
-        let r = runner.run(&inputs, &mut w, k).unwrap();
-        out.push((used, r.skipped, scalar_state(&w, SCALE_STATE)));
-    }
-    out
-}
-
-#[test]
-fn loss_scale_sequence_matches_paddle_grad_scaler() {
-    let bad = [
-        false, false, true, false, true, true, false, false, false, true, true, true, false, false,
-        false, false, false,
-    ];
-    for (incr_every, decr_every) in [(2u32, 1u32), (3, 2)] {
-        let ls = LossScaling {
-            init: 8.0,
-            incr_every,
-            decr_every,
-            ..LossScaling::default()
-        };
-        let ours = our_scales(&ls, &bad);
-        // The rule itself, spelled out for the first pattern.
-        if (incr_every, decr_every) == (2, 1) {
-            let used: Vec<f32> = ours.iter().map(|o| o.0).collect();
-            assert_eq!(
-                used,
-                [8., 8., 16., 8., 8., 4., 2., 2., 4., 4., 2., 1., 0.5, 0.5, 1., 1., 2.]
-            );
-        }
-        let spec = json!({"init": ls.init, "incr_every": incr_every, "decr_every": decr_every, "bad": bad});
-        let Some(theirs) = paddle(&spec) else {
-            return;
-        };
-        let theirs: Vec<(f32, bool, f32)> = theirs
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["scale"].as_f64().unwrap() as f32,
-                    r["skipped"].as_bool().unwrap(),
-                    r["after"].as_f64().unwrap() as f32,
-                )
-            })
-            .collect();
-        assert_eq!(
-            ours, theirs,
-            "incr_every {incr_every}, decr_every {decr_every}"
-        );
-    }
-}
-
-/// `passes/tests/paddle/loss_scale_ref.py`'s answer, or `None` when paddle is missing.
-fn paddle(spec: &Value) -> Option<Value> {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/paddle/loss_scale_ref.py"
-    );
-    let child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
-        eprintln!("SKIP: python3 is not available");
-        return None;
-    };
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(spec.to_string().as_bytes())
-        .expect("write the spec");
-    let out = child.wait_with_output().expect("run the paddle script");
-    match out.status.code() {
-        Some(0) => Some(serde_json::from_slice(&out.stdout).expect("paddle's JSON")),
-        Some(3) => {
-            eprintln!("SKIP: {}", String::from_utf8_lossy(&out.stderr).trim());
-            None
-        }
-        _ => panic!(
-            "the paddle script failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
-}
-
 #[test]
 fn a_skipped_step_does_not_advance_adams_step() {
     let mut tc = TrainConfig::new("adamw".parse::<Optimizer>().unwrap());
@@ -451,4 +336,179 @@ fn a_skipped_step_does_not_advance_adams_step() {
         }
     }
     assert_eq!(scalar_state(&skipped_first, UPDATES_STATE), 1.0);
+}
+
+#[test]
+fn bf16_ernie_step_tracks_the_f32_step() {
+    let cfg = oar_models::ErnieConfig {
+        vocab: 50,
+        max_positions: 16,
+        dropout: 0.0,
+        universal: oar_models::ernie::StackConfig::new(2, 32, 2, 64),
+        ..oar_models::ErnieConfig::nano()
+    };
+    let model = cfg.build_masked_lm("mlm").unwrap();
+    let (n, s) = (2usize, 8usize);
+    let bindings = [("N".to_string(), n as u64), ("seq".to_string(), s as u64)].into();
+    let model = oar_passes::parallel::specialize(&model, &bindings).unwrap();
+    let w0 = init_weights(&model, 3).unwrap();
+    let t = |v: Vec<i64>| HostTensor::i64(vec![n, s], v);
+    let mut labels = vec![-100i64; n * s];
+    for k in (1..n * s).step_by(3) {
+        labels[k] = (k * 7 % 50) as i64;
+    }
+    let inputs = vec![
+        t((0..n * s).map(|i| (i * 7 % 50) as i64).collect()),
+        t(vec![0; n * s]),
+        t((0..n * s).map(|i| (i % s) as i64).collect()),
+        t(vec![0; n * s]),
+        t(labels),
+        HostTensor::f32(vec![], vec![1e-2]),
+        HostTensor::f32(vec![], vec![1.0]),
+    ];
+    let mut losses = Vec::new();
+    for p in [Precision::Fp32, Precision::Bf16] {
+        let mut tc = TrainConfig::new("adamw".parse::<Optimizer>().unwrap());
+        tc.loss = LossKind::MaskedLm;
+        tc.precision = p;
+        let step = build_train_step(&model, &tc).unwrap();
+        let mut w = w0.clone();
+        w.extend(step.init_state());
+        let mut l = Vec::new();
+        for k in 1..=3u64 {
+            let mut x = inputs.clone();
+            x[6] = HostTensor::f32(vec![], vec![k as f32]);
+            let r = run_with_options(&step.graph, &x, &w, RunOptions::training(1, k)).unwrap();
+            l.push(r.outputs[0].as_f32().unwrap()[0]);
+            w.extend(r.state);
+        }
+        losses.push(l);
+    }
+    for (a, b) in losses[0].iter().zip(&losses[1]) {
+        assert!(((a - b) / a).abs() < 0.02, "f32 {a} bf16 {b}");
+    }
+    assert_ne!(losses[0], losses[1]);
+}
+
+#[test]
+fn bf16_lcnet_forward_tracks_f32_and_trains() {
+    let model = oar_models::LcNetConfig {
+        image_size: 32,
+        class_num: 10,
+        dropout: 0.0,
+        ..oar_models::LcNetConfig::new(0.25)
+    }
+    .build("lcnet")
+    .unwrap();
+    let bindings = [("N".to_string(), 2u64)].into();
+    let model = oar_passes::parallel::specialize(&model, &bindings).unwrap();
+    let w0 = init_weights(&model, 5).unwrap();
+    let x: Vec<f32> = Rng(4)
+        .vec(2 * 3 * 32 * 32, 1.0)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    let inputs = vec![
+        HostTensor::f32(vec![2, 3, 32, 32], x),
+        HostTensor::i64(vec![2], vec![3, 7]),
+        HostTensor::f32(vec![], vec![0.05]),
+        HostTensor::f32(vec![], vec![1.0]),
+    ];
+    let mut losses = Vec::new();
+    for p in [Precision::Fp32, Precision::Bf16] {
+        let step = build_train_step(&model, &config(p)).unwrap();
+        if p == Precision::Bf16 {
+            let convs = step
+                .graph
+                .nodes()
+                .iter()
+                .filter(|n| matches!(n.op, Op::Conv2d(_)) && n.outputs[0].dtype == DType::BF16);
+            assert!(convs.count() >= 10);
+        }
+        let mut w = w0.clone();
+        w.extend(step.init_state());
+        let mut l = Vec::new();
+        for k in 1..=2u64 {
+            let mut x = inputs.clone();
+            x[3] = HostTensor::f32(vec![], vec![k as f32]);
+            let r = run_with_options(&step.graph, &x, &w, RunOptions::training(1, k)).unwrap();
+            l.push(r.outputs[0].as_f32().unwrap()[0]);
+            w.extend(r.state);
+        }
+        losses.push(l);
+    }
+    // The first loss is the forward alone: within bf16's precision of f32's. The update
+    // differs more: with batch statistics, batch_norm divides bf16-rounded conv outputs by
+    // their spread, which amplifies the rounding: LCNet's bf16 gradients were 13-50% off
+    // f32's at batch 8, 64×64, and about 100% at this batch of 2 (the conv and matmul
+    // rules themselves agree to 2%: `bf16_conv_gradients_agree_...`). The step must still
+    // train.
+    let (a, b) = (losses[0][0], losses[1][0]);
+    assert!(((a - b) / a).abs() < 0.02, "f32 {a} bf16 {b}");
+    assert!(
+        losses[1][1].is_finite() && losses[1][1] < losses[1][0],
+        "{losses:?}"
+    );
+}
+
+#[test]
+fn bf16_conv_gradients_agree_with_f32_to_bf16_precision() {
+    use oar_passes::autodiff::append_backward;
+    use oar_passes::training::{append_loss, precision::cast_compute};
+    let model = parse(
+        r#"
+graph @c(%x: f32[4,3,8,8]) -> (f32[4,5]) {
+  %w = param "conv.weight" {init=normal(0.0, 0.3)} : f32[6,3,3,3]
+  %c = conv2d(%x, %w) {padding=[1, 1, 1, 1]} : f32[4,6,8,8]
+  %r = relu(%c) : f32[4,6,8,8]
+  %dw = param "dw.weight" {init=normal(0.0, 0.3)} : f32[6,1,3,3]
+  %d = conv2d(%r, %dw) {padding=[1, 1, 1, 1], groups=6} : f32[4,6,8,8]
+  %p = global_avg_pool(%d) : f32[4,6,1,1]
+  %f = flatten(%p) : f32[4,6]
+  %w2 = param "fc.weight" {init=normal(0.0, 0.3)} : f32[6,5]
+  %y = matmul(%f, %w2) : f32[4,5]
+  return %y
+}
+"#,
+    )
+    .unwrap();
+    let w0 = init_weights(&model, 5).unwrap();
+    let x: Vec<f32> = Rng(4)
+        .vec(4 * 3 * 64, 1.0)
+        .into_iter()
+        .map(|v| v as f32)
+        .collect();
+    let inputs = vec![
+        HostTensor::f32(vec![4, 3, 8, 8], x),
+        HostTensor::i64(vec![4], vec![3, 1, 0, 4]),
+    ];
+    let mut res = Vec::new();
+    for dt in [DType::F32, DType::BF16] {
+        let lg = append_loss(&model, &config(Precision::Fp32)).unwrap();
+        let (g, m) = cast_compute(&lg.graph, dt, &[lg.loss]).unwrap();
+        let b = append_backward(&g, m[0], false).unwrap();
+        let mut gg = b.graph;
+        gg.state.clear();
+        gg.set_outputs(b.param_grads.iter().map(|(_, v)| *v).collect());
+        let r = run_with_options(&gg, &inputs, &w0, RunOptions::training(1, 1)).unwrap();
+        res.push(
+            b.param_grads
+                .iter()
+                .map(|(n, _)| n.clone())
+                .zip(r.outputs)
+                .collect::<Vec<_>>(),
+        );
+    }
+    for ((n, a), (_, b)) in res[0].iter().zip(&res[1]) {
+        let (a, b) = (a.to_f64(), b.to_f64());
+        let num: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let den: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt();
+        // Measured: 1.6e-2, 4.7e-3, 5.8e-3 (bf16 keeps 8 bits: 3.9e-3 per rounding).
+        assert!(num / den < 3e-2, "{n}: relative error {:.3e}", num / den);
+    }
 }
