@@ -153,3 +153,42 @@ fn lcnet_full_recomputation_matches_and_uses_less_memory() {
     // Measured: none 3891344, full 2660016 (−32%).
     assert!((p1 as f64) < 0.75 * p0 as f64, "full {p1} vs none {p0}");
 }
+
+#[test]
+fn explicit_block_prefixes_and_config_defaults() {
+    let (model, tc, inputs) = ernie();
+    let w = init_weights(&model, 3).unwrap();
+    let plain = step(&model, &tc, Recompute::None);
+    let mut cfg = tc.clone();
+    // One block: the whole universal stack, by the prefix of its parameters' names.
+    let prefix = model
+        .nodes()
+        .iter()
+        .find_map(|n| match &n.op {
+            oar_ir::op::Op::Param(p) if p.name.contains("layers.0.") => p
+                .name
+                .split("layers.0.")
+                .next()
+                .map(|s| format!("{s}layers")),
+            _ => None,
+        })
+        .expect("a layer parameter");
+    cfg.recompute = RecomputeConfig {
+        mode: Recompute::Full,
+        blocks: vec![prefix],
+    };
+    let one_block = build_train_step(&model, &cfg).unwrap();
+    assert!(one_block.graph.len() > plain.graph.len());
+    assert_close(
+        &run(&plain, &w, &inputs),
+        &run(&one_block, &w, &inputs),
+        "one block",
+    );
+    // A configuration written before these fields existed still reads, as none/fp32.
+    let old = r#"{"optim": {"optimizer": {"kind": "sgd"}}, "loss": {"kind": "mse"}}"#;
+    let c: TrainConfig = serde_json::from_str(old).unwrap();
+    assert_eq!(c.recompute, RecomputeConfig::default());
+    assert_eq!(c.precision, oar_passes::training::Precision::Fp32);
+    let c: RecomputeConfig = serde_json::from_str(r#"{"mode": "selective"}"#).unwrap();
+    assert_eq!(c.mode, Recompute::Selective);
+}
