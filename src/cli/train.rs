@@ -8,7 +8,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oar::ir::ExecMode;
 use oar::ir::Graph;
 use oar::passes::parallel::partition::specialize;
-use oar::passes::training::{build_train_step, LossKind, Optimizer, TrainConfig};
+use oar::passes::training::{
+    build_train_step, LossKind, Optimizer, Precision, Recompute, TrainConfig,
+};
 use oar::runtime::data::{load_dir, Augment, Loader, LoaderConfig};
 use oar::runtime::init::init_weights;
 use oar::runtime::io::checkpoint::load_checkpoint;
@@ -111,6 +113,16 @@ pub struct TrainArgs {
     /// Distillation: `--teacher MODEL` trains the student (MODEL above) from a teacher.
     #[command(flatten)]
     distill: Box<distill::DistillArgs>,
+    /// Compute precision of a built step: bf16/fp16 matmuls and convs with f32 master
+    /// weights; fp16 adds dynamic loss scaling (skipped steps are reported).
+    /// fp32, bf16 or fp16.
+    #[arg(long, default_value = "fp32")]
+    precision: Precision,
+    /// Activation recomputation of a built step (as `oar plan --recompute`): full
+    /// recomputes each block's forward before its backward, selective the attention core.
+    /// none, selective or full.
+    #[arg(long, default_value = "none")]
+    recompute: Recompute,
 }
 
 /// The progress bar, the JSON log, and eval lines on stderr.
@@ -118,13 +130,20 @@ struct CliObserver {
     bar: ProgressBar,
     log: Option<JsonlLog>,
     eval: String,
+    /// Steps loss scaling skipped so far.
+    skipped: u64,
 }
 
 impl Observer for CliObserver {
     fn on_step(&mut self, r: &StepRecord) -> Result<(), TrainError> {
         self.bar.set_position(r.step);
+        self.skipped += u64::from(r.skipped);
+        let skipped = match self.skipped {
+            0 => String::new(),
+            n => format!("  {n} skipped (loss scale)"),
+        };
         self.bar.set_message(format!(
-            "loss {:.4}  {:.0} samples/s{}",
+            "loss {:.4}  {:.0} samples/s{}{skipped}",
             r.loss, r.samples_per_sec, self.eval
         ));
         self.log.as_mut().map_or(Ok(()), |l| l.on_step(r))
@@ -236,6 +255,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     set_hyper_parameters(&mut optimizer, &a);
     let mut cfg = TrainConfig::new(optimizer);
     cfg.optim.clip_global_norm = a.clip_norm;
+    cfg.precision = a.precision;
+    cfg.recompute.mode = a.recompute;
     cfg.loss = LossKind::CrossEntropy {
         label_smoothing: a.label_smoothing,
     };
@@ -397,6 +418,7 @@ pub(crate) fn train_graph(
         bar: bar.clone(),
         log: a.log.as_deref().map(JsonlLog::open).transpose()?,
         eval: String::new(),
+        skipped: 0,
     };
     let val = (!val.is_empty()).then_some(&val);
     let result = train(

@@ -12,6 +12,8 @@ mod emit;
 pub mod loss;
 pub mod online;
 pub mod optim;
+pub mod precision;
+pub mod recompute;
 mod update;
 
 pub use emit::Emit;
@@ -21,6 +23,8 @@ pub use online::{
     build_online_distill_step, split_weights, FeatureMatch, OnlineDistill, TeacherMode,
 };
 pub use optim::{DecayMask, OptimConfig, Optimizer, Slot, OPTIMIZER_NAMES};
+pub use precision::{LossScaling, Precision, PRECISION_NAMES};
+pub use recompute::{Recompute, RecomputeConfig, RECOMPUTE_NAMES};
 
 use crate::autodiff::{append_backward, AutodiffError};
 use oar_ir::op::Op;
@@ -117,6 +121,15 @@ pub struct TrainConfig {
     /// Momentum of the running statistics of every batch_norm (Paddle's 0.9 by default).
     #[serde(default = "default_bn_momentum")]
     pub bn_momentum: f64,
+    /// Compute precision (see [`precision`]); f32 by default.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Dynamic loss scaling, used with `precision = fp16`.
+    #[serde(default)]
+    pub loss_scaling: LossScaling,
+    /// Activation recomputation (see [`recompute`]); none by default.
+    #[serde(default)]
+    pub recompute: RecomputeConfig,
 }
 
 fn default_bn_momentum() -> f64 {
@@ -132,6 +145,9 @@ impl TrainConfig {
                 label_smoothing: 0.0,
             },
             bn_momentum: default_bn_momentum(),
+            precision: Precision::default(),
+            loss_scaling: LossScaling::default(),
+            recompute: RecomputeConfig::default(),
         }
     }
 }
@@ -278,16 +294,46 @@ pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, T
         loss,
         logits,
     } = append_loss(model, cfg)?;
-    let bwd = append_backward(&graph, loss, false)?;
+    let (mut graph, mapped) =
+        precision::cast_compute(&graph, cfg.precision.compute_dtype(), &[loss, logits])?;
+    let [loss, logits] = mapped[..] else {
+        return Err(TrainError::Verify("cast_compute lost the loss".into()));
+    };
+    // fp16: differentiate the scaled loss; the step still outputs the unscaled one.
+    let (scaler, diff) = match cfg.precision {
+        Precision::Fp16 => {
+            let (s, scaled) = precision::Scaler::scale_loss(&mut graph, loss, &cfg.loss_scaling)?;
+            (Some(s), scaled)
+        }
+        Precision::Fp32 | Precision::Bf16 => (None, loss),
+    };
+    let forward_len = graph.len();
+    let bwd = append_backward(&graph, diff, false)?;
     let mut g = bwd.graph;
-    // Outputs: loss and logits, then the state updates the forward already had.
-    let old: Vec<(String, ValueRef)> = g.state_updates().map(|(n, v)| (n.to_string(), v)).collect();
+    // Outputs: loss and logits, then the state updates the forward already had (less the
+    // loss scaler's placeholders, which `unscale` replaces).
+    let old: Vec<(String, ValueRef)> = g
+        .state_updates()
+        .filter(|(n, _)| scaler.is_none() || !precision::Scaler::names().contains(n))
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
     g.state.clear();
     g.set_outputs(vec![loss, logits]);
     for (n, v) in old {
         g.add_state_update(n, v);
     }
-    let slots = optim::insert_optimizer(&mut g, &bwd.param_grads, &cfg.optim)?;
+    let decays = |name: &str, ty: &TensorType| cfg.optim.decay_mask.decays(name, ty);
+    let slots = match &scaler {
+        Some(s) => {
+            let (grads, gate) = s.unscale(&mut g, &bwd.param_grads)?;
+            let mut slots =
+                optim::insert_optimizer_gated(&mut g, &grads, &cfg.optim, &decays, Some(gate))?;
+            slots.extend(s.slots());
+            slots
+        }
+        None => optim::insert_optimizer(&mut g, &bwd.param_grads, &cfg.optim)?,
+    };
+    let (mut g, _) = recompute::recompute(&g, forward_len, &cfg.recompute)?;
     g.canonicalize_order();
     oar_ir::verify(&g).map_err(|e| TrainError::Verify(e.to_string()))?;
     let inputs = g

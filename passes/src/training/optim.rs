@@ -229,7 +229,35 @@ pub fn insert_optimizer_with(
     cfg: &OptimConfig,
     decays: &dyn Fn(&str, &TensorType) -> bool,
 ) -> Result<Vec<Slot>, TrainError> {
+    insert_optimizer_gated(g, param_grads, cfg, decays, None)
+}
+
+/// A condition on the whole update, computed in the graph (loss scaling's skipped steps).
+#[derive(Debug, Clone, Copy)]
+pub struct Gate {
+    /// Rank-0 f32, 0 or 1: the update is kept only where it is 1, through the accumulation
+    /// path's `apply` blend.
+    pub apply: ValueRef,
+    /// Rank-0 f32 optimizer step (1-based count of applied updates) used instead of the
+    /// `step` input, so skipped steps do not advance Adam's bias correction (Paddle's
+    /// `beta^t` accumulators do not move on a skipped step either).
+    pub step: ValueRef,
+}
+
+/// [`insert_optimizer_with`] under a [`Gate`]. Not combinable with accumulation.
+pub fn insert_optimizer_gated(
+    g: &mut Graph,
+    param_grads: &[(String, ValueRef)],
+    cfg: &OptimConfig,
+    decays: &dyn Fn(&str, &TensorType) -> bool,
+    gate: Option<Gate>,
+) -> Result<Vec<Slot>, TrainError> {
     validate(cfg)?;
+    if gate.is_some() && cfg.accumulate > 1 {
+        return Err(TrainError::Config {
+            message: "loss scaling (fp16) with gradient accumulation is not supported".into(),
+        });
+    }
     g.mode = ExecMode::Training;
     let mut e = Emit::new(g, "optim");
     let scalar = TensorType::new(DType::F32, vec![]);
@@ -237,11 +265,21 @@ pub fn insert_optimizer_with(
         lr: e.input(LR_INPUT, scalar.clone())?,
         step: e.input(STEP_INPUT, scalar.clone())?,
     };
+    let sc = match gate {
+        Some(gt) => Scalars {
+            step: gt.step,
+            ..sc
+        },
+        None => sc,
+    };
     // (apply, 1 − apply) when accumulating.
     let apply = if cfg.accumulate > 1 {
         let a = e.input(APPLY_INPUT, scalar)?;
         let keep = e.rsub(1.0, a)?;
         Some((a, keep))
+    } else if let Some(gt) = gate {
+        let keep = e.rsub(1.0, gt.apply)?;
+        Some((gt.apply, keep))
     } else {
         None
     };
@@ -273,7 +311,7 @@ pub fn insert_optimizer_with(
     // Accumulate, then average over the micro-batches.
     let mut grads = Vec::with_capacity(params.len());
     for (name, _, ty, grad) in &params {
-        let Some(apply) = apply else {
+        let Some(apply) = apply.filter(|_| cfg.accumulate > 1) else {
             grads.push(*grad);
             continue;
         };

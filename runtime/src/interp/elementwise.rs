@@ -242,6 +242,12 @@ pub(crate) fn cast(x: &HostTensor, to: DType) -> Res<HostTensor> {
     let f = x.to_f64();
     Ok(match to {
         DType::F32 => HostTensor::f32(shape, f.iter().map(|&v| v as f32).collect()),
+        // Stored as f32 holding the nearest value of the narrow type.
+        DType::BF16 | DType::F16 => {
+            let mut v: Vec<f32> = f.iter().map(|&v| v as f32).collect();
+            super::round_to_dtype(to, &mut v);
+            HostTensor::f32(shape, v)
+        }
         // Float to int truncates toward zero, as ONNX Cast does.
         DType::I64 => match &x.data {
             TensorData::I64(v) => HostTensor::i64(shape, v.clone()),

@@ -1,6 +1,7 @@
 //! The reference interpreter: runs any `ir::Graph` on host tensors, one node at a time, with
 //! loops written for obviousness. It is the oracle every optimised or compiled path is tested
-//! against. Computes in f32, with i64 and bool where ops need them.
+//! against. Computes in f32, with i64 and bool where ops need them; bf16 and f16 values are
+//! stored as f32 rounded to their precision (see [`precision`]).
 
 mod collective;
 mod data_movement;
@@ -9,15 +10,17 @@ mod elementwise;
 mod grad_ops;
 mod linalg;
 mod norm_reduce_pool;
+mod precision;
 mod training;
 
 pub use debug::{first_non_finite, NonFinite};
 pub use norm_reduce_pool::resize_matrix;
+pub use precision::{round_bf16, round_f16, round_to_dtype, stored_dtype};
 pub use training::{dropout_keep, run_with_options, train_step, RunOptions, RunResult};
 
 use crate::comm::Communicator;
 use crate::io::weights::Weights;
-use crate::tensor::HostTensor;
+use crate::tensor::{HostTensor, TensorData};
 use oar_ir::op::{GradOp, Literal, Op};
 use oar_ir::{Dim, Graph, Node};
 use std::collections::BTreeMap;
@@ -77,7 +80,7 @@ fn bind_inputs(graph: &Graph, inputs: &[HostTensor]) -> Result<BTreeMap<String, 
     };
     for (n, t) in &pairs {
         let ty = &n.outputs[0];
-        if ty.dtype != t.dtype() {
+        if stored_dtype(ty.dtype) != t.dtype() {
             return Err(fail(n, format!("expected {ty}, found {}", t.describe())));
         }
         if ty.rank() != t.shape.len() {
@@ -147,7 +150,7 @@ fn eval(
             let w = weights
                 .get(&p.name)
                 .ok_or_else(|| InterpError::MissingWeight(p.name.clone()))?;
-            if w.shape != out_shapes[0] || w.dtype() != node.outputs[0].dtype {
+            if w.shape != out_shapes[0] || w.dtype() != stored_dtype(node.outputs[0].dtype) {
                 Err(format!(
                     "weight `{}` is {} but the graph declares {}",
                     p.name,
@@ -284,13 +287,13 @@ fn eval(
             None => err("recv needs a communicator: run per-rank graphs with run_on_rank"),
         },
     };
-    let outs = res.map_err(|message| InterpError::Node {
+    let mut outs = res.map_err(|message| InterpError::Node {
         node: node.name.clone(),
         op: node.op.name(),
         message,
     })?;
-    for (i, (t, want)) in outs.iter().zip(out_shapes).enumerate() {
-        if &t.shape != want || t.dtype() != node.outputs[i].dtype {
+    for (i, (t, want)) in outs.iter_mut().zip(out_shapes).enumerate() {
+        if &t.shape != want || t.dtype() != stored_dtype(node.outputs[i].dtype) {
             return Err(InterpError::Node {
                 node: node.name.clone(),
                 op: node.op.name(),
@@ -300,6 +303,10 @@ fn eval(
                     node.outputs[i]
                 ),
             });
+        }
+        // A bf16/f16 result computed in f32 is rounded once, on "store".
+        if let TensorData::F32(v) = &mut t.data {
+            round_to_dtype(node.outputs[i].dtype, v);
         }
     }
     Ok(outs)

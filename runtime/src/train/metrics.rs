@@ -21,6 +21,8 @@ pub struct StepRecord {
     pub lr: f64,
     /// Batch size over the step's wall time (batch fetch included).
     pub samples_per_sec: f64,
+    /// Loss scaling skipped the update (non-finite gradients).
+    pub skipped: bool,
 }
 
 /// One evaluation on the validation split.

@@ -57,6 +57,22 @@ pub enum TrainError {
 pub struct StepOutputs {
     pub loss: f32,
     pub logits: HostTensor,
+    /// The step found a non-finite gradient under dynamic loss scaling and left parameters
+    /// and optimizer state unchanged (only the loss scale moved); see [`SKIPPED_STATE`].
+    pub skipped: bool,
+}
+
+/// The state value a step with dynamic loss scaling writes: 1 when it skipped its update
+/// (non-finite gradients), 0 otherwise. A step graph without it never skips.
+pub const SKIPPED_STATE: &str = "loss_scale.skipped";
+
+/// Whether the state updates of a run say the step was skipped.
+fn was_skipped(state: &[(String, HostTensor)]) -> bool {
+    state
+        .iter()
+        .find(|(n, _)| n == SKIPPED_STATE)
+        .and_then(|(_, t)| t.as_f32().and_then(|v| v.first().copied()))
+        .is_some_and(|v| v != 0.0)
 }
 
 /// Executes training steps of one graph. Implementations write the step's state updates
@@ -64,7 +80,8 @@ pub struct StepOutputs {
 pub trait StepRunner {
     /// Runs training step `step` (1-based) on `inputs` (model inputs, labels, lr, step) and
     /// writes the updated state into `weights`. A non-finite loss is an error, and then
-    /// `weights` is unchanged.
+    /// `weights` is unchanged, except on a step loss scaling skipped
+    /// ([`StepOutputs::skipped`]).
     fn run(
         &mut self,
         inputs: &[HostTensor],
@@ -125,6 +142,7 @@ fn split_outputs(step: u64, mut outputs: Vec<HostTensor>) -> Result<StepOutputs,
         (Some(loss), true) => Ok(StepOutputs {
             loss,
             logits: outputs.swap_remove(1),
+            skipped: false,
         }),
         _ => Err(TrainError::Contract(format!(
             "step {step}: expected outputs (loss f32[], logits), found {} output(s)",
@@ -143,8 +161,11 @@ impl StepRunner for InterpRunner {
         let opts = RunOptions::training(self.seed, step);
         let r = run_with_options(&self.graph, inputs, weights, opts)
             .map_err(|source| TrainError::Run { step, source })?;
-        let out = split_outputs(step, r.outputs)?;
-        if !out.loss.is_finite() {
+        let mut out = split_outputs(step, r.outputs)?;
+        // A skipped step is what loss scaling does with an overflow, not an error: the
+        // graph kept the parameters and lowered the scale.
+        out.skipped = was_skipped(&r.state);
+        if !out.loss.is_finite() && !out.skipped {
             // Re-run keeping every value to name where the first NaN or inf appeared.
             let origin = match first_non_finite(&self.graph, inputs, weights, opts) {
                 Ok(Some(nf)) => nf.to_string(),
@@ -187,6 +208,7 @@ impl StepRunner for InterpRunner {
             Some(logits) => Ok(StepOutputs {
                 loss: f32::NAN,
                 logits,
+                skipped: false,
             }),
             None => Err(TrainError::Contract(
                 "the evaluation graph has no output".into(),

@@ -90,6 +90,7 @@ pub fn train(
             step,
             epoch: state.loader.position().epoch,
             loss: out.loss,
+            skipped: out.skipped,
             lr: rate,
             samples_per_sec: n as f64 / t0.elapsed().as_secs_f64().max(1e-9),
         })?;
