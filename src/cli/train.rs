@@ -9,7 +9,7 @@ use oar::ir::ExecMode;
 use oar::ir::Graph;
 use oar::passes::parallel::partition::specialize;
 use oar::passes::training::{build_train_step, LossKind, Optimizer, TrainConfig};
-use oar::runtime::data::{load_dir, Augment, Loader, LoaderConfig};
+use oar::runtime::data::{load_dir, Augment, BatchSource, Loader, LoaderConfig};
 use oar::runtime::init::init_weights;
 use oar::runtime::io::checkpoint::load_checkpoint;
 use oar::runtime::io::weights::load_safetensors;
@@ -21,9 +21,13 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+#[path = "train_text.rs"]
+mod text;
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// A zoo image classifier (`lcnet_x0_25`: its head is sized to the data's classes), an
+    /// A zoo image classifier (`lcnet_x0_25`: its head is sized to the data's classes), a zoo
+    /// ERNIE (`ernie-3.0-…`: a masked-LM step on a text corpus, see the text options), an
     /// inference graph file whose first output is the logits (the training step is built:
     /// cross-entropy, autodiff, optimizer), or a training-step graph (mode=training; inputs
     /// images, labels: i64[N], lr: f32[], step: f32[]; outputs loss: f32[], logits, then
@@ -104,6 +108,8 @@ pub struct TrainArgs {
     /// Random horizontal flips (off by default: a flipped digit is another glyph).
     #[arg(long)]
     hflip: bool,
+    #[command(flatten)]
+    text: text::TextArgs,
 }
 
 /// The progress bar, the JSON log, and eval lines on stderr.
@@ -116,10 +122,12 @@ struct CliObserver {
 impl Observer for CliObserver {
     fn on_step(&mut self, r: &StepRecord) -> Result<(), TrainError> {
         self.bar.set_position(r.step);
-        self.bar.set_message(format!(
-            "loss {:.4}  {:.0} samples/s{}",
-            r.loss, r.samples_per_sec, self.eval
-        ));
+        let speed = match r.tokens_per_sec {
+            Some(t) => format!("{t:.0} tokens/s"),
+            None => format!("{:.0} samples/s", r.samples_per_sec),
+        };
+        self.bar
+            .set_message(format!("loss {:.4}  {speed}{}", r.loss, self.eval));
         self.log.as_mut().map_or(Ok(()), |l| l.on_step(r))
     }
 
@@ -202,6 +210,9 @@ fn image_input(contract: &StepContract) -> anyhow::Result<[usize; 3]> {
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let spec = a.model.clone();
+    if let Some(cfg) = oar::models::ernie_config(&spec) {
+        return text::run(cfg, &spec, &a);
+    }
     let model = match oar::models::lcnet_config(&spec) {
         Some(mut cfg) => {
             // A zoo classifier sized to the data: its classes, and the data's image size
@@ -314,7 +325,7 @@ pub(crate) fn train_graph(
             channels,
         },
     };
-    let mut state = match resumed {
+    let state = match resumed {
         Some(ck) => TrainState {
             step: ck.step,
             loader: Loader::restore(train_split, lc, ck.loader)?,
@@ -334,9 +345,49 @@ pub(crate) fn train_graph(
             }
         }
     };
+    let prepared = Prepared {
+        batches_per_epoch: state.loader.batches_per_epoch(),
+        state,
+        val: (!val.is_empty()).then_some(&val),
+        seed,
+        stream,
+        what: format!("{n_train} training samples"),
+    };
+    run_loop(graph, eval_graph, &spec, a, prepared)
+}
+
+/// A run ready to start: its state, validation data, and what checkpoints record.
+struct Prepared<'v, L: BatchSource> {
+    state: TrainState<L>,
+    val: Option<&'v L::Validation>,
+    batches_per_epoch: usize,
+    seed: u64,
+    /// The data-stream settings a resume must repeat.
+    stream: serde_json::Value,
+    /// The training split, for the summary.
+    what: String,
+}
+
+/// Runs the loop on a prepared state: the schedule, checkpoints, the progress bar and log,
+/// the summary.
+fn run_loop<L: BatchSource>(
+    graph: Graph,
+    eval_graph: Option<Graph>,
+    spec: &str,
+    a: &TrainArgs,
+    p: Prepared<'_, L>,
+) -> anyhow::Result<()> {
+    let Prepared {
+        mut state,
+        val,
+        batches_per_epoch,
+        seed,
+        stream,
+        what,
+    } = p;
     let steps = match (a.steps, a.epochs) {
         (Some(s), _) => s,
-        (None, Some(e)) => e.saturating_mul(state.loader.batches_per_epoch() as u64),
+        (None, Some(e)) => e.saturating_mul(batches_per_epoch as u64),
         (None, None) => bail!("say how long to train: --steps N or --epochs E"),
     };
     if state.step >= steps {
@@ -388,7 +439,6 @@ pub(crate) fn train_graph(
         log: a.log.as_deref().map(JsonlLog::open).transpose()?,
         eval: String::new(),
     };
-    let val = (!val.is_empty()).then_some(&val);
     let result = train(
         &mut runner,
         &mut state,
@@ -400,7 +450,7 @@ pub(crate) fn train_graph(
     bar.finish_and_clear();
     let s = result.with_context(|| format!("training {spec} failed"))?;
     println!(
-        "trained {} steps ({} in this run, batch {}, {n_train} training samples) in {:.1}s",
+        "trained {} steps ({} in this run, batch {}, {what}) in {:.1}s",
         s.steps, s.steps_run, a.batch, s.seconds
     );
     if let Some(l) = s.final_loss {
@@ -408,9 +458,10 @@ pub(crate) fn train_graph(
     }
     match (s.best_eval_accuracy, &s.last_eval) {
         (Some(best), Some(last)) => println!(
-            "best eval accuracy {:.2}% (last {:.2}% on {} samples)",
+            "best eval accuracy {:.2}% (last {:.2}%, loss {:.4}, on {} samples)",
             100.0 * best,
             100.0 * last.eval_accuracy,
+            last.eval_loss,
             last.samples
         ),
         _ => println!("no evaluation (pass --eval-every K with --holdout > 0)"),

@@ -17,8 +17,8 @@
 
 use super::loader::{permutation, LoaderPosition, SplitMix};
 use super::source::{BatchSource, StepBatch};
-use super::wordpiece::{MASK_ID, SEP_ID, SPECIALS};
 use super::wordpiece::{CLS_ID, UNK_ID};
+use super::wordpiece::{MASK_ID, SEP_ID, SPECIALS};
 use super::DataError;
 use crate::tensor::HostTensor;
 use std::path::Path;
@@ -59,9 +59,7 @@ fn read_docs(dir: &Path, limit: Option<usize>) -> Result<Vec<String>, DataError>
     paths.truncate(limit.unwrap_or(usize::MAX));
     paths
         .iter()
-        .map(|p| {
-            std::fs::read_to_string(p).map_err(|e| layout(format!("{}: {e}", p.display())))
-        })
+        .map(|p| std::fs::read_to_string(p).map_err(|e| layout(format!("{}: {e}", p.display()))))
         .collect()
 }
 
@@ -118,7 +116,7 @@ fn mask_key(seed: u64, epoch: u64, index: usize) -> SplitMix {
 }
 
 /// BERT masking of one row: (input ids, labels). `vocab` bounds the random replacements.
-pub fn mask_row(row: &[u32], vocab: usize, rng: &mut SplitMix) -> (Vec<i64>, Vec<i64>) {
+pub(crate) fn mask_row(row: &[u32], vocab: usize, rng: &mut SplitMix) -> (Vec<i64>, Vec<i64>) {
     let mut ids: Vec<i64> = row.iter().map(|&t| t as i64).collect();
     let mut labels = vec![IGNORE_LABEL; row.len()];
     // [UNK] is text the tokenizer could not cut, so it is maskable like any word.
@@ -158,7 +156,12 @@ fn step_batch(rows: Vec<(Vec<i64>, Vec<i64>)>, seq: usize) -> StepBatch {
     let t = |v: Vec<i64>| HostTensor::i64(vec![n, seq], v);
     let positions = (0..n * seq).map(|k| (k % seq) as i64).collect();
     StepBatch {
-        inputs: vec![t(ids), t(vec![0; n * seq]), t(positions), t(vec![0; n * seq])],
+        inputs: vec![
+            t(ids),
+            t(vec![0; n * seq]),
+            t(positions),
+            t(vec![0; n * seq]),
+        ],
         labels: t(labels),
         tokens: Some(n * seq),
     }
@@ -326,7 +329,9 @@ impl BatchSource for MlmLoader {
         (0..n)
             .step_by(b.max(1))
             .map(|start| {
-                let rows = (start..start + b).map(|i| val.rows[i % n].clone()).collect();
+                let rows = (start..start + b)
+                    .map(|i| val.rows[i % n].clone())
+                    .collect();
                 (step_batch(rows, val.seq), b.min(n - start))
             })
             .collect()

@@ -42,7 +42,10 @@ fn masking_statistics_are_berts() {
                 continue;
             }
             assert_eq!(labels[k], r[k] as i64);
-            assert!(r[k] != CLS_ID && r[k] != SEP_ID, "specials are never scored");
+            assert!(
+                r[k] != CLS_ID && r[k] != SEP_ID,
+                "specials are never scored"
+            );
             scored += 1;
             match ids[k] {
                 x if x == MASK_ID as i64 => masked += 1,
@@ -57,11 +60,23 @@ fn masking_statistics_are_berts() {
     // ~6,300 scored of ~50,000: the binomial standard deviations are ≈ 0.16% of the positions
     // and ≈ 0.5% / 0.4% of the scored; the bounds are over 4σ wide.
     let frac = |a: usize, b: usize| a as f64 / b as f64;
-    assert!((0.14..0.16).contains(&frac(scored, maskable)), "{scored}/{maskable}");
-    assert!((0.78..0.82).contains(&frac(masked, scored)), "{masked}/{scored}");
+    assert!(
+        (0.14..0.16).contains(&frac(scored, maskable)),
+        "{scored}/{maskable}"
+    );
+    assert!(
+        (0.78..0.82).contains(&frac(masked, scored)),
+        "{masked}/{scored}"
+    );
     // A random draw equal to the original counts as kept (p = 1/995), within the bounds.
-    assert!((0.085..0.115).contains(&frac(random, scored)), "{random}/{scored}");
-    assert!((0.085..0.115).contains(&frac(kept, scored)), "{kept}/{scored}");
+    assert!(
+        (0.085..0.115).contains(&frac(random, scored)),
+        "{random}/{scored}"
+    );
+    assert!(
+        (0.085..0.115).contains(&frac(kept, scored)),
+        "{kept}/{scored}"
+    );
 }
 
 #[test]
