@@ -9,9 +9,11 @@ use oar::ir::ExecMode;
 use oar::ir::Graph;
 use oar::passes::parallel::partition::specialize;
 use oar::passes::training::{build_train_step, LossKind, Optimizer, TrainConfig};
-use oar::runtime::data::{load_dir, Augment, BatchSource, Loader, LoaderConfig};
+use oar::runtime::data::{
+    load_dir, Augment, BatchSource, DataError, Loader, LoaderConfig, LoaderPosition,
+};
 use oar::runtime::init::init_weights;
-use oar::runtime::io::checkpoint::load_checkpoint;
+use oar::runtime::io::checkpoint::{load_checkpoint, Checkpoint};
 use oar::runtime::io::weights::load_safetensors;
 use oar::runtime::train::{
     train, EvalRecord, InterpRunner, JsonlLog, LoopConfig, Observer, SavePolicy, Schedule,
@@ -296,17 +298,7 @@ pub(crate) fn train_graph(
             );
         }
     }
-    if a.resume.is_some() && a.weights.is_some() {
-        bail!("--resume takes the checkpoint's weights; drop --weights");
-    }
-    let resumed = match &a.resume {
-        Some(dir) => Some(load_checkpoint(dir).context("cannot resume")?),
-        None => None,
-    };
-    let seed = match (&resumed, a.seed) {
-        (Some(ck), None) => ck.seed,
-        (_, s) => s.unwrap_or(0),
-    };
+    let (resumed, seed) = resume_and_seed(a)?;
     let stream = stream_settings(a, seed);
     if let (Some(ck), Some(dir)) = (&resumed, &a.resume) {
         check_resume(&ck.config, &stream, dir)?;
@@ -325,26 +317,10 @@ pub(crate) fn train_graph(
             channels,
         },
     };
-    let state = match resumed {
-        Some(ck) => TrainState {
-            step: ck.step,
-            loader: Loader::restore(train_split, lc, ck.loader)?,
-            weights: ck.weights,
-            best_eval_accuracy: ck.best_eval_accuracy,
-        },
-        None => {
-            let mut weights = init_weights(&graph, seed).map_err(anyhow::Error::msg)?;
-            if let Some(p) = &a.weights {
-                weights.extend(load_safetensors(p)?);
-            }
-            TrainState {
-                step: 0,
-                loader: Loader::new(train_split, lc)?,
-                weights,
-                best_eval_accuracy: None,
-            }
-        }
-    };
+    let state = initial_state(&graph, a, resumed, seed, |pos| match pos {
+        Some(pos) => Loader::restore(train_split, lc, pos),
+        None => Loader::new(train_split, lc),
+    })?;
     let prepared = Prepared {
         batches_per_epoch: state.loader.batches_per_epoch(),
         state,
@@ -354,6 +330,54 @@ pub(crate) fn train_graph(
         what: format!("{n_train} training samples"),
     };
     run_loop(graph, eval_graph, &spec, a, prepared)
+}
+
+/// The checkpoint `--resume` names (refusing `--weights` beside it) and the run's seed: the
+/// checkpoint's unless `--seed` is given, else 0.
+fn resume_and_seed(a: &TrainArgs) -> anyhow::Result<(Option<Checkpoint>, u64)> {
+    if a.resume.is_some() && a.weights.is_some() {
+        bail!("--resume takes the checkpoint's weights; drop --weights");
+    }
+    let resumed = match &a.resume {
+        Some(dir) => Some(load_checkpoint(dir).context("cannot resume")?),
+        None => None,
+    };
+    let seed = match (&resumed, a.seed) {
+        (Some(ck), None) => ck.seed,
+        (_, s) => s.unwrap_or(0),
+    };
+    Ok((resumed, seed))
+}
+
+/// The state a run starts from: the checkpoint's, or fresh weights (initialisers, then
+/// `--weights`); `loader` builds the data stream at the checkpoint's position or the start.
+fn initial_state<L>(
+    graph: &Graph,
+    a: &TrainArgs,
+    resumed: Option<Checkpoint>,
+    seed: u64,
+    loader: impl FnOnce(Option<LoaderPosition>) -> Result<L, DataError>,
+) -> anyhow::Result<TrainState<L>> {
+    Ok(match resumed {
+        Some(ck) => TrainState {
+            step: ck.step,
+            loader: loader(Some(ck.loader))?,
+            weights: ck.weights,
+            best_eval_accuracy: ck.best_eval_accuracy,
+        },
+        None => {
+            let mut weights = init_weights(graph, seed).map_err(anyhow::Error::msg)?;
+            if let Some(p) = &a.weights {
+                weights.extend(load_safetensors(p)?);
+            }
+            TrainState {
+                step: 0,
+                loader: loader(None)?,
+                weights,
+                best_eval_accuracy: None,
+            }
+        }
+    })
 }
 
 /// A run ready to start: its state, validation data, and what checkpoints record.

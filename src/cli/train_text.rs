@@ -9,7 +9,10 @@
 //! overrides given; the step is `LossKind::MaskedLm` through `build_train_step`, evaluated with
 //! the inference model (no dropout) — the validation MLM loss over the masked positions.
 
-use super::{check_resume, run_loop, set_hyper_parameters, Prepared, TrainArgs};
+use super::{
+    check_resume, initial_state, resume_and_seed, run_loop, set_hyper_parameters, Prepared,
+    TrainArgs,
+};
 use anyhow::{bail, Context};
 use clap::Args;
 use oar::models::ErnieConfig;
@@ -17,10 +20,6 @@ use oar::passes::parallel::partition::specialize;
 use oar::passes::training::{build_train_step, LossKind, Optimizer, TrainConfig};
 use oar::runtime::data::mlm::{is_text_dir, load_text_dir, pack_sequences};
 use oar::runtime::data::{MlmConfig, MlmLoader, TextValidation, WordPiece};
-use oar::runtime::init::init_weights;
-use oar::runtime::io::checkpoint::load_checkpoint;
-use oar::runtime::io::weights::load_safetensors;
-use oar::runtime::train::TrainState;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -107,17 +106,7 @@ pub(super) fn run(cfg: ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result
             a.data.display()
         );
     }
-    if a.resume.is_some() && a.weights.is_some() {
-        bail!("--resume takes the checkpoint's weights; drop --weights");
-    }
-    let resumed = match &a.resume {
-        Some(dir) => Some(load_checkpoint(dir).context("cannot resume")?),
-        None => None,
-    };
-    let seed = match (&resumed, a.seed) {
-        (Some(ck), None) => ck.seed,
-        (_, s) => s.unwrap_or(0),
-    };
+    let (resumed, seed) = resume_and_seed(a)?;
     let corpus = load_text_dir(&a.data, t.max_docs)?;
     let vocab_path = t.vocab.clone().unwrap_or_else(|| {
         let slice = t.max_docs.map_or(String::new(), |n| format!("-docs{n}"));
@@ -172,26 +161,10 @@ pub(super) fn run(cfg: ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result
         seed,
         vocab: wp.len(),
     };
-    let state = match resumed {
-        Some(ck) => TrainState {
-            step: ck.step,
-            loader: MlmLoader::restore(train_rows, lc, ck.loader)?,
-            weights: ck.weights,
-            best_eval_accuracy: ck.best_eval_accuracy,
-        },
-        None => {
-            let mut weights = init_weights(&graph, seed).map_err(anyhow::Error::msg)?;
-            if let Some(p) = &a.weights {
-                weights.extend(load_safetensors(p)?);
-            }
-            TrainState {
-                step: 0,
-                loader: MlmLoader::new(train_rows, lc)?,
-                weights,
-                best_eval_accuracy: None,
-            }
-        }
-    };
+    let state = initial_state(&graph, a, resumed, seed, |pos| match pos {
+        Some(pos) => MlmLoader::restore(train_rows, lc, pos),
+        None => MlmLoader::new(train_rows, lc),
+    })?;
     eprintln!(
         "{spec}: masked LM, vocab {}, {} layers × {} hidden, seq {}, {n_rows} training and {} \
          validation sequences",
