@@ -145,7 +145,7 @@ fn ernie_masked_lm_lowers_the_validation_loss() {
     assert_eq!(evals.len(), 6, "{evals:?}");
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     assert!(
-        mean(&evals[3..]) < mean(&evals[..3]) && evals[5] < first - 0.5,
+        mean(&evals[3..]) < mean(&evals[..3]) && evals[5] < first - 0.4,
         "validation MLM loss {evals:?} (step 1 training loss {first})"
     );
 }
