@@ -1,6 +1,7 @@
 //! `oar train FILE.oir --data DIR`: trains a training-step graph (the contract in
 //! `oar_runtime::train`) on a directory of `.npy` shards with the reference interpreter,
-//! with evaluation, JSON-lines metrics, checkpoints and exact resume. See docs/training.md.
+//! with evaluation, JSON-lines metrics, checkpoints and exact resume; a zoo ERNIE trains as a
+//! masked LM on a text corpus (`train_text.rs`). See docs/training.md.
 
 use anyhow::{bail, Context};
 use clap::Args;
