@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   llvm-22-dev libmlir-22-dev mlir-22-tools libclang-22-dev clang-22 libpolly-22-dev
   libopenmpi-dev openmpi-bin graphviz pkg-config zlib1g-dev libzstd-dev libxml2-dev
+  python3.11-doc
 )
 
 missing=()

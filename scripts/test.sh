@@ -9,6 +9,8 @@ python3 scripts/onnx_setup.py target/onnx
 python3 scripts/paddle_setup.py
 # scikit-learn's digits as .npy shards for the training tests (they skip without).
 python3 scripts/data_setup.py target/data/digits
+# The Python 3.11 docs (python3.11-doc) as a text corpus for the ERNIE masked-LM tests.
+python3 scripts/text_setup.py target/data/pydoc
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -34,7 +34,7 @@ enum Command {
     Run(run::RunArgs),
     /// Train a zoo classifier, a model file or a training-step graph on a directory of .npy
     /// shards (interpreter): autodiff, optimizer, evaluation, checkpoints, exact resume.
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Plan data/tensor/pipeline parallel training of a transformer on a cluster.
     Plan(plan::PlanArgs),
     /// Cluster presets and files.
@@ -50,7 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(a) => run::run(a),
         Command::Export(a) => export::run(a),
         Command::Compile(a) => compile::run(a),
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Plan(a) => plan::run(a),
         Command::Cluster(c) => cluster::run(c),
     }

@@ -1,6 +1,7 @@
 //! `oar train FILE.oir --data DIR`: trains a training-step graph (the contract in
 //! `oar_runtime::train`) on a directory of `.npy` shards with the reference interpreter,
-//! with evaluation, JSON-lines metrics, checkpoints and exact resume. See docs/training.md.
+//! with evaluation, JSON-lines metrics, checkpoints and exact resume; a zoo ERNIE trains as a
+//! masked LM on a text corpus (`train_text.rs`). See docs/training.md.
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -11,9 +12,11 @@ use oar::passes::parallel::partition::specialize;
 use oar::passes::training::{
     build_train_step, LossKind, Optimizer, Precision, Recompute, TrainConfig,
 };
-use oar::runtime::data::{load_dir, Augment, Loader, LoaderConfig};
+use oar::runtime::data::{
+    load_dir, Augment, BatchSource, DataError, Loader, LoaderConfig, LoaderPosition,
+};
 use oar::runtime::init::init_weights;
-use oar::runtime::io::checkpoint::load_checkpoint;
+use oar::runtime::io::checkpoint::{load_checkpoint, Checkpoint};
 use oar::runtime::io::weights::load_safetensors;
 use oar::runtime::train::{
     train, EvalRecord, InterpRunner, JsonlLog, LoopConfig, Observer, SavePolicy, Schedule,
@@ -26,10 +29,13 @@ use std::path::{Path, PathBuf};
 // A child module, so the distillation front end reads these arguments and reuses the loop.
 #[path = "train_distill.rs"]
 pub(crate) mod distill;
+#[path = "train_text.rs"]
+mod text;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// A zoo image classifier (`lcnet_x0_25`: its head is sized to the data's classes), an
+    /// A zoo image classifier (`lcnet_x0_25`: its head is sized to the data's classes), a zoo
+    /// ERNIE (`ernie-3.0-…`: a masked-LM step on a text corpus, see the text options), an
     /// inference graph file whose first output is the logits (the training step is built:
     /// cross-entropy, autodiff, optimizer), or a training-step graph (mode=training; inputs
     /// images, labels: i64[N], lr: f32[], step: f32[]; outputs loss: f32[], logits, then
@@ -123,6 +129,8 @@ pub struct TrainArgs {
     /// none, selective or full.
     #[arg(long, default_value = "none")]
     recompute: Recompute,
+    #[command(flatten)]
+    text: text::TextArgs,
 }
 
 /// The progress bar, the JSON log, and eval lines on stderr.
@@ -142,10 +150,12 @@ impl Observer for CliObserver {
             0 => String::new(),
             n => format!("  {n} skipped (loss scale)"),
         };
-        self.bar.set_message(format!(
-            "loss {:.4}  {:.0} samples/s{}{skipped}",
-            r.loss, r.samples_per_sec, self.eval
-        ));
+        let speed = match r.tokens_per_sec {
+            Some(t) => format!("{t:.0} tokens/s"),
+            None => format!("{:.0} samples/s", r.samples_per_sec),
+        };
+        self.bar
+            .set_message(format!("loss {:.4}  {speed}{}{skipped}", r.loss, self.eval));
         self.log.as_mut().map_or(Ok(()), |l| l.on_step(r))
     }
 
@@ -231,6 +241,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         return distill::run(a);
     }
     let spec = a.model.clone();
+    if let Some(cfg) = oar::models::ernie_config(&spec) {
+        return text::run(cfg, &spec, &a);
+    }
     let model = match oar::models::lcnet_config(&spec) {
         Some(mut cfg) => {
             // A zoo classifier sized to the data: its classes, and the data's image size
@@ -251,18 +264,28 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let bindings = BTreeMap::from([("N".to_string(), a.batch as u64)]);
     let model = specialize(&model, &bindings)
         .with_context(|| format!("{spec}: shapes must be static once the batch N is bound"))?;
+    let cfg = train_config(
+        &a,
+        LossKind::CrossEntropy {
+            label_smoothing: a.label_smoothing,
+        },
+    )?;
+    let step = build_train_step(&model, &cfg)
+        .with_context(|| format!("cannot build the training step of {spec}"))?;
+    train_graph(step.graph, Some(model), &spec, &a).map(drop)
+}
+
+/// The step configuration the flags give: optimizer and its hyper-parameters, clipping,
+/// precision, recomputation, and `loss`.
+pub(crate) fn train_config(a: &TrainArgs, loss: LossKind) -> anyhow::Result<TrainConfig> {
     let mut optimizer: Optimizer = a.optimizer.parse()?;
-    set_hyper_parameters(&mut optimizer, &a);
+    set_hyper_parameters(&mut optimizer, a);
     let mut cfg = TrainConfig::new(optimizer);
     cfg.optim.clip_global_norm = a.clip_norm;
     cfg.precision = a.precision;
     cfg.recompute.mode = a.recompute;
-    cfg.loss = LossKind::CrossEntropy {
-        label_smoothing: a.label_smoothing,
-    };
-    let step = build_train_step(&model, &cfg)
-        .with_context(|| format!("cannot build the training step of {spec}"))?;
-    train_graph(step.graph, Some(model), &spec, &a).map(drop)
+    cfg.loss = loss;
+    Ok(cfg)
 }
 
 /// The CLI's hyper-parameters over the optimizer's defaults.
@@ -316,17 +339,7 @@ pub(crate) fn train_graph(
             );
         }
     }
-    if a.resume.is_some() && a.weights.is_some() {
-        bail!("--resume takes the checkpoint's weights; drop --weights");
-    }
-    let resumed = match &a.resume {
-        Some(dir) => Some(load_checkpoint(dir).context("cannot resume")?),
-        None => None,
-    };
-    let seed = match (&resumed, a.seed) {
-        (Some(ck), None) => ck.seed,
-        (_, s) => s.unwrap_or(0),
-    };
+    let (resumed, seed) = resume_and_seed(a)?;
     let stream = stream_settings(a, seed);
     if let (Some(ck), Some(dir)) = (&resumed, &a.resume) {
         check_resume(&ck.config, &stream, dir)?;
@@ -345,29 +358,101 @@ pub(crate) fn train_graph(
             channels,
         },
     };
-    let mut state = match resumed {
+    let state = initial_state(&graph, a, resumed, seed, |pos| match pos {
+        Some(pos) => Loader::restore(train_split, lc, pos),
+        None => Loader::new(train_split, lc),
+    })?;
+    let prepared = Prepared {
+        batches_per_epoch: state.loader.batches_per_epoch(),
+        state,
+        val: (!val.is_empty()).then_some(&val),
+        seed,
+        stream,
+        what: format!("{n_train} training samples"),
+    };
+    run_loop(graph, eval_graph, &spec, a, prepared)
+}
+
+/// The checkpoint `--resume` names (refusing `--weights` beside it) and the run's seed: the
+/// checkpoint's unless `--seed` is given, else 0.
+fn resume_and_seed(a: &TrainArgs) -> anyhow::Result<(Option<Checkpoint>, u64)> {
+    if a.resume.is_some() && a.weights.is_some() {
+        bail!("--resume takes the checkpoint's weights; drop --weights");
+    }
+    let resumed = match &a.resume {
+        Some(dir) => Some(load_checkpoint(dir).context("cannot resume")?),
+        None => None,
+    };
+    let seed = match (&resumed, a.seed) {
+        (Some(ck), None) => ck.seed,
+        (_, s) => s.unwrap_or(0),
+    };
+    Ok((resumed, seed))
+}
+
+/// The state a run starts from: the checkpoint's, or fresh weights (initialisers, then
+/// `--weights`); `loader` builds the data stream at the checkpoint's position or the start.
+fn initial_state<L>(
+    graph: &Graph,
+    a: &TrainArgs,
+    resumed: Option<Checkpoint>,
+    seed: u64,
+    loader: impl FnOnce(Option<LoaderPosition>) -> Result<L, DataError>,
+) -> anyhow::Result<TrainState<L>> {
+    Ok(match resumed {
         Some(ck) => TrainState {
             step: ck.step,
-            loader: Loader::restore(train_split, lc, ck.loader)?,
+            loader: loader(Some(ck.loader))?,
             weights: ck.weights,
             best_eval_accuracy: ck.best_eval_accuracy,
         },
         None => {
-            let mut weights = init_weights(&graph, seed).map_err(anyhow::Error::msg)?;
+            let mut weights = init_weights(graph, seed).map_err(anyhow::Error::msg)?;
             if let Some(p) = &a.weights {
                 weights.extend(load_safetensors(p)?);
             }
             TrainState {
                 step: 0,
-                loader: Loader::new(train_split, lc)?,
+                loader: loader(None)?,
                 weights,
                 best_eval_accuracy: None,
             }
         }
-    };
+    })
+}
+
+/// A run ready to start: its state, validation data, and what checkpoints record.
+struct Prepared<'v, L: BatchSource> {
+    state: TrainState<L>,
+    val: Option<&'v L::Validation>,
+    batches_per_epoch: usize,
+    seed: u64,
+    /// The data-stream settings a resume must repeat.
+    stream: serde_json::Value,
+    /// The training split, for the summary.
+    what: String,
+}
+
+/// Runs the loop on a prepared state: the schedule, checkpoints, the progress bar and log,
+/// the summary.
+fn run_loop<L: BatchSource>(
+    graph: Graph,
+    eval_graph: Option<Graph>,
+    spec: &str,
+    a: &TrainArgs,
+    p: Prepared<'_, L>,
+) -> anyhow::Result<TrainState<L>> {
+    let Prepared {
+        mut state,
+        val,
+        batches_per_epoch,
+        seed,
+        stream,
+        what,
+    } = p;
     let steps = match (a.steps, a.epochs) {
         (Some(s), _) => s,
-        (None, Some(e)) => e.saturating_mul(state.loader.batches_per_epoch() as u64),
+        (None, Some(e)) => e.saturating_mul(batches_per_epoch as u64),
         (None, None) => bail!("say how long to train: --steps N or --epochs E"),
     };
     if state.step >= steps {
@@ -420,7 +505,6 @@ pub(crate) fn train_graph(
         eval: String::new(),
         skipped: 0,
     };
-    let val = (!val.is_empty()).then_some(&val);
     let result = train(
         &mut runner,
         &mut state,
@@ -432,7 +516,7 @@ pub(crate) fn train_graph(
     bar.finish_and_clear();
     let s = result.with_context(|| format!("training {spec} failed"))?;
     println!(
-        "trained {} steps ({} in this run, batch {}, {n_train} training samples) in {:.1}s",
+        "trained {} steps ({} in this run, batch {}, {what}) in {:.1}s",
         s.steps, s.steps_run, a.batch, s.seconds
     );
     if let Some(l) = s.final_loss {
@@ -440,9 +524,10 @@ pub(crate) fn train_graph(
     }
     match (s.best_eval_accuracy, &s.last_eval) {
         (Some(best), Some(last)) => println!(
-            "best eval accuracy {:.2}% (last {:.2}% on {} samples)",
+            "best eval accuracy {:.2}% (last {:.2}%, loss {:.4}, on {} samples)",
             100.0 * best,
             100.0 * last.eval_accuracy,
+            last.eval_loss,
             last.samples
         ),
         _ => println!("no evaluation (pass --eval-every K with --holdout > 0)"),

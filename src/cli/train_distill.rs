@@ -8,15 +8,15 @@
 //! end, feeding the joint step to the ordinary image loop (`train_graph`), which evaluates
 //! the student; the teacher is evaluated after the run.
 
-use super::{set_hyper_parameters, train_graph, TrainArgs};
+use super::{train_config, train_graph, TrainArgs};
 use anyhow::{bail, Context};
 use clap::Args;
 use oar::ir::Graph;
 use oar::passes::parallel::partition::specialize;
 use oar::passes::training::online::{prefixed, STUDENT_PREFIX, TEACHER_PREFIX};
 use oar::passes::training::{
-    build_online_distill_step, split_weights, LossKind, OnlineDistill, OptimConfig, Optimizer,
-    SoftLoss, TeacherMode, TrainStep,
+    build_online_distill_step, split_weights, LossKind, OnlineDistill, OptimConfig, SoftLoss,
+    TeacherMode, TrainStep,
 };
 use oar::runtime::data::{load_dir, Dataset};
 use oar::runtime::io::weights::{load_safetensors, save_safetensors};
@@ -142,10 +142,8 @@ pub(super) fn run(mut a: TrainArgs) -> anyhow::Result<()> {
             label_smoothing: a.label_smoothing,
         },
     };
-    let mut optimizer: Optimizer = a.optimizer.parse()?;
-    set_hyper_parameters(&mut optimizer, &a);
-    let mut optim = OptimConfig::new(optimizer);
-    optim.clip_global_norm = a.clip_norm;
+    // The joint step has its own loss; the flags' optimizer settings apply to it.
+    let optim = train_config(&a, pair.hard.clone())?.optim;
     let s = setup(&pair, &a.distill, optim)?;
     // The loop reads initial weights from one file: the teacher's, renamed into the joint
     // step, plus any --weights (joint names), written to a scratch file for the run.

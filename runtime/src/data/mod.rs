@@ -1,5 +1,7 @@
 //! Training data: a labelled image dataset read from a directory of `.npy` shards, a seeded
-//! train/validation split, and the [`Loader`] that turns it into fixed-size batches.
+//! train/validation split, and the [`Loader`] that turns it into fixed-size batches; a text
+//! corpus, its [`WordPiece`] tokenizer and the masked-LM [`MlmLoader`] (module `mlm`). Both
+//! loaders are a [`BatchSource`], what the training loop draws from.
 //!
 //! A data directory holds `images.npy` (f32 `[n, c, h, w]`) and `labels.npy` (integer `[n]`),
 //! or several shards `images-K.npy` / `labels-K.npy` with the same suffixes, concatenated in
@@ -11,9 +13,15 @@
 
 mod augment;
 mod loader;
+pub mod mlm;
+mod source;
+pub mod wordpiece;
 
 pub use augment::{hflip, random_crop, resize_bilinear, Augment};
 pub use loader::{eval_batches, Batch, Loader, LoaderConfig, LoaderPosition};
+pub use mlm::{MlmConfig, MlmLoader, TextValidation};
+pub use source::{BatchSource, StepBatch};
+pub use wordpiece::WordPiece;
 
 use crate::io::npy::read_npy;
 use crate::io::IoError;

@@ -4,7 +4,9 @@
 //!
 //! Log format, one object per line: `{"kind":"step","step":S,"epoch":E,"loss":L,"lr":R,
 //! "samples_per_sec":T}`, `{"kind":"eval","step":S,"eval_accuracy":A,"eval_loss":L,
-//! "samples":N}` and `{"kind":"checkpoint","step":S,"path":P}`.
+//! "samples":N}` and `{"kind":"checkpoint","step":S,"path":P}`. A text (masked-LM) run adds
+//! `"tokens_per_sec"` to step lines and `"tokens"` (scored positions) to eval lines, whose
+//! accuracy and loss are then token-level over the masked positions.
 
 use super::TrainError;
 use serde::Serialize;
@@ -23,17 +25,25 @@ pub struct StepRecord {
     pub samples_per_sec: f64,
     /// Loss scaling skipped the update (non-finite gradients).
     pub skipped: bool,
+    /// Tokens (batch · seq) over the step's wall time, for a text stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_sec: Option<f64>,
 }
 
 /// One evaluation on the validation split.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvalRecord {
     pub step: u64,
-    /// Fraction of validation samples whose largest logit is the label.
+    /// Fraction of scored rows (samples; masked tokens for text) whose largest logit is the
+    /// label.
     pub eval_accuracy: f64,
-    /// Mean cross-entropy of the softmax of the logits.
+    /// Mean cross-entropy of the softmax of the logits over the scored rows (for text: the
+    /// validation MLM loss).
     pub eval_loss: f64,
     pub samples: usize,
+    /// Scored (masked) positions, for a text stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<usize>,
 }
 
 /// The end of a run.

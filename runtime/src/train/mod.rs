@@ -7,7 +7,8 @@
 //! that a run writes back into the [`Weights`]. A [`StepRunner`] executes it: the reference
 //! interpreter ([`InterpRunner`]) here, a compiled runner later.
 //!
-//! [`train_loop::train`] fetches batches from a [`crate::data::Loader`], asks a schedule for
+//! [`train_loop::train`] fetches batches from a [`crate::data::BatchSource`] (images or
+//! masked-LM text), asks a schedule for
 //! the learning rate, runs the step, evaluates on the validation split every K steps, saves
 //! checkpoints, and reports to an [`Observer`] (the library prints nothing).
 
