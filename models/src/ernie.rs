@@ -190,7 +190,10 @@ impl ErnieConfig {
         let build = || {
             let e = Embeddings::init(b, self);
             let h = e.forward(&input_ids, &token_type, &position, &task_type);
-            let u = self.universal.init_stack(b, "encoder", self, false).forward(&h);
+            let u = self
+                .universal
+                .init_stack(b, "encoder", self, false)
+                .forward(&h);
             (u, e.word.weight)
         };
         if self.task_modules.is_some() {
@@ -300,9 +303,8 @@ impl Embeddings {
             word: EmbeddingConfig::new(c.vocab, h).init(b, "word_embeddings"),
             position: EmbeddingConfig::new(c.max_positions, h).init(b, "position_embeddings"),
             token_type: EmbeddingConfig::new(c.type_vocab, h).init(b, "token_type_embeddings"),
-            task_type: (c.task_vocab > 0).then(|| {
-                EmbeddingConfig::new(c.task_vocab, h).init(b, "task_type_embeddings")
-            }),
+            task_type: (c.task_vocab > 0)
+                .then(|| EmbeddingConfig::new(c.task_vocab, h).init(b, "task_type_embeddings")),
             norm: LayerNormConfig::new(h)
                 .with_eps(c.eps)
                 .init(b, "layer_norm"),
