@@ -6,6 +6,9 @@
     python3 benches/peers.py serve paddle_train VARIANT BATCH SIZE THREADS
                                                       -> ms per training step of PaddleClas's
                                                          VARIANT (forward, backward, AdamW)
+    python3 benches/peers.py serve paddle_ernie_train CONFIG BATCH SEQ THREADS
+                                                      -> the same for PaddleNLP's ErnieForMaskedLM
+                                                         (benches/peer_ernie.py)
 
 Prints one number. With `serve` first (`peers.py serve sgemm 1024 2`), it sets up once,
 prints `ready`, then for each line `R` read from stdin times R more runs and prints their
@@ -56,6 +59,10 @@ def setup(kind, args):
     """The peer's one run and its unit conversion (seconds -> the printed figure)."""
     if kind == "paddle_train":
         run = paddle_train_step(args[0], int(args[1]), int(args[2]), args[3])
+        return run, (lambda s: s * 1e3)
+    if kind == "paddle_ernie_train":
+        from peer_ernie import paddle_ernie_train_step
+        run = paddle_ernie_train_step(args[0], int(args[1]), int(args[2]), args[3])
         return run, (lambda s: s * 1e3)
     if kind == "sgemm":
         n, threads = int(args[0]), args[1]

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Test setup for the PaddleClas comparison (tests/paddle_lcnet.rs): installs PaddlePaddle
-(CPU) and PaddleClas's source.
+"""Test setup for the PaddleClas and PaddleNLP comparisons (tests/paddle_lcnet.rs,
+tests/paddle_ernie.rs): installs PaddlePaddle (CPU), PaddleClas's and PaddleNLP's source.
 
     python3 scripts/paddle_setup.py
 
 paddleclas is installed without its dependencies: they pin numpy < 2 (faiss-cpu,
 opencv-python builds), which would replace the numpy that onnx and onnxruntime need. The test
 only needs PaddleClas's model code, which tests/paddle/lcnet_run.py loads without the
-package's __init__ (which imports those dependencies). A registry that cannot be reached
-leaves paddle missing, and the test skips with a message.
+package's __init__ (which imports those dependencies). paddlenlp is installed without its
+dependencies for the same reason (datasets, paddle2onnx, dill < 0.3.5, ...): the ERNIE test
+needs only its ERNIE configuration and modeling code, which tests/paddle/ernie_paddle.py loads
+without the package __init__s. A registry that cannot be reached leaves paddle missing, and
+the tests skip with a message.
 """
 import subprocess
 import sys
@@ -22,15 +25,18 @@ def have(module):
     return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
+def found(package):
+    """Whether `package` is installed, without importing it (its __init__ may not import)."""
+    check = f"import importlib.util as u, sys; sys.exit(u.find_spec('{package}') is None)"
+    return subprocess.run([sys.executable, "-c", check], capture_output=True).returncode == 0
+
+
 def main():
     if not have("paddle") and not pip("install", "paddlepaddle==3.3.1"):
         print("paddle_setup: could not install paddlepaddle (registry unreachable?)", file=sys.stderr)
-    found = subprocess.run(
-        [sys.executable, "-c", "import importlib.util as u, sys; sys.exit(u.find_spec('paddleclas') is None)"],
-        capture_output=True,
-    ).returncode == 0
-    if not found and not pip("install", "--no-deps", "paddleclas==2.6.0"):
-        print("paddle_setup: could not install paddleclas (registry unreachable?)", file=sys.stderr)
+    for package, version in [("paddleclas", "2.6.0"), ("paddlenlp", "2.8.1")]:
+        if not found(package) and not pip("install", "--no-deps", f"{package}=={version}"):
+            print(f"paddle_setup: could not install {package} (registry unreachable?)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ fn external_weights_and_integer_inputs() {
     let exe = dir.join("ernie");
     oar(&[
         "compile",
-        "ernie-3.0-tiny",
+        "ernie-3.0-titan-tiny",
         "--sym",
         "N=2",
         "--sym",
@@ -109,7 +109,7 @@ fn external_weights_and_integer_inputs() {
         exe.to_str().unwrap(),
     ]);
     assert!(dir.join("ernie.weights").exists());
-    let g = oar::load_graph("ernie-3.0-tiny").unwrap();
+    let g = oar::load_graph("ernie-3.0-titan-tiny").unwrap();
     let inputs = random_inputs(&g, &BTreeMap::from([("N".into(), 2), ("seq".into(), 8)]), 4);
     let mut args = Vec::new();
     for (&i, t) in g.inputs().iter().zip(&inputs) {
@@ -118,7 +118,7 @@ fn external_weights_and_integer_inputs() {
         args.push("--input".to_string());
         args.push(format!("{}={}", g.node(i).name, p.display()));
     }
-    let want = reference("ernie-3.0-tiny", &inputs);
+    let want = reference("ernie-3.0-titan-tiny", &inputs);
     for k in 0..want.len() {
         args.push("-o".into());
         args.push(dir.join(format!("out{k}.npy")).display().to_string());

@@ -198,7 +198,7 @@ fn exported_large_lcnet_scales_match_onnxruntime() {
 #[test]
 fn exported_small_ernie_models_match_onnxruntime() {
     for name in [
-        "ernie-3.0-tiny",
+        "ernie-3.0-titan-tiny",
         "ernie-3.0-nano-zh",
         "ernie-3.0-micro-zh",
         "ernie-3.0-mini-zh",

@@ -29,7 +29,7 @@ fn fails(args: &[&str]) -> String {
     err
 }
 
-/// Plans ernie-3.0-tiny as dp 2 × tp 2 on the 4-device CPU cluster into a fresh file.
+/// Plans ernie-3.0-titan-tiny as dp 2 × tp 2 on the 4-device CPU cluster into a fresh file.
 fn emit(tag: &str, extra: &[&str]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("oar-plan-cli-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -37,7 +37,7 @@ fn emit(tag: &str, extra: &[&str]) -> PathBuf {
     let p = path.to_str().unwrap();
     let mut args = vec![
         "plan",
-        "ernie-3.0-tiny",
+        "ernie-3.0-titan-tiny",
         "--cluster",
         "examples/clusters/cpu4.toml",
         "--emit-graph",
@@ -45,7 +45,7 @@ fn emit(tag: &str, extra: &[&str]) -> PathBuf {
     ];
     args.extend(extra);
     let report = ok(&args);
-    assert!(report.contains("ernie-3.0-tiny"), "{report}");
+    assert!(report.contains("ernie-3.0-titan-tiny"), "{report}");
     path
 }
 

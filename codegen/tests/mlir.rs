@@ -62,7 +62,7 @@ fn invalid_text_is_rejected_with_mlirs_message() {
 fn ernie_with_losses_verifies() {
     // Embeddings, attention with a causal mask, GELU, and the losses' gather_elements
     // (linalg.generic, since TOSA has no such op).
-    let g = oar_models::build("ernie-3.0-tiny").unwrap().unwrap();
+    let g = oar_models::build("ernie-3.0-titan-tiny").unwrap().unwrap();
     let out = verified(
         &g,
         &BTreeMap::from([("N".to_string(), 2), ("seq".to_string(), 8)]),

@@ -8,8 +8,16 @@
 //! tokens are prepended to the text and the LM loss is taken over the text positions only,
 //! which the `lm_weights` input expresses (zero on prompt positions).
 //!
-//! The public PaddleNLP checkpoints (nano … xbase) are the universal module alone, distilled;
-//! those configs have no task modules and an MLM head on the universal output.
+//! The public PaddleNLP checkpoints (nano … xbase, the ERNIE 3.0 Tiny v2 family) are the
+//! universal module alone, distilled; those configs have no task modules and an MLM head on
+//! the universal output. An encoder-only config builds PaddleNLP's `ErnieForMaskedLM` layout
+//! exactly, so a public checkpoint's tensors load unchanged by name: `ernie.embeddings.*`
+//! (a task-type table only when `task_vocab > 0`, PaddleNLP's `use_task_id`),
+//! `ernie.encoder.layers.{i}.*` (Paddle's `TransformerEncoderLayer` names, Linear weights
+//! `[in, out]`), `ernie.pooler.dense.*` (declared so the checkpoint loads; the MLM loss does
+//! not read it) and `cls.predictions.{transform,layer_norm,decoder_bias}` with the decoder
+//! tied to the word embedding. Layer-norm epsilon is 1e-12: PaddleNLP's
+//! `ErniePretrainedModel._init_weights` sets it on every `nn.LayerNorm` at construction.
 //!
 //! Assumptions where the papers give no figure: a task module narrower than the universal
 //! module reads it through a linear projection, and its heads project back to the embedding
@@ -49,6 +57,8 @@ pub struct ErnieConfig {
     pub vocab: u64,
     pub max_positions: u64,
     pub type_vocab: u64,
+    /// Rows of the task-type embedding; 0 = none (PaddleNLP's `use_task_id = False`), the
+    /// `task_type_ids` input is then read by nothing.
     pub task_vocab: u64,
     pub universal: StackConfig,
     /// NLU and NLG task modules; `None` for the public encoder-only checkpoints.
@@ -60,27 +70,51 @@ pub struct ErnieConfig {
 }
 
 impl ErnieConfig {
+    /// A PaddleNLP ERNIE 3.0 configuration (`ERNIE_PRETRAINED_INIT_CONFIGURATION` in
+    /// `paddlenlp/transformers/ernie/configuration.py`, 2.8): vocab 40000, 2048 positions,
+    /// 4 token types, 16 task types with `use_task_id`.
     fn encoder_only(universal: StackConfig) -> Self {
         ErnieConfig {
             vocab: 40000,
             max_positions: 2048,
             type_vocab: 4,
-            task_vocab: 3,
+            task_vocab: 16,
             universal,
             task_modules: None,
             adversarial_head: false,
             dropout: 0.1,
-            eps: 1e-5,
+            eps: 1e-12,
         }
     }
 
-    /// For tests: 2 universal layers and 1 layer per task module at hidden 128, all heads.
+    /// The paper-shaped models with task modules (10B, Titan) have no PaddleNLP checkpoint:
+    /// they keep the papers' 3 task types and Paddle's default layer-norm epsilon.
+    fn with_task_modules(universal: StackConfig, task: StackConfig, adversarial: bool) -> Self {
+        ErnieConfig {
+            task_vocab: 3,
+            task_modules: Some(task),
+            adversarial_head: adversarial,
+            eps: 1e-5,
+            ..Self::encoder_only(universal)
+        }
+    }
+
+    /// ERNIE 3.0 Tiny: PaddleNLP's `ernie-3.0-tiny-pico-v2-zh`, the smallest public ERNIE 3.0
+    /// (3 layers, hidden 128, 2 heads, FFN 512; no task-type embedding).
     pub fn tiny() -> Self {
         ErnieConfig {
-            task_modules: Some(StackConfig::new(1, 128, 2, 512)),
-            adversarial_head: true,
-            ..Self::encoder_only(StackConfig::new(2, 128, 2, 512))
+            task_vocab: 0,
+            ..Self::encoder_only(StackConfig::new(3, 128, 2, 512))
         }
+    }
+    /// For tests of the Titan structure: 2 universal layers and 1 layer per task module at
+    /// hidden 128, the adversarial head.
+    pub fn titan_tiny() -> Self {
+        Self::with_task_modules(
+            StackConfig::new(2, 128, 2, 512),
+            StackConfig::new(1, 128, 2, 512),
+            true,
+        )
     }
     pub fn nano() -> Self {
         Self::encoder_only(StackConfig::new(4, 312, 12, 1248))
@@ -94,26 +128,31 @@ impl ErnieConfig {
     pub fn medium() -> Self {
         Self::encoder_only(StackConfig::new(6, 768, 12, 3072))
     }
+    /// `ernie-3.0-base-zh` alone of PaddleNLP's configs has 3 task types.
     pub fn base() -> Self {
-        Self::encoder_only(StackConfig::new(12, 768, 12, 3072))
+        ErnieConfig {
+            task_vocab: 3,
+            ..Self::encoder_only(StackConfig::new(12, 768, 12, 3072))
+        }
     }
     pub fn xbase() -> Self {
         Self::encoder_only(StackConfig::new(20, 1024, 16, 4096))
     }
     /// ERNIE 3.0 10B: universal 48 layers × 4096 (64 heads); task modules 12 × 768 (12 heads).
     pub fn ten_billion() -> Self {
-        ErnieConfig {
-            task_modules: Some(StackConfig::new(12, 768, 12, 3072)),
-            ..Self::encoder_only(StackConfig::new(48, 4096, 64, 16384))
-        }
+        Self::with_task_modules(
+            StackConfig::new(48, 4096, 64, 16384),
+            StackConfig::new(12, 768, 12, 3072),
+            false,
+        )
     }
     /// ERNIE 3.0 Titan, ≈260B (see the module docs for the assumed shape).
     pub fn titan() -> Self {
-        ErnieConfig {
-            task_modules: Some(StackConfig::new(12, 768, 12, 3072)),
-            adversarial_head: true,
-            ..Self::encoder_only(StackConfig::new(144, 12288, 192, 49152))
-        }
+        Self::with_task_modules(
+            StackConfig::new(144, 12288, 192, 49152),
+            StackConfig::new(12, 768, 12, 3072),
+            true,
+        )
     }
 
     /// The masked-LM model (PaddleNLP's `ErnieForMaskedLM`): the universal module and an
@@ -124,6 +163,23 @@ impl ErnieConfig {
     /// −100 where a position is not scored).
     pub fn build_masked_lm(&self, name: &str) -> Result<Graph, BuildError> {
         let b = ModelBuilder::new(name);
+        let (u, word) = self.universal_output(&b);
+        let head = LmHead::init(&b, self.mlm_head_name(), self.universal.hidden, self);
+        b.finish(&[&head.logits(&u, &word)])
+    }
+
+    /// The MLM head's scope: PaddleNLP's `cls.predictions` for the encoder-only layout.
+    fn mlm_head_name(&self) -> &'static str {
+        match self.task_modules {
+            None => "cls.predictions",
+            Some(_) => "mlm_head",
+        }
+    }
+
+    /// Declares the four id inputs (all `i64[N, seq]`) and builds the universal module on
+    /// them: its output `[N, seq, hidden]` and the word embedding the LM heads are tied to.
+    /// Encoder-only configs put it under `ernie.` and declare the pooler, as PaddleNLP does.
+    fn universal_output(&self, b: &ModelBuilder) -> (Tensor, Tensor) {
         let ids = |n: &str| b.input(n, "i64[N,seq]");
         let (input_ids, token_type, position, task_type) = (
             ids("input_ids"),
@@ -131,14 +187,26 @@ impl ErnieConfig {
             ids("position_ids"),
             ids("task_type_ids"),
         );
-        let e = Embeddings::init(&b, self);
-        let h = e.forward(&input_ids, &token_type, &position, &task_type);
-        let u = self
-            .universal
-            .init_stack(&b, "encoder", self, false)
-            .forward(&h);
-        let head = LmHead::init(&b, "mlm_head", self.universal.hidden, self);
-        b.finish(&[&head.logits(&u, &e.word.weight)])
+        let build = || {
+            let e = Embeddings::init(b, self);
+            let h = e.forward(&input_ids, &token_type, &position, &task_type);
+            let u = self
+                .universal
+                .init_stack(b, "encoder", self, false)
+                .forward(&h);
+            (u, e.word.weight)
+        };
+        if self.task_modules.is_some() {
+            return build();
+        }
+        b.scope("ernie", || {
+            let out = build();
+            // PaddleNLP's pooler (dense + tanh on [CLS]) feeds no MLM output; its parameters
+            // are declared so that a checkpoint's tensors all have a place.
+            let h = self.universal.hidden;
+            b.scope("pooler", || LinearConfig::new(h, h).init(b, "dense"));
+            out
+        })
     }
 
     /// The pre-training graph. Inputs (all `[N, seq]`): `input_ids`, `token_type_ids`,
@@ -148,26 +216,15 @@ impl ErnieConfig {
     /// Outputs: `mlm_loss`, then `lm_loss` and `adv_loss` when present.
     pub fn build_pretraining(&self, name: &str) -> Result<Graph, BuildError> {
         let b = ModelBuilder::new(name);
+        let (u, word) = self.universal_output(&b);
         let ids = |n: &str| b.input(n, "i64[N,seq]");
-        let (input_ids, token_type, position, task_type) = (
-            ids("input_ids"),
-            ids("token_type_ids"),
-            ids("position_ids"),
-            ids("task_type_ids"),
-        );
         let mlm_labels = ids("mlm_labels");
         let mlm_weights = b.input("mlm_weights", "f32[N,seq]");
-        let e = Embeddings::init(&b, self);
-        let h = e.forward(&input_ids, &token_type, &position, &task_type);
-        let u = self
-            .universal
-            .init_stack(&b, "encoder", self, false)
-            .forward(&h);
         let mut outputs = Vec::new();
         let Some(task) = &self.task_modules else {
-            let head = LmHead::init(&b, "mlm_head", self.universal.hidden, self);
+            let head = LmHead::init(&b, self.mlm_head_name(), self.universal.hidden, self);
             outputs.push(cross_entropy(
-                &head.logits(&u, &e.word.weight),
+                &head.logits(&u, &word),
                 &mlm_labels,
                 &mlm_weights,
             ));
@@ -175,9 +232,9 @@ impl ErnieConfig {
             return b.finish(&refs);
         };
         let nlu = TaskModule::init(&b, "nlu", task, self, false).forward(&u);
-        let mlm_head = LmHead::init(&b, "mlm_head", task.hidden, self);
+        let mlm_head = LmHead::init(&b, self.mlm_head_name(), task.hidden, self);
         outputs.push(cross_entropy(
-            &mlm_head.logits(&nlu, &e.word.weight),
+            &mlm_head.logits(&nlu, &word),
             &mlm_labels,
             &mlm_weights,
         ));
@@ -185,7 +242,7 @@ impl ErnieConfig {
         let nlg = TaskModule::init(&b, "nlg", task, self, true).forward(&u);
         let lm_head = LmHead::init(&b, "lm_head", task.hidden, self);
         outputs.push(cross_entropy(
-            &lm_head.logits(&nlg, &e.word.weight),
+            &lm_head.logits(&nlg, &word),
             &lm_labels,
             &lm_weights,
         ));
@@ -234,7 +291,7 @@ struct Embeddings {
     word: Embedding,
     position: Embedding,
     token_type: Embedding,
-    task_type: Embedding,
+    task_type: Option<Embedding>,
     norm: LayerNorm,
     dropout: f64,
 }
@@ -246,7 +303,8 @@ impl Embeddings {
             word: EmbeddingConfig::new(c.vocab, h).init(b, "word_embeddings"),
             position: EmbeddingConfig::new(c.max_positions, h).init(b, "position_embeddings"),
             token_type: EmbeddingConfig::new(c.type_vocab, h).init(b, "token_type_embeddings"),
-            task_type: EmbeddingConfig::new(c.task_vocab, h).init(b, "task_type_embeddings"),
+            task_type: (c.task_vocab > 0)
+                .then(|| EmbeddingConfig::new(c.task_vocab, h).init(b, "task_type_embeddings")),
             norm: LayerNormConfig::new(h)
                 .with_eps(c.eps)
                 .init(b, "layer_norm"),
@@ -261,10 +319,13 @@ impl Embeddings {
         position: &Tensor,
         task_type: &Tensor,
     ) -> Tensor {
-        let sum = self.word.forward(ids)
+        // PaddleNLP's order of summation (word, position, token type, task type).
+        let mut sum = self.word.forward(ids)
             + self.position.forward(position)
-            + self.token_type.forward(token_type)
-            + self.task_type.forward(task_type);
+            + self.token_type.forward(token_type);
+        if let Some(t) = &self.task_type {
+            sum = sum + t.forward(task_type);
+        }
         self.norm.forward(&sum).dropout(self.dropout)
     }
 }

@@ -80,7 +80,8 @@ pub fn zoo() -> Vec<ZooEntry> {
         lcnet!("lcnet_x1_5", 1.5),
         lcnet!("lcnet_x2_0", 2.0),
         lcnet!("lcnet_x2_5", 2.5),
-        ernie!("ernie-3.0-tiny", ErnieConfig::tiny(), "test size: 2+1 layers, hidden 128, NLU/NLG modules, Titan losses"),
+        ernie!("ernie-3.0-tiny", ErnieConfig::tiny(), "PaddleNLP ernie-3.0-tiny-pico-v2-zh: 3L/128H/2 heads, MLM pre-training graph"),
+        ernie!("ernie-3.0-titan-tiny", ErnieConfig::titan_tiny(), "test size: 2+1 layers, hidden 128, NLU/NLG modules, Titan losses"),
         ernie!("ernie-3.0-nano-zh", ErnieConfig::nano(), "4L/312H/12 heads, MLM pre-training graph"),
         ernie!("ernie-3.0-micro-zh", ErnieConfig::micro(), "4L/384H/12 heads, MLM pre-training graph"),
         ernie!("ernie-3.0-mini-zh", ErnieConfig::mini(), "6L/384H/12 heads, MLM pre-training graph"),
@@ -106,6 +107,7 @@ pub fn build(name: &str) -> Option<Result<Graph, BuildError>> {
 pub fn ernie_config(name: &str) -> Option<ErnieConfig> {
     Some(match name {
         "ernie-3.0-tiny" => ErnieConfig::tiny(),
+        "ernie-3.0-titan-tiny" => ErnieConfig::titan_tiny(),
         "ernie-3.0-nano-zh" => ErnieConfig::nano(),
         "ernie-3.0-micro-zh" => ErnieConfig::micro(),
         "ernie-3.0-mini-zh" => ErnieConfig::mini(),

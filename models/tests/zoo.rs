@@ -96,9 +96,9 @@ fn random_ids(n: usize, seq: usize, hi: i64, seed: u64) -> HostTensor {
 }
 
 #[test]
-fn ernie_tiny_losses_start_near_ln_vocab() {
-    let cfg = ErnieConfig::tiny();
-    let g = build("ernie-3.0-tiny").unwrap().unwrap();
+fn ernie_titan_tiny_losses_start_near_ln_vocab() {
+    let cfg = ErnieConfig::titan_tiny();
+    let g = build("ernie-3.0-titan-tiny").unwrap().unwrap();
     let w = init_weights(&g, 7).unwrap();
     let (n, seq) = (2, 12);
     let positions = HostTensor::i64(vec![n, seq], (0..n).flat_map(|_| 0..seq as i64).collect());
@@ -170,4 +170,49 @@ fn lcnet_x1_0_runs_at_batch_2() {
         .iter()
         .zip(&v[1000..])
         .any(|(a, b)| (a - b).abs() > 1e-6));
+}
+
+/// The encoder-only configs build PaddleNLP's `ErnieForMaskedLM` parameter set: its
+/// state-dict names and shapes (Linear weights `[in, out]`), the pooler, a 16-row task-type
+/// table where PaddleNLP's config has `use_task_id` and none where it does not.
+#[test]
+fn ernie_encoder_only_configs_have_paddlenlp_parameters() {
+    for (cfg, hidden, task_rows) in [
+        (ErnieConfig::nano(), 312u64, Some(16u64)),
+        (ErnieConfig::tiny(), 128, None),
+    ] {
+        let g = cfg.build_masked_lm("m").unwrap();
+        let w = init_weights(&g, 1).unwrap();
+        let shape = |n: &str| -> Option<Vec<usize>> { w.get(n).map(|t| t.shape.clone()) };
+        let h = hidden as usize;
+        let ffn = cfg.universal.ffn as usize;
+        let expect = [
+            ("ernie.embeddings.word_embeddings.weight", vec![40000, h]),
+            ("ernie.embeddings.position_embeddings.weight", vec![2048, h]),
+            ("ernie.embeddings.token_type_embeddings.weight", vec![4, h]),
+            ("ernie.embeddings.layer_norm.weight", vec![h]),
+            ("ernie.encoder.layers.0.self_attn.q_proj.weight", vec![h, h]),
+            ("ernie.encoder.layers.0.self_attn.out_proj.bias", vec![h]),
+            ("ernie.encoder.layers.0.linear1.weight", vec![h, ffn]),
+            ("ernie.encoder.layers.0.linear2.weight", vec![ffn, h]),
+            ("ernie.encoder.layers.0.norm2.bias", vec![h]),
+            ("ernie.pooler.dense.weight", vec![h, h]),
+            ("ernie.pooler.dense.bias", vec![h]),
+            ("cls.predictions.transform.weight", vec![h, h]),
+            ("cls.predictions.layer_norm.bias", vec![h]),
+            ("cls.predictions.decoder_bias", vec![40000]),
+        ];
+        for (name, s) in expect {
+            assert_eq!(shape(name), Some(s), "{name}");
+        }
+        let task = "ernie.embeddings.task_type_embeddings.weight";
+        assert_eq!(shape(task), task_rows.map(|r| vec![r as usize, h]));
+        // 16 tensors per layer, 5 or 6 embedding tensors, pooler 2, head 5 (decoder tied).
+        let embeddings = 5 + usize::from(task_rows.is_some());
+        assert_eq!(
+            w.len(),
+            embeddings + 16 * cfg.universal.layers as usize + 2 + 5
+        );
+        assert_eq!(cfg.eps, 1e-12);
+    }
 }

@@ -1,4 +1,4 @@
-//! Plan → graph → ranks, for real: ernie-3.0-tiny is planned on the 4-device CPU cluster
+//! Plan → graph → ranks, for real: ernie-3.0-titan-tiny is planned on the 4-device CPU cluster
 //! (`examples/clusters/cpu4.toml`), the plan is written onto the graph as distribution
 //! attributes, the partitioner makes one graph per rank from those alone, and the ranks run
 //! in threads with the in-process communicator and give the single-device losses.
@@ -230,7 +230,7 @@ fn graphs_without_meshes_and_unknown_ranks_are_clear_errors() {
 #[test]
 fn interleaved_virtual_stages_share_their_devices_round_robin() {
     use oar_passes::parallel::step_cost::Schedule;
-    // The planner's choice for ernie-3.0-tiny at dp 1 × tp 2 × pp 2 is interleaved 1F1B with
+    // The planner's choice for ernie-3.0-titan-tiny at dp 1 × tp 2 × pp 2 is interleaved 1F1B with
     // two model chunks per device (and sequence parallelism, so both are covered at once).
     let e = plan(1, 2, 2);
     assert_eq!(e.plan.schedule, Schedule::Interleaved(2));

@@ -194,7 +194,7 @@ fn every_runnable_zoo_model_keeps_its_outputs() {
 #[test]
 fn narrow_task_modules_keep_their_outputs() {
     // The 10B/Titan structure (task modules narrower than the universal module) at test size.
-    let mut cfg = oar_models::ErnieConfig::tiny();
+    let mut cfg = oar_models::ErnieConfig::titan_tiny();
     cfg.task_modules = Some(oar_models::ernie::StackConfig::new(1, 64, 2, 128));
     let g = cfg.build_pretraining("ernie-narrow").unwrap();
     check(

@@ -1,4 +1,4 @@
-//! Activation placements, planned and declared: Megatron-SP on ernie-3.0-tiny (tp 2 with
+//! Activation placements, planned and declared: Megatron-SP on ernie-3.0-titan-tiny (tp 2 with
 //! sequence parallelism on the 4-device CPU cluster), and a user's `#dist` on activations of
 //! a small text-format graph. Both are partitioned into per-rank graphs that run in threads
 //! with the in-process communicator and match the single-device graph to 1e-5.
@@ -67,7 +67,7 @@ fn choice<'a>(e: &'a Evaluation, weight: &str, op: &str) -> (&'a [OpLayout], usi
     (ls, ls.iter().position(|c| c.op == op).unwrap())
 }
 
-/// Annotates, partitions and runs `e` on ernie-3.0-tiny (dp 2 × tp 2), checking the
+/// Annotates, partitions and runs `e` on ernie-3.0-titan-tiny (dp 2 × tp 2), checking the
 /// collectives around every linear against the layer's chain choices: a row-parallel
 /// product is reduce-scattered along tokens when the next op consumes token-sharded
 /// activations (else all-reduced); the FFN all-gathers its input when the norm before it ran

@@ -79,12 +79,12 @@ pub fn cases() -> Vec<Case> {
         add(format!("examples/{name}"), example(name), b);
     }
     for e in oar_models::zoo() {
-        if e.family == "PP-LCNet" || e.name == "ernie-3.0-tiny" {
+        if e.family == "PP-LCNet" || e.name == "ernie-3.0-titan-tiny" {
             let g = (e.build)().unwrap_or_else(|err| panic!("{}: {err}", e.name));
             add(e.name.to_string(), g, bindings(&[("N", 1), ("seq", 16)]));
         }
     }
-    for name in ["lcnet_x0_5", "ernie-3.0-tiny"] {
+    for name in ["lcnet_x0_5", "ernie-3.0-titan-tiny"] {
         let g = inference(oar_models::build(name).unwrap().unwrap());
         add(
             format!("{name}+inference"),

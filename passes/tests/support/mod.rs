@@ -1,4 +1,4 @@
-//! What the partitioner tests share: ernie-3.0-tiny planned on the 4-device CPU cluster
+//! What the partitioner tests share: ernie-3.0-titan-tiny planned on the 4-device CPU cluster
 //! (`examples/clusters/cpu4.toml`), random inputs, each rank's slice of the global inputs and
 //! weights, and running per-rank graphs in threads with the in-process communicator.
 
@@ -18,7 +18,7 @@ use oar_runtime::comm::LocalComm;
 use oar_runtime::{run_on_rank, HostTensor, Weights};
 use std::collections::BTreeMap;
 
-pub const MODEL: &str = "ernie-3.0-tiny";
+pub const MODEL: &str = "ernie-3.0-titan-tiny";
 
 pub fn cpu4() -> Cluster {
     let path = concat!(
