@@ -54,8 +54,10 @@ pub const IGNORE_INDEX: i64 = -100;
 
 /// Softmax cross-entropy over the positions whose label is not [`IGNORE_INDEX`]: masked
 /// language modelling, where only the masked tokens carry a label. `logits` `f32[..., V]`,
-/// `labels` `i64[...]`; the loss is the mean over scored positions (PaddleNLP's
-/// `ErnieForMaskedLM` loss: `CrossEntropyLoss(ignore_index=-100)`), 0 when none is scored.
+/// `labels` `i64[...]`; the loss is the mean over scored positions (BERT's and PaddleNLP's
+/// pre-training criterion), 0 when none is scored. Paddle 3.3's
+/// `CrossEntropyLoss(ignore_index=-100)`, which `ErnieForMaskedLM(labels=…)` uses, divides by
+/// every position instead: that value times scored/total (`tests/paddle/ernie_paddle.py`).
 pub fn masked_cross_entropy(
     e: &mut Emit,
     logits: ValueRef,
