@@ -14,7 +14,7 @@ use oar::runtime::init::init_weights;
 use oar::runtime::io::checkpoint::load_checkpoint;
 use oar::runtime::io::weights::load_safetensors;
 use oar::runtime::train::{
-    train, EvalRecord, InterpRunner, JsonlLog, LoopConfig, Observer, SavePolicy, Schedule,
+    train, EvalRecord, InterpRunner, StepRunner, JsonlLog, LoopConfig, Observer, SavePolicy, Schedule,
     StepContract, StepRecord, TrainError, TrainState, SCHEDULE_NAMES,
 };
 use serde_json::json;
@@ -104,6 +104,9 @@ pub struct TrainArgs {
     /// Random horizontal flips (off by default: a flipped digit is another glyph).
     #[arg(long)]
     hflip: bool,
+    /// How a step runs: compiled by the LLVM backend, or in the reference interpreter.
+    #[arg(long, default_value = "llvm", value_parser = ["llvm", "interp"])]
+    backend: String,
 }
 
 /// The progress bar, the JSON log, and eval lines on stderr.
@@ -373,10 +376,20 @@ pub(crate) fn train_graph(
             "stream": stream,
         }),
     };
-    let mut runner = InterpRunner::new(graph, seed)?;
-    if let Some(g) = eval_graph {
-        runner = runner.with_eval_graph(g);
-    }
+    let mut runner: Box<dyn StepRunner> = if a.backend == "interp" {
+        let mut r = InterpRunner::new(graph, seed)?;
+        if let Some(g) = eval_graph {
+            r = r.with_eval_graph(g);
+        }
+        Box::new(r)
+    } else {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut r = oar::codegen::train::CompiledRunner::new(graph, &state.weights, seed, threads)?;
+        if let Some(g) = eval_graph {
+            r = r.with_eval_graph(g);
+        }
+        Box::new(r)
+    };
     let bar = ProgressBar::new(steps);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
@@ -390,7 +403,7 @@ pub(crate) fn train_graph(
     };
     let val = (!val.is_empty()).then_some(&val);
     let result = train(
-        &mut runner,
+        runner.as_mut(),
         &mut state,
         val,
         &|s| sched.lr(s),

@@ -240,7 +240,19 @@ pub(crate) fn lower(
                         Expr::Select(lt, Box::new(Expr::C(1.0)), Box::new(Expr::C(0.0)))
                     });
                 }
-                BinaryOp::Equal => return Err(format!("comparison {bo:?} is not compiled")),
+                BinaryOp::Equal => {
+                    // Neither less nor greater (a NaN operand compares equal here; the
+                    // step graphs compare integer labels converted to f32, exact below 2^24).
+                    return map(b, name, ins, out, |x, _| {
+                        let lt = |a: &Expr, c: &Expr| Cond::Lt(Box::new(a.clone()), Box::new(c.clone()));
+                        let zero = || Box::new(Expr::C(0.0));
+                        Expr::Select(
+                            lt(&x[0], &x[1]),
+                            zero(),
+                            Box::new(Expr::Select(lt(&x[1], &x[0]), zero(), Box::new(Expr::C(1.0)))),
+                        )
+                    });
+                }
             };
             map(b, name, ins, out, |x, _| {
                 x[0].clone().bin(bin, x[1].clone())
@@ -316,7 +328,7 @@ pub(crate) fn lower(
         | Op::Param(_)
         | Op::Constant(_)
         | Op::Recv { .. }
-        // The training form (batch statistics); training graphs are not compiled yet.
+        // The training form (batch statistics) has its own kernel (train_ops).
         | Op::BatchNorm {
             momentum: Some(_), ..
         }
