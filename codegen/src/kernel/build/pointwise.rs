@@ -213,6 +213,9 @@ pub(crate) fn lower(
     ins: &[Arg],
     out: &Arg,
 ) -> Result<(), String> {
+    if let (Op::Where, DType::I64) = (op, out.dtype) {
+        return where_i64(b, name, ins, out);
+    }
     // Comparisons write bool buffers (0/1 bytes); everything else computes in f32.
     let comparison = matches!(op, Op::Binary(bo) if bo.is_comparison());
     if out.dtype != DType::F32 && !(comparison && out.dtype == DType::Bool) {
@@ -366,6 +369,38 @@ pub(crate) fn lower(
         | Op::Grad(_)
         | Op::Send { .. } => Err(format!("internal: {} routed to pointwise", op.name())),
     }
+}
+
+/// An integer `where` (the masked-LM loss clamps ignored labels): selects i64 elements
+/// exactly, without a trip through f32.
+fn where_i64(b: &mut Builder, name: &str, ins: &[Arg], out: &Arg) -> Result<(), String> {
+    if ins[1].dtype != DType::I64 || ins[2].dtype != DType::I64 {
+        return Err("an i64 `where` takes i64 operands".into());
+    }
+    let n: i64 = out.shape.iter().product();
+    let i = IExpr::v(0);
+    let at = |k: usize| {
+        IExpr::Load(
+            k + 1,
+            Box::new(bcast_index(&i, &out.shape, &ins[k].shape)),
+        )
+    };
+    let cond = Cond::Bool(1, bcast_index(&i, &out.shape, &ins[0].shape));
+    let body = vec![Stmt::par(
+        n,
+        vec![Stmt::Store {
+            buf: 0,
+            idx: i.clone(),
+            val: Expr::FromInt(IExpr::select(cond, at(1), at(2))),
+        }],
+    )];
+    b.kernel(
+        name,
+        &[out.buf, ins[0].buf, ins[1].buf, ins[2].buf],
+        Body::Loops(body),
+        n,
+        GRAIN,
+    )
 }
 
 /// `dst[i] = src[i]` for `n` elements.
