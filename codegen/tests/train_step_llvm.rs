@@ -277,3 +277,88 @@ fn ernie_masked_lm_matches_the_interpreter() {
     };
     compare("ernie", &step.graph, &w, 5, 1e-2, batch, 3e-3);
 }
+
+fn mlp_step() -> (Graph, Graph, Weights) {
+    let model = parse(MLP).expect("parse");
+    let step = build_train_step(&model, &TrainConfig::new(adamw())).expect("step");
+    let mut w = init_weights(&model, 5).expect("init");
+    w.extend(step.init_state());
+    (model, step.graph, w)
+}
+
+fn mlp_inputs(k: u64) -> Vec<HostTensor> {
+    let mut r = Rng(300 + k);
+    vec![
+        HostTensor::f32(vec![8, 6], r.vec(48)),
+        HostTensor::i64(vec![8], (0..8).map(|_| r.below(5)).collect()),
+        HostTensor::f32(vec![], vec![0.01]),
+        HostTensor::f32(vec![], vec![k as f32]),
+    ]
+}
+
+/// A non-finite loss is an error naming the step and the first non-finite op (the
+/// interpreter's diagnostic), and the step's updates are not committed.
+#[test]
+fn a_non_finite_loss_names_the_step_and_the_op() {
+    let (_, step, mut w) = mlp_step();
+    // max + max·h overflows where h > 0: the classifier's add goes to +inf.
+    let big = |t: &HostTensor| HostTensor::f32(t.shape.clone(), vec![f32::MAX; t.numel()]);
+    let (wb, bb) = (big(&w["fc2.weight"]), big(&w["fc2.bias"]));
+    w.insert("fc2.weight".into(), wb);
+    w.insert("fc2.bias".into(), bb);
+    let mut runner = CompiledRunner::new(step, &w, 1, 2).expect("compiles");
+    let before = w.clone();
+    let err = runner
+        .run(&mlp_inputs(1), &mut w, 1)
+        .expect_err("the loss is not finite");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("step 1: the loss is") && msg.contains("the first non-finite value: %"),
+        "{msg}"
+    );
+    let held = runner.current_weights();
+    for (name, value) in &before {
+        assert_eq!(&held[name], value, "`{name}` changed after a failed step");
+        assert_eq!(&w[name], value, "`{name}` changed in the caller's weights");
+    }
+}
+
+/// Weights read and replaced by name; lazy write-back waits for `flush`; evaluation with
+/// the inference graph sees the executor's current weights and matches the interpreter.
+#[test]
+fn weights_by_name_lazy_flush_and_evaluation() {
+    let (model, step, w0) = mlp_step();
+    let mut interp = InterpRunner::new(step.clone(), 9)
+        .expect("interp")
+        .with_eval_graph(model.clone());
+    let mut runner = CompiledRunner::new(step.clone(), &w0, 9, 2)
+        .expect("compiles")
+        .with_eval_graph(model)
+        .lazy(true);
+    let (mut wi, mut wc) = (w0.clone(), w0.clone());
+    for k in 1..=3 {
+        interp.run(&mlp_inputs(k), &mut wi, k).expect("interp step");
+        runner.run(&mlp_inputs(k), &mut wc, k).expect("compiled step");
+    }
+    // Lazy: the caller's weights are still the initial ones until flush.
+    assert_eq!(wc["fc1.weight"], w0["fc1.weight"]);
+    let eval_in = mlp_inputs(9);
+    let a = interp.evaluate(&eval_in, &wi, 3).expect("interp eval");
+    let b = runner.evaluate(&eval_in, &wc, 3).expect("compiled eval");
+    let e = norm_err(&b.logits, &a.logits);
+    assert!(e <= 1e-5, "evaluation logits differ by {e:.2e}");
+    runner.flush(&mut wc).expect("flush");
+    for name in &step.state {
+        let e = norm_err(&wc[name], &wi[name]);
+        assert!(e <= 1e-5, "`{name}` differs by {e:.2e} after flush");
+    }
+    // Replacing a weight by name changes what the next step computes from.
+    let exec = runner.model().executor();
+    let w1 = exec.weight("fc1.weight").expect("a weight");
+    let zero = HostTensor::f32(w1.shape.clone(), vec![0.0; w1.numel()]);
+    exec.set_weight("fc1.weight", &zero).expect("set");
+    assert_eq!(exec.weight("fc1.weight"), Some(zero));
+    assert!(exec.set_weight("no.such", &w1).is_err());
+    let wrong = HostTensor::f32(vec![1], vec![0.0]);
+    assert!(exec.set_weight("fc1.weight", &wrong).is_err());
+}
