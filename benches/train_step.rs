@@ -6,10 +6,10 @@
 //! slowest kernels.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use oar::codegen::train::CompiledRunner;
 use oar::models::LcNetConfig;
 use oar::passes::parallel::specialize;
 use oar::passes::training::{build_train_step, TrainConfig};
-use oar::codegen::train::CompiledRunner;
 use oar::runtime::interp::{run_with_options, RunOptions};
 use oar::runtime::train::StepRunner;
 use oar::runtime::HostTensor;
@@ -57,8 +57,8 @@ fn bench(c: &mut Criterion) {
         weights.extend(r.state);
     };
     let mut llvm_weights = initial.clone();
-    let mut runner = CompiledRunner::new(step.graph.clone(), &initial, 0, THREADS)
-        .expect("the step compiles");
+    let mut runner =
+        CompiledRunner::new(step.graph.clone(), &initial, 0, THREADS).expect("the step compiles");
     let mut kl = 0u64;
     let mut llvm_step = || {
         kl += 1;
@@ -75,7 +75,11 @@ fn bench(c: &mut Criterion) {
             .expect("the step compiles");
         let times = prof.model().profile(&inputs).expect("profile");
         let total: f64 = times.iter().map(|t| t.1).sum();
-        println!("compiled step: {:.1} ms in {} kernels", total * 1e3, times.len());
+        println!(
+            "compiled step: {:.1} ms in {} kernels",
+            total * 1e3,
+            times.len()
+        );
         for (name, t) in times.iter().take(25) {
             println!("{:8.2} ms  {name}", t * 1e3);
         }

@@ -106,12 +106,18 @@ fn compare(
         let a = interp.run(&inputs, &mut wi, k).expect("interpreter step");
         let b = compiled.run(&inputs, &mut wc, k).expect("compiled step");
         let rel = (a.loss - b.loss).abs() as f64 / (a.loss.abs() as f64).max(1e-6);
-        eprintln!("{label} step {k}: interp {} llvm {} rel {rel:.1e}", a.loss, b.loss);
+        eprintln!(
+            "{label} step {k}: interp {} llvm {} rel {rel:.1e}",
+            a.loss, b.loss
+        );
         assert!(rel <= 1e-4, "{label} step {k}: loss rel err {rel:.2e}");
         let lerr = norm_err(&b.logits, &a.logits);
         let (werr, wname) = worst_state(step, &wi, &wc, lr);
         eprintln!("  logits {lerr:.1e}, state worst {werr:.1e} (`{wname}`)");
-        assert!(lerr <= weight_tol, "{label} step {k}: logits differ by {lerr:.2e}");
+        assert!(
+            lerr <= weight_tol,
+            "{label} step {k}: logits differ by {lerr:.2e}"
+        );
     }
     // The executor holds what the loop's weights received.
     let held = compiled.current_weights();
@@ -338,7 +344,9 @@ fn weights_by_name_lazy_flush_and_evaluation() {
     let (mut wi, mut wc) = (w0.clone(), w0.clone());
     for k in 1..=3 {
         interp.run(&mlp_inputs(k), &mut wi, k).expect("interp step");
-        runner.run(&mlp_inputs(k), &mut wc, k).expect("compiled step");
+        runner
+            .run(&mlp_inputs(k), &mut wc, k)
+            .expect("compiled step");
     }
     // Lazy: the caller's weights are still the initial ones until flush.
     assert_eq!(wc["fc1.weight"], w0["fc1.weight"]);

@@ -14,8 +14,8 @@ use oar::runtime::init::init_weights;
 use oar::runtime::io::checkpoint::load_checkpoint;
 use oar::runtime::io::weights::load_safetensors;
 use oar::runtime::train::{
-    train, EvalRecord, InterpRunner, StepRunner, JsonlLog, LoopConfig, Observer, SavePolicy, Schedule,
-    StepContract, StepRecord, TrainError, TrainState, SCHEDULE_NAMES,
+    train, EvalRecord, InterpRunner, JsonlLog, LoopConfig, Observer, SavePolicy, Schedule,
+    StepContract, StepRecord, StepRunner, TrainError, TrainState, SCHEDULE_NAMES,
 };
 use serde_json::json;
 use std::collections::BTreeMap;

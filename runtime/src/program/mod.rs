@@ -9,8 +9,8 @@ mod state;
 mod storage;
 
 pub use exec::{ExecError, Executor};
-pub use state::dropout_keep_fast;
 pub use pool::ThreadPool;
+pub use state::dropout_keep_fast;
 
 pub use crate::comm::shaped::Collective;
 use oar_ir::{DType, ProcessMesh};

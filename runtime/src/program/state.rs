@@ -181,7 +181,9 @@ impl Executor {
             message,
         };
         let ids: Vec<usize> = (0..self.program.buffers.len())
-            .filter(|&i| matches!(&self.program.buffers[i].role, BufferRole::Weight(n) if n == name))
+            .filter(
+                |&i| matches!(&self.program.buffers[i].role, BufferRole::Weight(n) if n == name),
+            )
             .collect();
         if ids.is_empty() {
             return Err(fail("the program has no such weight".into()));
@@ -218,9 +220,7 @@ mod tests {
         for (seed, step, name, p) in [(1, 1, "drop", 0.1), (7, 123, "encoder.0.dropout", 0.5)] {
             let fast = dropout_keep_fast(seed, step, name, p, 4096);
             let opts = RunOptions::training(seed, step);
-            let slow: Vec<bool> = (0..4096)
-                .map(|i| dropout_keep(&opts, name, p, i))
-                .collect();
+            let slow: Vec<bool> = (0..4096).map(|i| dropout_keep(&opts, name, p, i)).collect();
             assert_eq!(fast, slow, "seed {seed} step {step} {name}");
         }
     }

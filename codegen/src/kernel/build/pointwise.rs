@@ -379,12 +379,7 @@ fn where_i64(b: &mut Builder, name: &str, ins: &[Arg], out: &Arg) -> Result<(), 
     }
     let n: i64 = out.shape.iter().product();
     let i = IExpr::v(0);
-    let at = |k: usize| {
-        IExpr::Load(
-            k + 1,
-            Box::new(bcast_index(&i, &out.shape, &ins[k].shape)),
-        )
-    };
+    let at = |k: usize| IExpr::Load(k + 1, Box::new(bcast_index(&i, &out.shape, &ins[k].shape)));
     let cond = Cond::Bool(1, bcast_index(&i, &out.shape, &ins[0].shape));
     let body = vec![Stmt::par(
         n,

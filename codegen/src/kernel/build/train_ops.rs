@@ -53,7 +53,9 @@ pub(crate) fn dropout(
         shape: out.shape.clone(),
         dtype: DType::F32,
     };
-    map(b, name, &[x.clone(), mask], out, |v, _| v[0].clone().mul(v[1].clone()))
+    map(b, name, &[x.clone(), mask], out, |v, _| {
+        v[0].clone().mul(v[1].clone())
+    })
 }
 
 /// batch_norm's training form `[y, new mean, new var]`: per channel (dim 1, one parallel
@@ -168,9 +170,10 @@ pub(crate) fn batch_norm(
 pub(crate) fn state_updates(b: &mut Builder, g: &Graph) -> Result<(), String> {
     let first = g.model_outputs().len();
     for (k, name) in g.state.iter().enumerate() {
-        let from = *b.program.outputs.get(first + k).ok_or_else(|| {
-            format!("state update `{name}` (output {}) is missing", first + k)
-        })?;
+        let from =
+            *b.program.outputs.get(first + k).ok_or_else(|| {
+                format!("state update `{name}` (output {}) is missing", first + k)
+            })?;
         let to = b
             .program
             .buffers
