@@ -383,6 +383,9 @@ pub(crate) fn train_graph(
         }
         Box::new(r)
     } else {
+        // Compiled code has static shapes: a step graph from a file binds its batch here.
+        let graph = specialize(&graph, &BTreeMap::from([("N".to_string(), a.batch as u64)]))
+            .with_context(|| format!("{spec}: shapes must be static once the batch N is bound"))?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut r = oar::codegen::train::CompiledRunner::new(graph, &state.weights, seed, threads)?;
         if let Some(g) = eval_graph {
