@@ -85,6 +85,15 @@ impl CompiledRunner {
         &mut self.step
     }
 
+    /// Bytes the compiled step holds (its peak, all allocated at once): the storage plan's
+    /// buffers — activations kept for the backward, gradients, weights, optimizer slots,
+    /// running statistics, dropout masks — plus each thread's scratch.
+    pub fn planned_bytes(&mut self) -> usize {
+        let threads = self.threads.max(1);
+        let p = self.step.executor().program();
+        p.storage_bytes().iter().sum::<usize>() + p.scratch_bytes * threads
+    }
+
     /// The weights as the executor holds them now.
     pub fn current_weights(&mut self) -> Weights {
         self.step.executor().weights()

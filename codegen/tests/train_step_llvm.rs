@@ -119,6 +119,19 @@ fn compare(
             "{label} step {k}: logits differ by {lerr:.2e}"
         );
     }
+    // The planned memory holds at least the state, and reuses temporaries: no more than
+    // one buffer per value, plus the two threads' GEMM scratch.
+    let state_bytes: usize = step.state.iter().map(|n| wc[n].numel() * 4).sum();
+    let (all, scratch) = {
+        let p = compiled.model().executor().program();
+        (
+            p.buffers.iter().map(|b| b.bytes()).sum::<usize>(),
+            p.scratch_bytes * 2,
+        )
+    };
+    let planned = compiled.planned_bytes();
+    eprintln!("{label}: planned {planned} bytes, state {state_bytes}, unshared {all}");
+    assert!(planned >= state_bytes + scratch && planned <= all + scratch);
     // The executor holds what the loop's weights received.
     let held = compiled.current_weights();
     for name in &step.state {

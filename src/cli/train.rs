@@ -388,6 +388,10 @@ pub(crate) fn train_graph(
             .with_context(|| format!("{spec}: shapes must be static once the batch N is bound"))?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut r = oar::codegen::train::CompiledRunner::new(graph, &state.weights, seed, threads)?;
+        eprintln!(
+            "compiled step: {:.1} MiB planned (activations, gradients, weights, optimizer state)",
+            r.planned_bytes() as f64 / (1u64 << 20) as f64
+        );
         if let Some(g) = eval_graph {
             r = r.with_eval_graph(g);
         }
