@@ -1,14 +1,17 @@
 //! One training step (forward, backward, AdamW with global-norm clipping) of PP-LCNet x0.25
 //! at batch 32, 64×64, 10 classes: oar's step graph (`build_train_step`) in the reference
 //! interpreter against PaddleClas's `PPLCNet_x0_25` trained by PaddlePaddle's CPU build, in
-//! the same run. `cargo bench --bench train_step`. The interpreter is the only executor of
-//! training steps so far (the LLVM backend does not compile state updates yet).
+//! the same run, and the same step compiled by the LLVM backend (`CompiledRunner`).
+//! `cargo bench --bench train_step`; `OAR_PROFILE=1` also prints the compiled step's
+//! slowest kernels.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use oar::codegen::train::CompiledRunner;
 use oar::models::LcNetConfig;
 use oar::passes::parallel::specialize;
 use oar::passes::training::{build_train_step, TrainConfig};
 use oar::runtime::interp::{run_with_options, RunOptions};
+use oar::runtime::train::StepRunner;
 use oar::runtime::HostTensor;
 use std::collections::BTreeMap;
 
@@ -45,6 +48,7 @@ fn bench(c: &mut Criterion) {
         HostTensor::f32(vec![], vec![1e-3]),
         HostTensor::f32(vec![], vec![1.0]),
     ];
+    let initial = weights.clone();
     let mut k = 0u64;
     let mut one_step = || {
         k += 1;
@@ -52,6 +56,34 @@ fn bench(c: &mut Criterion) {
             .expect("step runs");
         weights.extend(r.state);
     };
+    let mut llvm_weights = initial.clone();
+    let mut runner =
+        CompiledRunner::new(step.graph.clone(), &initial, 0, THREADS).expect("the step compiles");
+    let mut kl = 0u64;
+    let mut llvm_step = || {
+        kl += 1;
+        runner
+            .run(&inputs, &mut llvm_weights, kl)
+            .expect("compiled step runs");
+    };
+    c.bench_function("train_step/lcnet_x0_25_b32_64px/llvm", |b| {
+        b.iter(&mut llvm_step)
+    });
+    let llvm_ms = peer::median_time(5, &mut llvm_step) * 1e3;
+    if std::env::var_os("OAR_PROFILE").is_some() {
+        let mut prof = CompiledRunner::new(step.graph.clone(), &initial, 0, THREADS)
+            .expect("the step compiles");
+        let times = prof.model().profile(&inputs).expect("profile");
+        let total: f64 = times.iter().map(|t| t.1).sum();
+        println!(
+            "compiled step: {:.1} ms in {} kernels",
+            total * 1e3,
+            times.len()
+        );
+        for (name, t) in times.iter().take(25) {
+            println!("{:8.2} ms  {name}", t * 1e3);
+        }
+    }
     c.bench_function("train_step/lcnet_x0_25_b32_64px", |b| b.iter(&mut one_step));
     let Some(mut paddle) = Peer::start(&[
         "paddle_train",
@@ -69,6 +101,23 @@ fn bench(c: &mut Criterion) {
         |reps| peer::median_time(reps, &mut one_step) * 1e3,
         &mut paddle,
     );
+    let rl = Interleaved::measure(
+        ROUNDS,
+        REPS * 5,
+        |reps| peer::median_time(reps, &mut llvm_step) * 1e3,
+        &mut paddle,
+    );
+    match rl {
+        Some(r) => {
+            let (ours, theirs, ratio, lo, hi) = r.summary();
+            println!(
+                "\nPP-LCNet x0.25 training step, batch {BATCH}, {SIZE}x{SIZE}: oar llvm \
+                 {ours:.0} ms, Paddle CPU ({THREADS} threads) {theirs:.0} ms, oar-llvm/paddle \
+                 {ratio:.2} (rounds {lo:.2}–{hi:.2})"
+            );
+        }
+        None => println!("the Paddle peer stopped answering (llvm: {llvm_ms:.0} ms)"),
+    }
     match r {
         Some(r) => {
             let (ours, theirs, ratio, lo, hi) = r.summary();

@@ -8,6 +8,7 @@ use common::*;
 use oar::models::LcNetConfig;
 use oar::runtime::io::npy::{read_npy, write_npy};
 use oar::runtime::io::weights::save_safetensors;
+use oar::runtime::train::StepRunner;
 use oar::runtime::{init::init_weights, run, HostTensor, Weights};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -146,7 +147,8 @@ fn lcnet_x1_0_matches_paddleclas() {
 /// `PPLCNet_x0_25` trained by `paddle.optimizer.AdamW` from the same weights on the same
 /// batches: the loss of every step agrees to 1e-4 relative (measured: at most 7e-6). Dropout
 /// is 0 in both (Paddle's mask cannot be replayed); batch norm trains with batch statistics
-/// in both. The batches are noise, so the loss does not fall; at batch 4 and lr 2e-3 the
+/// in both. The same steps compiled by the LLVM backend (`CompiledRunner`) meet the same
+/// bound. The batches are noise, so the loss does not fall; at batch 4 and lr 2e-3 the
 /// two runs drift apart chaotically (1.3e-4 by step 10) from f32 rounding alone.
 #[test]
 fn lcnet_x0_25_trains_like_paddleclas() {
@@ -182,9 +184,8 @@ fn lcnet_x0_25_trains_like_paddleclas() {
         .collect();
     let sched = Schedule::named("cosine", lr, warmup, steps as u64).expect("schedule");
     let img = size * size * 3 * batch;
-    let mut ours = Vec::new();
-    for s in 0..steps {
-        let inputs = vec![
+    let inputs_at = |s: usize| {
+        vec![
             HostTensor::f32(
                 vec![batch, 3, size, size],
                 images[s * img..(s + 1) * img].to_vec(),
@@ -192,16 +193,32 @@ fn lcnet_x0_25_trains_like_paddleclas() {
             HostTensor::i64(vec![batch], labels[s * batch..(s + 1) * batch].to_vec()),
             HostTensor::f32(vec![], vec![sched.lr(s as u64 + 1) as f32]),
             HostTensor::f32(vec![], vec![(s + 1) as f32]),
-        ];
+        ]
+    };
+    let mut ours = Vec::new();
+    for s in 0..steps {
         let r = run_with_options(
             &step.graph,
-            &inputs,
+            &inputs_at(s),
             &weights,
             RunOptions::training(0, s as u64),
         )
         .expect("training step");
         ours.push(r.outputs[0].to_f64()[0]);
         weights.extend(r.state);
+    }
+    // The same steps compiled by the LLVM backend.
+    let mut llvm_weights = initial.clone();
+    llvm_weights.extend(step.init_state());
+    let mut runner =
+        oar::codegen::train::CompiledRunner::new(step.graph.clone(), &llvm_weights, 0, 2)
+            .expect("the step compiles");
+    let mut llvm = Vec::new();
+    for s in 0..steps {
+        let out = runner
+            .run(&inputs_at(s), &mut llvm_weights, s as u64 + 1)
+            .expect("compiled step");
+        llvm.push(out.loss as f64);
     }
 
     let dir = scratch("paddle-lcnet-train");
@@ -237,12 +254,21 @@ fn lcnet_x0_25_trains_like_paddleclas() {
     );
     let theirs = read_npy(&p("losses.npy")).expect("paddle losses").to_f64();
     assert_eq!(theirs.len(), steps);
-    for (s, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+    for (s, ((a, c), b)) in ours.iter().zip(&llvm).zip(&theirs).enumerate() {
         let rel = (a - b).abs() / b.abs().max(1e-12);
-        eprintln!("step {:2}: oar {a:.6} paddle {b:.6} rel {rel:.1e}", s + 1);
+        let rel_llvm = (c - b).abs() / b.abs().max(1e-12);
+        eprintln!(
+            "step {:2}: oar {a:.6} oar-llvm {c:.6} paddle {b:.6} rel {rel:.1e} / {rel_llvm:.1e}",
+            s + 1
+        );
         assert!(
             rel <= 1e-4,
             "step {}: oar {a} vs paddle {b} (rel {rel:.2e})",
+            s + 1
+        );
+        assert!(
+            rel_llvm <= 1e-4,
+            "step {}: oar-llvm {c} vs paddle {b} (rel {rel_llvm:.2e})",
             s + 1
         );
     }

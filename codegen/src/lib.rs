@@ -6,3 +6,4 @@ pub mod jit;
 pub mod kernel;
 pub mod mlir;
 pub mod package;
+pub mod train;

@@ -9,7 +9,7 @@ use oar_codegen::jit::JitModel;
 use oar_codegen::kernel::{CpuModel, Tiling};
 use oar_ir::op::{BinaryOp, ConvAttrs, MatMulAttrs, UnaryOp};
 use oar_ir::{Graph, Op, TensorType, ValueRef};
-use oar_runtime::{init::init_weights, run, HostTensor};
+use oar_runtime::{init::init_weights, run, HostTensor, Weights};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -339,19 +339,32 @@ fn inline_exp_matches_f64_exp() {
 }
 
 #[test]
-fn training_dropout_is_refused_naming_the_node() {
-    // The seeded mask has no kernel yet: compiling it as its inference form would be wrong.
+fn training_dropout_draws_the_interpreters_mask() {
+    // The executor draws the mask on the host per (seed, step); it must equal the
+    // interpreter's bit for bit, and a backward dropout replaying the node shares it.
     let g = oar_ir::parse(
-        "graph @g(%x: f32[2,3]) -> (f32[2,3]) mode=training {\n  %drop = dropout(%x) {p=0.5} : f32[2,3]\n  return %drop\n}\n",
+        "graph @g(%x: f32[64,33]) -> (f32[64,33], f32[64,33]) mode=training {\n  %drop = dropout(%x) {p=0.3} : f32[64,33]\n  %again = dropout(%x) {p=0.3, mask_of=\"drop\"} : f32[64,33]\n  return %drop, %again\n}\n",
     )
     .unwrap();
-    let cpu = oar_codegen::cpu::host_cpu().unwrap();
-    let Err(e) = oar_codegen::kernel::build_kernels(&g, &BTreeMap::new(), &cpu) else {
-        panic!("training dropout must not compile");
-    };
-    let text = e.to_string();
-    assert!(
-        text.contains("drop") && text.contains("training dropout"),
-        "{text}"
-    );
+    let xs: Vec<f32> = (0..64 * 33).map(|i| 1.0 + (i % 17) as f32).collect();
+    let x = HostTensor::f32(vec![64, 33], xs);
+    let mut m = oar_codegen::jit::JitModel::new(&g, &BTreeMap::new(), &Weights::new(), 1)
+        .expect("training dropout compiles");
+    for (seed, step) in [(0u64, 1u64), (5, 2), (5, 3)] {
+        let want = oar_runtime::interp::run_with_options(
+            &g,
+            std::slice::from_ref(&x),
+            &Weights::new(),
+            oar_runtime::interp::RunOptions::training(seed, step),
+        )
+        .unwrap()
+        .outputs;
+        m.executor().set_dropout(Some((seed, step)));
+        let got = m.run(std::slice::from_ref(&x)).unwrap();
+        assert_eq!(got[0], want[0], "seed {seed} step {step}");
+        assert_eq!(got[1], want[0], "the replay shares the mask");
+    }
+    // Without a step: inference semantics (upscale_in_train is the identity).
+    m.executor().set_dropout(None);
+    assert_eq!(m.run(std::slice::from_ref(&x)).unwrap()[0], x);
 }

@@ -20,7 +20,7 @@ use oar::runtime::io::checkpoint::{load_checkpoint, Checkpoint};
 use oar::runtime::io::weights::load_safetensors;
 use oar::runtime::train::{
     train, EvalRecord, InterpRunner, JsonlLog, LoopConfig, Observer, SavePolicy, Schedule,
-    StepContract, StepRecord, TrainError, TrainState, SCHEDULE_NAMES,
+    StepContract, StepRecord, StepRunner, TrainError, TrainState, SCHEDULE_NAMES,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -131,6 +131,11 @@ pub struct TrainArgs {
     recompute: Recompute,
     #[command(flatten)]
     text: text::TextArgs,
+    /// How a step runs: compiled by the LLVM backend, or in the reference interpreter.
+    /// Unset: compiled where the backend can (a step it cannot compile, e.g. bf16/fp16,
+    /// runs in the interpreter, saying why).
+    #[arg(long, value_parser = ["llvm", "interp"])]
+    backend: Option<String>,
 }
 
 /// The progress bar, the JSON log, and eval lines on stderr.
@@ -286,6 +291,31 @@ pub(crate) fn train_config(a: &TrainArgs, loss: LossKind) -> anyhow::Result<Trai
     cfg.recompute.mode = a.recompute;
     cfg.loss = loss;
     Ok(cfg)
+}
+
+/// The step compiled by the LLVM backend, with its planned memory reported.
+fn compiled_runner<L: BatchSource>(
+    graph: &Graph,
+    eval_graph: Option<Graph>,
+    state: &TrainState<L>,
+    seed: u64,
+    spec: &str,
+    a: &TrainArgs,
+) -> anyhow::Result<oar::codegen::train::CompiledRunner> {
+    // Compiled code has static shapes: a step graph from a file binds its batch here.
+    let graph = specialize(graph, &BTreeMap::from([("N".to_string(), a.batch as u64)]))
+        .with_context(|| format!("{spec}: shapes must be static once the batch N is bound"))?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut r = oar::codegen::train::CompiledRunner::new(graph, &state.weights, seed, threads)
+        .with_context(|| format!("the LLVM backend cannot compile the step of {spec}"))?;
+    eprintln!(
+        "compiled step: {:.1} MiB planned (activations, gradients, weights, optimizer state)",
+        r.planned_bytes() as f64 / (1u64 << 20) as f64
+    );
+    if let Some(g) = eval_graph {
+        r = r.with_eval_graph(g);
+    }
+    Ok(r)
 }
 
 /// The CLI's hyper-parameters over the optimizer's defaults.
@@ -489,10 +519,27 @@ fn run_loop<L: BatchSource>(
             "stream": stream,
         }),
     };
-    let mut runner = InterpRunner::new(graph, seed)?;
-    if let Some(g) = eval_graph {
-        runner = runner.with_eval_graph(g);
-    }
+    let runner = match a.backend.as_deref() {
+        Some("interp") => None,
+        explicit => match compiled_runner(&graph, eval_graph.clone(), &state, seed, spec, a) {
+            Ok(r) => Some(r),
+            Err(e) if explicit.is_none() => {
+                eprintln!("{e:#}; running the step in the reference interpreter instead");
+                None
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let mut runner: Box<dyn StepRunner> = match runner {
+        Some(r) => Box::new(r),
+        None => {
+            let mut r = InterpRunner::new(graph, seed)?;
+            if let Some(g) = eval_graph {
+                r = r.with_eval_graph(g);
+            }
+            Box::new(r)
+        }
+    };
     let bar = ProgressBar::new(steps);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
@@ -506,7 +553,7 @@ fn run_loop<L: BatchSource>(
         skipped: 0,
     };
     let result = train(
-        &mut runner,
+        runner.as_mut(),
         &mut state,
         val,
         &|s| sched.lr(s),

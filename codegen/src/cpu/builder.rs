@@ -167,6 +167,17 @@ impl<'a, 'ctx> LlvmBuilder<'a, 'ctx> {
         self.tag(base, st)
     }
 
+    pub fn store_i64(
+        &self,
+        base: PointerValue<'ctx>,
+        idx: IntValue<'ctx>,
+        v: IntValue<'ctx>,
+    ) -> R<()> {
+        let p = self.gep(self.i64t().into(), base, idx)?;
+        let st = self.b.build_store(p, v).m()?;
+        self.tag(base, st)
+    }
+
     /// Stores an i1 as a 0/1 byte (bool buffers).
     pub fn store_bool(
         &self,

@@ -122,6 +122,13 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
                     // A bool buffer holds 0/1 bytes: the stored value's truth (non-zero).
                     let bit = ir.fcmp(FloatPredicate::UNE, v, ir.f(0.0))?;
                     ir.store_bool(self.bufs[*buf], i, bit)?;
+                } else if self.elems[*buf] == Elem::I64 {
+                    // An integer value stores exactly; any other converts (truncating).
+                    let n = match val {
+                        Expr::FromInt(e) => self.iexpr(e)?,
+                        _ => ir.b.build_float_to_signed_int(v, ir.i64t(), "fi").m()?,
+                    };
+                    ir.store_i64(self.bufs[*buf], i, n)?;
                 } else {
                     ir.store_f32(self.bufs[*buf], i, v)?;
                 }
@@ -172,6 +179,10 @@ impl<'ctx> LoopCx<'_, '_, 'ctx> {
                 let i = self.iexpr(idx)?;
                 ir.load_elem(ir.i64t().into(), self.bufs[*buf], i)?
                     .into_int_value()
+            }
+            IExpr::Select(c, a, b) => {
+                let (c, a, b) = (self.cond(c)?, self.iexpr(a)?, self.iexpr(b)?);
+                ir.b.build_select(c, a, b, "isel").m()?.into_int_value()
             }
         })
     }

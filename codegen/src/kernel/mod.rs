@@ -148,6 +148,8 @@ pub enum IExpr {
     Rem(Box<IExpr>, Box<IExpr>),
     /// An element of an i64 buffer.
     Load(usize, Box<IExpr>),
+    /// `cond ? a : b` (an integer `where`).
+    Select(Box<Cond>, Box<IExpr>, Box<IExpr>),
 }
 
 /// Index conditions.
@@ -261,6 +263,9 @@ impl IExpr {
         } else {
             IExpr::Div(Box::new(self), Box::new(IExpr::C(o)))
         }
+    }
+    pub fn select(c: Cond, a: IExpr, b: IExpr) -> IExpr {
+        IExpr::Select(Box::new(c), Box::new(a), Box::new(b))
     }
     pub fn rem(self, o: i64) -> IExpr {
         IExpr::Rem(Box::new(self), Box::new(IExpr::C(o)))

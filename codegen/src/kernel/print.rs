@@ -64,6 +64,7 @@ impl Display for IExpr {
             IExpr::Div(a, b) => write!(f, "({a} / {b})"),
             IExpr::Rem(a, b) => write!(f, "({a} % {b})"),
             IExpr::Load(b, i) => write!(f, "b{b}[{i}]"),
+            IExpr::Select(c, a, b) => write!(f, "select({c}, {a}, {b})"),
         }
     }
 }

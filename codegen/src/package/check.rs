@@ -46,6 +46,15 @@ pub(super) fn check_program(p: &Program) -> Result<(), PackageError> {
         total_args,
         C_INT_MAX,
     )?;
+    // runtime.c has no host dropout masks and no state write-back: a training step runs
+    // in-process (oar_codegen::train::CompiledRunner).
+    if !p.masks.is_empty() || !p.updates.is_empty() {
+        return Err(inconsistent(
+            "a training step (dropout masks or state updates) cannot be packaged; run it \
+             in-process"
+                .into(),
+        ));
+    }
     if p.prologue > p.steps.len() {
         return Err(inconsistent(format!(
             "prologue of {} steps in a program of {}",

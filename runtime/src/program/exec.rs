@@ -52,7 +52,7 @@ pub type StepTimes = Vec<(String, f64)>;
 struct Line([u8; 64]);
 
 /// A zeroed, 64-byte aligned byte buffer.
-struct Buffer {
+pub(super) struct Buffer {
     lines: Vec<Line>,
     len: usize,
 }
@@ -64,11 +64,11 @@ impl Buffer {
             len,
         }
     }
-    fn bytes_mut(&mut self) -> &mut [u8] {
+    pub(super) fn bytes_mut(&mut self) -> &mut [u8] {
         // Safety: `lines` holds at least `len` initialized bytes.
         unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.len) }
     }
-    fn bytes(&self) -> &[u8] {
+    pub(super) fn bytes(&self) -> &[u8] {
         unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast(), self.len) }
     }
     fn ptr(&mut self) -> *mut u8 {
@@ -85,9 +85,9 @@ unsafe impl Sync for SendPtrs {}
 
 /// A program bound to its kernels, weights and threads.
 pub struct Executor {
-    program: Program,
+    pub(super) program: Program,
     kernels: Vec<KernelFn>,
-    buffers: Vec<Buffer>,
+    pub(super) buffers: Vec<Buffer>,
     scratch: Vec<Buffer>,
     pool: ThreadPool,
     /// Input buffer ids in graph-input order.
@@ -109,7 +109,7 @@ fn step_what(kind: &StepKind) -> &'static str {
 
 /// A tensor's elements as the bytes the kernels read (host byte order), borrowed where the
 /// layout already matches: copying a large input must cost one memcpy, not a conversion.
-fn tensor_bytes(t: &HostTensor, want: DType) -> Option<std::borrow::Cow<'_, [u8]>> {
+pub(super) fn tensor_bytes(t: &HostTensor, want: DType) -> Option<std::borrow::Cow<'_, [u8]>> {
     use std::borrow::Cow;
     match (&t.data, want) {
         (TensorData::F32(v), DType::F32) => Some(Cow::Borrowed(bytemuck::cast_slice(v))),
@@ -255,6 +255,8 @@ impl Executor {
             comm,
             groups,
         };
+        // Inference masks until a training run sets its step.
+        exec.set_dropout(None);
         exec.run_steps(0..exec.program.prologue, None)?;
         Ok(exec)
     }
@@ -309,6 +311,19 @@ impl Executor {
         inputs: &[HostTensor],
         times: Option<&mut Vec<(String, f64)>>,
     ) -> Result<Vec<HostTensor>, ExecError> {
+        self.bind_inputs(inputs)?;
+        let steps = self.program.prologue..self.program.steps.len();
+        self.run_steps(steps, times)?;
+        Ok(self
+            .program
+            .outputs
+            .iter()
+            .map(|&id| read_buffer(&self.program.buffers[id], self.buffers[id].bytes()))
+            .collect())
+    }
+
+    /// Copies `inputs` (graph-input order) into their buffers.
+    pub(super) fn bind_inputs(&mut self, inputs: &[HostTensor]) -> Result<(), ExecError> {
         if inputs.len() != self.inputs.len() {
             return Err(ExecError::Input {
                 index: inputs.len(),
@@ -343,18 +358,11 @@ impl Executor {
             })?;
             self.buffers[id].bytes_mut().copy_from_slice(&bytes);
         }
-        let steps = self.program.prologue..self.program.steps.len();
-        self.run_steps(steps, times)?;
-        Ok(self
-            .program
-            .outputs
-            .iter()
-            .map(|&id| read_buffer(&self.program.buffers[id], self.buffers[id].bytes()))
-            .collect())
+        Ok(())
     }
 
     /// Runs `steps` in order, each split across the pool; with `times`, records each one.
-    fn run_steps(
+    pub(super) fn run_steps(
         &mut self,
         steps: std::ops::Range<usize>,
         mut times: Option<&mut StepTimes>,
@@ -465,7 +473,7 @@ impl Executor {
     }
 }
 
-fn read_buffer(decl: &super::BufferDecl, bytes: &[u8]) -> HostTensor {
+pub(super) fn read_buffer(decl: &super::BufferDecl, bytes: &[u8]) -> HostTensor {
     let shape = decl.shape.clone();
     match decl.dtype {
         // Buffers are 64-byte aligned, so the casts cannot fail; the fallback never runs.

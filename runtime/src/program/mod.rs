@@ -5,10 +5,12 @@
 
 mod exec;
 mod pool;
+mod state;
 mod storage;
 
 pub use exec::{ExecError, Executor};
 pub use pool::ThreadPool;
+pub use state::dropout_keep_fast;
 
 pub use crate::comm::shaped::Collective;
 use oar_ir::{DType, ProcessMesh};
@@ -133,4 +135,24 @@ pub struct Program {
     /// Per buffer, the buffer whose memory it uses ([`Program::plan_storage`]); empty
     /// means every buffer has its own.
     pub storage: Vec<usize>,
+    /// A training step's state updates: `(from, to)` copies buffer `from` (the new value,
+    /// a graph output) into the weight buffer `to` when the caller commits a run
+    /// ([`Executor::commit_state`]).
+    pub updates: Vec<(usize, usize)>,
+    /// Training dropout's masks, which the executor fills on the host before a run
+    /// ([`Executor::set_dropout`]).
+    pub masks: Vec<MaskDecl>,
+}
+
+/// A dropout mask buffer (f32, the dropped tensor's shape): element `i` is `keep` where
+/// the interpreter's `dropout_keep(seed, step, stream, p, i)` keeps it, else 0; `infer` in
+/// every element at inference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaskDecl {
+    pub buf: usize,
+    /// The node whose mask this is (a backward dropout replays its forward's stream).
+    pub stream: String,
+    pub p: f64,
+    pub keep: f32,
+    pub infer: f32,
 }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 impl Program {
     /// Fills `storage`: each buffer's owner (the buffer whose memory it uses, itself for
     /// most). Only temporaries of the per-run steps share; inputs, weights, constants,
-    /// outputs, `zeroed` buffers and anything the prologue writes keep their own memory. A buffer lives from
+    /// outputs, `zeroed` buffers, dropout masks and anything the prologue writes keep their own memory. A buffer lives from
     /// the first step that names it to the last, inclusive, so a step's output never shares
     /// with one of its operands.
     pub fn plan_storage(&mut self) {
@@ -16,6 +16,8 @@ impl Program {
         self.storage = (0..n).collect();
         let mut pinned: HashSet<usize> = self.outputs.iter().copied().collect();
         pinned.extend(&self.zeroed);
+        // Masks are written on the host before the run, not by a step.
+        pinned.extend(self.masks.iter().map(|m| m.buf));
         for s in &self.steps[..self.prologue] {
             pinned.extend(&s.args);
         }

@@ -98,6 +98,14 @@ pub trait StepRunner {
         weights: &Weights,
         step: u64,
     ) -> Result<StepOutputs, TrainError>;
+
+    /// Writes state the runner still holds (a compiled runner keeping its weights in its
+    /// executor) into `weights`; a loop calls it before it reads them (checkpoints,
+    /// evaluation, the end of training). Runners that write every step have nothing to do.
+    fn flush(&mut self, weights: &mut Weights) -> Result<(), TrainError> {
+        let _ = weights;
+        Ok(())
+    }
 }
 
 /// The reference interpreter as a step runner: `run_with_options` with

@@ -10,6 +10,7 @@ mod grad_ops;
 mod norm_reduce_pool;
 mod padded;
 mod pointwise;
+mod train_ops;
 
 use super::{Body, CpuModel, Elem, Kernel, Tiling};
 use oar_ir::op::{Literal, Op};
@@ -60,6 +61,8 @@ pub(crate) struct Builder {
     pub tiling: Tiling,
     /// The graph's meshes, which collectives' groups refer to.
     pub meshes: BTreeMap<String, ProcessMesh>,
+    /// A training graph: dropout draws its mask, batch_norm may take its training form.
+    pub training: bool,
 }
 
 /// A value's buffer and static shape, as op builders see it.
@@ -250,33 +253,12 @@ pub fn build_kernels(
         op: "graph".into(),
         message,
     };
-    if g.mode == oar_ir::ExecMode::Training {
-        // Parameters are not load-time constants here (`analysis::weight_only` reads the
-        // mode), so a training graph of plain ops compiles. What has no kernel yet: the
-        // dropout mask and the running-statistics updates (batch_norm's training form is
-        // refused where it is lowered).
-        if !g.state.is_empty() {
-            return Err(top(format!(
-                "training state updates ({}) are not compiled yet; run this graph in the interpreter",
-                g.state.join(", ")
-            )));
-        }
-    }
+    // A training graph compiles like any other: parameters are not load-time constants
+    // there (`analysis::weight_only` reads the mode), dropout multiplies by a mask the
+    // executor draws per step, and the state updates are copied into their weights
+    // (`Program::updates`).
+    let training = g.mode == oar_ir::ExecMode::Training;
     let g = inline_functions(g).map_err(top)?;
-    // After inlining, so a dropout inside a fused body is seen too.
-    if g.mode == oar_ir::ExecMode::Training {
-        if let Some(n) = g
-            .nodes()
-            .iter()
-            .find(|n| matches!(n.op, Op::Dropout { .. }))
-        {
-            return Err(BuildError {
-            node: n.name.clone(),
-            op: n.op.name().to_string(),
-            message: "training dropout (a seeded mask) has no CPU kernel yet; run this graph in the interpreter".into(),
-        });
-        }
-    }
     let mut b = Builder {
         program: Program::default(),
         kernels: Vec::new(),
@@ -287,6 +269,7 @@ pub fn build_kernels(
         node_fixed: false,
         tiling: Tiling::for_cpu(cpu),
         meshes: g.meshes.clone(),
+        training,
     };
     let mut input_index = 0;
     let weight_only = oar_ir::analysis::weight_only(&g);
@@ -392,13 +375,14 @@ pub fn build_kernels(
         // Views (and dropout when it is the identity: upscale_in_train at inference) share
         // their operand's buffer.
         if node.op.is_view()
-            || matches!(
-                node.op,
-                Op::Dropout {
-                    mode: oar_ir::op::DropoutMode::UpscaleInTrain,
-                    ..
-                }
-            )
+            || !training
+                && matches!(
+                    node.op,
+                    Op::Dropout {
+                        mode: oar_ir::op::DropoutMode::UpscaleInTrain,
+                        ..
+                    }
+                )
         {
             let src = b.buf[&node.inputs[0]];
             b.buf.insert(id.into(), src);
@@ -467,6 +451,9 @@ pub fn build_kernels(
         };
         b.program.outputs.push(id);
     }
+    if training {
+        train_ops::state_updates(&mut b, &g).map_err(top)?;
+    }
     // Fixed steps depend only on fixed steps, so moving them all first keeps the order valid.
     let (pre, post): (Vec<_>, Vec<_>) = std::mem::take(&mut b.program.steps)
         .into_iter()
@@ -490,8 +477,17 @@ fn lower_node(
     ins: &[Arg],
     outs: &[Arg],
 ) -> Result<(), String> {
+    let node_name = name;
     let name = &format!("{}_{name}", op.name());
     match op {
+        Op::Dropout { p, mode, mask_of } if b.training => {
+            let stream = mask_of.as_deref().unwrap_or(node_name);
+            train_ops::dropout(b, name, stream, *p, *mode, &ins[0], &outs[0])
+        }
+        Op::BatchNorm {
+            eps,
+            momentum: Some(m),
+        } => train_ops::batch_norm(b, name, *eps, *m, ins, outs),
         Op::Unary(_)
         | Op::Binary(_)
         | Op::Where

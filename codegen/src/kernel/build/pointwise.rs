@@ -213,6 +213,9 @@ pub(crate) fn lower(
     ins: &[Arg],
     out: &Arg,
 ) -> Result<(), String> {
+    if let (Op::Where, DType::I64) = (op, out.dtype) {
+        return where_i64(b, name, ins, out);
+    }
     // Comparisons write bool buffers (0/1 bytes); everything else computes in f32.
     let comparison = matches!(op, Op::Binary(bo) if bo.is_comparison());
     if out.dtype != DType::F32 && !(comparison && out.dtype == DType::Bool) {
@@ -240,7 +243,19 @@ pub(crate) fn lower(
                         Expr::Select(lt, Box::new(Expr::C(1.0)), Box::new(Expr::C(0.0)))
                     });
                 }
-                BinaryOp::Equal => return Err(format!("comparison {bo:?} is not compiled")),
+                BinaryOp::Equal => {
+                    // Neither less nor greater (a NaN operand compares equal here; the
+                    // step graphs compare integer labels converted to f32, exact below 2^24).
+                    return map(b, name, ins, out, |x, _| {
+                        let lt = |a: &Expr, c: &Expr| Cond::Lt(Box::new(a.clone()), Box::new(c.clone()));
+                        let zero = || Box::new(Expr::C(0.0));
+                        Expr::Select(
+                            lt(&x[0], &x[1]),
+                            zero(),
+                            Box::new(Expr::Select(lt(&x[1], &x[0]), zero(), Box::new(Expr::C(1.0)))),
+                        )
+                    });
+                }
             };
             map(b, name, ins, out, |x, _| {
                 x[0].clone().bin(bin, x[1].clone())
@@ -316,7 +331,7 @@ pub(crate) fn lower(
         | Op::Param(_)
         | Op::Constant(_)
         | Op::Recv { .. }
-        // The training form (batch statistics); training graphs are not compiled yet.
+        // The training form (batch statistics) has its own kernel (train_ops).
         | Op::BatchNorm {
             momentum: Some(_), ..
         }
@@ -354,6 +369,33 @@ pub(crate) fn lower(
         | Op::Grad(_)
         | Op::Send { .. } => Err(format!("internal: {} routed to pointwise", op.name())),
     }
+}
+
+/// An integer `where` (the masked-LM loss clamps ignored labels): selects i64 elements
+/// exactly, without a trip through f32.
+fn where_i64(b: &mut Builder, name: &str, ins: &[Arg], out: &Arg) -> Result<(), String> {
+    if ins[1].dtype != DType::I64 || ins[2].dtype != DType::I64 {
+        return Err("an i64 `where` takes i64 operands".into());
+    }
+    let n: i64 = out.shape.iter().product();
+    let i = IExpr::v(0);
+    let at = |k: usize| IExpr::Load(k + 1, Box::new(bcast_index(&i, &out.shape, &ins[k].shape)));
+    let cond = Cond::Bool(1, bcast_index(&i, &out.shape, &ins[0].shape));
+    let body = vec![Stmt::par(
+        n,
+        vec![Stmt::Store {
+            buf: 0,
+            idx: i.clone(),
+            val: Expr::FromInt(IExpr::select(cond, at(1), at(2))),
+        }],
+    )];
+    b.kernel(
+        name,
+        &[out.buf, ins[0].buf, ins[1].buf, ins[2].buf],
+        Body::Loops(body),
+        n,
+        GRAIN,
+    )
 }
 
 /// `dst[i] = src[i]` for `n` elements.
