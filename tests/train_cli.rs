@@ -5,8 +5,10 @@
 #[path = "../runtime/tests/train_util/mod.rs"]
 mod train_util;
 
+mod cli_util;
+
+use cli_util::{fails, log_lines, ok};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use train_util::{dropout_graph, scratch, write_synthetic};
 
 fn repo(p: &str) -> String {
@@ -14,40 +16,6 @@ fn repo(p: &str) -> String {
         .join(p)
         .display()
         .to_string()
-}
-
-fn oar(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_oar"))
-        .args(args)
-        .output()
-        .expect("run oar")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = oar(args);
-    assert!(
-        out.status.success(),
-        "oar {args:?}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = oar(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "oar {args:?} should fail");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn log_lines(path: &Path, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .expect("read log")
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
-        .filter(|v| v["kind"] == kind)
-        .collect()
 }
 
 fn argv(v: &[String]) -> Vec<&str> {

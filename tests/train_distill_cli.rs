@@ -4,9 +4,11 @@
 //! from those teacher weights leaves them bit for bit unchanged; bad settings are errors.
 //! Few steps at 8×8 so the interpreter is quick; nothing here measures accuracy.
 
+mod cli_util;
+
+use cli_util::oar;
 use oar::runtime::io::weights::load_safetensors;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 fn digits() -> Option<PathBuf> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/data/digits");
@@ -23,13 +25,6 @@ fn scratch(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("scratch dir");
     d
-}
-
-fn oar(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_oar"))
-        .args(args)
-        .output()
-        .expect("run oar")
 }
 
 fn s(p: &Path) -> &str {

@@ -4,8 +4,10 @@
 //! run repeats the uninterrupted run's losses and weights bit for bit (dropout on).
 //! Skips with a message when the corpus is missing.
 
+mod cli_util;
+
+use cli_util::{fails, log_lines, ok};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 /// The ERNIE the tests train: the zoo's first 3.0 configuration, whatever its exact name.
 const MODEL: &str = "ernie-3.0-tiny";
@@ -27,40 +29,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("scratch dir");
     d
-}
-
-fn oar(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_oar"))
-        .args(args)
-        .output()
-        .expect("run oar")
-}
-
-fn ok(args: &[String]) -> String {
-    let out = oar(args);
-    assert!(
-        out.status.success(),
-        "oar {args:?}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(args: &[String]) -> String {
-    let out = oar(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "oar {args:?} should fail");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
-fn log_lines(path: &Path, kind: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .expect("read log")
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
-        .filter(|v| v["kind"] == kind)
-        .collect()
 }
 
 fn s(p: &Path) -> String {

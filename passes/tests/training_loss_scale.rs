@@ -15,8 +15,6 @@ use oar_runtime::init::init_weights;
 use oar_runtime::train::{InterpRunner, StepRunner};
 use oar_runtime::{HostTensor, Weights};
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use training_common::Rng;
 
 fn config(precision: Precision) -> TrainConfig {
@@ -119,32 +117,5 @@ fn paddle(spec: &Value) -> Option<Value> {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/paddle/loss_scale_ref.py"
     );
-    let child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
-        eprintln!("SKIP: python3 is not available");
-        return None;
-    };
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(spec.to_string().as_bytes())
-        .expect("write the spec");
-    let out = child.wait_with_output().expect("run the paddle script");
-    match out.status.code() {
-        Some(0) => Some(serde_json::from_slice(&out.stdout).expect("paddle's JSON")),
-        Some(3) => {
-            eprintln!("SKIP: {}", String::from_utf8_lossy(&out.stderr).trim());
-            None
-        }
-        _ => panic!(
-            "the paddle script failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+    training_common::python_json(&[script], spec)
 }

@@ -21,9 +21,7 @@ use oar_runtime::init::init_weights;
 use oar_runtime::interp::{run, run_with_options, RunOptions};
 use oar_runtime::train::{InterpRunner, StepRunner};
 use oar_runtime::{HostTensor, Weights};
-use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use serde_json::json;
 use training_common::Rng;
 
 const MLP: &str = r#"
@@ -128,41 +126,14 @@ fn f16_cast_matches_numpy() {
     let x = probe_values();
     let got = interp_cast(&x, DType::F16);
     let bits: Vec<u32> = x.iter().map(|v| v.to_bits()).collect();
-    let script = "import json,sys\nimport numpy as np\nb=np.array(json.load(sys.stdin),dtype=np.uint32)\nr=b.view(np.float32).astype(np.float16).astype(np.float32).view(np.uint32)\nprint(json.dumps([int(v) for v in r]))\n";
-    let Some(out) = python(script, &json!(bits)) else {
+    let script = "import json,sys\ntry:\n    import numpy as np\nexcept ImportError:\n    print('numpy is not installed', file=sys.stderr)\n    sys.exit(3)\nb=np.array(json.load(sys.stdin),dtype=np.uint32)\nr=b.view(np.float32).astype(np.float16).astype(np.float32).view(np.uint32)\nprint(json.dumps([int(v) for v in r]))\n";
+    let Some(out) = training_common::python_json(&["-c", script], &json!(bits)) else {
         return;
     };
     let want: Vec<u32> = serde_json::from_value(out).unwrap();
     for (a, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g.to_bits(), *w, "#{a}: f16({:e})", x[a]);
     }
-}
-
-/// Runs `script` with `input` on stdin; `None` (with a message) without python3/numpy.
-fn python(script: &str, input: &Value) -> Option<Value> {
-    let child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
-        eprintln!("SKIP: python3 is not available");
-        return None;
-    };
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(input.to_string().as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("run python3");
-    if !out.status.success() {
-        eprintln!("SKIP: {}", String::from_utf8_lossy(&out.stderr).trim());
-        return None;
-    }
-    Some(serde_json::from_slice(&out.stdout).expect("JSON"))
 }
 
 fn config(precision: Precision) -> TrainConfig {

@@ -312,16 +312,9 @@ pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, T
     let mut g = bwd.graph;
     // Outputs: loss and logits, then the state updates the forward already had (less the
     // loss scaler's placeholders, which `unscale` replaces).
-    let old: Vec<(String, ValueRef)> = g
-        .state_updates()
-        .filter(|(n, _)| scaler.is_none() || !precision::Scaler::names().contains(n))
-        .map(|(n, v)| (n.to_string(), v))
-        .collect();
-    g.state.clear();
-    g.set_outputs(vec![loss, logits]);
-    for (n, v) in old {
-        g.add_state_update(n, v);
-    }
+    set_step_outputs(&mut g, vec![loss, logits], |n| {
+        scaler.is_none() || !precision::Scaler::names().contains(&n)
+    });
     let decays = |name: &str, ty: &TensorType| cfg.optim.decay_mask.decays(name, ty);
     let slots = match &scaler {
         Some(s) => {
@@ -333,7 +326,31 @@ pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, T
         }
         None => optim::insert_optimizer(&mut g, &bwd.param_grads, &cfg.optim)?,
     };
-    let (mut g, _) = recompute::recompute(&g, forward_len, &cfg.recompute)?;
+    let (g, _) = recompute::recompute(&g, forward_len, &cfg.recompute)?;
+    finish_step(g, slots, bwd.unused_params)
+}
+
+/// Makes `outputs` the step's outputs, followed by the state updates the graph already had
+/// (those `keep` accepts, by name).
+pub(crate) fn set_step_outputs(g: &mut Graph, outputs: Vec<ValueRef>, keep: impl Fn(&str) -> bool) {
+    let old: Vec<(String, ValueRef)> = g
+        .state_updates()
+        .filter(|(n, _)| keep(n))
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+    g.state.clear();
+    g.set_outputs(outputs);
+    for (n, v) in old {
+        g.add_state_update(n, v);
+    }
+}
+
+/// Orders and verifies a built step and lists its inputs.
+pub(crate) fn finish_step(
+    mut g: Graph,
+    slots: Vec<Slot>,
+    unused_params: Vec<String>,
+) -> Result<TrainStep, TrainError> {
     g.canonicalize_order();
     oar_ir::verify(&g).map_err(|e| TrainError::Verify(e.to_string()))?;
     let inputs = g
@@ -345,7 +362,7 @@ pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, T
         graph: g,
         inputs,
         slots,
-        unused_params: bwd.unused_params,
+        unused_params,
     })
 }
 

@@ -468,17 +468,8 @@ pub fn build_online_distill_step(
     let lg = append_online_loss(teacher, student, cfg)?;
     let bwd = append_backward_with(&lg.graph, lg.loss, false, &lg.stop)?;
     let mut g = bwd.graph;
-    let old: Vec<(String, ValueRef)> = g.state_updates().map(|(n, v)| (n.to_string(), v)).collect();
-    g.state.clear();
-    g.set_outputs(vec![
-        lg.loss,
-        lg.student_logits,
-        lg.teacher_hard,
-        lg.student_hard,
-    ]);
-    for (n, v) in old {
-        g.add_state_update(n, v);
-    }
+    let outputs = vec![lg.loss, lg.student_logits, lg.teacher_hard, lg.student_hard];
+    super::set_step_outputs(&mut g, outputs, |_| true);
     let frozen = cfg.teacher == TeacherMode::Frozen;
     let is_teacher = |name: &str| name.starts_with(TEACHER_PREFIX);
     // A frozen teacher gets no gradient (every path from it to `L` is stopped); filtering
@@ -489,23 +480,12 @@ pub fn build_online_distill_step(
         .filter(|(n, _)| !(frozen && is_teacher(n)))
         .collect();
     let slots = optim::insert_optimizer(&mut g, &grads, &cfg.optim)?;
-    g.canonicalize_order();
-    oar_ir::verify(&g).map_err(|e| TrainError::Verify(e.to_string()))?;
-    let inputs = g
-        .inputs()
-        .iter()
-        .map(|&id| g.node(id).name.clone())
+    let unused = bwd
+        .unused_params
+        .into_iter()
+        .filter(|n| !(frozen && is_teacher(n)))
         .collect();
-    Ok(TrainStep {
-        graph: g,
-        inputs,
-        slots,
-        unused_params: bwd
-            .unused_params
-            .into_iter()
-            .filter(|n| !(frozen && is_teacher(n)))
-            .collect(),
-    })
+    super::finish_step(g, slots, unused)
 }
 
 /// `model` with its parameters (and nodes) renamed under `prefix`: the inference graph that

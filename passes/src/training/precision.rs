@@ -226,55 +226,10 @@ pub fn cast_compute(
     Ok((r.finish(), mapped))
 }
 
-/// The ops that run in the low precision (module docs); an exhaustive match so a new op is
-/// classified deliberately.
+/// The ops that run in the low precision (module docs): the contractions, plain and fused
+/// (`Op::is_contraction`, an exhaustive per-op fact).
 fn white_listed(op: &Op) -> bool {
-    match op {
-        Op::MatMul(_)
-        | Op::Conv2d(_)
-        | Op::ConvTranspose2d(_)
-        | Op::FusedMatMul { .. }
-        | Op::FusedConv2d { .. } => true,
-        Op::Input
-        | Op::Param(_)
-        | Op::Constant(_)
-        | Op::Unary(_)
-        | Op::Binary(_)
-        | Op::Where
-        | Op::Cast { .. }
-        | Op::Dropout { .. }
-        | Op::BatchNorm { .. }
-        | Op::LayerNorm { .. }
-        | Op::Softmax { .. }
-        | Op::LogSoftmax { .. }
-        | Op::CausalMask { .. }
-        | Op::Reduce(_)
-        | Op::Pool(_)
-        | Op::GlobalPool(_)
-        | Op::Resize(_)
-        | Op::Concat { .. }
-        | Op::Split { .. }
-        | Op::Slice(_)
-        | Op::Reshape { .. }
-        | Op::Squeeze { .. }
-        | Op::Unsqueeze { .. }
-        | Op::Flatten { .. }
-        | Op::Transpose { .. }
-        | Op::BroadcastTo { .. }
-        | Op::Gather { .. }
-        | Op::GatherElements { .. }
-        | Op::Embedding
-        | Op::Grad(_)
-        | Op::Shape
-        | Op::Fused { .. }
-        | Op::AllReduce { .. }
-        | Op::AllGather { .. }
-        | Op::ReduceScatter { .. }
-        | Op::AllToAll { .. }
-        | Op::Broadcast { .. }
-        | Op::Send { .. }
-        | Op::Recv { .. } => false,
-    }
+    op.is_contraction()
 }
 
 /// Loss scaling between `append_loss` and the optimizer: [`Scaler::scale_loss`] before

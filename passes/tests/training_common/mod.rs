@@ -118,3 +118,39 @@ pub fn initial_state(rng: &mut Rng, slots: &[Slot]) -> (Weights, BTreeMap<String
     }
     (w, values)
 }
+
+/// Runs `python3 ARGS` with `input` as JSON on stdin and returns the JSON it prints; `None`,
+/// with a SKIP message, when python3 is missing or the script exits with status 3 (its way of
+/// saying a package it compares against is not installed). Any other failure panics.
+pub fn python_json(args: &[&str], input: &serde_json::Value) -> Option<serde_json::Value> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let child = Command::new("python3")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("SKIP: python3 is not available");
+        return None;
+    };
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write the script's input");
+    let out = child.wait_with_output().expect("run python3");
+    match out.status.code() {
+        Some(0) => Some(serde_json::from_slice(&out.stdout).expect("the script's JSON")),
+        Some(3) => {
+            eprintln!("SKIP: {}", String::from_utf8_lossy(&out.stderr).trim());
+            None
+        }
+        _ => panic!(
+            "python3 {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}

@@ -16,7 +16,9 @@ mod training;
 pub use debug::{first_non_finite, NonFinite};
 pub use norm_reduce_pool::resize_matrix;
 pub use precision::{round_bf16, round_f16, round_to_dtype, stored_dtype};
-pub use training::{dropout_keep, run_with_options, train_step, RunOptions, RunResult};
+pub use training::{
+    dropout_keep, dropout_keep_mask, run_with_options, train_step, RunOptions, RunResult,
+};
 
 use crate::comm::Communicator;
 use crate::io::weights::Weights;

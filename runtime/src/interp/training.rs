@@ -108,6 +108,13 @@ pub fn dropout_keep(opts: &RunOptions, name: &str, p: f64, i: u64) -> bool {
     uniform(stream_key(opts, name), i) >= p
 }
 
+/// [`dropout_keep`] for elements `0..n` at once, the stream key hashed once: the mask the
+/// compiled executor draws on the host.
+pub fn dropout_keep_mask(opts: &RunOptions, name: &str, p: f64, n: usize) -> Vec<bool> {
+    let key = stream_key(opts, name);
+    (0..n as u64).map(|i| uniform(key, i) >= p).collect()
+}
+
 /// Dropout whose mask is that of node `name` (its own, or the forward node a backward
 /// replays): at inference the mode's fixed scale, in training the seeded mask.
 pub(super) fn dropout(

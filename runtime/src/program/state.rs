@@ -14,32 +14,11 @@ use super::{BufferRole, ExecError, Executor};
 use crate::io::weights::Weights;
 use crate::tensor::HostTensor;
 
-/// splitmix64's increment and output function, as the interpreter's dropout uses them.
-const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn fnv1a64(s: &str) -> u64 {
-    s.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0100_0000_01B3)
-    })
-}
-
 /// The keep decisions of `n` elements of stream `name` at (`seed`, `step`) with drop
-/// probability `p`: the interpreter's `dropout_keep` (bit-identical, a test checks it) with
-/// the stream key hashed once instead of per element.
+/// probability `p`: the interpreter's mask, computed by the same function.
 pub fn dropout_keep_fast(seed: u64, step: u64, name: &str, p: f64, n: usize) -> Vec<bool> {
-    let key = mix(mix(mix(seed) ^ step) ^ fnv1a64(name));
-    (0..n as u64)
-        .map(|i| {
-            let bits = mix(key.wrapping_add(i.wrapping_add(1).wrapping_mul(GAMMA)));
-            (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64) >= p
-        })
-        .collect()
+    let opts = crate::interp::RunOptions::training(seed, step);
+    crate::interp::dropout_keep_mask(&opts, name, p, n)
 }
 
 impl Executor {
