@@ -179,15 +179,18 @@ fn gradients_split_as_the_single_model_steps(
     let mut inputs = batch.to_vec();
     inputs.push(logits);
     let want_s = grads(&sg, sloss, &BTreeSet::new(), &inputs, &sw);
-    assert_eq!(want_s.len(), sw.len());
+    // ERNIE's pooler is declared (PaddleNLP's checkpoints carry it) but the masked-LM model
+    // does not use it, so it has no gradient in either step.
+    let trained = |w: &Weights| w.keys().filter(|k| !k.contains(".pooler.")).count();
+    assert_eq!(want_s.len(), trained(&sw));
     for (name, want) in &want_s {
         assert_close(name, &got[&format!("{STUDENT_PREFIX}{name}")], want);
     }
-    assert_eq!(want_t.len(), tw.len());
+    assert_eq!(want_t.len(), trained(&tw));
     for (name, want) in &want_t {
         assert_close(name, &got[&format!("{TEACHER_PREFIX}{name}")], want);
     }
-    assert_eq!(got.len(), tw.len() + sw.len(), "{:?}", got.keys());
+    assert_eq!(got.len(), trained(&tw) + trained(&sw), "{:?}", got.keys());
 }
 
 #[test]

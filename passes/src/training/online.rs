@@ -236,13 +236,15 @@ fn copy_into(
             continue;
         }
         let mut op = n.op.clone();
-        match &mut op {
-            Op::Param(p) => p.name = format!("{prefix}{}", p.name),
-            // Masks are drawn per node name: keep a replayed mask pointing at its source.
-            Op::Dropout {
-                mask_of: Some(m), ..
-            } => *m = format!("{prefix}{m}"),
-            _ => {}
+        // Parameters move under the prefix; masks are drawn per node name, so a replayed
+        // mask keeps pointing at its (renamed) source. Other ops are copied as they are.
+        if let Op::Param(p) = &mut op {
+            p.name = format!("{prefix}{}", p.name);
+        } else if let Op::Dropout {
+            mask_of: Some(m), ..
+        } = &mut op
+        {
+            *m = format!("{prefix}{m}");
         }
         let inputs: Vec<ValueRef> = n.inputs.iter().map(|v| remap(&map, *v)).collect();
         if let (true, Op::Dropout { p, mode, .. }) = (frozen, &op) {
