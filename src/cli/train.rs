@@ -399,6 +399,7 @@ pub(crate) fn train_graph(
         seed,
         stream,
         what: format!("{n_train} training samples"),
+        default_backend: "llvm",
     };
     run_loop(graph, eval_graph, &spec, a, prepared)
 }
@@ -461,6 +462,8 @@ struct Prepared<'v, L: BatchSource> {
     stream: serde_json::Value,
     /// The training split, for the summary.
     what: String,
+    /// The backend when `--backend` is not given.
+    default_backend: &'static str,
 }
 
 /// Runs the loop on a prepared state: the schedule, checkpoints, the progress bar and log,
@@ -479,6 +482,7 @@ fn run_loop<L: BatchSource>(
         seed,
         stream,
         what,
+        default_backend,
     } = p;
     let steps = match (a.steps, a.epochs) {
         (Some(s), _) => s,
@@ -521,6 +525,7 @@ fn run_loop<L: BatchSource>(
     };
     let runner = match a.backend.as_deref() {
         Some("interp") => None,
+        None if default_backend == "interp" => None,
         explicit => match compiled_runner(&graph, eval_graph.clone(), &state, seed, spec, a) {
             Ok(r) => Some(r),
             Err(e) if explicit.is_none() => {
