@@ -156,15 +156,9 @@ impl StepRunner for CompiledRunner {
         let outs = exec
             .run_first(inputs, 2)
             .map_err(|e| Self::run_err(step, e))?;
-        let loss = outs
-            .first()
-            .and_then(|t| t.as_f32())
-            .and_then(|v| v.first().copied());
-        let (Some(loss), Some(logits)) = (loss, outs.into_iter().nth(1)) else {
-            return Err(TrainError::Contract(format!(
-                "step {step}: expected outputs (loss f32[], logits)"
-            )));
-        };
+        // Loss-scaled (fp16) steps do not compile (no f16 kernels), so none is skipped here.
+        let out = StepOutputs::from_outputs(step, outs)?;
+        let loss = out.loss;
         if !loss.is_finite() {
             // The state is not committed: the executor and `weights` keep the last step's.
             let current = if self.dirty {
@@ -191,12 +185,7 @@ impl StepRunner for CompiledRunner {
                 weights.insert(name, value);
             }
         }
-        // Loss-scaled (fp16) steps do not compile (no f16 kernels), so none is skipped here.
-        Ok(StepOutputs {
-            loss,
-            logits,
-            skipped: false,
-        })
+        Ok(out)
     }
 
     fn evaluate(
@@ -241,21 +230,7 @@ impl StepRunner for CompiledRunner {
         let outs = exec
             .run_first(inputs, 2)
             .map_err(|e| Self::run_err(step, e))?;
-        let loss = outs
-            .first()
-            .and_then(|t| t.as_f32())
-            .and_then(|v| v.first().copied())
-            .unwrap_or(f32::NAN);
-        match outs.into_iter().nth(1) {
-            Some(logits) => Ok(StepOutputs {
-                loss,
-                logits,
-                skipped: false,
-            }),
-            None => Err(TrainError::Contract(format!(
-                "step {step}: expected outputs (loss f32[], logits)"
-            ))),
-        }
+        StepOutputs::from_outputs(step, outs)
     }
 
     fn flush(&mut self, weights: &mut Weights) -> Result<(), TrainError> {

@@ -399,7 +399,7 @@ pub(crate) fn train_graph(
         seed,
         stream,
         what: format!("{n_train} training samples"),
-        default_backend: "llvm",
+        compile_by_default: true,
     };
     run_loop(graph, eval_graph, &spec, a, prepared)
 }
@@ -462,8 +462,8 @@ struct Prepared<'v, L: BatchSource> {
     stream: serde_json::Value,
     /// The training split, for the summary.
     what: String,
-    /// The backend when `--backend` is not given.
-    default_backend: &'static str,
+    /// Without `--backend`: try the LLVM backend first (else the interpreter).
+    compile_by_default: bool,
 }
 
 /// Runs the loop on a prepared state: the schedule, checkpoints, the progress bar and log,
@@ -482,7 +482,7 @@ fn run_loop<L: BatchSource>(
         seed,
         stream,
         what,
-        default_backend,
+        compile_by_default,
     } = p;
     let steps = match (a.steps, a.epochs) {
         (Some(s), _) => s,
@@ -525,7 +525,7 @@ fn run_loop<L: BatchSource>(
     };
     let runner = match a.backend.as_deref() {
         Some("interp") => None,
-        None if default_backend == "interp" => None,
+        None if !compile_by_default => None,
         explicit => match compiled_runner(&graph, eval_graph.clone(), &state, seed, spec, a) {
             Ok(r) => Some(r),
             Err(e) if explicit.is_none() => {

@@ -179,7 +179,7 @@ pub(super) fn run(cfg: ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result
         // The compiled ERNIE step is slower than the interpreter today (145 vs 345 tokens/s
         // for ernie-3.0-tiny at b16·s128: its matmul gradients are not yet GEMMs), so text
         // runs take the interpreter unless `--backend llvm` asks otherwise.
-        default_backend: "interp",
+        compile_by_default: false,
     };
     run_loop(graph, Some(model), spec, a, prepared).map(drop)
 }

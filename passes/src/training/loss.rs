@@ -20,17 +20,7 @@ pub fn softmax_cross_entropy(
     labels: ValueRef,
     label_smoothing: f64,
 ) -> Result<ValueRef, TrainError> {
-    let lt = float_of(e, logits)?;
-    let yt = e.ty(labels)?;
-    let mut want = lt.shape.0.clone();
-    want.pop();
-    if !yt.dtype.is_int() || yt.shape.0 != want {
-        return Err(TrainError::LossOperand {
-            what: "labels".into(),
-            want: format!("class ids {}", TensorType::new(DType::I64, want)),
-            found: yt.to_string(),
-        });
-    }
+    let (lt, _) = class_ids(e, logits, labels, "class ids")?;
     let logp = e.op(Op::LogSoftmax { axis: -1 }, vec![logits], "log_softmax")?;
     let last = lt.rank() as i64 - 1;
     let idx = e.op(Op::Unsqueeze { axes: vec![last] }, vec![labels], "labels")?;
@@ -63,20 +53,7 @@ pub fn masked_cross_entropy(
     logits: ValueRef,
     labels: ValueRef,
 ) -> Result<ValueRef, TrainError> {
-    let lt = float_of(e, logits)?;
-    let yt = e.ty(labels)?;
-    let mut want = lt.shape.0.clone();
-    want.pop();
-    if !yt.dtype.is_int() || yt.shape.0 != want {
-        return Err(TrainError::LossOperand {
-            what: "labels".into(),
-            want: format!(
-                "token ids {} ({IGNORE_INDEX} = not scored)",
-                TensorType::new(DType::I64, want)
-            ),
-            found: yt.to_string(),
-        });
-    }
+    let (lt, yt) = class_ids(e, logits, labels, "token ids")?;
     // Ignored positions gather class 0 (any valid index) and are weighted 0.
     let ignore = e.fill(IGNORE_INDEX as f64, TensorType::new(yt.dtype, vec![]))?;
     let skipped = e.binary(BinaryOp::Equal, labels, ignore)?;
@@ -171,6 +148,28 @@ pub fn distillation(
     let per_row = e.reduce(ReduceOp::Sum, per_class, vec![-1], false)?;
     let mean = e.mean_all(per_row)?;
     e.scale(mean, temperature * temperature)
+}
+
+/// The types of `logits` (f32 of rank ≥ 1) and `labels` (integer ids of the logits' shape
+/// without the class axis; `what` names them in the error).
+fn class_ids(
+    e: &Emit,
+    logits: ValueRef,
+    labels: ValueRef,
+    what: &str,
+) -> Result<(TensorType, TensorType), TrainError> {
+    let lt = float_of(e, logits)?;
+    let yt = e.ty(labels)?;
+    let mut want = lt.shape.0.clone();
+    want.pop();
+    if !yt.dtype.is_int() || yt.shape.0 != want {
+        return Err(TrainError::LossOperand {
+            what: "labels".into(),
+            want: format!("{what} {}", TensorType::new(DType::I64, want)),
+            found: yt.to_string(),
+        });
+    }
+    Ok((lt, yt))
 }
 
 /// The type of `v`, which must be f32 with at least one dim.

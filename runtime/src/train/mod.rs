@@ -141,22 +141,28 @@ impl InterpRunner {
     }
 }
 
-/// Outputs 0 and 1 as (loss, logits); the contract check guarantees both exist.
-fn split_outputs(step: u64, mut outputs: Vec<HostTensor>) -> Result<StepOutputs, TrainError> {
-    let loss = outputs
-        .first()
-        .and_then(|t| t.as_f32())
-        .and_then(|v| v.first().copied());
-    match (loss, outputs.len() >= 2) {
-        (Some(loss), true) => Ok(StepOutputs {
-            loss,
-            logits: outputs.swap_remove(1),
-            skipped: false,
-        }),
-        _ => Err(TrainError::Contract(format!(
-            "step {step}: expected outputs (loss f32[], logits), found {} output(s)",
-            outputs.len()
-        ))),
+impl StepOutputs {
+    /// A step's outputs 0 and 1 as (loss, logits), not skipped; a graph without them is a
+    /// contract error naming `step`. Every runner reads its outputs through this.
+    pub fn from_outputs(
+        step: u64,
+        mut outputs: Vec<HostTensor>,
+    ) -> Result<StepOutputs, TrainError> {
+        let loss = outputs
+            .first()
+            .and_then(|t| t.as_f32())
+            .and_then(|v| v.first().copied());
+        match (loss, outputs.len() >= 2) {
+            (Some(loss), true) => Ok(StepOutputs {
+                loss,
+                logits: outputs.swap_remove(1),
+                skipped: false,
+            }),
+            _ => Err(TrainError::Contract(format!(
+                "step {step}: expected outputs (loss f32[], logits), found {} output(s)",
+                outputs.len()
+            ))),
+        }
     }
 }
 
@@ -170,7 +176,7 @@ impl StepRunner for InterpRunner {
         let opts = RunOptions::training(self.seed, step);
         let r = run_with_options(&self.graph, inputs, weights, opts)
             .map_err(|source| TrainError::Run { step, source })?;
-        let mut out = split_outputs(step, r.outputs)?;
+        let mut out = StepOutputs::from_outputs(step, r.outputs)?;
         // A skipped step is what loss scaling does with an overflow, not an error: the
         // graph kept the parameters and lowered the scale.
         out.skipped = was_skipped(&r.state);
@@ -207,7 +213,7 @@ impl StepRunner for InterpRunner {
         let Some(eval) = &self.eval_graph else {
             let r = run_with_options(&self.graph, inputs, weights, opts)
                 .map_err(|source| TrainError::Run { step, source })?;
-            return split_outputs(step, r.outputs);
+            return StepOutputs::from_outputs(step, r.outputs);
         };
         let n = eval.inputs().len().min(inputs.len());
         let r = run_with_options(eval, &inputs[..n], weights, opts)
