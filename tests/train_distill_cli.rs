@@ -2,7 +2,9 @@
 //! `target/data/digits` is missing; `scripts/data_setup.py` makes it): an online run trains
 //! both PP-LCNets and reports both accuracies and each model's own weights; a frozen run
 //! from those teacher weights leaves them bit for bit unchanged; bad settings are errors.
-//! Few steps at 8×8 so the interpreter is quick; nothing here measures accuracy.
+//! Few steps at 8×8 so the interpreter is quick; nothing here measures accuracy. On the
+//! Python docs (`scripts/text_setup.py`; skipped when missing), a tiny ERNIE student and
+//! teacher train together as masked LMs, with their losses logged apart.
 
 mod cli_util;
 
@@ -140,4 +142,150 @@ fn bad_distillation_settings_are_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && !err.contains("panicked"), "{err}");
     assert!(err.contains("alpha = 2 must be in [0, 1]"), "{err}");
+}
+
+fn pydoc() -> Option<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/data/pydoc");
+    if d.join("train").is_dir() {
+        Some(d)
+    } else {
+        eprintln!("skipped: no {} (run scripts/text_setup.py)", d.display());
+        None
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// Online distillation of a masked LM: ERNIE 3.0 tiny (1 layer, hidden 32) from ERNIE 3.0
+/// mini (2 layers, hidden 48, so the hidden-state term needs its projection) on six documents
+/// of the Python docs, vocabulary 300, seq 32, batch 4, dropout on. Both models train: the
+/// log carries the teacher's and the student's masked-LM loss and the distillation term,
+/// which add up to the joint loss; both hard losses fall over 24 steps (means of the first and
+/// last 6 steps; at lr 3e-3 the unigram distribution alone takes them below ln 300); the
+/// teacher's weights move; the summary evaluates both models.
+#[test]
+fn online_distillation_of_ernie_trains_both_models() {
+    let Some(data) = pydoc() else { return };
+    let d = scratch("ernie");
+    let (save, log) = (d.join("ck"), d.join("log.jsonl"));
+    let vocab = d.join("vocab.txt");
+    let (alpha, steps) = (0.5, 24usize);
+    let args = [
+        "train",
+        "ernie-3.0-tiny",
+        "--teacher",
+        "ernie-3.0-mini-zh",
+        "--data",
+        s(&data),
+        "--vocab",
+        s(&vocab),
+        "--vocab-size",
+        "300",
+        "--max-docs",
+        "6",
+        "--seq",
+        "32",
+        "--batch",
+        "4",
+        "--layers",
+        "1",
+        "--hidden",
+        "32",
+        "--heads",
+        "2",
+        "--ffn",
+        "64",
+        "--teacher-layers",
+        "2",
+        "--teacher-hidden",
+        "48",
+        "--teacher-heads",
+        "2",
+        "--teacher-ffn",
+        "96",
+        "--hidden-mse",
+        "1.0",
+        "--alpha",
+        "0.5",
+        "--steps",
+        "24",
+        "--lr",
+        "3e-3",
+        "--eval-every",
+        "12",
+        "--eval-sequences",
+        "8",
+        "--save",
+        s(&save),
+        "--save-every",
+        "1",
+        "--keep",
+        "0",
+        "--log",
+        s(&log),
+    ];
+    let out = oar(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("trained {steps} steps")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("teacher eval accuracy"), "{stdout}");
+    assert!(stdout.contains("MLM loss"), "{stdout}");
+
+    let lines = cli_util::log_lines(&log, "step");
+    assert_eq!(lines.len(), steps);
+    let field = |l: &serde_json::Value, k: &str| -> f64 {
+        l[k].as_f64()
+            .unwrap_or_else(|| panic!("no finite `{k}` in {l}"))
+    };
+    let (mut teacher, mut student) = (Vec::new(), Vec::new());
+    for l in &lines {
+        let (t, st, dt) = (
+            field(l, "teacher_loss"),
+            field(l, "student_loss"),
+            field(l, "distill_loss"),
+        );
+        assert!(
+            t.is_finite() && st.is_finite() && dt.is_finite() && dt >= 0.0,
+            "{l}"
+        );
+        // L = L_teacher + (1 − α)·L_student + distillation term, in f32.
+        let joint = t + (1.0 - alpha) * st + dt;
+        let loss = field(l, "loss");
+        assert!(
+            (loss - joint).abs() <= 1e-5 * loss.abs(),
+            "{loss} vs {joint}: {l}"
+        );
+        teacher.push(t);
+        student.push(st);
+    }
+    for (who, v) in [("teacher", &teacher), ("student", &student)] {
+        let (first, last) = (mean(&v[..6]), mean(&v[v.len() - 6..]));
+        assert!(
+            last < first,
+            "{who} loss did not fall: {first} → {last} ({v:?})"
+        );
+    }
+
+    // The teacher trains: its weights after step 24 differ from those after step 1, and the
+    // projection of the hidden-state term is part of the state.
+    let w1 = load_safetensors(&save.join("step-00000001/weights.safetensors")).unwrap();
+    let w24 = load_safetensors(&save.join("step-00000024/weights.safetensors")).unwrap();
+    let moved: Vec<&String> = w1
+        .keys()
+        .filter(|k| k.starts_with("teacher.") && !k.contains("moment"))
+        .filter(|k| w1[*k] != w24[*k])
+        .collect();
+    assert!(moved.len() > 10, "teacher tensors that moved: {moved:?}");
+    assert!(w24.contains_key("distill.proj.0"), "{:?}", w24.keys());
+    let tw = load_safetensors(&save.join("teacher.safetensors")).unwrap();
+    assert!(tw.keys().all(|k| !k.starts_with("teacher.")));
 }

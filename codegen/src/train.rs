@@ -153,8 +153,9 @@ impl StepRunner for CompiledRunner {
     ) -> Result<StepOutputs, TrainError> {
         let exec = self.step.executor();
         exec.set_dropout(Some((self.seed, step)));
+        // Every output before the state: loss, logits and any parts of a joint loss.
         let outs = exec
-            .run_first(inputs, 2)
+            .run_first(inputs, self.graph.model_outputs().len())
             .map_err(|e| Self::run_err(step, e))?;
         // Loss-scaled (fp16) steps do not compile (no f16 kernels), so none is skipped here.
         let out = StepOutputs::from_outputs(step, outs)?;
@@ -213,11 +214,7 @@ impl StepRunner for CompiledRunner {
                 .map_err(|e| Self::run_err(step, e))?;
             return match out.into_iter().next() {
                 // The loop scores the logits itself; the inference graph has no loss.
-                Some(logits) => Ok(StepOutputs {
-                    loss: f32::NAN,
-                    logits,
-                    skipped: false,
-                }),
+                Some(logits) => Ok(StepOutputs::logits_only(logits)),
                 None => Err(TrainError::Contract(
                     "the evaluation graph has no output".into(),
                 )),

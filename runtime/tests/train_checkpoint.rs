@@ -23,6 +23,7 @@ fn cfg(steps: u64, save: Option<&Path>) -> LoopConfig {
         }),
         seed: 21,
         config: serde_json::json!({"batch": 20, "lr": 0.3}),
+        loss_parts: Vec::new(),
     }
 }
 

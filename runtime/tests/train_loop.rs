@@ -13,6 +13,7 @@ fn config(steps: u64, eval_every: Option<u64>) -> LoopConfig {
         save: None,
         seed: 3,
         config: serde_json::json!({}),
+        loss_parts: Vec::new(),
     }
 }
 

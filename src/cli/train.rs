@@ -159,8 +159,21 @@ impl Observer for CliObserver {
             Some(t) => format!("{t:.0} tokens/s"),
             None => format!("{:.0} samples/s", r.samples_per_sec),
         };
-        self.bar
-            .set_message(format!("loss {:.4}  {speed}{}{skipped}", r.loss, self.eval));
+        // A joint (distillation) loss shows its parts: `teacher 5.1 student 5.3 distill 0.2`.
+        let parts: String = r
+            .losses
+            .iter()
+            .map(|(k, v)| format!(" {} {v:.4}", k.trim_end_matches("_loss")))
+            .collect();
+        let parts = if parts.is_empty() {
+            parts
+        } else {
+            format!(" ({})", parts.trim_start())
+        };
+        self.bar.set_message(format!(
+            "loss {:.4}{parts}  {speed}{}{skipped}",
+            r.loss, self.eval
+        ));
         self.log.as_mut().map_or(Ok(()), |l| l.on_step(r))
     }
 
@@ -306,8 +319,11 @@ fn compiled_runner<L: BatchSource>(
     let graph = specialize(graph, &BTreeMap::from([("N".to_string(), a.batch as u64)]))
         .with_context(|| format!("{spec}: shapes must be static once the batch N is bound"))?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Lazy: the state stays in the executor between steps; the loop flushes it before it
+    // evaluates, saves or returns, so no step pays for copying every weight and moment out.
     let mut r = oar::codegen::train::CompiledRunner::new(graph, &state.weights, seed, threads)
-        .with_context(|| format!("the LLVM backend cannot compile the step of {spec}"))?;
+        .with_context(|| format!("the LLVM backend cannot compile the step of {spec}"))?
+        .lazy(true);
     eprintln!(
         "compiled step: {:.1} MiB planned (activations, gradients, weights, optimizer state)",
         r.planned_bytes() as f64 / (1u64 << 20) as f64
@@ -400,6 +416,7 @@ pub(crate) fn train_graph(
         stream,
         what: format!("{n_train} training samples"),
         compile_by_default: true,
+        loss_parts: loss_parts(&graph),
     };
     run_loop(graph, eval_graph, &spec, a, prepared)
 }
@@ -464,6 +481,23 @@ struct Prepared<'v, L: BatchSource> {
     what: String,
     /// Without `--backend`: try the LLVM backend first (else the interpreter).
     compile_by_default: bool,
+    /// Names of the step's loss parts (outputs after the logits) for the log.
+    loss_parts: Vec<String>,
+}
+
+/// The log names of a step's scalar outputs after the logits: a distillation step's
+/// (`build_online_distill_step`: teacher loss, student loss, distillation term); none for a
+/// plain step.
+fn loss_parts(graph: &Graph) -> Vec<String> {
+    use oar::passes::training::online::{LOSS_PARTS, TEACHER_PREFIX};
+    let joint = graph.iter().any(
+        |(_, n)| matches!(&n.op, oar::ir::op::Op::Param(p) if p.name.starts_with(TEACHER_PREFIX)),
+    );
+    if joint && graph.model_outputs().len() == 2 + LOSS_PARTS.len() {
+        LOSS_PARTS.map(String::from).to_vec()
+    } else {
+        Vec::new()
+    }
 }
 
 /// Runs the loop on a prepared state: the schedule, checkpoints, the progress bar and log,
@@ -483,6 +517,7 @@ fn run_loop<L: BatchSource>(
         stream,
         what,
         compile_by_default,
+        loss_parts,
     } = p;
     let steps = match (a.steps, a.epochs) {
         (Some(s), _) => s,
@@ -522,6 +557,7 @@ fn run_loop<L: BatchSource>(
             "schedule": sched,
             "stream": stream,
         }),
+        loss_parts,
     };
     let runner = match a.backend.as_deref() {
         Some("interp") => None,

@@ -4,21 +4,27 @@
 //! the teacher's weights (`--teacher-weights`, e.g. a checkpoint of an earlier run) fixed.
 //!
 //! A model family plugs in with a [`DistillPair`] — its two inference models with static
-//! shapes and its hard loss — and [`setup`]; the image classifiers below are one such front
-//! end, feeding the joint step to the ordinary image loop (`train_graph`), which evaluates
-//! the student; the teacher is evaluated after the run.
+//! shapes, its hard loss and any hidden-state terms — and [`setup`]. Two front ends: the
+//! image classifiers, feeding the joint step to the ordinary image loop (`train_graph`), and
+//! the zoo ERNIEs (masked LM on a text corpus, `--teacher ernie-3.0-mini-zh`), feeding it to the
+//! text loop (`text::launch`). The loop evaluates the student; the teacher is evaluated after
+//! the run. The log reports the joint loss and its parts (teacher loss, student loss,
+//! distillation term).
 
+use super::text::{self, TextData};
 use super::{train_config, train_graph, TrainArgs};
 use anyhow::{bail, Context};
 use clap::Args;
+use oar::ir::op::Op;
 use oar::ir::Graph;
+use oar::models::ErnieConfig;
 use oar::passes::parallel::partition::specialize;
 use oar::passes::training::online::{prefixed, STUDENT_PREFIX, TEACHER_PREFIX};
 use oar::passes::training::{
-    build_online_distill_step, split_weights, LossKind, OnlineDistill, OptimConfig, SoftLoss,
-    TeacherMode, TrainStep,
+    build_online_distill_step, split_weights, FeatureMatch, LossKind, OnlineDistill, OptimConfig,
+    SoftLoss, TeacherMode, TrainStep,
 };
-use oar::runtime::data::{load_dir, Dataset};
+use oar::runtime::data::{load_dir, BatchSource, Dataset};
 use oar::runtime::io::weights::{load_safetensors, save_safetensors};
 use oar::runtime::train::{evaluate, InterpRunner, TrainState};
 use oar::runtime::Weights;
@@ -51,11 +57,13 @@ pub struct DistillArgs {
 }
 
 /// What a model family supplies: two inference models with static shapes whose first
-/// outputs are the logits, taking the same inputs, and the hard loss both train on.
+/// outputs are the logits, taking the same inputs, the hard loss both train on, and any
+/// hidden-state MSE terms between them.
 pub(crate) struct DistillPair {
     pub teacher: Graph,
     pub student: Graph,
     pub hard: LossKind,
+    pub hidden: Vec<FeatureMatch>,
 }
 
 /// The joint step and the inference graphs that evaluate each model out of its weights.
@@ -93,7 +101,10 @@ pub(crate) fn setup(
     d: &DistillArgs,
     optim: OptimConfig,
 ) -> anyhow::Result<DistillSetup> {
-    let cfg = config(d, optim, pair.hard.clone())?;
+    let cfg = OnlineDistill {
+        hidden: pair.hidden.clone(),
+        ..config(d, optim, pair.hard.clone())?
+    };
     let step = build_online_distill_step(&pair.teacher, &pair.student, &cfg)
         .context("cannot build the distillation step")?;
     Ok(DistillSetup {
@@ -123,7 +134,8 @@ fn image_model(spec: &str, a: &TrainArgs, data: &Dataset) -> anyhow::Result<Grap
         .with_context(|| format!("{spec}: shapes must be static once the batch N is bound"))
 }
 
-/// `oar train STUDENT --teacher TEACHER` on image data.
+/// `oar train STUDENT --teacher TEACHER`: a zoo ERNIE student distils on a text corpus,
+/// anything else on image data.
 pub(super) fn run(mut a: TrainArgs) -> anyhow::Result<()> {
     let Some(teacher_spec) = a.distill.teacher.clone() else {
         bail!("distillation needs --teacher MODEL");
@@ -134,6 +146,9 @@ pub(super) fn run(mut a: TrainArgs) -> anyhow::Result<()> {
              --teacher-weights FILE (e.g. weights.safetensors of `oar train {teacher_spec} --save DIR`)"
         );
     }
+    if let Some(cfg) = oar::models::ernie_config(&a.model) {
+        return run_text(a, cfg, &teacher_spec);
+    }
     let data = load_dir(&a.data)?;
     let pair = DistillPair {
         teacher: image_model(&teacher_spec, &a, &data)?,
@@ -141,54 +156,138 @@ pub(super) fn run(mut a: TrainArgs) -> anyhow::Result<()> {
         hard: LossKind::CrossEntropy {
             label_smoothing: a.label_smoothing,
         },
+        hidden: Vec::new(),
     };
     // The joint step has its own loss; the flags' optimizer settings apply to it.
     let optim = train_config(&a, pair.hard.clone())?.optim;
     let s = setup(&pair, &a.distill, optim)?;
-    // The loop reads initial weights from one file: the teacher's, renamed into the joint
-    // step, plus any --weights (joint names), written to a scratch file for the run.
-    let scratch = match &a.distill.teacher_weights {
-        Some(path) if a.resume.is_none() => {
-            let own = load_safetensors(path)
-                .with_context(|| format!("cannot read --teacher-weights {}", path.display()))?;
-            let mut joint = renamed_params(&own, &pair.teacher, TEACHER_PREFIX)
-                .with_context(|| format!("--teacher-weights {}", path.display()))?;
-            if let Some(p) = &a.weights {
-                joint.extend(load_safetensors(p)?);
-            }
-            let file = std::env::temp_dir().join(format!(
-                "oar-distill-init-{}.safetensors",
-                std::process::id()
-            ));
-            save_safetensors(&file, &joint)?;
-            a.weights = Some(file.clone());
-            Some(file)
-        }
-        _ => None,
-    };
-    let spec = format!(
-        "{} (teacher {teacher_spec}, {})",
-        a.model, a.distill.distill
-    );
+    let scratch = initial_weights(&mut a, &pair)?;
+    let spec = joint_spec(&a, &teacher_spec);
     let result = train_graph(
         s.step.graph.clone(),
         Some(s.student_eval.clone()),
         &spec,
         &a,
     );
-    if let Some(f) = scratch {
+    remove_scratch(scratch);
+    let state = result?;
+    let seed = state.loader.config().seed;
+    let (_, val) = data.split(a.holdout, seed)?;
+    report(&s, &state, &val, seed, &a)?;
+    save_split(&pair, &state.weights, &a)
+}
+
+/// A zoo ERNIE student and teacher on a text corpus: both masked LMs over one tokenizer
+/// (the student sized by `--layers …`, the teacher by `--teacher-layers …`), the masked-LM
+/// loss for both and the soft loss over the masked (scored) positions, and with
+/// `--hidden-mse W` the MSE between the last encoder layers' outputs.
+fn run_text(mut a: TrainArgs, student: ErnieConfig, teacher_spec: &str) -> anyhow::Result<()> {
+    let Some(teacher) = oar::models::ernie_config(teacher_spec) else {
+        bail!(
+            "{}: an ERNIE student distils from a zoo ERNIE teacher (`oar models`, e.g. ernie-3.0-mini-zh), not \
+             `{teacher_spec}`",
+            a.model
+        );
+    };
+    let data: TextData = text::prepare(&a.model, &a)?;
+    let scfg = text::student_config(student, &a, data.wp.len());
+    let tcfg = text::teacher_config(teacher, &a, data.wp.len());
+    let student = text::masked_lm(&scfg, &a.model, &a)?;
+    let teacher = text::masked_lm(&tcfg, teacher_spec, &a)?;
+    let hidden = match a.text.hidden_mse {
+        w if w > 0.0 => vec![FeatureMatch {
+            student: last_hidden(&student, &scfg, "student")?,
+            teacher: last_hidden(&teacher, &tcfg, "teacher")?,
+            weight: w,
+        }],
+        _ => Vec::new(),
+    };
+    let pair = DistillPair {
+        teacher,
+        student,
+        hard: LossKind::MaskedLm,
+        hidden,
+    };
+    let optim = train_config(&a, LossKind::MaskedLm)?.optim;
+    let s = setup(&pair, &a.distill, optim)?;
+    let scratch = initial_weights(&mut a, &pair)?;
+    let spec = joint_spec(&a, teacher_spec);
+    let about = format!(
+        "student {}, teacher {}",
+        text::shape(&scfg),
+        text::shape(&tcfg)
+    );
+    let result = text::launch(
+        s.step.graph.clone(),
+        s.student_eval.clone(),
+        &spec,
+        &a,
+        data,
+        about,
+    );
+    remove_scratch(scratch);
+    let (state, val) = result?;
+    report(&s, &state, &val, state.loader.config().seed, &a)?;
+    save_split(&pair, &state.weights, &a)
+}
+
+/// The name of the node holding the last encoder layer's output in an ERNIE masked LM: the
+/// layer norm that reads `ernie.encoder.layers.{L-1}.norm2.weight`.
+fn last_hidden(model: &Graph, cfg: &ErnieConfig, role: &str) -> anyhow::Result<String> {
+    let weight = format!(
+        "ernie.encoder.layers.{}.norm2.weight",
+        cfg.universal.layers.saturating_sub(1)
+    );
+    let reads_weight =
+        |v: &oar::ir::ValueRef| matches!(&model.node(v.node).op, Op::Param(p) if p.name == weight);
+    model
+        .iter()
+        .find(|(_, n)| matches!(n.op, Op::LayerNorm { .. }) && n.inputs.iter().any(reads_weight))
+        .map(|(_, n)| n.name.clone())
+        .with_context(|| format!("the {role} has no layer norm reading `{weight}`"))
+}
+
+/// How the run names itself in messages and checkpoints.
+fn joint_spec(a: &TrainArgs, teacher_spec: &str) -> String {
+    format!(
+        "{} (teacher {teacher_spec}, {})",
+        a.model, a.distill.distill
+    )
+}
+
+/// The loop reads initial weights from one file: with `--teacher-weights` (and no
+/// `--resume`), the teacher's renamed into the joint step plus any `--weights` (joint
+/// names) go to a scratch file, which `a.weights` then names. Returns that file.
+fn initial_weights(a: &mut TrainArgs, pair: &DistillPair) -> anyhow::Result<Option<PathBuf>> {
+    let Some(path) = a
+        .distill
+        .teacher_weights
+        .as_ref()
+        .filter(|_| a.resume.is_none())
+    else {
+        return Ok(None);
+    };
+    let own = load_safetensors(path)
+        .with_context(|| format!("cannot read --teacher-weights {}", path.display()))?;
+    let mut joint = renamed_params(&own, &pair.teacher, TEACHER_PREFIX)
+        .with_context(|| format!("--teacher-weights {}", path.display()))?;
+    if let Some(p) = &a.weights {
+        joint.extend(load_safetensors(p)?);
+    }
+    let file = std::env::temp_dir().join(format!(
+        "oar-distill-init-{}.safetensors",
+        std::process::id()
+    ));
+    save_safetensors(&file, &joint)?;
+    a.weights = Some(file.clone());
+    Ok(Some(file))
+}
+
+fn remove_scratch(file: Option<PathBuf>) {
+    if let Some(f) = file {
         // Best effort: a leftover scratch file in the temp dir is harmless.
         let _ = std::fs::remove_file(f);
     }
-    let state = result?;
-    report(
-        &s.step,
-        [s.student_eval, s.teacher_eval],
-        &pair,
-        &state,
-        &a,
-        &data,
-    )
 }
 
 /// The teacher's parameters in `own` (its own names) under `prefix`; each must be there.
@@ -205,31 +304,42 @@ fn renamed_params(own: &Weights, model: &Graph, prefix: &str) -> anyhow::Result<
     Ok(out)
 }
 
-/// Both models' accuracy on the held-out split, and (with --save) each model's weights
-/// under its own names next to the checkpoints.
-fn report(
-    step: &TrainStep,
-    [student_eval, teacher_eval]: [Graph; 2],
-    pair: &DistillPair,
-    state: &TrainState,
+/// Both models on the validation split (accuracy; for text, token accuracy and the
+/// validation MLM loss).
+fn report<L: BatchSource>(
+    s: &DistillSetup,
+    state: &TrainState<L>,
+    val: &L::Validation,
+    seed: u64,
     a: &TrainArgs,
-    data: &Dataset,
 ) -> anyhow::Result<()> {
-    let seed = state.loader.config().seed;
-    let (_, val) = data.split(a.holdout, seed)?;
-    if !val.is_empty() {
-        for (who, eval) in [("student", student_eval), ("teacher", teacher_eval)] {
-            let mut runner = InterpRunner::new(step.graph.clone(), seed)?.with_eval_graph(eval);
-            let r = evaluate(&mut runner, state, &val, a.batch)?;
-            println!(
+    if L::validation_len(val) == 0 {
+        return Ok(());
+    }
+    for (who, eval) in [("student", &s.student_eval), ("teacher", &s.teacher_eval)] {
+        let mut runner =
+            InterpRunner::new(s.step.graph.clone(), seed)?.with_eval_graph(eval.clone());
+        let r = evaluate(&mut runner, state, val, a.batch)?;
+        match r.tokens {
+            Some(tokens) => println!(
+                "{who} eval accuracy {:.2}% MLM loss {:.4} on {tokens} masked tokens",
+                100.0 * r.eval_accuracy,
+                r.eval_loss
+            ),
+            None => println!(
                 "{who} eval accuracy {:.2}% on {} samples",
                 100.0 * r.eval_accuracy,
                 r.samples
-            );
+            ),
         }
     }
+    Ok(())
+}
+
+/// With `--save`, each model's weights under its own names next to the checkpoints.
+fn save_split(pair: &DistillPair, weights: &Weights, a: &TrainArgs) -> anyhow::Result<()> {
     if let Some(dir) = &a.save {
-        let (tw, sw) = split_weights(&state.weights, &pair.teacher, &pair.student)?;
+        let (tw, sw) = split_weights(weights, &pair.teacher, &pair.student)?;
         for (name, w) in [("teacher", tw), ("student", sw)] {
             let path = dir.join(format!("{name}.safetensors"));
             save_safetensors(&path, &w)?;

@@ -10,15 +10,19 @@
 //! the inference model (no dropout) — the validation MLM loss over the masked positions.
 
 use super::{
-    check_resume, initial_state, resume_and_seed, run_loop, train_config, Prepared, TrainArgs,
+    check_resume, initial_state, loss_parts, resume_and_seed, run_loop, train_config, Prepared,
+    TrainArgs,
 };
 use anyhow::{bail, Context};
 use clap::Args;
+use oar::ir::Graph;
 use oar::models::ErnieConfig;
 use oar::passes::parallel::partition::specialize;
 use oar::passes::training::{build_train_step, LossKind};
 use oar::runtime::data::mlm::{is_text_dir, load_text_dir, pack_sequences};
 use oar::runtime::data::{MlmConfig, MlmLoader, TextValidation, WordPiece};
+use oar::runtime::io::checkpoint::Checkpoint;
+use oar::runtime::train::TrainState;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -54,9 +58,26 @@ pub(super) struct TextArgs {
     /// ERNIE override: feed-forward width.
     #[arg(long)]
     ffn: Option<u64>,
-    /// ERNIE override: dropout probability (default: the configuration's).
+    /// ERNIE override: dropout probability (default: the configuration's; both models of a
+    /// distillation run).
     #[arg(long)]
     dropout: Option<f64>,
+    /// ERNIE teacher override (with --teacher): transformer layers.
+    #[arg(long, requires = "teacher")]
+    teacher_layers: Option<u64>,
+    /// ERNIE teacher override (with --teacher): hidden width.
+    #[arg(long, requires = "teacher")]
+    teacher_hidden: Option<u64>,
+    /// ERNIE teacher override (with --teacher): attention heads.
+    #[arg(long, requires = "teacher")]
+    teacher_heads: Option<u64>,
+    /// ERNIE teacher override (with --teacher): feed-forward width.
+    #[arg(long, requires = "teacher")]
+    teacher_ffn: Option<u64>,
+    /// ERNIE distillation: weight of the MSE between the two models' last encoder outputs
+    /// (a learnable projection when the widths differ); 0 leaves the term out.
+    #[arg(long, value_name = "W", default_value_t = 0.0, requires = "teacher")]
+    pub(super) hidden_mse: f64,
 }
 
 /// The tokenizer at `path`, or one trained on `docs` and written there.
@@ -82,20 +103,40 @@ fn tokenizer(path: &Path, docs: &[String], size: usize) -> anyhow::Result<WordPi
     Ok(wp)
 }
 
-/// The zoo configuration resized to the tokenizer and the overrides.
-fn model_config(mut cfg: ErnieConfig, t: &TextArgs, vocab: usize) -> ErnieConfig {
+/// The zoo configuration resized to the tokenizer and `[layers, hidden, heads, ffn]`
+/// overrides.
+fn model_config(
+    mut cfg: ErnieConfig,
+    seq: usize,
+    vocab: usize,
+    [layers, hidden, heads, ffn]: [Option<u64>; 4],
+    dropout: Option<f64>,
+) -> ErnieConfig {
     cfg.vocab = vocab as u64;
-    cfg.max_positions = cfg.max_positions.max(t.seq as u64);
+    cfg.max_positions = cfg.max_positions.max(seq as u64);
     let u = &mut cfg.universal;
-    u.layers = t.layers.unwrap_or(u.layers);
-    u.hidden = t.hidden.unwrap_or(u.hidden);
-    u.heads = t.heads.unwrap_or(u.heads);
-    u.ffn = t.ffn.unwrap_or(u.ffn);
-    cfg.dropout = t.dropout.unwrap_or(cfg.dropout);
+    u.layers = layers.unwrap_or(u.layers);
+    u.hidden = hidden.unwrap_or(u.hidden);
+    u.heads = heads.unwrap_or(u.heads);
+    u.ffn = ffn.unwrap_or(u.ffn);
+    cfg.dropout = dropout.unwrap_or(cfg.dropout);
     cfg
 }
 
-pub(super) fn run(cfg: ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result<()> {
+/// A corpus ready for a run: the tokenizer, the training rows, the validation set, and the
+/// settings a checkpoint records.
+pub(super) struct TextData {
+    pub wp: WordPiece,
+    pub train_rows: Vec<Vec<u32>>,
+    pub val: TextValidation,
+    pub stream: serde_json::Value,
+    pub seed: u64,
+    pub resumed: Option<Checkpoint>,
+}
+
+/// Loads and tokenizes the corpus `--data` names (training the vocabulary if needed) and
+/// checks a `--resume`'s data stream.
+pub(super) fn prepare(spec: &str, a: &TrainArgs) -> anyhow::Result<TextData> {
     let t = &a.text;
     if !is_text_dir(&a.data) {
         bail!(
@@ -133,24 +174,70 @@ pub(super) fn run(cfg: ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result
     let mut val_rows = pack_sequences(&encode(&corpus.validation), t.seq)?;
     val_rows.truncate(t.eval_sequences);
     let val = TextValidation::new(&val_rows, wp.len(), seed);
-    let n_rows = train_rows.len();
+    Ok(TextData {
+        wp,
+        train_rows,
+        val,
+        stream,
+        seed,
+        resumed,
+    })
+}
 
-    let cfg = model_config(cfg, t, wp.len());
+/// The masked-LM inference model of `cfg` with N and seq bound (static shapes).
+pub(super) fn masked_lm(cfg: &ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result<Graph> {
     let model = cfg
         .build_masked_lm(spec)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot build {spec}"))?;
     let bindings = BTreeMap::from([
         ("N".to_string(), a.batch as u64),
-        ("seq".to_string(), t.seq as u64),
+        ("seq".to_string(), a.text.seq as u64),
     ]);
-    let model = specialize(&model, &bindings)
-        .with_context(|| format!("{spec}: shapes must be static once N and seq are bound"))?;
-    let tc = train_config(a, LossKind::MaskedLm)?;
-    let step = build_train_step(&model, &tc)
-        .with_context(|| format!("cannot build the training step of {spec}"))?;
-    let graph = step.graph;
+    specialize(&model, &bindings)
+        .with_context(|| format!("{spec}: shapes must be static once N and seq are bound"))
+}
 
+/// The student's configuration for the data: the zoo's, resized to the vocabulary, with
+/// the `--layers …` overrides.
+pub(super) fn student_config(cfg: ErnieConfig, a: &TrainArgs, vocab: usize) -> ErnieConfig {
+    let t = &a.text;
+    let o = [t.layers, t.hidden, t.heads, t.ffn];
+    model_config(cfg, t.seq, vocab, o, t.dropout)
+}
+
+/// The teacher's configuration for the data, with the `--teacher-layers …` overrides.
+pub(super) fn teacher_config(cfg: ErnieConfig, a: &TrainArgs, vocab: usize) -> ErnieConfig {
+    let t = &a.text;
+    let o = [
+        t.teacher_layers,
+        t.teacher_hidden,
+        t.teacher_heads,
+        t.teacher_ffn,
+    ];
+    model_config(cfg, t.seq, vocab, o, t.dropout)
+}
+
+/// Runs the loop on a masked-LM step: `graph` (a step over the MLM inputs), evaluated with
+/// `eval_graph` (the student's inference model). Returns the final state and the validation
+/// set it was evaluated on.
+pub(super) fn launch(
+    graph: Graph,
+    eval_graph: Graph,
+    spec: &str,
+    a: &TrainArgs,
+    data: TextData,
+    about: String,
+) -> anyhow::Result<(TrainState<MlmLoader>, TextValidation)> {
+    let TextData {
+        wp,
+        train_rows,
+        val,
+        stream,
+        seed,
+        resumed,
+    } = data;
+    let n_rows = train_rows.len();
     let lc = MlmConfig {
         batch: a.batch,
         seed,
@@ -161,12 +248,10 @@ pub(super) fn run(cfg: ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result
         None => MlmLoader::new(train_rows, lc),
     })?;
     eprintln!(
-        "{spec}: masked LM, vocab {}, {} layers × {} hidden, seq {}, {n_rows} training and {} \
-         validation sequences",
+        "{spec}: masked LM, vocab {}, {about}, seq {}, {n_rows} training and {} validation \
+         sequences",
         wp.len(),
-        cfg.universal.layers,
-        cfg.universal.hidden,
-        t.seq,
+        a.text.seq,
         val.len()
     );
     let prepared = Prepared {
@@ -175,11 +260,31 @@ pub(super) fn run(cfg: ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result
         val: (!val.is_empty()).then_some(&val),
         seed,
         stream,
-        what: format!("{n_rows} training sequences of {} tokens", t.seq),
+        what: format!("{n_rows} training sequences of {} tokens", a.text.seq),
         // The compiled ERNIE step is slower than the interpreter today (145 vs 345 tokens/s
         // for ernie-3.0-tiny at b16·s128: its matmul gradients are not yet GEMMs), so text
         // runs take the interpreter unless `--backend llvm` asks otherwise.
         compile_by_default: false,
+        loss_parts: loss_parts(&graph),
     };
-    run_loop(graph, Some(model), spec, a, prepared).map(drop)
+    let state = run_loop(graph, Some(eval_graph), spec, a, prepared)?;
+    Ok((state, val))
+}
+
+/// `layers × hidden` of a configuration, for messages.
+pub(super) fn shape(cfg: &ErnieConfig) -> String {
+    format!(
+        "{} layers × {} hidden",
+        cfg.universal.layers, cfg.universal.hidden
+    )
+}
+
+pub(super) fn run(cfg: ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result<()> {
+    let data = prepare(spec, a)?;
+    let cfg = student_config(cfg, a, data.wp.len());
+    let model = masked_lm(&cfg, spec, a)?;
+    let tc = train_config(a, LossKind::MaskedLm)?;
+    let step = build_train_step(&model, &tc)
+        .with_context(|| format!("cannot build the training step of {spec}"))?;
+    launch(step.graph, model, spec, a, data, shape(&cfg)).map(drop)
 }

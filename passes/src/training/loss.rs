@@ -55,13 +55,10 @@ pub fn masked_cross_entropy(
 ) -> Result<ValueRef, TrainError> {
     let (lt, yt) = class_ids(e, logits, labels, "token ids")?;
     // Ignored positions gather class 0 (any valid index) and are weighted 0.
-    let ignore = e.fill(IGNORE_INDEX as f64, TensorType::new(yt.dtype, vec![]))?;
-    let skipped = e.binary(BinaryOp::Equal, labels, ignore)?;
+    let (skipped, weight) = scored_positions(e, labels, &yt)?;
     let zero_id = e.fill(0.0, TensorType::new(yt.dtype, vec![]))?;
     let ids = e.select(skipped, zero_id, labels)?;
-    let zero = e.scalar(0.0)?;
     let one = e.scalar(1.0)?;
-    let weight = e.select(skipped, zero, one)?;
     let logp = e.op(Op::LogSoftmax { axis: -1 }, vec![logits], "log_softmax")?;
     let last = lt.rank() as i64 - 1;
     let idx = e.op(Op::Unsqueeze { axes: vec![last] }, vec![ids], "labels")?;
@@ -73,6 +70,43 @@ pub fn masked_cross_entropy(
     let count = e.max(count, one)?;
     let mean = e.div(total, count)?;
     e.unary(UnaryOp::Neg, mean)
+}
+
+/// `(labels == IGNORE_INDEX, weight)`: which positions are not scored, and an f32 weight
+/// that is 1 where a position is scored and 0 elsewhere. `yt` is the labels' type.
+fn scored_positions(
+    e: &mut Emit,
+    labels: ValueRef,
+    yt: &TensorType,
+) -> Result<(ValueRef, ValueRef), TrainError> {
+    let ignore = e.fill(IGNORE_INDEX as f64, TensorType::new(yt.dtype, vec![]))?;
+    let skipped = e.binary(BinaryOp::Equal, labels, ignore)?;
+    let zero = e.scalar(0.0)?;
+    let one = e.scalar(1.0)?;
+    let weight = e.select(skipped, zero, one)?;
+    Ok((skipped, weight))
+}
+
+/// The mean of `rows` (`f32` of the labels' shape) over the positions whose label is not
+/// [`IGNORE_INDEX`], 0 when none is: the masked-LM reduction, for terms other than the
+/// cross-entropy (the soft loss of distillation over the scored positions).
+pub fn masked_mean(e: &mut Emit, rows: ValueRef, labels: ValueRef) -> Result<ValueRef, TrainError> {
+    let yt = e.ty(labels)?;
+    let rt = e.ty(rows)?;
+    if !yt.dtype.is_int() || rt.shape != yt.shape {
+        return Err(TrainError::LossOperand {
+            what: "labels".into(),
+            want: format!("token ids of shape {}", rt.shape),
+            found: yt.to_string(),
+        });
+    }
+    let (_, weight) = scored_positions(e, labels, &yt)?;
+    let one = e.scalar(1.0)?;
+    let scored = e.mul(rows, weight)?;
+    let total = e.reduce(ReduceOp::Sum, scored, vec![], false)?;
+    let count = e.reduce(ReduceOp::Sum, weight, vec![], false)?;
+    let count = e.max(count, one)?;
+    e.div(total, count)
 }
 
 /// Mean squared error `mean((a − b)²)` of two values of one float type (regression, and
@@ -115,6 +149,20 @@ pub fn distillation(
     temperature: f64,
     kind: SoftLoss,
 ) -> Result<ValueRef, TrainError> {
+    let per_row = distillation_rows(e, student, teacher, temperature, kind)?;
+    let mean = e.mean_all(per_row)?;
+    e.scale(mean, temperature * temperature)
+}
+
+/// [`distillation`] before the mean and the `t²`: the soft loss of each row (summed over
+/// the classes), `f32[...]` — for losses that weight the rows (masked LM: scored positions).
+pub fn distillation_rows(
+    e: &mut Emit,
+    student: ValueRef,
+    teacher: ValueRef,
+    temperature: f64,
+    kind: SoftLoss,
+) -> Result<ValueRef, TrainError> {
     let st = float_of(e, student)?;
     let tt = e.ty(teacher)?;
     if st != tt {
@@ -145,9 +193,7 @@ pub fn distillation(
             e.unary(UnaryOp::Neg, m)?
         }
     };
-    let per_row = e.reduce(ReduceOp::Sum, per_class, vec![-1], false)?;
-    let mean = e.mean_all(per_row)?;
-    e.scale(mean, temperature * temperature)
+    e.reduce(ReduceOp::Sum, per_class, vec![-1], false)
 }
 
 /// The types of `logits` (f32 of rank ≥ 1) and `labels` (integer ids of the logits' shape

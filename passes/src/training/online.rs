@@ -17,7 +17,9 @@
 //! instead of fed as `teacher_logits`.
 //!
 //! The step follows the training-step contract: outputs `[loss, student logits,
-//! teacher hard loss, student hard loss]` then the state updates; inputs the models' inputs,
+//! teacher hard loss, student hard loss, distillation term]` (the last is everything in `L`
+//! that couples the models: the weighted soft term and the feature-matching terms, so a
+//! log can show `L` in its three parts) then the state updates; inputs the models' inputs,
 //! `labels`, `lr`, `step` (and `apply` when accumulating). [`split_weights`] turns the joint
 //! weights back into each model's own.
 
@@ -39,6 +41,9 @@ pub const TEACHER_PREFIX: &str = "teacher.";
 pub const STUDENT_PREFIX: &str = "student.";
 /// Prefix of the learnable hidden-state projections (`distill.proj.K`).
 pub const PROJECTION_PREFIX: &str = "distill.proj.";
+/// Names of the step's outputs 2, 3 and 4 (after the loss and the student's logits), as a
+/// training log reports them.
+pub const LOSS_PARTS: [&str; 3] = ["teacher_loss", "student_loss", "distill_loss"];
 
 /// Whether the teacher trains in the step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +123,8 @@ pub struct OnlineLossGraph {
     /// The two models' own hard losses (the teacher's is in `L` only when online).
     pub teacher_hard: ValueRef,
     pub student_hard: ValueRef,
+    /// `α·T²·soft + Σ feature terms`: the part of `L` that couples the two models.
+    pub distill: ValueRef,
     /// The teacher-side values of the distillation terms: differentiate with
     /// [`append_backward_with`] and this set.
     pub stop: BTreeSet<ValueRef>,
@@ -367,13 +374,17 @@ pub fn append_online_loss(
     let teacher_hard = hard_loss(&mut e, &cfg.hard, tl, labels)?;
     let student_hard = hard_loss(&mut e, &cfg.hard, sl, labels)?;
     let target = stopped(&mut e, &mut stop, tl)?;
-    let soft = loss::distillation(&mut e, sl, target, cfg.temperature, cfg.soft)?;
-    let a = e.scale(soft, cfg.alpha)?;
-    let b = e.scale(student_hard, 1.0 - cfg.alpha)?;
-    let mut total = e.add(a, b)?;
-    if cfg.teacher == TeacherMode::Online {
-        total = e.add(total, teacher_hard)?;
-    }
+    let soft = match cfg.hard {
+        // A masked LM is scored where the labels are: the soft term too, so it weighs the
+        // positions the hard loss weighs (the others see the token itself in the input).
+        LossKind::MaskedLm => {
+            let rows = loss::distillation_rows(&mut e, sl, target, cfg.temperature, cfg.soft)?;
+            let mean = loss::masked_mean(&mut e, rows, labels)?;
+            e.scale(mean, cfg.temperature * cfg.temperature)?
+        }
+        _ => loss::distillation(&mut e, sl, target, cfg.temperature, cfg.soft)?,
+    };
+    let mut distill = e.scale(soft, cfg.alpha)?;
     for (k, m) in cfg.hidden.iter().enumerate() {
         check_weight(&format!("hidden-state term {k} weight"), m.weight)?;
         let sv = find_value(&s, &sc, &m.student, "student")?;
@@ -396,7 +407,7 @@ pub fn append_online_loss(
             ))
         })?;
         let w = e.scale(mse, m.weight)?;
-        total = e.add(total, w)?;
+        distill = e.add(distill, w)?;
     }
     for (k, m) in cfg.attention.iter().enumerate() {
         check_weight(&format!("attention-map term {k} weight"), m.weight)?;
@@ -410,7 +421,12 @@ pub fn append_online_loss(
             ))
         })?;
         let w = e.scale(mse, m.weight)?;
-        total = e.add(total, w)?;
+        distill = e.add(distill, w)?;
+    }
+    let b = e.scale(student_hard, 1.0 - cfg.alpha)?;
+    let mut total = e.add(distill, b)?;
+    if cfg.teacher == TeacherMode::Online {
+        total = e.add(total, teacher_hard)?;
     }
     // The models' own state updates (running statistics), prefixed.
     for (name, v) in tc.state.into_iter().chain(sc.state) {
@@ -423,6 +439,7 @@ pub fn append_online_loss(
         teacher_logits: tl,
         teacher_hard,
         student_hard,
+        distill,
         stop,
         projections,
     })
@@ -470,7 +487,13 @@ pub fn build_online_distill_step(
     let lg = append_online_loss(teacher, student, cfg)?;
     let bwd = append_backward_with(&lg.graph, lg.loss, false, &lg.stop)?;
     let mut g = bwd.graph;
-    let outputs = vec![lg.loss, lg.student_logits, lg.teacher_hard, lg.student_hard];
+    let outputs = vec![
+        lg.loss,
+        lg.student_logits,
+        lg.teacher_hard,
+        lg.student_hard,
+        lg.distill,
+    ];
     super::set_step_outputs(&mut g, outputs, |_| true);
     let frozen = cfg.teacher == TeacherMode::Frozen;
     let is_teacher = |name: &str| name.starts_with(TEACHER_PREFIX);

@@ -6,10 +6,12 @@
 //! "samples_per_sec":T}`, `{"kind":"eval","step":S,"eval_accuracy":A,"eval_loss":L,
 //! "samples":N}` and `{"kind":"checkpoint","step":S,"path":P}`. A text (masked-LM) run adds
 //! `"tokens_per_sec"` to step lines and `"tokens"` (scored positions) to eval lines, whose
-//! accuracy and loss are then token-level over the masked positions.
+//! accuracy and loss are then token-level over the masked positions. A distillation run adds
+//! its loss parts to step lines: `"teacher_loss"`, `"student_loss"`, `"distill_loss"`.
 
 use super::TrainError;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -28,6 +30,10 @@ pub struct StepRecord {
     /// Tokens (batch · seq) over the step's wall time, for a text stream.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_per_sec: Option<f64>,
+    /// The parts of a joint loss by name (a distillation step: `teacher_loss`,
+    /// `student_loss`, `distill_loss`), as fields of the log line; empty otherwise.
+    #[serde(flatten)]
+    pub losses: BTreeMap<String, f32>,
 }
 
 /// One evaluation on the validation split.

@@ -61,6 +61,10 @@ pub struct StepOutputs {
     /// The step found a non-finite gradient under dynamic loss scaling and left parameters
     /// and optimizer state unchanged (only the loss scale moved); see [`SKIPPED_STATE`].
     pub skipped: bool,
+    /// The step's scalar outputs after the logits, in order: the parts of a joint loss (a
+    /// distillation step: teacher loss, student loss, distillation term); the loop names
+    /// them with [`LoopConfig::loss_parts`]. Empty for a plain step and for evaluation.
+    pub parts: Vec<f32>,
 }
 
 /// The state value a step with dynamic loss scaling writes: 1 when it skipped its update
@@ -142,26 +146,40 @@ impl InterpRunner {
 }
 
 impl StepOutputs {
-    /// A step's outputs 0 and 1 as (loss, logits), not skipped; a graph without them is a
-    /// contract error naming `step`. Every runner reads its outputs through this.
-    pub fn from_outputs(
-        step: u64,
-        mut outputs: Vec<HostTensor>,
-    ) -> Result<StepOutputs, TrainError> {
-        let loss = outputs
-            .first()
-            .and_then(|t| t.as_f32())
-            .and_then(|v| v.first().copied());
-        match (loss, outputs.len() >= 2) {
-            (Some(loss), true) => Ok(StepOutputs {
+    /// A step's outputs 0 and 1 as (loss, logits), then its leading f32 scalar outputs as
+    /// [`StepOutputs::parts`], not skipped; a graph without loss and logits is a contract
+    /// error naming `step`. Every runner reads its outputs through this.
+    pub fn from_outputs(step: u64, outputs: Vec<HostTensor>) -> Result<StepOutputs, TrainError> {
+        let found = outputs.len();
+        let scalar = |t: &HostTensor| match t.as_f32() {
+            Some(&[v]) => Some(v),
+            _ => None,
+        };
+        let mut it = outputs.into_iter();
+        let loss = it
+            .next()
+            .as_ref()
+            .and_then(|t| t.as_f32()?.first().copied());
+        match (loss, it.next()) {
+            (Some(loss), Some(logits)) => Ok(StepOutputs {
                 loss,
-                logits: outputs.swap_remove(1),
+                logits,
                 skipped: false,
+                parts: it.map_while(|t| scalar(&t)).collect(),
             }),
             _ => Err(TrainError::Contract(format!(
-                "step {step}: expected outputs (loss f32[], logits), found {} output(s)",
-                outputs.len()
+                "step {step}: expected outputs (loss f32[], logits), found {found} output(s)"
             ))),
+        }
+    }
+
+    /// An evaluation's outputs: the logits alone (the loop scores them; no loss).
+    pub fn logits_only(logits: HostTensor) -> StepOutputs {
+        StepOutputs {
+            loss: f32::NAN,
+            logits,
+            skipped: false,
+            parts: Vec::new(),
         }
     }
 }
@@ -220,11 +238,7 @@ impl StepRunner for InterpRunner {
             .map_err(|source| TrainError::Run { step, source })?;
         match r.outputs.into_iter().next() {
             // The loop scores the logits itself; the inference graph has no loss.
-            Some(logits) => Ok(StepOutputs {
-                loss: f32::NAN,
-                logits,
-                skipped: false,
-            }),
+            Some(logits) => Ok(StepOutputs::logits_only(logits)),
             None => Err(TrainError::Contract(
                 "the evaluation graph has no output".into(),
             )),

@@ -47,6 +47,10 @@ pub struct LoopConfig {
     pub seed: u64,
     /// The run's settings, recorded in checkpoints (and checked by the CLI on resume).
     pub config: serde_json::Value,
+    /// Names of the step's loss parts ([`crate::train::StepOutputs::parts`]) in the step
+    /// records, e.g. `teacher_loss`, `student_loss`, `distill_loss`; parts beyond these
+    /// names are not reported.
+    pub loss_parts: Vec<String>,
 }
 
 /// What changes as training goes: a checkpoint holds exactly this (the loader as its
@@ -101,10 +105,13 @@ pub fn train<L: BatchSource>(
             lr: rate,
             samples_per_sec: n as f64 / secs,
             tokens_per_sec: tokens.map(|t| t as f64 / secs),
+            losses: cfg.loss_parts.iter().cloned().zip(out.parts).collect(),
         })?;
         let last = step == cfg.steps;
         if let (Some(v), Some(k)) = (val, cfg.eval_every) {
             if step.is_multiple_of(k.max(1)) || last {
+                // A lazy runner holds the newest state; evaluation reads `state.weights`.
+                runner.flush(&mut state.weights)?;
                 let r = evaluate(runner, state, v, state.loader.batch_size())?;
                 let best = state.best_eval_accuracy.unwrap_or(f64::NEG_INFINITY);
                 state.best_eval_accuracy = Some(best.max(r.eval_accuracy));
@@ -114,6 +121,7 @@ pub fn train<L: BatchSource>(
         }
         if let Some(p) = &cfg.save {
             if step.is_multiple_of(p.every.max(1)) || last {
+                runner.flush(&mut state.weights)?;
                 let ck = Checkpoint {
                     step,
                     loader: state.loader.data_position(),
@@ -127,6 +135,8 @@ pub fn train<L: BatchSource>(
             }
         }
     }
+    // The caller reads the final weights (saving them, evaluating both models).
+    runner.flush(&mut state.weights)?;
     Ok(Summary {
         steps: state.step,
         steps_run: state.step - first,
