@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 // A child module, so the distillation front end reads these arguments and reuses the loop.
 #[path = "train_distill.rs"]
 pub(crate) mod distill;
+#[path = "train_memory.rs"]
+mod memory;
 #[path = "train_text.rs"]
 mod text;
 
@@ -571,8 +573,12 @@ fn run_loop<L: BatchSource>(
             Err(e) => return Err(e),
         },
     };
+    let mut planned = None;
     let mut runner: Box<dyn StepRunner> = match runner {
-        Some(r) => Box::new(r),
+        Some(mut r) => {
+            planned = Some(r.planned_bytes());
+            Box::new(r)
+        }
         None => {
             let mut r = InterpRunner::new(graph, seed)?;
             if let Some(g) = eval_graph {
@@ -602,6 +608,7 @@ fn run_loop<L: BatchSource>(
         &mut obs,
     );
     bar.finish_and_clear();
+    drop(obs);
     let s = result.with_context(|| format!("training {spec} failed"))?;
     println!(
         "trained {} steps ({} in this run, batch {}, {what}) in {:.1}s",
@@ -620,6 +627,7 @@ fn run_loop<L: BatchSource>(
         ),
         _ => println!("no evaluation (pass --eval-every K with --holdout > 0)"),
     }
+    memory::report(planned, a.log.as_deref())?;
     if let Some(dir) = &a.save {
         println!("checkpoints in {}", dir.display());
     }
