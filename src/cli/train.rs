@@ -587,6 +587,7 @@ fn run_loop<L: BatchSource>(
             Box::new(r)
         }
     };
+    let start_rss = memory::reset_peak();
     let bar = ProgressBar::new(steps);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
@@ -627,7 +628,7 @@ fn run_loop<L: BatchSource>(
         ),
         _ => println!("no evaluation (pass --eval-every K with --holdout > 0)"),
     }
-    memory::report(planned, a.log.as_deref())?;
+    memory::report(planned, start_rss, a.log.as_deref())?;
     if let Some(dir) = &a.save {
         println!("checkpoints in {}", dir.display());
     }
