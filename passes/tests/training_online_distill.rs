@@ -16,7 +16,7 @@ use oar_passes::training::online::{append_online_loss, prefixed, STUDENT_PREFIX,
 use oar_passes::training::{
     append_loss, build_online_distill_step, build_train_step, loss, split_weights, Emit,
     FeatureMatch, LossKind, OnlineDistill, Optimizer, SoftLoss, TeacherMode, TrainConfig,
-    TEACHER_INPUT,
+    LABELS_INPUT, TEACHER_INPUT,
 };
 use oar_runtime::init::init_weights;
 use oar_runtime::interp::{run_with_options, RunOptions};
@@ -157,7 +157,8 @@ fn gradients_split_as_the_single_model_steps(
         ..TrainConfig::new(adamw())
     };
     // `LossKind::Distill` is cross-entropy based; for the masked-LM loss the same frozen
-    // step is written out: `alpha·distillation(student, teacher_logits) + (1−alpha)·hard`.
+    // step is written out: `alpha·T²·soft + (1−alpha)·hard`, the soft term averaged over the
+    // scored (masked) positions as the hard loss is.
     let (sg, sloss) = match cfg.hard {
         LossKind::CrossEntropy { .. } => {
             let sl = append_loss(student, &frozen).unwrap();
@@ -166,10 +167,13 @@ fn gradients_split_as_the_single_model_steps(
         _ => {
             let sl = append_loss(student, &plain).unwrap();
             let mut g = sl.graph;
+            let labels = ValueRef::new(g.find(LABELS_INPUT).expect("the labels input"), 0);
             let mut e = Emit::new(&mut g, "kd");
             let ty = e.ty(sl.logits).unwrap();
             let t = e.input(TEACHER_INPUT, ty).unwrap();
-            let soft = loss::distillation(&mut e, sl.logits, t, temperature, soft).unwrap();
+            let rows = loss::distillation_rows(&mut e, sl.logits, t, temperature, soft).unwrap();
+            let mean = loss::masked_mean(&mut e, rows, labels).unwrap();
+            let soft = e.scale(mean, temperature * temperature).unwrap();
             let a = e.scale(soft, alpha).unwrap();
             let b = e.scale(sl.loss, 1.0 - alpha).unwrap();
             let l = e.add(a, b).unwrap();
