@@ -418,7 +418,7 @@ pub(crate) fn train_graph(
         stream,
         what: format!("{n_train} training samples"),
         compile_by_default: true,
-        loss_parts: loss_parts(&graph),
+        loss_parts: distill::loss_parts(&graph),
     };
     run_loop(graph, eval_graph, &spec, a, prepared)
 }
@@ -485,21 +485,6 @@ struct Prepared<'v, L: BatchSource> {
     compile_by_default: bool,
     /// Names of the step's loss parts (outputs after the logits) for the log.
     loss_parts: Vec<String>,
-}
-
-/// The log names of a step's scalar outputs after the logits: a distillation step's
-/// (`build_online_distill_step`: teacher loss, student loss, distillation term); none for a
-/// plain step.
-fn loss_parts(graph: &Graph) -> Vec<String> {
-    use oar::passes::training::online::{LOSS_PARTS, TEACHER_PREFIX};
-    let joint = graph.iter().any(
-        |(_, n)| matches!(&n.op, oar::ir::op::Op::Param(p) if p.name.starts_with(TEACHER_PREFIX)),
-    );
-    if joint && graph.model_outputs().len() == 2 + LOSS_PARTS.len() {
-        LOSS_PARTS.map(String::from).to_vec()
-    } else {
-        Vec::new()
-    }
 }
 
 /// Runs the loop on a prepared state: the schedule, checkpoints, the progress bar and log,

@@ -348,3 +348,18 @@ fn save_split(pair: &DistillPair, weights: &Weights, a: &TrainArgs) -> anyhow::R
     }
     Ok(())
 }
+
+/// The log names of a step's scalar outputs after the logits: a distillation step's
+/// (`build_online_distill_step`: teacher loss, student loss, distillation term); none for a
+/// plain step.
+pub(super) fn loss_parts(graph: &Graph) -> Vec<String> {
+    use oar::passes::training::online::{LOSS_PARTS, TEACHER_PREFIX};
+    let joint = graph.iter().any(
+        |(_, n)| matches!(&n.op, oar::ir::op::Op::Param(p) if p.name.starts_with(TEACHER_PREFIX)),
+    );
+    if joint && graph.model_outputs().len() == 2 + LOSS_PARTS.len() {
+        LOSS_PARTS.map(String::from).to_vec()
+    } else {
+        Vec::new()
+    }
+}

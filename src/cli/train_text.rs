@@ -10,8 +10,8 @@
 //! the inference model (no dropout) — the validation MLM loss over the masked positions.
 
 use super::{
-    check_resume, initial_state, loss_parts, resume_and_seed, run_loop, train_config, Prepared,
-    TrainArgs,
+    check_resume, distill::loss_parts, initial_state, resume_and_seed, run_loop, train_config,
+    Prepared, TrainArgs,
 };
 use anyhow::{bail, Context};
 use clap::Args;
