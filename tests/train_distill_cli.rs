@@ -142,6 +142,14 @@ fn bad_distillation_settings_are_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && !err.contains("panicked"), "{err}");
     assert!(err.contains("alpha = 2 must be in [0, 1]"), "{err}");
+
+    // ERNIE-only settings on image models are refused, not ignored.
+    let mut args = common(&data, &save);
+    args.extend(["--hidden-mse", "1"]);
+    let out = oar(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !err.contains("panicked"), "{err}");
+    assert!(err.contains("not a zoo ERNIE"), "{err}");
 }
 
 fn pydoc() -> Option<PathBuf> {

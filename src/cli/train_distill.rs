@@ -149,6 +149,13 @@ pub(super) fn run(mut a: TrainArgs) -> anyhow::Result<()> {
     if let Some(cfg) = oar::models::ernie_config(&a.model) {
         return run_text(a, cfg, &teacher_spec);
     }
+    if a.text.ernie_overrides() {
+        bail!(
+            "--teacher-layers/-hidden/-heads/-ffn and --hidden-mse size and match ERNIE models; \
+             {} is not a zoo ERNIE",
+            a.model
+        );
+    }
     let data = load_dir(&a.data)?;
     let pair = DistillPair {
         teacher: image_model(&teacher_spec, &a, &data)?,

@@ -80,6 +80,19 @@ pub(super) struct TextArgs {
     pub(super) hidden_mse: f64,
 }
 
+impl TextArgs {
+    /// Whether a teacher override or the hidden-state term is given (ERNIE-only settings).
+    pub(super) fn ernie_overrides(&self) -> bool {
+        let t = [
+            self.teacher_layers,
+            self.teacher_hidden,
+            self.teacher_heads,
+            self.teacher_ffn,
+        ];
+        t.iter().any(Option::is_some) || self.hidden_mse != 0.0
+    }
+}
+
 /// The tokenizer at `path`, or one trained on `docs` and written there.
 fn tokenizer(path: &Path, docs: &[String], size: usize) -> anyhow::Result<WordPiece> {
     if path.is_file() {
