@@ -211,16 +211,6 @@ proptest! {
     }
 }
 
-#[test]
-fn global_pooling_nchw_and_rank3() {
-    for kind in [PoolKind::Max, PoolKind::Avg] {
-        for shape in [vec![2, 3, 4, 5], vec![2, 3, 7]] {
-            let x = distinct_f64(&shape, 5);
-            check_op(Op::GlobalPool(kind), vec![x], 5).unwrap();
-        }
-    }
-}
-
 /// Every activation the zoo fuses (and mish), with bias and residual: the epilogue uses the
 /// elementwise rules' derivatives.
 #[test]
@@ -265,26 +255,50 @@ fn fused_conv2d_epilogues() {
     }
 }
 
-#[test]
-fn gathers_accumulate_repeated_indices() {
-    let table = rand_f64(&[5, 3], 1);
-    let ids = HostTensor::i64(vec![2, 3], vec![4, 0, 4, 1, -1, 4]);
-    let c = check_op(Op::Embedding, vec![table.clone(), ids.clone()], 1).unwrap();
-    assert_eq!(c.len(), 1, "ids get no gradient");
-    for axis in [0, 1, -1] {
-        let data = rand_f64(&[5, 5, 5], 3);
-        check_op(Op::Gather { axis }, vec![data, ids.clone()], 4).unwrap();
+/// `n` random indices in `[-len, len)` (negative ones count from the end), with repeats
+/// once `n` exceeds `len`.
+fn rand_ids(n: usize, len: usize, seed: u64) -> Vec<i64> {
+    uniform(n, seed)
+        .iter()
+        .map(|u| {
+            ((((u + 1.0) / 2.0) * 2.0 * len as f32) as i64).min(2 * len as i64 - 1) - len as i64
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    #[test]
+    fn global_pooling_nchw_and_rank3(n in 1usize..3, c in 1usize..4, h in 1usize..5, w in 1usize..5, rank3: bool, max: bool, seed in 0u64..1000) {
+        let kind = if max { PoolKind::Max } else { PoolKind::Avg };
+        let shape = if rank3 { vec![n, c, h * w] } else { vec![n, c, h, w] };
+        let x = distinct_f64(&shape, seed);
+        let r = check_op(Op::GlobalPool(kind), vec![x], seed);
+        prop_assert!(r.is_ok(), "{:?}", r);
     }
-    let data = rand_f64(&[3, 4], 5);
-    let idx = HostTensor::i64(vec![3, 2], vec![0, 3, 3, 3, 1, -2]);
-    check_op(
-        Op::GatherElements { axis: 1 },
-        vec![data.clone(), idx.clone()],
-        6,
-    )
-    .unwrap();
-    let idx0 = HostTensor::i64(vec![2, 4], vec![0, 2, 2, 1, 2, 2, 0, 0]);
-    check_op(Op::GatherElements { axis: 0 }, vec![data, idx0], 7).unwrap();
+
+    #[test]
+    fn gathers_accumulate_repeated_indices(rows in 1usize..5, d in 1usize..4, k in 1usize..7, axis in -3i64..3, seed in 0u64..1000) {
+        // Embedding: ids get no gradient, the table's rows accumulate repeats.
+        let table = rand_f64(&[rows, d], seed);
+        let ids = HostTensor::i64(vec![k], rand_ids(k, rows, seed + 1));
+        let c = check_op(Op::Embedding, vec![table, ids.clone()], seed);
+        prop_assert!(c.as_ref().is_ok_and(|c| c.len() == 1), "{:?}", c);
+        let data = rand_f64(&[rows, d + 1, 3], seed + 2);
+        let len = data.shape[oar_ir::op::norm_axis(axis, 3).expect("axis in range")];
+        let idx = HostTensor::i64(vec![2, k], rand_ids(2 * k, len, seed + 3));
+        let r = check_op(Op::Gather { axis }, vec![data.clone(), idx], seed);
+        prop_assert!(r.is_ok(), "{:?}", r);
+        // gather_elements: an index tensor no larger than data off the axis.
+        let a = oar_ir::op::norm_axis(axis, 3).expect("axis in range");
+        let mut ishape = data.shape.clone();
+        ishape[a] = k;
+        let n: usize = ishape.iter().product();
+        let idx = HostTensor::i64(ishape, rand_ids(n, len, seed + 4));
+        let r = check_op(Op::GatherElements { axis }, vec![data, idx], seed);
+        prop_assert!(r.is_ok(), "{:?}", r);
+    }
 }
 
 /// Nearest and bilinear, up- and down-sampling, every coordinate mode.

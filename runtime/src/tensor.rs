@@ -93,8 +93,12 @@ impl HostTensor {
     /// dtypes come back unchanged. f64 → f32 rounds to nearest.
     pub fn to_float(&self, dtype: DType) -> HostTensor {
         let data = match (&self.data, dtype) {
-            (TensorData::F32(v), DType::F64) => TensorData::F64(v.iter().map(|&x| x as f64).collect()),
-            (TensorData::F64(v), DType::F32) => TensorData::F32(v.iter().map(|&x| x as f32).collect()),
+            (TensorData::F32(v), DType::F64) => {
+                TensorData::F64(v.iter().map(|&x| x as f64).collect())
+            }
+            (TensorData::F64(v), DType::F32) => {
+                TensorData::F32(v.iter().map(|&x| x as f32).collect())
+            }
             (d, _) => d.clone(),
         };
         HostTensor {

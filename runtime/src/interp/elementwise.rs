@@ -2,8 +2,8 @@
 
 use super::float::{by_float, floats, Real};
 use super::{err, Res};
-use num_traits::clamp;
 use crate::tensor::{strides, HostTensor, TensorData};
+use num_traits::clamp;
 use oar_ir::op::{BinaryOp, Epilogue, UnaryOp};
 use oar_ir::DType;
 

@@ -3,8 +3,8 @@
 //! bounds), so a gradient and its forward op cannot disagree on which cells a window covers.
 
 use super::data_movement::{for_each_index, index_list};
-use super::norm_reduce_pool::pool_out;
 use super::float::{by_float, floats, Real};
+use super::norm_reduce_pool::pool_out;
 use super::{err, norm_axis, Res};
 use crate::tensor::{strides, HostTensor};
 use oar_ir::op::{ConvAttrs, PoolAttrs, PoolKind};

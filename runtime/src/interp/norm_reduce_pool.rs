@@ -86,9 +86,7 @@ fn softmax_t<T: Real>(x: &HostTensor, axis: i64, log: bool) -> Res<HostTensor> {
     for o in 0..outer {
         for j in 0..inner {
             let at = |i: usize| (o * len + i) * inner + j;
-            let m = (0..len)
-                .map(|i| xv[at(i)])
-                .fold(T::neg_infinity(), T::max);
+            let m = (0..len).map(|i| xv[at(i)]).fold(T::neg_infinity(), T::max);
             let sum: f64 = (0..len).map(|i| (xv[at(i)] - m).f64().exp()).sum();
             for i in 0..len {
                 let z = (xv[at(i)] - m).f64();
