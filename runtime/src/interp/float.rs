@@ -97,3 +97,67 @@ macro_rules! by_float {
     };
 }
 pub(crate) use by_float;
+
+#[cfg(test)]
+mod tests {
+    use super::super::{elementwise, linalg};
+    use super::*;
+    use oar_ir::op::{BinaryOp, MatMulAttrs, UnaryOp};
+
+    /// The f64 kernels compute the same functions as the f32 ones: every activation agrees
+    /// to f32 precision on values across its kinks and saturations.
+    #[test]
+    fn f64_kernels_agree_with_f32() {
+        let xs: Vec<f32> = (0..41).map(|i| (i as f32 - 20.0) * 0.37).collect();
+        let x32 = HostTensor::f32(vec![41], xs.clone());
+        let x64 = x32.to_float(oar_ir::DType::F64);
+        for op in [
+            UnaryOp::Exp,
+            UnaryOp::Tanh,
+            UnaryOp::Erf,
+            UnaryOp::Relu6,
+            UnaryOp::HardSwish,
+            UnaryOp::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+            UnaryOp::Gelu { tanh: true },
+            UnaryOp::Gelu { tanh: false },
+            UnaryOp::Mish,
+            UnaryOp::Silu,
+            UnaryOp::LeakyRelu { alpha: 0.1 },
+        ] {
+            let a = elementwise::unary(op, &x32).unwrap();
+            let b = elementwise::unary(op, &x64).unwrap();
+            assert_eq!(b.dtype(), oar_ir::DType::F64);
+            let (d, s) = a.max_abs_diff(&b).unwrap();
+            assert!(d <= 1e-6 * s.max(1.0), "{op:?}: {d} of {s}");
+        }
+        let m = linalg::matmul(
+            &HostTensor::f64(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+            &HostTensor::f64(vec![3, 1], vec![0.1, 0.2, 0.3]),
+            &MatMulAttrs::default(),
+        )
+        .unwrap();
+        let got = m.as_f64().unwrap();
+        assert!(
+            (got[0] - 1.4).abs() < 1e-12 && (got[1] - 3.2).abs() < 1e-12,
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn mixed_float_operands_are_an_error() {
+        let a = HostTensor::f32(vec![2], vec![1.0, 2.0]);
+        let b = HostTensor::f64(vec![2], vec![1.0, 2.0]);
+        let e = elementwise::binary(BinaryOp::Add, &a, &b).unwrap_err();
+        assert!(e.contains("unsupported operands"), "{e}");
+        let e = linalg::matmul(
+            &HostTensor::f64(vec![1, 2], vec![1.0, 2.0]),
+            &HostTensor::f32(vec![2, 1], vec![1.0, 2.0]),
+            &MatMulAttrs::default(),
+        )
+        .unwrap_err();
+        assert!(e.contains("needs f64, found f32[2,1]"), "{e}");
+    }
+}
