@@ -8,7 +8,7 @@
 //!
 //! The composite checks below cover what the issue lists beyond single ops: the fused
 //! softmax cross-entropy the training losses build, and the attention core.
-//! Tolerance: `GradCheck::default()` (f64, h = 1e-4, |Δ| ≤ 1e-8 + 1e-6·|∂|).
+//! Tolerance: `GradCheck::default()` (f64, h = 1e-5, |Δ| ≤ 1e-8 + 1e-6·|∂|).
 
 use oar_ir::dist::ReduceOp;
 use oar_ir::op::{

@@ -328,14 +328,15 @@ fn linear_taps(mode: CoordMode, o: usize, in_len: usize, out_len: usize) -> (usi
 /// Resize along one axis as a matrix `[out_len, in_len]` (row-major): output `o` is
 /// `Σ_i m[o][i] · x[i]`, with the taps `resize` uses. Resize is separable, so
 /// `y = R_h · x · R_wᵀ` per plane, and autodiff builds the input gradient
-/// `R_hᵀ · dy · R_w` from these matrices.
+/// `R_hᵀ · dy · R_w` from these matrices. The taps are f64, as the f64 kernel uses them
+/// (taps rounded to f32 put a 1e-5 relative error into an f64 gradient check).
 pub fn resize_matrix(
     mode: ResizeMode,
     coord: CoordMode,
     in_len: usize,
     out_len: usize,
-) -> Vec<f32> {
-    let mut m = vec![0f32; out_len * in_len];
+) -> Vec<f64> {
+    let mut m = vec![0f64; out_len * in_len];
     if in_len == 0 {
         return m;
     }
@@ -345,7 +346,6 @@ pub fn resize_matrix(
             ResizeMode::Nearest => row[nearest_index(coord, o, in_len, out_len)] = 1.0,
             ResizeMode::Bilinear => {
                 let (i0, i1, f) = linear_taps(coord, o, in_len, out_len);
-                let f = f as f32;
                 row[i0] += 1.0 - f;
                 row[i1] += f;
             }
