@@ -27,10 +27,10 @@ enum Decision {
     /// function's body must contain to exercise this op or form).
     Fd(&'static [(&'static str, &'static str, &'static str)]),
     /// No gradient, with the reason.
-    None(&'static str),
+    NoGrad(&'static str),
 }
 
-use Decision::{Fd, None as NoGrad};
+use Decision::{Fd, NoGrad};
 
 const CORE: &str = "autodiff_core.rs";
 const CONV: &str = "autodiff_conv.rs";
