@@ -30,6 +30,11 @@ pub fn host_to_tensor(t: &HostTensor) -> OnnxTensor {
     let dims = t.shape.iter().map(|&d| d as u64).collect();
     let (dtype, data) = match &t.data {
         TensorData::F32(v) => (DType::F32, OnnxData::F32(v.clone())),
+        // The ONNX tensor holds floats as f32; f64 weights exist only in gradient checks.
+        TensorData::F64(v) => (
+            DType::F32,
+            OnnxData::F32(v.iter().map(|&x| x as f32).collect()),
+        ),
         TensorData::I64(v) => (DType::I64, OnnxData::I64(v.clone())),
         TensorData::Bool(v) => (
             DType::Bool,

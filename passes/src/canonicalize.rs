@@ -74,6 +74,7 @@ fn tensor_of(lit: &Literal, ty: &oar_ir::TensorType) -> Option<HostTensor> {
 fn literal_from(t: &HostTensor) -> Literal {
     match &t.data {
         TensorData::F32(v) => Literal::Floats(v.iter().map(|&x| x as f64).collect()),
+        TensorData::F64(v) => Literal::Floats(v.clone()),
         TensorData::I64(v) => Literal::Ints(v.clone()),
         TensorData::Bool(v) => Literal::Ints(v.iter().map(|&b| b as i64).collect()),
     }

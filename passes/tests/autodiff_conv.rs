@@ -7,11 +7,13 @@
 //! rule keeps these tests independent of the elementwise and reduction rules
 //! (`check_gradients` builds its loss from those; the end-to-end test at the bottom uses it).
 //!
-//! Tolerance: |analytic − numeric| ≤ 2e-3 + 1e-2·max(|analytic|, |numeric|). The
-//! interpreter computes in f32, so the quotient carries about ε·|L|/h ≈ 1e-4 of noise with
-//! h = 1e-2 and |L| ≈ 10; a wrong rule (a missing term, a wrong transpose or padding) is off
-//! by O(1). Max pooling takes inputs with distinct, well-separated values so no window's
-//! arg-max changes within ±h.
+//! Everything runs in f64 (operands are f64 tensors, so the one-op graphs and their
+//! backward are typed f64). Tolerance: |analytic − numeric| ≤ 1e-8 + 1e-6·max(|analytic|,
+//! |numeric|) with h = 1e-5, as `GradCheck::default()` (see `autodiff/check.rs` for the
+//! error budget): truncation ≈ 1e-10 relative, rounding ε_f64·|L|/h ≈ 2e-10 (|L| ≈ 10),
+//! while a wrong rule (a missing term, a wrong transpose, one border cell of padding, a
+//! tap rounded to f32) is off by more than 1e-6. Max pooling
+//! takes inputs with distinct values 0.05 apart so no window's arg-max changes within ±h.
 
 use oar_ir::op::{
     ConvAttrs, ConvTransposeAttrs, Epilogue, GradOp, Op, PoolAttrs, PoolKind, UnaryOp,
@@ -24,31 +26,31 @@ use oar_runtime::interp::run;
 use oar_runtime::{HostTensor, Weights};
 use proptest::prelude::*;
 
-const H: f64 = 1e-2;
-const ATOL: f64 = 2e-3;
-const RTOL: f64 = 1e-2;
+const H: f64 = 1e-5;
+const ATOL: f64 = 1e-8;
+const RTOL: f64 = 1e-6;
 
-/// A float operand with random non-zero entries in ±[0.1, 1].
-fn rand_f32(shape: &[usize], seed: u64) -> HostTensor {
+/// A float operand (f64) with random non-zero entries in ±[0.1, 1].
+fn rand_f64(shape: &[usize], seed: u64) -> HostTensor {
     let n: usize = shape.iter().product();
     let v = uniform(n, seed)
         .into_iter()
-        .map(|x| x.signum() * (0.1 + 0.9 * x.abs()))
+        .map(|x| f64::from(x.signum() * (0.1 + 0.9 * x.abs())))
         .collect();
-    HostTensor::f32(shape.to_vec(), v)
+    HostTensor::f64(shape.to_vec(), v)
 }
 
 /// Distinct values 0.05 apart in a random order (for max pooling).
-fn distinct_f32(shape: &[usize], seed: u64) -> HostTensor {
+fn distinct_f64(shape: &[usize], seed: u64) -> HostTensor {
     let n: usize = shape.iter().product();
     let keys = uniform(n, seed);
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
-    let mut v = vec![0f32; n];
+    let mut v = vec![0f64; n];
     for (rank, &i) in order.iter().enumerate() {
-        v[i] = (rank as f32 - n as f32 / 2.0) * 0.05;
+        v[i] = (rank as f64 - n as f64 / 2.0) * 0.05;
     }
-    HostTensor::f32(shape.to_vec(), v)
+    HostTensor::f64(shape.to_vec(), v)
 }
 
 fn dims(t: &HostTensor) -> Vec<oar_ir::Dim> {
@@ -90,7 +92,7 @@ fn check_op(op: Op, ins: Vec<HostTensor>, seed: u64) -> Result<Vec<(f64, f64)>, 
     let yt = g.value_type(y).cloned().ok_or("no output type")?;
     let n = yt.shape.numel().as_static().ok_or("symbolic")? as usize;
     let u = uniform(n, seed ^ 0xABCD);
-    let want: Vec<bool> = ins.iter().map(|t| t.dtype() == DType::F32).collect();
+    let want: Vec<bool> = ins.iter().map(|t| t.dtype() == DType::F64).collect();
     let mut cx = GradCx::for_graph(g.clone());
     let uv = cx
         .constant(u.iter().map(|&x| x as f64).collect(), yt, y.node)
@@ -121,13 +123,10 @@ fn check_op(op: Op, ins: Vec<HostTensor>, seed: u64) -> Result<Vec<(f64, f64)>, 
         k += 1;
         let shifted = |s: f64| {
             let mut x = ins.clone();
-            let d = ins[i].as_f32().expect("f32");
-            x[i] = HostTensor::f32(
+            let d = ins[i].as_f64().expect("f64 operand");
+            x[i] = HostTensor::f64(
                 ins[i].shape.clone(),
-                d.iter()
-                    .zip(&dir)
-                    .map(|(a, v)| (*a as f64 + s * *v as f64) as f32)
-                    .collect(),
+                d.iter().zip(&dir).map(|(a, v)| a + s * *v as f64).collect(),
             );
             x
         };
@@ -174,9 +173,9 @@ proptest! {
         let c = 4;
         let g = groups_for(gk, c);
         let o = if gk == 2 { c } else { 6 };
-        let x = rand_f32(&[2, c as usize, hw as usize, hw as usize + 1], seed);
-        let w = rand_f32(&[o as usize, (c / g) as usize, 3, 2], seed + 1);
-        let b = rand_f32(&[o as usize], seed + 2);
+        let x = rand_f64(&[2, c as usize, hw as usize, hw as usize + 1], seed);
+        let w = rand_f64(&[o as usize, (c / g) as usize, 3, 2], seed + 1);
+        let b = rand_f64(&[o as usize], seed + 2);
         let r = check_op(Op::Conv2d(conv_attrs(s, p, d, g)), vec![x, w, b], seed);
         prop_assert!(r.is_ok(), "{:?}", r);
     }
@@ -186,9 +185,9 @@ proptest! {
         let c = 4;
         let g = groups_for(gk, c);
         let og = if gk == 2 { 1 } else { 3 };
-        let x = rand_f32(&[2, c as usize, hw as usize - 2, hw as usize - 1], seed);
-        let w = rand_f32(&[c as usize, og, 3, 3], seed + 1);
-        let b = rand_f32(&[og * g as usize], seed + 2);
+        let x = rand_f64(&[2, c as usize, hw as usize - 2, hw as usize - 1], seed);
+        let w = rand_f64(&[c as usize, og, 3, 3], seed + 1);
+        let b = rand_f64(&[og * g as usize], seed + 2);
         let t = ConvTransposeAttrs { conv: conv_attrs(s, p, d, g), output_padding: [s - 1, 0] };
         let r = check_op(Op::ConvTranspose2d(t), vec![x, w, b], seed);
         prop_assert!(r.is_ok(), "{:?}", r);
@@ -207,19 +206,9 @@ proptest! {
             count_include_pad: incl,
         };
         let shape = [2, 3, hw, hw + 1];
-        let x = if max { distinct_f32(&shape, seed) } else { rand_f32(&shape, seed) };
+        let x = if max { distinct_f64(&shape, seed) } else { rand_f64(&shape, seed) };
         let r = check_op(Op::Pool(attrs), vec![x], seed);
         prop_assert!(r.is_ok(), "{:?}", r);
-    }
-}
-
-#[test]
-fn global_pooling_nchw_and_rank3() {
-    for kind in [PoolKind::Max, PoolKind::Avg] {
-        for shape in [vec![2, 3, 4, 5], vec![2, 3, 7]] {
-            let x = distinct_f32(&shape, 5);
-            check_op(Op::GlobalPool(kind), vec![x], 5).unwrap();
-        }
     }
 }
 
@@ -245,14 +234,14 @@ fn fused_conv2d_epilogues() {
     for (i, act) in acts.into_iter().enumerate() {
         let seed = 100 + i as u64;
         // Scaled up so relu6, hardswish and hardsigmoid see both saturated and linear parts.
-        let x = rand_f32(&[1, 4, 6, 6], seed);
-        let x = HostTensor::f32(
+        let x = rand_f64(&[1, 4, 6, 6], seed);
+        let x = HostTensor::f64(
             x.shape.clone(),
-            x.as_f32().unwrap().iter().map(|v| v * 3.0).collect(),
+            x.as_f64().unwrap().iter().map(|v| v * 3.0).collect(),
         );
-        let w = rand_f32(&[4, 2, 3, 3], seed + 1);
-        let b = rand_f32(&[4], seed + 2);
-        let r = rand_f32(&[1, 4, 4, 3], seed + 3);
+        let w = rand_f64(&[4, 2, 3, 3], seed + 1);
+        let b = rand_f64(&[4], seed + 2);
+        let r = rand_f64(&[1, 4, 4, 3], seed + 3);
         let op = Op::FusedConv2d {
             conv: conv_attrs(2, 1, 1, 2),
             epilogue: Epilogue {
@@ -267,50 +256,76 @@ fn fused_conv2d_epilogues() {
     }
 }
 
-#[test]
-fn gathers_accumulate_repeated_indices() {
-    let table = rand_f32(&[5, 3], 1);
-    let ids = HostTensor::i64(vec![2, 3], vec![4, 0, 4, 1, -1, 4]);
-    let c = check_op(Op::Embedding, vec![table.clone(), ids.clone()], 1).unwrap();
-    assert_eq!(c.len(), 1, "ids get no gradient");
-    for axis in [0, 1, -1] {
-        let data = rand_f32(&[5, 5, 5], 3);
-        check_op(Op::Gather { axis }, vec![data, ids.clone()], 4).unwrap();
-    }
-    let data = rand_f32(&[3, 4], 5);
-    let idx = HostTensor::i64(vec![3, 2], vec![0, 3, 3, 3, 1, -2]);
-    check_op(
-        Op::GatherElements { axis: 1 },
-        vec![data.clone(), idx.clone()],
-        6,
-    )
-    .unwrap();
-    let idx0 = HostTensor::i64(vec![2, 4], vec![0, 2, 2, 1, 2, 2, 0, 0]);
-    check_op(Op::GatherElements { axis: 0 }, vec![data, idx0], 7).unwrap();
+/// `n` random indices in `[-len, len)` (negative ones count from the end), with repeats
+/// once `n` exceeds `len`.
+fn rand_ids(n: usize, len: usize, seed: u64) -> Vec<i64> {
+    uniform(n, seed)
+        .iter()
+        .map(|u| {
+            ((((u + 1.0) / 2.0) * 2.0 * len as f32) as i64).min(2 * len as i64 - 1) - len as i64
+        })
+        .collect()
 }
 
-/// Nearest and bilinear, up- and down-sampling, every coordinate mode.
-#[test]
-fn resize_nearest_and_bilinear() {
-    use oar_ir::op::{CoordMode, ResizeAttrs, ResizeMode};
-    let coords = [
-        CoordMode::HalfPixel,
-        CoordMode::AlignCorners,
-        CoordMode::Asymmetric,
-        CoordMode::PytorchHalfPixel,
-    ];
-    for (k, coord) in coords.into_iter().enumerate() {
-        for mode in [ResizeMode::Nearest, ResizeMode::Bilinear] {
-            for size in [[7, 9], [3, 2]] {
-                let x = rand_f32(&[2, 2, 4, 5], k as u64);
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    #[test]
+    fn global_pooling_nchw_and_rank3(n in 1usize..3, c in 1usize..4, h in 1usize..5, w in 1usize..5, rank3: bool, max: bool, seed in 0u64..1000) {
+        let kind = if max { PoolKind::Max } else { PoolKind::Avg };
+        let shape = if rank3 { vec![n, c, h * w] } else { vec![n, c, h, w] };
+        let x = distinct_f64(&shape, seed);
+        let r = check_op(Op::GlobalPool(kind), vec![x], seed);
+        prop_assert!(r.is_ok(), "{:?}", r);
+    }
+
+    #[test]
+    fn gathers_accumulate_repeated_indices(rows in 1usize..5, d in 1usize..4, k in 1usize..7, axis in -3i64..3, seed in 0u64..1000) {
+        // Embedding: ids get no gradient, the table's rows accumulate repeats.
+        let table = rand_f64(&[rows, d], seed);
+        let ids = HostTensor::i64(vec![k], rand_ids(k, rows, seed + 1));
+        let c = check_op(Op::Embedding, vec![table, ids.clone()], seed);
+        prop_assert!(c.as_ref().is_ok_and(|c| c.len() == 1), "{:?}", c);
+        let data = rand_f64(&[rows, d + 1, 3], seed + 2);
+        let len = data.shape[oar_ir::op::norm_axis(axis, 3).expect("axis in range")];
+        let idx = HostTensor::i64(vec![2, k], rand_ids(2 * k, len, seed + 3));
+        let r = check_op(Op::Gather { axis }, vec![data.clone(), idx], seed);
+        prop_assert!(r.is_ok(), "{:?}", r);
+        // gather_elements: an index tensor no larger than data off the axis.
+        let a = oar_ir::op::norm_axis(axis, 3).expect("axis in range");
+        let mut ishape = data.shape.clone();
+        ishape[a] = k;
+        let n: usize = ishape.iter().product();
+        let idx = HostTensor::i64(ishape, rand_ids(n, len, seed + 4));
+        let r = check_op(Op::GatherElements { axis }, vec![data, idx], seed);
+        prop_assert!(r.is_ok(), "{:?}", r);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4, ..ProptestConfig::default() })]
+
+    /// Nearest and bilinear, up- and down-sampling, every coordinate mode, on random sizes.
+    /// Resize is linear in its input, so no sample can sit on a kink.
+    #[test]
+    fn resize_nearest_and_bilinear(h in 1usize..6, w in 1usize..6, ho in 1u64..10, wo in 1u64..10, seed in 0u64..1000) {
+        use oar_ir::op::{CoordMode, ResizeAttrs, ResizeMode};
+        let coords = [
+            CoordMode::HalfPixel,
+            CoordMode::AlignCorners,
+            CoordMode::Asymmetric,
+            CoordMode::PytorchHalfPixel,
+        ];
+        for (k, coord) in coords.into_iter().enumerate() {
+            for mode in [ResizeMode::Nearest, ResizeMode::Bilinear] {
+                let x = rand_f64(&[2, 2, h, w], seed + k as u64);
                 let op = Op::Resize(ResizeAttrs {
                     mode,
                     coord,
-                    size: size.map(oar_ir::Dim::Static),
+                    size: [ho, wo].map(oar_ir::Dim::Static),
                 });
-                if let Err(e) = check_op(op, vec![x], 3 + k as u64) {
-                    panic!("{mode:?} {coord:?} {size:?}: {e}");
-                }
+                let r = check_op(op, vec![x], seed + 3 + k as u64);
+                prop_assert!(r.is_ok(), "{mode:?} {coord:?} {h}x{w} -> {ho}x{wo}: {:?}", r);
             }
         }
     }
@@ -319,8 +334,8 @@ fn resize_nearest_and_bilinear() {
 /// The gradient ops print and parse back, and reject a cotangent of the wrong shape.
 #[test]
 fn grad_ops_round_trip_and_check_shapes() {
-    let x = rand_f32(&[1, 2, 5, 5], 1);
-    let dy = rand_f32(&[1, 4, 3, 3], 2);
+    let x = rand_f64(&[1, 2, 5, 5], 1);
+    let dy = rand_f64(&[1, 4, 3, 3], 2);
     let op = Op::Grad(GradOp::Conv2dWeight {
         conv: conv_attrs(2, 1, 1, 2),
         kernel: [3, 3],
@@ -329,10 +344,10 @@ fn grad_ops_round_trip_and_check_shapes() {
     let text = oar_ir::print(&g);
     assert!(text.contains("conv2d_grad_weight"), "{text}");
     assert_eq!(oar_ir::parse(&text).unwrap(), g);
-    let bad = rand_f32(&[1, 4, 2, 3], 2);
+    let bad = rand_f64(&[1, 4, 2, 3], 2);
     let mut g2 = Graph::new("g");
-    let a = g2.add_input("x", TensorType::f32(&[1, 2, 5, 5]));
-    let b = g2.add_input("dy", TensorType::new(DType::F32, dims(&bad)));
+    let a = g2.add_input("x", TensorType::new(DType::F64, dims(&x)));
+    let b = g2.add_input("dy", TensorType::new(DType::F64, dims(&bad)));
     let e = g2.add_node(op, vec![a, b], None).unwrap_err().to_string();
     assert!(e.contains("not the type of conv2d's output"), "{e}");
 }
@@ -346,17 +361,8 @@ fn small_cnn_through_check_gradients() {
     )
     .unwrap();
     let mut w = Weights::new();
-    w.insert("w".into(), rand_f32(&[4, 3, 3, 3], 1));
-    w.insert("b".into(), rand_f32(&[4], 2));
-    let x = distinct_f32(&[2, 3, 8, 8], 3);
-    check_gradients(
-        &g,
-        &[x],
-        &w,
-        &GradCheck {
-            atol: ATOL,
-            ..GradCheck::default()
-        },
-    )
-    .unwrap();
+    w.insert("w".into(), rand_f64(&[4, 3, 3, 3], 1));
+    w.insert("b".into(), rand_f64(&[4], 2));
+    let x = distinct_f64(&[2, 3, 8, 8], 3);
+    check_gradients(&g, &[x], &w, &GradCheck::default()).unwrap();
 }

@@ -1,10 +1,11 @@
 //! Gradient rules of the core ops against central finite differences
 //! (`oar_passes::autodiff::check`).
 //!
-//! Tolerance: `GradCheck::default()`, relative 1e-2 plus absolute 1e-3 on each directional
-//! derivative with step h = 1e-2. The interpreter computes in f32, so the difference
-//! quotient carries about 1e-4 of rounding noise at these sizes; a wrong rule (missing term,
-//! sign, transpose, un-broadcast) moves the result by O(1).
+//! Tolerance: `GradCheck::default()`: the graph is converted to f64 and each directional
+//! derivative must agree to 1e-8 absolute plus 1e-6 relative, with step h = 1e-5. In f64
+//! the difference quotient's error is about 1e-10 relative (truncation, h²/6·|∂³L|); a wrong
+//! rule (missing term, sign, transpose, un-broadcast, a constant off in its 4th digit)
+//! moves the result by far more.
 //!
 //! Inputs are random and non-zero, drawn per test from a domain that keeps them away from
 //! the op's kinks by more than the finite-difference step (relu at 0, clip at its bounds,
@@ -289,7 +290,9 @@ proptest! {
         let text = format!(
             "graph @g(%x: {x}) -> ({x}){mode} {{\n{params}  %bn = batch_norm(%x, %s, %b, %m, %v){attrs} : {outs}\n{tail}}}\n"
         );
-        let res = check(&text, &[("v", Dom::Range(0.5, 1.5))], seed);
+        // Distinct inputs: a channel of four nearly equal values has a variance near 0,
+        // where the normalisation's third derivative (~1/var^1.5) swamps the quotient.
+        let res = check(&text, &[("x", Dom::Distinct), ("v", Dom::Range(0.5, 1.5))], seed);
         prop_assert!(res.is_ok(), "{:?}", res);
     }
 
@@ -318,8 +321,10 @@ proptest! {
 "
             ),
         ];
+        // Distinct inputs (≥ 0.06 apart): a layer_norm row of two nearly equal values is
+        // ill-conditioned (see batch_norm_both_forms).
         for text in &cases {
-            let res = check(text, &[("x", Dom::Any(2.0))], seed);
+            let res = check(text, &[("x", Dom::Distinct)], seed);
             prop_assert!(res.is_ok(), "{:?}", res);
         }
     }

@@ -1,5 +1,7 @@
 //! Host tensors: a shape and row-major data in one of the element types the interpreter
-//! computes in (f32, i64, bool).
+//! computes in (f32, f64, i64, bool). f64 exists for gradient checking: the finite-difference
+//! tests run the reference interpreter in f64 so a subtly wrong rule cannot hide in f32
+//! rounding noise.
 
 use oar_ir::{DType, TensorType};
 
@@ -7,6 +9,7 @@ use oar_ir::{DType, TensorType};
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
     F32(Vec<f32>),
+    F64(Vec<f64>),
     I64(Vec<i64>),
     Bool(Vec<bool>),
 }
@@ -25,6 +28,15 @@ impl HostTensor {
         HostTensor {
             shape,
             data: TensorData::F32(data),
+        }
+    }
+
+    /// An f64 tensor.
+    pub fn f64(shape: Vec<usize>, data: Vec<f64>) -> HostTensor {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        HostTensor {
+            shape,
+            data: TensorData::F64(data),
         }
     }
 
@@ -50,6 +62,7 @@ impl HostTensor {
     pub fn dtype(&self) -> DType {
         match self.data {
             TensorData::F32(_) => DType::F32,
+            TensorData::F64(_) => DType::F64,
             TensorData::I64(_) => DType::I64,
             TensorData::Bool(_) => DType::Bool,
         }
@@ -65,6 +78,32 @@ impl HostTensor {
         match &self.data {
             TensorData::F32(v) => Some(v),
             _ => None,
+        }
+    }
+
+    /// The f64 data, if that is the storage type.
+    pub fn as_f64(&self) -> Option<&[f64]> {
+        match &self.data {
+            TensorData::F64(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A float tensor converted to `dtype` (f32 or f64); other tensors and other target
+    /// dtypes come back unchanged. f64 → f32 rounds to nearest.
+    pub fn to_float(&self, dtype: DType) -> HostTensor {
+        let data = match (&self.data, dtype) {
+            (TensorData::F32(v), DType::F64) => {
+                TensorData::F64(v.iter().map(|&x| x as f64).collect())
+            }
+            (TensorData::F64(v), DType::F32) => {
+                TensorData::F32(v.iter().map(|&x| x as f32).collect())
+            }
+            (d, _) => d.clone(),
+        };
+        HostTensor {
+            shape: self.shape.clone(),
+            data,
         }
     }
 
@@ -117,6 +156,7 @@ impl HostTensor {
     pub fn to_f64(&self) -> Vec<f64> {
         match &self.data {
             TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            TensorData::F64(v) => v.clone(),
             TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
             TensorData::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
         }
@@ -139,6 +179,7 @@ impl HostTensor {
         shape[dim] = len;
         let data = match &self.data {
             TensorData::F32(v) => TensorData::F32(idx.iter().map(|&i| v[i]).collect()),
+            TensorData::F64(v) => TensorData::F64(idx.iter().map(|&i| v[i]).collect()),
             TensorData::I64(v) => TensorData::I64(idx.iter().map(|&i| v[i]).collect()),
             TensorData::Bool(v) => TensorData::Bool(idx.iter().map(|&i| v[i]).collect()),
         };

@@ -67,6 +67,8 @@ fn write(path: &Path, data: &[u8]) -> Result<(), PackageError> {
 fn tensor_bytes(t: &HostTensor) -> Vec<u8> {
     match &t.data {
         TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        // `check_program` rejects f64 buffers before any weight is written.
+        TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
     }

@@ -144,6 +144,7 @@ impl Backend for Executable {
 fn raw_bytes(t: &HostTensor) -> Vec<u8> {
     match &t.data {
         TensorData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        TensorData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         TensorData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         TensorData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
     }

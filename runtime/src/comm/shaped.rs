@@ -308,6 +308,7 @@ pub fn run(
 pub(crate) fn tensor_bytes(t: &HostTensor) -> (Vec<u8>, usize) {
     match &t.data {
         TensorData::F32(v) => (bytemuck::cast_slice(v).to_vec(), 4),
+        TensorData::F64(v) => (bytemuck::cast_slice(v).to_vec(), 8),
         TensorData::I64(v) => (bytemuck::cast_slice(v).to_vec(), 8),
         TensorData::Bool(v) => (v.iter().map(|&b| b as u8).collect(), 1),
     }
@@ -317,6 +318,7 @@ pub(crate) fn tensor_bytes(t: &HostTensor) -> (Vec<u8>, usize) {
 pub(crate) fn from_bytes(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> HostTensor {
     match dtype {
         DType::I64 => HostTensor::i64(shape, bytemuck::pod_collect_to_vec(bytes)),
+        DType::F64 => HostTensor::f64(shape, bytemuck::pod_collect_to_vec(bytes)),
         DType::Bool => HostTensor::bool(shape, bytes.iter().map(|&b| b != 0).collect()),
         _ => HostTensor::f32(shape, f32s(bytes)),
     }

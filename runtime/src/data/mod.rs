@@ -82,7 +82,7 @@ impl Dataset {
         match &self.images.data {
             TensorData::F32(v) => &v[i * per..(i + 1) * per],
             // `load_dir` and `subset` only build f32 images.
-            TensorData::I64(_) | TensorData::Bool(_) => &[],
+            TensorData::F64(_) | TensorData::I64(_) | TensorData::Bool(_) => &[],
         }
     }
 

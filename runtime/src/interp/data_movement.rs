@@ -9,6 +9,7 @@ use oar_ir::op::SliceAttrs;
 pub(crate) fn take(t: &HostTensor, idx: &[usize], shape: Vec<usize>) -> HostTensor {
     let data = match &t.data {
         TensorData::F32(v) => TensorData::F32(idx.iter().map(|&i| v[i]).collect()),
+        TensorData::F64(v) => TensorData::F64(idx.iter().map(|&i| v[i]).collect()),
         TensorData::I64(v) => TensorData::I64(idx.iter().map(|&i| v[i]).collect()),
         TensorData::Bool(v) => TensorData::Bool(idx.iter().map(|&i| v[i]).collect()),
     };
@@ -89,6 +90,12 @@ pub(crate) fn concat(xs: &[&HostTensor], axis: i64) -> Res<HostTensor> {
         TensorData::F32(_) => TensorData::F32(
             src.iter()
                 .map(|&(k, i)| xs[k].as_f32().map(|v| v[i]))
+                .collect::<Option<_>>()
+                .ok_or_else(missing)?,
+        ),
+        TensorData::F64(_) => TensorData::F64(
+            src.iter()
+                .map(|&(k, i)| xs[k].as_f64().map(|v| v[i]))
                 .collect::<Option<_>>()
                 .ok_or_else(missing)?,
         ),

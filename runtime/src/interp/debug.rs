@@ -39,6 +39,11 @@ impl std::fmt::Display for NonFinite {
 fn first_bad(t: &HostTensor) -> Option<(usize, f32)> {
     match &t.data {
         TensorData::F32(v) => v.iter().position(|x| !x.is_finite()).map(|i| (i, v[i])),
+        // A non-finite f64 stays non-finite (and keeps its sign) as f32.
+        TensorData::F64(v) => v
+            .iter()
+            .position(|x| !x.is_finite())
+            .map(|i| (i, v[i] as f32)),
         TensorData::I64(_) | TensorData::Bool(_) => None,
     }
 }

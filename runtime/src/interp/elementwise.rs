@@ -1,7 +1,9 @@
 //! Elementwise ops with numpy broadcasting.
 
+use super::float::{by_float, floats, Real};
 use super::{err, Res};
 use crate::tensor::{strides, HostTensor, TensorData};
+use num_traits::clamp;
 use oar_ir::op::{BinaryOp, Epilogue, UnaryOp};
 use oar_ir::DType;
 
@@ -58,43 +60,45 @@ pub(crate) fn broadcast_index(out: &[usize], inp: &[usize]) -> Vec<usize> {
     res
 }
 
-fn gelu_tanh(x: f32) -> f32 {
-    let c = (2.0 / std::f32::consts::PI).sqrt();
-    0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+fn gelu_tanh<T: Real>(x: T) -> T {
+    // 2/π in T, then its root in T: the f32 instantiation rounds as the f32 kernel did.
+    let c = (T::c(2.0) / T::PI()).sqrt();
+    T::c(0.5) * x * (T::one() + (c * (x + T::c(0.044715) * x * x * x)).tanh())
 }
 
-fn softplus(x: f32) -> f32 {
-    x.max(0.0) + (-x.abs()).exp().ln_1p()
+fn softplus<T: Real>(x: T) -> T {
+    x.max(T::zero()) + (-x.abs()).exp().ln_1p()
 }
 
 /// One unary op on one value.
-pub(crate) fn unary_scalar(op: UnaryOp, x: f32) -> f32 {
+pub(crate) fn unary_scalar<T: Real>(op: UnaryOp, x: T) -> T {
+    let (zero, one) = (T::zero(), T::one());
     match op {
         UnaryOp::Neg => -x,
         UnaryOp::Exp => x.exp(),
         UnaryOp::Log => x.ln(),
         UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Rsqrt => 1.0 / x.sqrt(),
+        UnaryOp::Rsqrt => one / x.sqrt(),
         UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Erf => libm::erff(x),
+        UnaryOp::Erf => x.erf(),
         UnaryOp::Abs => x.abs(),
-        UnaryOp::Relu => x.max(0.0),
-        UnaryOp::Relu6 => x.clamp(0.0, 6.0),
+        UnaryOp::Relu => x.max(zero),
+        UnaryOp::Relu6 => clamp(x, zero, T::c(6.0)),
         UnaryOp::LeakyRelu { alpha } => {
-            if x >= 0.0 {
+            if x >= zero {
                 x
             } else {
-                alpha as f32 * x
+                T::c(alpha) * x
             }
         }
-        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-        UnaryOp::HardSigmoid { alpha, beta } => (alpha as f32 * x + beta as f32).clamp(0.0, 1.0),
-        UnaryOp::HardSwish => x * ((x + 3.0) / 6.0).clamp(0.0, 1.0),
+        UnaryOp::Sigmoid => one / (one + (-x).exp()),
+        UnaryOp::HardSigmoid { alpha, beta } => clamp(T::c(alpha) * x + T::c(beta), zero, one),
+        UnaryOp::HardSwish => x * clamp((x + T::c(3.0)) / T::c(6.0), zero, one),
         UnaryOp::Gelu { tanh: true } => gelu_tanh(x),
-        UnaryOp::Gelu { tanh: false } => 0.5 * x * (1.0 + libm::erff(x / std::f32::consts::SQRT_2)),
-        UnaryOp::Silu => x / (1.0 + (-x).exp()),
+        UnaryOp::Gelu { tanh: false } => T::c(0.5) * x * (one + (x / T::SQRT_2()).erf()),
+        UnaryOp::Silu => x / (one + (-x).exp()),
         UnaryOp::Mish => x * softplus(x).tanh(),
-        UnaryOp::Clip { min, max } => x.max(min as f32).min(max as f32),
+        UnaryOp::Clip { min, max } => x.max(T::c(min)).min(T::c(max)),
     }
 }
 
@@ -116,16 +120,18 @@ pub(crate) fn epilogue(
 }
 
 pub(crate) fn unary(op: UnaryOp, x: &HostTensor) -> Res<HostTensor> {
-    let Some(v) = x.as_f32() else {
-        return err(format!("needs f32, found {}", x.describe()));
-    };
-    Ok(HostTensor::f32(
+    by_float!(x, unary_t(op, x))
+}
+
+fn unary_t<T: Real>(op: UnaryOp, x: &HostTensor) -> Res<HostTensor> {
+    let v = floats::<T>(x)?;
+    Ok(T::tensor(
         x.shape.clone(),
         v.iter().map(|&e| unary_scalar(op, e)).collect(),
     ))
 }
 
-fn float_binary(op: BinaryOp, a: f32, b: f32) -> f32 {
+fn float_binary<T: Real>(op: BinaryOp, a: T, b: T) -> T {
     match op {
         BinaryOp::Add => a + b,
         BinaryOp::Sub => a - b,
@@ -134,9 +140,28 @@ fn float_binary(op: BinaryOp, a: f32, b: f32) -> f32 {
         BinaryOp::Pow => a.powf(b),
         BinaryOp::Max => a.max(b),
         BinaryOp::Min => a.min(b),
-        BinaryOp::Equal => (a == b) as u8 as f32,
-        BinaryOp::Less => (a < b) as u8 as f32,
-        BinaryOp::Greater => (a > b) as u8 as f32,
+        BinaryOp::Equal => T::c((a == b) as u8 as f64),
+        BinaryOp::Less => T::c((a < b) as u8 as f64),
+        BinaryOp::Greater => T::c((a > b) as u8 as f64),
+    }
+}
+
+/// A float binary op over broadcast index lists.
+fn float_binary_all<T: Real>(
+    op: BinaryOp,
+    shape: Vec<usize>,
+    (x, ia): (&[T], &[usize]),
+    (y, ib): (&[T], &[usize]),
+) -> HostTensor {
+    let v: Vec<T> = ia
+        .iter()
+        .zip(ib)
+        .map(|(&i, &j)| float_binary(op, x[i], y[j]))
+        .collect();
+    if op.is_comparison() {
+        HostTensor::bool(shape, v.iter().map(|&e| e != T::zero()).collect())
+    } else {
+        T::tensor(shape, v)
     }
 }
 
@@ -165,16 +190,10 @@ pub(crate) fn binary(op: BinaryOp, a: &HostTensor, b: &HostTensor) -> Res<HostTe
     let cmp = op.is_comparison();
     match (&a.data, &b.data) {
         (TensorData::F32(x), TensorData::F32(y)) => {
-            let v: Vec<f32> = ia
-                .iter()
-                .zip(&ib)
-                .map(|(&i, &j)| float_binary(op, x[i], y[j]))
-                .collect();
-            Ok(if cmp {
-                HostTensor::bool(shape, v.iter().map(|&e| e != 0.0).collect())
-            } else {
-                HostTensor::f32(shape, v)
-            })
+            Ok(float_binary_all(op, shape, (x, &ia), (y, &ib)))
+        }
+        (TensorData::F64(x), TensorData::F64(y)) => {
+            Ok(float_binary_all(op, shape, (x, &ia), (y, &ib)))
         }
         (TensorData::I64(x), TensorData::I64(y)) => {
             let v: Vec<i64> = ia
@@ -221,6 +240,12 @@ pub(crate) fn where_(c: &HostTensor, a: &HostTensor, b: &HostTensor) -> Res<Host
                 .map(|k| if pick(k) { x[ia[k]] } else { y[ib[k]] })
                 .collect(),
         ),
+        (TensorData::F64(x), TensorData::F64(y)) => HostTensor::f64(
+            shape,
+            (0..n)
+                .map(|k| if pick(k) { x[ia[k]] } else { y[ib[k]] })
+                .collect(),
+        ),
         (TensorData::I64(x), TensorData::I64(y)) => HostTensor::i64(
             shape,
             (0..n)
@@ -242,6 +267,7 @@ pub(crate) fn cast(x: &HostTensor, to: DType) -> Res<HostTensor> {
     let f = x.to_f64();
     Ok(match to {
         DType::F32 => HostTensor::f32(shape, f.iter().map(|&v| v as f32).collect()),
+        DType::F64 => HostTensor::f64(shape, f),
         // Stored as f32 holding the nearest value of the narrow type.
         DType::BF16 | DType::F16 => {
             let mut v: Vec<f32> = f.iter().map(|&v| v as f32).collect();
@@ -256,7 +282,7 @@ pub(crate) fn cast(x: &HostTensor, to: DType) -> Res<HostTensor> {
         DType::Bool => HostTensor::bool(shape, f.iter().map(|&v| v != 0.0).collect()),
         other => {
             return err(format!(
-                "the interpreter computes in f32, i64 and bool; cannot cast to {other}"
+                "the interpreter computes in f32, f64, i64 and bool; cannot cast to {other}"
             ))
         }
     })

@@ -3,8 +3,9 @@
 //! bounds), so a gradient and its forward op cannot disagree on which cells a window covers.
 
 use super::data_movement::{for_each_index, index_list};
+use super::float::{by_float, floats, Real};
 use super::norm_reduce_pool::pool_out;
-use super::{err, f32s, norm_axis, Res};
+use super::{err, norm_axis, Res};
 use crate::tensor::{strides, HostTensor};
 use oar_ir::op::{ConvAttrs, PoolAttrs, PoolKind};
 
@@ -22,7 +23,16 @@ pub(crate) fn conv2d_grad_weight(
     a: &ConvAttrs,
     kernel: [u64; 2],
 ) -> Res<HostTensor> {
-    let (xv, gv) = (f32s(x)?, f32s(dy)?);
+    by_float!(x, conv2d_grad_weight_t(x, dy, a, kernel))
+}
+
+fn conv2d_grad_weight_t<T: Real>(
+    x: &HostTensor,
+    dy: &HostTensor,
+    a: &ConvAttrs,
+    kernel: [u64; 2],
+) -> Res<HostTensor> {
+    let (xv, gv) = (floats::<T>(x)?, floats::<T>(dy)?);
     let [n, c, h, w] = nchw(x, "input")?;
     let [n2, o_ch, ho, wo] = nchw(dy, "cotangent")?;
     let g = a.groups as usize;
@@ -38,14 +48,14 @@ pub(crate) fn conv2d_grad_weight(
     let [sh, sw] = a.stride.map(|v| v as usize);
     let [dh, dw] = a.dilation.map(|v| v as usize);
     let [pt, pl, _, _] = a.padding.map(|v| v as isize);
-    let mut out = vec![0f32; o_ch * cg * kh * kw];
+    let mut out = vec![T::zero(); o_ch * cg * kh * kw];
     for o in 0..o_ch {
         let grp = o / og;
         for ci in 0..cg {
             let cin = grp * cg + ci;
             for ky in 0..kh {
                 for kx in 0..kw {
-                    let mut acc = 0f32;
+                    let mut acc = T::zero();
                     for b in 0..n {
                         for y in 0..ho {
                             let iy = (y * sh + ky * dh) as isize - pt;
@@ -67,13 +77,17 @@ pub(crate) fn conv2d_grad_weight(
             }
         }
     }
-    Ok(HostTensor::f32(vec![o_ch, cg, kh, kw], out))
+    Ok(T::tensor(vec![o_ch, cg, kh, kw], out))
 }
 
 /// The input gradient of a windowed pooling: max sends each cotangent to the first
 /// arg-max of its window, avg spreads it with the forward divisor.
 pub(crate) fn pool_grad(x: &HostTensor, dy: &HostTensor, p: &PoolAttrs) -> Res<HostTensor> {
-    let (xv, gv) = (f32s(x)?, f32s(dy)?);
+    by_float!(x, pool_grad_t(x, dy, p))
+}
+
+fn pool_grad_t<T: Real>(x: &HostTensor, dy: &HostTensor, p: &PoolAttrs) -> Res<HostTensor> {
+    let (xv, gv) = (floats::<T>(x)?, floats::<T>(dy)?);
     let [n, c, h, w] = nchw(x, "input")?;
     let [kh, kw] = p.kernel.map(|v| v as usize);
     let [sh, sw] = p.stride.map(|v| v as usize);
@@ -86,7 +100,7 @@ pub(crate) fn pool_grad(x: &HostTensor, dy: &HostTensor, p: &PoolAttrs) -> Res<H
             dy.describe()
         ));
     }
-    let mut out = vec![0f32; n * c * h * w];
+    let mut out = vec![T::zero(); n * c * h * w];
     for plane in 0..n * c {
         let src = &xv[plane * h * w..(plane + 1) * h * w];
         let dst = &mut out[plane * h * w..(plane + 1) * h * w];
@@ -132,7 +146,7 @@ pub(crate) fn pool_grad(x: &HostTensor, dy: &HostTensor, p: &PoolAttrs) -> Res<H
                         } else {
                             cells.len()
                         };
-                        let share = g / div.max(1) as f32;
+                        let share = g / T::c(div.max(1) as f64);
                         for i in cells {
                             dst[i] += share;
                         }
@@ -141,7 +155,7 @@ pub(crate) fn pool_grad(x: &HostTensor, dy: &HostTensor, p: &PoolAttrs) -> Res<H
             }
         }
     }
-    Ok(HostTensor::f32(vec![n, c, h, w], out))
+    Ok(T::tensor(vec![n, c, h, w], out))
 }
 
 /// ONNX ScatterElements with `reduction=add`.
@@ -151,9 +165,18 @@ pub(crate) fn scatter_add(
     updates: &HostTensor,
     axis: i64,
 ) -> Res<HostTensor> {
+    by_float!(data, scatter_add_t(data, indices, updates, axis))
+}
+
+fn scatter_add_t<T: Real>(
+    data: &HostTensor,
+    indices: &HostTensor,
+    updates: &HostTensor,
+    axis: i64,
+) -> Res<HostTensor> {
     let a = norm_axis(axis, data.shape.len())?;
-    let mut out = f32s(data)?.to_vec();
-    let uv = f32s(updates)?;
+    let mut out = floats::<T>(data)?.to_vec();
+    let uv = floats::<T>(updates)?;
     if indices.shape != updates.shape || indices.shape.len() != data.shape.len() {
         return err(format!(
             "scatter_add: indices {} and updates {} must share a shape of data's rank {}",
@@ -187,7 +210,7 @@ pub(crate) fn scatter_add(
         out[lin] += uv[k];
         k += 1;
     });
-    Ok(HostTensor::f32(data.shape.clone(), out))
+    Ok(T::tensor(data.shape.clone(), out))
 }
 
 /// The data gradient of `gather(data, indices) {axis}`: `dy`'s slices summed into a zero
@@ -198,7 +221,16 @@ pub(crate) fn gather_grad(
     axis: i64,
     rows: u64,
 ) -> Res<HostTensor> {
-    let gv = f32s(dy)?;
+    by_float!(dy, gather_grad_t(indices, dy, axis, rows))
+}
+
+fn gather_grad_t<T: Real>(
+    indices: &HostTensor,
+    dy: &HostTensor,
+    axis: i64,
+    rows: u64,
+) -> Res<HostTensor> {
+    let gv = floats::<T>(dy)?;
     let rank = (dy.shape.len() + 1)
         .checked_sub(indices.shape.len())
         .filter(|&r| r > 0)
@@ -208,18 +240,18 @@ pub(crate) fn gather_grad(
     let idx = index_list(indices, rows, "index")?;
     let outer: usize = dy.shape[..a].iter().product();
     let inner: usize = dy.shape[a + indices.shape.len()..].iter().product();
-    let mut out = vec![0f32; outer * rows * inner];
+    let mut out = vec![T::zero(); outer * rows * inner];
     for o in 0..outer {
         for (j, &r) in idx.iter().enumerate() {
             let src = &gv[(o * idx.len() + j) * inner..(o * idx.len() + j + 1) * inner];
             let dst = &mut out[(o * rows + r) * inner..(o * rows + r + 1) * inner];
             for (d, s) in dst.iter_mut().zip(src) {
-                *d += s;
+                *d += *s;
             }
         }
     }
     let mut shape = dy.shape[..a].to_vec();
     shape.push(rows);
     shape.extend(&dy.shape[a + indices.shape.len()..]);
-    Ok(HostTensor::f32(shape, out))
+    Ok(T::tensor(shape, out))
 }

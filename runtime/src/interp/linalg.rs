@@ -1,12 +1,17 @@
 //! Matrix products and convolutions, as plain loops.
 
 use super::elementwise::{broadcast_index, broadcast_shape};
-use super::{err, f32s, Res};
+use super::float::{by_float, floats, Real};
+use super::{err, Res};
 use crate::tensor::HostTensor;
 use oar_ir::op::{ConvAttrs, MatMulAttrs};
 
 pub(crate) fn matmul(a: &HostTensor, b: &HostTensor, attrs: &MatMulAttrs) -> Res<HostTensor> {
-    let (av, bv) = (f32s(a)?, f32s(b)?);
+    by_float!(a, matmul_t(a, b, attrs))
+}
+
+fn matmul_t<T: Real>(a: &HostTensor, b: &HostTensor, attrs: &MatMulAttrs) -> Res<HostTensor> {
+    let (av, bv) = (floats::<T>(a)?, floats::<T>(b)?);
     let (ra, rb) = (a.shape.len(), b.shape.len());
     if ra < 2 || rb < 2 {
         return err("matmul needs rank ≥ 2");
@@ -31,14 +36,14 @@ pub(crate) fn matmul(a: &HostTensor, b: &HostTensor, attrs: &MatMulAttrs) -> Res
     let batch = broadcast_shape(&a.shape[..ra - 2], &b.shape[..rb - 2])?;
     let ia = broadcast_index(&batch, &a.shape[..ra - 2]);
     let ib = broadcast_index(&batch, &b.shape[..rb - 2]);
-    let mut out = vec![0f32; ia.len() * m * n];
+    let mut out = vec![T::zero(); ia.len() * m * n];
     // Transposed operands are copied to row-major [m, k] and [k, n] first, so the inner loop
     // always walks contiguous memory.
-    let row_major = |src: &[f32], rows: usize, cols: usize, transposed: bool| -> Vec<f32> {
+    let row_major = |src: &[T], rows: usize, cols: usize, transposed: bool| -> Vec<T> {
         if !transposed {
             return src.to_vec();
         }
-        let mut t = vec![0f32; rows * cols];
+        let mut t = vec![T::zero(); rows * cols];
         for r in 0..rows {
             for c in 0..cols {
                 t[r * cols + c] = src[c * rows + r];
@@ -55,14 +60,14 @@ pub(crate) fn matmul(a: &HostTensor, b: &HostTensor, attrs: &MatMulAttrs) -> Res
             for p in 0..k {
                 let x = a0[i * k + p];
                 for (r, y) in row.iter_mut().zip(&b0[p * n..(p + 1) * n]) {
-                    *r += x * y;
+                    *r += x * *y;
                 }
             }
         }
     }
     let mut shape = batch;
     shape.extend([m, n]);
-    Ok(HostTensor::f32(shape, out))
+    Ok(T::tensor(shape, out))
 }
 
 struct ConvDims {
@@ -98,7 +103,16 @@ pub(crate) fn conv2d(
     bias: Option<&HostTensor>,
     a: &ConvAttrs,
 ) -> Res<HostTensor> {
-    let (xv, wv) = (f32s(x)?, f32s(w)?);
+    by_float!(x, conv2d_t(x, w, bias, a))
+}
+
+fn conv2d_t<T: Real>(
+    x: &HostTensor,
+    w: &HostTensor,
+    bias: Option<&HostTensor>,
+    a: &ConvAttrs,
+) -> Res<HostTensor> {
+    let (xv, wv) = (floats::<T>(x)?, floats::<T>(w)?);
     let d = conv_dims(x, w)?;
     let (o_ch, g) = (w.shape[0], a.groups as usize);
     let cg = d.c / g;
@@ -108,12 +122,12 @@ pub(crate) fn conv2d(
     let [pt, pl, pb, pr] = a.padding.map(|v| v as usize);
     let ho = (d.h + pt + pb - dh * (d.kh - 1) - 1) / sh + 1;
     let wo = (d.w + pl + pr - dw * (d.kw - 1) - 1) / sw + 1;
-    let bv = bias.map(f32s).transpose()?;
-    let mut out = vec![0f32; d.n * o_ch * ho * wo];
+    let bv = bias.map(floats::<T>).transpose()?;
+    let mut out = vec![T::zero(); d.n * o_ch * ho * wo];
     for n in 0..d.n {
         for o in 0..o_ch {
             let grp = o / og;
-            let b0 = bv.map(|b| b[o]).unwrap_or(0.0);
+            let b0 = bv.map(|b| b[o]).unwrap_or(T::zero());
             for y in 0..ho {
                 for xo in 0..wo {
                     let mut acc = b0;
@@ -140,7 +154,7 @@ pub(crate) fn conv2d(
             }
         }
     }
-    Ok(HostTensor::f32(vec![d.n, o_ch, ho, wo], out))
+    Ok(T::tensor(vec![d.n, o_ch, ho, wo], out))
 }
 
 pub(crate) fn conv_transpose2d(
@@ -150,7 +164,17 @@ pub(crate) fn conv_transpose2d(
     a: &ConvAttrs,
     output_padding: [u64; 2],
 ) -> Res<HostTensor> {
-    let (xv, wv) = (f32s(x)?, f32s(w)?);
+    by_float!(x, conv_transpose2d_t(x, w, bias, a, output_padding))
+}
+
+fn conv_transpose2d_t<T: Real>(
+    x: &HostTensor,
+    w: &HostTensor,
+    bias: Option<&HostTensor>,
+    a: &ConvAttrs,
+    output_padding: [u64; 2],
+) -> Res<HostTensor> {
+    let (xv, wv) = (floats::<T>(x)?, floats::<T>(w)?);
     let d = conv_dims(x, w)?;
     let g = a.groups as usize;
     let og = w.shape[1];
@@ -166,7 +190,7 @@ pub(crate) fn conv_transpose2d(
         return err("conv_transpose2d output would be empty");
     }
     let (ho, wo) = (ho as usize, wo as usize);
-    let mut out = vec![0f32; d.n * o_ch * ho * wo];
+    let mut out = vec![T::zero(); d.n * o_ch * ho * wo];
     for n in 0..d.n {
         for ci in 0..d.c {
             let grp = ci / cg;
@@ -195,10 +219,10 @@ pub(crate) fn conv_transpose2d(
         }
     }
     if let Some(b) = bias {
-        let bv = f32s(b)?;
+        let bv = floats::<T>(b)?;
         for (i, e) in out.iter_mut().enumerate() {
             *e += bv[(i / (ho * wo)) % o_ch];
         }
     }
-    Ok(HostTensor::f32(vec![d.n, o_ch, ho, wo], out))
+    Ok(T::tensor(vec![d.n, o_ch, ho, wo], out))
 }

@@ -1,12 +1,15 @@
 //! The reference interpreter: runs any `ir::Graph` on host tensors, one node at a time, with
 //! loops written for obviousness. It is the oracle every optimised or compiled path is tested
 //! against. Computes in f32, with i64 and bool where ops need them; bf16 and f16 values are
-//! stored as f32 rounded to their precision (see [`precision`]).
+//! stored as f32 rounded to their precision (see [`precision`]). Graphs typed in f64 run every
+//! float kernel in f64 (see [`float`]): autodiff's gradient checks use that to compare rules
+//! with finite differences well below f32's rounding noise.
 
 mod collective;
 mod data_movement;
 pub mod debug;
 mod elementwise;
+pub(crate) mod float;
 mod grad_ops;
 mod linalg;
 mod norm_reduce_pool;
@@ -31,11 +34,6 @@ pub(crate) type Res<T> = Result<T, String>;
 
 pub(crate) fn err<T>(m: impl Into<String>) -> Res<T> {
     Err(m.into())
-}
-
-pub(crate) fn f32s(t: &HostTensor) -> Res<&[f32]> {
-    t.as_f32()
-        .ok_or_else(|| format!("needs f32, found {}", t.describe()))
 }
 
 pub(crate) fn norm_axis(axis: i64, rank: usize) -> Res<usize> {
@@ -128,8 +126,11 @@ fn bind_inputs(graph: &Graph, inputs: &[HostTensor]) -> Result<BTreeMap<String, 
     Ok(b)
 }
 
-fn literal_tensor(lit: &Literal, shape: Vec<usize>, bool_out: bool) -> HostTensor {
+fn literal_tensor(lit: &Literal, shape: Vec<usize>, dtype: oar_ir::DType) -> HostTensor {
+    let bool_out = dtype == oar_ir::DType::Bool;
     match lit {
+        // An f64 constant keeps every digit of its literal.
+        Literal::Floats(v) if dtype == oar_ir::DType::F64 => HostTensor::f64(shape, v.clone()),
         Literal::Floats(v) => HostTensor::f32(shape, v.iter().map(|&x| x as f32).collect()),
         Literal::Ints(v) if bool_out => {
             HostTensor::bool(shape, v.iter().map(|&x| x != 0).collect())
@@ -166,7 +167,7 @@ fn eval(
         Op::Constant(lit) => Ok(vec![literal_tensor(
             lit,
             out_shapes[0].clone(),
-            node.outputs[0].dtype == oar_ir::DType::Bool,
+            node.outputs[0].dtype,
         )]),
         Op::Unary(u) => one(elementwise::unary(*u, ins[0])),
         Op::Binary(b) => one(elementwise::binary(*b, ins[0], ins[1])),

@@ -1,6 +1,7 @@
 //! Normalisation, softmax, reductions, pooling and resizing.
 
-use super::{err, f32s, norm_axis, Res};
+use super::float::{by_float, floats, Real};
+use super::{err, norm_axis, Res};
 use crate::tensor::{strides, HostTensor};
 use oar_ir::dist::ReduceOp;
 use oar_ir::op::{CoordMode, PoolAttrs, PoolKind, ReduceOverAxes, ResizeAttrs, ResizeMode};
@@ -15,8 +16,17 @@ fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
 }
 
 pub(crate) fn batch_norm(x: &HostTensor, p: [&HostTensor; 4], eps: f64) -> Res<HostTensor> {
-    let xv = f32s(x)?;
-    let [scale, bias, mean, var] = [f32s(p[0])?, f32s(p[1])?, f32s(p[2])?, f32s(p[3])?];
+    by_float!(x, batch_norm_t(x, p, eps))
+}
+
+fn batch_norm_t<T: Real>(x: &HostTensor, p: [&HostTensor; 4], eps: f64) -> Res<HostTensor> {
+    let xv = floats::<T>(x)?;
+    let [scale, bias, mean, var] = [
+        floats::<T>(p[0])?,
+        floats::<T>(p[1])?,
+        floats::<T>(p[2])?,
+        floats::<T>(p[3])?,
+    ];
     if x.shape.len() < 2 {
         return err("batch_norm needs rank ≥ 2");
     }
@@ -26,10 +36,10 @@ pub(crate) fn batch_norm(x: &HostTensor, p: [&HostTensor; 4], eps: f64) -> Res<H
         .enumerate()
         .map(|(i, &v)| {
             let ch = (i / inner) % c;
-            (v - mean[ch]) / (var[ch] + eps as f32).sqrt() * scale[ch] + bias[ch]
+            (v - mean[ch]) / (var[ch] + T::c(eps)).sqrt() * scale[ch] + bias[ch]
         })
         .collect();
-    Ok(HostTensor::f32(x.shape.clone(), out))
+    Ok(T::tensor(x.shape.clone(), out))
 }
 
 pub(crate) fn layer_norm(
@@ -39,48 +49,64 @@ pub(crate) fn layer_norm(
     axis: i64,
     eps: f64,
 ) -> Res<HostTensor> {
-    let (xv, sv, bv) = (f32s(x)?, f32s(scale)?, f32s(bias)?);
+    by_float!(x, layer_norm_t(x, scale, bias, axis, eps))
+}
+
+fn layer_norm_t<T: Real>(
+    x: &HostTensor,
+    scale: &HostTensor,
+    bias: &HostTensor,
+    axis: i64,
+    eps: f64,
+) -> Res<HostTensor> {
+    let (xv, sv, bv) = (floats::<T>(x)?, floats::<T>(scale)?, floats::<T>(bias)?);
     let a = norm_axis(axis, x.shape.len())?;
     let inner: usize = x.shape[a..].iter().product();
-    let mut out = vec![0f32; xv.len()];
+    let mut out = vec![T::zero(); xv.len()];
     for (row, o) in xv.chunks(inner.max(1)).zip(out.chunks_mut(inner.max(1))) {
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / inner as f64;
-        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / inner as f64;
+        let mean = row.iter().map(|&v| v.f64()).sum::<f64>() / inner as f64;
+        let var = row.iter().map(|&v| (v.f64() - mean).powi(2)).sum::<f64>() / inner as f64;
         let inv = 1.0 / (var + eps).sqrt();
         for j in 0..row.len() {
-            o[j] = ((row[j] as f64 - mean) * inv) as f32 * sv[j] + bv[j];
+            o[j] = T::c((row[j].f64() - mean) * inv) * sv[j] + bv[j];
         }
     }
-    Ok(HostTensor::f32(x.shape.clone(), out))
+    Ok(T::tensor(x.shape.clone(), out))
 }
 
 pub(crate) fn softmax(x: &HostTensor, axis: i64, log: bool) -> Res<HostTensor> {
-    let xv = f32s(x)?;
+    by_float!(x, softmax_t(x, axis, log))
+}
+
+fn softmax_t<T: Real>(x: &HostTensor, axis: i64, log: bool) -> Res<HostTensor> {
+    let xv = floats::<T>(x)?;
     let a = norm_axis(axis, x.shape.len())?;
     let (outer, len, inner) = split_at_axis(&x.shape, a);
-    let mut out = vec![0f32; xv.len()];
+    let mut out = vec![T::zero(); xv.len()];
     for o in 0..outer {
         for j in 0..inner {
             let at = |i: usize| (o * len + i) * inner + j;
-            let m = (0..len)
-                .map(|i| xv[at(i)])
-                .fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = (0..len).map(|i| ((xv[at(i)] - m) as f64).exp()).sum();
+            let m = (0..len).map(|i| xv[at(i)]).fold(T::neg_infinity(), T::max);
+            let sum: f64 = (0..len).map(|i| (xv[at(i)] - m).f64().exp()).sum();
             for i in 0..len {
-                let z = (xv[at(i)] - m) as f64;
+                let z = (xv[at(i)] - m).f64();
                 out[at(i)] = if log {
-                    (z - sum.ln()) as f32
+                    T::c(z - sum.ln())
                 } else {
-                    (z.exp() / sum) as f32
+                    T::c(z.exp() / sum)
                 };
             }
         }
     }
-    Ok(HostTensor::f32(x.shape.clone(), out))
+    Ok(T::tensor(x.shape.clone(), out))
 }
 
 pub(crate) fn causal_mask(x: &HostTensor, fill: f64) -> Res<HostTensor> {
-    let xv = f32s(x)?;
+    by_float!(x, causal_mask_t(x, fill))
+}
+
+fn causal_mask_t<T: Real>(x: &HostTensor, fill: f64) -> Res<HostTensor> {
+    let xv = floats::<T>(x)?;
     let r = x.shape.len();
     if r < 2 {
         return err("causal_mask needs rank ≥ 2");
@@ -95,15 +121,20 @@ pub(crate) fn causal_mask(x: &HostTensor, fill: f64) -> Res<HostTensor> {
             if j + m <= i + n {
                 v
             } else {
-                fill as f32
+                T::c(fill)
             }
         })
         .collect();
-    Ok(HostTensor::f32(x.shape.clone(), out))
+    Ok(T::tensor(x.shape.clone(), out))
 }
 
 pub(crate) fn reduce(x: &HostTensor, r: &ReduceOverAxes) -> Res<HostTensor> {
-    let xv = f32s(x)?;
+    by_float!(x, reduce_t(x, r))
+}
+
+/// Accumulates in f64 whatever the element type, so f32 sums do not depend on the order.
+fn reduce_t<T: Real>(x: &HostTensor, r: &ReduceOverAxes) -> Res<HostTensor> {
+    let xv = floats::<T>(x)?;
     let rank = x.shape.len();
     let mut axes: Vec<usize> = r
         .axes
@@ -137,7 +168,7 @@ pub(crate) fn reduce(x: &HostTensor, r: &ReduceOverAxes) -> Res<HostTensor> {
                 }
             })
             .sum();
-        let v = v as f64;
+        let v = v.f64();
         acc[o] = match r.op {
             ReduceOp::Sum | ReduceOp::Mean => acc[o] + v,
             ReduceOp::Prod => acc[o] * v,
@@ -156,10 +187,7 @@ pub(crate) fn reduce(x: &HostTensor, r: &ReduceOverAxes) -> Res<HostTensor> {
             .map(|i| x.shape[i])
             .collect()
     };
-    Ok(HostTensor::f32(
-        shape,
-        acc.into_iter().map(|v| v as f32).collect(),
-    ))
+    Ok(T::tensor(shape, acc.into_iter().map(T::c).collect()))
 }
 
 pub(crate) fn pool_out(n: usize, k: usize, s: usize, pb: usize, pe: usize, ceil: bool) -> usize {
@@ -176,7 +204,11 @@ pub(crate) fn pool_out(n: usize, k: usize, s: usize, pb: usize, pe: usize, ceil:
 }
 
 pub(crate) fn pool(x: &HostTensor, p: &PoolAttrs) -> Res<HostTensor> {
-    let xv = f32s(x)?;
+    by_float!(x, pool_t(x, p))
+}
+
+fn pool_t<T: Real>(x: &HostTensor, p: &PoolAttrs) -> Res<HostTensor> {
+    let xv = floats::<T>(x)?;
     let &[n, c, h, w] = x.shape.as_slice() else {
         return err("pooling needs NCHW input");
     };
@@ -185,7 +217,7 @@ pub(crate) fn pool(x: &HostTensor, p: &PoolAttrs) -> Res<HostTensor> {
     let [pt, pl, pb, pr] = p.padding.map(|v| v as usize);
     let ho = pool_out(h, kh, sh, pt, pb, p.ceil_mode);
     let wo = pool_out(w, kw, sw, pl, pr, p.ceil_mode);
-    let mut out = vec![0f32; n * c * ho * wo];
+    let mut out = vec![T::zero(); n * c * ho * wo];
     for plane in 0..n * c {
         let src = &xv[plane * h * w..(plane + 1) * h * w];
         for y in 0..ho {
@@ -196,9 +228,9 @@ pub(crate) fn pool(x: &HostTensor, p: &PoolAttrs) -> Res<HostTensor> {
                 );
                 let (mut acc, mut inside, mut padded) = (
                     if p.kind == PoolKind::Max {
-                        f32::NEG_INFINITY
+                        T::neg_infinity()
                     } else {
-                        0.0
+                        T::zero()
                     },
                     0,
                     0,
@@ -225,17 +257,22 @@ pub(crate) fn pool(x: &HostTensor, p: &PoolAttrs) -> Res<HostTensor> {
                 out[(plane * ho + y) * wo + xo] = match p.kind {
                     PoolKind::Max => acc,
                     PoolKind::Avg => {
-                        acc / (if p.count_include_pad { padded } else { inside }).max(1) as f32
+                        let count = if p.count_include_pad { padded } else { inside };
+                        acc / T::c(count.max(1) as f64)
                     }
                 };
             }
         }
     }
-    Ok(HostTensor::f32(vec![n, c, ho, wo], out))
+    Ok(T::tensor(vec![n, c, ho, wo], out))
 }
 
 pub(crate) fn global_pool(x: &HostTensor, kind: PoolKind) -> Res<HostTensor> {
-    let xv = f32s(x)?;
+    by_float!(x, global_pool_t(x, kind))
+}
+
+fn global_pool_t<T: Real>(x: &HostTensor, kind: PoolKind) -> Res<HostTensor> {
+    let xv = floats::<T>(x)?;
     if x.shape.len() < 3 {
         return err("global pooling needs rank ≥ 3");
     }
@@ -245,14 +282,14 @@ pub(crate) fn global_pool(x: &HostTensor, kind: PoolKind) -> Res<HostTensor> {
         .map(|p| {
             let s = &xv[p * area..(p + 1) * area];
             match kind {
-                PoolKind::Max => s.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-                PoolKind::Avg => (s.iter().map(|&v| v as f64).sum::<f64>() / area as f64) as f32,
+                PoolKind::Max => s.iter().copied().fold(T::neg_infinity(), T::max),
+                PoolKind::Avg => T::c(s.iter().map(|&v| v.f64()).sum::<f64>() / area as f64),
             }
         })
         .collect();
     let mut shape = x.shape[..2].to_vec();
     shape.extend(std::iter::repeat_n(1, x.shape.len() - 2));
-    Ok(HostTensor::f32(shape, out))
+    Ok(T::tensor(shape, out))
 }
 
 /// The input coordinate an output coordinate maps to (ONNX coordinate_transformation_mode).
@@ -281,24 +318,25 @@ fn nearest_index(mode: CoordMode, o: usize, in_len: usize, out_len: usize) -> us
     i.clamp(0.0, (in_len - 1) as f64) as usize
 }
 
-fn linear_taps(mode: CoordMode, o: usize, in_len: usize, out_len: usize) -> (usize, usize, f32) {
+fn linear_taps(mode: CoordMode, o: usize, in_len: usize, out_len: usize) -> (usize, usize, f64) {
     let c = source_coord(mode, o, in_len, out_len).clamp(0.0, (in_len - 1) as f64);
     let i0 = c.floor() as usize;
     let i1 = (i0 + 1).min(in_len - 1);
-    (i0, i1, (c - i0 as f64) as f32)
+    (i0, i1, c - i0 as f64)
 }
 
 /// Resize along one axis as a matrix `[out_len, in_len]` (row-major): output `o` is
 /// `Σ_i m[o][i] · x[i]`, with the taps `resize` uses. Resize is separable, so
 /// `y = R_h · x · R_wᵀ` per plane, and autodiff builds the input gradient
-/// `R_hᵀ · dy · R_w` from these matrices.
+/// `R_hᵀ · dy · R_w` from these matrices. The taps are f64, as the f64 kernel uses them
+/// (taps rounded to f32 put a 1e-5 relative error into an f64 gradient check).
 pub fn resize_matrix(
     mode: ResizeMode,
     coord: CoordMode,
     in_len: usize,
     out_len: usize,
-) -> Vec<f32> {
-    let mut m = vec![0f32; out_len * in_len];
+) -> Vec<f64> {
+    let mut m = vec![0f64; out_len * in_len];
     if in_len == 0 {
         return m;
     }
@@ -317,12 +355,17 @@ pub fn resize_matrix(
 }
 
 pub(crate) fn resize(x: &HostTensor, r: &ResizeAttrs, out_hw: [usize; 2]) -> Res<HostTensor> {
-    let xv = f32s(x)?;
+    by_float!(x, resize_t(x, r, out_hw))
+}
+
+fn resize_t<T: Real>(x: &HostTensor, r: &ResizeAttrs, out_hw: [usize; 2]) -> Res<HostTensor> {
+    let xv = floats::<T>(x)?;
     let &[n, c, h, w] = x.shape.as_slice() else {
         return err("resize needs NCHW input");
     };
     let [ho, wo] = out_hw;
-    let mut out = vec![0f32; n * c * ho * wo];
+    let mut out = vec![T::zero(); n * c * ho * wo];
+    let one = T::one();
     for plane in 0..n * c {
         let src = &xv[plane * h * w..(plane + 1) * h * w];
         for y in 0..ho {
@@ -335,13 +378,14 @@ pub(crate) fn resize(x: &HostTensor, r: &ResizeAttrs, out_hw: [usize; 2]) -> Res
                     ResizeMode::Bilinear => {
                         let (y0, y1, fy) = linear_taps(r.coord, y, h, ho);
                         let (x0, x1, fx) = linear_taps(r.coord, xo, w, wo);
-                        let top = src[y0 * w + x0] * (1.0 - fx) + src[y0 * w + x1] * fx;
-                        let bot = src[y1 * w + x0] * (1.0 - fx) + src[y1 * w + x1] * fx;
-                        top * (1.0 - fy) + bot * fy
+                        let (fy, fx) = (T::c(fy), T::c(fx));
+                        let top = src[y0 * w + x0] * (one - fx) + src[y0 * w + x1] * fx;
+                        let bot = src[y1 * w + x0] * (one - fx) + src[y1 * w + x1] * fx;
+                        top * (one - fy) + bot * fy
                     }
                 };
             }
         }
     }
-    Ok(HostTensor::f32(vec![n, c, ho, wo], out))
+    Ok(T::tensor(vec![n, c, ho, wo], out))
 }

@@ -8,7 +8,8 @@
 //! depends on evaluation order, threads or earlier draws, so a run is reproducible and every
 //! rank that evaluates the same node at the same step draws the same mask.
 
-use super::{f32s, run_with, InterpError, Res, RunCtx};
+use super::float::{by_float, floats, Real};
+use super::{run_with, InterpError, Res, RunCtx};
 use crate::io::weights::Weights;
 use crate::tensor::HostTensor;
 use oar_ir::op::DropoutMode;
@@ -124,18 +125,28 @@ pub(super) fn dropout(
     name: &str,
     opts: &RunOptions,
 ) -> Res<HostTensor> {
-    let xv = f32s(x)?;
+    by_float!(x, dropout_t(x, p, mode, name, opts))
+}
+
+fn dropout_t<T: Real>(
+    x: &HostTensor,
+    p: f64,
+    mode: DropoutMode,
+    name: &str,
+    opts: &RunOptions,
+) -> Res<HostTensor> {
+    let xv = floats::<T>(x)?;
     let out = match opts.mode {
         ExecMode::Inference => {
-            let k = mode.inference_scale(p) as f32;
+            let k = T::c(mode.inference_scale(p));
             xv.iter().map(|&v| v * k).collect()
         }
         ExecMode::Training => {
             // p = 1 drops everything (Paddle returns zeros rather than 0 · ∞).
             let k = match mode {
-                DropoutMode::UpscaleInTrain if p < 1.0 => (1.0 / (1.0 - p)) as f32,
-                DropoutMode::UpscaleInTrain => 0.0,
-                DropoutMode::DownscaleInInfer => 1.0,
+                DropoutMode::UpscaleInTrain if p < 1.0 => T::c(1.0 / (1.0 - p)),
+                DropoutMode::UpscaleInTrain => T::zero(),
+                DropoutMode::DownscaleInInfer => T::one(),
             };
             let key = stream_key(opts, name);
             xv.iter()
@@ -144,13 +155,13 @@ pub(super) fn dropout(
                     if uniform(key, i as u64) >= p {
                         v * k
                     } else {
-                        0.0
+                        T::zero()
                     }
                 })
                 .collect()
         }
     };
-    Ok(HostTensor::f32(x.shape.clone(), out))
+    Ok(T::tensor(x.shape.clone(), out))
 }
 
 /// The training form of batch_norm: normalises with the batch mean and biased variance over
@@ -162,8 +173,22 @@ pub(super) fn batch_norm_train(
     eps: f64,
     momentum: f64,
 ) -> Res<Vec<HostTensor>> {
-    let xv = f32s(x)?;
-    let [scale, bias, run_mean, run_var] = [f32s(p[0])?, f32s(p[1])?, f32s(p[2])?, f32s(p[3])?];
+    by_float!(x, batch_norm_train_t(x, p, eps, momentum))
+}
+
+fn batch_norm_train_t<T: Real>(
+    x: &HostTensor,
+    p: [&HostTensor; 4],
+    eps: f64,
+    momentum: f64,
+) -> Res<Vec<HostTensor>> {
+    let xv = floats::<T>(x)?;
+    let [scale, bias, run_mean, run_var] = [
+        floats::<T>(p[0])?,
+        floats::<T>(p[1])?,
+        floats::<T>(p[2])?,
+        floats::<T>(p[3])?,
+    ];
     if x.shape.len() < 2 {
         return super::err("batch_norm needs rank ≥ 2");
     }
@@ -174,12 +199,12 @@ pub(super) fn batch_norm_train(
     // Sums in f64 so the statistics do not depend on the batch size's rounding.
     let mut mean = vec![0f64; c];
     for (i, &v) in xv.iter().enumerate() {
-        mean[chan(i)] += v as f64;
+        mean[chan(i)] += v.f64();
     }
     mean.iter_mut().for_each(|m| *m /= count);
     let mut var = vec![0f64; c];
     for (i, &v) in xv.iter().enumerate() {
-        var[chan(i)] += (v as f64 - mean[chan(i)]).powi(2);
+        var[chan(i)] += (v.f64() - mean[chan(i)]).powi(2);
     }
     var.iter_mut().for_each(|s| *s /= count);
     let y = xv
@@ -187,21 +212,21 @@ pub(super) fn batch_norm_train(
         .enumerate()
         .map(|(i, &v)| {
             let ch = chan(i);
-            let norm = (v as f64 - mean[ch]) / (var[ch] + eps).sqrt();
-            (norm * scale[ch] as f64 + bias[ch] as f64) as f32
+            let norm = (v.f64() - mean[ch]) / (var[ch] + eps).sqrt();
+            T::c(norm * scale[ch].f64() + bias[ch].f64())
         })
         .collect();
-    let update = |running: &[f32], batch: &[f64]| -> Vec<f32> {
+    let update = |running: &[T], batch: &[f64]| -> Vec<T> {
         running
             .iter()
             .zip(batch)
-            .map(|(&r, &b)| (momentum * r as f64 + (1.0 - momentum) * b) as f32)
+            .map(|(&r, &b)| T::c(momentum * r.f64() + (1.0 - momentum) * b))
             .collect()
     };
     Ok(vec![
-        HostTensor::f32(x.shape.clone(), y),
-        HostTensor::f32(vec![c], update(run_mean, &mean)),
-        HostTensor::f32(vec![c], update(run_var, &var)),
+        T::tensor(x.shape.clone(), y),
+        T::tensor(vec![c], update(run_mean, &mean)),
+        T::tensor(vec![c], update(run_var, &var)),
     ])
 }
 

@@ -1,6 +1,7 @@
 //! NumPy `.npy` files (format versions 1–3, C order, little-endian). Hand-written: the
 //! format is a short header and raw data, and this keeps the dtype mapping in one place.
-//! f64 files load as f32 and integer files as i64, the types the interpreter computes in.
+//! f64 files load as f32 and integer files as i64, the types models compute in;
+//! [`decode_npy_exact`] keeps f64 (gradient checks), and f64 tensors are written as `<f8`.
 
 use super::IoError;
 use crate::tensor::{HostTensor, TensorData};
@@ -32,6 +33,11 @@ fn header_field<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 
 /// Parses a `.npy` file's bytes.
 pub fn decode_npy(bytes: &[u8], path: &Path) -> Result<HostTensor, IoError> {
+    decode_npy_exact(bytes, path).map(|t| t.to_float(oar_ir::DType::F32))
+}
+
+/// Parses a `.npy` file's bytes, keeping `<f8` data as f64.
+pub fn decode_npy_exact(bytes: &[u8], path: &Path) -> Result<HostTensor, IoError> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(bad(path, "not a .npy file (bad magic bytes)"));
     }
@@ -88,9 +94,9 @@ pub fn decode_npy(bytes: &[u8], path: &Path) -> Result<HostTensor, IoError> {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
         ),
-        "<f8" => TensorData::F32(
+        "<f8" => TensorData::F64(
             chunks(8)?
-                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
                 .collect(),
         ),
         "<i8" => TensorData::I64(
@@ -153,6 +159,7 @@ pub fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
 pub fn encode_npy(t: &HostTensor) -> Vec<u8> {
     let descr = match t.data {
         TensorData::F32(_) => "<f4",
+        TensorData::F64(_) => "<f8",
         TensorData::I64(_) => "<i8",
         TensorData::Bool(_) => "|b1",
     };
@@ -160,6 +167,9 @@ pub fn encode_npy(t: &HostTensor) -> Vec<u8> {
     out.reserve(t.numel() * 8);
     match &t.data {
         TensorData::F32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        TensorData::F64(v) => v
             .iter()
             .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
         TensorData::I64(v) => v
@@ -196,10 +206,12 @@ mod tests {
             HostTensor::i64(vec![3], vec![-1, 0, 1 << 40]),
             HostTensor::bool(vec![1, 2], vec![true, false]),
             HostTensor::f32(vec![], vec![7.0]),
+            HostTensor::f64(vec![2], vec![0.1, -1e-300]),
         ] {
             let bytes = encode_npy(&t);
             let elem = match t.data {
                 TensorData::F32(_) => 4,
+                TensorData::F64(_) => 8,
                 TensorData::I64(_) => 8,
                 TensorData::Bool(_) => 1,
             };
@@ -208,7 +220,11 @@ mod tests {
                 0,
                 "data starts 64-byte aligned"
             );
-            assert_eq!(decode_npy(&bytes, p).unwrap(), t);
+            assert_eq!(decode_npy_exact(&bytes, p).unwrap(), t);
+            assert_eq!(
+                decode_npy(&bytes, p).unwrap(),
+                t.to_float(oar_ir::DType::F32)
+            );
         }
     }
 

@@ -20,6 +20,17 @@ fn format_err(path: &Path, message: String) -> IoError {
 /// Parses safetensors bytes. f32, f64 (narrowed), f16/bf16 (widened), i64, i32 and bool
 /// tensors are accepted.
 pub fn decode_safetensors(bytes: &[u8], path: &Path) -> Result<Weights, IoError> {
+    let mut w = decode_safetensors_exact(bytes, path)?;
+    for t in w.values_mut() {
+        if t.dtype() == oar_ir::DType::F64 {
+            *t = t.to_float(oar_ir::DType::F32);
+        }
+    }
+    Ok(w)
+}
+
+/// As [`decode_safetensors`], keeping f64 tensors as f64 (gradient checks run in f64).
+pub fn decode_safetensors_exact(bytes: &[u8], path: &Path) -> Result<Weights, IoError> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| format_err(path, format!("not a safetensors file: {e}")))?;
     let mut out = Weights::new();
@@ -32,9 +43,9 @@ pub fn decode_safetensors(bytes: &[u8], path: &Path) -> Result<Weights, IoError>
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
             ),
-            Dtype::F64 => TensorData::F32(
+            Dtype::F64 => TensorData::F64(
                 d.chunks_exact(8)
-                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                    .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
                     .collect(),
             ),
             Dtype::F16 => TensorData::F32(
@@ -105,6 +116,9 @@ pub fn encode_safetensors(weights: &Weights) -> Result<Vec<u8>, safetensors::Saf
                 TensorData::F32(v) => {
                     (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
                 }
+                TensorData::F64(v) => {
+                    (Dtype::F64, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+                }
                 TensorData::I64(v) => {
                     (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect())
                 }
@@ -143,6 +157,13 @@ mod tests {
         let bytes = encode_safetensors(&w).unwrap();
         assert_eq!(decode_safetensors(&bytes, Path::new("w")).unwrap(), w);
         assert!(decode_safetensors(&bytes[..bytes.len() / 2], Path::new("w")).is_err());
+        // f64 keeps every bit through the exact reader and narrows through the plain one.
+        let mut d = Weights::new();
+        d.insert("x".into(), HostTensor::f64(vec![2], vec![0.1, 1e-300]));
+        let bytes = encode_safetensors(&d).unwrap();
+        assert_eq!(decode_safetensors_exact(&bytes, Path::new("w")).unwrap(), d);
+        let narrow = decode_safetensors(&bytes, Path::new("w")).unwrap();
+        assert_eq!(narrow["x"], HostTensor::f32(vec![2], vec![0.1, 0.0]));
     }
 
     #[test]

@@ -281,6 +281,14 @@ pub fn build_kernels(
             op: node.op.name().to_string(),
             message,
         };
+        // f64 exists for the interpreter's gradient checks; kernels compute in f32.
+        if node.outputs.iter().any(|t| t.dtype == oar_ir::DType::F64) {
+            return Err(fail(
+                "f64 values are not supported by the compiled backend (run f64 graphs, \
+                 such as gradient checks, with the interpreter)"
+                    .into(),
+            ));
+        }
         let shapes: Vec<Vec<i64>> = node
             .outputs
             .iter()

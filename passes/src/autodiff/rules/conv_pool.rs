@@ -255,14 +255,13 @@ pub(super) fn resize(
     // R_hᵀ: [H, Ho].
     let rh_t: Vec<f64> = (0..h as usize)
         .flat_map(|i| (0..ho as usize).map(move |o| (i, o)))
-        .map(|(i, o)| rh[o * h as usize + i] as f64)
+        .map(|(i, o)| rh[o * h as usize + i])
         .collect();
     let rh_t = cx.constant(
         rh_t,
         TensorType::new(dtype, vec![Dim::Static(h), Dim::Static(ho)]),
         node,
     )?;
-    let rw = rw.iter().map(|&v| v as f64).collect();
     let rw = cx.constant(
         rw,
         TensorType::new(dtype, vec![Dim::Static(wo), Dim::Static(w)]),
