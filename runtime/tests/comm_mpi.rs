@@ -236,3 +236,94 @@ fn a_rank_that_stops_calling_is_named_within_the_timeout() {
     );
     assert!(secs < 30.0, "took {secs} s:\n{text}");
 }
+
+/// Every rank all-reduces in a loop until the test kills one of them.
+#[test]
+fn worker_spin() {
+    let Some(c) = worker("spin") else { return };
+    let world: Vec<u64> = (0..c.world_size()).collect();
+    let mut buf = vec![1.0f32; 1000];
+    loop {
+        if let Err(e) = c.all_reduce(&world, ReduceOp::Mean, &mut buf) {
+            eprintln!("oar error: {e}");
+            c.abort(3);
+        }
+    }
+}
+
+/// The pid of the process of world rank `rank` started for this test (`OAR_MPI_TAG`).
+fn rank_pid(tag: &str, rank: u64) -> Option<u32> {
+    let want = [
+        format!("OAR_MPI_TAG={tag}"),
+        format!("OMPI_COMM_WORLD_RANK={rank}"),
+    ];
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|d| {
+        let pid: u32 = d.file_name().to_str()?.parse().ok()?;
+        let env = std::fs::read(d.path().join("environ")).ok()?;
+        let vars: Vec<&[u8]> = env.split(|&b| b == 0).collect();
+        want.iter()
+            .all(|w| vars.contains(&w.as_bytes()))
+            .then_some(pid)
+    })
+}
+
+/// SIGKILL one rank mid-collective: the job ends non-zero well within 60 s and what the user
+/// sees names rank 1 (OpenMPI's mpirun tears the job down itself when a rank dies; where a
+/// launcher does not, the survivors' timeout names it instead — `worker_timeout`).
+#[test]
+fn killing_a_rank_ends_the_job_naming_it() {
+    if !mpirun_available() {
+        eprintln!("skipped: mpirun is not installed (scripts/setup.sh installs OpenMPI)");
+        return;
+    }
+    let tag = format!("{}", std::process::id());
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut child = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-n", "3"])
+        .arg(exe)
+        .args(["worker_spin", "--exact", "--nocapture", "--test-threads=1"])
+        .env(CASE_ENV, "spin")
+        .env("OAR_MPI_TAG", &tag)
+        .env("OAR_COMM_TIMEOUT", "20")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start mpirun");
+    // Let the ranks start and enter the loop.
+    let t = Instant::now();
+    let pid = loop {
+        if let Some(p) = rank_pid(&tag, 1) {
+            break p;
+        }
+        assert!(t.elapsed().as_secs() < 30, "rank 1 never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success(), "kill -9 {pid}");
+    let killed_at = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for mpirun") {
+            break s;
+        }
+        if killed_at.elapsed().as_secs() > 60 {
+            let _ = child.kill();
+            panic!("the job still runs 60 s after rank 1 was killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let out = child.wait_with_output().expect("mpirun output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!status.success(), "the job must fail:\n{text}");
+    assert!(
+        text.contains("rank 1 with PID") || text.contains("lost rank 1"),
+        "the output must name rank 1:\n{text}"
+    );
+}
