@@ -11,7 +11,7 @@
 use oar_ir::Graph;
 use oar_passes::training::data_parallel::{build_data_parallel_step, DataParallel};
 use oar_passes::training::{build_train_step, LossKind, Optimizer, TrainConfig, TrainStep};
-use oar_runtime::comm::LocalComm;
+use oar_runtime::comm::{Communicator, LocalComm};
 use oar_runtime::init::init_weights;
 use oar_runtime::interp::{run_on_rank, run_with_options, RunOptions};
 use oar_runtime::{HostTensor, Weights};
@@ -29,7 +29,11 @@ fn model(batch: usize) -> Graph {
         ..oar_models::ErnieConfig::nano()
     };
     let m = cfg.build_masked_lm("mlm").expect("build ERNIE");
-    let bindings = [("N".to_string(), batch as u64), ("seq".to_string(), S as u64)].into();
+    let bindings = [
+        ("N".to_string(), batch as u64),
+        ("seq".to_string(), S as u64),
+    ]
+    .into();
     oar_passes::parallel::specialize(&m, &bindings).expect("specialize")
 }
 
@@ -86,37 +90,50 @@ fn single(step: &TrainStep, w0: &Weights, masked: bool) -> (Vec<f32>, Weights) {
     w.extend(step.init_state());
     let mut losses = Vec::new();
     for k in 1..=STEPS {
-        let r = run_with_options(&step.graph, &batch(k, masked), &w, RunOptions::training(1, k))
-            .expect("single-process step");
+        let r = run_with_options(
+            &step.graph,
+            &batch(k, masked),
+            &w,
+            RunOptions::training(1, k),
+        )
+        .expect("single-process step");
         losses.push(r.outputs[0].as_f32().expect("loss")[0]);
         w.extend(r.state);
     }
     (losses, w)
 }
 
-/// Losses per step (rank 0's; every rank's must agree) and rank 0's final weights.
+/// One rank's run: its losses per step and final weights.
+fn rank_run(
+    step: &TrainStep,
+    w0: &Weights,
+    masked: bool,
+    (r, dp): (usize, usize),
+    comm: &dyn Communicator,
+) -> (Vec<f32>, Weights) {
+    let mut w = w0.clone();
+    w.extend(step.init_state());
+    let mut losses = Vec::new();
+    let outs = step.graph.model_outputs().len();
+    for k in 1..=STEPS {
+        let x = shard(&batch(k, masked), r, dp);
+        let mut o = run_on_rank(&step.graph, &x, &w, comm).expect("rank step");
+        losses.push(o[0].as_f32().expect("loss")[0]);
+        let state = o.split_off(outs);
+        w.extend(step.graph.state.iter().cloned().zip(state));
+    }
+    (losses, w)
+}
+
+/// Losses per step (rank 0's; every rank's must agree) and rank 0's final weights, the
+/// ranks as threads.
 fn data_parallel(step: &TrainStep, w0: &Weights, masked: bool, dp: usize) -> (Vec<f32>, Weights) {
     let comms = LocalComm::group(&(0..dp as u64).collect::<Vec<_>>());
     let per_rank: Vec<(Vec<f32>, Weights)> = std::thread::scope(|s| {
         let handles: Vec<_> = comms
             .iter()
             .enumerate()
-            .map(|(r, c)| {
-                s.spawn(move || {
-                    let mut w = w0.clone();
-                    w.extend(step.init_state());
-                    let mut losses = Vec::new();
-                    let outs = step.graph.model_outputs().len();
-                    for k in 1..=STEPS {
-                        let x = shard(&batch(k, masked), r, dp);
-                        let mut o = run_on_rank(&step.graph, &x, &w, c).expect("rank step");
-                        losses.push(o[0].as_f32().expect("loss")[0]);
-                        let state = o.split_off(outs);
-                        w.extend(step.graph.state.iter().cloned().zip(state));
-                    }
-                    (losses, w)
-                })
-            })
+            .map(|(r, c)| s.spawn(move || rank_run(step, w0, masked, (r, dp), c)))
             .collect();
         handles
             .into_iter()
@@ -124,7 +141,10 @@ fn data_parallel(step: &TrainStep, w0: &Weights, masked: bool, dp: usize) -> (Ve
             .collect()
     });
     for (r, (l, _)) in per_rank.iter().enumerate() {
-        assert_eq!(*l, per_rank[0].0, "rank {r} reports another loss than rank 0");
+        assert_eq!(
+            *l, per_rank[0].0,
+            "rank {r} reports another loss than rank 0"
+        );
     }
     per_rank.into_iter().next().expect("rank 0")
 }
@@ -136,10 +156,33 @@ fn assert_rel(a: f64, b: f64, what: &str) {
     );
 }
 
+/// Asserts a data-parallel run's losses and weights against the single-process ones.
+fn compare(want: &(Vec<f32>, Weights), got: &(Vec<f32>, Weights), what: &str) {
+    let (want, w_single) = want;
+    let (got, w) = got;
+    for (k, (a, b)) in want.iter().zip(got).enumerate() {
+        assert_rel(*a as f64, *b as f64, &format!("{what}: step {k} loss"));
+    }
+    let dp = what;
+    let mut checked = 0;
+    for (name, t) in w_single {
+        if let (Some(x), Some(y)) = (t.as_f32(), w.get(name).and_then(|u| u.as_f32())) {
+            for (i, (a, b)) in x.iter().zip(y).enumerate() {
+                // Adam divides by √v: a near-zero gradient's rounding noise (the sum
+                // order differs) moves a weight by up to ~lr, so weights compare to
+                // 3% of lr (3e-3) absolutely, losses to 1e-5 relative.
+                assert!((a - b).abs() <= 1e-4, "dp{dp}: {name}[{i}]: {a} vs {b}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 20, "only {checked} tensors compared");
+}
+
 fn check(loss: LossKind, masked: bool, bucket_bytes: &[usize]) {
     let one = build_train_step(&model(N), &config(loss.clone())).expect("single step");
     let w0 = init_weights(&model(N), 5).expect("weights");
-    let (want, w_single) = single(&one, &w0, masked);
+    let want = single(&one, &w0, masked);
     for dp in [2usize, 4] {
         for &bytes in bucket_bytes {
             let d = DataParallel {
@@ -148,26 +191,8 @@ fn check(loss: LossKind, masked: bool, bucket_bytes: &[usize]) {
             };
             let step = build_data_parallel_step(&model(N / dp), &config(loss.clone()), &d)
                 .expect("dp step");
-            let (got, w) = data_parallel(&step, &w0, masked, dp);
-            for (k, (a, b)) in want.iter().zip(&got).enumerate() {
-                assert_rel(*a as f64, *b as f64, &format!("dp{dp} bucket {bytes}: step {k} loss"));
-            }
-            let mut checked = 0;
-            for (name, t) in &w_single {
-                if let (Some(x), Some(y)) = (t.as_f32(), w.get(name).and_then(|u| u.as_f32())) {
-                    for (i, (a, b)) in x.iter().zip(y).enumerate() {
-                        // Adam divides by √v: a near-zero gradient's rounding noise (the sum
-                        // order differs) moves a weight by up to ~lr, so weights compare to
-                        // 3% of lr (3e-3) absolutely, losses to 1e-5 relative.
-                        assert!(
-                            (a - b).abs() <= 1e-4,
-                            "dp{dp}: {name}[{i}]: {a} vs {b}"
-                        );
-                    }
-                    checked += 1;
-                }
-            }
-            assert!(checked > 20, "only {checked} tensors compared");
+            let got = data_parallel(&step, &w0, masked, dp);
+            compare(&want, &got, &format!("dp{dp} bucket {bytes}"));
         }
     }
 }
@@ -191,6 +216,74 @@ fn token_cross_entropy_dp2_dp4_match_single_process() {
 
 #[test]
 fn a_group_of_zero_ranks_is_refused() {
-    let e = build_data_parallel_step(&model(N), &config(LossKind::MaskedLm), &DataParallel::new(0));
+    let e = build_data_parallel_step(
+        &model(N),
+        &config(LossKind::MaskedLm),
+        &DataParallel::new(0),
+    );
     assert!(e.is_err(), "dp = 0 must be an error");
+}
+
+/// Under `mpirun` (`OAR_DP_MPI=1`): every rank runs its shard over `MpiComm` and checks
+/// the single-process run it computes itself.
+#[test]
+fn worker_mpi() {
+    if std::env::var("OAR_DP_MPI").is_err() {
+        return;
+    }
+    let comm = oar_runtime::comm::MpiComm::init().expect("MPI init");
+    let dp = comm.world_size() as usize;
+    let loss = LossKind::MaskedLm;
+    let w0 = init_weights(&model(N), 5).expect("weights");
+    let want = single(
+        &build_train_step(&model(N), &config(loss.clone())).expect("single step"),
+        &w0,
+        true,
+    );
+    let d = DataParallel {
+        bucket_bytes: 2048,
+        ..DataParallel::new(dp as u64)
+    };
+    let step = build_data_parallel_step(&model(N / dp), &config(loss), &d).expect("dp step");
+    let r = comm.rank() as usize;
+    let got = rank_run(&step, &w0, true, (r, dp), &comm);
+    compare(&want, &got, &format!("mpi dp{dp} rank {r}"));
+    println!("rank {r} matched single-process losses {:?}", got.0);
+}
+
+/// dp2 and dp4 over MPI processes (`mpirun --oversubscribe`); skipped without `mpirun`.
+#[test]
+fn masked_lm_over_mpi_matches_single_process() {
+    if std::process::Command::new("mpirun")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: mpirun is not installed (scripts/setup.sh installs OpenMPI)");
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    for n in [2, 4] {
+        let out = std::process::Command::new("mpirun")
+            .args([
+                "--allow-run-as-root",
+                "--oversubscribe",
+                "-n",
+                &n.to_string(),
+            ])
+            .arg(&exe)
+            .args(["worker_mpi", "--exact", "--nocapture", "--test-threads=1"])
+            .env("OAR_DP_MPI", "1")
+            .output()
+            .expect("run mpirun");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "mpirun -n {n}:\n{text}");
+        for r in 0..n {
+            assert!(text.contains(&format!("rank {r} matched")), "{text}");
+        }
+    }
 }

@@ -27,10 +27,20 @@ fn launch(case: &str, n: usize, env: &[(&str, &str)]) -> Option<(bool, String, f
     }
     let exe = std::env::current_exe().expect("test binary path");
     let mut cmd = Command::new("mpirun");
-    cmd.args(["--allow-run-as-root", "--oversubscribe", "-n", &n.to_string()])
-        .arg(exe)
-        .args([&format!("worker_{case}"), "--exact", "--nocapture", "--test-threads=1"])
-        .env(CASE_ENV, case);
+    cmd.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-n",
+        &n.to_string(),
+    ])
+    .arg(exe)
+    .args([
+        &format!("worker_{case}"),
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CASE_ENV, case);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -170,7 +180,14 @@ fn send_recv(c: &MpiComm) {
     let mut b = vec![0; 5];
     let e = c.recv(prev, &mut b);
     assert!(
-        matches!(e, Err(CommError::SizeMismatch { mine: 5, theirs: 3, .. })),
+        matches!(
+            e,
+            Err(CommError::SizeMismatch {
+                mine: 5,
+                theirs: 3,
+                ..
+            })
+        ),
         "{e:?}"
     );
     let e = c.all_reduce(&[0, n], ReduceOp::Sum, &mut [0.0]);
@@ -230,8 +247,7 @@ fn a_rank_that_stops_calling_is_named_within_the_timeout() {
     };
     assert!(!ok, "the job must fail:\n{text}");
     assert!(
-        text.contains("all_reduce on group [0, 1, 2] timed out")
-            && text.contains("lost rank 2"),
+        text.contains("all_reduce on group [0, 1, 2] timed out") && text.contains("lost rank 2"),
         "{text}"
     );
     assert!(secs < 30.0, "took {secs} s:\n{text}");

@@ -18,8 +18,8 @@
 //! statistics (synchronised statistics, SyncBatchNorm, are future work), so a model with
 //! batch_norm trains correctly but not identically to one process.
 
-use super::{build_step, loss::IGNORE_INDEX, Emit, LossKind, TrainConfig, TrainError, TrainStep};
 use super::LABELS_INPUT;
+use super::{build_step, loss::IGNORE_INDEX, Emit, LossKind, TrainConfig, TrainError, TrainStep};
 use oar_ir::dist::{ProcessMesh, ReduceOp};
 use oar_ir::op::{BinaryOp, CommGroup, Op, ReshapeDim};
 use oar_ir::{Graph, TensorType, ValueRef};
@@ -113,7 +113,12 @@ pub(crate) fn combine_gradients(
             .as_static()
             .map_or(0, |n| n * ty.dtype.size_bytes()) as usize;
         if !bucket.is_empty() && bytes + size > dp.bucket_bytes {
-            out.extend(reduce_bucket(&mut e, std::mem::take(&mut bucket), share, &group)?);
+            out.extend(reduce_bucket(
+                &mut e,
+                std::mem::take(&mut bucket),
+                share,
+                &group,
+            )?);
             bytes = 0;
         }
         bytes += size;
@@ -188,10 +193,14 @@ fn reduce_bucket(
     let mut flat = Vec::with_capacity(bucket.len());
     let mut sizes = Vec::with_capacity(bucket.len());
     for (_, v, ty) in &bucket {
-        let n = ty.shape.numel().as_static().ok_or_else(|| TrainError::Symbolic {
-            node: e.graph().node(v.node).name.clone(),
-            ty: ty.to_string(),
-        })?;
+        let n = ty
+            .shape
+            .numel()
+            .as_static()
+            .ok_or_else(|| TrainError::Symbolic {
+                node: e.graph().node(v.node).name.clone(),
+                ty: ty.to_string(),
+            })?;
         sizes.push(n);
         flat.push(e.op(
             Op::Reshape {
@@ -205,16 +214,14 @@ fn reduce_bucket(
     let scaled = e.mul(joined, share)?;
     let reduced = all_reduce(e, scaled, group)?;
     let name = format!("dp_split_{}", bucket[0].0);
-    let split = e
-        .graph_mut()
-        .add_node(
-            Op::Split {
-                axis: 0,
-                sizes: sizes.clone(),
-            },
-            vec![reduced],
-            Some(name),
-        )?;
+    let split = e.graph_mut().add_node(
+        Op::Split {
+            axis: 0,
+            sizes: sizes.clone(),
+        },
+        vec![reduced],
+        Some(name),
+    )?;
     let mut out = Vec::with_capacity(bucket.len());
     for (port, (name, _, ty)) in (0u32..).zip(bucket) {
         let dims = ty

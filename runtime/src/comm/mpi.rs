@@ -154,13 +154,29 @@ impl MpiComm {
                 finalize = true;
             }
             let (mut rank, mut size): (c_int, c_int) = (0, 0);
-            check("init", 0, ffi::MPI_Comm_rank(ffi::RSMPI_COMM_WORLD, &mut rank))?;
-            check("init", 0, ffi::MPI_Comm_size(ffi::RSMPI_COMM_WORLD, &mut size))?;
+            check(
+                "init",
+                0,
+                ffi::MPI_Comm_rank(ffi::RSMPI_COMM_WORLD, &mut rank),
+            )?;
+            check(
+                "init",
+                0,
+                ffi::MPI_Comm_size(ffi::RSMPI_COMM_WORLD, &mut size),
+            )?;
             let rank = rank as u64;
             let mut tokens = ffi::RSMPI_COMM_NULL;
             let mut p2p = ffi::RSMPI_COMM_NULL;
-            check("init", rank, ffi::MPI_Comm_dup(ffi::RSMPI_COMM_WORLD, &mut tokens))?;
-            check("init", rank, ffi::MPI_Comm_dup(ffi::RSMPI_COMM_WORLD, &mut p2p))?;
+            check(
+                "init",
+                rank,
+                ffi::MPI_Comm_dup(ffi::RSMPI_COMM_WORLD, &mut tokens),
+            )?;
+            check(
+                "init",
+                rank,
+                ffi::MPI_Comm_dup(ffi::RSMPI_COMM_WORLD, &mut p2p),
+            )?;
             Ok(MpiComm {
                 rank,
                 size: size as u64,
@@ -381,19 +397,13 @@ impl MpiComm {
             check(
                 "group",
                 self.rank,
-                ffi::MPI_Comm_create_group(
-                    ffi::RSMPI_COMM_WORLD,
-                    sub,
-                    group_tag(group),
-                    &mut comm,
-                ),
+                ffi::MPI_Comm_create_group(ffi::RSMPI_COMM_WORLD, sub, group_tag(group), &mut comm),
             )?;
             ffi::MPI_Group_free(&mut sub);
             ffi::MPI_Group_free(&mut world_group);
             comm
         };
-        st.groups
-            .insert(group.to_vec(), GroupComm { comm, seq: 1 });
+        st.groups.insert(group.to_vec(), GroupComm { comm, seq: 1 });
         Ok(comm)
     }
 

@@ -218,8 +218,7 @@ impl Communicator for MpiComm {
             let mut flag: c_int = 0;
             // SAFETY: MPI_Status is plain integers; zeroed is a valid initial value.
             let mut status: ffi::MPI_Status = unsafe { std::mem::zeroed() };
-            let code =
-                unsafe { ffi::MPI_Iprobe(peer as c_int, 0, st.p2p, &mut flag, &mut status) };
+            let code = unsafe { ffi::MPI_Iprobe(peer as c_int, 0, st.p2p, &mut flag, &mut status) };
             super::check("recv", self.rank, code)?;
             if flag != 0 {
                 let mut got: c_int = 0;
