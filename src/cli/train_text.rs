@@ -140,13 +140,14 @@ pub(super) fn run(cfg: ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result
         .build_masked_lm(spec)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot build {spec}"))?;
-    let bindings = BTreeMap::from([
-        ("N".to_string(), a.batch as u64),
-        ("seq".to_string(), t.seq as u64),
-    ]);
-    let model = specialize(&model, &bindings)
-        .with_context(|| format!("{spec}: shapes must be static once N and seq are bound"))?;
     let tc = train_config(a, LossKind::MaskedLm)?;
+    let bind = |n: u64| {
+        let bindings = BTreeMap::from([("N".to_string(), n), ("seq".to_string(), t.seq as u64)]);
+        specialize(&model, &bindings)
+    };
+    super::dist::prepare(a, &tc, |n| Ok(bind(n)?))?;
+    let model = bind(a.batch as u64)
+        .with_context(|| format!("{spec}: shapes must be static once N and seq are bound"))?;
     let step = build_train_step(&model, &tc)
         .with_context(|| format!("cannot build the training step of {spec}"))?;
     let graph = step.graph;
