@@ -59,7 +59,7 @@ impl Dist {
                  `oar launch -n {dp} -- train ... --dp {dp}` (or `mpirun -n {dp} oar train ...`)"
             );
         }
-        if batch as u64 % dp != 0 {
+        if !(batch as u64).is_multiple_of(dp) {
             bail!("--batch {batch} does not split into {dp} equal shards");
         }
         let comm = MpiComm::init().context("cannot initialise MPI")?;
@@ -97,7 +97,7 @@ pub fn prepare(
     let Some(dp) = a.dist.degree() else {
         return Ok(());
     };
-    if a.batch as u64 % dp != 0 {
+    if !(a.batch as u64).is_multiple_of(dp) {
         bail!("--batch {} does not split into {dp} equal shards", a.batch);
     }
     let model = model_for(a.batch as u64 / dp)?;
@@ -167,7 +167,7 @@ impl DpRunner {
     /// This rank's contiguous slice of every input whose leading axis is the global batch.
     fn shard(&self, inputs: &[HostTensor], step: u64) -> Result<Vec<HostTensor>, TrainError> {
         let batch = inputs.first().and_then(|t| t.shape.first().copied());
-        let Some(batch) = batch.filter(|b| b % self.dp == 0) else {
+        let Some(batch) = batch.filter(|b| b.is_multiple_of(self.dp)) else {
             return Err(TrainError::Contract(format!(
                 "step {step}: the first input's batch does not split into {} shards",
                 self.dp

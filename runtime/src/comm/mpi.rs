@@ -255,11 +255,13 @@ impl MpiComm {
             if Instant::now() >= deadline {
                 return Ok(Err(open));
             }
-            // Spin briefly (latency), then back off so an oversubscribed core is shared.
-            if started.elapsed() < Duration::from_millis(2) {
+            // OpenMPI's non-blocking collectives advance only inside MPI calls, so keep
+            // testing (yielding the core between tests) for the first second; past that a
+            // peer is late, not busy, and sleeping spares an oversubscribed core.
+            if started.elapsed() < Duration::from_secs(1) {
                 std::thread::yield_now();
             } else {
-                std::thread::sleep(Duration::from_micros(50));
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
     }
