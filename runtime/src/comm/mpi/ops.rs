@@ -14,30 +14,8 @@ impl Communicator for MpiComm {
     }
 
     fn all_reduce(&self, group: &[u64], op: ReduceOp, buf: &mut [f32]) -> Result<(), CommError> {
-        let n = count("all_reduce", self.rank, buf.len())?;
-        let (_, out) = self.collective(
-            "all_reduce",
-            group,
-            (buf.to_vec(), vec![0f32; buf.len()]),
-            // SAFETY: both vectors hold `n` floats and live until the request completes.
-            |comm, (send, recv), req| unsafe {
-                ffi::MPI_Iallreduce(
-                    send.as_ptr() as *const c_void,
-                    recv.as_mut_ptr() as *mut c_void,
-                    n,
-                    ffi::RSMPI_FLOAT,
-                    mpi_op(op),
-                    comm,
-                    req,
-                )
-            },
-        )?;
-        buf.copy_from_slice(&out);
-        if op == ReduceOp::Mean {
-            let k = group.len() as f32;
-            buf.iter_mut().for_each(|v| *v /= k);
-        }
-        Ok(())
+        let input = buf.to_vec();
+        self.reduce("all_reduce", ffi::MPI_Iallreduce, group, op, input, buf)
     }
 
     fn reduce_scatter(
@@ -58,30 +36,14 @@ impl Communicator for MpiComm {
                 ),
             ));
         }
-        let n = count("reduce_scatter", self.rank, output.len())?;
-        let (_, out) = self.collective(
+        self.reduce(
             "reduce_scatter",
+            ffi::MPI_Ireduce_scatter_block,
             group,
-            (input.to_vec(), vec![0f32; output.len()]),
-            // SAFETY: `send` holds group-size blocks of `n` floats, `recv` one block.
-            |comm, (send, recv), req| unsafe {
-                ffi::MPI_Ireduce_scatter_block(
-                    send.as_ptr() as *const c_void,
-                    recv.as_mut_ptr() as *mut c_void,
-                    n,
-                    ffi::RSMPI_FLOAT,
-                    mpi_op(op),
-                    comm,
-                    req,
-                )
-            },
-        )?;
-        output.copy_from_slice(&out);
-        if op == ReduceOp::Mean {
-            let k = group.len() as f32;
-            output.iter_mut().for_each(|v| *v /= k);
-        }
-        Ok(())
+            op,
+            input.to_vec(),
+            output,
+        )
     }
 
     fn all_gather(&self, group: &[u64], input: &[u8], output: &mut [u8]) -> Result<(), CommError> {
@@ -275,7 +237,57 @@ impl Communicator for MpiComm {
     }
 }
 
+/// `MPI_Iallreduce` and `MPI_Ireduce_scatter_block` share this signature: (send, receive,
+/// count, type, op, communicator, request), the count being the receive buffer's length.
+type StartReduce = unsafe extern "C" fn(
+    *const c_void,
+    *mut c_void,
+    c_int,
+    ffi::MPI_Datatype,
+    ffi::MPI_Op,
+    ffi::MPI_Comm,
+    *mut ffi::MPI_Request,
+) -> c_int;
+
 impl MpiComm {
+    /// A reduction of the owned `input` into `output` (all of it, or this member's block),
+    /// `Mean` dividing the sum by the group size.
+    fn reduce(
+        &self,
+        name: &'static str,
+        start: StartReduce,
+        group: &[u64],
+        op: ReduceOp,
+        input: Vec<f32>,
+        output: &mut [f32],
+    ) -> Result<(), CommError> {
+        let n = count(name, self.rank, output.len())?;
+        let (_, out) = self.collective(
+            name,
+            group,
+            (input, vec![0f32; output.len()]),
+            // SAFETY: `recv` holds `n` floats, `send` what the collective reads (n, or one
+            // block of n per member, checked by the caller); both live until completion.
+            |comm, (send, recv), req| unsafe {
+                start(
+                    send.as_ptr() as *const c_void,
+                    recv.as_mut_ptr() as *mut c_void,
+                    n,
+                    ffi::RSMPI_FLOAT,
+                    mpi_op(op),
+                    comm,
+                    req,
+                )
+            },
+        )?;
+        output.copy_from_slice(&out);
+        if op == ReduceOp::Mean {
+            let k = group.len() as f32;
+            output.iter_mut().for_each(|v| *v /= k);
+        }
+        Ok(())
+    }
+
     fn check_peer(&self, peer: u64) -> Result<(), CommError> {
         if peer >= self.size {
             return Err(CommError::NotInGroup {
