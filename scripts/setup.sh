@@ -26,4 +26,9 @@ if ! python3 -c "import numpy" 2>/dev/null; then
   echo "setup: installing numpy"
   python3 -m pip install -q --disable-pip-version-check numpy
 fi
+# mpi4py: the reference side of benches/mpi_allreduce.rs (built against the OpenMPI above).
+if ! python3 -c "import mpi4py" 2>/dev/null; then
+  echo "setup: installing mpi4py"
+  python3 -m pip install -q --disable-pip-version-check mpi4py || echo "setup: mpi4py failed to install; the MPI bench will skip its reference"
+fi
 echo "setup: system packages ready"

@@ -1,6 +1,9 @@
 //! The communicator's collectives on 2, 3 and 4 thread-ranks against direct computations on
 //! random data; the ring all-reduce's traffic; typed errors; send/recv.
 
+mod comm_common;
+
+use comm_common::{assert_close, random, reduce_direct};
 use oar_ir::dist::ReduceOp;
 use oar_runtime::comm::shaped::{run_tensor, Collective};
 use oar_runtime::comm::{CommError, Communicator, LocalComm};
@@ -30,45 +33,6 @@ fn on_ranks<T: Send>(comms: &[LocalComm], f: impl Fn(&LocalComm, usize) -> T + S
 fn ranks(n: usize) -> Vec<u64> {
     // Not 0..n: global ids need not be contiguous or start at zero.
     (0..n as u64).map(|r| 10 + 3 * r).collect()
-}
-
-/// Random values; for products, near one so the result stays finite and sensitive.
-fn random(rng: &mut ChaCha8Rng, len: usize, op: ReduceOp) -> Vec<f32> {
-    (0..len)
-        .map(|_| match op {
-            ReduceOp::Prod => rng.gen_range(0.5f32..1.5),
-            _ => rng.gen_range(-2.0f32..2.0),
-        })
-        .collect()
-}
-
-fn reduce_direct(op: ReduceOp, parts: &[Vec<f32>]) -> Vec<f64> {
-    let mut acc: Vec<f64> = parts[0].iter().map(|&v| v as f64).collect();
-    for p in &parts[1..] {
-        for (a, &v) in acc.iter_mut().zip(p) {
-            let v = v as f64;
-            *a = match op {
-                ReduceOp::Sum | ReduceOp::Mean => *a + v,
-                ReduceOp::Max => a.max(v),
-                ReduceOp::Min => a.min(v),
-                ReduceOp::Prod => *a * v,
-            };
-        }
-    }
-    if op == ReduceOp::Mean {
-        acc.iter_mut().for_each(|a| *a /= parts.len() as f64);
-    }
-    acc
-}
-
-fn assert_close(got: &[f32], want: &[f64], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
-            "{what}: element {i} is {g}, want {w}"
-        );
-    }
 }
 
 #[test]

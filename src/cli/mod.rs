@@ -5,6 +5,7 @@ mod common;
 mod compile;
 mod export;
 mod inspect;
+mod launch;
 mod models;
 mod plan;
 mod run;
@@ -37,6 +38,8 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Plan data/tensor/pipeline parallel training of a transformer on a cluster.
     Plan(plan::PlanArgs),
+    /// Start N ranks of an oar command under OpenMPI's mpirun (`oar launch -n 2 -- train ...`).
+    Launch(launch::LaunchArgs),
     /// Cluster presets and files.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -53,5 +56,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(*a),
         Command::Plan(a) => plan::run(a),
         Command::Cluster(c) => cluster::run(c),
+        Command::Launch(a) => launch::run(a),
     }
 }

@@ -27,6 +27,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 // A child module, so the distillation front end reads these arguments and reuses the loop.
+#[path = "train_dist.rs"]
+mod dist;
 #[path = "train_distill.rs"]
 pub(crate) mod distill;
 #[path = "train_memory.rs"]
@@ -138,6 +140,8 @@ pub struct TrainArgs {
     /// runs in the interpreter, saying why).
     #[arg(long, value_parser = ["llvm", "interp"])]
     backend: Option<String>,
+    #[command(flatten)]
+    dist: dist::DistArgs,
 }
 
 /// The progress bar, the JSON log, and eval lines on stderr.
@@ -281,15 +285,16 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         return train_graph(model, None, &spec, &a).map(drop);
     }
     // An inference model: bind the batch, then build its training step.
-    let bindings = BTreeMap::from([("N".to_string(), a.batch as u64)]);
-    let model = specialize(&model, &bindings)
-        .with_context(|| format!("{spec}: shapes must be static once the batch N is bound"))?;
     let cfg = train_config(
         &a,
         LossKind::CrossEntropy {
             label_smoothing: a.label_smoothing,
         },
     )?;
+    let bind = |n: u64| specialize(&model, &BTreeMap::from([("N".to_string(), n)]));
+    dist::prepare(&a, &cfg, |n| Ok(bind(n)?))?;
+    let model = bind(a.batch as u64)
+        .with_context(|| format!("{spec}: shapes must be static once the batch N is bound"))?;
     let step = build_train_step(&model, &cfg)
         .with_context(|| format!("cannot build the training step of {spec}"))?;
     train_graph(step.graph, Some(model), &spec, &a).map(drop)
@@ -548,7 +553,8 @@ fn run_loop<L: BatchSource>(
     };
     let runner = match a.backend.as_deref() {
         Some("interp") => None,
-        None if !compile_by_default => None,
+        // `--dp` runs its per-rank step in the interpreter (dist::runner).
+        None if !compile_by_default || a.dist.degree().is_some() => None,
         explicit => match compiled_runner(&graph, eval_graph.clone(), &state, seed, spec, a) {
             Ok(r) => Some(r),
             Err(e) if explicit.is_none() => {
@@ -559,7 +565,10 @@ fn run_loop<L: BatchSource>(
         },
     };
     let mut planned = None;
+    let d = dist::Dist::init(&a.dist, a.batch)?;
+    let rank0 = dist::Dist::is_rank0(d.as_ref());
     let mut runner: Box<dyn StepRunner> = match runner {
+        Some(_) if d.is_some() => bail!("--dp runs the step in the interpreter for now; drop --backend llvm"),
         Some(mut r) => {
             planned = Some(r.planned_bytes());
             Box::new(r)
@@ -569,11 +578,17 @@ fn run_loop<L: BatchSource>(
             if let Some(g) = eval_graph {
                 r = r.with_eval_graph(g);
             }
-            Box::new(r)
+            match &d {
+                Some(d) => Box::new(dist::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
+                None => Box::new(r),
+            }
         }
     };
     let start_rss = memory::reset_peak();
-    let bar = ProgressBar::new(steps);
+    let bar = match rank0 {
+        true => ProgressBar::new(steps),
+        false => ProgressBar::hidden(),
+    };
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -581,7 +596,11 @@ fn run_loop<L: BatchSource>(
     bar.set_position(state.step);
     let mut obs = CliObserver {
         bar: bar.clone(),
-        log: a.log.as_deref().map(JsonlLog::open).transpose()?,
+        log: a
+            .log
+            .as_deref()
+            .map(|p| JsonlLog::open(&dist::log_path(p, d.as_ref())))
+            .transpose()?,
         eval: String::new(),
         skipped: 0,
     };
@@ -595,7 +614,17 @@ fn run_loop<L: BatchSource>(
     );
     bar.finish_and_clear();
     drop(obs);
-    let s = result.with_context(|| format!("training {spec} failed"))?;
+    let s = match (
+        result.with_context(|| format!("training {spec} failed")),
+        &d,
+    ) {
+        (Ok(s), _) => s,
+        (Err(e), Some(d)) => d.fail(&e),
+        (Err(e), None) => return Err(e),
+    };
+    if !rank0 {
+        return Ok(state);
+    }
     println!(
         "trained {} steps ({} in this run, batch {}, {what}) in {:.1}s",
         s.steps, s.steps_run, a.batch, s.seconds

@@ -197,14 +197,24 @@ pub(super) fn prepare(spec: &str, a: &TrainArgs) -> anyhow::Result<TextData> {
     })
 }
 
-/// The masked-LM inference model of `cfg` with N and seq bound (static shapes).
+/// The masked-LM inference model of `cfg` with N (the batch) and seq bound (static shapes).
 pub(super) fn masked_lm(cfg: &ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result<Graph> {
+    masked_lm_of_batch(cfg, spec, a, a.batch as u64)
+}
+
+/// [`masked_lm`] for a batch of `n` rows (one data-parallel rank's share under `--dp`).
+fn masked_lm_of_batch(
+    cfg: &ErnieConfig,
+    spec: &str,
+    a: &TrainArgs,
+    n: u64,
+) -> anyhow::Result<Graph> {
     let model = cfg
         .build_masked_lm(spec)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot build {spec}"))?;
     let bindings = BTreeMap::from([
-        ("N".to_string(), a.batch as u64),
+        ("N".to_string(), n),
         ("seq".to_string(), a.text.seq as u64),
     ]);
     specialize(&model, &bindings)
@@ -297,6 +307,7 @@ pub(super) fn run(cfg: ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result
     let cfg = student_config(cfg, a, data.wp.len());
     let model = masked_lm(&cfg, spec, a)?;
     let tc = train_config(a, LossKind::MaskedLm)?;
+    super::dist::prepare(a, &tc, |n| masked_lm_of_batch(&cfg, spec, a, n))?;
     let step = build_train_step(&model, &tc)
         .with_context(|| format!("cannot build the training step of {spec}"))?;
     launch(step.graph, model, spec, a, data, shape(&cfg)).map(drop)

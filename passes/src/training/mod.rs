@@ -8,6 +8,7 @@
 //! goes through the same passes and backends as inference; only the schedule runs on the
 //! host and reaches the graph through the `lr` input.
 
+pub mod data_parallel;
 mod emit;
 pub mod loss;
 pub mod online;
@@ -289,6 +290,16 @@ pub fn append_loss(model: &Graph, cfg: &TrainConfig) -> Result<LossGraph, TrainE
 /// [`append_loss`], `append_backward`, then [`optim::insert_optimizer`]. The model's outputs
 /// after the logits are not outputs of the step.
 pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, TrainError> {
+    build_step(model, cfg, None)
+}
+
+/// [`build_train_step`], optionally as one rank of a data-parallel group (see
+/// [`data_parallel`]).
+pub(crate) fn build_step(
+    model: &Graph,
+    cfg: &TrainConfig,
+    dp: Option<&data_parallel::DataParallel>,
+) -> Result<TrainStep, TrainError> {
     let LossGraph {
         graph,
         loss,
@@ -310,6 +321,10 @@ pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, T
     let forward_len = graph.len();
     let bwd = append_backward(&graph, diff, false)?;
     let mut g = bwd.graph;
+    let (loss, param_grads) = match dp {
+        Some(dp) => data_parallel::combine_gradients(&mut g, loss, bwd.param_grads, &cfg.loss, dp)?,
+        None => (loss, bwd.param_grads),
+    };
     // Outputs: loss and logits, then the state updates the forward already had (less the
     // loss scaler's placeholders, which `unscale` replaces).
     set_step_outputs(&mut g, vec![loss, logits], |n| {
@@ -318,13 +333,13 @@ pub fn build_train_step(model: &Graph, cfg: &TrainConfig) -> Result<TrainStep, T
     let decays = |name: &str, ty: &TensorType| cfg.optim.decay_mask.decays(name, ty);
     let slots = match &scaler {
         Some(s) => {
-            let (grads, gate) = s.unscale(&mut g, &bwd.param_grads)?;
+            let (grads, gate) = s.unscale(&mut g, &param_grads)?;
             let mut slots =
                 optim::insert_optimizer_gated(&mut g, &grads, &cfg.optim, &decays, Some(gate))?;
             slots.extend(s.slots());
             slots
         }
-        None => optim::insert_optimizer(&mut g, &bwd.param_grads, &cfg.optim)?,
+        None => optim::insert_optimizer(&mut g, &param_grads, &cfg.optim)?,
     };
     let (g, _) = recompute::recompute(&g, forward_len, &cfg.recompute)?;
     finish_step(g, slots, bwd.unused_params)

@@ -5,10 +5,14 @@
 //! runs) with ring algorithms (`ring`); MPI and NCCL communicators implement the same trait.
 
 mod local;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod ring;
 pub mod shaped;
 
 pub use local::LocalComm;
+#[cfg(feature = "mpi")]
+pub use mpi::{launched_by_mpi, MpiComm, TIMEOUT_ENV};
 
 use oar_ir::dist::ReduceOp;
 use std::time::Duration;
@@ -24,6 +28,37 @@ pub enum CommError {
         peer: u64,
         group: Vec<u64>,
         waited: Duration,
+    },
+    #[error(
+        "rank {rank}: {op} on group {group:?} timed out after {waited:?}; {}",
+        lost_text(lost)
+    )]
+    CollectiveTimeout {
+        rank: u64,
+        op: &'static str,
+        group: Vec<u64>,
+        /// Members that never arrived at the collective (empty: all arrived, one stopped
+        /// part-way).
+        lost: Vec<u64>,
+        waited: Duration,
+    },
+    #[error(
+        "rank {rank}: {op} on group {group:?} is collective number {mine} here but rank {peer} \
+         is at number {theirs}: the ranks' programs diverged"
+    )]
+    Diverged {
+        rank: u64,
+        peer: u64,
+        op: &'static str,
+        group: Vec<u64>,
+        mine: u64,
+        theirs: u64,
+    },
+    #[error("{op} on rank {rank}: MPI error code {code}")]
+    Mpi {
+        op: &'static str,
+        rank: u64,
+        code: i32,
     },
     #[error("rank {rank} is not in group {group:?}")]
     NotInGroup { rank: u64, group: Vec<u64> },
@@ -48,6 +83,14 @@ pub enum CommError {
     },
     #[error("communicator state poisoned: another rank thread panicked")]
     Poisoned,
+}
+
+fn lost_text(lost: &[u64]) -> String {
+    match lost {
+        [] => "every member arrived, so one stopped part-way through".to_string(),
+        [r] => format!("lost rank {r} (dead, or stuck outside the collective)"),
+        rs => format!("lost ranks {rs:?} (dead, or stuck outside the collective)"),
+    }
 }
 
 /// One rank's view of the communicator. Every member of `group` calls the same collective

@@ -1,0 +1,245 @@
+//! The distributed part of `oar train`: `--dp N` under `mpirun -n N` (or `oar launch`).
+//!
+//! Every rank loads the same data and draws the same global batches; its `DpRunner` takes
+//! the rank's contiguous `1/N` slice of each batch, runs the data-parallel step
+//! (`oar_passes::training::data_parallel`: gradients combined across ranks before clipping
+//! and the update) in the interpreter over `MpiComm`, and gathers the logits back into the
+//! global batch, so the loop, metrics and evaluation see what one process would. Rank 0
+//! alone draws the progress bar and prints the summary; `--log run.jsonl` is rank 0's file,
+//! rank r > 0 writes `run.rank<r>.jsonl` beside it.
+
+use super::TrainArgs;
+use anyhow::{bail, Context};
+use clap::Args;
+use oar::ir::Graph;
+use oar::passes::training::data_parallel::{build_data_parallel_step, DataParallel};
+use oar::passes::training::TrainConfig;
+use oar::runtime::comm::{launched_by_mpi, Communicator, MpiComm};
+use oar::runtime::interp::run_on_rank;
+use oar::runtime::train::{InterpRunner, StepOutputs, StepRunner, TrainError};
+use oar::runtime::{HostTensor, Weights};
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct DistArgs {
+    /// Data-parallel ranks: run N processes under `mpirun -n N` (`oar launch -n N -- train
+    /// MODEL ... --dp N`); each takes 1/N of every --batch (which N must divide).
+    #[arg(long, value_name = "N")]
+    pub dp: Option<u64>,
+    /// The per-rank step, built by the model's front end ([`prepare`]) for the loop.
+    #[arg(skip)]
+    step: OnceCell<Graph>,
+}
+
+impl DistArgs {
+    /// The data-parallel degree when above one.
+    pub fn degree(&self) -> Option<u64> {
+        self.dp.filter(|&d| d > 1)
+    }
+}
+
+/// This process's place in a data-parallel run.
+pub struct Dist {
+    pub comm: Arc<MpiComm>,
+    pub rank: u64,
+    pub dp: u64,
+}
+
+impl Dist {
+    /// Joins the MPI job when `--dp N > 1`, checking the world has N ranks.
+    pub fn init(a: &DistArgs, batch: usize) -> anyhow::Result<Option<Dist>> {
+        let Some(dp) = a.degree() else {
+            return Ok(None);
+        };
+        if !launched_by_mpi() {
+            bail!(
+                "--dp {dp} runs one process per rank under MPI: \
+                 `oar launch -n {dp} -- train ... --dp {dp}` (or `mpirun -n {dp} oar train ...`)"
+            );
+        }
+        if !(batch as u64).is_multiple_of(dp) {
+            bail!("--batch {batch} does not split into {dp} equal shards");
+        }
+        let comm = MpiComm::init().context("cannot initialise MPI")?;
+        if comm.world_size() != dp {
+            bail!(
+                "--dp {dp}, but mpirun started {} ranks: they must agree",
+                comm.world_size()
+            );
+        }
+        Ok(Some(Dist {
+            rank: comm.rank(),
+            comm: Arc::new(comm),
+            dp,
+        }))
+    }
+
+    pub fn is_rank0(d: Option<&Dist>) -> bool {
+        !matches!(d, Some(d) if d.rank != 0)
+    }
+
+    /// Ends the whole job after this rank failed (others may wait in a collective).
+    pub fn fail(&self, e: &anyhow::Error) -> ! {
+        eprintln!("rank {}: {e:#}", self.rank);
+        self.comm.abort(1)
+    }
+}
+
+/// Builds the per-rank step under `--dp` (nothing without it) of a model built for one
+/// rank's share of the batch: `model_for(n)` gives the model with the batch bound to `n`.
+pub fn prepare(
+    a: &TrainArgs,
+    cfg: &TrainConfig,
+    model_for: impl FnOnce(u64) -> anyhow::Result<Graph>,
+) -> anyhow::Result<()> {
+    let Some(dp) = a.dist.degree() else {
+        return Ok(());
+    };
+    if !(a.batch as u64).is_multiple_of(dp) {
+        bail!("--batch {} does not split into {dp} equal shards", a.batch);
+    }
+    let model = model_for(a.batch as u64 / dp)?;
+    let step = build_data_parallel_step(&model, cfg, &DataParallel::new(dp))
+        .context("cannot build the data-parallel step")?;
+    // Set once per run; a second call keeps the first.
+    let _ = a.dist.step.set(step.graph);
+    Ok(())
+}
+
+/// The loop's runner under `--dp`: the per-rank step, with `full` (the single-process
+/// runner) for evaluation.
+pub fn runner(a: &TrainArgs, full: InterpRunner, d: &Dist) -> anyhow::Result<DpRunner> {
+    let Some(step) = a.dist.step.get() else {
+        bail!("--dp trains zoo models (lcnet_*, ernie-*) for now, not graph files or distillation");
+    };
+    if a.backend.as_deref() == Some("llvm") {
+        bail!("--dp runs the step in the interpreter for now; drop --backend llvm");
+    }
+    Ok(DpRunner::new(step.clone(), full, d))
+}
+
+/// `--log FILE` for this rank: rank 0 keeps FILE, rank r writes FILE's stem `.rank<r>.`
+/// extension.
+pub fn log_path(path: &Path, d: Option<&Dist>) -> PathBuf {
+    match d {
+        Some(d) if d.rank > 0 => {
+            let stem = path
+                .file_stem()
+                .map_or("run".into(), |s| s.to_string_lossy());
+            let ext = path
+                .extension()
+                .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
+            path.with_file_name(format!("{stem}.rank{}{ext}", d.rank))
+        }
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Runs the per-rank step on this rank's slice; evaluation runs the single-process graphs.
+pub struct DpRunner {
+    step: Graph,
+    full: InterpRunner,
+    comm: Arc<MpiComm>,
+    rank: usize,
+    dp: usize,
+}
+
+impl DpRunner {
+    pub fn new(step: Graph, full: InterpRunner, d: &Dist) -> DpRunner {
+        let dropout = step.iter().any(|(_, n)| n.op.name() == "dropout");
+        if dropout && d.rank == 0 {
+            eprintln!(
+                "note: under --dp the interpreter runs dropout as the identity (the per-rank \
+                 run has no training options yet; see docs/distributed.md)"
+            );
+        }
+        DpRunner {
+            step,
+            full,
+            comm: d.comm.clone(),
+            rank: d.rank as usize,
+            dp: d.dp as usize,
+        }
+    }
+
+    /// This rank's contiguous slice of every input whose leading axis is the global batch.
+    fn shard(&self, inputs: &[HostTensor], step: u64) -> Result<Vec<HostTensor>, TrainError> {
+        let batch = inputs.first().and_then(|t| t.shape.first().copied());
+        let Some(batch) = batch.filter(|b| b.is_multiple_of(self.dp)) else {
+            return Err(TrainError::Contract(format!(
+                "step {step}: the first input's batch does not split into {} shards",
+                self.dp
+            )));
+        };
+        let part = batch / self.dp;
+        Ok(inputs
+            .iter()
+            .map(|t| match t.shape.first() {
+                Some(&b) if b == batch => t.narrow(0, self.rank * part, part),
+                _ => t.clone(),
+            })
+            .collect())
+    }
+
+    /// The global batch's logits from every rank's slice (rank order).
+    fn gather(&self, local: HostTensor, step: u64) -> Result<HostTensor, TrainError> {
+        let Some(v) = local.as_f32() else {
+            return Err(TrainError::Contract(format!(
+                "step {step}: logits are not f32"
+            )));
+        };
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut all = vec![0u8; bytes.len() * self.dp];
+        let group: Vec<u64> = (0..self.dp as u64).collect();
+        self.comm
+            .all_gather(&group, &bytes, &mut all)
+            .map_err(|e| TrainError::Contract(format!("step {step}: gathering logits: {e}")))?;
+        let data = all
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut shape = local.shape.clone();
+        if let Some(b) = shape.first_mut() {
+            *b *= self.dp;
+        }
+        Ok(HostTensor::f32(shape, data))
+    }
+}
+
+impl StepRunner for DpRunner {
+    fn run(
+        &mut self,
+        inputs: &[HostTensor],
+        weights: &mut Weights,
+        step: u64,
+    ) -> Result<StepOutputs, TrainError> {
+        let x = self.shard(inputs, step)?;
+        let mut o = run_on_rank(&self.step, &x, weights, self.comm.as_ref())
+            .map_err(|source| TrainError::Run { step, source })?;
+        let state = o.split_off(self.step.model_outputs().len().min(o.len()));
+        for (name, v) in self.step.state.iter().cloned().zip(state) {
+            weights.insert(name, v);
+        }
+        let mut out = StepOutputs::from_outputs(step, o)?;
+        if !out.loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                step,
+                loss: out.loss,
+                origin: "not traced under --dp (rerun on one process to find it)".into(),
+            });
+        }
+        out.logits = self.gather(out.logits, step)?;
+        Ok(out)
+    }
+
+    fn evaluate(
+        &mut self,
+        inputs: &[HostTensor],
+        weights: &Weights,
+        step: u64,
+    ) -> Result<StepOutputs, TrainError> {
+        self.full.evaluate(inputs, weights, step)
+    }
+}
