@@ -1,5 +1,5 @@
-//! `oar train ... --dp N` under `mpirun -n N`: a tiny ERNIE (1 layer, hidden 32, dropout 0)
-//! masked-LM run on the Python-docs corpus gives, at every step, the single-process loss to
+//! `oar train ... --dp N` under `mpirun -n N`: a tiny ERNIE (1 layer, hidden 32, dropout 0.1:
+//! each rank's masks continue one process's stream at its slice of the batch) masked-LM run on the Python-docs corpus gives, at every step, the single-process loss to
 //! 1e-5 relative on 2 and 4 ranks; every rank logs (rank r > 0 to `run.rank<r>.jsonl`) and
 //! only rank 0 prints the summary. `oar launch` builds the mpirun line; `--dp` outside MPI
 //! is a clear error. Skips, saying so, without `mpirun` or the corpus.
@@ -59,7 +59,7 @@ fn args(data: &Path, dir: &Path, log: &str) -> Vec<String> {
         "--ffn",
         "64",
         "--dropout",
-        "0",
+        "0.1",
         "--lr",
         "0.01",
         "--clip-norm",

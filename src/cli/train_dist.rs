@@ -15,7 +15,7 @@ use oar::ir::Graph;
 use oar::passes::training::data_parallel::{build_data_parallel_step, DataParallel};
 use oar::passes::training::TrainConfig;
 use oar::runtime::comm::{launched_by_mpi, Communicator, MpiComm};
-use oar::runtime::interp::run_on_rank;
+use oar::runtime::interp::{run_with_options_on_rank, RunOptions};
 use oar::runtime::train::{InterpRunner, StepOutputs, StepRunner, TrainError};
 use oar::runtime::{HostTensor, Weights};
 use std::cell::OnceCell;
@@ -148,13 +148,6 @@ pub struct DpRunner {
 
 impl DpRunner {
     pub fn new(step: Graph, full: InterpRunner, d: &Dist) -> DpRunner {
-        let dropout = step.iter().any(|(_, n)| n.op.name() == "dropout");
-        if dropout && d.rank == 0 {
-            eprintln!(
-                "note: under --dp the interpreter runs dropout as the identity (the per-rank \
-                 run has no training options yet; see docs/distributed.md)"
-            );
-        }
         DpRunner {
             step,
             full,
@@ -216,7 +209,12 @@ impl StepRunner for DpRunner {
         step: u64,
     ) -> Result<StepOutputs, TrainError> {
         let x = self.shard(inputs, step)?;
-        let mut o = run_on_rank(&self.step, &x, weights, self.comm.as_ref())
+        // The rank's dropout masks continue one process's stream at its slice.
+        let opts = RunOptions {
+            batch_shard: self.rank as u64,
+            ..RunOptions::training(self.full.seed(), step)
+        };
+        let mut o = run_with_options_on_rank(&self.step, &x, weights, opts, self.comm.as_ref())
             .map_err(|source| TrainError::Run { step, source })?;
         let state = o.split_off(self.step.model_outputs().len().min(o.len()));
         for (name, v) in self.step.state.iter().cloned().zip(state) {

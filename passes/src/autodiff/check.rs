@@ -145,6 +145,7 @@ fn opts(g: &Graph) -> RunOptions {
         mode: g.mode,
         seed: 1,
         step: 0,
+        batch_shard: 0,
     }
 }
 

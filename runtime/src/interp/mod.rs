@@ -346,6 +346,18 @@ pub fn run_on_rank(
     run_with(graph, inputs, weights, &cx)
 }
 
+/// [`run_on_rank`] with training semantics (`opts`: mode, seed, step, batch shard).
+pub fn run_with_options_on_rank(
+    graph: &Graph,
+    inputs: &[HostTensor],
+    weights: &Weights,
+    opts: RunOptions,
+    comm: &dyn Communicator,
+) -> Result<Vec<HostTensor>, InterpError> {
+    oar_ir::verify(graph)?;
+    run_with(graph, inputs, weights, &RunCtx::of(graph, Some(comm), opts))
+}
+
 /// The module a graph runs in: fusion bodies, meshes, and the communicator if any.
 struct RunCtx<'a> {
     functions: &'a BTreeMap<String, Graph>,

@@ -24,6 +24,12 @@ pub struct RunOptions {
     pub seed: u64,
     /// Training step: each step draws a fresh mask.
     pub step: u64,
+    /// This rank's index among equal, contiguous shards of the batch (data parallelism; 0
+    /// on one process). A rank's tensor of `n` elements is elements `shard·n ..` of the
+    /// single-process tensor when its leading axis is the batch, so its dropout masks
+    /// continue the single-process stream there and a data-parallel run drops exactly what
+    /// one process would.
+    pub batch_shard: u64,
 }
 
 impl RunOptions {
@@ -33,6 +39,7 @@ impl RunOptions {
             mode: ExecMode::Training,
             seed,
             step,
+            batch_shard: 0,
         }
     }
 }
@@ -113,7 +120,10 @@ pub fn dropout_keep(opts: &RunOptions, name: &str, p: f64, i: u64) -> bool {
 /// compiled executor draws on the host.
 pub fn dropout_keep_mask(opts: &RunOptions, name: &str, p: f64, n: usize) -> Vec<bool> {
     let key = stream_key(opts, name);
-    (0..n as u64).map(|i| uniform(key, i) >= p).collect()
+    let first = opts.batch_shard * n as u64;
+    (first..first + n as u64)
+        .map(|i| uniform(key, i) >= p)
+        .collect()
 }
 
 /// Dropout whose mask is that of node `name` (its own, or the forward node a backward
@@ -149,10 +159,11 @@ fn dropout_t<T: Real>(
                 DropoutMode::DownscaleInInfer => T::one(),
             };
             let key = stream_key(opts, name);
+            let first = opts.batch_shard * xv.len() as u64;
             xv.iter()
                 .enumerate()
                 .map(|(i, &v)| {
-                    if uniform(key, i as u64) >= p {
+                    if uniform(key, first + i as u64) >= p {
                         v * k
                     } else {
                         T::zero()

@@ -143,6 +143,11 @@ impl InterpRunner {
     pub fn graph(&self) -> &Graph {
         &self.graph
     }
+
+    /// The seed of the run's dropout stream.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
 }
 
 impl StepOutputs {
@@ -227,6 +232,7 @@ impl StepRunner for InterpRunner {
             mode: ExecMode::Inference,
             seed: self.seed,
             step,
+            batch_shard: 0,
         };
         let Some(eval) = &self.eval_graph else {
             let r = run_with_options(&self.graph, inputs, weights, opts)
