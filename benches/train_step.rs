@@ -3,7 +3,7 @@
 //! interpreter against PaddleClas's `PPLCNet_x0_25` trained by PaddlePaddle's CPU build, in
 //! the same run, and the same step compiled by the LLVM backend (`CompiledRunner`).
 //! `cargo bench --bench train_step`; `OAR_PROFILE=1` also prints the compiled step's
-//! slowest kernels.
+//! slowest kernels; `OAR_BENCH_LLVM_ONLY=1` skips the interpreter's rows (seconds a step).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use oar::codegen::train::CompiledRunner;
@@ -84,7 +84,10 @@ fn bench(c: &mut Criterion) {
             println!("{:8.2} ms  {name}", t * 1e3);
         }
     }
-    c.bench_function("train_step/lcnet_x0_25_b32_64px", |b| b.iter(&mut one_step));
+    let llvm_only = std::env::var_os("OAR_BENCH_LLVM_ONLY").is_some();
+    if !llvm_only {
+        c.bench_function("train_step/lcnet_x0_25_b32_64px", |b| b.iter(&mut one_step));
+    }
     let Some(mut paddle) = Peer::start(&[
         "paddle_train",
         "PPLCNet_x0_25",
@@ -95,12 +98,16 @@ fn bench(c: &mut Criterion) {
         println!("PaddlePaddle not available: run `python3 scripts/paddle_setup.py`");
         return;
     };
-    let r = Interleaved::measure(
-        ROUNDS,
-        REPS,
-        |reps| peer::median_time(reps, &mut one_step) * 1e3,
-        &mut paddle,
-    );
+    let r = if llvm_only {
+        None
+    } else {
+        Interleaved::measure(
+            ROUNDS,
+            REPS,
+            |reps| peer::median_time(reps, &mut one_step) * 1e3,
+            &mut paddle,
+        )
+    };
     let rl = Interleaved::measure(
         ROUNDS,
         REPS * 5,
@@ -127,6 +134,7 @@ fn bench(c: &mut Criterion) {
                  {ratio:.1} (rounds {lo:.1}–{hi:.1})"
             );
         }
+        None if llvm_only => {}
         None => println!("the Paddle peer stopped answering"),
     }
 }

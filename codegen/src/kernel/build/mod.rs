@@ -3,6 +3,7 @@
 
 mod comm;
 mod contraction;
+mod conv_grad;
 mod data_movement;
 mod depthwise;
 mod gemv;
