@@ -71,17 +71,36 @@ fn bench(c: &mut Criterion) {
     });
     let llvm_ms = peer::median_time(5, &mut llvm_step) * 1e3;
     if std::env::var_os("OAR_PROFILE").is_some() {
-        let mut prof = CompiledRunner::new(step.graph.clone(), &initial, 0, THREADS)
-            .expect("the step compiles");
-        let times = prof.model().profile(&inputs).expect("profile");
-        let total: f64 = times.iter().map(|t| t.1).sum();
-        println!(
-            "compiled step: {:.1} ms in {} kernels",
-            total * 1e3,
-            times.len()
-        );
-        for (name, t) in times.iter().take(25) {
-            println!("{:8.2} ms  {name}", t * 1e3);
+        // The same step with every elementwise op in its own kernel, for comparison.
+        for inplace in [false, true] {
+            if inplace {
+                std::env::remove_var("OAR_CODEGEN_NO_INPLACE");
+            } else {
+                std::env::set_var("OAR_CODEGEN_NO_INPLACE", "1");
+            }
+            let mut prof = CompiledRunner::new(step.graph.clone(), &initial, 0, THREADS)
+                .expect("the step compiles");
+            let times = prof.model().profile(&inputs).expect("profile");
+            let total: f64 = times.iter().map(|t| t.1).sum();
+            let mut w = initial.clone();
+            let mut s = 0u64;
+            let step_ms = peer::median_time(5, &mut || {
+                s += 1;
+                prof.run(&inputs, &mut w, s).expect("compiled step runs");
+            }) * 1e3;
+            println!(
+                "compiled step ({}): {step_ms:.0} ms a step; profiled {:.1} ms in {} kernels",
+                if inplace {
+                    "elementwise fused in place"
+                } else {
+                    "one kernel per op"
+                },
+                total * 1e3,
+                times.len()
+            );
+            for (name, t) in times.iter().take(if inplace { 25 } else { 0 }) {
+                println!("{:8.2} ms  {name}", t * 1e3);
+            }
         }
     }
     let llvm_only = std::env::var_os("OAR_BENCH_LLVM_ONLY").is_some();

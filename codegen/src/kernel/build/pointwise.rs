@@ -492,7 +492,8 @@ pub(crate) fn fused(
 /// elementwise op read by exactly one elementwise op of the same element count (so nothing
 /// is recomputed per broadcast element), not a graph output (state updates are outputs),
 /// and on the same side of the load-time split as its reader. Each fused kernel evaluates
-/// at most [`MAX_FUSED_OPS`] ops.
+/// at most [`MAX_FUSED_OPS`] ops. `OAR_CODEGEN_NO_INPLACE=1` turns this off (one kernel per
+/// op), for measuring what it saves.
 pub(crate) fn inline_plan(
     g: &oar_ir::Graph,
     bindings: &std::collections::BTreeMap<String, u64>,
@@ -511,6 +512,9 @@ pub(crate) fn inline_plan(
     let expr_node =
         |n: &oar_ir::Node| n.outputs.len() == 1 && is_expr_op(&n.op, n.outputs[0].dtype);
     let mut inline = vec![false; g.len()];
+    if std::env::var_os("OAR_CODEGEN_NO_INPLACE").is_some_and(|v| v == "1") {
+        return inline;
+    }
     let mut size = vec![1usize; g.len()];
     for (id, n) in g.iter() {
         if !expr_node(n) || repeats_operand(&n.op) {
