@@ -33,7 +33,7 @@ fn an_elementwise_tree_runs_in_one_kernel_and_matches_the_interpreter() {
     let x = g.add_input("x", TensorType::f32(&[5, 37]));
     let y = g.add_input("y", TensorType::f32(&[5, 37]));
     let s = g.add_input("s", TensorType::f32(&[1]));
-    let mut node = |g: &mut Graph, op: Op, ins: Vec<ValueRef>| -> ValueRef {
+    let node = |g: &mut Graph, op: Op, ins: Vec<ValueRef>| -> ValueRef {
         g.add_node(op, ins, None).expect("node").into()
     };
     let a = node(&mut g, Op::Binary(BinaryOp::Mul), vec![x, y]);

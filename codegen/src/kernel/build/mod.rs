@@ -8,6 +8,7 @@ mod data_movement;
 mod depthwise;
 mod gemv;
 mod grad_ops;
+mod inplace;
 mod norm_reduce_pool;
 mod padded;
 mod pointwise;
@@ -260,7 +261,7 @@ pub fn build_kernels(
     // (`Program::updates`).
     let training = g.mode == oar_ir::ExecMode::Training;
     let g = inline_functions(g).map_err(top)?;
-    let inline = pointwise::inline_plan(&g, bindings);
+    let inline = inplace::inline_plan(&g, bindings);
     let mut b = Builder {
         program: Program::default(),
         kernels: Vec::new(),
@@ -414,7 +415,11 @@ pub fn build_kernels(
         };
         let fused = node.inputs.iter().any(|v| inline[v.node.index()]);
         let mut leaves: Vec<ValueRef> = Vec::new();
-        let tree = fused.then(|| expr_tree(&g, &inline, id, &mut leaves));
+        let tree = if fused {
+            Some(expr_tree(&g, &inline, id, &mut leaves).map_err(fail)?)
+        } else {
+            None
+        };
         let ins: Vec<Arg> = if fused { &leaves } else { &node.inputs }
             .iter()
             .map(|v| arg(&b, v))
@@ -439,7 +444,7 @@ pub fn build_kernels(
         match &tree {
             Some(t) => {
                 let name = format!("fused_{}_{}", node.op.name(), node.name);
-                pointwise::fused(&mut b, &name, t, &ins, &outs[0])
+                inplace::fused(&mut b, &name, t, &ins, &outs[0])
             }
             None => lower_node(&mut b, &node.name, &node.op, &ins, &outs),
         }
@@ -498,27 +503,23 @@ fn expr_tree(
     inline: &[bool],
     id: oar_ir::NodeId,
     leaves: &mut Vec<ValueRef>,
-) -> pointwise::Tree {
+) -> Result<inplace::Tree, String> {
     let node = g.node(id);
-    let kids = node
-        .inputs
-        .iter()
-        .map(|v| {
-            if inline[v.node.index()] {
-                pointwise::Operand::Op(Box::new(expr_tree(g, inline, v.node, leaves)))
-            } else {
-                let k = leaves.iter().position(|l| l == v).unwrap_or_else(|| {
-                    leaves.push(*v);
-                    leaves.len() - 1
-                });
-                pointwise::Operand::Leaf(k)
-            }
-        })
-        .collect();
-    pointwise::Tree {
-        op: node.op.clone(),
-        kids,
+    let op = inplace::expr_operator(&node.op)
+        .ok_or_else(|| format!("internal: `{}` read an operand in place", node.op.name()))?;
+    let mut kids = Vec::new();
+    for v in &node.inputs {
+        kids.push(if inline[v.node.index()] {
+            inplace::Operand::Op(Box::new(expr_tree(g, inline, v.node, leaves)?))
+        } else {
+            let k = leaves.iter().position(|l| l == v).unwrap_or_else(|| {
+                leaves.push(*v);
+                leaves.len() - 1
+            });
+            inplace::Operand::Leaf(k)
+        });
     }
+    Ok(inplace::Tree { op, kids })
 }
 
 fn lower_node(

@@ -3,7 +3,7 @@
 
 use super::{Arg, Builder};
 use crate::kernel::{Body, Cond, Expr, IExpr, Stmt, Un};
-use oar_ir::op::{BinaryOp, Op, UnaryOp};
+use oar_ir::op::{Op, UnaryOp};
 use oar_ir::DType;
 
 /// Elements per thread slice below which a kernel stays on one thread.
@@ -226,10 +226,9 @@ pub(crate) fn lower(
     }
     match op {
         Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } => {
-            op_expr(op, &vec![Expr::C(0.0); ins.len()])?;
-            map(b, name, ins, out, |x, _| {
-                op_expr(op, x).unwrap_or(Expr::C(f32::NAN))
-            })
+            let e = super::inplace::expr_operator(op)
+                .ok_or_else(|| format!("internal: {} is not elementwise", op.name()))?;
+            map(b, name, ins, out, |x, _| super::inplace::op_expr(e, x))
         }
         Op::CausalMask { fill } => {
             let r = out.shape.len();
@@ -357,186 +356,4 @@ pub(crate) fn copy(
         return Err(format!("copying {} outputs is not compiled", dtype.name()));
     }
     super::data_movement::gather_copy(b, "copy", dst, src, &[], n, IExpr::v(0))
-}
-
-/// Largest number of elementwise ops one fused kernel evaluates.
-pub(crate) const MAX_FUSED_OPS: usize = 24;
-
-/// An operand of a fused elementwise expression: a buffer (by index into the leaves) or an
-/// op whose value is computed in place instead of stored.
-#[derive(Debug, Clone)]
-pub(crate) enum Operand {
-    Leaf(usize),
-    Op(Box<Tree>),
-}
-
-/// An elementwise op over operands, evaluated per output element.
-#[derive(Debug, Clone)]
-pub(crate) struct Tree {
-    pub op: Op,
-    pub kids: Vec<Operand>,
-}
-
-/// Whether `op` writing `dtype` evaluates as a per-element expression over its operands
-/// (what `lower` compiles through [`map`] and a fused kernel can compute in place).
-pub(crate) fn is_expr_op(op: &Op, dtype: DType) -> bool {
-    match op {
-        Op::Binary(bo) if bo.is_comparison() => dtype == DType::Bool || dtype == DType::F32,
-        Op::Unary(_) | Op::Binary(_) | Op::Cast { .. } | Op::Where => dtype == DType::F32,
-        _ => false,
-    }
-}
-
-/// Whether `op`'s expression reads an operand more than once: an operand computed in place
-/// would be duplicated in the kernel's expression, so such ops take stored operands only.
-pub(crate) fn repeats_operand(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Unary(
-            UnaryOp::LeakyRelu { .. }
-                | UnaryOp::HardSwish
-                | UnaryOp::Gelu { .. }
-                | UnaryOp::Silu
-                | UnaryOp::Mish
-        ) | Op::Binary(BinaryOp::Equal)
-    )
-}
-
-/// A condition from a 0/1 expression: a bool load or a comparison is used as is.
-fn cond_of(e: Expr) -> Cond {
-    match e {
-        Expr::Select(c, a, z)
-            if matches!(*a, Expr::C(v) if v == 1.0) && matches!(*z, Expr::C(v) if v == 0.0) =>
-        {
-            c
-        }
-        other => Cond::Lt(Box::new(Expr::C(0.5)), Box::new(other)),
-    }
-}
-
-/// The expression of an elementwise op over its operands' expressions.
-pub(crate) fn op_expr(op: &Op, x: &[Expr]) -> Result<Expr, String> {
-    let lt = |a: &Expr, c: &Expr| Cond::Lt(Box::new(a.clone()), Box::new(c.clone()));
-    let sel = |c: Cond, a: Expr, z: Expr| Expr::Select(c, Box::new(a), Box::new(z));
-    let one = || Expr::C(1.0);
-    let zero = || Expr::C(0.0);
-    Ok(match op {
-        Op::Unary(u) => unary_expr(*u, x[0].clone()),
-        Op::Binary(bo) => {
-            use crate::kernel::Bin;
-            let bin = match bo {
-                BinaryOp::Add => Bin::Add,
-                BinaryOp::Sub => Bin::Sub,
-                BinaryOp::Mul => Bin::Mul,
-                BinaryOp::Div => Bin::Div,
-                BinaryOp::Pow => Bin::Pow,
-                BinaryOp::Max => Bin::Max,
-                BinaryOp::Min => Bin::Min,
-                BinaryOp::Less => return Ok(sel(lt(&x[0], &x[1]), one(), zero())),
-                BinaryOp::Greater => return Ok(sel(lt(&x[1], &x[0]), one(), zero())),
-                // Neither less nor greater (a NaN operand compares equal here; the step
-                // graphs compare integer labels converted to f32, exact below 2^24).
-                BinaryOp::Equal => {
-                    return Ok(sel(
-                        lt(&x[0], &x[1]),
-                        zero(),
-                        sel(lt(&x[1], &x[0]), zero(), one()),
-                    ))
-                }
-            };
-            x[0].clone().bin(bin, x[1].clone())
-        }
-        Op::Cast { .. } => x[0].clone(),
-        Op::Where => sel(cond_of(x[0].clone()), x[1].clone(), x[2].clone()),
-        other => {
-            return Err(format!(
-                "internal: {} is not an elementwise expression",
-                other.name()
-            ))
-        }
-    })
-}
-
-impl Tree {
-    fn eval(&self, leaves: &[Expr]) -> Result<Expr, String> {
-        let x = self
-            .kids
-            .iter()
-            .map(|k| match k {
-                Operand::Leaf(i) => Ok(leaves[*i].clone()),
-                Operand::Op(t) => t.eval(leaves),
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        op_expr(&self.op, &x)
-    }
-}
-
-/// One kernel for an elementwise expression tree over stored `leaves`: the ops computed in
-/// place never touch memory (the backward's activation gradients, the optimizer's update
-/// chain per parameter, the scalar clipping and learning-rate terms).
-pub(crate) fn fused(
-    b: &mut Builder,
-    name: &str,
-    tree: &Tree,
-    leaves: &[Arg],
-    out: &Arg,
-) -> Result<(), String> {
-    // Fail here, not inside the closure, on an op without an expression.
-    tree.eval(&vec![Expr::C(0.0); leaves.len()])?;
-    map(b, name, leaves, out, |x, _| {
-        tree.eval(x).unwrap_or(Expr::C(f32::NAN))
-    })
-}
-
-/// Which nodes are computed in place by their consumer's kernel instead of stored: an
-/// elementwise op read by exactly one elementwise op of the same element count (so nothing
-/// is recomputed per broadcast element), not a graph output (state updates are outputs),
-/// and on the same side of the load-time split as its reader. Each fused kernel evaluates
-/// at most [`MAX_FUSED_OPS`] ops. `OAR_CODEGEN_NO_INPLACE=1` turns this off (one kernel per
-/// op), for measuring what it saves.
-pub(crate) fn inline_plan(
-    g: &oar_ir::Graph,
-    bindings: &std::collections::BTreeMap<String, u64>,
-) -> Vec<bool> {
-    let fixed = oar_ir::analysis::weight_only(g);
-    let mut users = vec![0usize; g.len()];
-    for n in g.nodes() {
-        for v in &n.inputs {
-            users[v.node.index()] += 1;
-        }
-    }
-    for v in g.outputs() {
-        users[v.node.index()] += 2;
-    }
-    let numel = |t: &oar_ir::TensorType| t.shape.eval(bindings, 1).iter().product::<u64>();
-    let expr_node =
-        |n: &oar_ir::Node| n.outputs.len() == 1 && is_expr_op(&n.op, n.outputs[0].dtype);
-    let mut inline = vec![false; g.len()];
-    if std::env::var_os("OAR_CODEGEN_NO_INPLACE").is_some_and(|v| v == "1") {
-        return inline;
-    }
-    let mut size = vec![1usize; g.len()];
-    for (id, n) in g.iter() {
-        if !expr_node(n) || repeats_operand(&n.op) {
-            continue;
-        }
-        let out = numel(&n.outputs[0]);
-        for v in &n.inputs {
-            let p = v.node.index();
-            let pn = g.node(v.node);
-            if v.port != 0
-                || inline[p]
-                || users[p] != 1
-                || !expr_node(pn)
-                || fixed[p] != fixed[id.index()]
-                || numel(&pn.outputs[0]) != out
-                || size[id.index()] + size[p] > MAX_FUSED_OPS
-            {
-                continue;
-            }
-            inline[p] = true;
-            size[id.index()] += size[p];
-        }
-    }
-    inline
 }
