@@ -3,7 +3,7 @@
 //! interpreter against PaddleClas's `PPLCNet_x0_25` trained by PaddlePaddle's CPU build, in
 //! the same run, and the same step compiled by the LLVM backend (`CompiledRunner`).
 //! `cargo bench --bench train_step`; `OAR_PROFILE=1` also prints the compiled step's
-//! slowest kernels.
+//! slowest kernels; `OAR_BENCH_LLVM_ONLY=1` skips the interpreter's rows (seconds a step).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use oar::codegen::train::CompiledRunner;
@@ -71,20 +71,42 @@ fn bench(c: &mut Criterion) {
     });
     let llvm_ms = peer::median_time(5, &mut llvm_step) * 1e3;
     if std::env::var_os("OAR_PROFILE").is_some() {
-        let mut prof = CompiledRunner::new(step.graph.clone(), &initial, 0, THREADS)
-            .expect("the step compiles");
-        let times = prof.model().profile(&inputs).expect("profile");
-        let total: f64 = times.iter().map(|t| t.1).sum();
-        println!(
-            "compiled step: {:.1} ms in {} kernels",
-            total * 1e3,
-            times.len()
-        );
-        for (name, t) in times.iter().take(25) {
-            println!("{:8.2} ms  {name}", t * 1e3);
+        // The same step with every elementwise op in its own kernel, for comparison.
+        for inplace in [false, true] {
+            if inplace {
+                std::env::remove_var("OAR_CODEGEN_NO_INPLACE");
+            } else {
+                std::env::set_var("OAR_CODEGEN_NO_INPLACE", "1");
+            }
+            let mut prof = CompiledRunner::new(step.graph.clone(), &initial, 0, THREADS)
+                .expect("the step compiles");
+            let times = prof.model().profile(&inputs).expect("profile");
+            let total: f64 = times.iter().map(|t| t.1).sum();
+            let mut w = initial.clone();
+            let mut s = 0u64;
+            let step_ms = peer::median_time(5, &mut || {
+                s += 1;
+                prof.run(&inputs, &mut w, s).expect("compiled step runs");
+            }) * 1e3;
+            println!(
+                "compiled step ({}): {step_ms:.0} ms a step; profiled {:.1} ms in {} kernels",
+                if inplace {
+                    "elementwise fused in place"
+                } else {
+                    "one kernel per op"
+                },
+                total * 1e3,
+                times.len()
+            );
+            for (name, t) in times.iter().take(if inplace { 25 } else { 0 }) {
+                println!("{:8.2} ms  {name}", t * 1e3);
+            }
         }
     }
-    c.bench_function("train_step/lcnet_x0_25_b32_64px", |b| b.iter(&mut one_step));
+    let llvm_only = std::env::var_os("OAR_BENCH_LLVM_ONLY").is_some();
+    if !llvm_only {
+        c.bench_function("train_step/lcnet_x0_25_b32_64px", |b| b.iter(&mut one_step));
+    }
     let Some(mut paddle) = Peer::start(&[
         "paddle_train",
         "PPLCNet_x0_25",
@@ -95,12 +117,16 @@ fn bench(c: &mut Criterion) {
         println!("PaddlePaddle not available: run `python3 scripts/paddle_setup.py`");
         return;
     };
-    let r = Interleaved::measure(
-        ROUNDS,
-        REPS,
-        |reps| peer::median_time(reps, &mut one_step) * 1e3,
-        &mut paddle,
-    );
+    let r = if llvm_only {
+        None
+    } else {
+        Interleaved::measure(
+            ROUNDS,
+            REPS,
+            |reps| peer::median_time(reps, &mut one_step) * 1e3,
+            &mut paddle,
+        )
+    };
     let rl = Interleaved::measure(
         ROUNDS,
         REPS * 5,
@@ -127,6 +153,7 @@ fn bench(c: &mut Criterion) {
                  {ratio:.1} (rounds {lo:.1}–{hi:.1})"
             );
         }
+        None if llvm_only => {}
         None => println!("the Paddle peer stopped answering"),
     }
 }

@@ -1,7 +1,8 @@
 //! Gradient ops (`conv2d_grad_weight`, `pool_grad`, `scatter_add`, `gather_grad`) and
-//! `conv_transpose2d` (conv2d's data gradient) as plain loop nests. Each parallel iteration owns one output element and gathers everything that
-//! adds into it (no scatter, so no write races between threads); they are reference
-//! kernels, correct rather than fast.
+//! `conv_transpose2d` (conv2d's data gradient) as plain loop nests. Each parallel iteration
+//! owns one output element and gathers everything that adds into it (no scatter, so no
+//! write races between threads). The convolution ones are the fallbacks of the fast forms
+//! in `conv_grad` (through the forward conv kernels and the GEMM).
 
 use super::{Arg, Builder};
 use crate::kernel::{Body, Cond, Expr, IExpr, Stmt, Un};
@@ -82,7 +83,15 @@ pub(crate) fn lower(
         return Err(format!("`{}` is compiled for f32 only", g.name()));
     }
     match g {
-        GradOp::Conv2dWeight { conv, kernel } => conv_weight(b, name, conv, *kernel, ins, out),
+        GradOp::Conv2dWeight { conv, kernel } => {
+            let k = kernel.map(|v| v as i64);
+            if super::conv_grad::dense_weight_grad(b, name, conv, k, ins, out)?
+                || super::conv_grad::depthwise_weight_grad(b, name, conv, k, ins, out)?
+            {
+                return Ok(());
+            }
+            conv_weight(b, name, conv, *kernel, ins, out)
+        }
         GradOp::Pool(p) => pool(b, name, p, ins, out),
         GradOp::ScatterAdd { axis } => scatter_add(b, name, *axis, ins, out),
         GradOp::Gather { axis, rows } => gather(b, name, *axis, *rows as i64, ins, out),
@@ -101,6 +110,9 @@ pub(crate) fn conv_transpose(
 ) -> Result<(), String> {
     if out.dtype != DType::F32 {
         return Err("conv_transpose2d is compiled for f32 only".into());
+    }
+    if super::conv_grad::data_grad(b, name, t_attrs, ins, out)? {
+        return Ok(());
     }
     let a = &t_attrs.conv;
     let (x, w) = (&ins[0], &ins[1]);

@@ -3,10 +3,12 @@
 
 mod comm;
 mod contraction;
+mod conv_grad;
 mod data_movement;
 mod depthwise;
 mod gemv;
 mod grad_ops;
+mod inplace;
 mod norm_reduce_pool;
 mod padded;
 mod pointwise;
@@ -259,6 +261,7 @@ pub fn build_kernels(
     // (`Program::updates`).
     let training = g.mode == oar_ir::ExecMode::Training;
     let g = inline_functions(g).map_err(top)?;
+    let inline = inplace::inline_plan(&g, bindings);
     let mut b = Builder {
         program: Program::default(),
         kernels: Vec::new(),
@@ -396,23 +399,39 @@ pub fn build_kernels(
             b.buf.insert(id.into(), src);
             continue;
         }
-        let ins: Vec<Arg> = node
-            .inputs
-            .iter()
-            .map(|v| {
-                let t = g.value_type(*v).expect("verified graph");
-                Arg {
-                    buf: b.buf[v],
-                    shape: t
-                        .shape
-                        .eval(bindings, 1)
-                        .iter()
-                        .map(|&d| d as i64)
-                        .collect(),
-                    dtype: t.dtype,
-                }
+        // Computed in place by its reader's kernel.
+        if inline[id.index()] {
+            continue;
+        }
+        let arg = |b: &Builder, v: &ValueRef| -> Result<Arg, BuildError> {
+            let t = g
+                .value_type(*v)
+                .ok_or_else(|| fail(format!("operand {v:?} has no type")))?;
+            Ok(Arg {
+                buf: *b
+                    .buf
+                    .get(v)
+                    .ok_or_else(|| fail(format!("operand {v:?} has no buffer")))?,
+                shape: t
+                    .shape
+                    .eval(bindings, 1)
+                    .iter()
+                    .map(|&d| d as i64)
+                    .collect(),
+                dtype: t.dtype,
             })
-            .collect();
+        };
+        let fused = node.inputs.iter().any(|v| inline[v.node.index()]);
+        let mut leaves: Vec<ValueRef> = Vec::new();
+        let tree = if fused {
+            Some(expr_tree(&g, &inline, id, &mut leaves).map_err(fail)?)
+        } else {
+            None
+        };
+        let ins: Vec<Arg> = if fused { &leaves } else { &node.inputs }
+            .iter()
+            .map(|v| arg(&b, v))
+            .collect::<Result<_, _>>()?;
         let mut outs = Vec::new();
         for (p, t) in node.outputs.iter().enumerate() {
             elem_of(t.dtype).map_err(fail)?;
@@ -430,7 +449,14 @@ pub fn build_kernels(
             });
         }
         b.node_fixed = from_fixed;
-        lower_node(&mut b, &node.name, &node.op, &ins, &outs).map_err(fail)?;
+        match &tree {
+            Some(t) => {
+                let name = format!("fused_{}_{}", node.op.name(), node.name);
+                inplace::fused(&mut b, &name, t, &ins, &outs[0])
+            }
+            None => lower_node(&mut b, &node.name, &node.op, &ins, &outs),
+        }
+        .map_err(fail)?;
         b.node_fixed = false;
         if from_fixed {
             b.fixed_bufs.extend(outs.iter().map(|o| o.buf));
@@ -476,6 +502,32 @@ pub fn build_kernels(
         kernels: b.kernels,
         cpu: cpu.clone(),
     })
+}
+
+/// The elementwise expression of node `id` with its in-place operands expanded; the
+/// stored operands it reads are appended to `leaves` (once each).
+fn expr_tree(
+    g: &Graph,
+    inline: &[bool],
+    id: oar_ir::NodeId,
+    leaves: &mut Vec<ValueRef>,
+) -> Result<inplace::Tree, String> {
+    let node = g.node(id);
+    let op = inplace::expr_operator(&node.op)
+        .ok_or_else(|| format!("internal: `{}` read an operand in place", node.op.name()))?;
+    let mut kids = Vec::new();
+    for v in &node.inputs {
+        kids.push(if inline[v.node.index()] {
+            inplace::Operand::Op(Box::new(expr_tree(g, inline, v.node, leaves)?))
+        } else {
+            let k = leaves.iter().position(|l| l == v).unwrap_or_else(|| {
+                leaves.push(*v);
+                leaves.len() - 1
+            });
+            inplace::Operand::Leaf(k)
+        });
+    }
+    Ok(inplace::Tree { op, kids })
 }
 
 fn lower_node(

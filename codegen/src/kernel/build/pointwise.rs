@@ -3,7 +3,7 @@
 
 use super::{Arg, Builder};
 use crate::kernel::{Body, Cond, Expr, IExpr, Stmt, Un};
-use oar_ir::op::{BinaryOp, Op, UnaryOp};
+use oar_ir::op::{Op, UnaryOp};
 use oar_ir::DType;
 
 /// Elements per thread slice below which a kernel stays on one thread.
@@ -225,65 +225,11 @@ pub(crate) fn lower(
         ));
     }
     match op {
-        Op::Unary(u) => map(b, name, ins, out, |x, _| unary_expr(*u, x[0].clone())),
-        Op::Binary(bo) => {
-            let bin = match bo {
-                BinaryOp::Add => crate::kernel::Bin::Add,
-                BinaryOp::Sub => crate::kernel::Bin::Sub,
-                BinaryOp::Mul => crate::kernel::Bin::Mul,
-                BinaryOp::Div => crate::kernel::Bin::Div,
-                BinaryOp::Pow => crate::kernel::Bin::Pow,
-                BinaryOp::Max => crate::kernel::Bin::Max,
-                BinaryOp::Min => crate::kernel::Bin::Min,
-                BinaryOp::Less | BinaryOp::Greater => {
-                    let less = *bo == BinaryOp::Less;
-                    return map(b, name, ins, out, move |x, _| {
-                        let (a, c) = if less { (0, 1) } else { (1, 0) };
-                        let lt = Cond::Lt(Box::new(x[a].clone()), Box::new(x[c].clone()));
-                        Expr::Select(lt, Box::new(Expr::C(1.0)), Box::new(Expr::C(0.0)))
-                    });
-                }
-                BinaryOp::Equal => {
-                    // Neither less nor greater (a NaN operand compares equal here; the
-                    // step graphs compare integer labels converted to f32, exact below 2^24).
-                    return map(b, name, ins, out, |x, _| {
-                        let lt = |a: &Expr, c: &Expr| Cond::Lt(Box::new(a.clone()), Box::new(c.clone()));
-                        let zero = || Box::new(Expr::C(0.0));
-                        Expr::Select(
-                            lt(&x[0], &x[1]),
-                            zero(),
-                            Box::new(Expr::Select(lt(&x[1], &x[0]), zero(), Box::new(Expr::C(1.0)))),
-                        )
-                    });
-                }
-            };
-            map(b, name, ins, out, |x, _| {
-                x[0].clone().bin(bin, x[1].clone())
-            })
+        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } => {
+            let e = super::inplace::expr_operator(op)
+                .ok_or_else(|| format!("internal: {} is not elementwise", op.name()))?;
+            map(b, name, ins, out, |x, _| super::inplace::op_expr(e, x))
         }
-        Op::Where => {
-            let n: i64 = out.shape.iter().product();
-            let i = IExpr::v(0);
-            let cond = Cond::Bool(1, bcast_index(&i, &out.shape, &ins[0].shape));
-            let a = load(2, ins[1].dtype, bcast_index(&i, &out.shape, &ins[1].shape));
-            let c = load(3, ins[2].dtype, bcast_index(&i, &out.shape, &ins[2].shape));
-            let body = vec![Stmt::par(
-                n,
-                vec![Stmt::Store {
-                    buf: 0,
-                    idx: i,
-                    val: Expr::Select(cond, Box::new(a), Box::new(c)),
-                }],
-            )];
-            b.kernel(
-                name,
-                &[out.buf, ins[0].buf, ins[1].buf, ins[2].buf],
-                Body::Loops(body),
-                n,
-                GRAIN,
-            )
-        }
-        Op::Cast { .. } => map(b, name, ins, out, |x, _| x[0].clone()),
         Op::CausalMask { fill } => {
             let r = out.shape.len();
             let (m, n) = (out.shape[r - 2], out.shape[r - 1]);
