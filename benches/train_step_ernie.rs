@@ -5,7 +5,8 @@
 //! backend (`CompiledRunner`) and in the reference interpreter, each against PaddleNLP's
 //! `ErnieForMaskedLM` trained by PaddlePaddle's CPU build (benches/peer_ernie.py), in the
 //! same run. `cargo bench --bench train_step_ernie`; `OAR_PROFILE=1` prints the compiled
-//! step's slowest kernels instead (no peer, no interpreter).
+//! step's slowest kernels instead (no peer, no interpreter); `OAR_BENCH_NO_INTERP=1` skips
+//! the interpreter's row (about a minute a step).
 //!
 //! A step takes seconds on either side, so this bench times interleaved blocks itself
 //! (benches/peer) instead of through criterion, whose 10-sample minimum would take many
@@ -73,8 +74,8 @@ fn main() {
     let mut weights = oar::runtime::init::init_weights(&model, 0).expect("init");
     weights.extend(step.init_state());
     let inputs = inputs(&step.inputs, cfg.vocab as i64);
-    let mut runner = CompiledRunner::new(step.graph.clone(), &weights, 0, THREADS)
-        .expect("the step compiles");
+    let mut runner =
+        CompiledRunner::new(step.graph.clone(), &weights, 0, THREADS).expect("the step compiles");
     if std::env::var_os("OAR_PROFILE").is_some() {
         profile(&mut runner, &inputs);
         return;
@@ -130,6 +131,9 @@ fn main() {
         }
         None => println!("the Paddle peer stopped answering"),
     }
+    if std::env::var_os("OAR_BENCH_NO_INTERP").is_some() {
+        return;
+    }
     let r = Interleaved::measure(
         ROUNDS,
         REPS,
@@ -161,7 +165,11 @@ fn profile(runner: &mut CompiledRunner, inputs: &[HostTensor]) {
     let mut times: Vec<(String, f64)> = sum.into_iter().collect();
     times.sort_by(|a, b| b.1.total_cmp(&a.1));
     let total: f64 = times.iter().map(|t| t.1).sum();
-    println!("compiled step: {:.1} ms in {} kernels", total * 1e3, times.len());
+    println!(
+        "compiled step: {:.1} ms in {} kernels",
+        total * 1e3,
+        times.len()
+    );
     for (name, t) in times.iter().take(30) {
         println!("{:9.2} ms {:5.1}%  {name}", t * 1e3, 100.0 * t / total);
     }

@@ -262,7 +262,11 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                         ir.b.build_select(inside, x, ir.f(0.0), "z")
                             .m()?
                             .into_float_value();
-                    ir.store_f32(self.scratch, ir.add(dst0, ir.add(ir.mul(kk, ir.i(nr))?, ir.i(j))?)?, x)
+                    ir.store_f32(
+                        self.scratch,
+                        ir.add(dst0, ir.add(ir.mul(kk, ir.i(nr))?, ir.i(j))?)?,
+                        x,
+                    )
                 })?;
             }
             Ok(())

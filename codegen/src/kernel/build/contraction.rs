@@ -245,7 +245,13 @@ fn gemm(
             if rc * ncb % 2 == 1 {
                 rc += 1;
             }
-            rc.min((spec.m + 47) / 48).max(1)
+            rc = rc.min((spec.m + 47) / 48).max(1);
+            // Tall products (a vocabulary-sized weight gradient, [40000, 128]): split rows
+            // so that each thread packs only its rows of A, once, for all columns.
+            if spec.m >= 8 * n {
+                rc = rc.max(2);
+            }
+            rc
         };
         let units = spec.batch * spec.row_chunks * ncb;
         let grain = (units / 8).clamp(1, 4);
@@ -438,8 +444,16 @@ fn matmul(
     let rows = if batch_b == 1 && !ta { batch_a * m } else { m };
     let tile = b.tiling;
     if (ta || tb) && (rows < tile.mr || n < tile.nr) {
-        let a = if ta { transposed(b, name, a)? } else { a.clone() };
-        let w = if tb { transposed(b, name, w)? } else { w.clone() };
+        let a = if ta {
+            transposed(b, name, a)?
+        } else {
+            a.clone()
+        };
+        let w = if tb {
+            transposed(b, name, w)?
+        } else {
+            w.clone()
+        };
         return matmul(b, name, &[a, w], out, false, false, t);
     }
     let spec = |m: i64, batch: i64, sa: i64, sb: i64| GemmSpec {

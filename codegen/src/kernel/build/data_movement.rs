@@ -262,7 +262,9 @@ pub(crate) fn lower_grad(
     match g {
         GradOp::ScatterAdd { axis } => scatter_add(b, name, *axis, ins, out),
         GradOp::Gather { axis, rows } => gather_grad(b, name, *axis, *rows as i64, ins, out),
-        GradOp::Conv2dWeight { .. } | GradOp::Pool(_) => super::grad_ops::lower(b, name, g, ins, out),
+        GradOp::Conv2dWeight { .. } | GradOp::Pool(_) => {
+            super::grad_ops::lower(b, name, g, ins, out)
+        }
     }
 }
 
@@ -315,7 +317,13 @@ fn scatter_add(
         return Err("scatter_add: indices and data differ in rank".into());
     }
     let n: i64 = data.shape.iter().product();
-    fill(b, &format!("{name}.copy"), &[out.buf, data.buf], n, Expr::Load(1, IExpr::v(0)))?;
+    fill(
+        b,
+        &format!("{name}.copy"),
+        &[out.buf, data.buf],
+        n,
+        Expr::Load(1, IExpr::v(0)),
+    )?;
     let (dst, ist) = (strides(&data.shape), strides(&idx.shape));
     let others: Vec<usize> = (0..rank).filter(|&d| d != a).collect();
     let lines: i64 = others.iter().map(|&d| idx.shape[d]).product();
@@ -350,7 +358,13 @@ fn scatter_add(
         )],
     )];
     let grain = (GRAIN / len.max(1)).max(1);
-    b.kernel(name, &[out.buf, idx.buf, upd.buf], Body::Loops(body), lines, grain)
+    b.kernel(
+        name,
+        &[out.buf, idx.buf, upd.buf],
+        Body::Loops(body),
+        lines,
+        grain,
+    )
 }
 
 /// The data gradient of `gather(data, idx) {axis}`: zeros `[outer, rows, inner]`, then
@@ -402,5 +416,11 @@ fn gather_grad(
         )],
     )];
     let grain = (GRAIN / (ni * w).max(1)).max(1);
-    b.kernel(name, &[out.buf, idx.buf, dy.buf], Body::Loops(body), units, grain)
+    b.kernel(
+        name,
+        &[out.buf, idx.buf, dy.buf],
+        Body::Loops(body),
+        units,
+        grain,
+    )
 }

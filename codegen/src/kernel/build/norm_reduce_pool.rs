@@ -422,11 +422,7 @@ fn reduce_leading(
         Stmt::seq(1, rows, vec![Stmt::seq(2, w, vec![store(upd)])]),
     ];
     if op == ReduceOp::Mean {
-        body.push(Stmt::seq(
-            2,
-            w,
-            vec![store(acc.div(Expr::C(rows as f32)))],
-        ));
+        body.push(Stmt::seq(2, w, vec![store(acc.div(Expr::C(rows as f32)))]));
     }
     let units = cols / w;
     let grain = (16 * 1024 / (rows * w).max(1)).max(1);
