@@ -15,6 +15,7 @@ use oar::passes::training::{
 use oar::runtime::interp::{run_with_options, RunOptions};
 use oar::runtime::io::npy::{read_npy, write_npy};
 use oar::runtime::io::weights::save_safetensors;
+use oar::runtime::train::StepRunner;
 use oar::runtime::{init::init_weights, HostTensor, Weights};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
