@@ -284,10 +284,9 @@ pub(super) fn launch(
         seed,
         stream,
         what: format!("{n_rows} training sequences of {} tokens", a.text.seq),
-        // The compiled ERNIE step is slower than the interpreter today (145 vs 345 tokens/s
-        // for ernie-3.0-tiny at b16·s128: its matmul gradients are not yet GEMMs), so text
-        // runs take the interpreter unless `--backend llvm` asks otherwise.
-        compile_by_default: false,
+        // Compiled by default, like the image path (docs/training.md gives both backends'
+        // tokens/s); a step the backend cannot compile falls back to the interpreter.
+        compile_by_default: true,
         loss_parts: loss_parts(&graph),
     };
     let state = run_loop(graph, Some(eval_graph), spec, a, prepared)?;

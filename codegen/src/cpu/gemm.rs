@@ -24,10 +24,16 @@ fn variant_name(s: &GemmSpec) -> String {
     };
     let a = if s.a_packed { "_apacked" } else { "" };
     let b = if reads_b_directly(s) { "_bdirect" } else { "" };
+    let tr = match (s.trans_a, s.trans_b) {
+        (false, false) => "",
+        (true, false) => "_ta",
+        (false, true) => "_tb",
+        (true, true) => "_tatb",
+    };
     let t = &s.tile;
     let tile = format!("{}x{}_{}_{}_{}", t.mr, t.nr, t.kc, t.mc, t.nc);
     format!(
-        "oar_sgemm_{tile}_{:?}_{}_{act}{a}{b}",
+        "oar_sgemm_{tile}_{:?}_{}_{act}{a}{b}{tr}",
         s.bias, s.residual as u8
     )
     .to_lowercase()
@@ -36,8 +42,9 @@ fn variant_name(s: &GemmSpec) -> String {
 /// Shallow products (a 1×1 convolution with few input channels) read B's full panels in
 /// place: an NR-column strip of at most 64 rows stays in L1 across the row tiles, and
 /// packing it would cost about as much as the multiply-adds. Partial panels are packed.
+/// A transposed B has no such rows: it is always packed.
 fn reads_b_directly(s: &GemmSpec) -> bool {
-    s.k <= 64
+    s.k <= 64 && !s.trans_b
 }
 
 /// `void f(A, B, C, bias, res, row_hi, N, K, lda, ldb, ldc, col_lo, col_hi, scratch, row_lo)`:
@@ -181,6 +188,9 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
     ) -> R<()> {
         let ir = self.ir;
         let (nr, lanes) = (self.s.tile.nr, self.s.tile.lanes);
+        if self.s.trans_b {
+            return self.pack_bt(jc, nc, pc, kc);
+        }
         let start = if reads_b_directly(self.s) {
             let full = ir.b.build_int_signed_div(nc, ir.i(nr), "full").m()?;
             ir.mul(full, ir.i(nr))?
@@ -224,6 +234,86 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         })
     }
 
+    /// [`Gemm::pack`] for a B stored transposed (`B[kk, j]` at `j·ldb + kk`): each of a
+    /// panel's NR columns is one contiguous row of the stored matrix, read once.
+    fn pack_bt(
+        &self,
+        jc: IntValue<'ctx>,
+        nc: IntValue<'ctx>,
+        pc: IntValue<'ctx>,
+        kc: IntValue<'ctx>,
+    ) -> R<()> {
+        let ir = self.ir;
+        let nr = self.s.tile.nr;
+        ir.for_loop(ir.i(0), nc, nr, &mut |ir, j0| {
+            let panel = ir.b.build_int_signed_div(j0, ir.i(nr), "panel").m()?;
+            let dst0 = ir.mul(ir.mul(panel, kc)?, ir.i(nr))?;
+            for j in 0..nr {
+                let inside = ir.icmp(IntPredicate::SLT, ir.add(j0, ir.i(j))?, nc)?;
+                // Columns past nc read column jc (in range) and store zero.
+                let col =
+                    ir.b.build_select(inside, ir.add(jc, ir.add(j0, ir.i(j))?)?, jc, "bc")
+                        .m()?
+                        .into_int_value();
+                let src = ir.add(ir.mul(col, self.ldb)?, pc)?;
+                ir.for_loop(ir.i(0), kc, 1, &mut |ir, kk| {
+                    let x = ir.load_f32(self.bm, ir.add(src, kk)?)?;
+                    let x =
+                        ir.b.build_select(inside, x, ir.f(0.0), "z")
+                            .m()?
+                            .into_float_value();
+                    ir.store_f32(
+                        self.scratch,
+                        ir.add(dst0, ir.add(ir.mul(kk, ir.i(nr))?, ir.i(j))?)?,
+                        x,
+                    )
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    /// [`Gemm::pack_a`] for an A stored transposed (`A[row, kk]` at `kk·lda + row`): per
+    /// depth step, each panel's MR rows are MR consecutive values of a stored row.
+    fn pack_at(
+        &self,
+        ic: IntValue<'ctx>,
+        ic_end: IntValue<'ctx>,
+        pc: IntValue<'ctx>,
+        kc: IntValue<'ctx>,
+    ) -> R<()> {
+        let ir = self.ir;
+        let mr = self.s.tile.mr;
+        let rows = ir.sub(ic_end, ic)?;
+        let a0 = ir.i(self.s.tile.a_block_offset());
+        ir.for_loop(ir.i(0), rows, mr, &mut |ir, i0| {
+            let p = ir.b.build_int_signed_div(i0, ir.i(mr), "p").m()?;
+            let base = ir.add(ir.mul(ir.mul(p, kc)?, ir.i(mr))?, a0)?;
+            let insides: Vec<IntValue<'ctx>> = (0..mr)
+                .map(|r| ir.icmp(IntPredicate::SLT, ir.add(i0, ir.i(r))?, rows))
+                .collect::<R<_>>()?;
+            ir.for_loop(ir.i(0), kc, 1, &mut |ir, kk| {
+                let src = ir.add(ir.mul(ir.add(pc, kk)?, self.lda)?, ir.add(ic, i0)?)?;
+                let dst = ir.add(base, ir.mul(kk, ir.i(mr))?)?;
+                for (r, &inside) in insides.iter().enumerate() {
+                    let r = r as i64;
+                    // Rows past ic_end read the block's first row (in range) and store zero.
+                    let at =
+                        ir.b.build_select(inside, ir.add(src, ir.i(r))?, src, "at")
+                            .m()?
+                            .into_int_value();
+                    let x = ir.load_f32(self.a, at)?;
+                    let x =
+                        ir.b.build_select(inside, x, ir.f(0.0), "z")
+                            .m()?
+                            .into_float_value();
+                    ir.store_f32(self.scratch, ir.add(dst, ir.i(r))?, x)?;
+                }
+                Ok(())
+            })
+        })
+    }
+
     /// Packs A[ic..ic_end, pc..pc+kc] as MR-row panels after B's panel in scratch:
     /// `Ap[(p·kc + kk)·MR + r]`, rows past `ic_end` zero.
     fn pack_a(
@@ -233,6 +323,9 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         pc: IntValue<'ctx>,
         kc: IntValue<'ctx>,
     ) -> R<()> {
+        if self.s.trans_a {
+            return self.pack_at(ic, ic_end, pc, kc);
+        }
         let ir = self.ir;
         let mr = self.s.tile.mr;
         let rows = ir.sub(ic_end, ic)?;

@@ -85,6 +85,12 @@ pub struct GemmSpec {
     /// blocks, each K deep, `Bp[(col / G · K + k) · G + col % G]`, columns past n zero:
     /// each unit then streams contiguous memory. Gemv bodies by column block only.
     pub b_packed: bool,
+    /// A is stored transposed (k × m, row stride `lda`); read so by the GEMM's packing.
+    /// Gemm bodies only.
+    pub trans_a: bool,
+    /// B is stored transposed (n × k, row stride `ldb`); read so by the GEMM's packing.
+    /// Gemm bodies only.
+    pub trans_b: bool,
     pub bias: BiasMode,
     pub residual: bool,
     pub act: GemmAct,

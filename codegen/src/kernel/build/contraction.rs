@@ -245,7 +245,13 @@ fn gemm(
             if rc * ncb % 2 == 1 {
                 rc += 1;
             }
-            rc.min((spec.m + 47) / 48).max(1)
+            rc = rc.min((spec.m + 47) / 48).max(1);
+            // Tall products (a vocabulary-sized weight gradient, [40000, 128]): split rows
+            // so that each thread packs only its rows of A, once, for all columns.
+            if spec.m >= 8 * n {
+                rc = rc.max(2);
+            }
+            rc
         };
         let units = spec.batch * spec.row_chunks * ncb;
         let grain = (units / 8).clamp(1, 4);
@@ -312,7 +318,8 @@ fn pack_a_panels(
     width: i64,
 ) -> Result<usize, String> {
     let name = format!("{name}.apack");
-    pack_panels(b, &name, a, [s.m, width, s.k], [s.lda, 1])
+    let strides = if s.trans_a { [1, s.lda] } else { [s.lda, 1] };
+    pack_panels(b, &name, a, [s.m, width, s.k], strides)
 }
 
 /// A prologue step copying a matrix into panels: `[len, width, depth]` cuts the axis of
@@ -422,27 +429,39 @@ fn matmul(
     tb: bool,
     t: Tail,
 ) -> Result<(), String> {
-    let a = if ta {
-        transposed(b, name, &ins[0])?
-    } else {
-        ins[0].clone()
-    };
-    let w = if tb {
-        transposed(b, name, &ins[1])?
-    } else {
-        ins[1].clone()
-    };
+    let (a, w) = (&ins[0], &ins[1]);
     let (ra, rb) = (a.shape.len(), w.shape.len());
-    let (m, k) = (a.shape[ra - 2], a.shape[ra - 1]);
-    let n = w.shape[rb - 1];
+    let (m, k) = if ta {
+        (a.shape[ra - 1], a.shape[ra - 2])
+    } else {
+        (a.shape[ra - 2], a.shape[ra - 1])
+    };
+    let n = if tb { w.shape[rb - 2] } else { w.shape[rb - 1] };
     let batch_a: i64 = a.shape[..ra - 2].iter().product();
     let batch_b: i64 = w.shape[..rb - 2].iter().product();
+    // Transposed operands are read in place by the blocked GEMM's packing; the GEMV and
+    // narrow-product kernels read row-major operands only, so there they are copied.
+    let rows = if batch_b == 1 && !ta { batch_a * m } else { m };
+    let tile = b.tiling;
+    if (ta || tb) && (rows < tile.mr || n < tile.nr) {
+        let a = if ta {
+            transposed(b, name, a)?
+        } else {
+            a.clone()
+        };
+        let w = if tb {
+            transposed(b, name, w)?
+        } else {
+            w.clone()
+        };
+        return matmul(b, name, &[a, w], out, false, false, t);
+    }
     let spec = |m: i64, batch: i64, sa: i64, sb: i64| GemmSpec {
         m,
         n,
         k,
-        lda: k,
-        ldb: n,
+        lda: if ta { m } else { k },
+        ldb: if tb { k } else { n },
         ldc: n,
         batch,
         stride_a: sa,
@@ -451,13 +470,18 @@ fn matmul(
         row_chunks: 1,
         a_packed: false,
         b_packed: false,
+        trans_a: ta,
+        trans_b: tb,
         bias: BiasMode::None,
         residual: false,
         act: GemmAct::None,
-        tile: b.tiling,
+        tile,
     };
-    let s = if batch_b == 1 {
+    let s = if batch_b == 1 && !ta {
+        // Row-major A: the batches are more rows of one product.
         spec(batch_a * m, 1, 0, 0)
+    } else if batch_b == 1 {
+        spec(m, batch_a, m * k, 0)
     } else if batch_a == batch_b {
         spec(m, batch_a, m * k, k * n)
     } else if batch_a == 1 {
@@ -503,6 +527,8 @@ fn conv(
             row_chunks: 1,
             a_packed: false,
             b_packed: false,
+            trans_a: false,
+            trans_b: false,
             bias: BiasMode::None,
             residual: false,
             act: GemmAct::None,
@@ -579,6 +605,8 @@ fn conv(
             row_chunks: 1,
             a_packed: false,
             b_packed: false,
+            trans_a: false,
+            trans_b: false,
             bias: BiasMode::None,
             residual: false,
             act: GemmAct::None,

@@ -3,8 +3,8 @@
 
 use super::pointwise::GRAIN;
 use super::{Arg, Builder};
-use crate::kernel::{Body, Expr, IExpr, Stmt};
-use oar_ir::op::{norm_axis, Op};
+use crate::kernel::{Body, Cond, Expr, IExpr, Stmt};
+use oar_ir::op::{norm_axis, GradOp, Op};
 use oar_ir::DType;
 
 fn strides(shape: &[i64]) -> Vec<i64> {
@@ -244,4 +244,183 @@ pub(crate) fn lower(
         | Op::Grad(_)
         | Op::Send { .. } => Err(format!("internal: {} routed to data_movement", op.name())),
     }
+}
+
+/// The gradient ops: `scatter_add` and `gather_grad` as linear-time scatters here (each
+/// parallel unit owns the output elements it adds into, so threads never race), the rest
+/// (convolution and pooling gradients) in `grad_ops`.
+pub(crate) fn lower_grad(
+    b: &mut Builder,
+    name: &str,
+    g: &GradOp,
+    ins: &[Arg],
+    out: &Arg,
+) -> Result<(), String> {
+    if out.dtype != DType::F32 {
+        return Err(format!("`{}` is compiled for f32 only", g.name()));
+    }
+    match g {
+        GradOp::ScatterAdd { axis } => scatter_add(b, name, *axis, ins, out),
+        GradOp::Gather { axis, rows } => gather_grad(b, name, *axis, *rows as i64, ins, out),
+        GradOp::Conv2dWeight { .. } | GradOp::Pool(_) => {
+            super::grad_ops::lower(b, name, g, ins, out)
+        }
+    }
+}
+
+/// An index along an axis of `len` entries, negative ones counted from the end, and
+/// whether it is in range. Out-of-range indices (which the interpreter rejects) add
+/// nothing and write inside the tensor, never past it.
+fn checked_index(raw: IExpr, len: i64) -> (IExpr, Cond) {
+    let adj = IExpr::Select(
+        Box::new(Cond::Le(IExpr::c(0), raw.clone())),
+        Box::new(raw.clone()),
+        Box::new(raw.add(IExpr::c(len))),
+    );
+    let ok = Cond::InRange(adj.clone(), len);
+    let at = IExpr::Select(Box::new(ok.clone()), Box::new(adj), Box::new(IExpr::c(0)));
+    (at, ok)
+}
+
+/// `out[t] = val` over `n` elements, in parallel.
+fn fill(b: &mut Builder, name: &str, args: &[usize], n: i64, val: Expr) -> Result<(), String> {
+    let body = vec![Stmt::par(
+        n,
+        vec![Stmt::Store {
+            buf: 0,
+            idx: IExpr::v(0),
+            val,
+        }],
+    )];
+    b.kernel(name, args, Body::Loops(body), n, GRAIN)
+}
+
+/// The widest of 16, 8, 4, 2, 1 that divides `n`: contiguous runs a unit handles together.
+fn run_of(n: i64) -> i64 {
+    [16, 8, 4, 2].into_iter().find(|w| n % w == 0).unwrap_or(1)
+}
+
+/// `out = data`, then `out[.., idx[i], ..] += upd[i]` along `axis`. Updates that differ in
+/// a coordinate other than `axis` never meet, so each parallel unit is one line of `idx`
+/// along `axis` (all its other coordinates fixed), walked in order.
+fn scatter_add(
+    b: &mut Builder,
+    name: &str,
+    axis: i64,
+    ins: &[Arg],
+    out: &Arg,
+) -> Result<(), String> {
+    let (data, idx, upd) = (&ins[0], &ins[1], &ins[2]);
+    let rank = data.shape.len();
+    let a = norm_axis(axis, rank).map_err(|e| e.0)?;
+    if idx.shape.len() != rank {
+        return Err("scatter_add: indices and data differ in rank".into());
+    }
+    let n: i64 = data.shape.iter().product();
+    fill(
+        b,
+        &format!("{name}.copy"),
+        &[out.buf, data.buf],
+        n,
+        Expr::Load(1, IExpr::v(0)),
+    )?;
+    let (dst, ist) = (strides(&data.shape), strides(&idx.shape));
+    let others: Vec<usize> = (0..rank).filter(|&d| d != a).collect();
+    let lines: i64 = others.iter().map(|&d| idx.shape[d]).product();
+    let len = idx.shape[a];
+    // Line t's coordinates: t in the row-major order of idx's other dims.
+    let t = IExpr::v(0);
+    let (mut base_i, mut base_o, mut step) = (IExpr::c(0), IExpr::c(0), 1i64);
+    for &d in others.iter().rev() {
+        let c = t.clone().div(step).rem(idx.shape[d]);
+        base_i = base_i.add(c.clone().mul(ist[d]));
+        base_o = base_o.add(c.mul(dst[d]));
+        step *= idx.shape[d];
+    }
+    let i = base_i.add(IExpr::v(1).mul(ist[a]));
+    let (at, ok) = checked_index(IExpr::Load(1, Box::new(i.clone())), data.shape[a]);
+    let tgt = base_o.add(at.mul(dst[a]));
+    let add = Expr::Load(0, tgt.clone()).add(Expr::Select(
+        ok,
+        Box::new(Expr::Load(2, i)),
+        Box::new(Expr::C(0.0)),
+    ));
+    let body = vec![Stmt::par(
+        lines,
+        vec![Stmt::seq(
+            1,
+            len,
+            vec![Stmt::Store {
+                buf: 0,
+                idx: tgt,
+                val: add,
+            }],
+        )],
+    )];
+    let grain = (GRAIN / len.max(1)).max(1);
+    b.kernel(
+        name,
+        &[out.buf, idx.buf, upd.buf],
+        Body::Loops(body),
+        lines,
+        grain,
+    )
+}
+
+/// The data gradient of `gather(data, idx) {axis}`: zeros `[outer, rows, inner]`, then
+/// each cotangent slice `dy[o, k, :]` added at row `idx[k]`. A parallel unit owns a run of
+/// `inner` columns of one `o` and walks every index in order.
+fn gather_grad(
+    b: &mut Builder,
+    name: &str,
+    axis: i64,
+    rows: i64,
+    ins: &[Arg],
+    out: &Arg,
+) -> Result<(), String> {
+    let (idx, dy) = (&ins[0], &ins[1]);
+    let a = norm_axis(axis, out.shape.len()).map_err(|e| e.0)?;
+    let outer: i64 = out.shape[..a].iter().product();
+    let inner: i64 = out.shape[a + 1..].iter().product();
+    let ni: i64 = idx.shape.iter().product();
+    let n: i64 = out.shape.iter().product();
+    fill(b, &format!("{name}.zero"), &[out.buf], n, Expr::C(0.0))?;
+    let w = run_of(inner);
+    let runs = inner / w;
+    let (t, k, jj) = (IExpr::v(0), IExpr::v(1), IExpr::v(2));
+    let o = t.clone().div(runs);
+    let j = t.rem(runs).mul(w).add(jj);
+    let (r, ok) = checked_index(IExpr::Load(1, Box::new(k.clone())), rows);
+    let tgt = o.clone().mul(rows).add(r).mul(inner).add(j.clone());
+    let src = o.mul(ni).add(k).mul(inner).add(j);
+    let add = Expr::Load(0, tgt.clone()).add(Expr::Select(
+        ok,
+        Box::new(Expr::Load(2, src)),
+        Box::new(Expr::C(0.0)),
+    ));
+    let units = outer * runs;
+    let body = vec![Stmt::par(
+        units,
+        vec![Stmt::seq(
+            1,
+            ni,
+            vec![Stmt::seq(
+                2,
+                w,
+                vec![Stmt::Store {
+                    buf: 0,
+                    idx: tgt,
+                    val: add,
+                }],
+            )],
+        )],
+    )];
+    let grain = (GRAIN / (ni * w).max(1)).max(1);
+    b.kernel(
+        name,
+        &[out.buf, idx.buf, dy.buf],
+        Body::Loops(body),
+        units,
+        grain,
+    )
 }

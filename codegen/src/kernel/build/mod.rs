@@ -572,7 +572,7 @@ fn lower_node(
         | Op::Gather { .. }
         | Op::GatherElements { .. }
         | Op::Embedding => data_movement::lower(b, name, op, ins, outs),
-        Op::Grad(g) => grad_ops::lower(b, name, g, ins, &outs[0]),
+        Op::Grad(g) => data_movement::lower_grad(b, name, g, ins, &outs[0]),
         // conv2d's data gradient; a reference loop nest like the gradient ops.
         Op::ConvTranspose2d(t) => grad_ops::conv_transpose(b, name, t, ins, &outs[0]),
         Op::Input

@@ -328,6 +328,10 @@ fn reduce(
     op: ReduceOp,
 ) -> Result<(), String> {
     let rank = x.shape.len();
+    let lead = axes.len();
+    if lead < rank && axes.iter().all(|&a| a < lead) {
+        return reduce_leading(b, name, x, out, lead, op);
+    }
     let mut in_stride = vec![1i64; rank];
     for d in (0..rank.saturating_sub(1)).rev() {
         in_stride[d] = in_stride[d + 1] * x.shape[d + 1];
@@ -376,5 +380,57 @@ fn reduce(
         Body::Loops(vec_par(n_out, body)),
         n_out,
         16,
+    )
+}
+
+/// Reduces the leading `lead` dims of `x` (a bias or norm-scale gradient: `[rows, cols]`
+/// summed over rows). Per-output loops would stride a whole row between loads; here each
+/// parallel unit owns a run of columns, accumulated in the output row by row, so every
+/// load is contiguous.
+fn reduce_leading(
+    b: &mut Builder,
+    name: &str,
+    x: &Arg,
+    out: &Arg,
+    lead: usize,
+    op: ReduceOp,
+) -> Result<(), String> {
+    let rows: i64 = x.shape[..lead].iter().product();
+    let cols: i64 = x.shape[lead..].iter().product();
+    // Runs of up to 64 columns, at least 4 units when the columns allow.
+    let w = [64, 32, 16, 8, 4, 2]
+        .into_iter()
+        .find(|w| cols % w == 0 && cols / w >= 4)
+        .unwrap_or(1);
+    let (t, r, j) = (IExpr::v(0), IExpr::v(1), IExpr::v(2));
+    let col = t.mul(w).add(j);
+    let acc = Expr::Load(0, col.clone());
+    let xv = Expr::Load(1, r.mul(cols).add(col.clone()));
+    let (init, upd) = match op {
+        ReduceOp::Sum | ReduceOp::Mean => (0.0, acc.clone().add(xv)),
+        ReduceOp::Max => (NEG_INF, acc.clone().max(xv)),
+        ReduceOp::Min => (f32::INFINITY, acc.clone().min(xv)),
+        ReduceOp::Prod => (1.0, acc.clone().bin(Bin::Mul, xv)),
+    };
+    let store = |val: Expr| Stmt::Store {
+        buf: 0,
+        idx: col.clone(),
+        val,
+    };
+    let mut body = vec![
+        Stmt::seq(2, w, vec![store(Expr::C(init))]),
+        Stmt::seq(1, rows, vec![Stmt::seq(2, w, vec![store(upd)])]),
+    ];
+    if op == ReduceOp::Mean {
+        body.push(Stmt::seq(2, w, vec![store(acc.div(Expr::C(rows as f32)))]));
+    }
+    let units = cols / w;
+    let grain = (16 * 1024 / (rows * w).max(1)).max(1);
+    b.kernel(
+        name,
+        &[out.buf, x.buf],
+        Body::Loops(vec_par(units, body)),
+        units,
+        grain,
     )
 }

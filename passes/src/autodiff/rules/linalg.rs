@@ -3,7 +3,9 @@
 //! For `y = A·B` with `A = op(a)`, `B = op(b)` (`op` an optional transpose of the last two
 //! dims): `dA = g·Bᵀ` and `dB = Aᵀ·g`, and a transposed operand takes the transpose of its
 //! product. Each is written as one `matmul` with transpose flags (no explicit transposes),
-//! then summed over the batch dims the operand was broadcast along.
+//! then summed over the batch dims the operand was broadcast along. A weight (a matrix
+//! shared by every batch) times a batched, untransposed activation gets its gradient from
+//! one flattened product, `[P·M, K]ᵀ · [P·M, N]`, rather than P products summed.
 
 use super::elementwise::unary_grad;
 use super::InputGrads;
@@ -35,7 +37,14 @@ fn matmul_grads(
         None
     };
     let gb = if want[1] {
-        let d = if tb {
+        let d = if let Some((a2, g2)) = flattened(cx, a, b, ta, g, node)? {
+            // The batch dims fold into the contraction: no [P, K, N] partials to sum.
+            if tb {
+                cx.matmul(g2, a2, true, false, node)?
+            } else {
+                cx.matmul(a2, g2, true, false, node)?
+            }
+        } else if tb {
             // b = Bᵀ: db = (Aᵀ·g)ᵀ = gᵀ·A.
             cx.matmul(g, a, true, ta, node)?
         } else {
@@ -47,6 +56,30 @@ fn matmul_grads(
         None
     };
     Ok([ga, gb])
+}
+
+/// `a` and `g` reshaped to `[P·M, K]` and `[P·M, N]` when `b` is a matrix and `a` (not
+/// transposed) carries batch dims `P`; `None` otherwise.
+fn flattened(
+    cx: &mut GradCx,
+    a: ValueRef,
+    b: ValueRef,
+    ta: bool,
+    g: ValueRef,
+    node: NodeId,
+) -> Result<Option<(ValueRef, ValueRef)>, AutodiffError> {
+    let (ad, bd, gd) = (cx.dims(a), cx.dims(b), cx.dims(g));
+    if ta || bd.len() != 2 || ad.len() < 3 || gd.len() != ad.len() {
+        return Ok(None);
+    }
+    let rows: u64 = ad[..ad.len() - 1].iter().product();
+    let (k, n) = (ad[ad.len() - 1], gd[gd.len() - 1]);
+    if gd[..gd.len() - 1].iter().product::<u64>() != rows {
+        return Ok(None);
+    }
+    let a2 = cx.reshape(a, &[rows, k], node)?;
+    let g2 = cx.reshape(g, &[rows, n], node)?;
+    Ok(Some((a2, g2)))
 }
 
 pub(super) fn matmul(
