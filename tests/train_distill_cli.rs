@@ -8,7 +8,7 @@
 
 mod cli_util;
 
-use cli_util::oar;
+use cli_util::{oar, text_corpus};
 use oar::runtime::io::weights::load_safetensors;
 use std::path::{Path, PathBuf};
 
@@ -152,16 +152,6 @@ fn bad_distillation_settings_are_errors() {
     assert!(err.contains("not a zoo ERNIE"), "{err}");
 }
 
-fn pydoc() -> Option<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/data/pydoc");
-    if d.join("train").is_dir() {
-        Some(d)
-    } else {
-        eprintln!("skipped: no {} (run scripts/text_setup.py)", d.display());
-        None
-    }
-}
-
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
@@ -175,7 +165,7 @@ fn mean(v: &[f64]) -> f64 {
 /// teacher's weights move; the summary evaluates both models.
 #[test]
 fn online_distillation_of_ernie_trains_both_models() {
-    let Some(data) = pydoc() else { return };
+    let Some(data) = text_corpus() else { return };
     let d = scratch("ernie");
     let (save, log) = (d.join("ck"), d.join("log.jsonl"));
     let vocab = d.join("vocab.txt");

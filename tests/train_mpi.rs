@@ -6,21 +6,9 @@
 
 mod cli_util;
 
-use cli_util::{fails, log_lines, ok};
+use cli_util::{fails, log_lines, ok, text_corpus};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn corpus() -> Option<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/data/pydoc");
-    if d.join("train").is_dir() {
-        return Some(d);
-    }
-    eprintln!(
-        "skipped: no text corpus at {} (scripts/text_setup.py)",
-        d.display()
-    );
-    None
-}
 
 fn mpirun_available() -> bool {
     let ok = Command::new("mpirun").arg("--version").output().is_ok();
@@ -93,7 +81,7 @@ fn losses(path: &Path) -> Vec<f64> {
 
 #[test]
 fn ernie_dp2_and_dp4_losses_equal_one_process() {
-    let (Some(data), true) = (corpus(), mpirun_available()) else {
+    let (Some(data), true) = (text_corpus(), mpirun_available()) else {
         return;
     };
     let dir = scratch("ernie");
@@ -145,7 +133,7 @@ fn ernie_dp2_and_dp4_losses_equal_one_process() {
 
 #[test]
 fn dp_outside_mpi_is_a_clear_error() {
-    let Some(data) = corpus() else { return };
+    let Some(data) = text_corpus() else { return };
     let dir = scratch("nompi");
     let mut a = args(&data, &dir, "x.jsonl");
     a.extend(["--dp".into(), "2".into()]);

@@ -6,23 +6,11 @@
 
 mod cli_util;
 
-use cli_util::{fails, log_lines, ok};
+use cli_util::{fails, log_lines, ok, text_corpus};
 use std::path::{Path, PathBuf};
 
 /// The ERNIE the tests train: the zoo's first 3.0 configuration, whatever its exact name.
 const MODEL: &str = "ernie-3.0-tiny";
-
-fn corpus() -> Option<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/data/pydoc");
-    if d.join("train").is_dir() {
-        return Some(d);
-    }
-    eprintln!(
-        "skipped: no text corpus at {} (python3 scripts/text_setup.py; needs python3.11-doc)",
-        d.display()
-    );
-    None
-}
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("oar-text-{}-{name}", std::process::id()));
@@ -86,7 +74,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 #[test]
 fn ernie_masked_lm_lowers_the_validation_loss() {
-    let Some(data) = corpus() else { return };
+    let Some(data) = text_corpus() else { return };
     let d = scratch("learn");
     let (vocab, log) = (d.join("vocab.txt"), d.join("run.jsonl"));
     let extra = strings(&["--eval-every", "15", "--log", &s(&log)]);
@@ -120,7 +108,7 @@ fn ernie_masked_lm_lowers_the_validation_loss() {
 
 #[test]
 fn a_resumed_masked_lm_run_repeats_the_losses_bit_for_bit() {
-    let Some(data) = corpus() else { return };
+    let Some(data) = text_corpus() else { return };
     let d = scratch("resume");
     let vocab = d.join("vocab.txt");
     let run = |steps: u64, root: &str, more: &[&str]| {
@@ -179,7 +167,7 @@ fn a_resumed_masked_lm_run_repeats_the_losses_bit_for_bit() {
 }
 
 #[test]
-fn an_image_directory_is_not_a_corpus() {
+fn an_image_directory_is_not_a_text_corpus() {
     let d = scratch("not-text");
     let e = fails(&strings(&[
         "train",

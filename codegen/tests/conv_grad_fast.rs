@@ -8,26 +8,12 @@
 
 mod common;
 
-use common::{rel_err, TOL};
+use common::{rand_tensor as rand, rel_err, TOL};
 use oar_codegen::jit::JitModel;
 use oar_ir::op::{infer_types, ConvAttrs, ConvTransposeAttrs, GradOp, InferCtx};
 use oar_ir::{Graph, Op, TensorType, ValueRef};
 use oar_runtime::{run, HostTensor, Weights};
 use std::collections::BTreeMap;
-
-fn rand(dims: &[u64], seed: u64) -> HostTensor {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n: u64 = dims.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    HostTensor::f32(dims.iter().map(|&d| d as usize).collect(), v)
-}
 
 fn compare(g: &Graph, ins: &[HostTensor]) -> f64 {
     let w = Weights::new();

@@ -14,17 +14,8 @@ use oar_runtime::{run, HostTensor, Weights};
 use std::collections::BTreeMap;
 
 fn rand(dims: &[usize], seed: u64) -> HostTensor {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n: usize = dims.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    HostTensor::f32(dims.to_vec(), v)
+    let dims: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+    common::rand_tensor(&dims, seed)
 }
 
 #[test]

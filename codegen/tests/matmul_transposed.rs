@@ -8,28 +8,13 @@
 mod common;
 
 use common::random_graph::param;
-use common::{rel_err, TOL};
+use common::{rand_tensor as rand, rel_err, TOL};
 use oar_codegen::jit::JitModel;
 use oar_ir::op::MatMulAttrs;
 use oar_ir::{Graph, Op, TensorType, ValueRef};
-use oar_runtime::{run, HostTensor, Weights};
+use oar_runtime::{run, Weights};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-
-/// Random f32 entries in [−1, 1) (xorshift), distinct with probability ~1.
-fn rand(dims: &[u64], seed: u64) -> HostTensor {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n: u64 = dims.iter().product();
-    let v = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    HostTensor::f32(dims.iter().map(|&d| d as usize).collect(), v)
-}
 
 /// The stored dims of an `rows × cols` operand with `batch` dims, transposed or not.
 fn stored(batch: &[u64], rows: u64, cols: u64, t: bool) -> Vec<u64> {

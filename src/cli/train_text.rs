@@ -213,10 +213,7 @@ fn masked_lm_of_batch(
         .build_masked_lm(spec)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("cannot build {spec}"))?;
-    let bindings = BTreeMap::from([
-        ("N".to_string(), n),
-        ("seq".to_string(), a.text.seq as u64),
-    ]);
+    let bindings = BTreeMap::from([("N".to_string(), n), ("seq".to_string(), a.text.seq as u64)]);
     specialize(&model, &bindings)
         .with_context(|| format!("{spec}: shapes must be static once N and seq are bound"))
 }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn oar<S: AsRef<OsStr>>(args: &[S]) -> Output {
@@ -41,4 +41,17 @@ pub fn log_lines(path: &Path, kind: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
         .filter(|v| v["kind"] == kind)
         .collect()
+}
+
+/// The Python-docs corpus `scripts/text_setup.py` writes, or `None` (saying the test skips).
+pub fn text_corpus() -> Option<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/data/pydoc");
+    if d.join("train").is_dir() {
+        return Some(d);
+    }
+    eprintln!(
+        "skipped: no text corpus at {} (python3 scripts/text_setup.py; needs python3.11-doc)",
+        d.display()
+    );
+    None
 }

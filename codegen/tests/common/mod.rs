@@ -77,3 +77,18 @@ pub fn inference(g: oar_ir::Graph) -> oar_ir::Graph {
         .unwrap()
         .0
 }
+
+/// Random f32 entries in [−1, 1) (xorshift), distinct with probability ~1.
+pub fn rand_tensor(dims: &[u64], seed: u64) -> HostTensor {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let n: u64 = dims.iter().product();
+    let v = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    HostTensor::f32(dims.iter().map(|&d| d as usize).collect(), v)
+}
