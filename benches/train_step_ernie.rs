@@ -5,7 +5,7 @@
 //! backend (`CompiledRunner`) and in the reference interpreter, each against PaddleNLP's
 //! `ErnieForMaskedLM` trained by PaddlePaddle's CPU build (benches/peer_ernie.py), in the
 //! same run. `cargo bench --bench train_step_ernie`; `OAR_PROFILE=1` prints the compiled
-//! step's slowest kernels instead (no peer, no interpreter); `OAR_BENCH_NO_INTERP=1` skips
+//! step's slowest kernels instead (no peer, no interpreter); `OAR_BENCH_LLVM_ONLY=1` skips
 //! the interpreter's row (about a minute a step).
 //!
 //! A step takes seconds on either side, so this bench times interleaved blocks itself
@@ -131,7 +131,7 @@ fn main() {
         }
         None => println!("the Paddle peer stopped answering"),
     }
-    if std::env::var_os("OAR_BENCH_NO_INTERP").is_some() {
+    if std::env::var_os("OAR_BENCH_LLVM_ONLY").is_some() {
         return;
     }
     let r = Interleaved::measure(
