@@ -3,8 +3,9 @@
 //! Every rank loads the same data and draws the same global batches; its `DpRunner` takes
 //! the rank's contiguous `1/N` slice of each batch, runs the data-parallel step
 //! (`oar_passes::training::data_parallel`: gradients combined across ranks before clipping
-//! and the update) in the interpreter over `MpiComm`, and gathers the logits back into the
-//! global batch, so the loop, metrics and evaluation see what one process would. Rank 0
+//! and the update) in the interpreter over `MpiComm`; the step's loss is the global batch's,
+//! and evaluation runs the single-process inference graph, so the loop's metrics are what
+//! one process would report. Rank 0
 //! alone draws the progress bar and prints the summary; `--log run.jsonl` is rank 0's file,
 //! rank r > 0 writes `run.rank<r>.jsonl` beside it.
 
@@ -175,30 +176,6 @@ impl DpRunner {
             })
             .collect())
     }
-
-    /// The global batch's logits from every rank's slice (rank order).
-    fn gather(&self, local: HostTensor, step: u64) -> Result<HostTensor, TrainError> {
-        let Some(v) = local.as_f32() else {
-            return Err(TrainError::Contract(format!(
-                "step {step}: logits are not f32"
-            )));
-        };
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let mut all = vec![0u8; bytes.len() * self.dp];
-        let group: Vec<u64> = (0..self.dp as u64).collect();
-        self.comm
-            .all_gather(&group, &bytes, &mut all)
-            .map_err(|e| TrainError::Contract(format!("step {step}: gathering logits: {e}")))?;
-        let data = all
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let mut shape = local.shape.clone();
-        if let Some(b) = shape.first_mut() {
-            *b *= self.dp;
-        }
-        Ok(HostTensor::f32(shape, data))
-    }
 }
 
 impl StepRunner for DpRunner {
@@ -220,7 +197,7 @@ impl StepRunner for DpRunner {
         for (name, v) in self.step.state.iter().cloned().zip(state) {
             weights.insert(name, v);
         }
-        let mut out = StepOutputs::from_outputs(step, o)?;
+        let out = StepOutputs::from_outputs(step, o)?;
         if !out.loss.is_finite() {
             return Err(TrainError::NonFinite {
                 step,
@@ -228,7 +205,8 @@ impl StepRunner for DpRunner {
                 origin: "not traced under --dp (rerun on one process to find it)".into(),
             });
         }
-        out.logits = self.gather(out.logits, step)?;
+        // The logits stay this rank's slice: the loop reads a training step's loss only, and
+        // evaluation runs the single-process graph (`evaluate`).
         Ok(out)
     }
 

@@ -59,26 +59,7 @@ impl Communicator for MpiComm {
             ));
         }
         let n = count("all_gather", self.rank, input.len())?;
-        let (_, out) = self.collective(
-            "all_gather",
-            group,
-            (input.to_vec(), vec![0u8; output.len()]),
-            // SAFETY: `recv` holds one block of `n` bytes per member.
-            |comm, (send, recv), req| unsafe {
-                ffi::MPI_Iallgather(
-                    send.as_ptr() as *const c_void,
-                    n,
-                    ffi::RSMPI_UINT8_T,
-                    recv.as_mut_ptr() as *mut c_void,
-                    n,
-                    ffi::RSMPI_UINT8_T,
-                    comm,
-                    req,
-                )
-            },
-        )?;
-        output.copy_from_slice(&out);
-        Ok(())
+        self.exchange("all_gather", ffi::MPI_Iallgather, group, input, output, n)
     }
 
     fn broadcast(&self, group: &[u64], root: usize, buf: &mut [u8]) -> Result<(), CommError> {
@@ -123,26 +104,7 @@ impl Communicator for MpiComm {
             ));
         }
         let n = count("all_to_all", self.rank, input.len() / group.len().max(1))?;
-        let (_, out) = self.collective(
-            "all_to_all",
-            group,
-            (input.to_vec(), vec![0u8; output.len()]),
-            // SAFETY: both vectors hold one chunk of `n` bytes per member.
-            |comm, (send, recv), req| unsafe {
-                ffi::MPI_Ialltoall(
-                    send.as_ptr() as *const c_void,
-                    n,
-                    ffi::RSMPI_UINT8_T,
-                    recv.as_mut_ptr() as *mut c_void,
-                    n,
-                    ffi::RSMPI_UINT8_T,
-                    comm,
-                    req,
-                )
-            },
-        )?;
-        output.copy_from_slice(&out);
-        Ok(())
+        self.exchange("all_to_all", ffi::MPI_Ialltoall, group, input, output, n)
     }
 
     fn send(&self, peer: u64, buf: &[u8]) -> Result<(), CommError> {
@@ -249,7 +211,54 @@ type StartReduce = unsafe extern "C" fn(
     *mut ffi::MPI_Request,
 ) -> c_int;
 
+/// `MPI_Iallgather` and `MPI_Ialltoall` share this signature: (send, send count, send type,
+/// receive, receive count, receive type, communicator, request), counts per member.
+type StartExchange = unsafe extern "C" fn(
+    *const c_void,
+    c_int,
+    ffi::MPI_Datatype,
+    *mut c_void,
+    c_int,
+    ffi::MPI_Datatype,
+    ffi::MPI_Comm,
+    *mut ffi::MPI_Request,
+) -> c_int;
+
 impl MpiComm {
+    /// A byte exchange of `n` bytes per member (checked by the caller) from a copy of `input`
+    /// into `output`.
+    fn exchange(
+        &self,
+        name: &'static str,
+        start: StartExchange,
+        group: &[u64],
+        input: &[u8],
+        output: &mut [u8],
+        n: c_int,
+    ) -> Result<(), CommError> {
+        let (_, out) = self.collective(
+            name,
+            group,
+            (input.to_vec(), vec![0u8; output.len()]),
+            // SAFETY: the caller checked that both vectors hold the blocks of `n` bytes the
+            // collective reads and writes; both live until completion.
+            |comm, (send, recv), req| unsafe {
+                start(
+                    send.as_ptr() as *const c_void,
+                    n,
+                    ffi::RSMPI_UINT8_T,
+                    recv.as_mut_ptr() as *mut c_void,
+                    n,
+                    ffi::RSMPI_UINT8_T,
+                    comm,
+                    req,
+                )
+            },
+        )?;
+        output.copy_from_slice(&out);
+        Ok(())
+    }
+
     /// A reduction of the owned `input` into `output` (all of it, or this member's block),
     /// `Mean` dividing the sum by the group size.
     fn reduce(
