@@ -5,8 +5,11 @@ set -euo pipefail
 
 packages=(
   llvm-22-dev libmlir-22-dev mlir-22-tools libclang-22-dev clang-22 libpolly-22-dev
+  libclang-rt-22-dev
   libopenmpi-dev openmpi-bin graphviz pkg-config zlib1g-dev libzstd-dev libxml2-dev
   python3.11-doc
+  # Headless Chromium loads the HTML reports in tests/html_report.rs (~290 MB, ~70 s).
+  chromium
 )
 
 missing=()
@@ -30,5 +33,10 @@ fi
 if ! python3 -c "import mpi4py" 2>/dev/null; then
   echo "setup: installing mpi4py"
   python3 -m pip install -q --disable-pip-version-check mpi4py || echo "setup: mpi4py failed to install; the MPI bench will skip its reference"
+fi
+# safetensors: the reference side of the checkpoint bandwidth bench (docs/checkpoints.md).
+if ! python3 -c "import safetensors" 2>/dev/null; then
+  echo "setup: installing safetensors"
+  python3 -m pip install -q --disable-pip-version-check safetensors || echo "setup: safetensors failed to install; the checkpoint bench will skip its reference"
 fi
 echo "setup: system packages ready"

@@ -14,3 +14,6 @@ python3 scripts/text_setup.py target/data/pydoc
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# Fuzz targets (fuzz/, its own workspace): build, then a short burst each on the committed
+# corpus (docs/fuzzing.md; the long campaign is `scripts/fuzz.sh --long`).
+bash scripts/fuzz.sh

@@ -155,3 +155,84 @@ fn sequence_parallel_and_interleaved_plans_reach_the_rank_graphs() {
         .unwrap()
         .contains("pipeline stages 1, 3:"));
 }
+
+#[test]
+fn plan_reports_the_fault_model_and_mixed_stage_devices() {
+    let out = ok(&[
+        "plan",
+        "examples/plan/gpt-18b.toml",
+        "--cluster",
+        "a100",
+        "--nodes",
+        "4",
+        "--seq",
+        "2048",
+        "--mtbf-hours",
+        "500",
+        "--simulate-failures",
+        "2000",
+        "--train-tokens",
+        "2e9",
+        "--format",
+        "json",
+    ]);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let f = &j["fault_model"];
+    // 4 nodes of 500 h: the job's MTBF is 125 h.
+    assert!(
+        (f["job_mtbf_hours"].as_f64().unwrap() - 125.0).abs() < 1e-9,
+        "{f}"
+    );
+    let (young, daly) = (
+        f["young_interval_s"].as_f64().unwrap(),
+        f["daly_interval_s"].as_f64().unwrap(),
+    );
+    let delta = f["checkpoint_seconds"].as_f64().unwrap();
+    assert!((young - daly - delta).abs() < 1e-6 && delta > 0.0, "{f}");
+    let sim = &f["simulation"];
+    assert_eq!(sim["jobs"].as_u64(), Some(2000));
+    assert!(
+        sim["failed_with_restarts"].as_f64().unwrap()
+            <= sim["failed_without_restarts"].as_f64().unwrap()
+    );
+    // Simulating needs a failure rate.
+    let err = fails(&[
+        "plan",
+        "examples/plan/gpt-18b.toml",
+        "--cluster",
+        "a100",
+        "--simulate-failures",
+        "10",
+    ]);
+    assert!(err.contains("--mtbf-hours"), "{err}");
+    // A mixed cluster: A100 stages first, then Ascend stages with fewer layers.
+    let out = ok(&[
+        "plan",
+        "examples/plan/gpt-18b.toml",
+        "--cluster",
+        "examples/clusters/titan-mixed.toml",
+        "--nodes",
+        "1",
+        "--seq",
+        "2048",
+        "--pp",
+        "2",
+        "--format",
+        "json",
+    ]);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let devices: Vec<&str> = j["stage_devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d.as_str())
+        .collect();
+    assert_eq!(devices, ["A100-SXM4-80GB", "Ascend-910"], "{j}");
+    let layers: Vec<u64> = j["stage_layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    assert!(layers[1] < layers[0], "{layers:?}");
+}

@@ -184,7 +184,9 @@ fn a_resumed_run_continues_bit_for_bit() {
         "15 steps, then 15 more appended to the same log"
     );
     assert_eq!(a, b);
-    let w = |root: &Path| std::fs::read(root.join("step-00000030/weights.safetensors")).unwrap();
+    let w = |root: &Path| {
+        std::fs::read(root.join("step-00000030/shard-00000-of-00001.safetensors")).unwrap()
+    };
     assert!(w(&full) == w(&part), "final weights differ");
     // keep = 3 (the default): steps 20, 25, 30 remain.
     let mut kept: Vec<String> = std::fs::read_dir(&full)
@@ -203,19 +205,45 @@ fn a_resumed_run_continues_bit_for_bit() {
         e.contains("cannot resume") && e.contains("--batch 8 (the checkpoint has 16)"),
         "{e}"
     );
-    // A flipped byte in the weights is refused.
-    let wfile = part.join("step-00000030/weights.safetensors");
+    // A flipped bit in the newest checkpoint: resuming that checkpoint by name is refused...
+    let wfile = part.join("step-00000030/shard-00000-of-00001.safetensors");
     let mut bytes = std::fs::read(&wfile).unwrap();
     let n = bytes.len();
     bytes[n - 9] ^= 1;
     std::fs::write(&wfile, bytes).unwrap();
     let mut corrupt = common("40", &part, &d.join("x.jsonl"));
-    corrupt.extend(["--resume".to_string(), s(&part).to_string()]);
+    corrupt.extend([
+        "--resume".to_string(),
+        s(&part.join("step-00000030")).to_string(),
+    ]);
     let e = fails(&argv(&corrupt));
     assert!(
-        e.contains("weights.safetensors") && e.contains("checksum"),
+        e.contains("shard-00000-of-00001.safetensors") && e.contains("checksum"),
         "{e}"
     );
+    // ...and resuming the root falls back to the previous one, warning with the bad file.
+    let fallback = |steps: &'static str, bad: &str, back_to: u64| {
+        let mut args = common(steps, &part, &d.join("x.jsonl"));
+        args.extend(["--resume".to_string(), s(&part).to_string()]);
+        let out = cli_util::oar(&argv(&args));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains("warning: skipped")
+                && err.contains(&format!("{bad}/shard-00000-of-00001.safetensors"))
+                && err.contains(&format!("resuming from the checkpoint at step {back_to}")),
+            "{err}"
+        );
+        err
+    };
+    let err = fallback("40", "step-00000030", 25);
+    assert!(err.contains("checksum sha256"), "{err}");
+    // A truncated shard in the newest (step 40 of the run just made) falls back to 35.
+    let wfile = part.join("step-00000040/shard-00000-of-00001.safetensors");
+    let bytes = std::fs::read(&wfile).unwrap();
+    std::fs::write(&wfile, &bytes[..bytes.len() - 64]).unwrap();
+    let err = fallback("45", "step-00000040", 35);
+    assert!(err.contains("truncated"), "{err}");
 }
 
 #[test]
@@ -326,7 +354,8 @@ fn zoo_lcnet_trains_by_name_and_resumes_exactly() {
     std::fs::remove_dir_all(part.join("step-00000040")).unwrap();
     run("40", &part, &["--resume", s(&part.join("step-00000020"))]);
     let weights = |root: &Path| {
-        std::fs::read(root.join("step-00000040/weights.safetensors")).expect("final weights")
+        std::fs::read(root.join("step-00000040/shard-00000-of-00001.safetensors"))
+            .expect("final weights")
     };
     assert!(
         weights(&part) == weights(&full),

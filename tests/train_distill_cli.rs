@@ -88,7 +88,8 @@ fn online_then_frozen_distillation_of_lcnet() {
     // Each model's weights under its own names: no prefixes, no optimizer state.
     let sw = load_safetensors(&online.join("student.safetensors")).unwrap();
     let tw = load_safetensors(&online.join("teacher.safetensors")).unwrap();
-    let joint = load_safetensors(&online.join("step-00000003/weights.safetensors")).unwrap();
+    let joint =
+        load_safetensors(&online.join("step-00000003/shard-00000-of-00001.safetensors")).unwrap();
     for (prefix, own) in [("student.", &sw), ("teacher.", &tw)] {
         for (k, v) in own {
             assert_eq!(joint.get(&format!("{prefix}{k}")), Some(v), "{prefix}{k}");
@@ -275,8 +276,10 @@ fn online_distillation_of_ernie_trains_both_models() {
 
     // The teacher trains: its weights after step 24 differ from those after step 1, and the
     // projection of the hidden-state term is part of the state.
-    let w1 = load_safetensors(&save.join("step-00000001/weights.safetensors")).unwrap();
-    let w24 = load_safetensors(&save.join("step-00000024/weights.safetensors")).unwrap();
+    let w1 =
+        load_safetensors(&save.join("step-00000001/shard-00000-of-00001.safetensors")).unwrap();
+    let w24 =
+        load_safetensors(&save.join("step-00000024/shard-00000-of-00001.safetensors")).unwrap();
     let moved: Vec<&String> = w1
         .keys()
         .filter(|k| k.starts_with("teacher.") && !k.contains("moment"))

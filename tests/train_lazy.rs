@@ -64,6 +64,8 @@ fn run(lazy: bool, root: &Path) -> Option<(TrainState, Vec<EvalRecord>, PathBuf)
             dir: dir.clone(),
             every: 4,
             keep: 0,
+            background: false,
+            write: true,
         }),
         seed: 5,
         config: serde_json::json!({}),

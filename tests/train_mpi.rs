@@ -6,17 +6,8 @@
 
 mod cli_util;
 
-use cli_util::{fails, log_lines, ok, text_corpus};
+use cli_util::{fails, log_lines, mpirun, mpirun_available, ok, text_corpus};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn mpirun_available() -> bool {
-    let ok = Command::new("mpirun").arg("--version").output().is_ok();
-    if !ok {
-        eprintln!("skipped: mpirun is not installed (scripts/setup.sh installs OpenMPI)");
-    }
-    ok
-}
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("oar-mpi-{}-{name}", std::process::id()));
@@ -27,41 +18,11 @@ fn scratch(name: &str) -> PathBuf {
 
 fn args(data: &Path, dir: &Path, log: &str) -> Vec<String> {
     let p = |x: &Path| x.display().to_string();
-    let mut a: Vec<String> = [
-        "train",
-        "ernie-3.0-tiny",
-        "--vocab-size",
-        "300",
-        "--max-docs",
-        "6",
-        "--seq",
-        "16",
-        "--batch",
-        "4",
-        "--layers",
-        "1",
-        "--hidden",
-        "32",
-        "--heads",
-        "2",
-        "--ffn",
-        "64",
-        "--dropout",
-        "0.1",
-        "--lr",
-        "0.01",
-        "--clip-norm",
-        "1.0",
-        "--seed",
-        "3",
-        "--steps",
-        "5",
-        "--backend",
-        "interp",
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
+    let mut a: Vec<String> = cli_util::TINY_ERNIE_TRAIN
+        .iter()
+        .chain(&["--batch", "4", "--steps", "5"])
+        .map(|x| x.to_string())
+        .collect();
     a.extend([
         "--data".into(),
         p(data),
@@ -92,17 +53,7 @@ fn ernie_dp2_and_dp4_losses_equal_one_process() {
         let log = format!("dp{n}.jsonl");
         let mut a = args(&data, &dir, &log);
         a.extend(["--dp".into(), n.to_string()]);
-        let out = Command::new("mpirun")
-            .args([
-                "--allow-run-as-root",
-                "--oversubscribe",
-                "-n",
-                &n.to_string(),
-            ])
-            .arg(env!("CARGO_BIN_EXE_oar"))
-            .args(&a)
-            .output()
-            .expect("run mpirun");
+        let out = mpirun(n, &a);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -159,5 +110,63 @@ fn launch_builds_the_mpirun_line() {
             && out.contains("--oversubscribe -n 64")
             && out.ends_with("train m --dp 64\n"),
         "{out}"
+    );
+}
+
+/// `mpirun -n 2 oar train ... --dp 2 --zero 2` (gradients and AdamW moments sharded): rank 0
+/// reports the bytes per rank, and the losses are one process's to 1e-5 relative. The run
+/// saves its last step; one process resuming from that checkpoint (full moments gathered
+/// from the ranks' parts) takes the step one process would have taken after its own 5:
+/// the loss of step 6 agrees to 1e-5, which fails if the saved moments are partial.
+#[test]
+fn ernie_dp2_zero2_equals_one_process_and_saves_full_state() {
+    let (Some(data), true) = (text_corpus(), mpirun_available()) else {
+        return;
+    };
+    let dir = scratch("zero");
+    let steps6 = |log: &str| {
+        let mut a = args(&data, &dir, log);
+        let i = a.iter().position(|x| x == "--steps").expect("--steps") + 1;
+        a[i] = "6".into();
+        a
+    };
+    ok(&steps6("single.jsonl"));
+    let want = losses(&dir.join("single.jsonl"));
+    assert_eq!(want.len(), 6, "{want:?}");
+    let mut a = args(&data, &dir, "zero.jsonl");
+    let ck = dir.join("ck");
+    // Mid-run save points too: gathering the ZeRO partitions there is collective, so every
+    // rank must reach each one (rank 0 alone writes).
+    a.extend(["--dp", "2", "--zero", "2", "--save-every", "2", "--save"].map(String::from));
+    a.push(ck.display().to_string());
+    let out = mpirun(2, &a);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "zero-2:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("zero-2 on 2 ranks, per rank: parameters"),
+        "{stdout}"
+    );
+    for (r, log) in [(0, "zero.jsonl"), (1, "zero.rank1.jsonl")] {
+        let got = losses(&dir.join(log));
+        assert_eq!(got.len(), 5, "rank {r}");
+        for (k, (a, b)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1e-3),
+                "zero-2 rank {r} step {k}: {a} vs {b}"
+            );
+        }
+    }
+    let mut resume = steps6("resumed.jsonl");
+    resume.extend(["--resume".into(), ck.display().to_string()]);
+    ok(&resume);
+    let got = losses(&dir.join("resumed.jsonl"));
+    let (a, b) = (want[5], *got.last().expect("step 6"));
+    assert!(
+        (a - b).abs() <= 1e-5 * a.abs().max(1e-3),
+        "step 6 after resuming the zero-2 checkpoint: {a} vs {b} ({got:?})"
     );
 }

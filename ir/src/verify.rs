@@ -67,6 +67,28 @@ pub fn verify(g: &Graph) -> Result<(), VerifyErrors> {
             message,
         })
     };
+    // A graph read from JSON may name node ids it does not have; nothing below can look
+    // them up, so they end the check.
+    let dangling: Vec<String> = g
+        .inputs()
+        .iter()
+        .copied()
+        .chain(g.outputs().iter().map(|v| v.node))
+        .filter(|id| id.index() >= g.len())
+        .map(|id| id.to_string())
+        .collect();
+    if !dangling.is_empty() {
+        at(
+            None,
+            "graph".into(),
+            format!(
+                "inputs or outputs name nodes it does not have: {} (it has {} nodes)",
+                dangling.join(", "),
+                g.len()
+            ),
+        );
+        return Err(VerifyErrors(errs));
+    }
     if !is_global_name(&g.name) {
         at(
             None,

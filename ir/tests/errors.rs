@@ -273,3 +273,12 @@ fn modules_with_functions_round_trip_and_check_calls() {
     );
     assert!(parse_err(&unknown).contains("unknown function @f9"));
 }
+
+/// A JSON graph whose input list names a node id it does not have is refused, not a panic
+/// (found by the `ir_json` fuzz target: fuzz/regressions/ir_json/dangling-input-id).
+#[test]
+fn json_with_a_dangling_input_id_is_an_error() {
+    let text = include_str!("../../fuzz/regressions/ir_json/dangling-input-id");
+    let e = oar_ir::read_graph(text, "crash.json").expect_err("must not load");
+    assert!(e.to_string().contains("does not have"), "{e}");
+}

@@ -11,6 +11,7 @@ pub mod liveness;
 pub mod parallel;
 pub mod pass;
 pub mod rebuild;
+pub mod report_html;
 pub mod roofline;
 pub mod summary;
 pub mod training;

@@ -94,3 +94,102 @@ fn impossible_requests_say_what_would_fit() {
     assert!(msg.contains("GiB per device"), "{msg}");
     assert!(msg.contains("or at least"), "{msg}");
 }
+
+/// A cluster of two device kinds: `fast` nodes of A100s, then `slow` nodes of Ascend 910s.
+fn mixed(fast: u32, slow: u32) -> oar_ir::cluster::Cluster {
+    let mut c = preset("a100").unwrap().with_nodes(fast);
+    let mut npu = preset("ascend910").unwrap().node_groups[0].clone();
+    npu.nodes = slow;
+    c.node_groups.push(npu);
+    c.name = "a100+ascend910".into();
+    c
+}
+
+#[test]
+fn mixed_clusters_give_the_slower_kind_proportionally_fewer_layers() {
+    let c = mixed(2, 2);
+    let model = gpt(32, 4096, 32);
+    let job = Job {
+        global_batch: 64,
+        seq: 2048,
+    };
+    let fixed = oar_passes::parallel::Constraints {
+        pp: Some(4),
+        tp: Some(8),
+        ..Default::default()
+    };
+    let out =
+        oar_passes::parallel::plan_with(&model, &job, &c, &TrainingCostModel::default(), &fixed)
+            .unwrap();
+    let b = &out.best;
+    // Two stages on each kind, A100s first.
+    assert_eq!(b.stage_groups, vec![0, 0, 1, 1]);
+    let layers = &b.plan.stage_layers;
+    assert_eq!(layers.iter().sum::<usize>(), 32);
+    let (fast, slow) = (layers[0] + layers[1], layers[2] + layers[3]);
+    assert!(slow < fast, "{layers:?}");
+    // The split follows the kinds' speeds on a full-width GEMM, to within one layer per
+    // stage (the last stage also carries the LM head).
+    let ev = oar_passes::parallel::step_cost::Evaluator::new(
+        &model,
+        &job,
+        &c,
+        TrainingCostModel::default(),
+    );
+    let speed = |g: usize| {
+        let k = ev.kernels(g);
+        k.peak * k.gemm_efficiency(2048, 4096, 4096)
+    };
+    let expect = 32.0 * speed(1) / (speed(0) + speed(1));
+    assert!(
+        (slow as f64 - expect).abs() <= 2.0,
+        "{layers:?}, expected ~{expect:.1} on the NPUs"
+    );
+    // Memory is checked against each kind's own capacity (32 GiB on the NPU).
+    assert!(b.fits && b.memory.total <= b.memory.capacity);
+}
+
+#[test]
+fn mixed_clusters_keep_stages_on_one_kind() {
+    let c = mixed(1, 3);
+    let model = gpt(24, 2048, 16);
+    let job = Job {
+        global_batch: 32,
+        seq: 1024,
+    };
+    let out = plan(&model, &job, &c, &TrainingCostModel::default()).unwrap();
+    let p = &out.best.plan;
+    // A stage (dp × tp devices) never straddles the two groups of 8 and 24 devices.
+    assert!(8 % (p.dp * p.tp) == 0, "{p:?}");
+    assert_eq!(out.best.stage_groups.len() as u64, p.pp);
+}
+
+#[test]
+fn weak_scaling_of_a_fixed_layout_stays_below_one() {
+    use oar_passes::parallel::weak_scaling;
+    let c = preset("a100").unwrap().with_nodes(32);
+    let model = gpt(48, 8192, 64);
+    let job = Job {
+        global_batch: 512,
+        seq: 2048,
+    };
+    let cost = TrainingCostModel::default();
+    let out = plan(&model, &job, &c, &cost).unwrap();
+    let rows = weak_scaling(&model, &job, &c, &cost, &out.best.plan);
+    let effs: Vec<f64> = rows.iter().filter_map(|r| r.efficiency).collect();
+    assert!(effs.len() >= 2, "{rows:?}");
+    assert!((effs[0] - 1.0).abs() < 1e-12);
+    for e in &effs[1..] {
+        assert!(*e < 1.0 && *e > 0.8, "{effs:?}");
+    }
+    // Without stragglers or contention the loss is only the collectives' growth.
+    let still = TrainingCostModel {
+        step_time_cv: 0.0,
+        ..TrainingCostModel::default()
+    };
+    let quiet = weak_scaling(&model, &job, &c, &still, &out.best.plan);
+    let last = |r: &[oar_passes::parallel::search::ScalingRow]| {
+        r.iter().rev().find_map(|r| r.efficiency).unwrap()
+    };
+    assert!(last(&quiet) > last(&rows), "{quiet:?}");
+}

@@ -10,11 +10,13 @@
 
 use oar_ir::Graph;
 use oar_passes::training::data_parallel::{build_data_parallel_step, DataParallel};
-use oar_passes::training::{build_train_step, LossKind, Optimizer, TrainConfig, TrainStep};
-use oar_runtime::comm::{Communicator, LocalComm};
+use oar_passes::training::{build_train_step, LossKind, Optimizer, TrainConfig};
+use oar_runtime::comm::Communicator;
 use oar_runtime::init::init_weights;
-use oar_runtime::interp::{run_on_rank, run_with_options, RunOptions};
 use oar_runtime::{HostTensor, Weights};
+
+mod dp_support;
+use dp_support::{rank_run, ranks, single};
 
 const N: usize = 4;
 const S: usize = 16;
@@ -73,82 +75,6 @@ fn batch(k: u64, masked: bool) -> Vec<HostTensor> {
     ]
 }
 
-/// Rank `r`'s contiguous slice of the batch (scalars are shared).
-fn shard(inputs: &[HostTensor], r: usize, dp: usize) -> Vec<HostTensor> {
-    inputs
-        .iter()
-        .map(|t| match t.shape.first() {
-            Some(&n) if n == N => t.narrow(0, r * N / dp, N / dp),
-            _ => t.clone(),
-        })
-        .collect()
-}
-
-/// Losses per step and the final weights of one process.
-fn single(step: &TrainStep, w0: &Weights, masked: bool) -> (Vec<f32>, Weights) {
-    let mut w = w0.clone();
-    w.extend(step.init_state());
-    let mut losses = Vec::new();
-    for k in 1..=STEPS {
-        let r = run_with_options(
-            &step.graph,
-            &batch(k, masked),
-            &w,
-            RunOptions::training(1, k),
-        )
-        .expect("single-process step");
-        losses.push(r.outputs[0].as_f32().expect("loss")[0]);
-        w.extend(r.state);
-    }
-    (losses, w)
-}
-
-/// One rank's run: its losses per step and final weights.
-fn rank_run(
-    step: &TrainStep,
-    w0: &Weights,
-    masked: bool,
-    (r, dp): (usize, usize),
-    comm: &dyn Communicator,
-) -> (Vec<f32>, Weights) {
-    let mut w = w0.clone();
-    w.extend(step.init_state());
-    let mut losses = Vec::new();
-    let outs = step.graph.model_outputs().len();
-    for k in 1..=STEPS {
-        let x = shard(&batch(k, masked), r, dp);
-        let mut o = run_on_rank(&step.graph, &x, &w, comm).expect("rank step");
-        losses.push(o[0].as_f32().expect("loss")[0]);
-        let state = o.split_off(outs);
-        w.extend(step.graph.state.iter().cloned().zip(state));
-    }
-    (losses, w)
-}
-
-/// Losses per step (rank 0's; every rank's must agree) and rank 0's final weights, the
-/// ranks as threads.
-fn data_parallel(step: &TrainStep, w0: &Weights, masked: bool, dp: usize) -> (Vec<f32>, Weights) {
-    let comms = LocalComm::group(&(0..dp as u64).collect::<Vec<_>>());
-    let per_rank: Vec<(Vec<f32>, Weights)> = std::thread::scope(|s| {
-        let handles: Vec<_> = comms
-            .iter()
-            .enumerate()
-            .map(|(r, c)| s.spawn(move || rank_run(step, w0, masked, (r, dp), c)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("rank thread"))
-            .collect()
-    });
-    for (r, (l, _)) in per_rank.iter().enumerate() {
-        assert_eq!(
-            *l, per_rank[0].0,
-            "rank {r} reports another loss than rank 0"
-        );
-    }
-    per_rank.into_iter().next().expect("rank 0")
-}
-
 fn assert_rel(a: f64, b: f64, what: &str) {
     assert!(
         (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-3),
@@ -182,7 +108,8 @@ fn compare(want: &(Vec<f32>, Weights), got: &(Vec<f32>, Weights), what: &str) {
 fn check(loss: LossKind, masked: bool, bucket_bytes: &[usize]) {
     let one = build_train_step(&model(N), &config(loss.clone())).expect("single step");
     let w0 = init_weights(&model(N), 5).expect("weights");
-    let want = single(&one, &w0, masked);
+    let global = move |k| batch(k, masked);
+    let want = single(&one, &w0, STEPS, &global);
     for dp in [2usize, 4] {
         for &bytes in bucket_bytes {
             let d = DataParallel {
@@ -191,7 +118,7 @@ fn check(loss: LossKind, masked: bool, bucket_bytes: &[usize]) {
             };
             let step = build_data_parallel_step(&model(N / dp), &config(loss.clone()), &d)
                 .expect("dp step");
-            let got = data_parallel(&step, &w0, masked, dp);
+            let got = ranks(&vec![step; dp], &w0, STEPS, N, &global);
             compare(&want, &got, &format!("dp{dp} bucket {bytes}"));
         }
     }
@@ -235,10 +162,12 @@ fn worker_mpi() {
     let dp = comm.world_size() as usize;
     let loss = LossKind::MaskedLm;
     let w0 = init_weights(&model(N), 5).expect("weights");
+    let global = |k| batch(k, true);
     let want = single(
         &build_train_step(&model(N), &config(loss.clone())).expect("single step"),
         &w0,
-        true,
+        STEPS,
+        &global,
     );
     let d = DataParallel {
         bucket_bytes: 2048,
@@ -246,7 +175,7 @@ fn worker_mpi() {
     };
     let step = build_data_parallel_step(&model(N / dp), &config(loss), &d).expect("dp step");
     let r = comm.rank() as usize;
-    let got = rank_run(&step, &w0, true, (r, dp), &comm);
+    let got = rank_run(&step, &w0, (STEPS, N, &global), (r, dp), &comm);
     compare(&want, &got, &format!("mpi dp{dp} rank {r}"));
     println!("rank {r} matched single-process losses {:?}", got.0);
 }

@@ -20,6 +20,9 @@ fn cfg(steps: u64, save: Option<&Path>) -> LoopConfig {
             dir: d.to_path_buf(),
             every: 4,
             keep: 2,
+            // Saved on the writer thread: the resume below reads what it wrote.
+            background: true,
+            write: true,
         }),
         seed: 21,
         config: serde_json::json!({"batch": 20, "lr": 0.3}),
@@ -139,14 +142,16 @@ fn small_checkpoint(root: &Path) -> std::path::PathBuf {
 fn a_flipped_byte_is_refused_naming_the_file() {
     let root = scratch("corrupt");
     let ck = small_checkpoint(&root);
-    let w = ck.join("weights.safetensors");
+    let w = ck.join("shard-00000-of-00001.safetensors");
     let mut bytes = std::fs::read(&w).unwrap();
     let at = bytes.len() - 17; // inside the tensor data
     bytes[at] ^= 0x40;
     std::fs::write(&w, &bytes).unwrap();
     let e = load_checkpoint(&ck).unwrap_err().to_string();
     assert!(
-        e.contains("weights.safetensors") && e.contains("checksum") && e.contains("corrupted"),
+        e.contains("shard-00000-of-00001.safetensors")
+            && e.contains("checksum")
+            && e.contains("corrupted"),
         "{e}"
     );
     // Truncated.
@@ -154,10 +159,10 @@ fn a_flipped_byte_is_refused_naming_the_file() {
     let e = load_checkpoint(&ck).unwrap_err().to_string();
     assert!(e.contains("truncated"), "{e}");
     // A broken manifest.
-    std::fs::write(ck.join("manifest.json"), "{\"format\": \"oar-checkpoint\"").unwrap();
+    std::fs::write(ck.join("index.json"), "{\"format\": \"oar-checkpoint\"").unwrap();
     let e = load_checkpoint(&ck).unwrap_err().to_string();
     assert!(
-        e.contains("manifest.json") && e.contains("does not parse"),
+        e.contains("index.json") && e.contains("does not parse"),
         "{e}"
     );
     // Nothing there.

@@ -65,7 +65,11 @@ pub(crate) fn resolve_weights(
     seed: u64,
 ) -> anyhow::Result<oar::runtime::Weights> {
     Ok(match (path, &loaded.weights) {
-        (Some(p), _) => load_safetensors(p)?,
+        (Some(p), _) => {
+            let w = load_safetensors(p)?;
+            check_weights(&loaded.graph, &w, p, true)?;
+            w
+        }
         (None, Some(w)) => w.clone(),
         (None, None) => {
             eprintln!(
@@ -87,4 +91,73 @@ pub(crate) fn optimize(
     let mut cx = PassContext::new(cluster.node_groups[0].device.clone());
     cx.bindings = bindings.clone();
     Ok(Pipeline::named(pipeline, &[])?.run(g, &cx, |_, _| {})?.0)
+}
+
+/// Checks a `--weights` file against the graph's parameters before anything runs: a tensor
+/// that names a parameter must have its dtype and shape, and a tensor that names none is
+/// refused (misnamed or extra). With `require_all` (inference) every parameter must be
+/// there, and then extra tensors are only noted: a training checkpoint's file also holds
+/// optimizer state. Without these checks a misnamed tensor was silently ignored (training
+/// started from the initialiser) and a wrong shape failed deep inside an op.
+pub(crate) fn check_weights(
+    graph: &oar::ir::Graph,
+    given: &oar::runtime::Weights,
+    file: &Path,
+    require_all: bool,
+) -> anyhow::Result<()> {
+    let params: BTreeMap<&str, &oar::ir::TensorType> = graph
+        .nodes()
+        .iter()
+        .filter_map(|n| match &n.op {
+            oar::ir::Op::Param(p) => n.outputs.first().map(|t| (p.name.as_str(), t)),
+            _ => None,
+        })
+        .collect();
+    for (name, t) in given {
+        if let Some(ty) = params.get(name.as_str()) {
+            if !t.matches(ty) {
+                bail!(
+                    "{}: tensor `{name}` is {}, the model's parameter is {ty}",
+                    file.display(),
+                    t.describe()
+                );
+            }
+        }
+    }
+    let missing = params.keys().find(|n| !given.contains_key(**n));
+    let unknown: Vec<&str> = given
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !params.contains_key(n))
+        .collect();
+    if let Some(name) = unknown.first() {
+        if !require_all || missing.is_some() {
+            let names: Vec<&str> = params.keys().copied().take(8).collect();
+            let more = params.len().saturating_sub(names.len());
+            let tail = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            bail!(
+                "{}: tensor `{name}` is not a parameter of the model (its parameters: {}{tail})",
+                file.display(),
+                names.join(", ")
+            );
+        }
+        eprintln!(
+            "note: {}: {} tensor(s) that name no parameter ignored (optimizer state?), e.g. `{name}`",
+            file.display(),
+            unknown.len()
+        );
+    }
+    if let (true, Some(name)) = (require_all, missing) {
+        bail!(
+            "{}: no tensor for parameter `{name}` (the file has {} of the model's {} parameters)",
+            file.display(),
+            given.len(),
+            params.len()
+        );
+    }
+    Ok(())
 }

@@ -1,9 +1,10 @@
-//! `oar inspect FILE`: the graph as text, JSON or DOT, and `--stats`.
+//! `oar inspect FILE`: the graph as text, JSON, DOT, MLIR or an HTML page, and `--stats`.
 
 use super::common;
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use oar::ir;
+use oar::passes::report_html::{graph_page, GraphView};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -14,6 +15,10 @@ pub enum Format {
     Dot,
     /// MLIR, TOSA dialect (static shapes: symbols bound by --sym, others 1), verified by MLIR.
     Mlir,
+    /// A self-contained HTML page: the graph as SVG, node details on hover, search, collapsible
+    /// layers; with --pipeline one view per pass that changed the graph; with --rank the
+    /// rank's graph with its collectives highlighted.
+    Html,
 }
 
 #[derive(Args, Debug)]
@@ -58,22 +63,32 @@ pub struct InspectArgs {
 pub fn run(a: InspectArgs) -> anyhow::Result<()> {
     let shapes = common::parse_input_shapes(&a.input_shapes)?;
     let mut graph = oar::load_model(&a.model, &shapes)?.graph;
+    let html = matches!(a.format, Format::Html);
+    let mut views = Vec::new();
     if let Some(name) = &a.pipeline {
-        graph = run_pipeline(graph, name, &a)?;
+        graph = run_pipeline(graph, name, &a, html.then_some(&mut views))?;
     } else if !a.print_after.is_empty() || !a.disable_pass.is_empty() {
         bail!("--print-after and --disable-pass need --pipeline NAME");
     }
     let out = if let Some(rank) = a.rank {
-        if a.stats || !matches!(a.format, Format::Text) {
-            bail!("--rank prints the rank's graph as text (no --stats or --format)");
+        if a.stats || !matches!(a.format, Format::Text | Format::Html) {
+            bail!("--rank prints the rank's graph as text or html (no --stats or other --format)");
         }
-        rank_graph(&graph, rank, &common::parse_bindings(&a.syms)?)?
+        let (header, rg, bindings) = rank_graph(&graph, rank, &common::parse_bindings(&a.syms)?)?;
+        if html {
+            let view = GraphView {
+                label: format!("rank {rank}"),
+                graph: rg,
+                note: header.replace("// ", "").replace('\n', " · "),
+            };
+            let title = format!("oar inspect: {} (rank {rank})", a.model);
+            graph_page(&title, &[view], &bindings)
+        } else {
+            header + &ir::print(&rg)
+        }
     } else if a.stats {
         // Zoo models report at their stated size unless overridden.
-        let mut bindings = oar::models::find(&a.model)
-            .map(|e| e.bindings())
-            .unwrap_or_default();
-        bindings.extend(common::parse_bindings(&a.syms)?);
+        let bindings = model_bindings(&a)?;
         let stats = ir::stats::graph_stats(&graph, &bindings);
         match a.format {
             Format::Text => stats.render(&graph.name),
@@ -101,7 +116,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
                 });
                 serde_json::to_string_pretty(&j)? + "\n"
             }
-            Format::Dot | Format::Mlir => bail!("--stats prints text or json"),
+            Format::Dot | Format::Mlir | Format::Html => bail!("--stats prints text or json"),
         }
     } else {
         match a.format {
@@ -109,27 +124,47 @@ pub fn run(a: InspectArgs) -> anyhow::Result<()> {
             Format::Json => serde_json::to_string_pretty(&graph)? + "\n",
             Format::Dot => ir::dot::to_dot(&graph),
             Format::Mlir => {
-                let mut bindings = oar::models::find(&a.model)
-                    .map(|e| e.bindings())
-                    .unwrap_or_default();
-                bindings.extend(common::parse_bindings(&a.syms)?);
+                let bindings = model_bindings(&a)?;
                 let text = oar::codegen::mlir::to_tosa(&graph, &bindings)?;
                 oar::codegen::mlir::verify(&text)? + "\n"
+            }
+            Format::Html => {
+                if views.is_empty() {
+                    views.push(GraphView {
+                        label: graph.name.clone(),
+                        graph,
+                        note: String::new(),
+                    });
+                }
+                graph_page(
+                    &format!("oar inspect: {}", a.model),
+                    &views,
+                    &model_bindings(&a)?,
+                )
             }
         }
     };
     common::emit(&out, a.output.as_deref())
 }
 
+/// The zoo model's symbol values (its stated size), overridden by `--sym`.
+fn model_bindings(a: &InspectArgs) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut bindings = oar::models::find(&a.model)
+        .map(|e| e.bindings())
+        .unwrap_or_default();
+    bindings.extend(common::parse_bindings(&a.syms)?);
+    Ok(bindings)
+}
+
 /// Symbols `--rank` binds when the command line does not.
 const DEFAULT_SYMBOL_VALUE: u64 = 8;
 
-/// Rank `rank`'s graph as text, after a header saying what it holds.
+/// Rank `rank`'s graph, a header saying what it holds (comment lines) and the symbol values.
 fn rank_graph(
     graph: &ir::Graph,
     rank: u64,
     syms: &BTreeMap<String, u64>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, ir::Graph, BTreeMap<String, u64>)> {
     use oar::passes::parallel::partition::{partition_rank, ranks, specialize};
     use std::fmt::Write;
     if graph.meshes.is_empty() {
@@ -179,14 +214,16 @@ fn rank_graph(
     }
     let outputs: Vec<String> = rg.outputs.iter().map(usize::to_string).collect();
     let _ = writeln!(out, "// returns global outputs [{}]", outputs.join(", "));
-    out.push_str(&ir::print(&rg.graph));
-    Ok(out)
+    Ok((out, rg.graph, bindings))
 }
 
+/// Runs the named pipeline; with `views`, also keeps the input and the graph after each pass
+/// that changed it (for the HTML page's before/after tabs).
 fn run_pipeline(
     graph: oar::ir::Graph,
     name: &str,
     a: &InspectArgs,
+    mut views: Option<&mut Vec<GraphView>>,
 ) -> anyhow::Result<oar::ir::Graph> {
     use oar::passes::{summary, PassContext, Pipeline};
     let cluster = oar::ir::Cluster::resolve(&a.device)?;
@@ -194,10 +231,7 @@ fn run_pipeline(
     cx.verify = true;
     // Collectives in distributed graphs are priced on the cluster's links.
     cx.topology = Some(oar::passes::comm_cost::Topology::of(&cluster));
-    cx.bindings = oar::models::find(&a.model)
-        .map(|e| e.bindings())
-        .unwrap_or_default();
-    cx.bindings.extend(common::parse_bindings(&a.syms)?);
+    cx.bindings = model_bindings(a)?;
     let pipeline = Pipeline::named(name, &a.disable_pass)?;
     let names = pipeline.pass_names();
     for p in &a.print_after {
@@ -209,9 +243,31 @@ fn run_pipeline(
         }
     }
     let before = summary::summarize(&graph, &cx);
+    let mut last_text = String::new();
+    if let Some(v) = views.as_deref_mut() {
+        last_text = ir::print(&graph);
+        v.push(GraphView {
+            label: "input".into(),
+            graph: graph.clone(),
+            note: format!("{} before pipeline `{name}`", a.model),
+        });
+    }
     let (out, reports) = pipeline.run(graph, &cx, |pass, g| {
         if a.print_after.iter().any(|p| p == "all" || p == pass) {
             eprintln!("// ----- after {pass} -----\n{}", ir::print(g));
+        }
+        if let Some(v) = views.as_deref_mut() {
+            // Only passes that changed the graph get a view: the page stays small.
+            let text = ir::print(g);
+            if text != last_text {
+                let before = v.last().map(|l| l.graph.len()).unwrap_or(0);
+                v.push(GraphView {
+                    label: format!("after {pass}"),
+                    graph: g.clone(),
+                    note: format!("after pass `{pass}`: {before} -> {} nodes", g.len()),
+                });
+                last_text = text;
+            }
         }
     })?;
     let after = summary::summarize(&out, &cx);

@@ -1,5 +1,6 @@
 //! Subcommands. Each file is one command family.
 
+mod checkpoint;
 mod cluster;
 mod common;
 mod compile;
@@ -40,6 +41,9 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Start N ranks of an oar command under OpenMPI's mpirun (`oar launch -n 2 -- train ...`).
     Launch(launch::LaunchArgs),
+    /// Inspect a training checkpoint or convert it to one safetensors file.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCommand),
     /// Cluster presets and files.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -56,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(*a),
         Command::Plan(a) => plan::run(a),
         Command::Cluster(c) => cluster::run(c),
+        Command::Checkpoint(c) => checkpoint::run(c),
         Command::Launch(a) => launch::run(a),
     }
 }

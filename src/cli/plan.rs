@@ -3,6 +3,7 @@
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use oar::ir::Cluster;
+use oar::passes::parallel::fault_model::{fault_report, FaultInputs, FaultReport};
 use oar::passes::parallel::report::Report;
 use oar::passes::parallel::{
     annotate, plan_with, weak_scaling, Constraints, Job, LayerSpec, ModelSpec, TrainingCostModel,
@@ -72,7 +73,33 @@ pub struct PlanArgs {
     /// model only. `oar inspect FILE --rank R` shows what rank R runs.
     #[arg(long, value_name = "FILE.oir")]
     emit_graph: Option<PathBuf>,
+    /// Mean time between failures of one node, hours (default: the cluster file's
+    /// `scale_effects.node_mtbf_hours`); adds the fault model to the report.
+    #[arg(long, value_name = "H")]
+    mtbf_hours: Option<f64>,
+    /// Checkpoint save/load bandwidth of one node, GB/s (measure it with `oar checkpoint`).
+    #[arg(long, value_name = "GB/S", default_value_t = DEFAULT_CKPT_BANDWIDTH_GBS)]
+    ckpt_bandwidth: f64,
+    /// Relaunch time after a failure beyond loading the checkpoint, seconds.
+    #[arg(long, value_name = "S", default_value_t = 300.0)]
+    relaunch_seconds: f64,
+    /// Tokens the job trains on; sets the job length for the fault model.
+    #[arg(long, default_value_t = 300e9)]
+    train_tokens: f64,
+    /// Restarts a fault-tolerant job may use before it counts as failed.
+    #[arg(long, default_value_t = 100)]
+    max_restarts: u32,
+    /// Simulate N jobs of the planned length with random node failures (needs an MTBF).
+    #[arg(long, value_name = "N")]
+    simulate_failures: Option<u64>,
+    /// Seed of the failure simulation.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
+
+/// Checkpoint bandwidth of one node when none is given: 2 GB/s, an assumption (a node's
+/// share of a parallel file system; NVMe-local writes are faster, object stores slower).
+const DEFAULT_CKPT_BANDWIDTH_GBS: f64 = 2.0;
 
 /// The planner's view of a zoo ERNIE or a config file, with its default sequence length.
 fn model_spec(name: &str) -> anyhow::Result<(ModelSpec, Option<u64>)> {
@@ -141,6 +168,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         }),
         sequence_parallel: a.sequence_parallel,
         micro_batch_size: a.micro_batch,
+        ..Default::default()
     };
     // The graph to annotate, checked before planning.
     let graph = match &a.emit_graph {
@@ -154,13 +182,15 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         None => None,
     };
     let outcome = plan_with(&model, &job, &cluster, &cost, &fixed)?;
+    // Checked before the (slower) weak-scaling sweep.
+    let fault = fault_model(&a, &cluster, &job, &outcome.best)?;
     if let (Some(path), Some(graph)) = (&a.emit_graph, &graph) {
         let annotated = annotate(graph, &outcome.best)
             .with_context(|| format!("cannot write the plan onto {}", a.model))?;
         std::fs::write(path, oar::ir::print(&annotated))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let scaling = weak_scaling(&model, &job, &cluster, &cost, &fixed);
+    let scaling = weak_scaling(&model, &job, &cluster, &cost, &outcome.best.plan);
     let peak =
         oar::passes::parallel::step_cost::Evaluator::new(&model, &job, &cluster, cost.clone())
             .peak();
@@ -171,6 +201,7 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         outcome: &outcome,
         scaling: &scaling,
         peak,
+        fault,
     };
     let out = match a.format {
         Format::Text => report.text(),
@@ -179,4 +210,56 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         Format::Html => report.html(),
     };
     super::common::emit(&out, a.output.as_deref())
+}
+
+/// The fault model of the chosen plan, when a node MTBF is known.
+fn fault_model(
+    a: &PlanArgs,
+    cluster: &Cluster,
+    job: &Job,
+    best: &oar::passes::parallel::Evaluation,
+) -> anyhow::Result<Option<FaultReport>> {
+    let Some(mtbf) = a.mtbf_hours.or(cluster.scale_effects.node_mtbf_hours) else {
+        anyhow::ensure!(
+            a.simulate_failures.is_none(),
+            "--simulate-failures needs a node failure rate: give --mtbf-hours H or `node_mtbf_hours` in the cluster file's [scale_effects]"
+        );
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        mtbf.is_finite() && mtbf > 0.0,
+        "--mtbf-hours must be a positive number"
+    );
+    anyhow::ensure!(
+        a.ckpt_bandwidth.is_finite() && a.ckpt_bandwidth > 0.0,
+        "--ckpt-bandwidth must be a positive number of GB/s"
+    );
+    anyhow::ensure!(
+        a.relaunch_seconds.is_finite() && a.relaunch_seconds >= 0.0,
+        "--relaunch-seconds must be zero or positive"
+    );
+    anyhow::ensure!(
+        a.train_tokens.is_finite() && a.train_tokens > 0.0,
+        "--train-tokens must be positive"
+    );
+    anyhow::ensure!(
+        a.simulate_failures
+            .is_none_or(|n| (1..=10_000_000).contains(&n)),
+        "--simulate-failures takes 1 to 10,000,000 jobs"
+    );
+    // Each device saves its shard of the parameters and optimizer states (fp32 master
+    // weights and moments); a node writes its devices' shards through its own bandwidth.
+    let per_device = best.memory.parameters + best.memory.optimizer_states;
+    let per_node = cluster.node_groups[0].devices_per_node as f64;
+    let tokens_per_s = (job.global_batch * job.seq) as f64 / best.time.total;
+    let inputs = FaultInputs {
+        node_mtbf_hours: mtbf,
+        nodes: cluster.num_nodes(),
+        checkpoint_bytes_per_node: per_device * per_node,
+        checkpoint_bandwidth_gbs: a.ckpt_bandwidth,
+        relaunch_seconds: a.relaunch_seconds,
+        job_hours: a.train_tokens / tokens_per_s / 3600.0,
+        max_restarts: a.max_restarts,
+    };
+    Ok(Some(fault_report(&inputs, a.simulate_failures, a.seed)))
 }

@@ -51,6 +51,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let mut shapes = common::parse_input_shapes(&a.input_shapes)?;
     if let Some(names) = oar::onnx_io::onnx_input_names(std::path::Path::new(&a.model))? {
+        // Checked before import: an ONNX input left without a value keeps its dynamic dims,
+        // and the first op that combines it with a given input would report a shape
+        // mismatch there instead of naming the input.
+        check_given_inputs(&names, &given, &shapes)?;
         for (k, (name, t)) in given.iter().enumerate() {
             let name = name.clone().or_else(|| names.get(k).cloned());
             if let Some(n) = name {
@@ -66,6 +70,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         .iter()
         .map(|&i| graph.node(i).name.as_str())
         .collect();
+    let owned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    check_given_inputs(&owned, &given, &Default::default())?;
     let mut inputs: Vec<Option<HostTensor>> = vec![None; names.len()];
     for (k, (name, t)) in given.into_iter().enumerate() {
         let slot = match name {
@@ -167,4 +173,42 @@ fn bind_from_inputs(
         }
     }
     b
+}
+
+/// Every given input names a graph input (or fits by position), none is given twice, and
+/// every graph input has a value (or a fixed `--input-shape`, which import needs anyway).
+fn check_given_inputs(
+    names: &[String],
+    given: &[(Option<String>, HostTensor)],
+    shapes: &std::collections::BTreeMap<String, Vec<u64>>,
+) -> anyhow::Result<()> {
+    let mut seen = vec![false; names.len()];
+    for (k, (name, _)) in given.iter().enumerate() {
+        let slot = match name {
+            Some(n) => names.iter().position(|m| m == n).with_context(|| {
+                format!(
+                    "the model has no input `{n}` (inputs: {})",
+                    names.join(", ")
+                )
+            })?,
+            None if k < names.len() => k,
+            None => bail!(
+                "{} inputs given but the model takes {} ({})",
+                given.len(),
+                names.len(),
+                names.join(", ")
+            ),
+        };
+        if std::mem::replace(&mut seen[slot], true) {
+            bail!("input `{}` is given twice", names[slot]);
+        }
+    }
+    match names
+        .iter()
+        .zip(&seen)
+        .find(|(n, s)| !**s && !shapes.contains_key(*n))
+    {
+        Some((n, _)) => bail!("no value for input `{n}` (pass --input {n}=FILE.npy)"),
+        None => Ok(()),
+    }
 }

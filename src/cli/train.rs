@@ -16,7 +16,7 @@ use oar::runtime::data::{
     load_dir, Augment, BatchSource, DataError, Loader, LoaderConfig, LoaderPosition,
 };
 use oar::runtime::init::init_weights;
-use oar::runtime::io::checkpoint::{load_checkpoint, Checkpoint};
+use oar::runtime::io::checkpoint::{load_latest_good, Checkpoint};
 use oar::runtime::io::weights::load_safetensors;
 use oar::runtime::train::{
     train, EvalRecord, InterpRunner, JsonlLog, LoopConfig, Observer, SavePolicy, Schedule,
@@ -106,7 +106,11 @@ pub struct TrainArgs {
     /// Keep the newest N checkpoints (0: all).
     #[arg(long, default_value_t = 3)]
     keep: usize,
-    /// Continue from a checkpoint (a step-* directory, or a --save root: its newest).
+    /// Write checkpoints on a background thread while training continues (one in flight).
+    #[arg(long)]
+    async_save: bool,
+    /// Continue from a checkpoint (a step-* directory, or a --save root: its newest that
+    /// verifies; damaged newer ones are skipped with a warning naming the bad file).
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
     /// Seed of initialisation, dropout, the split, shuffling and augmentation (default 0;
@@ -380,7 +384,16 @@ fn resume_and_seed(a: &TrainArgs) -> anyhow::Result<(Option<Checkpoint>, u64)> {
         bail!("--resume takes the checkpoint's weights; drop --weights");
     }
     let resumed = match &a.resume {
-        Some(dir) => Some(load_checkpoint(dir).context("cannot resume")?),
+        Some(dir) => {
+            let (ck, warnings) = load_latest_good(dir).context("cannot resume")?;
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            if !warnings.is_empty() {
+                eprintln!("resuming from the checkpoint at step {}", ck.step);
+            }
+            Some(ck)
+        }
         None => None,
     };
     let seed = match (&resumed, a.seed) {
@@ -409,7 +422,10 @@ fn initial_state<L>(
         None => {
             let mut weights = init_weights(graph, seed).map_err(anyhow::Error::msg)?;
             if let Some(p) = &a.weights {
-                weights.extend(load_safetensors(p)?);
+                let given = load_safetensors(p)?;
+                // Parameters the file lacks keep their initialisers; anything else must fit.
+                super::common::check_weights(graph, &given, p, false)?;
+                weights.extend(given);
             }
             TrainState {
                 step: 0,

@@ -8,16 +8,25 @@
 //! one process would report. Rank 0
 //! alone draws the progress bar and prints the summary; `--log run.jsonl` is rank 0's file,
 //! rank r > 0 writes `run.rank<r>.jsonl` beside it.
+//!
+//! Checkpoints under `--dp`: every rank holds the same weights, so rank 0 alone writes them
+//! and every rank meets at a barrier after each save step ([`SyncObserver`]): no rank starts
+//! the next step before the checkpoint exists, so a job killed at any moment restarts from a
+//! checkpoint no rank has run more than one save interval past. Under `oar launch
+//! --max-restarts`, each rank also writes a heartbeat file per step ([`HEARTBEAT_ENV`]).
 
 use super::TrainArgs;
 use anyhow::{bail, Context};
 use clap::Args;
 use oar::ir::Graph;
 use oar::passes::training::data_parallel::{build_data_parallel_step, DataParallel};
+use oar::passes::training::zero::{gather_full_state, partition_state, ZeroLayout};
 use oar::passes::training::TrainConfig;
 use oar::runtime::comm::{launched_by_mpi, Communicator, MpiComm};
 use oar::runtime::interp::{run_with_options_on_rank, RunOptions};
-use oar::runtime::train::{InterpRunner, StepOutputs, StepRunner, TrainError};
+use oar::runtime::train::{
+    EvalRecord, InterpRunner, Observer, StepOutputs, StepRecord, StepRunner, TrainError,
+};
 use oar::runtime::{HostTensor, Weights};
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
@@ -29,9 +38,15 @@ pub struct DistArgs {
     /// MODEL ... --dp N`); each takes 1/N of every --batch (which N must divide).
     #[arg(long, value_name = "N")]
     pub dp: Option<u64>,
-    /// The per-rank step, built by the model's front end ([`prepare`]) for the loop.
+    /// ZeRO stage under --dp: 1 shards the optimizer state across the ranks, 2 the
+    /// gradients too, 3 the parameters too (each rank keeps 1/N; checkpoints still hold the
+    /// full state).
+    #[arg(long, value_name = "STAGE", requires = "dp", value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub zero: Option<u8>,
+    /// The model for one rank's share of the batch and the step's configuration, from the
+    /// model's front end ([`prepare`]); each rank builds its step from them ([`runner`]).
     #[arg(skip)]
-    step: OnceCell<Graph>,
+    step: OnceCell<(Graph, TrainConfig)>,
 }
 
 impl DistArgs {
@@ -88,6 +103,85 @@ impl Dist {
     }
 }
 
+/// The environment variable naming the folder where each rank writes its heartbeat
+/// (`rank-<r>.json`: rank, pid, steps completed), set by `oar launch --max-restarts`.
+pub const HEARTBEAT_ENV: &str = "OAR_HEARTBEAT_DIR";
+
+/// Writes `{"rank", "pid", "step"}` to `dir/rank-<rank>.json` through a temporary name and a
+/// rename, so the launcher never reads half a file.
+pub fn write_heartbeat(dir: &Path, rank: u64, step: u64) -> std::io::Result<()> {
+    let body = format!(
+        "{{\"rank\":{rank},\"pid\":{},\"step\":{step}}}\n",
+        std::process::id()
+    );
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".rank-{rank}.json.tmp"));
+    std::fs::write(&tmp, body)?;
+    std::fs::rename(&tmp, dir.join(format!("rank-{rank}.json")))
+}
+
+/// Wraps the loop's observer with what a supervised or data-parallel run adds: the heartbeat
+/// after every step, and under `--dp` a barrier at every save point, once rank 0 has written
+/// the checkpoint (the loop brings every rank there, flushing a lazy or ZeRO runner on all).
+pub struct SyncObserver<'o> {
+    pub inner: &'o mut dyn Observer,
+    /// The heartbeat folder and this process's rank.
+    pub heartbeat: Option<(PathBuf, u64)>,
+    pub dist: Option<&'o Dist>,
+}
+
+impl SyncObserver<'_> {
+    /// The heartbeat folder from the environment, when the launcher set it.
+    pub fn heartbeat_dir() -> Option<PathBuf> {
+        std::env::var_os(HEARTBEAT_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    }
+
+    fn beat(&self, step: u64) -> Result<(), TrainError> {
+        match &self.heartbeat {
+            Some((dir, rank)) => write_heartbeat(dir, *rank, step).map_err(|e| {
+                TrainError::Log(format!(
+                    "cannot write the heartbeat in {}: {e}",
+                    dir.display()
+                ))
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn barrier(&self, step: u64) -> Result<(), TrainError> {
+        let Some(d) = self.dist else { return Ok(()) };
+        let all: Vec<u64> = (0..d.dp).collect();
+        d.comm.barrier(&all).map_err(|e| {
+            TrainError::Log(format!(
+                "rank {}: after the checkpoint at step {step}: {e}",
+                d.rank
+            ))
+        })
+    }
+}
+
+impl Observer for SyncObserver<'_> {
+    fn on_step(&mut self, r: &StepRecord) -> Result<(), TrainError> {
+        self.inner.on_step(r)?;
+        self.beat(r.step)
+    }
+
+    fn on_eval(&mut self, r: &EvalRecord) -> Result<(), TrainError> {
+        self.inner.on_eval(r)
+    }
+
+    fn on_checkpoint(&mut self, step: u64, path: &Path) -> Result<(), TrainError> {
+        self.inner.on_checkpoint(step, path)
+    }
+
+    fn on_save_point(&mut self, step: u64) -> Result<(), TrainError> {
+        self.inner.on_save_point(step)?;
+        self.barrier(step)
+    }
+}
+
 /// Builds the per-rank step under `--dp` (nothing without it) of a model built for one
 /// rank's share of the batch: `model_for(n)` gives the model with the batch bound to `n`.
 pub fn prepare(
@@ -102,23 +196,41 @@ pub fn prepare(
         bail!("--batch {} does not split into {dp} equal shards", a.batch);
     }
     let model = model_for(a.batch as u64 / dp)?;
-    let step = build_data_parallel_step(&model, cfg, &DataParallel::new(dp))
-        .context("cannot build the data-parallel step")?;
     // Set once per run; a second call keeps the first.
-    let _ = a.dist.step.set(step.graph);
+    let _ = a.dist.step.set((model, cfg.clone()));
     Ok(())
 }
 
 /// The loop's runner under `--dp`: the per-rank step, with `full` (the single-process
 /// runner) for evaluation.
 pub fn runner(a: &TrainArgs, full: InterpRunner, d: &Dist) -> anyhow::Result<DpRunner> {
-    let Some(step) = a.dist.step.get() else {
+    let Some((model, cfg)) = a.dist.step.get() else {
         bail!("--dp trains zoo models (lcnet_*, ernie-*) for now, not graph files or distillation");
     };
     if a.backend.as_deref() == Some("llvm") {
         bail!("--dp runs the step in the interpreter for now; drop --backend llvm");
     }
-    Ok(DpRunner::new(step.clone(), full, d))
+    let stage = a.dist.zero.unwrap_or(0);
+    let step = build_data_parallel_step(model, cfg, &DataParallel::zero(d.dp, stage, d.rank))
+        .context("cannot build the data-parallel step")?;
+    if let (Some(l), 0) = (&step.zero, d.rank) {
+        let (z, full) = (l.bytes_per_rank(), l.replicated_bytes());
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        println!(
+            "zero-{stage} on {} ranks, per rank: parameters {:.2} MiB, gradients {:.2} MiB, \
+             optimizer state {:.2} MiB (replicated: {:.2}, {:.2}, {:.2} MiB)",
+            d.dp,
+            mib(z.params),
+            mib(z.grads),
+            mib(z.optimizer),
+            mib(full.params),
+            mib(full.grads),
+            mib(full.optimizer)
+        );
+    }
+    let mut r = DpRunner::new(step.graph, full, d);
+    r.zero = step.zero;
+    Ok(r)
 }
 
 /// `--log FILE` for this rank: rank 0 keeps FILE, rank r writes FILE's stem `.rank<r>.`
@@ -145,6 +257,8 @@ pub struct DpRunner {
     comm: Arc<MpiComm>,
     rank: usize,
     dp: usize,
+    /// Where the rank's ZeRO optimizer state lives (`None` without --zero).
+    zero: Option<ZeroLayout>,
 }
 
 impl DpRunner {
@@ -155,6 +269,7 @@ impl DpRunner {
             comm: d.comm.clone(),
             rank: d.rank as usize,
             dp: d.dp as usize,
+            zero: None,
         }
     }
 
@@ -186,6 +301,10 @@ impl StepRunner for DpRunner {
         step: u64,
     ) -> Result<StepOutputs, TrainError> {
         let x = self.shard(inputs, step)?;
+        if let Some(l) = &self.zero {
+            // Full optimizer state (initial, resumed, or left by `flush`) into the parts.
+            partition_state(l, weights).map_err(|e| TrainError::Contract(e.to_string()))?;
+        }
         // The rank's dropout masks continue one process's stream at its slice.
         let opts = RunOptions {
             batch_shard: self.rank as u64,
@@ -217,5 +336,15 @@ impl StepRunner for DpRunner {
         step: u64,
     ) -> Result<StepOutputs, TrainError> {
         self.full.evaluate(inputs, weights, step)
+    }
+
+    /// Under ZeRO, gathers the full optimizer state (collective: the loop calls it on every
+    /// rank at the same points) so checkpoints load in one process.
+    fn flush(&mut self, weights: &mut Weights) -> Result<(), TrainError> {
+        match &self.zero {
+            Some(l) => gather_full_state(l, weights, self.comm.as_ref())
+                .map_err(|e| TrainError::Contract(e.to_string())),
+            None => Ok(()),
+        }
     }
 }

@@ -51,7 +51,8 @@ pub struct DistillArgs {
     #[arg(long, default_value = "kl", value_parser = ["kl", "soft-ce"])]
     soft_loss: String,
     /// The teacher's initial weights (safetensors under the teacher's own parameter names,
-    /// e.g. `weights.safetensors` of an `oar train TEACHER --save` checkpoint).
+    /// e.g. `shard-00000-of-00001.safetensors` of an `oar train TEACHER --save` checkpoint,
+    /// or what `oar checkpoint convert` writes).
     #[arg(long, value_name = "FILE", requires = "teacher")]
     teacher_weights: Option<PathBuf>,
 }
@@ -143,7 +144,7 @@ pub(super) fn run(mut a: TrainArgs) -> anyhow::Result<()> {
     if a.distill.distill == "frozen" && a.distill.teacher_weights.is_none() && a.resume.is_none() {
         bail!(
             "--distill frozen keeps the teacher's weights fixed: give trained ones with \
-             --teacher-weights FILE (e.g. weights.safetensors of `oar train {teacher_spec} --save DIR`)"
+             --teacher-weights FILE (e.g. shard-00000-of-00001.safetensors of `oar train {teacher_spec} --save DIR`)"
         );
     }
     if let Some(cfg) = oar::models::ernie_config(&a.model) {

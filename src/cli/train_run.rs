@@ -127,6 +127,8 @@ pub(super) fn run_loop<L: BatchSource>(
                 a.save_every
             },
             keep: a.keep,
+            background: a.async_save,
+            write: true,
         }),
         seed,
         config: json!({
@@ -154,6 +156,19 @@ pub(super) fn run_loop<L: BatchSource>(
     let mut planned = None;
     let d = dist::Dist::init(&a.dist, a.batch)?;
     let rank0 = dist::Dist::is_rank0(d.as_ref());
+    // Every rank holds the same weights: rank 0 alone writes checkpoints; every rank meets
+    // each save point (dist::SyncObserver).
+    let mut cfg = cfg;
+    if let Some(p) = cfg.save.as_mut() {
+        p.write = rank0;
+    }
+    let heartbeat =
+        dist::SyncObserver::heartbeat_dir().map(|h| (h, d.as_ref().map_or(0, |d| d.rank)));
+    if let Some((dir, rank)) = &heartbeat {
+        // The first beat tells the launcher this rank's pid and where it starts.
+        dist::write_heartbeat(dir, *rank, state.step)
+            .with_context(|| format!("cannot write the heartbeat in {}", dir.display()))?;
+    }
     let mut runner: Box<dyn StepRunner> = match runner {
         Some(_) if d.is_some() => {
             bail!("--dp runs the step in the interpreter for now; drop --backend llvm")
@@ -193,13 +208,18 @@ pub(super) fn run_loop<L: BatchSource>(
         eval: String::new(),
         skipped: 0,
     };
+    let mut sync = dist::SyncObserver {
+        inner: &mut obs,
+        heartbeat,
+        dist: d.as_ref(),
+    };
     let result = train(
         runner.as_mut(),
         &mut state,
         val,
         &|s| sched.lr(s),
         &cfg,
-        &mut obs,
+        &mut sync,
     );
     bar.finish_and_clear();
     drop(obs);

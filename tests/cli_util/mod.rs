@@ -55,3 +55,58 @@ pub fn text_corpus() -> Option<PathBuf> {
     );
     None
 }
+
+/// `train ernie-3.0-tiny` at the size the multi-process tests use (1 layer, hidden 32,
+/// dropout 0.1, interpreter); callers add the batch, steps, data and logs.
+pub const TINY_ERNIE_TRAIN: [&str; 26] = [
+    "train",
+    "ernie-3.0-tiny",
+    "--vocab-size",
+    "300",
+    "--max-docs",
+    "6",
+    "--seq",
+    "16",
+    "--layers",
+    "1",
+    "--hidden",
+    "32",
+    "--heads",
+    "2",
+    "--ffn",
+    "64",
+    "--dropout",
+    "0.1",
+    "--lr",
+    "0.01",
+    "--clip-norm",
+    "1.0",
+    "--seed",
+    "3",
+    "--backend",
+    "interp",
+];
+
+/// Whether `mpirun` runs here (the multi-process tests skip, saying so, where it does not).
+pub fn mpirun_available() -> bool {
+    let ok = Command::new("mpirun").arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("skipped: mpirun is not installed (scripts/setup.sh installs OpenMPI)");
+    }
+    ok
+}
+
+/// `mpirun -n N oar ARGS` (as root and oversubscribed, as CI runs it).
+pub fn mpirun<S: AsRef<OsStr>>(n: u64, args: &[S]) -> Output {
+    Command::new("mpirun")
+        .args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-n",
+            &n.to_string(),
+        ])
+        .arg(env!("CARGO_BIN_EXE_oar"))
+        .args(args)
+        .output()
+        .expect("run mpirun")
+}

@@ -2,9 +2,11 @@
 //! them. Loaded from TOML or JSON, or taken from a preset. Figures are stored in the units
 //! datasheets use (TFLOP/s, GB/s, GiB, µs); accessors return SI units for cost models.
 
+mod efficiency;
 mod presets;
 mod summary;
 
+pub use efficiency::{gemm_size, interpolate, AttentionPoint, EfficiencyTable, GemmPoint};
 pub use presets::{preset, preset_names, PresetInfo, PRESETS};
 
 use crate::dist::DeviceKind;
@@ -62,6 +64,9 @@ pub struct DeviceSpec {
     /// On-demand price of one device, USD per hour.
     #[serde(default)]
     pub price_per_hour: f64,
+    /// Kernel efficiency by shape (published or measured); absent = the planner's constant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efficiency: Option<EfficiencyTable>,
 }
 
 impl DeviceSpec {
@@ -133,6 +138,36 @@ pub struct Cluster {
     pub node_groups: Vec<NodeGroup>,
     /// The network between nodes.
     pub inter_node: Link,
+    /// What makes a large job slower or less reliable than its parts (all optional).
+    #[serde(default, skip_serializing_if = "ScaleEffects::is_unset")]
+    pub scale_effects: ScaleEffects,
+}
+
+/// Figures of a cluster at scale: run-to-run variation, the network's oversubscription
+/// above the leaf switches, and node reliability (`[scale_effects]` in a cluster file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleEffects {
+    /// Coefficient of variation of one device's step time (standard deviation over mean).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_time_cv: Option<f64>,
+    /// Bandwidth oversubscription above the leaf switches (1 = non-blocking fat tree):
+    /// traffic between leaves shares the spine's links `oversubscription` ways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oversubscription: Option<f64>,
+    /// Nodes under one leaf switch (a group within one leaf never crosses the spine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_per_leaf: Option<u32>,
+    /// Mean time between failures of one node, hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_mtbf_hours: Option<f64>,
+}
+
+impl ScaleEffects {
+    /// Nothing set (omitted when serialising).
+    pub fn is_unset(&self) -> bool {
+        *self == ScaleEffects::default()
+    }
 }
 
 /// A cluster description that cannot be used.
@@ -238,6 +273,32 @@ impl Cluster {
             Ok(())
         };
         link(&self.inter_node, "inter_node")?;
+        let s = &self.scale_effects;
+        if s.step_time_cv.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+            return bad(
+                "scale_effects.step_time_cv".into(),
+                "must be zero or positive",
+            );
+        }
+        if s.oversubscription
+            .is_some_and(|v| !(v.is_finite() && v >= 1.0))
+        {
+            return bad(
+                "scale_effects.oversubscription".into(),
+                "must be at least 1 (1 = non-blocking)",
+            );
+        }
+        if s.nodes_per_leaf == Some(0) {
+            return bad("scale_effects.nodes_per_leaf".into(), "must be at least 1");
+        }
+        if s.node_mtbf_hours
+            .is_some_and(|v| !(v.is_finite() && v > 0.0))
+        {
+            return bad(
+                "scale_effects.node_mtbf_hours".into(),
+                "must be a positive number",
+            );
+        }
         for (i, g) in self.node_groups.iter().enumerate() {
             let f = format!("node_group[{i}]");
             if g.nodes == 0 {
@@ -264,6 +325,12 @@ impl Cluster {
                 return bad(
                     format!("{f}.device.price_per_hour"),
                     "must be zero or positive",
+                );
+            }
+            if let Some((table, i)) = d.efficiency.as_ref().and_then(|t| t.invalid_point()) {
+                return bad(
+                    format!("{f}.device.efficiency.{table}[{i}].efficiency"),
+                    "must be in (0, 1]",
                 );
             }
             let peaks = d.peak_tflops.entries();
@@ -316,6 +383,36 @@ mod tests {
             let j = serde_json::to_string(&c).unwrap();
             assert_eq!(Cluster::from_json(&j, "j").unwrap(), c);
         }
+    }
+
+    #[test]
+    fn scale_effects_and_efficiency_tables_parse_and_validate() {
+        let mut text = preset("a100").unwrap().to_toml();
+        // The preset's efficiency table survives TOML.
+        assert!(
+            text.contains("[[node_group.device.efficiency.gemm]]"),
+            "{text}"
+        );
+        text.push_str("\n[scale_effects]\nstep_time_cv = 0.02\noversubscription = 2.0\nnodes_per_leaf = 16\nnode_mtbf_hours = 1500.0\n");
+        let c = Cluster::from_toml(&text, "c.toml").unwrap();
+        assert_eq!(c.scale_effects.oversubscription, Some(2.0));
+        assert_eq!(c.scale_effects.node_mtbf_hours, Some(1500.0));
+        let err = Cluster::from_toml(
+            &text.replace("oversubscription = 2.0", "oversubscription = 0.5"),
+            "c.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("scale_effects.oversubscription"), "{err}");
+        let mut bad = preset("a100").unwrap();
+        if let Some(t) = bad.node_groups[0].device.efficiency.as_mut() {
+            t.gemm[2].efficiency = 0.0;
+        }
+        let err = bad.validate("b").unwrap_err().to_string();
+        assert!(
+            err.contains("device.efficiency.gemm[2].efficiency"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,8 +5,12 @@
 //! fitted to nccl-tests runs (a few µs in a node, about 10 µs across InfiniBand), stated as
 //! assumptions until a calibration run replaces them.
 
-use super::{Cluster, DeviceSpec, Link, NodeGroup, PeakTflops};
+use super::{
+    AttentionPoint, Cluster, DeviceSpec, EfficiencyTable, GemmPoint, Link, NodeGroup, PeakTflops,
+    ScaleEffects,
+};
 use crate::dist::DeviceKind;
+use crate::types::DType;
 
 /// A named preset.
 pub struct PresetInfo {
@@ -42,6 +46,12 @@ pub const PRESETS: &[PresetInfo] = &[
         aliases: &["h200"],
         description: "8x H200-SXM-141GB, NVSwitch, 8x 400 Gb/s NDR InfiniBand per node",
         build: hgx_h200,
+    },
+    PresetInfo {
+        name: "atlas-800-910",
+        aliases: &["ascend910"],
+        description: "8x Ascend 910 (32 GB HBM2), HCCS, 8x 100 Gb/s RoCE per node",
+        build: atlas_910,
     },
     PresetInfo {
         name: "cpu-epyc-7763",
@@ -83,6 +93,7 @@ fn one_node(name: &str, devices: u32, device: DeviceSpec, intra: Link, inter: Li
             intra_node: intra,
         }],
         inter_node: inter,
+        scale_effects: ScaleEffects::default(),
     }
 }
 
@@ -102,6 +113,7 @@ fn dgx_a100() -> Cluster {
         memory_gib: 80.0, // 80 GB HBM2e (81920 MiB as nvidia-smi reports)
         memory_bandwidth_gbs: 2039.0, // datasheet: 2,039 GB/s
         price_per_hour: 5.12, // AWS p4de.24xlarge on-demand $40.96/h ÷ 8 (us-east-1, 2023)
+        efficiency: Some(a100_efficiency()),
     };
     one_node(
         "dgx-a100-80g",
@@ -112,6 +124,50 @@ fn dgx_a100() -> Cluster {
         // DGX A100 datasheet: 8 single-port ConnectX-6 HDR 200 Gb/s, one per GPU.
         link("HDR InfiniBand 200 Gb/s per GPU", 25.0, 10.0),
     )
+}
+
+/// A100 bf16 kernel efficiency by shape. The saturation level is the published "maximum
+/// achievable matmul FLOPS" of an A100-SXM: 267.9 of 312 TFLOP/s bf16 = 0.86 (S. Bekman,
+/// *Machine Learning Engineering*, "Maximum Achievable Matmul FLOPS comparison table",
+/// measured with cuBLAS over a sweep of shapes). The rise towards it with size follows
+/// NVIDIA's *Matrix Multiplication Background User's Guide* (2023, A100 figures: throughput
+/// grows with size until tiles fill every SM in whole waves); the intermediate points are
+/// approximate readings of public cuBLAS sweeps, not oar measurements, and a calibration run
+/// on the target cluster replaces them. The attention points are for the unfused core of
+/// 2021-era Megatron-LM (two batched GEMMs of head width around a softmax), an assumption
+/// of the same status.
+fn a100_efficiency() -> EfficiencyTable {
+    let g = |m: u64, n: u64, k: u64, efficiency: f64| GemmPoint {
+        dtype: DType::BF16,
+        m,
+        n,
+        k,
+        efficiency,
+    };
+    let a = |seq: u64, head_dim: u64, efficiency: f64| AttentionPoint {
+        dtype: DType::BF16,
+        seq,
+        head_dim,
+        efficiency,
+    };
+    EfficiencyTable {
+        source: "A100 bf16 cuBLAS: saturation 267.9/312 TFLOP/s (Bekman, ML Engineering, MAMF \
+                 table); rise with size per NVIDIA Matrix Multiplication Background guide"
+            .into(),
+        gemm: vec![
+            g(512, 512, 512, 0.20),
+            g(1024, 1024, 1024, 0.45),
+            g(2048, 2048, 2048, 0.72),
+            g(4096, 4096, 4096, 0.81),
+            g(8192, 8192, 8192, 0.86),
+        ],
+        attention: vec![
+            a(512, 64, 0.30),
+            a(1024, 128, 0.45),
+            a(2048, 128, 0.55),
+            a(4096, 128, 0.60),
+        ],
+    }
 }
 
 fn dgx_v100() -> Cluster {
@@ -130,6 +186,7 @@ fn dgx_v100() -> Cluster {
         memory_gib: 32.0,
         memory_bandwidth_gbs: 900.0,
         price_per_hour: 3.90, // AWS p3dn.24xlarge on-demand $31.212/h ÷ 8 (us-east-1, 2023)
+        efficiency: None,
     };
     one_node(
         "dgx-v100-32g",
@@ -160,6 +217,7 @@ fn hopper(model: &str, memory_gib: f64, bandwidth_gbs: f64, price: f64) -> Devic
         memory_gib,
         memory_bandwidth_gbs: bandwidth_gbs,
         price_per_hour: price,
+        efficiency: None,
     }
 }
 
@@ -188,6 +246,36 @@ fn hgx_h200() -> Cluster {
     )
 }
 
+fn atlas_910() -> Cluster {
+    // Huawei Ascend 910 as presented at Hot Chips 31 (2019, "DaVinci: A Scalable
+    // Architecture for Neural Network Computing"): 256 TFLOP/s fp16, 512 TOPS int8,
+    // 32 GB HBM2 at 1.2 TB/s; no bf16. ERNIE 3.0 Titan trained partly on these.
+    let device = DeviceSpec {
+        // An accelerator: the IR has no separate NPU kind, and the planner needs none.
+        kind: DeviceKind::Gpu,
+        model: "Ascend-910".into(),
+        peak_tflops: PeakTflops {
+            f16: Some(256.0),
+            i8: Some(512.0),
+            ..Default::default()
+        },
+        memory_gib: 32.0,
+        memory_bandwidth_gbs: 1200.0,
+        price_per_hour: 0.0, // no public cloud list price
+        efficiency: None,
+    };
+    one_node(
+        "atlas-800-910",
+        8,
+        device,
+        // Hot Chips 31: HCCS 30 GB/s per chip between the NPUs of a server (assumed per
+        // direction).
+        link("HCCS", 30.0, 5.0),
+        // Atlas 800 training server (model 9000) datasheet: 8x 100GE RoCE, one per NPU.
+        link("100 Gb/s RoCE per NPU", 12.5, 15.0),
+    )
+}
+
 fn cpu_epyc() -> Cluster {
     // AMD EPYC 7763 product page: 64 cores, 2.45 GHz base, 8 channels DDR4-3200
     // (8 × 25.6 GB/s = 204.8 GB/s per socket). Zen 3 retires two 256-bit FMAs per cycle:
@@ -203,6 +291,7 @@ fn cpu_epyc() -> Cluster {
         memory_gib: 256.0, // assumed 8 x 32 GiB DIMMs per socket
         memory_bandwidth_gbs: 204.8,
         price_per_hour: 3.67, // AWS c6a.48xlarge (2 sockets) on-demand $7.344/h ÷ 2 (2023)
+        efficiency: None,
     };
     one_node(
         "cpu-epyc-7763",

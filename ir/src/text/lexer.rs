@@ -157,7 +157,8 @@ fn lex_string(src: &str, start: usize) -> Result<(String, usize), ParseError> {
                     match (ch, close) {
                         (Some(ch), Some(e)) => {
                             s.push(ch);
-                            for _ in 0..e {
+                            // `{`, the hex digits (ASCII) and the closing `}`.
+                            for _ in 0..=e {
                                 chars.next();
                             }
                         }

@@ -5,6 +5,7 @@
 //! the usual costs it rediscovers Megatron's column → row pattern, and with sequence
 //! parallelism allowed, Korthikanti et al.'s sequence-sharded norms.
 
+use super::efficiency::KernelRates;
 use super::spec::LayerSpec;
 use crate::comm_cost::{all_reduce, ring_gather};
 use oar_ir::cluster::Link;
@@ -85,7 +86,7 @@ enum ChainOp {
     /// `[tokens, k] × [k, n]` with trainable weights.
     Linear { k: u64, n: u64 },
     /// Attention scores, softmax, context over all tokens; splits by heads.
-    Attention,
+    Attention { head_dim: u64 },
     /// Elementwise activation.
     Pointwise,
 }
@@ -136,28 +137,34 @@ fn op_cost(
                 v.push((input, bytes / rates.bandwidth / share, label));
             }
         }
-        ChainOp::Attention => {
-            // Scores and context: 4·tokens·seq·h FLOPs.
+        ChainOp::Attention { head_dim } => {
+            // Scores and context: 4·tokens·seq·h FLOPs, at the attention core's efficiency
+            // (heads split across ranks leave each head's shape unchanged).
             let flops = 4.0 * tokens * rates.seq * h;
+            let secs = rates
+                .kernels
+                .attention_seconds(flops, rates.seq as u64, head_dim);
             match input {
-                Features => v.push((Features, flops / rates.flops / t, "heads")),
-                Replicated => v.push((Replicated, flops / rates.flops, "replicated")),
+                Features => v.push((Features, secs / t, "heads")),
+                Replicated => v.push((Replicated, secs, "replicated")),
                 _ => {}
             }
         }
         ChainOp::Linear { k, n } => {
-            let flops = 2.0 * tokens * k as f64 * n as f64;
+            // Each strategy runs a different GEMM shape per rank, priced at its own efficiency.
+            let (m, tu) = (tokens as u64, (t as u64).max(1));
+            let gemm = |m: u64, n: u64, k: u64| rates.kernels.gemm_seconds(m, n, k);
             match input {
                 Replicated => {
-                    v.push((Replicated, flops / rates.flops, "replicated"));
-                    v.push((Features, flops / rates.flops / t, "column"));
+                    v.push((Replicated, gemm(m, n, k), "replicated"));
+                    v.push((Features, gemm(m, n / tu, k), "column"));
                 }
-                Features => v.push((Partial, flops / rates.flops / t, "row")),
+                Features => v.push((Partial, gemm(m, n, k / tu), "row")),
                 // Tokens split with whole weights: the weight gradients need an extra
                 // all-reduce, charged per micro-batch.
                 Tokens => v.push((
                     Tokens,
-                    flops / rates.flops / t + rates.weight_sync(k * n),
+                    gemm(m / tu, n, k) + rates.weight_sync(k * n),
                     "tokens",
                 )),
                 Partial => {}
@@ -211,9 +218,9 @@ fn reshard(
 }
 
 /// Throughput figures the chain costs need.
-pub struct Rates {
-    /// Achievable FLOP/s.
-    pub flops: f64,
+pub struct Rates<'a> {
+    /// Achievable FLOP/s by kernel shape.
+    pub kernels: &'a KernelRates,
     /// Memory bandwidth, bytes/s.
     pub bandwidth: f64,
     /// Sequence length (attention's extra factor).
@@ -222,7 +229,7 @@ pub struct Rates {
     pub weight_sync_per_element: f64,
 }
 
-impl Rates {
+impl Rates<'_> {
     fn weight_sync(&self, elements: u64) -> f64 {
         self.weight_sync_per_element * elements as f64
     }
@@ -250,7 +257,13 @@ pub fn plan_layer(
     let chain = [
         ("norm1", ChainOp::Norm, h),
         ("qkv", ChainOp::Linear { k: h, n: 3 * h }, 3 * h),
-        ("attention", ChainOp::Attention, h),
+        (
+            "attention",
+            ChainOp::Attention {
+                head_dim: h / l.heads.max(1),
+            },
+            h,
+        ),
         ("out", ChainOp::Linear { k: h, n: h }, h),
         ("norm2", ChainOp::Norm, h),
         ("ffn1", ChainOp::Linear { k: h, n: f }, f),
@@ -306,7 +319,7 @@ struct ChainCx<'a> {
     h: u64,
     t: u64,
     tokens: u64,
-    rates: &'a Rates,
+    rates: &'a Rates<'a>,
     link: &'a Link,
     eff: f64,
     seq_par: bool,
@@ -419,9 +432,10 @@ mod tests {
         }
     }
 
-    fn rates() -> Rates {
+    fn rates() -> Rates<'static> {
+        static KERNELS: std::sync::OnceLock<KernelRates> = std::sync::OnceLock::new();
         Rates {
-            flops: 200e12,
+            kernels: KERNELS.get_or_init(|| KernelRates::flat(200e12, 1.0)),
             bandwidth: 2e12,
             seq: 2048.0,
             weight_sync_per_element: 1e-11,

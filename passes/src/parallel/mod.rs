@@ -2,9 +2,12 @@
 //! (compute, collectives, bubbles, memory), the planner, and reports.
 
 pub mod annotate;
+pub mod efficiency;
+pub mod fault_model;
 pub mod intra_op;
 pub mod partition;
 pub mod report;
+pub mod scale_effects;
 pub mod search;
 mod sharding_rules;
 pub mod spec;

@@ -1,5 +1,6 @@
 //! The auto-parallelization report: text, Markdown, JSON and HTML (with SVG charts).
 
+use super::fault_model::FaultReport;
 use super::search::{PlanOutcome, ScalingRow};
 use super::spec::ModelSpec;
 use super::step_cost::{Evaluation, Job, Recompute, Schedule};
@@ -18,6 +19,8 @@ pub struct Report<'a> {
     pub scaling: &'a [ScalingRow],
     /// Peak FLOP/s of one device, for MFU.
     pub peak: f64,
+    /// The fault model, when a failure rate is known.
+    pub fault: Option<FaultReport>,
 }
 
 /// Throughput figures of an evaluation.
@@ -42,7 +45,29 @@ impl Report<'_> {
         }
     }
 
-    fn plan_line(e: &Evaluation) -> String {
+    /// Each pipeline stage's device and layer count, when stages run on different kinds.
+    fn stage_devices(&self, e: &Evaluation) -> Vec<(usize, String, usize)> {
+        e.stage_groups
+            .iter()
+            .zip(&e.plan.stage_layers)
+            .enumerate()
+            .map(|(k, (&g, &n))| {
+                let model = self
+                    .cluster
+                    .node_groups
+                    .get(g)
+                    .map_or_else(String::new, |g| g.device.model.clone());
+                (k, model, n)
+            })
+            .collect()
+    }
+
+    fn mixed(&self) -> bool {
+        self.cluster.node_groups.len() > 1
+    }
+
+    /// One line naming a layout (also the plan page's).
+    pub fn plan_line(e: &Evaluation) -> String {
         let p = &e.plan;
         let rc = match p.recompute {
             Recompute::None => "no recompute",
@@ -103,6 +128,14 @@ impl Report<'_> {
         let _ = writeln!(s, "mapping: {map}");
         let stages: Vec<String> = b.plan.stage_layers.iter().map(|n| n.to_string()).collect();
         let _ = writeln!(s, "layers per stage: [{}]", stages.join(", "));
+        if self.mixed() {
+            let per: Vec<String> = self
+                .stage_devices(b)
+                .into_iter()
+                .map(|(k, d, n)| format!("{k}: {d} ({n} layers)"))
+                .collect();
+            let _ = writeln!(s, "stage devices: {}", per.join(", "));
+        }
         let _ = writeln!(
             s,
             "intra-op sharding per layer: {}\n",
@@ -117,6 +150,7 @@ impl Report<'_> {
             ("exposed dp comm", t.data_parallel_comm),
             ("pipeline bubble", t.bubble),
             ("optimizer", t.optimizer),
+            ("straggler wait", t.straggler),
         ] {
             let _ = writeln!(
                 s,
@@ -125,6 +159,12 @@ impl Report<'_> {
                 v / t.total * 100.0
             );
         }
+        let _ = writeln!(
+            s,
+            "  (gradient all-reduce: {:?}; spine contention {:.1} ms of the exposed dp comm)",
+            b.dp_all_reduce,
+            t.contention * 1e3
+        );
         let _ = writeln!(
             s,
             "\nthroughput {:.0} tokens/s, {:.1} TFLOP/s per device, MFU {:.1}%",
@@ -158,7 +198,10 @@ impl Report<'_> {
                 a.why
             );
         }
-        let _ = writeln!(s, "\nweak scaling (same batch per device)");
+        let _ = writeln!(
+            s,
+            "\nweak scaling (same batch per device, same layout per replica; losses: straggler wait, exposed dp comm)"
+        );
         let _ = writeln!(
             s,
             "  {:>8} {:>8} {:>14} {:>14} {:>10}",
@@ -182,6 +225,9 @@ impl Report<'_> {
                 "  {:>8} {:>8} {:>14} {:>14} {:>10}",
                 r.devices, r.global_batch, plan, tps, eff
             );
+        }
+        if let Some(f) = &self.fault {
+            let _ = write!(s, "\n{}", f.text());
         }
         let _ = writeln!(
             s,
@@ -211,6 +257,8 @@ impl Report<'_> {
             "schedule": format!("{:?}", b.plan.schedule),
             "mapping": b.plan.mapping,
             "stage_layers": b.plan.stage_layers,
+            "stage_devices": self.stage_devices(b).into_iter().map(|(_, d, _)| d).collect::<Vec<_>>(),
+            "dp_all_reduce": b.dp_all_reduce,
             "intra_op": b.layer_strategy,
             "step_time_s": b.time.total,
             "breakdown_s": b.time,
@@ -225,6 +273,7 @@ impl Report<'_> {
                 "fits": a.evaluation.fits, "why": a.why,
             })).collect::<Vec<_>>(),
             "weak_scaling": self.scaling,
+            "fault_model": self.fault,
             "planning_time_s": self.outcome.planning_seconds,
             "layouts_considered": self.outcome.considered,
         })
@@ -240,7 +289,14 @@ impl Report<'_> {
         );
         let _ = writeln!(s, "**Chosen:** {}\n", Self::plan_line(b));
         let _ = writeln!(s, "| metric | value |\n| --- | --- |");
-        let _ = writeln!(s, "| step time | {:.1} ms |\n| tokens/s | {:.0} |\n| TFLOP/s per device | {:.1} |\n| MFU | {:.1}% |\n| memory per device | {:.2} / {:.0} GiB |\n", b.time.total * 1e3, tp.tokens_per_s, tp.tflops_per_device, tp.mfu * 100.0, b.memory.total / GIB, b.memory.capacity / GIB);
+        let _ = writeln!(s, "| step time | {:.1} ms |\n| straggler wait | {:.1} ms |\n| spine contention | {:.1} ms |\n| gradient all-reduce | {:?} |\n| tokens/s | {:.0} |\n| TFLOP/s per device | {:.1} |\n| MFU | {:.1}% |\n| memory per device | {:.2} / {:.0} GiB |\n", b.time.total * 1e3, b.time.straggler * 1e3, b.time.contention * 1e3, b.dp_all_reduce, tp.tokens_per_s, tp.tflops_per_device, tp.mfu * 100.0, b.memory.total / GIB, b.memory.capacity / GIB);
+        if self.mixed() {
+            let _ = writeln!(s, "| stage | device | layers |\n| --- | --- | --- |");
+            for (k, d, n) in self.stage_devices(b) {
+                let _ = writeln!(s, "| {k} | {d} | {n} |");
+            }
+            s.push('\n');
+        }
         let _ = writeln!(
             s,
             "## Alternatives\n\n| plan | step time | why it lost |\n| --- | --- | --- |"
@@ -272,56 +328,14 @@ impl Report<'_> {
                     .unwrap_or("-".into())
             );
         }
+        if let Some(f) = &self.fault {
+            let _ = write!(s, "\n{}", f.markdown());
+        }
         s
     }
 
-    fn svg_bars(title: &str, items: &[(&str, f64)], unit: &str) -> String {
-        let max = items.iter().map(|i| i.1).fold(0.0, f64::max).max(1e-12);
-        let mut s = format!("<h3>{title}</h3><svg width=\"640\" height=\"{}\" xmlns=\"http://www.w3.org/2000/svg\">", items.len() * 24 + 8);
-        for (i, (k, v)) in items.iter().enumerate() {
-            let w = v / max * 380.0;
-            let y = i * 24 + 4;
-            let _ = write!(s, "<text x=\"0\" y=\"{}\" font-size=\"12\">{k}</text><rect x=\"200\" y=\"{y}\" width=\"{w:.1}\" height=\"18\" fill=\"#4a7fb5\"/><text x=\"{:.1}\" y=\"{}\" font-size=\"12\">{v:.2} {unit}</text>", y + 14, 205.0 + w, y + 14);
-        }
-        s + "</svg>"
-    }
-
-    /// HTML with SVG charts of the step-time breakdown, memory and weak scaling.
+    /// The plan page: a self-contained HTML file with SVG charts (`report_html::plan_page`).
     pub fn html(&self) -> String {
-        let b = &self.outcome.best;
-        let t = &b.time;
-        let m = &b.memory;
-        let time = [
-            ("compute", t.compute * 1e3),
-            ("recompute", t.recompute * 1e3),
-            ("tensor-parallel comm", t.tensor_parallel_comm * 1e3),
-            ("pipeline send/recv", t.pipeline_p2p * 1e3),
-            ("exposed dp comm", t.data_parallel_comm * 1e3),
-            ("bubble", t.bubble * 1e3),
-            ("optimizer", t.optimizer * 1e3),
-        ];
-        let mem = [
-            ("parameters", m.parameters / GIB),
-            ("gradients", m.gradients / GIB),
-            ("optimizer states", m.optimizer_states / GIB),
-            ("activations", m.activations / GIB),
-            ("logits", m.logits / GIB),
-            ("workspace", m.workspace / GIB),
-            ("capacity", m.capacity / GIB),
-        ];
-        let labels: Vec<String> = self.scaling.iter().map(|r| r.devices.to_string()).collect();
-        let scale: Vec<(&str, f64)> = labels
-            .iter()
-            .zip(self.scaling)
-            .map(|(l, r)| (l.as_str(), r.efficiency.unwrap_or(0.0) * 100.0))
-            .collect();
-        let body = self.markdown().replace('&', "&amp;").replace('<', "&lt;");
-        format!(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>oar plan: {}</title></head><body><pre>{body}</pre>{}{}{}</body></html>\n",
-            self.model.name,
-            Self::svg_bars("Step time (ms)", &time, "ms"),
-            Self::svg_bars("Memory per device (GiB)", &mem, "GiB"),
-            Self::svg_bars("Weak-scaling efficiency by device count (%)", &scale, "%"),
-        )
+        crate::report_html::plan_page(self)
     }
 }

@@ -27,8 +27,15 @@ pub enum PlanError {
 /// Contiguous partition of per-layer costs into `k` stages minimising the slowest stage
 /// (dynamic programming over layers). `tail` is extra cost on the last stage (the LM head).
 pub fn partition_layers(costs: &[f64], k: usize, tail: f64) -> Option<Vec<usize>> {
+    partition_layers_weighted(costs, &vec![1.0; k], tail)
+}
+
+/// The same partition for stages of different speeds (a mixed cluster): stage `j` takes
+/// `cost / speeds[j]` for its layers, so a slower device kind gets proportionally fewer.
+pub fn partition_layers_weighted(costs: &[f64], speeds: &[f64], tail: f64) -> Option<Vec<usize>> {
     let n = costs.len();
-    if k == 0 || k > n {
+    let k = speeds.len();
+    if k == 0 || k > n || speeds.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
         return None;
     }
     let mut prefix = vec![0.0; n + 1];
@@ -43,7 +50,7 @@ pub fn partition_layers(costs: &[f64], k: usize, tail: f64) -> Option<Vec<usize>
     for j in 1..=k {
         for i in j..=n {
             for s in (j - 1)..i {
-                let v = best[j - 1][s].max(seg(s, i));
+                let v = best[j - 1][s].max(seg(s, i) / speeds[j - 1]);
                 if v < best[j][i] {
                     best[j][i] = v;
                     cut[j][i] = s;
@@ -75,6 +82,10 @@ pub struct Constraints {
     pub recompute: Option<Recompute>,
     pub sequence_parallel: Option<bool>,
     pub micro_batch_size: Option<u64>,
+    /// Pipeline schedule (weak scaling keeps the chosen one).
+    pub schedule: Option<Schedule>,
+    /// Rank order (weak scaling keeps the chosen one).
+    pub mapping: Option<Mapping>,
 }
 
 impl Constraints {
@@ -90,7 +101,35 @@ impl Constraints {
             && self
                 .micro_batch_size
                 .is_none_or(|v| v == p.micro_batch_size)
+            && self.schedule.is_none_or(|v| v == p.schedule)
+            && self.mapping.is_none_or(|v| v == p.mapping)
     }
+}
+
+/// Devices of each node group, in cluster order.
+fn group_devices(cluster: &Cluster) -> Vec<u64> {
+    cluster
+        .node_groups
+        .iter()
+        .map(|g| g.nodes as u64 * g.devices_per_node as u64)
+        .collect()
+}
+
+/// Relative speed of each node group's device on this model's layers: peak times the
+/// efficiency of a full-width GEMM of one sequence.
+fn group_speeds(model: &ModelSpec, job: &Job, cluster: &Cluster) -> Vec<f64> {
+    let cost = TrainingCostModel::default();
+    let ev = Evaluator::new(model, job, cluster, cost);
+    let h = model
+        .layers
+        .first()
+        .map_or(model.embed_hidden, |l| l.hidden);
+    (0..cluster.node_groups.len())
+        .map(|g| {
+            let k = ev.kernels(g);
+            k.peak * k.gemm_efficiency(job.seq, h, h)
+        })
+        .collect()
 }
 
 /// Every candidate layout for `devices` devices.
@@ -104,7 +143,12 @@ pub fn candidates(model: &ModelSpec, job: &Job, cluster: &Cluster) -> Vec<Parall
         .map(|l| l.forward_flops(job.seq, job.seq))
         .collect();
     let tail = model.head_flops(job.seq);
-    let mut partitions: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    // A mixed cluster runs whole pipeline stages on each device kind: a stage (dp × tp
+    // devices) must not straddle two node groups, and layers are split by group speed.
+    let mixed = cluster.node_groups.len() > 1;
+    let sizes = group_devices(cluster);
+    let speeds = group_speeds(model, job, cluster);
+    let mut partitions: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
     let mut out = Vec::new();
     for tp in divisors(per_node.min(devices)) {
         if !devices.is_multiple_of(tp)
@@ -120,12 +164,31 @@ pub fn candidates(model: &ModelSpec, job: &Job, cluster: &Cluster) -> Vec<Parall
             .filter(|&pp| pp as usize <= layers)
         {
             let dp = devices / (tp * pp);
-            if !job.global_batch.is_multiple_of(dp) {
+            if !job.global_batch.is_multiple_of(dp)
+                || (mixed && sizes.iter().any(|s| !s.is_multiple_of(dp * tp)))
+            {
                 continue;
             }
             let stage_layers = partitions
-                .entry(pp)
-                .or_insert_with(|| partition_layers(&costs, pp as usize, tail).unwrap_or_default())
+                .entry((pp, if mixed { dp * tp } else { 0 }))
+                .or_insert_with(|| {
+                    // Stage k sits on the group holding device k·dp·tp.
+                    let stage_speeds: Vec<f64> = (0..pp)
+                        .map(|k| {
+                            let first = k * dp * tp;
+                            let mut end = 0;
+                            let g = sizes
+                                .iter()
+                                .position(|s| {
+                                    end += s;
+                                    first < end
+                                })
+                                .unwrap_or(0);
+                            speeds.get(g).copied().unwrap_or(1.0)
+                        })
+                        .collect();
+                    partition_layers_weighted(&costs, &stage_speeds, tail).unwrap_or_default()
+                })
                 .clone();
             if stage_layers.is_empty() {
                 continue;
@@ -145,7 +208,7 @@ pub fn candidates(model: &ModelSpec, job: &Job, cluster: &Cluster) -> Vec<Parall
                         schedules.push(Schedule::Interleaved(2));
                     }
                 }
-                let mappings: &[Mapping] = if dp > 1 && pp > 1 {
+                let mappings: &[Mapping] = if dp > 1 && pp > 1 && !mixed {
                     &[Mapping::TpDpPp, Mapping::TpPpDp]
                 } else {
                     &[Mapping::TpDpPp]
@@ -220,6 +283,7 @@ fn why(best: &Evaluation, alt: &Evaluation) -> String {
         ),
         ("pipeline bubble", a.bubble - b.bubble),
         ("optimizer step", a.optimizer - b.optimizer),
+        ("straggler wait", a.straggler - b.straggler),
     ];
     let (what, delta) =
         parts
@@ -252,6 +316,17 @@ pub fn plan_with(
     fixed: &Constraints,
 ) -> Result<PlanOutcome, PlanError> {
     let start = Instant::now();
+    let per_node = cluster.node_groups[0].devices_per_node;
+    if cluster
+        .node_groups
+        .iter()
+        .any(|g| g.devices_per_node != per_node)
+    {
+        return Err(PlanError::NoCandidate(format!(
+            "the node groups of {} differ in devices per node; the planner needs one node size",
+            cluster.name
+        )));
+    }
     let ev = Evaluator::new(model, job, cluster, cost.clone());
     let cands: Vec<ParallelPlan> = candidates(model, job, cluster)
         .into_iter()
@@ -367,15 +442,24 @@ pub struct ScalingRow {
     pub tokens_per_s: Option<f64>,
     /// Per-device throughput relative to the smallest device count that fits.
     pub efficiency: Option<f64>,
+    /// Share of the step spent waiting for the slowest rank.
+    pub straggler_fraction: Option<f64>,
+    /// Share of the step in exposed gradient communication (contention included).
+    pub dp_comm_fraction: Option<f64>,
 }
 
-/// Same per-device batch, device counts from one node (8, 16, 32, …) up to the cluster.
+/// Same per-device batch and the same layout per replica (the chosen plan's tensor and
+/// pipeline degrees, ZeRO stage, recompute, sequence parallelism, micro-batch size,
+/// schedule and rank order):
+/// device counts from one node (8, 16, 32, …) up to the cluster, only the data-parallel
+/// degree growing, as weak-scaling runs are measured. Counts the layout does not fit or
+/// divide are reported without a plan.
 pub fn weak_scaling(
     model: &ModelSpec,
     job: &Job,
     cluster: &Cluster,
     cost: &TrainingCostModel,
-    fixed: &Constraints,
+    layout: &ParallelPlan,
 ) -> Vec<ScalingRow> {
     let total = cluster.num_devices();
     let per_node = cluster.node_groups[0].devices_per_node as u64;
@@ -387,6 +471,17 @@ pub fn weak_scaling(
         n *= 2;
     }
     counts.push(total);
+    let fixed = Constraints {
+        dp: None,
+        tp: Some(layout.tp),
+        pp: Some(layout.pp),
+        zero_stage: Some(layout.zero_stage),
+        recompute: Some(layout.recompute),
+        sequence_parallel: Some(layout.sequence_parallel),
+        micro_batch_size: Some(layout.micro_batch_size),
+        schedule: Some(layout.schedule),
+        mapping: Some(layout.mapping),
+    };
     let mut base: Option<f64> = None;
     counts
         .into_iter()
@@ -397,13 +492,7 @@ pub fn weak_scaling(
                 global_batch: batch,
                 seq: job.seq,
             };
-            // Degrees that depend on the device count are left free when scaling.
-            let scaled = Constraints {
-                dp: None,
-                pp: fixed.pp.filter(|_| n == total),
-                ..fixed.clone()
-            };
-            let out = plan_with(model, &j, &c, cost, &scaled).ok();
+            let out = plan_with(model, &j, &c, cost, &fixed).ok();
             let tps = out
                 .as_ref()
                 .map(|o| (batch * job.seq) as f64 / o.best.time.total);
@@ -418,6 +507,12 @@ pub fn weak_scaling(
                     .map(|o| (o.best.plan.dp, o.best.plan.tp, o.best.plan.pp)),
                 tokens_per_s: tps,
                 efficiency: tps.zip(base).map(|(t, b)| t / n as f64 / b),
+                straggler_fraction: out
+                    .as_ref()
+                    .map(|o| o.best.time.straggler / o.best.time.total),
+                dp_comm_fraction: out
+                    .as_ref()
+                    .map(|o| o.best.time.data_parallel_comm / o.best.time.total),
             }
         })
         .collect()

@@ -1,10 +1,13 @@
 //! The training-step cost model: time and memory of one step of a `ModelSpec` under a
 //! `ParallelPlan` on a `Cluster`. Every formula is listed in passes/README.md with its source.
 
+use super::efficiency::KernelRates;
 use super::intra_op::{plan_layer, LayerStrategy, Rates};
+use super::scale_effects::{
+    choose_all_reduce, contended_link, nodes_spanned, straggler_seconds, AllReduceAlgorithm,
+};
 use super::spec::{LayerSpec, ModelSpec};
 use oar_ir::cluster::{Cluster, Link};
-use oar_ir::DType;
 use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -74,6 +77,11 @@ pub struct StepTime {
     pub data_parallel_comm: f64,
     pub bubble: f64,
     pub optimizer: f64,
+    /// The slowest of the job's ranks over the mean (`scale_effects::straggler_seconds`).
+    pub straggler: f64,
+    /// Exposed gradient communication added by an oversubscribed spine (part of
+    /// `data_parallel_comm`).
+    pub contention: f64,
     pub total: f64,
 }
 
@@ -93,8 +101,13 @@ pub struct MemoryUse {
 /// Efficiency and overhead assumptions, documented in passes/README.md.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainingCostModel {
-    /// Fraction of peak bf16 that large GEMMs reach.
+    /// Fraction of peak that GEMMs reach on a device without an efficiency table.
     pub gemm_efficiency: f64,
+    /// Fraction of a table's kernel efficiency that a training step keeps (launch gaps,
+    /// power-limited clocks): calibrated once on Megatron-LM's 18B row.
+    pub step_fraction: f64,
+    /// Per-device step-time coefficient of variation where the cluster file gives none.
+    pub step_time_cv: f64,
     /// Fraction of link bandwidth collectives reach (NCCL bus bandwidth over link rate).
     pub comm_efficiency: f64,
     /// Fraction of the last backward pass that gradient communication can hide behind.
@@ -109,6 +122,8 @@ impl Default for TrainingCostModel {
     fn default() -> Self {
         TrainingCostModel {
             gemm_efficiency: 0.62,
+            step_fraction: 0.85,
+            step_time_cv: 0.01,
             comm_efficiency: crate::comm_cost::COMM_EFFICIENCY,
             dp_overlap: 0.8,
             fragmentation: 0.10,
@@ -123,8 +138,9 @@ pub use crate::comm_cost::{
     Topology,
 };
 
-/// (layer, tensor degree, tokens per micro-batch, sequence parallel, micro-batches).
-type LayerPlanKey = (LayerSpec, u64, u64, bool, u64);
+/// (layer, tensor degree, tokens per micro-batch, sequence parallel, micro-batches, node
+/// group).
+type LayerPlanKey = (LayerSpec, u64, u64, bool, u64, usize);
 
 /// Evaluates plans for one model, job and cluster.
 pub struct Evaluator<'a> {
@@ -137,6 +153,8 @@ pub struct Evaluator<'a> {
     layer_plans: RefCell<HashMap<LayerPlanKey, LayerStrategy>>,
     /// Which link a group spans, and the collective prices on it.
     topology: Topology,
+    /// Kernel rates of each node group's device.
+    kernels: Vec<KernelRates>,
 }
 
 /// The result of evaluating one plan.
@@ -151,6 +169,10 @@ pub struct Evaluation {
     /// Each layer's intra-op choices with their layouts, in model order (for `annotate`).
     #[serde(skip)]
     pub layer_layouts: Vec<std::sync::Arc<[super::intra_op::OpLayout]>>,
+    /// The algorithm of the slowest stage's gradient all-reduce.
+    pub dp_all_reduce: AllReduceAlgorithm,
+    /// The node group (index into the cluster's) each pipeline stage runs on.
+    pub stage_groups: Vec<usize>,
 }
 
 const BF16: f64 = 2.0;
@@ -163,6 +185,11 @@ impl<'a> Evaluator<'a> {
         cluster: &'a Cluster,
         cost: TrainingCostModel,
     ) -> Self {
+        let kernels = cluster
+            .node_groups
+            .iter()
+            .map(|g| KernelRates::of(&g.device, cost.gemm_efficiency, cost.step_fraction))
+            .collect();
         Evaluator {
             model,
             job,
@@ -170,7 +197,36 @@ impl<'a> Evaluator<'a> {
             cost,
             layer_plans: RefCell::new(HashMap::new()),
             topology: Topology::of(cluster),
+            kernels,
         }
+    }
+
+    /// Kernel rates of node group `g`'s device.
+    pub fn kernels(&self, g: usize) -> &KernelRates {
+        &self.kernels[g.min(self.kernels.len() - 1)]
+    }
+
+    /// The node group each pipeline stage runs on: stages are laid out outermost, over the
+    /// groups in cluster order, each stage on the group holding its first device.
+    pub fn stage_groups(&self, p: &ParallelPlan) -> Vec<usize> {
+        let per_stage = match p.mapping {
+            Mapping::TpDpPp => p.dp * p.tp,
+            // Pipeline inside data parallelism: every group holds every stage (homogeneous
+            // clusters only; candidates do not offer this mapping on mixed ones).
+            Mapping::TpPpDp => 0,
+        };
+        let mut bounds = Vec::with_capacity(self.cluster.node_groups.len());
+        let mut end = 0;
+        for g in &self.cluster.node_groups {
+            end += g.nodes as u64 * g.devices_per_node as u64;
+            bounds.push(end);
+        }
+        (0..p.pp)
+            .map(|k| {
+                let first = k * per_stage;
+                bounds.iter().position(|&b| first < b).unwrap_or(0)
+            })
+            .collect()
     }
 
     /// The link a group of `size` ranks at `stride` spans: inside one node or across nodes.
@@ -184,13 +240,17 @@ impl<'a> Evaluator<'a> {
             .group_all_reduce(size, stride, bytes, self.cost.comm_efficiency)
     }
 
-    /// Peak dense FLOP/s of one device for training (bf16, else f16, else f32).
+    /// Peak dense FLOP/s of one device for training (bf16, else f16, else f32), averaged
+    /// over the devices of a mixed cluster.
     pub fn peak(&self) -> f64 {
-        let d = &self.cluster.node_groups[0].device;
-        d.peak_flops(DType::BF16)
-            .or(d.peak_flops(DType::F16))
-            .or(d.peak_flops(DType::F32))
-            .unwrap_or(1e12)
+        let devices = self.cluster.num_devices().max(1) as f64;
+        self.cluster
+            .node_groups
+            .iter()
+            .zip(&self.kernels)
+            .map(|(g, k)| k.peak * (g.nodes as u64 * g.devices_per_node as u64) as f64)
+            .sum::<f64>()
+            / devices
     }
 
     fn strides(&self, p: &ParallelPlan) -> (u64, u64) {
@@ -269,35 +329,59 @@ impl<'a> Evaluator<'a> {
     pub fn evaluate(&self, p: &ParallelPlan) -> Evaluation {
         let m = self.model;
         let c = &self.cost;
-        let peak = self.peak() * c.gemm_efficiency;
         let tokens_mb = p.micro_batch_size * self.job.seq;
         let (dp_stride, pp_stride) = self.strides(p);
         let tp_link = self.link(p.tp, 1);
-        let dp_link = self.link(p.dp, dp_stride);
         let pp_link = self.link(p.pp, pp_stride);
         let ranges = self.stage_ranges(p);
+        let groups = self.stage_groups(p);
         let last = ranges.len() - 1;
         let mut worst = StepTime::default();
         let mut layer_strategy = Vec::new();
         let mut layer_layouts = Vec::with_capacity(m.layers.len());
         let micro = p.micro_batches.max(1) as f64;
-        let rates = Rates {
-            flops: peak,
-            bandwidth: self.cluster.node_groups[0].device.memory_bandwidth(),
-            seq: self.job.seq as f64,
-            // bf16 weight gradients all-reduced once per step, spread over the micro-batches.
-            weight_sync_per_element: all_reduce(p.tp, BF16, tp_link, c.comm_efficiency) / micro,
+        // bf16 weight gradients all-reduced once per step, spread over the micro-batches.
+        let weight_sync_per_element = all_reduce(p.tp, BF16, tp_link, c.comm_efficiency) / micro;
+        // Gradient all-reduces crossing an oversubscribed spine share its links.
+        let scale = &self.cluster.scale_effects;
+        let per_node = self.topology.devices_per_node;
+        let spanned = nodes_spanned(p.dp, dp_stride, per_node);
+        let contended = Topology {
+            inter_node: contended_link(
+                &self.topology.inter_node,
+                spanned,
+                scale.nodes_per_leaf,
+                scale.oversubscription,
+            ),
+            ..self.topology.clone()
         };
         let mut worst_stage = 0.0f64;
-        let mut mem = MemoryUse {
-            capacity: self.cluster.node_groups[0].device.memory_bytes() as f64,
-            ..Default::default()
-        };
+        let mut worst_fill = -1.0f64;
+        let mut mem = MemoryUse::default();
+        let mut fits = true;
+        let mut dp_all_reduce = AllReduceAlgorithm::None;
         let v = match p.schedule {
             Schedule::Interleaved(v) => v,
             _ => 1,
         };
         for (k, range) in ranges.iter().enumerate() {
+            let g = groups.get(k).copied().unwrap_or(0);
+            let kernels = self.kernels(g);
+            let device =
+                &self.cluster.node_groups[g.min(self.cluster.node_groups.len() - 1)].device;
+            let bw = device.memory_bandwidth();
+            // Tensor-parallel groups inside a node use that node group's own links.
+            let tp_link = if p.tp <= per_node {
+                &self.cluster.node_groups[g.min(self.cluster.node_groups.len() - 1)].intra_node
+            } else {
+                tp_link
+            };
+            let rates = Rates {
+                kernels,
+                bandwidth: bw,
+                seq: self.job.seq as f64,
+                weight_sync_per_element,
+            };
             let layers = &m.layers[range.clone()];
             // Intra-op sharding of each layer, by dynamic programming over its op chain;
             // plans are cached, since candidates and identical layers share them.
@@ -310,6 +394,7 @@ impl<'a> Evaluator<'a> {
                     tokens_mb,
                     p.sequence_parallel,
                     p.micro_batches,
+                    g,
                 );
                 let mut cache = self.layer_plans.borrow_mut();
                 let st = cache.entry(key).or_insert_with(|| {
@@ -332,7 +417,8 @@ impl<'a> Evaluator<'a> {
                 }
             }
             if k == last {
-                fwd += m.head_flops(tokens_mb) / p.tp as f64 / peak;
+                // The LM head: [tokens, hidden] × [hidden, vocab / tp].
+                fwd += kernels.gemm_seconds(tokens_mb, m.vocab / p.tp.max(1), m.embed_hidden);
             }
             // Memory-bound ops (layer norms, softmax, dropout, GELU, residual adds): each
             // stored activation is written and read once forward and twice backward.
@@ -340,7 +426,7 @@ impl<'a> Evaluator<'a> {
                 .iter()
                 .map(|l| self.activation_bytes(l, p.micro_batch_size, p.tp, Recompute::None, false))
                 .sum::<f64>()
-                / self.cluster.node_groups[0].device.memory_bandwidth();
+                / bw;
             fwd += elementwise;
             let bwd = 2.0 * fwd;
             let recompute = match p.recompute {
@@ -350,10 +436,15 @@ impl<'a> Evaluator<'a> {
                 Recompute::Selective => {
                     layers
                         .iter()
-                        .map(|l| 4.0 * (tokens_mb * self.job.seq * l.hidden) as f64)
+                        .map(|l| {
+                            kernels.attention_seconds(
+                                4.0 * (tokens_mb * self.job.seq * l.hidden) as f64,
+                                self.job.seq,
+                                l.hidden / l.heads.max(1),
+                            )
+                        })
                         .sum::<f64>()
                         / p.tp as f64
-                        / peak
                 }
             };
             let tp_comm = per_layer_comm
@@ -399,7 +490,12 @@ impl<'a> Evaluator<'a> {
             let total = params * (pb + gb + ob)
                 + (act + logits) * (1.0 + c.fragmentation)
                 + c.workspace_bytes;
-            if total > mem.total {
+            // The stage nearest its device's capacity is the one reported (stages of a mixed
+            // cluster have different capacities).
+            let capacity = device.memory_bytes() as f64;
+            fits &= total <= capacity;
+            if total / capacity > worst_fill {
+                worst_fill = total / capacity;
                 mem = MemoryUse {
                     parameters: params * pb,
                     gradients: params * gb,
@@ -408,19 +504,28 @@ impl<'a> Evaluator<'a> {
                     logits,
                     workspace: c.workspace_bytes + (act + logits) * c.fragmentation,
                     total,
-                    capacity: mem.capacity,
+                    capacity,
                 };
             }
             // Data-parallel gradient synchronisation of this stage, partly hidden behind the
             // last backward pass.
             let grad_bytes = params * BF16;
-            let mut dp_time = self.group_all_reduce(p.dp, dp_stride, grad_bytes);
-            if p.zero_stage == 3 {
-                dp_time += 2.0 * ring_gather(p.dp, grad_bytes, dp_link, c.comm_efficiency);
+            let exposed_on = |topo: &Topology| {
+                let (algo, mut t) =
+                    choose_all_reduce(topo, p.dp, dp_stride, grad_bytes, c.comm_efficiency);
+                if p.zero_stage == 3 {
+                    let link = topo.link(p.dp, dp_stride);
+                    t += 2.0 * ring_gather(p.dp, grad_bytes, link, c.comm_efficiency);
+                }
+                (algo, (t - c.dp_overlap * bwd).max(0.0))
+            };
+            let (_, free) = exposed_on(&self.topology);
+            let (algo, exposed) = exposed_on(&contended);
+            if exposed >= worst.data_parallel_comm {
+                worst.data_parallel_comm = exposed;
+                worst.contention = exposed - free;
+                dp_all_reduce = algo;
             }
-            let exposed = (dp_time - c.dp_overlap * bwd).max(0.0);
-            worst.data_parallel_comm = worst.data_parallel_comm.max(exposed);
-            let bw = self.cluster.node_groups[0].device.memory_bandwidth();
             worst.optimizer = worst.optimizer.max(2.0 * params * (pb + gb + ob) / bw);
         }
         let mb_count = p.micro_batches as f64;
@@ -441,9 +546,12 @@ impl<'a> Evaluator<'a> {
         worst.tensor_parallel_comm *= mb_count;
         worst.pipeline_p2p = p2p * mb_count;
         worst.bubble = (p.pp as f64 - 1.0) / v as f64 * per_micro;
-        worst.total =
+        let synchronised =
             mb_count * per_micro + worst.bubble + worst.data_parallel_comm + worst.optimizer;
-        let fits = mem.total <= mem.capacity;
+        // Every rank waits for the slowest at the gradient all-reduce each step.
+        let cv = scale.step_time_cv.unwrap_or(c.step_time_cv);
+        worst.straggler = straggler_seconds(synchronised, p.dp * p.tp * p.pp, cv);
+        worst.total = synchronised + worst.straggler;
         Evaluation {
             plan: p.clone(),
             time: worst,
@@ -451,6 +559,8 @@ impl<'a> Evaluator<'a> {
             fits,
             layer_strategy,
             layer_layouts,
+            dp_all_reduce,
+            stage_groups: groups,
         }
     }
 }

@@ -14,9 +14,13 @@
 //! makes the sum exactly the global mean's gradient. The step's reported loss is combined
 //! the same way, so every rank reports the global batch's loss.
 //!
-//! Not handled yet: batch_norm in training form normalises with the rank's own batch
-//! statistics (synchronised statistics, SyncBatchNorm, are future work), so a model with
-//! batch_norm trains correctly but not identically to one process.
+//! batch_norm in training form normalises with the global batch's statistics
+//! (SyncBatchNorm, see [`super::sync_bn`]: all-reduced per-channel sums in the forward and
+//! the matching gradient sums in the backward), so a model with batch_norm trains as one
+//! process would (PP-LCNet to a stated tolerance, `passes/tests/training_sync_bn.rs`).
+//!
+//! With [`DataParallel::zero_stage`] above 0 the optimizer state (stage 1) and the
+//! gradients (stage 2) are sharded across the group ([`super::zero`]).
 
 use super::LABELS_INPUT;
 use super::{build_step, loss::IGNORE_INDEX, Emit, LossKind, TrainConfig, TrainError, TrainStep};
@@ -37,6 +41,12 @@ pub struct DataParallel {
     /// Largest bucket of gradients one all_reduce carries (bytes; a larger single gradient
     /// gets a bucket of its own).
     pub bucket_bytes: usize,
+    /// ZeRO stage (see [`super::zero`]): 0 replicates the optimizer state, 1 shards it, 2
+    /// shards the gradients too.
+    pub zero_stage: u8,
+    /// This rank's index in the group: a ZeRO step slices the rank's part statically, so
+    /// each rank builds its own (unused at stage 0, where every rank's step is the same).
+    pub rank: u64,
 }
 
 impl DataParallel {
@@ -46,10 +56,21 @@ impl DataParallel {
             size,
             device_ids: Vec::new(),
             bucket_bytes: 4 << 20,
+            zero_stage: 0,
+            rank: 0,
         }
     }
 
-    fn mesh(&self) -> Result<ProcessMesh, TrainError> {
+    /// Rank `rank` of `size` with ZeRO stage `stage`.
+    pub fn zero(size: u64, stage: u8, rank: u64) -> DataParallel {
+        DataParallel {
+            zero_stage: stage,
+            rank,
+            ..DataParallel::new(size)
+        }
+    }
+
+    pub(crate) fn mesh(&self) -> Result<ProcessMesh, TrainError> {
         if self.size == 0 {
             return Err(TrainError::Config {
                 message: "data parallelism needs at least one rank".into(),
@@ -83,24 +104,47 @@ pub fn build_data_parallel_step(
     build_step(model, cfg, Some(dp))
 }
 
-/// Rewrites `g` (forward + backward) so the gradients and the loss are the group's: returns
-/// the loss to report and the combined gradients, in the order given.
-pub(crate) fn combine_gradients(
+/// This rank's share of the global loss (see the module docs), a rank-0 f32 value computed
+/// from the labels; adds the `dp` mesh to `g`.
+pub(crate) fn loss_share(
     g: &mut Graph,
-    loss: ValueRef,
-    grads: Vec<(String, ValueRef)>,
     kind: &LossKind,
     dp: &DataParallel,
-) -> Result<(ValueRef, Vec<(String, ValueRef)>), TrainError> {
+) -> Result<ValueRef, TrainError> {
     g.meshes.insert(DP_MESH.into(), dp.mesh()?);
-    let group = CommGroup {
+    let mut e = Emit::new(g, "dp");
+    share(&mut e, kind, dp, &dp_group())
+}
+
+/// The group's loss: each rank's scaled by its `share`, summed.
+pub(crate) fn global_loss(
+    g: &mut Graph,
+    loss: ValueRef,
+    share: ValueRef,
+) -> Result<ValueRef, TrainError> {
+    let mut e = Emit::new(g, "dp");
+    let scaled = e.mul(loss, share)?;
+    all_reduce(&mut e, scaled, &dp_group())
+}
+
+/// The data-parallel group's collectives' group.
+pub(crate) fn dp_group() -> CommGroup {
+    CommGroup {
         mesh: DP_MESH.into(),
         axis: 0,
-    };
+    }
+}
+
+/// Rewrites `g` (forward + backward) so the gradients are the group's, each scaled by
+/// `share` ([`global_loss`]) and summed; returns them in the order given.
+pub(crate) fn combine_gradients(
+    g: &mut Graph,
+    grads: Vec<(String, ValueRef)>,
+    share: ValueRef,
+    dp: &DataParallel,
+) -> Result<Vec<(String, ValueRef)>, TrainError> {
+    let group = dp_group();
     let mut e = Emit::new(g, "dp");
-    let share = share(&mut e, kind, dp, &group)?;
-    let scaled = e.mul(loss, share)?;
-    let loss = all_reduce(&mut e, scaled, &group)?;
 
     let mut out = Vec::with_capacity(grads.len());
     let mut bucket: Vec<(String, ValueRef, TensorType)> = Vec::new();
@@ -127,7 +171,7 @@ pub(crate) fn combine_gradients(
     if !bucket.is_empty() {
         out.extend(reduce_bucket(&mut e, bucket, share, &group)?);
     }
-    Ok((loss, out))
+    Ok(out)
 }
 
 /// This rank's share of the global loss, a rank-0 f32 value (see the module docs).
@@ -168,7 +212,11 @@ fn share(
     }
 }
 
-fn all_reduce(e: &mut Emit, v: ValueRef, group: &CommGroup) -> Result<ValueRef, TrainError> {
+pub(crate) fn all_reduce(
+    e: &mut Emit,
+    v: ValueRef,
+    group: &CommGroup,
+) -> Result<ValueRef, TrainError> {
     e.op(
         Op::AllReduce {
             op: ReduceOp::Sum,

@@ -15,7 +15,9 @@ pub mod online;
 pub mod optim;
 pub mod precision;
 pub mod recompute;
+pub mod sync_bn;
 mod update;
+pub mod zero;
 
 pub use emit::Emit;
 pub use loss::SoftLoss;
@@ -27,7 +29,7 @@ pub use optim::{DecayMask, OptimConfig, Optimizer, Slot, OPTIMIZER_NAMES};
 pub use precision::{LossScaling, Precision, PRECISION_NAMES};
 pub use recompute::{Recompute, RecomputeConfig, RECOMPUTE_NAMES};
 
-use crate::autodiff::{append_backward, AutodiffError};
+use crate::autodiff::{append_backward_with, AutodiffError};
 use oar_ir::op::Op;
 use oar_ir::{DType, ExecMode, Graph, NodeError, TensorType, ValueRef};
 use oar_runtime::{HostTensor, Weights};
@@ -170,6 +172,8 @@ pub struct TrainStep {
     pub slots: Vec<Slot>,
     /// Trainable parameters the loss does not depend on: they are never updated.
     pub unused_params: Vec<String>,
+    /// Where a ZeRO rank's sharded optimizer state lives (`None` without ZeRO).
+    pub zero: Option<zero::ZeroLayout>,
 }
 
 impl TrainStep {
@@ -305,11 +309,26 @@ pub(crate) fn build_step(
         loss,
         logits,
     } = append_loss(model, cfg)?;
-    let (mut graph, mapped) =
+    let (graph, mapped) =
         precision::cast_compute(&graph, cfg.precision.compute_dtype(), &[loss, logits])?;
     let [loss, logits] = mapped[..] else {
         return Err(TrainError::Verify("cast_compute lost the loss".into()));
     };
+    if let Some(dp) = dp.filter(|d| d.zero_stage > 0) {
+        zero::check_config(cfg, dp)?;
+    }
+    let forward_len = graph.len();
+    let (mut graph, [loss, logits], dist) = match dp {
+        Some(dp) => {
+            let (g, d) = data_parallel_forward(graph, [loss, logits], cfg, dp)?;
+            (g, [d.loss, d.logits], Some(d))
+        }
+        None => (graph, [loss, logits], None),
+    };
+    let stop = dist
+        .as_ref()
+        .map(|d| d.sync.stop.clone())
+        .unwrap_or_default();
     // fp16: differentiate the scaled loss; the step still outputs the unscaled one.
     let (scaler, diff) = match cfg.precision {
         Precision::Fp16 => {
@@ -318,12 +337,33 @@ pub(crate) fn build_step(
         }
         Precision::Fp32 | Precision::Bf16 => (None, loss),
     };
-    let forward_len = graph.len();
-    let bwd = append_backward(&graph, diff, false)?;
+    let bwd_start = graph.len();
+    let bwd = append_backward_with(&graph, diff, false, &stop)?;
     let mut g = bwd.graph;
-    let (loss, param_grads) = match dp {
-        Some(dp) => data_parallel::combine_gradients(&mut g, loss, bwd.param_grads, &cfg.loss, dp)?,
-        None => (loss, bwd.param_grads),
+    let (loss, param_grads) = match (dp, dist) {
+        (Some(dp), Some(d)) => {
+            // SyncBatchNorm: the gradients through the global statistics.
+            let mut keep = vec![loss, logits, d.share];
+            keep.extend(bwd.param_grads.iter().map(|(_, v)| *v));
+            let (spliced, kept) = sync_bn::splice(&g, &d.sync.bns, d.share, &keep)?;
+            g = spliced;
+            let [loss, logits, share] = [kept[0], kept[1], kept[2]];
+            let grads: Vec<(String, ValueRef)> = bwd
+                .param_grads
+                .into_iter()
+                .zip(&kept[3..])
+                .map(|((n, _), v)| (n, *v))
+                .collect();
+            let loss = data_parallel::global_loss(&mut g, loss, share)?;
+            if dp.zero_stage > 0 {
+                let grads = (grads, bwd.unused_params);
+                let at = (forward_len, bwd_start);
+                return build_zero(g, (loss, logits), share, grads, cfg, dp, at);
+            }
+            let grads = data_parallel::combine_gradients(&mut g, grads, share, dp)?;
+            (loss, grads)
+        }
+        _ => (loss, bwd.param_grads),
     };
     // Outputs: loss and logits, then the state updates the forward already had (less the
     // loss scaler's placeholders, which `unscale` replaces).
@@ -343,6 +383,60 @@ pub(crate) fn build_step(
     };
     let (g, _) = recompute::recompute(&g, forward_len, &cfg.recompute)?;
     finish_step(g, slots, bwd.unused_params)
+}
+
+/// The forward of a data-parallel rank: the rank's loss share, and batch_norm over global
+/// statistics ([`sync_bn`]).
+struct DpForward {
+    loss: ValueRef,
+    logits: ValueRef,
+    share: ValueRef,
+    sync: sync_bn::Decomposed,
+}
+
+fn data_parallel_forward(
+    mut graph: Graph,
+    [loss, logits]: [ValueRef; 2],
+    cfg: &TrainConfig,
+    dp: &data_parallel::DataParallel,
+) -> Result<(Graph, DpForward), TrainError> {
+    let share = data_parallel::loss_share(&mut graph, &cfg.loss, dp)?;
+    let mut sync = sync_bn::decompose(&graph, dp.size, &[loss, logits, share])?;
+    let graph = std::mem::take(&mut sync.graph);
+    let [loss, logits, share] = [sync.kept[0], sync.kept[1], sync.kept[2]];
+    Ok((
+        graph,
+        DpForward {
+            loss,
+            logits,
+            share,
+            sync,
+        },
+    ))
+}
+
+/// The rest of [`build_step`] under ZeRO (see [`zero`]): sharded reduction, update and
+/// parameter gather instead of the replicated optimizer.
+fn build_zero(
+    mut g: Graph,
+    (loss, logits): (ValueRef, ValueRef),
+    share: ValueRef,
+    (grads, unused): (Vec<(String, ValueRef)>, Vec<String>),
+    cfg: &TrainConfig,
+    dp: &data_parallel::DataParallel,
+    (forward_len, bwd_start): (usize, usize),
+) -> Result<TrainStep, TrainError> {
+    let red = zero::reduce(&mut g, grads, share, &cfg.optim.optimizer, dp)?;
+    set_step_outputs(&mut g, vec![loss, logits], |_| true);
+    let decays = |name: &str, ty: &TensorType| cfg.optim.decay_mask.decays(name, ty);
+    let slots = zero::insert_update(&mut g, &red, &cfg.optim, &decays)?;
+    if red.layout.stage >= 3 {
+        g = zero::gather_for_use(&g, &red.layout, bwd_start)?;
+    }
+    let (g, _) = recompute::recompute(&g, forward_len, &cfg.recompute)?;
+    let mut step = finish_step(g, slots, unused)?;
+    step.zero = Some(red.layout);
+    Ok(step)
 }
 
 /// Makes `outputs` the step's outputs, followed by the state updates the graph already had
@@ -378,6 +472,7 @@ pub(crate) fn finish_step(
         inputs,
         slots,
         unused_params,
+        zero: None,
     })
 }
 

@@ -391,7 +391,7 @@ fn validate(cfg: &OptimConfig) -> Result<(), TrainError> {
 }
 
 /// The parameter node named `name`.
-fn find_param(g: &Graph, name: &str) -> Result<ValueRef, TrainError> {
+pub(super) fn find_param(g: &Graph, name: &str) -> Result<ValueRef, TrainError> {
     g.iter()
         .find(|(_, n)| matches!(&n.op, Op::Param(p) if p.name == name))
         .map(|(id, _)| id.into())

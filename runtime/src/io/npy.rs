@@ -71,15 +71,20 @@ pub fn decode_npy_exact(bytes: &[u8], path: &Path) -> Result<HostTensor, IoError
         .map(|s| s.parse::<usize>())
         .collect::<Result<_, _>>()
         .map_err(|_| bad(path, format!("bad shape {shape_text}")))?;
-    let n: usize = shape.iter().product();
+    // Checked: a corrupt shape must not overflow into a small element count (fuzzing).
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(path, format!("shape {shape_text} has too many elements")))?;
     let data = &bytes[start + header_len..];
     let need = |size: usize| -> Result<&[u8], IoError> {
-        data.get(..n * size).ok_or_else(|| {
+        let bytes_needed = n.checked_mul(size);
+        bytes_needed.and_then(|b| data.get(..b)).ok_or_else(|| {
             bad(
                 path,
                 format!(
                     "{n} elements of {size} bytes need {} bytes of data, found {}",
-                    n * size,
+                    bytes_needed.map_or("more than 2^64".to_string(), |b| b.to_string()),
                     data.len()
                 ),
             )
@@ -234,5 +239,26 @@ mod tests {
         let err = decode_npy(&bytes[..bytes.len() - 3], Path::new("x.npy")).unwrap_err();
         assert!(err.to_string().contains("need 16 bytes"), "{err}");
         assert!(decode_npy(b"hello", Path::new("x.npy")).is_err());
+    }
+
+    /// Found by fuzz/fuzz_targets/npy.rs: a shape whose product overflows panicked (debug)
+    /// or wrapped to a small count that the data then "satisfied" (release).
+    #[test]
+    fn overflowing_shapes_are_errors() {
+        let p = Path::new("x.npy");
+        for (shape, expect) in [
+            ("(4294967296, 4294967297)", "has too many elements"),
+            ("(4611686018427387904,)", "need more than 2^64 bytes"),
+        ] {
+            let mut bytes = npy_header("<f4", &[1]);
+            let header =
+                format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}\n");
+            bytes.truncate(8);
+            bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+            bytes.extend_from_slice(header.as_bytes());
+            bytes.extend_from_slice(&[0; 16]);
+            let err = decode_npy(&bytes, p).unwrap_err().to_string();
+            assert!(err.contains(expect), "{shape}: {err}");
+        }
     }
 }

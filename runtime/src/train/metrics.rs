@@ -76,6 +76,11 @@ pub trait Observer {
     fn on_checkpoint(&mut self, _step: u64, _path: &Path) -> Result<(), TrainError> {
         Ok(())
     }
+    /// After every save point, on every process, whether or not it wrote (a background
+    /// save may still be writing).
+    fn on_save_point(&mut self, _step: u64) -> Result<(), TrainError> {
+        Ok(())
+    }
 }
 
 /// The observer that ignores everything.

@@ -17,7 +17,7 @@
 use super::metrics::{EvalRecord, Observer, StepRecord, Summary};
 use super::{StepRunner, TrainError};
 use crate::data::{BatchSource, Loader, StepBatch};
-use crate::io::checkpoint::{save_checkpoint, Checkpoint};
+use crate::io::checkpoint::{save_checkpoint, BackgroundSaver, Checkpoint};
 use crate::io::weights::Weights;
 use crate::tensor::HostTensor;
 use std::path::PathBuf;
@@ -32,6 +32,13 @@ pub struct SavePolicy {
     pub every: u64,
     /// Keep the newest this many checkpoints (0: all).
     pub keep: usize,
+    /// Write checkpoints on a background thread while training continues (one save in
+    /// flight at most; the loop's end waits for it, and its errors end the run).
+    pub background: bool,
+    /// Whether this process writes. Every rank of a data-parallel run meets each save point
+    /// (the runner's `flush` may be collective, e.g. gathering ZeRO partitions), but only
+    /// rank 0 writes the replicated state.
+    pub write: bool,
 }
 
 /// How long to train and what to do on the way.
@@ -87,6 +94,7 @@ pub fn train<L: BatchSource>(
     let mut final_loss = None;
     let mut last_eval = None;
     let val = val.filter(|v| L::validation_len(v) > 0 && cfg.eval_every.is_some());
+    let mut saver = BackgroundSaver::new();
     while state.step < cfg.steps {
         let step = state.step + 1;
         let t0 = Instant::now();
@@ -122,18 +130,30 @@ pub fn train<L: BatchSource>(
         if let Some(p) = &cfg.save {
             if step.is_multiple_of(p.every.max(1)) || last {
                 runner.flush(&mut state.weights)?;
-                let ck = Checkpoint {
-                    step,
-                    loader: state.loader.data_position(),
-                    seed: cfg.seed,
-                    config: cfg.config.clone(),
-                    best_eval_accuracy: state.best_eval_accuracy,
-                    weights: state.weights.clone(),
-                };
-                let dir = save_checkpoint(&p.dir, &ck, p.keep)?;
-                obs.on_checkpoint(step, &dir)?;
+                if p.write {
+                    let ck = Checkpoint {
+                        step,
+                        loader: state.loader.data_position(),
+                        seed: cfg.seed,
+                        config: cfg.config.clone(),
+                        best_eval_accuracy: state.best_eval_accuracy,
+                        weights: state.weights.clone(),
+                    };
+                    if p.background {
+                        if let Some((s, dir)) = saver.submit(&p.dir, ck, p.keep)? {
+                            obs.on_checkpoint(s, &dir)?;
+                        }
+                    } else {
+                        let dir = save_checkpoint(&p.dir, &ck, p.keep)?;
+                        obs.on_checkpoint(step, &dir)?;
+                    }
+                }
+                obs.on_save_point(step)?;
             }
         }
+    }
+    if let Some((s, dir)) = saver.wait()? {
+        obs.on_checkpoint(s, &dir)?;
     }
     // The caller reads the final weights (saving them, evaluating both models).
     runner.flush(&mut state.weights)?;
