@@ -34,6 +34,10 @@ def found(package):
 def main():
     if not have("paddle") and not pip("install", "paddlepaddle==3.3.1"):
         print("paddle_setup: could not install paddlepaddle (registry unreachable?)", file=sys.stderr)
+    # paddleclas's model code imports tqdm (ppcls/utils/download.py); with --no-deps nothing
+    # else brings it, and a fresh machine does not have it.
+    if not have("tqdm") and not pip("install", "tqdm"):
+        print("paddle_setup: could not install tqdm (registry unreachable?)", file=sys.stderr)
     for package, version in [("paddleclas", "2.6.0"), ("paddlenlp", "2.8.1")]:
         if not found(package) and not pip("install", "--no-deps", f"{package}=={version}"):
             print(f"paddle_setup: could not install {package} (registry unreachable?)", file=sys.stderr)
