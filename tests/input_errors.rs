@@ -8,6 +8,7 @@
 mod train_util;
 
 mod cli_util;
+use cli_util::repo;
 
 use oar::runtime::io::npy::write_npy;
 use oar::runtime::io::weights::save_safetensors;
@@ -15,13 +16,6 @@ use oar::runtime::{HostTensor, Weights};
 use std::path::Path;
 use std::process::Command;
 use train_util::{scratch, write_synthetic};
-
-fn repo(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(p)
-        .display()
-        .to_string()
-}
 
 /// Random non-zero values (a fixed LCG: the messages must not depend on them).
 fn f32s(shape: &[usize], seed: u64) -> HostTensor {

@@ -7,16 +7,9 @@ mod train_util;
 
 mod cli_util;
 
-use cli_util::{fails, log_lines, ok};
+use cli_util::{fails, log_lines, ok, repo};
 use std::path::{Path, PathBuf};
 use train_util::{dropout_graph, scratch, write_synthetic};
-
-fn repo(p: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(p)
-        .display()
-        .to_string()
-}
 
 fn argv(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()

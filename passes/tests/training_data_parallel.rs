@@ -23,20 +23,7 @@ const S: usize = 16;
 const STEPS: u64 = 3;
 
 fn model(batch: usize) -> Graph {
-    let cfg = oar_models::ErnieConfig {
-        vocab: 50,
-        max_positions: S as u64,
-        dropout: 0.0,
-        universal: oar_models::ernie::StackConfig::new(2, 32, 2, 64),
-        ..oar_models::ErnieConfig::nano()
-    };
-    let m = cfg.build_masked_lm("mlm").expect("build ERNIE");
-    let bindings = [
-        ("N".to_string(), batch as u64),
-        ("seq".to_string(), S as u64),
-    ]
-    .into();
-    oar_passes::parallel::specialize(&m, &bindings).expect("specialize")
+    dp_support::ernie_mlm(batch, S, 50, 32, 64)
 }
 
 fn config(loss: LossKind) -> TrainConfig {

@@ -65,8 +65,7 @@ fn smooth(batch: usize) -> Graph {
     let h = n2.forward(&c2.forward(&h)).tanh();
     let y = fc.forward(&h.global_avg_pool().flatten(1));
     let m = b.finish(&[&y]).expect("build");
-    let bindings = [("N".to_string(), batch as u64)].into();
-    oar_passes::parallel::specialize(&m, &bindings).expect("specialize")
+    dp_support::specialized(&m, batch, None)
 }
 
 fn model(net: Net, batch: usize) -> Graph {
@@ -82,19 +81,11 @@ fn model(net: Net, batch: usize) -> Graph {
     }
     .build("lcnet")
     .expect("build LCNet");
-    let bindings = [("N".to_string(), batch as u64)].into();
-    oar_passes::parallel::specialize(&m, &bindings).expect("specialize")
+    dp_support::specialized(&m, batch, None)
 }
 
 fn config(opt: &str) -> TrainConfig {
-    let optimizer = match opt {
-        "sgd" => Optimizer::Sgd {
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 1e-4,
-        },
-        _ => "adamw".parse::<Optimizer>().expect("adamw"),
-    };
+    let optimizer = dp_support::optimizer(opt, 1e-4);
     let mut tc = TrainConfig::new(optimizer);
     tc.optim.clip_global_norm = Some(1.0);
     tc

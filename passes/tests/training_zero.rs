@@ -23,31 +23,11 @@ const V: usize = 40;
 const STEPS: u64 = 3;
 
 fn model(batch: usize) -> Graph {
-    let cfg = oar_models::ErnieConfig {
-        vocab: V as u64,
-        max_positions: S as u64,
-        dropout: 0.0,
-        universal: oar_models::ernie::StackConfig::new(2, 16, 2, 32),
-        ..oar_models::ErnieConfig::nano()
-    };
-    let m = cfg.build_masked_lm("mlm").expect("build ERNIE");
-    let bindings = [
-        ("N".to_string(), batch as u64),
-        ("seq".to_string(), S as u64),
-    ]
-    .into();
-    oar_passes::parallel::specialize(&m, &bindings).expect("specialize")
+    dp_support::ernie_mlm(batch, S, V as u64, 16, 32)
 }
 
 fn config(opt: &str) -> TrainConfig {
-    let optimizer = match opt {
-        "sgd" => Optimizer::Sgd {
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 0.01,
-        },
-        _ => "adamw".parse::<Optimizer>().expect("adamw"),
-    };
+    let optimizer = dp_support::optimizer(opt, 0.01);
     let mut tc = TrainConfig::new(optimizer);
     tc.loss = LossKind::MaskedLm;
     tc.optim.clip_global_norm = Some(0.5);

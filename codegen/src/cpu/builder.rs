@@ -156,6 +156,38 @@ impl<'a, 'ctx> LlvmBuilder<'a, 'ctx> {
             .into_float_value())
     }
 
+    /// `a` where `cond`, else `b`: keeps a padded lane's index in range.
+    pub fn select_i(
+        &self,
+        cond: IntValue<'ctx>,
+        a: IntValue<'ctx>,
+        b: IntValue<'ctx>,
+    ) -> R<IntValue<'ctx>> {
+        Ok(self.b.build_select(cond, a, b, "sel").m()?.into_int_value())
+    }
+
+    /// `x` where `cond`, else 0.0.
+    pub fn zero_unless(&self, cond: IntValue<'ctx>, x: FloatValue<'ctx>) -> R<FloatValue<'ctx>> {
+        Ok(self
+            .b
+            .build_select(cond, x, self.f(0.0), "z")
+            .m()?
+            .into_float_value())
+    }
+
+    /// `base[at]` where `inside`, else 0.0 — read from `base[fallback]` (in range), so the
+    /// load stays unconditional and a packing loop has no branch.
+    pub fn load_f32_or_zero(
+        &self,
+        base: PointerValue<'ctx>,
+        inside: IntValue<'ctx>,
+        at: IntValue<'ctx>,
+        fallback: IntValue<'ctx>,
+    ) -> R<FloatValue<'ctx>> {
+        let x = self.load_f32(base, self.select_i(inside, at, fallback)?)?;
+        self.zero_unless(inside, x)
+    }
+
     pub fn store_f32(
         &self,
         base: PointerValue<'ctx>,

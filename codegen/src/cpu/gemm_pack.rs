@@ -44,15 +44,8 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                     &mut |ir| {
                         for j in 0..nr {
                             let inside = ir.icmp(IntPredicate::SLT, ir.add(j0, ir.i(j))?, nc)?;
-                            let at =
-                                ir.b.build_select(inside, ir.add(src, ir.i(j))?, ir.i(0), "at")
-                                    .m()?
-                                    .into_int_value();
-                            let x = ir.load_f32(self.bm, at)?;
-                            let x =
-                                ir.b.build_select(inside, x, ir.f(0.0), "z")
-                                    .m()?
-                                    .into_float_value();
+                            let at = ir.add(src, ir.i(j))?;
+                            let x = ir.load_f32_or_zero(self.bm, inside, at, ir.i(0))?;
                             ir.store_f32(self.scratch, ir.add(dst, ir.i(j))?, x)?;
                         }
                         Ok(())
@@ -79,17 +72,10 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
             for j in 0..nr {
                 let inside = ir.icmp(IntPredicate::SLT, ir.add(j0, ir.i(j))?, nc)?;
                 // Columns past nc read column jc (in range) and store zero.
-                let col =
-                    ir.b.build_select(inside, ir.add(jc, ir.add(j0, ir.i(j))?)?, jc, "bc")
-                        .m()?
-                        .into_int_value();
+                let col = ir.select_i(inside, ir.add(jc, ir.add(j0, ir.i(j))?)?, jc)?;
                 let src = ir.add(ir.mul(col, self.ldb)?, pc)?;
                 ir.for_loop(ir.i(0), kc, 1, &mut |ir, kk| {
-                    let x = ir.load_f32(self.bm, ir.add(src, kk)?)?;
-                    let x =
-                        ir.b.build_select(inside, x, ir.f(0.0), "z")
-                            .m()?
-                            .into_float_value();
+                    let x = ir.zero_unless(inside, ir.load_f32(self.bm, ir.add(src, kk)?)?)?;
                     ir.store_f32(
                         self.scratch,
                         ir.add(dst0, ir.add(ir.mul(kk, ir.i(nr))?, ir.i(j))?)?,
@@ -126,15 +112,7 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
                 for (r, &inside) in insides.iter().enumerate() {
                     let r = r as i64;
                     // Rows past ic_end read the block's first row (in range) and store zero.
-                    let at =
-                        ir.b.build_select(inside, ir.add(src, ir.i(r))?, src, "at")
-                            .m()?
-                            .into_int_value();
-                    let x = ir.load_f32(self.a, at)?;
-                    let x =
-                        ir.b.build_select(inside, x, ir.f(0.0), "z")
-                            .m()?
-                            .into_float_value();
+                    let x = ir.load_f32_or_zero(self.a, inside, ir.add(src, ir.i(r))?, src)?;
                     ir.store_f32(self.scratch, ir.add(dst, ir.i(r))?, x)?;
                 }
                 Ok(())
@@ -164,21 +142,14 @@ impl<'ctx> Gemm<'_, '_, 'ctx> {
         )?;
         ir.for_loop(ir.i(0), padded, 1, &mut |ir, i| {
             let inside = ir.icmp(IntPredicate::SLT, i, rows)?;
-            let src_row =
-                ir.b.build_select(inside, ir.add(ic, i)?, ic, "sr")
-                    .m()?
-                    .into_int_value();
+            let src_row = ir.select_i(inside, ir.add(ic, i)?, ic)?;
             let p = ir.b.build_int_signed_div(i, ir.i(mr), "p").m()?;
             let r = ir.b.build_int_signed_rem(i, ir.i(mr), "r").m()?;
             let a0 = ir.i(self.s.tile.a_block_offset());
             let base = ir.add(ir.mul(ir.mul(p, kc)?, ir.i(mr))?, ir.add(r, a0)?)?;
             let src = ir.add(ir.mul(src_row, self.lda)?, pc)?;
             ir.for_loop(ir.i(0), kc, 1, &mut |ir, kk| {
-                let x = ir.load_f32(self.a, ir.add(src, kk)?)?;
-                let x =
-                    ir.b.build_select(inside, x, ir.f(0.0), "z")
-                        .m()?
-                        .into_float_value();
+                let x = ir.zero_unless(inside, ir.load_f32(self.a, ir.add(src, kk)?)?)?;
                 ir.store_f32(self.scratch, ir.add(base, ir.mul(kk, ir.i(mr))?)?, x)
             })
         })

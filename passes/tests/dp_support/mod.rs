@@ -107,3 +107,39 @@ pub fn ranks(rank_steps: &[TrainStep], w0: &Weights, steps: u64, n: usize, batch
     }
     per_rank.into_iter().next().expect("rank 0")
 }
+
+/// `g` with its symbols bound (`N` = batch, and `seq` when given).
+pub fn specialized(g: &oar_ir::Graph, batch: usize, seq: Option<usize>) -> oar_ir::Graph {
+    let mut bindings = std::collections::BTreeMap::new();
+    bindings.insert("N".to_string(), batch as u64);
+    if let Some(s) = seq {
+        bindings.insert("seq".to_string(), s as u64);
+    }
+    oar_passes::parallel::specialize(g, &bindings).expect("specialize")
+}
+
+/// A small ERNIE masked-LM (dropout 0): `layers` layers of `hidden` width, 2 heads, FFN
+/// `ffn`, vocabulary `vocab`, sequence `seq`, specialized to `batch`.
+pub fn ernie_mlm(batch: usize, seq: usize, vocab: u64, hidden: u64, ffn: u64) -> oar_ir::Graph {
+    let cfg = oar_models::ErnieConfig {
+        vocab,
+        max_positions: seq as u64,
+        dropout: 0.0,
+        universal: oar_models::ernie::StackConfig::new(2, hidden, 2, ffn),
+        ..oar_models::ErnieConfig::nano()
+    };
+    let m = cfg.build_masked_lm("mlm").expect("build ERNIE");
+    specialized(&m, batch, Some(seq))
+}
+
+/// SGD with momentum 0.9 and weight decay `wd` for "sgd", else AdamW with its defaults.
+pub fn optimizer(name: &str, wd: f64) -> oar_passes::training::Optimizer {
+    match name {
+        "sgd" => oar_passes::training::Optimizer::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: wd,
+        },
+        _ => "adamw".parse().expect("adamw"),
+    }
+}
