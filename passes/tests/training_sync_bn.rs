@@ -19,7 +19,7 @@ mod dp_support;
 use dp_support::{rand, Run};
 use oar_ir::Graph;
 use oar_passes::training::data_parallel::{build_data_parallel_step, DataParallel};
-use oar_passes::training::{build_train_step, Optimizer, TrainConfig, TrainStep};
+use oar_passes::training::{build_train_step, TrainConfig, TrainStep};
 use oar_runtime::init::init_weights;
 use oar_runtime::HostTensor;
 
