@@ -243,7 +243,9 @@ pub(crate) fn lower(
             let (c_lo, c_hi) = (load_i(6, &j), load_i(7, &j));
             let (wx_lo, wx_hi) = (Expr::Load(8, j.clone()), Expr::Load(9, j.clone()));
             let blend = |at_lo: IExpr, at_hi: IExpr, buf: usize, w0: Expr, w1: Expr| {
-                Expr::Load(buf, at_lo).mul(w0).add(Expr::Load(buf, at_hi).mul(w1))
+                Expr::Load(buf, at_lo)
+                    .mul(w0)
+                    .add(Expr::Load(buf, at_hi).mul(w1))
             };
             if wo >= w && w * 4 <= b.tiling.scratch_bytes() as i64 {
                 // 1. the two source rows blended: one row of W in scratch;
@@ -253,13 +255,7 @@ pub(crate) fn lower(
                     vec![store(
                         scratch,
                         j.clone(),
-                        blend(
-                            r_lo.add(j.clone()),
-                            r_hi.add(j.clone()),
-                            1,
-                            wy_lo,
-                            wy_hi,
-                        ),
+                        blend(r_lo.add(j.clone()), r_hi.add(j.clone()), 1, wy_lo, wy_hi),
                     )],
                 ));
                 // 2. each output column blends two entries of it.
