@@ -12,6 +12,7 @@ mod inplace;
 mod norm_reduce_pool;
 mod padded;
 mod pointwise;
+mod resize;
 mod train_ops;
 
 use super::{Body, CpuModel, Elem, Kernel, Tiling};
@@ -575,10 +576,10 @@ fn lower_node(
         Op::Grad(g) => data_movement::lower_grad(b, name, g, ins, &outs[0]),
         // conv2d's data gradient; a reference loop nest like the gradient ops.
         Op::ConvTranspose2d(t) => grad_ops::conv_transpose(b, name, t, ins, &outs[0]),
+        Op::Resize(r) => resize::lower(b, name, r, &ins[0], &outs[0]),
         Op::Input
         | Op::Param(_)
         | Op::Constant(_)
-        | Op::Resize(_)
         | Op::Reshape { .. }
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
