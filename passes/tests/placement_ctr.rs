@@ -97,28 +97,31 @@ fn ctr_models_have_their_layers_in_chain_order() {
 #[ignore = "prints the docs/heterps.md table; run with --release --ignored --nocapture"]
 fn print_docs_table() {
     let rl = RlConfig::default();
-    println!("| model | target (samples/s) | method | placement | $/epoch | vs exact | time to schedule |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| model | target (samples/s) | exact placement | exact | greedy | CPU only | GPU only | RL |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for model in MODELS {
         for target in targets(model) {
             let s = run(model, target, &rl);
-            for m in &s.methods {
-                let (line, cost, ratio) = match &m.placement {
-                    Some(Ok(pl)) => (
-                        placement_line(&s.problem, pl),
-                        format!("{:.4}", pl.cost_per_epoch),
-                        format!("{:.2}x", pl.cost_per_epoch / s.best.cost_per_epoch),
+            let cells: Vec<String> = s
+                .methods
+                .iter()
+                .map(|m| match &m.placement {
+                    Some(Ok(pl)) => format!(
+                        "${:.4} ({:.2}x), {:.2} ms",
+                        pl.cost_per_epoch,
+                        pl.cost_per_epoch / s.best.cost_per_epoch,
+                        m.seconds * 1e3
                     ),
-                    Some(Err(max)) => (format!("misses (at most {})", thousands(*max)), "-".into(), "-".into()),
-                    None => ("-".into(), "-".into(), "-".into()),
-                };
-                println!(
-                    "| {model} | {} | {} | {line} | {cost} | {ratio} | {:.2} ms |",
-                    thousands(target),
-                    m.method.label(),
-                    m.seconds * 1e3
-                );
-            }
+                    Some(Err(max)) => format!("misses (≤ {}), {:.2} ms", thousands(*max), m.seconds * 1e3),
+                    None => "-".into(),
+                })
+                .collect();
+            println!(
+                "| {model} | {} | {} | {} |",
+                thousands(target),
+                placement_line(&s.problem, &s.best),
+                cells.join(" | ")
+            );
         }
     }
     println!();

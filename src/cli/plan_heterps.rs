@@ -24,6 +24,10 @@ pub struct HeterpsArgs {
     /// Samples in one epoch, for the cost per epoch (default: Criteo's 45,840,617).
     #[arg(long, default_value_t = CRITEO_EPOCH_SAMPLES)]
     epoch_samples: f64,
+    /// Rows of each sparse table of a CTR model (`ctr-dnn`, `wide-deep`, `deepfm`; feature
+    /// hashing: 10^4 to 10^9), instead of the zoo's 1,000,001 (HeterPS mode).
+    #[arg(long)]
+    table_rows: Option<u64>,
     /// Policy updates of the RL baseline (16 episodes each).
     #[arg(long, default_value_t = 100)]
     rl_iterations: usize,
@@ -50,7 +54,18 @@ pub fn run(
     let entry = oar::models::find(model).with_context(|| {
         format!("`{model}` is not a zoo model (HeterPS placement needs a graph: see `oar models`)")
     })?;
-    let graph = (entry.build)().with_context(|| format!("cannot build {model}"))?;
+    let graph = match a.table_rows {
+        None => (entry.build)(),
+        Some(rows) => {
+            let mut c = oar::models::ctr_config(model).with_context(|| {
+                format!("--table-rows applies to the CTR models (ctr-dnn, wide-deep, deepfm), not `{model}`")
+            })?;
+            anyhow::ensure!(rows > 0, "--table-rows must be at least 1");
+            c.table_rows = rows;
+            c.build(model)
+        }
+    }
+    .with_context(|| format!("cannot build {model}"))?;
     let mut cluster = Cluster::resolve(cluster_spec)?;
     if let Some(n) = nodes {
         anyhow::ensure!(n > 0, "--nodes must be at least 1");

@@ -50,6 +50,18 @@ pub fn dollars(x: f64) -> String {
     }
 }
 
+/// Hours as seconds, minutes or hours, whichever reads best.
+pub fn wall(hours: f64) -> String {
+    let s = hours * 3600.0;
+    if s < 120.0 {
+        format!("{s:.1} s")
+    } else if s < 7200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{hours:.1} h")
+    }
+}
+
 /// Seconds as ms or s.
 pub fn duration(s: f64) -> String {
     if s < 1.0 {
@@ -68,7 +80,7 @@ pub fn stage_layers(p: &Problem, first: usize, end: usize) -> String {
     }
 }
 
-/// A placement on one line: `emb: cpu-server x2 | fc0..out: a100 x1`.
+/// A placement on one line: `emb: cpu-server x2 → fc0..out: a100 x1`.
 pub fn placement_line(p: &Problem, pl: &Placement) -> String {
     pl.stages
         .iter()
@@ -81,7 +93,7 @@ pub fn placement_line(p: &Problem, pl: &Placement) -> String {
             )
         })
         .collect::<Vec<_>>()
-        .join(" | ")
+        .join(" → ")
 }
 
 /// Devices a placement uses.
@@ -272,10 +284,10 @@ impl Schedule {
                 thousands(self.max_throughput)
             ),
             format!(
-                "cost ${}/h, ${} per epoch ({:.3} h per epoch) on {} device{}",
+                "cost ${}/h, ${} per epoch ({} per epoch) on {} device{}",
                 dollars(b.price_per_hour),
                 dollars(b.cost_per_epoch),
-                b.hours_per_epoch,
+                wall(b.hours_per_epoch),
                 devices(b),
                 if devices(b) == 1 { "" } else { "s" }
             ),
@@ -375,5 +387,8 @@ mod tests {
         assert_eq!(bytes(512.0), "512 B");
         assert_eq!(bytes(3.0 * 1024.0 * 1024.0), "3.0 MiB");
         assert_eq!(duration(0.0021), "2.10 ms");
+        assert_eq!(wall(1.0 / 3600.0), "1.0 s");
+        assert_eq!(wall(0.5), "30.0 min");
+        assert_eq!(wall(3.0), "3.0 h");
     }
 }

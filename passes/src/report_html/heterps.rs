@@ -6,7 +6,7 @@
 use super::svg::{colour, esc, svg, Tag};
 use super::{page, SORT_JS};
 use crate::placement::report::{
-    devices, dollars, method_row, placement_line, stage_layers, thousands, METHOD_HEAD,
+    devices, dollars, method_row, placement_line, stage_layers, thousands, wall, METHOD_HEAD,
 };
 use crate::placement::Schedule;
 use std::fmt::Write;
@@ -198,11 +198,11 @@ pub fn heterps_page(s: &Schedule) -> String {
     );
     let _ = write!(
         body,
-        "<section id=\"kpis\"><span class=\"kpi\"><b>{}</b>samples/s</span><span class=\"kpi\"><b>${:.2}</b>per hour</span><span class=\"kpi\"><b>${}</b>per epoch ({:.3} h)</span><span class=\"kpi\"><b>{}</b>devices</span><span class=\"kpi\"><b>{}</b>samples/s at most on these devices</span></section>",
+        "<section id=\"kpis\"><span class=\"kpi\"><b>{}</b>samples/s</span><span class=\"kpi\"><b>${:.2}</b>per hour</span><span class=\"kpi\"><b>${}</b>per epoch ({})</span><span class=\"kpi\"><b>{}</b>devices</span><span class=\"kpi\"><b>{}</b>samples/s at most on these devices</span></section>",
         thousands(b.throughput),
         b.price_per_hour,
         dollars(b.cost_per_epoch),
-        b.hours_per_epoch,
+        wall(b.hours_per_epoch),
         devices(b),
         thousands(s.max_throughput)
     );
@@ -264,4 +264,73 @@ pub fn heterps_page(s: &Schedule) -> String {
         html_table("layer-table", &layer_head, &layer_rows)
     );
     page(&title, CSS, &body, SORT_JS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::{schedule, Kind, Layer, Problem, RlConfig};
+    use oar_ir::cluster::Link;
+    use oar_ir::dist::DeviceKind;
+
+    fn problem(target: f64) -> Problem {
+        let link = Link {
+            kind: "net".into(),
+            bandwidth_gbs: 12.5,
+            latency_us: 20.0,
+        };
+        let kind = |name: &str, dk, price, available| Kind {
+            name: name.into(),
+            device_kind: dk,
+            model: name.to_uppercase(),
+            price_per_hour: price,
+            available,
+            memory_bytes: 64e9,
+            devices_per_node: 8,
+            intra_node: link.clone(),
+        };
+        let layer = |name: &str, cpu: f64, gpu: f64, sparse: bool| Layer {
+            name: name.into(),
+            seconds_per_sample: vec![cpu, gpu],
+            dense_param_bytes: if sparse { 0.0 } else { 1e6 },
+            sparse_table_bytes: if sparse { 1e9 } else { 0.0 },
+            cut_bytes_after: 1000.0,
+            sparse,
+        };
+        Problem {
+            model: "m".into(),
+            cluster: "c".into(),
+            layers: vec![
+                layer("emb", 1e-7, 1e-6, true),
+                layer("fc0", 1e-5, 1e-7, false),
+                layer("out", 1e-7, 1e-6, false),
+            ],
+            kinds: vec![
+                kind("cpu", DeviceKind::Cpu, 3.0, 4),
+                kind("gpu", DeviceKind::Gpu, 5.0, 4),
+            ],
+            network: link,
+            replica_batch: 512,
+            epoch_samples: 1e7,
+            target,
+        }
+    }
+
+    #[test]
+    fn page_has_a_box_per_layer_and_a_bar_per_method_that_meets_the_target() {
+        let s = schedule(problem(2e6), &RlConfig { iterations: 5, ..RlConfig::default() }).unwrap();
+        let page = heterps_page(&s);
+        assert_eq!(page.matches("<rect class=\"layer ").count(), 3);
+        let meeting = s
+            .methods
+            .iter()
+            .filter(|m| matches!(m.placement, Some(Ok(_))))
+            .count();
+        assert_eq!(page.matches("class=\"method-bar\"").count(), meeting);
+        // CPU-only cannot reach 2M samples/s through fc0 (4 x 100k): a labelled gap.
+        assert!(meeting < s.methods.len());
+        assert!(page.contains("misses the target"));
+        assert_eq!(page.matches("class=\"stage-bracket\"").count(), s.best.stages.len());
+        assert!(!page.contains("<link") && !page.contains(" src="));
+    }
 }
