@@ -9,7 +9,14 @@ const HETERO: &str = "examples/clusters/hetero.toml";
 #[test]
 fn text_report_names_placement_cost_and_every_method() {
     let out = ok(&[
-        "plan", "ctr-dnn", "--cluster", HETERO, "--throughput", "50000", "--rl-iterations", "10",
+        "plan",
+        "ctr-dnn",
+        "--cluster",
+        HETERO,
+        "--throughput",
+        "50000",
+        "--rl-iterations",
+        "10",
     ]);
     for want in [
         "HeterPS placement of ctr-dnn on hetero",
@@ -24,7 +31,15 @@ fn text_report_names_placement_cost_and_every_method() {
         assert!(out.contains(want), "missing `{want}`:\n{out}");
     }
     let md = ok(&[
-        "plan", "ctr-dnn", "--cluster", HETERO, "--heterps", "--format", "md", "--rl-iterations", "5",
+        "plan",
+        "ctr-dnn",
+        "--cluster",
+        HETERO,
+        "--heterps",
+        "--format",
+        "md",
+        "--rl-iterations",
+        "5",
     ]);
     assert!(md.contains("| method | placement |"), "{md}");
 }
@@ -33,12 +48,33 @@ fn text_report_names_placement_cost_and_every_method() {
 fn unpriced_cluster_and_impossible_target_are_clear_errors() {
     // cpu4.toml prices its devices at 0.
     let err = fails(&[
-        "plan", "ctr-dnn", "--cluster", "examples/clusters/cpu4.toml", "--throughput", "1000",
+        "plan",
+        "ctr-dnn",
+        "--cluster",
+        "examples/clusters/cpu4.toml",
+        "--throughput",
+        "1000",
     ]);
     assert!(err.contains("examples/clusters/cpu4.toml"), "{err}");
-    assert!(err.contains("`desktop-16c`") && err.contains("price_per_hour"), "{err}");
-    let err = fails(&["plan", "ctr-dnn", "--cluster", HETERO, "--throughput", "1e13"]);
+    assert!(
+        err.contains("`desktop-16c`") && err.contains("price_per_hour"),
+        "{err}"
+    );
+    let err = fails(&[
+        "plan",
+        "ctr-dnn",
+        "--cluster",
+        HETERO,
+        "--throughput",
+        "1e13",
+    ]);
     assert!(err.contains("the most any placement reaches"), "{err}");
-    let err = fails(&["plan", "ernie-3.0-tiny-nope", "--cluster", HETERO, "--heterps"]);
+    let err = fails(&[
+        "plan",
+        "ernie-3.0-tiny-nope",
+        "--cluster",
+        HETERO,
+        "--heterps",
+    ]);
     assert!(err.contains("is not a zoo model"), "{err}");
 }

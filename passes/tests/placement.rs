@@ -172,12 +172,18 @@ pub fn ctr_like(rows: u64, dim: u64) -> Graph {
             .relu();
         width = 400;
     }
-    let y = LinearConfig::new(400, 1).init(&b, "out").forward(&x).sigmoid();
+    let y = LinearConfig::new(400, 1)
+        .init(&b, "out")
+        .forward(&x)
+        .sigmoid();
     b.finish(&[&y]).expect("ctr-like builds")
 }
 
 fn hetero() -> Cluster {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/clusters/hetero.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/clusters/hetero.toml"
+    );
     Cluster::load(std::path::Path::new(path)).expect("hetero.toml")
 }
 
@@ -206,9 +212,16 @@ fn ctr_like_chain_groups_layers_by_parameter_names() {
     // The table and its Adagrad accumulator: rows × dim × 4 B × 2.
     assert_eq!(p.layers[0].sparse_table_bytes, 100_000.0 * 16.0 * 4.0 * 2.0);
     // fc0: (26·16 + 13) × 400 weights + 400 biases, f32.
-    assert_eq!(p.layers[1].dense_param_bytes, ((429 * 400 + 400) * 4) as f64);
+    assert_eq!(
+        p.layers[1].dense_param_bytes,
+        ((429 * 400 + 400) * 4) as f64
+    );
     // After the embeddings: the pooled rows (26·16 f32) and the dense features (13 f32).
-    assert!(close(p.layers[0].cut_bytes_after, ((26 * 16 + 13) * 4) as f64), "{}", p.layers[0].cut_bytes_after);
+    assert!(
+        close(p.layers[0].cut_bytes_after, ((26 * 16 + 13) * 4) as f64),
+        "{}",
+        p.layers[0].cut_bytes_after
+    );
     assert!(close(p.layers[1].cut_bytes_after, 1600.0));
     // The GPU is faster on the wide dense layers (the 400-to-1 `out` is launch-bound).
     for l in &p.layers[1..4] {
@@ -230,7 +243,14 @@ fn impossible_target_names_the_most_any_placement_reaches() {
     assert!(msg.contains("the most any placement reaches"), "{msg}");
     // At that maximum the target is met.
     let p = build_problem(&g, &bindings(512), &hetero(), "hetero.toml", &options(*max)).unwrap();
-    let s = schedule(p, &RlConfig { iterations: 5, ..RlConfig::default() }).unwrap();
+    let s = schedule(
+        p,
+        &RlConfig {
+            iterations: 5,
+            ..RlConfig::default()
+        },
+    )
+    .unwrap();
     assert!(close(s.best.throughput, *max) || s.best.throughput > *max);
 }
 
@@ -238,15 +258,24 @@ fn impossible_target_names_the_most_any_placement_reaches() {
 fn a_cluster_without_prices_is_an_error_naming_file_and_group() {
     let g = ctr_like(1000, 8);
     let cluster = Cluster::from_toml(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/clusters/hetero.toml"))
-            .unwrap()
-            .replace("price_per_hour = 5.12\n", ""),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/clusters/hetero.toml"
+        ))
+        .unwrap()
+        .replace("price_per_hour = 5.12\n", ""),
         "my-cluster.toml",
     )
     .unwrap();
-    let err = build_problem(&g, &bindings(512), &cluster, "my-cluster.toml", &options(5e4))
-        .unwrap_err()
-        .to_string();
+    let err = build_problem(
+        &g,
+        &bindings(512),
+        &cluster,
+        "my-cluster.toml",
+        &options(5e4),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("my-cluster.toml"), "{err}");
     assert!(err.contains("`a100`"), "{err}");
     assert!(err.contains("price_per_hour"), "{err}");
@@ -256,7 +285,14 @@ fn a_cluster_without_prices_is_an_error_naming_file_and_group() {
 fn text_report_snapshot() {
     let g = ctr_like(1_000_000, 16);
     let p = build_problem(&g, &bindings(512), &hetero(), "hetero.toml", &options(5e5)).unwrap();
-    let mut s = schedule(p, &RlConfig { iterations: 20, ..RlConfig::default() }).unwrap();
+    let mut s = schedule(
+        p,
+        &RlConfig {
+            iterations: 20,
+            ..RlConfig::default()
+        },
+    )
+    .unwrap();
     // Times to schedule vary run to run; the snapshot pins everything else.
     for m in &mut s.methods {
         m.seconds = 0.0;

@@ -7,15 +7,20 @@
 //! `cargo test --release -p oar-passes --test placement_ctr -- --ignored --nocapture`.
 
 use oar_ir::cluster::Cluster;
-use oar_passes::placement::report::{placement_line, thousands};
-use oar_passes::placement::{build_problem, schedule, Options, Problem, RlConfig, Schedule, Solver};
 use oar_ir::dist::DeviceKind;
+use oar_passes::placement::report::{placement_line, thousands};
+use oar_passes::placement::{
+    build_problem, schedule, Options, Problem, RlConfig, Schedule, Solver,
+};
 use std::collections::BTreeMap;
 
 const MODELS: [&str; 3] = ["ctr-dnn", "wide-deep", "deepfm"];
 
 fn hetero() -> Cluster {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/clusters/hetero.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/clusters/hetero.toml"
+    );
     Cluster::load(std::path::Path::new(path)).expect("hetero.toml")
 }
 
@@ -79,9 +84,16 @@ fn exact_is_cheapest_and_faster_than_rl_on_ctr_models() {
 #[test]
 fn ctr_models_have_their_layers_in_chain_order() {
     let names = |m: &str| -> Vec<String> {
-        problem(m, 1.0).layers.iter().map(|l| l.name.clone()).collect()
+        problem(m, 1.0)
+            .layers
+            .iter()
+            .map(|l| l.name.clone())
+            .collect()
     };
-    assert_eq!(names("ctr-dnn"), ["emb", "fc0", "fc1", "fc2", "out", "loss"]);
+    assert_eq!(
+        names("ctr-dnn"),
+        ["emb", "fc0", "fc1", "fc2", "out", "loss"]
+    );
     let wd = names("wide-deep");
     assert!(wd.contains(&"wide".to_string()), "{wd:?}");
     let fm = names("deepfm");
@@ -112,7 +124,9 @@ fn print_docs_table() {
                         pl.cost_per_epoch / s.best.cost_per_epoch,
                         m.seconds * 1e3
                     ),
-                    Some(Err(max)) => format!("misses (≤ {}), {:.2} ms", thousands(*max), m.seconds * 1e3),
+                    Some(Err(max)) => {
+                        format!("misses (≤ {}), {:.2} ms", thousands(*max), m.seconds * 1e3)
+                    }
                     None => "-".into(),
                 })
                 .collect();
@@ -125,7 +139,9 @@ fn print_docs_table() {
         }
     }
     println!();
-    println!("| model | heterogeneous (samples/s) | CPU only | GPU only | hetero / CPU | hetero / GPU |");
+    println!(
+        "| model | heterogeneous (samples/s) | CPU only | GPU only | hetero / CPU | hetero / GPU |"
+    );
     println!("| --- | --- | --- | --- | --- | --- |");
     for model in MODELS {
         let p = problem(model, 1.0);

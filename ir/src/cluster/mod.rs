@@ -453,7 +453,10 @@ mod tests {
         ))
         .unwrap();
         let c = Cluster::from_toml(&text, "titan-mixed.toml").unwrap();
-        let err = c.require_prices("titan-mixed.toml").unwrap_err().to_string();
+        let err = c
+            .require_prices("titan-mixed.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("titan-mixed.toml"), "{err}");
         assert!(err.contains("`atlas-800`"), "{err}");
     }

@@ -51,8 +51,7 @@ pub fn layer_key(param: &str) -> String {
 /// Whether `n` is a sparse lookup: a row gather from a parameter table.
 fn is_sparse_lookup(g: &Graph, n: &Node) -> bool {
     matches!(n.op, Op::Embedding | Op::Gather { .. })
-        && n
-            .inputs
+        && n.inputs
             .first()
             .is_some_and(|v| matches!(g.node(v.node).op, Op::Param(_)))
 }

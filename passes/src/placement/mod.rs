@@ -118,7 +118,11 @@ pub fn build_problem(
         ));
     }
     let kinds = kinds_of(cluster, cluster_path)?;
-    let devices: Vec<_> = cluster.node_groups.iter().map(|g| g.device.clone()).collect();
+    let devices: Vec<_> = cluster
+        .node_groups
+        .iter()
+        .map(|g| g.device.clone())
+        .collect();
     let layers = layer_chain(graph, &devices, bindings, opts.replica_batch)?;
     Ok(Problem {
         model: graph.name.clone(),

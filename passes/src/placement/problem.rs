@@ -110,7 +110,7 @@ impl Placement {
     pub fn layer_kinds(&self) -> Vec<usize> {
         self.stages
             .iter()
-            .flat_map(|s| std::iter::repeat(s.kind).take(s.end - s.first))
+            .flat_map(|s| std::iter::repeat_n(s.kind, s.end - s.first))
             .collect()
     }
 }
@@ -159,7 +159,13 @@ impl Problem {
 
     /// Samples/s of layers `first..end` on `replicas` devices of `kind` (0 if they do not
     /// fit), and the parallel efficiency.
-    pub fn stage_throughput(&self, first: usize, end: usize, kind: usize, replicas: u32) -> (f64, f64) {
+    pub fn stage_throughput(
+        &self,
+        first: usize,
+        end: usize,
+        kind: usize,
+        replicas: u32,
+    ) -> (f64, f64) {
         let Some(min) = self.min_replicas(first, end, kind) else {
             return (0.0, 0.0);
         };

@@ -220,7 +220,11 @@ impl Schedule {
                 l.name.clone(),
                 if l.sparse { "yes" } else { "no" }.into(),
             ];
-            r.extend(l.seconds_per_sample.iter().map(|s| format!("{:.4}", s * 1e6)));
+            r.extend(
+                l.seconds_per_sample
+                    .iter()
+                    .map(|s| format!("{:.4}", s * 1e6)),
+            );
             r.push(bytes(l.dense_param_bytes));
             r.push(bytes(l.sparse_table_bytes));
             r.push(if i + 1 < p.layers.len() {
@@ -306,10 +310,16 @@ impl Schedule {
             "\nlayers (training time per sample on one device; bytes crossing the cut after each)"
         );
         s += &table(&self.layer_rows());
-        let _ = writeln!(s, "\nplacement (exact: least cost per epoch meeting the target)");
+        let _ = writeln!(
+            s,
+            "\nplacement (exact: least cost per epoch meeting the target)"
+        );
         s += &table(&self.stage_rows());
         let _ = writeln!(s, "{tp}\n{cost}");
-        let _ = writeln!(s, "\nmethods (replicas: the cheapest counts for each method's kinds)");
+        let _ = writeln!(
+            s,
+            "\nmethods (replicas: the cheapest counts for each method's kinds)"
+        );
         s += &table(&self.method_rows());
         s
     }

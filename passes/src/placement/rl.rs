@@ -174,9 +174,11 @@ impl Policy {
             let mut dh = dh_next.clone();
             for (k, dl) in dlogits.iter().enumerate() {
                 grad.bv[k] += dl;
-                for j in 0..hd {
-                    grad.v[k * hd + j] += dl * s.h[j];
-                    dh[j] += dl * self.p.v[k * hd + j];
+                let v_row = &self.p.v[k * hd..(k + 1) * hd];
+                let g_row = &mut grad.v[k * hd..(k + 1) * hd];
+                for ((d, (g, v)), h) in dh.iter_mut().zip(g_row.iter_mut().zip(v_row)).zip(&s.h) {
+                    *g += dl * h;
+                    *d += dl * v;
                 }
             }
             let g = &s.gates;
@@ -195,9 +197,11 @@ impl Policy {
             for (r, d) in da.iter().enumerate() {
                 grad.bw[r] += d;
                 let row = r * width;
-                for c in 0..width {
-                    grad.w[row + c] += d * s.z[c];
-                    dz[c] += d * self.p.w[row + c];
+                let w_row = &self.p.w[row..row + width];
+                let g_row = &mut grad.w[row..row + width];
+                for ((dzc, (g, w)), z) in dz.iter_mut().zip(g_row.iter_mut().zip(w_row)).zip(&s.z) {
+                    *g += d * z;
+                    *dzc += d * w;
                 }
             }
             dh_next = dz[self.inputs..].to_vec();
@@ -259,7 +263,11 @@ pub fn reinforce(solver: &Solver, cfg: &RlConfig) -> RlOutcome {
         .iter()
         .map(|l| {
             let logs: Vec<f64> = (0..nk)
-                .map(|k| (l.seconds_per_sample[k] * problem.kinds[k].price_per_hour).max(1e-30).ln())
+                .map(|k| {
+                    (l.seconds_per_sample[k] * problem.kinds[k].price_per_hour)
+                        .max(1e-30)
+                        .ln()
+                })
                 .collect();
             let mean = logs.iter().sum::<f64>() / nk as f64;
             let mut f: Vec<f64> = logs.iter().map(|x| x - mean).collect();
@@ -381,7 +389,11 @@ mod tests {
             let down = loss(&policy);
             policy.p.w[i] += eps;
             let fd = (up - down) / (2.0 * eps);
-            assert!((fd - grad.w[i]).abs() < 1e-6, "w[{i}]: {fd} vs {}", grad.w[i]);
+            assert!(
+                (fd - grad.w[i]).abs() < 1e-6,
+                "w[{i}]: {fd} vs {}",
+                grad.w[i]
+            );
         }
         for i in 0..policy.p.v.len() {
             let eps = 1e-6;
@@ -391,7 +403,11 @@ mod tests {
             let down = loss(&policy);
             policy.p.v[i] += eps;
             let fd = (up - down) / (2.0 * eps);
-            assert!((fd - grad.v[i]).abs() < 1e-6, "v[{i}]: {fd} vs {}", grad.v[i]);
+            assert!(
+                (fd - grad.v[i]).abs() < 1e-6,
+                "v[{i}]: {fd} vs {}",
+                grad.v[i]
+            );
         }
     }
 }

@@ -72,11 +72,7 @@ impl<'p> Solver<'p> {
                 }
             }
         }
-        Solver {
-            problem,
-            x,
-            least,
-        }
+        Solver { problem, x, least }
     }
 
     /// The fewest replicas with which layers `first..end` on `kind` deliver at least `y`.
@@ -116,13 +112,16 @@ impl<'p> Solver<'p> {
                     if first == 0 {
                         let mut used = vec![0; nk];
                         used[k] = r;
-                        insert(&mut fronts[end][k], Entry {
-                            used,
-                            price,
-                            prev: None,
-                            first,
-                            replicas: r,
-                        });
+                        insert(
+                            &mut fronts[end][k],
+                            Entry {
+                                used,
+                                price,
+                                prev: None,
+                                first,
+                                replicas: r,
+                            },
+                        );
                         continue;
                     }
                     for pk in (0..nk).filter(|&pk| pk != k) {
@@ -147,7 +146,12 @@ impl<'p> Solver<'p> {
             }
         }
         let (k, idx) = (0..nk)
-            .flat_map(|k| fronts[l][k].iter().enumerate().map(move |(i, e)| (k, i, e.price)))
+            .flat_map(|k| {
+                fronts[l][k]
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, e)| (k, i, e.price))
+            })
             .min_by(|a, b| a.2.total_cmp(&b.2))
             .map(|(k, i, _)| (k, i))?;
         let mut stages = Vec::new();
@@ -253,9 +257,15 @@ impl<'p> Solver<'p> {
         let l = p.layers.len() as u32;
         // Placements: each layer after the first continues its stage or opens one on another
         // kind with one of its replica counts.
-        let most = p.kinds.iter().map(|k| k.available as u64).max().unwrap_or(0);
+        let most = p
+            .kinds
+            .iter()
+            .map(|k| k.available as u64)
+            .max()
+            .unwrap_or(0);
         let branch = 1 + (p.kinds.len() as u64).saturating_sub(1) * most;
-        let space = (p.kinds.len() as u64 * most).saturating_mul(branch.saturating_pow(l.saturating_sub(1)));
+        let space = (p.kinds.len() as u64 * most)
+            .saturating_mul(branch.saturating_pow(l.saturating_sub(1)));
         if space > limit {
             return None;
         }
@@ -333,7 +343,11 @@ impl<'p> Solver<'p> {
             let r = self.best_replicas(&vec![k; l]);
             best = Some(match (best, r) {
                 (None, r) => r,
-                (Some(Ok(a)), Ok(b)) => Ok(if b.cost_per_epoch < a.cost_per_epoch { b } else { a }),
+                (Some(Ok(a)), Ok(b)) => Ok(if b.cost_per_epoch < a.cost_per_epoch {
+                    b
+                } else {
+                    a
+                }),
                 (Some(Ok(a)), Err(_)) => Ok(a),
                 (Some(Err(_)), Ok(b)) => Ok(b),
                 (Some(Err(a)), Err(b)) => Err(a.max(b)),

@@ -86,10 +86,13 @@ pub fn chain_svg(s: &Schedule) -> String {
             .x("height", 12.0)
             .a("fill", colour(k))
             .empty();
-        out += &Tag::new("text").x("x", lx + 16.0).x("y", 18.0).text(&format!(
-            "{} ({}, ${:.2}/h, {} available)",
-            kind.name, kind.model, kind.price_per_hour, kind.available
-        ));
+        out += &Tag::new("text")
+            .x("x", lx + 16.0)
+            .x("y", 18.0)
+            .text(&format!(
+                "{} ({}, ${:.2}/h, {} available)",
+                kind.name, kind.model, kind.price_per_hour, kind.available
+            ));
     }
     svg("chain", width, 120.0, &out)
 }
@@ -206,10 +209,18 @@ pub fn heterps_page(s: &Schedule) -> String {
         devices(b),
         thousands(s.max_throughput)
     );
-    let stage_head: Vec<String> = ["stage", "layers", "kind", "replicas", "samples/s", "efficiency", "$/h"]
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
+    let stage_head: Vec<String> = [
+        "stage",
+        "layers",
+        "kind",
+        "replicas",
+        "samples/s",
+        "efficiency",
+        "$/h",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
     let stage_rows: Vec<Vec<String>> = b
         .stages
         .iter()
@@ -222,7 +233,10 @@ pub fn heterps_page(s: &Schedule) -> String {
                 st.replicas.to_string(),
                 thousands(st.throughput),
                 format!("{:.1}%", st.efficiency * 100.0),
-                format!("{:.2}", st.replicas as f64 * p.kinds[st.kind].price_per_hour),
+                format!(
+                    "{:.2}",
+                    st.replicas as f64 * p.kinds[st.kind].price_per_hour
+                ),
             ]
         })
         .collect();
@@ -233,7 +247,11 @@ pub fn heterps_page(s: &Schedule) -> String {
         html_table("stages", &stage_head, &stage_rows)
     );
     let method_head: Vec<String> = METHOD_HEAD.iter().map(|x| x.to_string()).collect();
-    let method_rows: Vec<Vec<String>> = s.methods.iter().map(|m| method_row(s, m).to_vec()).collect();
+    let method_rows: Vec<Vec<String>> = s
+        .methods
+        .iter()
+        .map(|m| method_row(s, m).to_vec())
+        .collect();
     let _ = write!(
         body,
         "<section id=\"methods\"><h2>Cost per epoch by method</h2>{}{}</section>",
@@ -253,7 +271,11 @@ pub fn heterps_page(s: &Schedule) -> String {
                 l.name.clone(),
                 if l.sparse { "yes" } else { "no" }.into(),
             ];
-            r.extend(l.seconds_per_sample.iter().map(|x| format!("{:.4}", x * 1e6)));
+            r.extend(
+                l.seconds_per_sample
+                    .iter()
+                    .map(|x| format!("{:.4}", x * 1e6)),
+            );
             r.push(format!("{:.0}", l.cut_bytes_after));
             r
         })
@@ -318,7 +340,14 @@ mod tests {
 
     #[test]
     fn page_has_a_box_per_layer_and_a_bar_per_method_that_meets_the_target() {
-        let s = schedule(problem(2e6), &RlConfig { iterations: 5, ..RlConfig::default() }).unwrap();
+        let s = schedule(
+            problem(2e6),
+            &RlConfig {
+                iterations: 5,
+                ..RlConfig::default()
+            },
+        )
+        .unwrap();
         let page = heterps_page(&s);
         assert_eq!(page.matches("<rect class=\"layer ").count(), 3);
         let meeting = s
@@ -330,7 +359,10 @@ mod tests {
         // CPU-only cannot reach 2M samples/s through fc0 (4 x 100k): a labelled gap.
         assert!(meeting < s.methods.len());
         assert!(page.contains("misses the target"));
-        assert_eq!(page.matches("class=\"stage-bracket\"").count(), s.best.stages.len());
+        assert_eq!(
+            page.matches("class=\"stage-bracket\"").count(),
+            s.best.stages.len()
+        );
         assert!(!page.contains("<link") && !page.contains(" src="));
     }
 }
