@@ -407,3 +407,40 @@ fn titan_plan_and_lcnet_graph_pages_are_small_and_fast() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The HeterPS placement page: one layer box per layer of the chain, coloured by its
+/// stage's kind, and one cost bar per method that meets the target, in a real browser.
+#[test]
+fn heterps_page_renders_its_layers_and_method_bars() {
+    let args = [
+        "plan",
+        "ctr-dnn",
+        "--cluster",
+        "examples/clusters/hetero.toml",
+        "--throughput",
+        "50000",
+        "--rl-iterations",
+        "10",
+    ];
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&[&args[..], &["--format", "json"]].concat())).unwrap();
+    let layers = json["layers"].as_array().unwrap().len();
+    let bars = json["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| !m["placement"].is_null())
+        .count();
+    let page_text = ok(&[&args[..], &["--format", "html"]].concat());
+    assert_eq!(page_text.matches("<rect class=\"layer ").count(), layers);
+    assert!(!page_text.contains("<link") && !page_text.contains(" src="));
+    let Some(bin) = chromium() else { return };
+    let dir = temp_dir("heterps");
+    let page = dir.join("heterps.html");
+    std::fs::write(&page, &page_text).unwrap();
+    let loaded = load(&bin, &page);
+    assert_eq!(loaded.dom.matches("<rect class=\"layer ").count(), layers);
+    assert_eq!(loaded.dom.matches("class=\"method-bar\"").count(), bars);
+    assert!(loaded.load_ms < LOAD_BOUND_MS, "{} ms", loaded.load_ms);
+    let _ = std::fs::remove_dir_all(&dir);
+}

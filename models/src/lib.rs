@@ -1,6 +1,7 @@
 //! oar-models: the model zoo, written in the DSL. Each entry builds an `ir::Graph`; large
 //! configurations build with symbolic batch and sequence and never allocate weights.
 
+pub mod ctr;
 pub mod ernie;
 pub mod lcnet;
 
@@ -8,6 +9,7 @@ use oar_frontend::BuildError;
 use oar_ir::Graph;
 use std::collections::BTreeMap;
 
+pub use ctr::{CtrConfig, CtrKind, SparseInput, SparseTable};
 pub use ernie::ErnieConfig;
 pub use lcnet::LcNetConfig;
 
@@ -55,6 +57,18 @@ macro_rules! ernie {
     };
 }
 
+macro_rules! ctr {
+    ($kind:expr, $desc:literal) => {
+        ZooEntry {
+            name: $kind.name(),
+            family: "CTR",
+            description: $desc,
+            report_bindings: &[("N", 1)],
+            build: || CtrConfig::criteo($kind).build($kind.name()),
+        }
+    };
+}
+
 /// The PP-LCNet configuration behind a zoo name (`lcnet_x0_25` → width 0.25), for callers
 /// that change the head or the input size (training on a small dataset).
 pub fn lcnet_config(name: &str) -> Option<LcNetConfig> {
@@ -90,6 +104,9 @@ pub fn zoo() -> Vec<ZooEntry> {
         ernie!("ernie-3.0-xbase-zh", ErnieConfig::xbase(), "20L/1024H/16 heads, MLM pre-training graph"),
         ernie!("ernie-3.0-10b", ErnieConfig::ten_billion(), "universal 48L/4096H + NLU/NLG 12L/768H"),
         ernie!("ernie-3.0-titan", ErnieConfig::titan(), "~260B: universal 144L/12288H (assumed) + NLU/NLG, adversarial and controllable LM losses"),
+        ctr!(CtrKind::Dnn, "Criteo CTR-DNN: 26 slots x 10-wide embeddings (1M rows) + 13 dense, MLP 400-400-400, log-loss"),
+        ctr!(CtrKind::WideDeep, "Criteo Wide&Deep: CTR-DNN + a wide linear part (1-wide table, dense linear)"),
+        ctr!(CtrKind::DeepFm, "Criteo DeepFM: Wide&Deep + factorization-machine pairwise interactions"),
     ]
 }
 
@@ -101,6 +118,14 @@ pub fn find(name: &str) -> Option<ZooEntry> {
 /// Builds a zoo model by name.
 pub fn build(name: &str) -> Option<Result<Graph, BuildError>> {
     find(name).map(|e| (e.build)())
+}
+
+/// The CTR configuration behind a zoo name (`ctr-dnn`, `wide-deep`, `deepfm`: Criteo-sized).
+pub fn ctr_config(name: &str) -> Option<CtrConfig> {
+    [CtrKind::Dnn, CtrKind::WideDeep, CtrKind::DeepFm]
+        .into_iter()
+        .find(|k| k.name() == name)
+        .map(CtrConfig::criteo)
 }
 
 /// The ERNIE configuration behind a zoo name, for tools that reason about its structure.

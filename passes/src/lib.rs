@@ -10,6 +10,7 @@ pub mod fuse;
 pub mod liveness;
 pub mod parallel;
 pub mod pass;
+pub mod placement;
 pub mod rebuild;
 pub mod report_html;
 pub mod roofline;

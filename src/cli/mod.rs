@@ -9,6 +9,7 @@ mod inspect;
 mod launch;
 mod models;
 mod plan;
+mod plan_heterps;
 mod run;
 mod train;
 
@@ -37,7 +38,8 @@ enum Command {
     /// Train a zoo classifier, a model file or a training-step graph on a directory of .npy
     /// shards (interpreter): autodiff, optimizer, evaluation, checkpoints, exact resume.
     Train(Box<train::TrainArgs>),
-    /// Plan data/tensor/pipeline parallel training of a transformer on a cluster.
+    /// Plan data/tensor/pipeline parallel training of a transformer on a cluster, or (with
+    /// --throughput) the least-cost placement of a CTR model's layers on device kinds (HeterPS).
     Plan(plan::PlanArgs),
     /// Start N ranks of an oar command under OpenMPI's mpirun (`oar launch -n 2 -- train ...`).
     Launch(launch::LaunchArgs),

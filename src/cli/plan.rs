@@ -28,7 +28,8 @@ pub enum RecomputeArg {
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    /// An ERNIE zoo model or a transformer config file (TOML: layers, hidden, heads, ffn, vocab, seq, causal).
+    /// An ERNIE zoo model or a transformer config file (TOML: layers, hidden, heads, ffn, vocab, seq, causal);
+    /// with --throughput or --heterps, any zoo model (a CTR model) to place on device kinds.
     model: String,
     /// A cluster preset (see `oar cluster list`) or a cluster file.
     #[arg(long)]
@@ -95,6 +96,8 @@ pub struct PlanArgs {
     /// Seed of the failure simulation.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    #[command(flatten)]
+    heterps: super::plan_heterps::HeterpsArgs,
 }
 
 /// Checkpoint bandwidth of one node when none is given: 2 GB/s, an assumption (a node's
@@ -140,6 +143,10 @@ fn model_spec(name: &str) -> anyhow::Result<(ModelSpec, Option<u64>)> {
 }
 
 pub fn run(a: PlanArgs) -> anyhow::Result<()> {
+    if a.heterps.enabled() {
+        let out = a.output.as_deref();
+        return super::plan_heterps::run(&a.model, &a.cluster, a.nodes, a.format, out, &a.heterps);
+    }
     let (model, default_seq) = model_spec(&a.model)?;
     let mut cluster = Cluster::resolve(&a.cluster)?;
     if let Some(n) = a.nodes {

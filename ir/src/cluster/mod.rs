@@ -188,6 +188,9 @@ pub enum ClusterError {
     },
     #[error("unknown cluster preset `{name}` (known: {known})")]
     UnknownPreset { name: String, known: String },
+    /// A planner that minimises money (HeterPS placement) needs every device's price.
+    #[error("{path}: node group `{group}` has no `price_per_hour` (or 0) on its device; the HeterPS planner minimises cost and needs the price of every device kind")]
+    MissingPrice { path: String, group: String },
 }
 
 impl Cluster {
@@ -363,6 +366,30 @@ impl Cluster {
         self.node_groups.iter().map(|g| g.nodes as u64).sum()
     }
 
+    /// Devices a node group offers: its nodes times devices per node (the most replicas a
+    /// placement may run on that group's kind).
+    pub fn available_devices(&self, group: usize) -> u64 {
+        self.node_groups
+            .get(group)
+            .map_or(0, |g| g.nodes as u64 * g.devices_per_node as u64)
+    }
+
+    /// Checks that every node group's device has a positive price per hour; the error
+    /// names the file (`path`) and the first group without one.
+    pub fn require_prices(&self, path: &str) -> Result<(), ClusterError> {
+        match self
+            .node_groups
+            .iter()
+            .find(|g| !(g.device.price_per_hour.is_finite() && g.device.price_per_hour > 0.0))
+        {
+            Some(g) => Err(ClusterError::MissingPrice {
+                path: path.into(),
+                group: g.name.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Serialises to TOML (the format users write).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_default()
@@ -413,6 +440,25 @@ mod tests {
             err.contains("device.efficiency.gemm[2].efficiency"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_group_without_a_price_is_named() {
+        let c = preset("a100").unwrap();
+        assert!(c.require_prices("a100").is_ok());
+        assert_eq!(c.available_devices(0), 8);
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/clusters/titan-mixed.toml"
+        ))
+        .unwrap();
+        let c = Cluster::from_toml(&text, "titan-mixed.toml").unwrap();
+        let err = c
+            .require_prices("titan-mixed.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("titan-mixed.toml"), "{err}");
+        assert!(err.contains("`atlas-800`"), "{err}");
     }
 
     #[test]

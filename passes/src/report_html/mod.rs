@@ -6,11 +6,13 @@
 
 pub mod graph_layout;
 pub mod graph_page;
+pub mod heterps;
 pub mod plan_page;
 pub mod schedule;
 pub mod svg;
 
 pub use graph_page::{graph_page, graph_svg, GraphView};
+pub use heterps::heterps_page;
 pub use plan_page::plan_page;
 pub use schedule::{simulate, Pass, ScheduleError, Slot, StageTimes, Timeline};
 
