@@ -143,7 +143,7 @@ pub(super) fn run_loop<L: BatchSource>(
     let runner = match a.backend.as_deref() {
         Some("interp") => None,
         // `--dp` runs its per-rank step in the interpreter (dist::runner).
-        None if !compile_by_default || a.dist.degree().is_some() => None,
+        None if !compile_by_default || a.dist.distributed() => None,
         explicit => match compiled_runner(&graph, eval_graph.clone(), &state, seed, spec, a) {
             Ok(r) => Some(r),
             Err(e) if explicit.is_none() => {
@@ -171,20 +171,25 @@ pub(super) fn run_loop<L: BatchSource>(
     }
     let mut runner: Box<dyn StepRunner> = match runner {
         Some(_) if d.is_some() => {
-            bail!("--dp runs the step in the interpreter for now; drop --backend llvm")
+            bail!("--dp and --tp run the step in the interpreter for now; drop --backend llvm")
         }
         Some(mut r) => {
             planned = Some(r.planned_bytes());
             Box::new(r)
         }
         None => {
+            // Tensor parallelism partitions the single-process step.
+            let step = d.as_ref().filter(|d| d.tp > 1).map(|_| graph.clone());
             let mut r = InterpRunner::new(graph, seed)?;
             if let Some(g) = eval_graph {
                 r = r.with_eval_graph(g);
             }
-            match &d {
-                Some(d) => Box::new(dist::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
-                None => Box::new(r),
+            match (&d, step) {
+                (Some(d), Some(step)) => {
+                    Box::new(tp::runner(&step, r, d).unwrap_or_else(|e| d.fail(&e)))
+                }
+                (Some(d), None) => Box::new(dist::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
+                (None, _) => Box::new(r),
             }
         }
     };

@@ -16,6 +16,7 @@ pub mod optim;
 pub mod precision;
 pub mod recompute;
 pub mod sync_bn;
+pub mod tensor_parallel;
 mod update;
 pub mod zero;
 
