@@ -2,7 +2,7 @@
 //! `mpirun -n 4`: the tiny ERNIE of the MPI tests (1 layer, hidden 32, 2 heads, dropout 0.1,
 //! AdamW, clipping) with Megatron splits gives, at every step and on every rank, the
 //! single-process loss to 1e-5 relative, and its final checkpoint (split weights and moments
-//! gathered back) holds one process's weights to 1e-5. Bad layouts fail with messages that
+//! gathered back) holds one process's AdamW moments to 1e-5 and weights to 1e-4 (see below). Bad layouts fail with messages that
 //! name the tensor and dim, or both rank counts. Skips, saying so, without `mpirun` or the
 //! corpus.
 
@@ -102,12 +102,17 @@ fn ernie_tp2_and_dp2_tp2_equal_one_process() {
             let g = &got_w.weights[k];
             assert_eq!(w.shape, g.shape, "{name} {k}");
             split_seen |= k.contains("q_proj.weight.moment");
-            // Attention is invariant to the key bias: its gradient is rounding noise that
-            // AdamW normalises into noise-sized steps, so it is held to 1e-3 instead.
+            // Moments to 1e-5. A weight's AdamW step divides its first moment by the root
+            // of its second, which turns float32 rounding of near-cancelling gradients
+            // (different summation orders across ranks) into steps of ~1e-5 on a few
+            // elements over 4 steps: weights to 1e-4 (as the ZeRO tests). Attention is
+            // invariant to the key bias, whose gradient is pure rounding noise: 1e-3.
             let tol = if k.ends_with("k_proj.bias") {
                 1e-3
-            } else {
+            } else if k.contains(".moment") {
                 1e-5
+            } else {
+                1e-4
             };
             for (x, y) in w.to_f64().iter().zip(g.to_f64()) {
                 assert!(

@@ -70,16 +70,9 @@ pub(super) fn rule(
     let r_out = outs.first().map(|t| t.rank()).unwrap_or(0);
     let any_partial = pl.iter().any(|p| matches!(p, Partial(_)));
     match op {
-        // A rank draws the mask elements of its contiguous block of the single-process
-        // tensor (`RunOptions::batch_shard`): that holds for a shard of the leading dim, so
-        // other shards are gathered first and every rank draws the whole mask. Partial sums
-        // keep one mask on every rank, which is linear.
-        Op::Dropout { .. } => match pl[0] {
-            Shard(d) if d > 0 => replicated(1),
-            p => AxisRule {
-                need: vec![p],
-                out: p,
-            },
+        Op::Dropout { .. } => AxisRule {
+            need: pl.to_vec(),
+            out: pl[0],
         },
         Op::Unary(_) | Op::Cast { .. } => match pl[0] {
             Partial(_) => replicated(1),

@@ -22,7 +22,7 @@ mod training;
 use super::sharding_rules::rule;
 use oar_ir::dist::Placement;
 use oar_ir::op::Op;
-use oar_ir::{Graph, ProcessMesh, TensorType, ValueRef};
+use oar_ir::{ExecMode, Graph, ProcessMesh, TensorType, ValueRef};
 use rank::{coords_of, device_at, local_type, RankBuilder};
 pub use specialize::specialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -254,7 +254,13 @@ fn complete(g: &Graph) -> Result<Completion, PartitionError> {
         let mut out = Vec::with_capacity(axes);
         for a in 0..axes {
             let here: Vec<Placement> = pls.iter().map(|p| p[a]).collect();
-            let r = rule(&n.op, &ins_t, &n.outputs, &here, mesh.shape[a]);
+            let r = match n.op {
+                Op::Dropout { .. } if g.mode == ExecMode::Training => {
+                    training::dropout_rule(here[0])
+                }
+                // op-contract: pass-through (per-op decisions are in sharding_rules::rule)
+                _ => rule(&n.op, &ins_t, &n.outputs, &here, mesh.shape[a]),
+            };
             for (k, p) in r.need.iter().enumerate() {
                 need[k][a] = *p;
             }
@@ -443,7 +449,7 @@ fn build_rank(
             .iter()
             .map(|t| local_type(t, &c.produced[i], mesh))
             .collect::<Result<_, _>>()?;
-        let op = training::local_op(&n.op, &n.name, &local_out);
+        let op = training::local_op(&n.op, &n.name, &local_out, g.mode);
         let id2 =
             rb.g.add_node(op, locals, kept(&n.name))
                 .map_err(|e| PartitionError::Graph(format!("%{}: {}", n.name, e.message)))?;

@@ -4,9 +4,10 @@
 //! state) are refused. Also the per-op rewrites of attributes that name global sizes.
 
 use super::{Completion, PartitionError};
+use crate::parallel::sharding_rules::AxisRule;
 use oar_ir::dist::Placement;
 use oar_ir::op::{Op, ReshapeDim};
-use oar_ir::{Graph, TensorType};
+use oar_ir::{ExecMode, Graph, TensorType};
 use std::collections::BTreeMap;
 
 /// Refuses state the partitioner cannot keep consistent across ranks: running statistics
@@ -48,10 +49,29 @@ pub(super) fn output_placements(g: &Graph, c: &Completion, axes: usize) -> Vec<V
     out
 }
 
+/// Dropout in training form on one mesh axis. A rank draws the mask elements of its
+/// contiguous block of the single-process tensor (`RunOptions::batch_shard`), which holds
+/// for a split of the leading (batch) dim only: other splits are gathered first, so every
+/// rank draws the whole mask and the run drops what one process would. Partial sums keep
+/// one mask on every rank, which is linear. (At inference dropout is a scale:
+/// `sharding_rules::rule` keeps any placement.)
+pub(super) fn dropout_rule(p: Placement) -> AxisRule {
+    match p {
+        Placement::Shard(d) if d > 0 => AxisRule {
+            need: vec![Placement::Replicate],
+            out: Placement::Replicate,
+        },
+        p => AxisRule {
+            need: vec![p],
+            out: p,
+        },
+    }
+}
+
 /// The op a rank runs for a node: attributes that name global sizes (reshape targets,
-/// broadcast shapes) take the local ones; a dropout keeps the mask stream of the node it
-/// was in the global graph (its name, which the rank graph may re-assign).
-pub(super) fn local_op(op: &Op, name: &str, local_out: &[TensorType]) -> Op {
+/// broadcast shapes) take the local ones; a training dropout keeps the mask stream of the
+/// node it was in the global graph (its name, which the rank graph may re-assign).
+pub(super) fn local_op(op: &Op, name: &str, local_out: &[TensorType], exec: ExecMode) -> Op {
     match op {
         Op::Reshape { .. } => Op::Reshape {
             shape: local_out[0]
@@ -69,7 +89,7 @@ pub(super) fn local_op(op: &Op, name: &str, local_out: &[TensorType]) -> Op {
             p,
             mode,
             mask_of: None,
-        } => Op::Dropout {
+        } if exec == ExecMode::Training => Op::Dropout {
             p: *p,
             mode: *mode,
             mask_of: Some(name.to_string()),
