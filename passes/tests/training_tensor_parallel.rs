@@ -133,7 +133,7 @@ fn shard(t: &HostTensor, pl: &[Placement], mesh: &[u64], coords: [u64; 2]) -> Ho
 
 /// Every rank in a thread: its losses and its final shards.
 fn ranks(step: &TrainStep, layout: TensorParallel, steps: u64) -> Vec<(Vec<f32>, Weights)> {
-    let g = annotate_tensor_parallel(&step.graph, &layout).unwrap();
+    let g = annotate_tensor_parallel(&step.graph, &step.gradients, &layout).unwrap();
     let rgs = partition(&g).unwrap();
     let mesh = g.meshes[TP_MESH].shape.clone();
     let names: Vec<String> = step
@@ -194,7 +194,7 @@ fn check_matches_one_process(layout: TensorParallel) {
     let st = step();
     let steps = 3;
     let (want, wfull) = single(&st, steps);
-    let g = annotate_tensor_parallel(&st.graph, &layout).unwrap();
+    let g = annotate_tensor_parallel(&st.graph, &st.gradients, &layout).unwrap();
     let rgs = partition(&g).unwrap();
     let mesh = g.meshes[TP_MESH].shape.clone();
     let got = ranks(&st, layout, steps);
@@ -238,6 +238,25 @@ fn dp2_tp2_step_equals_one_process() {
     check_matches_one_process(TensorParallel { dp: 2, tp: 2 });
 }
 
+/// Under dp × tp each gradient is all-reduced over `dp` once, where the backward makes it
+/// (plus the loss's two scalars), not again wherever clipping and AdamW read it.
+#[test]
+fn dp2_tp2_reduces_each_gradient_once_over_dp() {
+    let st = step();
+    let layout = TensorParallel { dp: 2, tp: 2 };
+    let g = annotate_tensor_parallel(&st.graph, &st.gradients, &layout).unwrap();
+    let rg = &partition(&g).unwrap()[0];
+    let dp_reduces = oar_ir::print(&rg.graph)
+        .lines()
+        .filter(|l| l.contains("= all_reduce") && l.contains("mesh_axis=0"))
+        .count();
+    let grads = st.gradients.len();
+    assert!(
+        dp_reduces <= grads + 4,
+        "{dp_reduces} dp all-reduces for {grads} gradients"
+    );
+}
+
 /// Each collective of a rank graph: its op line in the text format, less the value names.
 fn collectives(rg: &RankGraph) -> String {
     let text = oar_ir::print(&rg.graph);
@@ -261,7 +280,8 @@ fn collectives(rg: &RankGraph) -> String {
 #[test]
 fn tp2_rank_collectives_are_megatrons() {
     let st = step();
-    let g = annotate_tensor_parallel(&st.graph, &TensorParallel { dp: 1, tp: 2 }).unwrap();
+    let g = annotate_tensor_parallel(&st.graph, &st.gradients, &TensorParallel { dp: 1, tp: 2 })
+        .unwrap();
     let rgs = partition(&g).unwrap();
     assert_eq!(rgs.len(), 2);
     insta::assert_snapshot!(collectives(&rgs[0]));
@@ -271,7 +291,7 @@ fn tp2_rank_collectives_are_megatrons() {
 #[test]
 fn indivisible_widths_and_heads_name_the_tensor() {
     let tp3 = TensorParallel { dp: 1, tp: 3 };
-    let e = annotate_tensor_parallel(&step().graph, &tp3).unwrap_err();
+    let e = annotate_tensor_parallel(&step().graph, &[], &tp3).unwrap_err();
     assert!(
         matches!(&e, TensorParallelError::Uneven { tensor, dim: 1, size: 32, .. }
             if tensor.ends_with("q_proj.weight")),
@@ -283,7 +303,7 @@ fn indivisible_widths_and_heads_name_the_tensor() {
         "{msg}"
     );
     // Widths divide by 3 but 2 heads do not.
-    let e = annotate_tensor_parallel(&step_of(48, 2, 96).graph, &tp3).unwrap_err();
+    let e = annotate_tensor_parallel(&step_of(48, 2, 96).graph, &[], &tp3).unwrap_err();
     assert!(
         matches!(
             e,

@@ -51,7 +51,7 @@ pub struct DistArgs {
     /// The model for one rank's share of the batch and the step's configuration, from the
     /// model's front end ([`prepare`]); each rank builds its step from them ([`runner`]).
     #[arg(skip)]
-    step: OnceCell<(Graph, TrainConfig)>,
+    pub(super) step: OnceCell<(Graph, TrainConfig)>,
 }
 
 impl DistArgs {
@@ -222,8 +222,13 @@ pub fn prepare(
     cfg: &TrainConfig,
     model_for: impl FnOnce(u64) -> anyhow::Result<Graph>,
 ) -> anyhow::Result<()> {
-    // Tensor parallelism partitions the single-process step instead (`train_tp.rs`).
-    let Some(dp) = a.dist.degree().filter(|_| a.dist.tp_degree().is_none()) else {
+    // Tensor parallelism partitions the single-process step (`train_tp.rs`).
+    if a.dist.tp_degree().is_some() {
+        let model = model_for(a.batch as u64)?;
+        let _ = a.dist.step.set((model, cfg.clone()));
+        return Ok(());
+    }
+    let Some(dp) = a.dist.degree() else {
         return Ok(());
     };
     if !(a.batch as u64).is_multiple_of(dp) {

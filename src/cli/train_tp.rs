@@ -11,10 +11,12 @@
 //! single-process inference graph), checkpoints and the final weights are one process's.
 
 use super::dist::Dist;
+use super::TrainArgs;
 use anyhow::{bail, Context};
 use oar::ir::dist::{Placement, ProcessMesh};
 use oar::ir::Graph;
 use oar::passes::parallel::partition_rank;
+use oar::passes::training::build_train_step;
 use oar::passes::training::tensor_parallel::{annotate_tensor_parallel, TensorParallel, TP_MESH};
 use oar::runtime::comm::shaped::{mesh_group, run_tensor, Collective};
 use oar::runtime::comm::MpiComm;
@@ -42,10 +44,16 @@ pub struct TpRunner {
     local: Option<Weights>,
 }
 
-/// The runner of rank `d.rank` for the single-process `step` graph.
-pub fn runner(step: &Graph, full: InterpRunner, d: &Dist) -> anyhow::Result<TpRunner> {
+/// The runner of rank `d.rank`: the single-process step of the model `dist::prepare`
+/// kept (the loop's step graph, rebuilt to know its gradients), split and partitioned.
+pub fn runner(a: &TrainArgs, full: InterpRunner, d: &Dist) -> anyhow::Result<TpRunner> {
+    let Some((model, cfg)) = a.dist.step.get() else {
+        bail!("--tp trains zoo ERNIEs for now, not graph files or distillation");
+    };
+    let built = build_train_step(model, cfg).context("cannot build the training step")?;
+    let step = &built.graph;
     let layout = TensorParallel { dp: d.dp, tp: d.tp };
-    let g = annotate_tensor_parallel(step, &layout)
+    let g = annotate_tensor_parallel(step, &built.gradients, &layout)
         .context("cannot split the training step for tensor parallelism")?;
     let rg = partition_rank(&g, d.rank).context("cannot partition the training step")?;
     let names: Vec<&str> = step

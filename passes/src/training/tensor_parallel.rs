@@ -98,9 +98,14 @@ pub fn megatron_placement(name: &str, rank: usize) -> Placement {
 }
 
 /// The step with the layout written on it (see the module docs): a `[dp, tp]` mesh named
-/// [`TP_MESH`], Megatron placements on parameters and their slots, batch-split inputs.
+/// [`TP_MESH`], Megatron placements on parameters and their slots, batch-split inputs, and
+/// each gradient of `gradients` (parameter, node name, port; [`super::TrainStep::gradients`])
+/// declared in its parameter's placement, so a gradient that is a partial sum over `dp` is
+/// all-reduced once, where the backward produces it, rather than wherever the clipping and
+/// the update first need it.
 pub fn annotate_tensor_parallel(
     step: &Graph,
+    gradients: &[(String, String, u32)],
     layout: &TensorParallel,
 ) -> Result<Graph, TensorParallelError> {
     let TensorParallel { dp, tp } = *layout;
@@ -172,11 +177,41 @@ pub fn annotate_tensor_parallel(
             stage: None,
         });
     }
+    declare_gradients(&mut g, gradients);
     if tp > 1 {
         check_heads(step, tp)?;
     }
     oar_ir::verify(&g).map_err(|e| TensorParallelError::Invalid(e.to_string()))?;
     Ok(g)
+}
+
+/// Declares each single-output gradient node's result in its parameter's placement.
+fn declare_gradients(g: &mut Graph, gradients: &[(String, String, u32)]) {
+    let placement: std::collections::BTreeMap<String, Vec<Placement>> = g
+        .nodes()
+        .iter()
+        .filter_map(|n| match (&n.op, &n.dist) {
+            (Op::Param(p), Some(d)) => d.outputs.first().map(|pl| (p.name.clone(), pl.clone())),
+            // op-contract: pass-through (only parameters have placements to copy)
+            _ => None,
+        })
+        .collect();
+    for (param, node, port) in gradients {
+        let (Some(pl), Some(id)) = (placement.get(param.as_str()), g.find(node)) else {
+            continue;
+        };
+        let n = g.node(id);
+        if *port != 0 || n.outputs.len() != 1 || n.op.is_source() || n.dist.is_some() {
+            continue;
+        }
+        let pl = pl.clone();
+        g.node_mut(id).dist = Some(OpDist {
+            mesh: Some(TP_MESH.into()),
+            outputs: vec![pl],
+            inputs: vec![],
+            stage: None,
+        });
+    }
 }
 
 /// Attention splits by heads: the reshape of a q/k/v projection to `[batch, seq, heads,
