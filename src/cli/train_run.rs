@@ -178,18 +178,15 @@ pub(super) fn run_loop<L: BatchSource>(
             Box::new(r)
         }
         None => {
-            // Tensor parallelism partitions the single-process step.
-            let step = d.as_ref().filter(|d| d.tp > 1).map(|_| graph.clone());
             let mut r = InterpRunner::new(graph, seed)?;
             if let Some(g) = eval_graph {
                 r = r.with_eval_graph(g);
             }
-            match (&d, step) {
-                (Some(d), Some(step)) => {
-                    Box::new(tp::runner(&step, r, d).unwrap_or_else(|e| d.fail(&e)))
-                }
-                (Some(d), None) => Box::new(dist::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
-                (None, _) => Box::new(r),
+            match &d {
+                // Tensor parallelism partitions the single-process step (tp::runner).
+                Some(d) if d.tp > 1 => Box::new(tp::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
+                Some(d) => Box::new(dist::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
+                None => Box::new(r),
             }
         }
     };
