@@ -5,7 +5,9 @@
 //! axis and what placement its result has. Operands that do not match are resharded:
 //! partial → replicated by all-reduce, sharded → replicated by all-gather, replicated →
 //! sharded by a local slice. Any op without a sharding rule runs replicated, so every graph
-//! partitions; graph outputs are replicated on the ranks of the stage that computes them.
+//! partitions; graph outputs are replicated on the ranks of the stage that computes them,
+//! except a training step's state updates, which keep their parameter's placement (see
+//! `training.rs`: split weights and optimizer state stay split across steps).
 //!
 //! Pipeline stages: a node's `stage` (inherited from its operands when absent) picks the
 //! ranks that run it, those of the stage's mesh (every stage mesh has the same shape and
