@@ -38,6 +38,8 @@ mod memory;
 mod run;
 #[path = "train_text.rs"]
 mod text;
+#[path = "train_tp.rs"]
+mod tp;
 
 use run::{run_loop, Prepared};
 

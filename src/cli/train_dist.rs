@@ -43,10 +43,15 @@ pub struct DistArgs {
     /// full state).
     #[arg(long, value_name = "STAGE", requires = "dp", value_parser = clap::value_parser!(u8).range(0..=3))]
     pub zero: Option<u8>,
+    /// Tensor-parallel ranks (Megatron splits of a zoo ERNIE's attention and feed-forward
+    /// weights, see docs/distributed.md): run N processes under `mpirun -n N`, or N·M with
+    /// `--dp M` (a dp × tp mesh, tensor ranks innermost).
+    #[arg(long, value_name = "N")]
+    pub tp: Option<u64>,
     /// The model for one rank's share of the batch and the step's configuration, from the
     /// model's front end ([`prepare`]); each rank builds its step from them ([`runner`]).
     #[arg(skip)]
-    step: OnceCell<(Graph, TrainConfig)>,
+    pub(super) step: OnceCell<(Graph, TrainConfig)>,
 }
 
 impl DistArgs {
@@ -54,34 +59,61 @@ impl DistArgs {
     pub fn degree(&self) -> Option<u64> {
         self.dp.filter(|&d| d > 1)
     }
+
+    /// The tensor-parallel degree when above one.
+    pub fn tp_degree(&self) -> Option<u64> {
+        self.tp.filter(|&t| t > 1)
+    }
+
+    /// Whether the run has more than one rank.
+    pub fn distributed(&self) -> bool {
+        self.degree().is_some() || self.tp_degree().is_some()
+    }
 }
 
-/// This process's place in a data-parallel run.
+/// This process's place in a data- and/or tensor-parallel run.
 pub struct Dist {
     pub comm: Arc<MpiComm>,
     pub rank: u64,
     pub dp: u64,
+    /// Tensor-parallel degree (1 without --tp).
+    pub tp: u64,
 }
 
 impl Dist {
-    /// Joins the MPI job when `--dp N > 1`, checking the world has N ranks.
+    /// Joins the MPI job when `--dp N > 1` or `--tp N > 1`, checking the world has dp·tp
+    /// ranks.
     pub fn init(a: &DistArgs, batch: usize) -> anyhow::Result<Option<Dist>> {
-        let Some(dp) = a.degree() else {
+        if !a.distributed() {
             return Ok(None);
+        }
+        let (dp, tp) = (a.dp.unwrap_or(1).max(1), a.tp.unwrap_or(1).max(1));
+        let n = dp * tp;
+        let flags = match (a.degree(), a.tp_degree()) {
+            (Some(_), Some(_)) => format!("--dp {dp} --tp {tp}"),
+            (None, Some(_)) => format!("--tp {tp}"),
+            _ => format!("--dp {dp}"),
         };
         if !launched_by_mpi() {
             bail!(
-                "--dp {dp} runs one process per rank under MPI: \
-                 `oar launch -n {dp} -- train ... --dp {dp}` (or `mpirun -n {dp} oar train ...`)"
+                "{flags} runs one process per rank under MPI: \
+                 `oar launch -n {n} -- train ... {flags}` (or `mpirun -n {n} oar train ...`)"
             );
         }
         if !(batch as u64).is_multiple_of(dp) {
             bail!("--batch {batch} does not split into {dp} equal shards");
         }
+        if tp > 1 && a.zero.is_some_and(|z| z > 0) {
+            bail!("--zero with --tp is not supported yet: drop one of them");
+        }
         let comm = MpiComm::init().context("cannot initialise MPI")?;
-        if comm.world_size() != dp {
+        if comm.world_size() != n {
+            let needs = match tp {
+                1 => String::new(),
+                _ => format!(" needs {n} ranks (dp {dp} × tp {tp})"),
+            };
             bail!(
-                "--dp {dp}, but mpirun started {} ranks: they must agree",
+                "{flags}{needs}, but mpirun started {} ranks: they must agree",
                 comm.world_size()
             );
         }
@@ -89,6 +121,7 @@ impl Dist {
             rank: comm.rank(),
             comm: Arc::new(comm),
             dp,
+            tp,
         }))
     }
 
@@ -152,7 +185,7 @@ impl SyncObserver<'_> {
 
     fn barrier(&self, step: u64) -> Result<(), TrainError> {
         let Some(d) = self.dist else { return Ok(()) };
-        let all: Vec<u64> = (0..d.dp).collect();
+        let all: Vec<u64> = (0..d.dp * d.tp).collect();
         d.comm.barrier(&all).map_err(|e| {
             TrainError::Log(format!(
                 "rank {}: after the checkpoint at step {step}: {e}",
@@ -189,6 +222,12 @@ pub fn prepare(
     cfg: &TrainConfig,
     model_for: impl FnOnce(u64) -> anyhow::Result<Graph>,
 ) -> anyhow::Result<()> {
+    // Tensor parallelism partitions the single-process step (`train_tp.rs`).
+    if a.dist.tp_degree().is_some() {
+        let model = model_for(a.batch as u64)?;
+        let _ = a.dist.step.set((model, cfg.clone()));
+        return Ok(());
+    }
     let Some(dp) = a.dist.degree() else {
         return Ok(());
     };

@@ -143,7 +143,7 @@ pub(super) fn run_loop<L: BatchSource>(
     let runner = match a.backend.as_deref() {
         Some("interp") => None,
         // `--dp` runs its per-rank step in the interpreter (dist::runner).
-        None if !compile_by_default || a.dist.degree().is_some() => None,
+        None if !compile_by_default || a.dist.distributed() => None,
         explicit => match compiled_runner(&graph, eval_graph.clone(), &state, seed, spec, a) {
             Ok(r) => Some(r),
             Err(e) if explicit.is_none() => {
@@ -171,7 +171,7 @@ pub(super) fn run_loop<L: BatchSource>(
     }
     let mut runner: Box<dyn StepRunner> = match runner {
         Some(_) if d.is_some() => {
-            bail!("--dp runs the step in the interpreter for now; drop --backend llvm")
+            bail!("--dp and --tp run the step in the interpreter for now; drop --backend llvm")
         }
         Some(mut r) => {
             planned = Some(r.planned_bytes());
@@ -183,6 +183,8 @@ pub(super) fn run_loop<L: BatchSource>(
                 r = r.with_eval_graph(g);
             }
             match &d {
+                // Tensor parallelism partitions the single-process step (tp::runner).
+                Some(d) if d.tp > 1 => Box::new(tp::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
                 Some(d) => Box::new(dist::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
                 None => Box::new(r),
             }

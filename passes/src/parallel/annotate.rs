@@ -70,7 +70,7 @@ pub fn stage_meshes(e: &Evaluation) -> Vec<ProcessMesh> {
 
 /// The layer prefix of a parameter name (`encoder.layers.3` of
 /// `encoder.layers.3.linear1.weight`), if it belongs to one.
-fn layer_prefix(name: &str) -> Option<&str> {
+pub(crate) fn layer_prefix(name: &str) -> Option<&str> {
     let at = name.rfind("layers.")?;
     let rest = &name[at + "layers.".len()..];
     let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
@@ -78,7 +78,7 @@ fn layer_prefix(name: &str) -> Option<&str> {
 }
 
 /// The chain op a layer parameter belongs to, by the frontend's module names.
-fn chain_op(rest: &str) -> Option<&'static str> {
+pub(crate) fn chain_op(rest: &str) -> Option<&'static str> {
     let has = |m: &str| rest.split('.').any(|part| part == m);
     if ["q_proj", "k_proj", "v_proj"].iter().any(|m| has(m)) {
         Some("qkv")

@@ -41,7 +41,13 @@ fn reshape_dim(from: &[u64], to: &[u64], d: usize, parts: u64) -> Option<usize> 
             }
         }
         if (gi..i).contains(&d) {
-            return (d == gi && to[gj].is_multiple_of(parts)).then_some(gj);
+            // Size-1 dims before the split one (a keepdims reduction's `[1, 1, n]`) leave
+            // its blocks contiguous; so do size-1 dims before the output dim.
+            if from[gi..d].iter().any(|&x| x != 1) {
+                return None;
+            }
+            let oj = (gj..j).find(|&k| to[k] != 1).unwrap_or(gj);
+            return to[oj].is_multiple_of(parts).then_some(oj);
         }
     }
     None
@@ -394,5 +400,25 @@ fn elementwise_shards(ins: &[TensorType], r_out: usize, pl: &[Placement]) -> Axi
             }
         }
         _ => replicated(ins.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reshape_dim;
+
+    #[test]
+    fn reshape_carries_a_split_through_leading_ones_and_merges() {
+        // Heads: [N, S, H·D] → [N, S, H, D] keeps the split on H.
+        assert_eq!(reshape_dim(&[4, 8, 64], &[4, 8, 2, 32], 2, 2), Some(2));
+        // A keepdims bias gradient [1, 1, n] → [n].
+        assert_eq!(reshape_dim(&[1, 1, 64], &[64], 2, 2), Some(0));
+        assert_eq!(reshape_dim(&[64], &[1, 1, 64], 0, 2), Some(2));
+        // Flattened rows [N, S, K] → [N·S, K] keep a batch split.
+        assert_eq!(reshape_dim(&[4, 8, 32], &[32, 32], 0, 2), Some(0));
+        // An inner dim of a merged group is not contiguous.
+        assert_eq!(reshape_dim(&[4, 8, 32], &[32, 32], 1, 2), None);
+        // Heads that do not divide.
+        assert_eq!(reshape_dim(&[4, 8, 96], &[4, 8, 3, 32], 2, 2), None);
     }
 }

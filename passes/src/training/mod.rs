@@ -16,6 +16,7 @@ pub mod optim;
 pub mod precision;
 pub mod recompute;
 pub mod sync_bn;
+pub mod tensor_parallel;
 mod update;
 pub mod zero;
 
@@ -174,6 +175,10 @@ pub struct TrainStep {
     pub unused_params: Vec<String>,
     /// Where a ZeRO rank's sharded optimizer state lives (`None` without ZeRO).
     pub zero: Option<zero::ZeroLayout>,
+    /// Each parameter's gradient as the backward gives it (before clipping and the
+    /// update), as (parameter, node name, output port); empty for a data-parallel step.
+    /// Tensor parallelism declares placements on them (`tensor_parallel`).
+    pub gradients: Vec<(String, String, u32)>,
 }
 
 impl TrainStep {
@@ -365,6 +370,10 @@ pub(crate) fn build_step(
         }
         _ => (loss, bwd.param_grads),
     };
+    let gradients: Vec<(String, String, u32)> = param_grads
+        .iter()
+        .map(|(p, v)| (p.clone(), g.node(v.node).name.clone(), v.port))
+        .collect();
     // Outputs: loss and logits, then the state updates the forward already had (less the
     // loss scaler's placeholders, which `unscale` replaces).
     set_step_outputs(&mut g, vec![loss, logits], |n| {
@@ -382,7 +391,11 @@ pub(crate) fn build_step(
         None => optim::insert_optimizer(&mut g, &param_grads, &cfg.optim)?,
     };
     let (g, _) = recompute::recompute(&g, forward_len, &cfg.recompute)?;
-    finish_step(g, slots, bwd.unused_params)
+    let mut step = finish_step(g, slots, bwd.unused_params)?;
+    if dp.is_none() {
+        step.gradients = gradients;
+    }
+    Ok(step)
 }
 
 /// The forward of a data-parallel rank: the rank's loss share, and batch_norm over global
@@ -473,6 +486,7 @@ pub(crate) fn finish_step(
         slots,
         unused_params,
         zero: None,
+        gradients: Vec::new(),
     })
 }
 

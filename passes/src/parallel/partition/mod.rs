@@ -5,7 +5,9 @@
 //! axis and what placement its result has. Operands that do not match are resharded:
 //! partial → replicated by all-reduce, sharded → replicated by all-gather, replicated →
 //! sharded by a local slice. Any op without a sharding rule runs replicated, so every graph
-//! partitions; graph outputs are replicated on the ranks of the stage that computes them.
+//! partitions; graph outputs are replicated on the ranks of the stage that computes them,
+//! except a training step's state updates, which keep their parameter's placement (see
+//! `training.rs`: split weights and optimizer state stay split across steps).
 //!
 //! Pipeline stages: a node's `stage` (inherited from its operands when absent) picks the
 //! ranks that run it, those of the stage's mesh (every stage mesh has the same shape and
@@ -17,11 +19,12 @@
 
 mod rank;
 mod specialize;
+mod training;
 
 use super::sharding_rules::rule;
 use oar_ir::dist::Placement;
-use oar_ir::op::{Op, ReshapeDim};
-use oar_ir::{Graph, ProcessMesh, TensorType, ValueRef};
+use oar_ir::op::Op;
+use oar_ir::{ExecMode, Graph, ProcessMesh, TensorType, ValueRef};
 use rank::{coords_of, device_at, local_type, RankBuilder};
 pub use specialize::specialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -193,9 +196,7 @@ fn stages(g: &Graph) -> Result<(Vec<Option<u32>>, Vec<String>), PartitionError> 
 fn complete(g: &Graph) -> Result<Completion, PartitionError> {
     // Placements index dims and meshes: only well-formed graphs get here.
     oar_ir::verify(g).map_err(|e| PartitionError::Graph(e.to_string()))?;
-    if !g.state.is_empty() {
-        return Err(PartitionError::TrainingState(g.state.join(", ")));
-    }
+    training::check_state(g)?;
     let (stage, stage_mesh) = stages(g)?;
     let mesh = &g.meshes[&stage_mesh[0]];
     let axes = mesh.shape.len();
@@ -255,7 +256,13 @@ fn complete(g: &Graph) -> Result<Completion, PartitionError> {
         let mut out = Vec::with_capacity(axes);
         for a in 0..axes {
             let here: Vec<Placement> = pls.iter().map(|p| p[a]).collect();
-            let r = rule(&n.op, &ins_t, &n.outputs, &here, mesh.shape[a]);
+            let r = match n.op {
+                Op::Dropout { .. } if g.mode == ExecMode::Training => {
+                    training::dropout_rule(here[0])
+                }
+                // op-contract: pass-through (per-op decisions are in sharding_rules::rule)
+                _ => rule(&n.op, &ins_t, &n.outputs, &here, mesh.shape[a]),
+            };
             for (k, p) in r.need.iter().enumerate() {
                 need[k][a] = *p;
             }
@@ -444,20 +451,7 @@ fn build_rank(
             .iter()
             .map(|t| local_type(t, &c.produced[i], mesh))
             .collect::<Result<_, _>>()?;
-        let op = match &n.op {
-            // Reshape targets are global sizes: use the local ones.
-            Op::Reshape { .. } => Op::Reshape {
-                shape: local_out[0]
-                    .shape
-                    .0
-                    .iter()
-                    .cloned()
-                    .map(ReshapeDim::Dim)
-                    .collect(),
-            },
-            // op-contract: pass-through (per-op decisions are in sharding_rules::rule)
-            op => op.clone(),
-        };
+        let op = training::local_op(&n.op, &n.name, &local_out, g.mode);
         let id2 =
             rb.g.add_node(op, locals, kept(&n.name))
                 .map_err(|e| PartitionError::Graph(format!("%{}: {}", n.name, e.message)))?;
@@ -484,9 +478,13 @@ fn build_rank(
             }
         }
     }
-    // The ranks of the producing stage end with the whole outputs.
+    // The ranks of the producing stage end with the whole outputs; state updates keep
+    // their parameter's placement.
     let mut outs = Vec::new();
     let mut outputs = Vec::new();
+    let mut state = Vec::new();
+    let ends = training::output_placements(g, c, mesh.shape.len());
+    let models = g.model_outputs().len();
     for (k, v) in g.outputs().iter().enumerate() {
         if !mine(c.stage[v.node.index()].unwrap_or(0)) {
             continue;
@@ -494,11 +492,14 @@ fn build_rank(
         let lv = *vals
             .get(v)
             .ok_or_else(|| PartitionError::Graph(format!("output {k} is not on rank {rank}")))?;
-        let replicated = vec![Placement::Replicate; mesh.shape.len()];
-        outs.push(rb.reshard_all(lv, &c.declared[v.node.index()], &replicated)?);
+        outs.push(rb.reshard_all(lv, &c.declared[v.node.index()], &ends[k])?);
         outputs.push(k);
+        if k >= models {
+            state.push(g.state[k - models].clone());
+        }
     }
     rb.g.set_outputs(outs);
+    rb.g.state = state;
     oar_ir::verify(&rb.g).map_err(|e| PartitionError::Graph(e.to_string()))?;
     Ok(RankGraph {
         rank,
