@@ -90,7 +90,7 @@ fn main() {
                 for s in 0..steps {
                     let k = keys(rank - 2, s, batch);
                     client
-                        .request(&[k.clone()], None, true, (false, None))
+                        .request(std::slice::from_ref(&k), None, true, (false, None))
                         .expect("pull");
                     let g = vec![1e-3f32; k.len() * dim];
                     client

@@ -270,7 +270,7 @@ pub fn run(mut cfg: CtrConfig, name: &str, a: &TrainArgs) -> anyhow::Result<()> 
         }).map_err(anyhow::Error::from)
     } else {
         let w = workers.len();
-        if a.batch % w != 0 {
+        if !a.batch.is_multiple_of(w) {
             bail!(
                 "--batch {} does not split into {w} equal worker shares",
                 a.batch

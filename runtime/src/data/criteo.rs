@@ -425,14 +425,14 @@ mod tests {
         std::fs::write(&path, text.join("\n") + "\n").unwrap();
         let mut o = CriteoOptions::new(2);
         o.on_error = OnError::Stop;
-        let e = CriteoReader::open(&[path.clone()], o.clone())
+        let e = CriteoReader::open(std::slice::from_ref(&path), o.clone())
             .unwrap()
             .read_all()
             .unwrap_err();
         let want = format!("{}:3: expected 40", path.display());
         assert!(e.to_string().starts_with(&want), "{e}");
         o.on_error = OnError::Skip;
-        let mut r = CriteoReader::open(&[path.clone()], o).unwrap();
+        let mut r = CriteoReader::open(std::slice::from_ref(&path), o).unwrap();
         let sizes: Vec<usize> = r.by_ref().map(|b| b.unwrap().len()).collect();
         assert_eq!(
             sizes,
