@@ -15,8 +15,9 @@
 //!   key and applies the optimizer once, so the update equals single-process training on the
 //!   workers' combined batch.
 //! - `Async`: a worker sends its previous step's push with its next pull in one request and
-//!   a server applies every push as it arrives: a pull sees all pushes of earlier steps and
-//!   of the workers before it in the round — staleness at most one step.
+//!   a server applies every push as it arrives: a pull at step t sees every push up to step
+//!   t−2 and the step-(t−1) pushes of itself and the workers before it in the round —
+//!   staleness at most one step.
 //!
 //! See docs/heterps.md.
 
