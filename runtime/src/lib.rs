@@ -8,6 +8,7 @@ pub mod init;
 pub mod interp;
 pub mod io;
 pub mod program;
+pub mod ps;
 pub mod tensor;
 pub mod train;
 

@@ -33,6 +33,9 @@ mod dist;
 pub(crate) mod distill;
 #[path = "train_memory.rs"]
 mod memory;
+// CTR models, in one process or on the parameter server (`--ps`).
+#[path = "train_ps.rs"]
+mod ctr;
 // The loop driver (progress bar, log, summary) shared by the image, text and distillation paths.
 #[path = "train_run.rs"]
 mod run;
@@ -153,6 +156,8 @@ pub struct TrainArgs {
     backend: Option<String>,
     #[command(flatten)]
     dist: dist::DistArgs,
+    #[command(flatten)]
+    ps_args: ctr::PsArgs,
 }
 
 /// The settings that fix the data stream: a resumed run must use the same ones.
@@ -216,6 +221,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         return distill::run(a);
     }
     let spec = a.model.clone();
+    if let Some(cfg) = oar::models::ctr_config(&spec) {
+        return ctr::run(cfg, &spec, &a);
+    }
     if let Some(cfg) = oar::models::ernie_config(&spec) {
         return text::run(cfg, &spec, &a);
     }

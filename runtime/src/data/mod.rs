@@ -1,7 +1,9 @@
 //! Training data: a labelled image dataset read from a directory of `.npy` shards, a seeded
 //! train/validation split, and the [`Loader`] that turns it into fixed-size batches; a text
 //! corpus, its [`WordPiece`] tokenizer and the masked-LM [`MlmLoader`] (module `mlm`). Both
-//! loaders are a [`BatchSource`], what the training loop draws from.
+//! loaders are a [`BatchSource`], what the training loop draws from. Criteo click logs
+//! (module `criteo`: a threaded streaming reader) and a synthetic generator of them
+//! (`criteo_synth`) feed the CTR models of the parameter server.
 //!
 //! A data directory holds `images.npy` (f32 `[n, c, h, w]`) and `labels.npy` (integer `[n]`),
 //! or several shards `images-K.npy` / `labels-K.npy` with the same suffixes, concatenated in
@@ -12,6 +14,8 @@
 //! position, so a resumed run sees exactly the batches an uninterrupted one would.
 
 mod augment;
+pub mod criteo;
+pub mod criteo_synth;
 mod loader;
 pub mod mlm;
 mod source;

@@ -139,3 +139,50 @@ impl Observer for JsonlLog {
         self.line("checkpoint", v)
     }
 }
+
+/// The area under the ROC curve of `scores` against binary `labels` (> 0.5 is positive):
+/// the probability that a random positive scores above a random negative, ties counting
+/// half (the Mann–Whitney statistic over ranks with ties averaged). `None` when either class
+/// is absent or the lengths differ.
+pub fn auc(scores: &[f32], labels: &[f32]) -> Option<f64> {
+    if scores.len() != labels.len() {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let positives = labels.iter().filter(|&&l| l > 0.5).count();
+    let negatives = labels.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    // Sum of the (1-based, tie-averaged) ranks of the positives.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += avg * order[i..=j].iter().filter(|&&k| labels[k] > 0.5).count() as f64;
+        i = j + 1;
+    }
+    let (p, n) = (positives as f64, negatives as f64);
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+#[cfg(test)]
+mod auc_tests {
+    use super::auc;
+
+    #[test]
+    fn auc_counts_ordered_pairs_and_halves_ties() {
+        assert_eq!(
+            auc(&[0.1, 0.4, 0.35, 0.8], &[0.0, 0.0, 1.0, 1.0]),
+            Some(0.75)
+        );
+        assert_eq!(auc(&[0.5, 0.5], &[0.0, 1.0]), Some(0.5));
+        assert_eq!(auc(&[1.0, 2.0], &[0.0, 1.0]), Some(1.0));
+        assert_eq!(auc(&[1.0, 2.0], &[1.0, 1.0]), None);
+    }
+}
