@@ -160,7 +160,7 @@ fn rows() -> Vec<Row> {
         batch: 2048,
         layout: layout(8, 4, 12, 2, Full, false, 1, Schedule::OneFOneB),
         measured_s: 105.22,
-        // Known miss: 17.6% optimistic (Omni-Path fabric, DeepSpeed's pipeline engine).
+        // Known miss: 17.5% optimistic (Omni-Path fabric, DeepSpeed's pipeline engine).
         bound: 0.20,
     });
     rows
