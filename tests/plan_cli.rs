@@ -236,3 +236,51 @@ fn plan_reports_the_fault_model_and_mixed_stage_devices() {
         .collect();
     assert!(layers[1] < layers[0], "{layers:?}");
 }
+
+#[test]
+fn cluster_calibrate_quick_writes_a_file_the_planner_accepts() {
+    let dir = std::env::temp_dir().join(format!("oar-calibrate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("local.toml");
+    let p = path.to_str().unwrap();
+    let started = std::time::Instant::now();
+    ok(&["cluster", "calibrate", "--quick", "-o", p]);
+    // The quick run is for tests; MPI (when mpirun exists) included.
+    assert!(started.elapsed().as_secs() < 120, "{:?}", started.elapsed());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cluster = oar::ir::Cluster::from_toml(&text, p).expect("the written file parses");
+    let device = &cluster.node_groups[0].device;
+    assert!(device
+        .peak_flops(oar::ir::DType::F32)
+        .is_some_and(|f| f > 0.0));
+    assert!(device.memory_bandwidth_gbs > 0.0);
+    let table = device.efficiency.as_ref().expect("a measured table");
+    assert!(
+        table.source.contains("oar cluster calibrate"),
+        "{}",
+        table.source
+    );
+    assert!(table.gemm.len() >= 3, "{table:?}");
+    for g in &table.gemm {
+        assert_eq!(g.dtype, oar::ir::DType::F32);
+        assert!(g.efficiency > 0.0 && g.efficiency <= 1.0, "{g:?}");
+    }
+    // The planner prices ERNIE 3.0 tiny's step on it.
+    let report = ok(&[
+        "plan",
+        "ernie-3.0-tiny",
+        "--cluster",
+        p,
+        "--batch",
+        "16",
+        "--seq",
+        "128",
+        "--format",
+        "json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let step = json["step_time_s"].as_f64().expect("a step time");
+    assert!(step.is_finite() && step > 0.0, "{step}");
+    assert_eq!(json["devices"].as_u64(), Some(1), "{report}");
+    std::fs::remove_dir_all(&dir).ok();
+}

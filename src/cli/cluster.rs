@@ -1,4 +1,4 @@
-//! `oar cluster list` and `oar cluster show PRESET|FILE`.
+//! `oar cluster list`, `oar cluster show PRESET|FILE` and `oar cluster calibrate`.
 
 use clap::{Subcommand, ValueEnum};
 use oar::ir::cluster::{Cluster, PRESETS};
@@ -23,6 +23,15 @@ pub enum ClusterCommand {
         nodes: Option<u32>,
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+    },
+    /// Measure this machine (GEMM efficiency by shape, memory bandwidth, MPI all-reduce
+    /// α/β) and write a cluster file the planner reads.
+    Calibrate(super::calibrate::CalibrateArgs),
+    /// One rank of the calibration's all-reduce timing (started by `calibrate` under mpirun).
+    #[command(hide = true)]
+    CalibrateRank {
+        #[arg(long, default_value_t = 16 << 20)]
+        max_bytes: usize,
     },
 }
 
@@ -57,5 +66,7 @@ pub fn run(c: ClusterCommand) -> anyhow::Result<()> {
             };
             super::common::emit(&out, None)
         }
+        ClusterCommand::Calibrate(a) => super::calibrate::run(a),
+        ClusterCommand::CalibrateRank { max_bytes } => super::calibrate::rank_main(max_bytes),
     }
 }

@@ -1,5 +1,6 @@
 //! Subcommands. Each file is one command family.
 
+mod calibrate;
 mod checkpoint;
 mod cluster;
 mod common;

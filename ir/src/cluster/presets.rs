@@ -126,10 +126,14 @@ fn dgx_a100() -> Cluster {
     )
 }
 
-/// A100 bf16 kernel efficiency by shape. The saturation level is the published "maximum
-/// achievable matmul FLOPS" of an A100-SXM: 267.9 of 312 TFLOP/s bf16 = 0.86 (S. Bekman,
-/// *Machine Learning Engineering*, "Maximum Achievable Matmul FLOPS comparison table",
-/// measured with cuBLAS over a sweep of shapes). The rise towards it with size follows
+/// A100 bf16 kernel efficiency by shape. The top point is the published "maximum
+/// achievable matmul FLOPS" of an A100 SXM: 267.9 of 312 TFLOP/s bf16 (85.9%) at its best
+/// shape 6912×16384×2048, CUDA 12.1 (S. Bekman, *Machine Learning Engineering*,
+/// github.com/stas00/ml-engineering, compute/accelerator/README.md, "Maximum Achievable
+/// Matmul FLOPS comparison table": a torch.matmul sweep of shapes, mamf-finder.py). It is
+/// held as 0.86 at 8192³ (the validated table; the best shape's cube side is 6145, where
+/// placing it would raise 4096³–8192³ shapes by up to 1.7%: not re-validated yet). The rise
+/// towards it with size follows
 /// NVIDIA's *Matrix Multiplication Background User's Guide* (2023, A100 figures: throughput
 /// grows with size until tiles fill every SM in whole waves); the intermediate points are
 /// approximate readings of public cuBLAS sweeps, not oar measurements, and a calibration run
@@ -151,8 +155,9 @@ fn a100_efficiency() -> EfficiencyTable {
         efficiency,
     };
     EfficiencyTable {
-        source: "A100 bf16 cuBLAS: saturation 267.9/312 TFLOP/s (Bekman, ML Engineering, MAMF \
-                 table); rise with size per NVIDIA Matrix Multiplication Background guide"
+        source: "A100 bf16 cuBLAS: top 267.9/312 TFLOP/s (85.9%, best shape 6912x16384x2048; Bekman, ML \
+                 Engineering, compute/accelerator/README.md, MAMF table, CUDA 12.1); rise with \
+                 size per NVIDIA Matrix Multiplication Background guide (approximate readings)"
             .into(),
         gemm: vec![
             g(512, 512, 512, 0.20),

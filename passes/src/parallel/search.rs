@@ -134,6 +134,17 @@ fn group_speeds(model: &ModelSpec, job: &Job, cluster: &Cluster) -> Vec<f64> {
 
 /// Every candidate layout for `devices` devices.
 pub fn candidates(model: &ModelSpec, job: &Job, cluster: &Cluster) -> Vec<ParallelPlan> {
+    candidates_with(model, job, cluster, None)
+}
+
+/// Every candidate layout, with interleaved 1F1B of `interleave` chunks offered besides the
+/// free search's 2 (a published layout that fixes the depth, e.g. Megatron's 3).
+pub fn candidates_with(
+    model: &ModelSpec,
+    job: &Job,
+    cluster: &Cluster,
+    interleave: Option<u64>,
+) -> Vec<ParallelPlan> {
     let devices = cluster.num_devices();
     let per_node = cluster.node_groups[0].devices_per_node as u64;
     let layers = model.layers.len();
@@ -204,8 +215,12 @@ pub fn candidates(model: &ModelSpec, job: &Job, cluster: &Cluster) -> Vec<Parall
                 let mut schedules = vec![Schedule::OneFOneB];
                 if pp > 1 {
                     schedules.push(Schedule::GPipe);
-                    if layers as u64 >= 2 * pp && micro_batches.is_multiple_of(pp) {
-                        schedules.push(Schedule::Interleaved(2));
+                    // Interleaving needs v chunks of at least one layer per stage and
+                    // whole rounds of pp micro-batches (Narayanan et al. 2021, section 2.2).
+                    for v in std::iter::once(2).chain(interleave.filter(|&v| v > 2)) {
+                        if layers as u64 >= v * pp && micro_batches.is_multiple_of(pp) {
+                            schedules.push(Schedule::Interleaved(v));
+                        }
                     }
                 }
                 let mappings: &[Mapping] = if dp > 1 && pp > 1 && !mixed {
@@ -328,7 +343,11 @@ pub fn plan_with(
         )));
     }
     let ev = Evaluator::new(model, job, cluster, cost.clone());
-    let cands: Vec<ParallelPlan> = candidates(model, job, cluster)
+    let interleave = match fixed.schedule {
+        Some(Schedule::Interleaved(v)) => Some(v),
+        _ => None,
+    };
+    let cands: Vec<ParallelPlan> = candidates_with(model, job, cluster, interleave)
         .into_iter()
         .filter(|p| fixed.admits(p))
         .collect();

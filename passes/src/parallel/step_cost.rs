@@ -530,13 +530,19 @@ impl<'a> Evaluator<'a> {
         }
         let mb_count = p.micro_batches as f64;
         let p2p = if p.pp > 1 {
-            let bytes = tokens_mb as f64 * m.embed_hidden as f64 * BF16
-                / if p.sequence_parallel {
-                    p.tp as f64
-                } else {
-                    1.0
-                };
-            2.0 * v as f64 * crate::comm_cost::p2p(bytes, pp_link, c.comm_efficiency)
+            // Each tensor-parallel rank sends only its 1/t of the boundary activation to its
+            // peer on the next stage (Megatron-LM's scatter/gather optimisation, Narayanan et
+            // al. 2021, section 4.1); without sequence parallelism the receiver then
+            // all-gathers the full activation over its tensor-parallel link (with it, the
+            // activation stays sequence-sharded).
+            let full = tokens_mb as f64 * m.embed_hidden as f64 * BF16;
+            let send = crate::comm_cost::p2p(full / p.tp as f64, pp_link, c.comm_efficiency);
+            let gather = if p.sequence_parallel {
+                0.0
+            } else {
+                ring_gather(p.tp, full, tp_link, c.comm_efficiency)
+            };
+            2.0 * v as f64 * (send + gather)
         } else {
             0.0
         };
