@@ -332,6 +332,34 @@ impl DpRunner {
     }
 }
 
+/// Runs one rank's step graph: training state (updated parameters, optimizer slots) back
+/// into `weights`; a non-finite loss is an error naming the layout flag (`--dp`, `--tp`).
+pub fn rank_step(
+    graph: &Graph,
+    x: &[HostTensor],
+    weights: &mut Weights,
+    opts: RunOptions,
+    comm: &dyn Communicator,
+    step: u64,
+    layout: &str,
+) -> Result<StepOutputs, TrainError> {
+    let mut o = run_with_options_on_rank(graph, x, weights, opts, comm)
+        .map_err(|source| TrainError::Run { step, source })?;
+    let state = o.split_off(graph.model_outputs().len().min(o.len()));
+    for (name, v) in graph.state.iter().cloned().zip(state) {
+        weights.insert(name, v);
+    }
+    let out = StepOutputs::from_outputs(step, o)?;
+    if !out.loss.is_finite() {
+        return Err(TrainError::NonFinite {
+            step,
+            loss: out.loss,
+            origin: format!("not traced under {layout} (rerun on one process to find it)"),
+        });
+    }
+    Ok(out)
+}
+
 impl StepRunner for DpRunner {
     fn run(
         &mut self,
@@ -349,20 +377,15 @@ impl StepRunner for DpRunner {
             batch_shard: self.rank as u64,
             ..RunOptions::training(self.full.seed(), step)
         };
-        let mut o = run_with_options_on_rank(&self.step, &x, weights, opts, self.comm.as_ref())
-            .map_err(|source| TrainError::Run { step, source })?;
-        let state = o.split_off(self.step.model_outputs().len().min(o.len()));
-        for (name, v) in self.step.state.iter().cloned().zip(state) {
-            weights.insert(name, v);
-        }
-        let out = StepOutputs::from_outputs(step, o)?;
-        if !out.loss.is_finite() {
-            return Err(TrainError::NonFinite {
-                step,
-                loss: out.loss,
-                origin: "not traced under --dp (rerun on one process to find it)".into(),
-            });
-        }
+        let out = rank_step(
+            &self.step,
+            &x,
+            weights,
+            opts,
+            self.comm.as_ref(),
+            step,
+            "--dp",
+        )?;
         // The logits stay this rank's slice: the loop reads a training step's loss only, and
         // evaluation runs the single-process graph (`evaluate`).
         Ok(out)

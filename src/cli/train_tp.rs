@@ -10,7 +10,7 @@
 //! at the same points) all-gathers them into the loop's full weights, so evaluation (the
 //! single-process inference graph), checkpoints and the final weights are one process's.
 
-use super::dist::Dist;
+use super::dist::{rank_step, Dist};
 use super::TrainArgs;
 use anyhow::{bail, Context};
 use oar::ir::dist::{Placement, ProcessMesh};
@@ -20,7 +20,7 @@ use oar::passes::training::build_train_step;
 use oar::passes::training::tensor_parallel::{annotate_tensor_parallel, TensorParallel, TP_MESH};
 use oar::runtime::comm::shaped::{mesh_group, run_tensor, Collective};
 use oar::runtime::comm::MpiComm;
-use oar::runtime::interp::{run_with_options_on_rank, RunOptions};
+use oar::runtime::interp::RunOptions;
 use oar::runtime::train::{InterpRunner, StepOutputs, StepRunner, TrainError};
 use oar::runtime::{HostTensor, Weights};
 use std::collections::BTreeMap;
@@ -172,22 +172,17 @@ impl StepRunner for TpRunner {
             batch_shard: self.coords[0],
             ..RunOptions::training(self.full.seed(), step)
         };
-        let mut o = run_with_options_on_rank(&self.graph, &x, &local, opts, self.comm.as_ref())
-            .map_err(|source| TrainError::Run { step, source })?;
-        let state = o.split_off(self.graph.model_outputs().len().min(o.len()));
-        for (name, v) in self.graph.state.iter().cloned().zip(state) {
-            local.insert(name, v);
-        }
+        let out = rank_step(
+            &self.graph,
+            &x,
+            &mut local,
+            opts,
+            self.comm.as_ref(),
+            step,
+            "--tp",
+        );
         self.local = Some(local);
-        let out = StepOutputs::from_outputs(step, o)?;
-        if !out.loss.is_finite() {
-            return Err(TrainError::NonFinite {
-                step,
-                loss: out.loss,
-                origin: "not traced under --tp (rerun on one process to find it)".into(),
-            });
-        }
-        Ok(out)
+        out
     }
 
     fn evaluate(

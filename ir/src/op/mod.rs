@@ -233,6 +233,50 @@ pub enum CoordMode {
     PytorchHalfPixel,
 }
 
+/// The resize index arithmetic, in one place for the interpreter and every kernel.
+impl CoordMode {
+    /// The input coordinate that output coordinate `o` maps to (the scale is
+    /// `out_len / in_len`).
+    pub fn source_coord(self, o: usize, in_len: usize, out_len: usize) -> f64 {
+        let scale = out_len as f64 / in_len as f64;
+        let o = o as f64;
+        match self {
+            CoordMode::HalfPixel => (o + 0.5) / scale - 0.5,
+            CoordMode::PytorchHalfPixel if out_len > 1 => (o + 0.5) / scale - 0.5,
+            CoordMode::PytorchHalfPixel => 0.0,
+            CoordMode::AlignCorners if out_len > 1 => {
+                o * (in_len - 1) as f64 / (out_len - 1) as f64
+            }
+            CoordMode::AlignCorners => 0.0,
+            CoordMode::Asymmetric => o / scale,
+        }
+    }
+
+    /// Nearest resize's source index: half rounds down (ONNX `round_prefer_floor`), except
+    /// `asymmetric`, which floors (PyTorch and Paddle `nearest`).
+    pub fn nearest_index(self, o: usize, in_len: usize, out_len: usize) -> usize {
+        let c = self.source_coord(o, in_len, out_len);
+        let i = if self == CoordMode::Asymmetric {
+            c.floor()
+        } else {
+            (c - 0.5).ceil()
+        };
+        i.clamp(0.0, in_len.saturating_sub(1) as f64) as usize
+    }
+
+    /// Bilinear resize's taps along one axis: `(lo, hi, f)`, output `o` is
+    /// `(1 - f)·x[lo] + f·x[hi]` (the coordinate clamped to the input, `hi` to its last
+    /// element).
+    pub fn linear_taps(self, o: usize, in_len: usize, out_len: usize) -> (usize, usize, f64) {
+        let last = in_len.saturating_sub(1);
+        let c = self
+            .source_coord(o, in_len, out_len)
+            .clamp(0.0, last as f64);
+        let i0 = c.floor() as usize;
+        (i0, (i0 + 1).min(last), c - i0 as f64)
+    }
+}
+
 /// Spatial resize of NCHW to a fixed output size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResizeAttrs {

@@ -292,39 +292,6 @@ fn global_pool_t<T: Real>(x: &HostTensor, kind: PoolKind) -> Res<HostTensor> {
     Ok(T::tensor(shape, out))
 }
 
-/// The input coordinate an output coordinate maps to (ONNX coordinate_transformation_mode).
-fn source_coord(mode: CoordMode, o: usize, in_len: usize, out_len: usize) -> f64 {
-    let scale = out_len as f64 / in_len as f64;
-    let o = o as f64;
-    match mode {
-        CoordMode::HalfPixel => (o + 0.5) / scale - 0.5,
-        CoordMode::PytorchHalfPixel if out_len > 1 => (o + 0.5) / scale - 0.5,
-        CoordMode::PytorchHalfPixel => 0.0,
-        CoordMode::AlignCorners if out_len > 1 => o * (in_len - 1) as f64 / (out_len - 1) as f64,
-        CoordMode::AlignCorners => 0.0,
-        CoordMode::Asymmetric => o / scale,
-    }
-}
-
-/// Nearest resize rounds half down (ONNX `round_prefer_floor`), except `asymmetric`, which
-/// floors (PyTorch and Paddle `nearest`).
-fn nearest_index(mode: CoordMode, o: usize, in_len: usize, out_len: usize) -> usize {
-    let c = source_coord(mode, o, in_len, out_len);
-    let i = if mode == CoordMode::Asymmetric {
-        c.floor()
-    } else {
-        (c - 0.5).ceil()
-    };
-    i.clamp(0.0, (in_len - 1) as f64) as usize
-}
-
-fn linear_taps(mode: CoordMode, o: usize, in_len: usize, out_len: usize) -> (usize, usize, f64) {
-    let c = source_coord(mode, o, in_len, out_len).clamp(0.0, (in_len - 1) as f64);
-    let i0 = c.floor() as usize;
-    let i1 = (i0 + 1).min(in_len - 1);
-    (i0, i1, c - i0 as f64)
-}
-
 /// Resize along one axis as a matrix `[out_len, in_len]` (row-major): output `o` is
 /// `Σ_i m[o][i] · x[i]`, with the taps `resize` uses. Resize is separable, so
 /// `y = R_h · x · R_wᵀ` per plane, and autodiff builds the input gradient
@@ -343,9 +310,9 @@ pub fn resize_matrix(
     for o in 0..out_len {
         let row = &mut m[o * in_len..(o + 1) * in_len];
         match mode {
-            ResizeMode::Nearest => row[nearest_index(coord, o, in_len, out_len)] = 1.0,
+            ResizeMode::Nearest => row[coord.nearest_index(o, in_len, out_len)] = 1.0,
             ResizeMode::Bilinear => {
-                let (i0, i1, f) = linear_taps(coord, o, in_len, out_len);
+                let (i0, i1, f) = coord.linear_taps(o, in_len, out_len);
                 row[i0] += 1.0 - f;
                 row[i1] += f;
             }
@@ -372,12 +339,11 @@ fn resize_t<T: Real>(x: &HostTensor, r: &ResizeAttrs, out_hw: [usize; 2]) -> Res
             for xo in 0..wo {
                 out[(plane * ho + y) * wo + xo] = match r.mode {
                     ResizeMode::Nearest => {
-                        src[nearest_index(r.coord, y, h, ho) * w
-                            + nearest_index(r.coord, xo, w, wo)]
+                        src[r.coord.nearest_index(y, h, ho) * w + r.coord.nearest_index(xo, w, wo)]
                     }
                     ResizeMode::Bilinear => {
-                        let (y0, y1, fy) = linear_taps(r.coord, y, h, ho);
-                        let (x0, x1, fx) = linear_taps(r.coord, xo, w, wo);
+                        let (y0, y1, fy) = r.coord.linear_taps(y, h, ho);
+                        let (x0, x1, fx) = r.coord.linear_taps(xo, w, wo);
                         let (fy, fx) = (T::c(fy), T::c(fx));
                         let top = src[y0 * w + x0] * (one - fx) + src[y0 * w + x1] * fx;
                         let bot = src[y1 * w + x0] * (one - fx) + src[y1 * w + x1] * fx;

@@ -28,32 +28,6 @@ const GRAIN_ELEMS: i64 = 4096;
 /// Largest repeat count lowered as interleaved stores (beyond it, the gather).
 const MAX_REPEAT: i64 = 16;
 
-/// The input coordinate output coordinate `o` maps to (ONNX
-/// `coordinate_transformation_mode`, with the scale `out_len / in_len`).
-fn source_coord(mode: CoordMode, o: i64, in_len: i64, out_len: i64) -> f64 {
-    let scale = out_len as f64 / in_len as f64;
-    let o = o as f64;
-    match mode {
-        CoordMode::HalfPixel => (o + 0.5) / scale - 0.5,
-        CoordMode::PytorchHalfPixel if out_len > 1 => (o + 0.5) / scale - 0.5,
-        CoordMode::PytorchHalfPixel => 0.0,
-        CoordMode::AlignCorners if out_len > 1 => o * (in_len - 1) as f64 / (out_len - 1) as f64,
-        CoordMode::AlignCorners => 0.0,
-        CoordMode::Asymmetric => o / scale,
-    }
-}
-
-/// Nearest source index of output `o`: floor for `asymmetric`, round half down otherwise.
-fn nearest_index(mode: CoordMode, o: i64, in_len: i64, out_len: i64) -> i64 {
-    let c = source_coord(mode, o, in_len, out_len);
-    let i = if mode == CoordMode::Asymmetric {
-        c.floor()
-    } else {
-        (c - 0.5).ceil()
-    };
-    i.clamp(0.0, (in_len - 1) as f64) as i64
-}
-
 /// Per-axis taps: output `o` reads `lo[o]` with weight `w_lo[o]` and `hi[o]` with `w_hi[o]`.
 #[derive(Debug, Clone, PartialEq)]
 struct Taps {
@@ -73,11 +47,9 @@ fn linear_taps(mode: CoordMode, in_len: i64, out_len: i64) -> Taps {
         w_hi: Vec::new(),
     };
     for o in 0..out_len {
-        let c = source_coord(mode, o, in_len, out_len).clamp(0.0, (in_len - 1) as f64);
-        let i0 = c.floor() as i64;
-        let f = c - i0 as f64;
-        t.lo.push(i0);
-        t.hi.push((i0 + 1).min(in_len - 1));
+        let (lo, hi, f) = mode.linear_taps(o as usize, in_len as usize, out_len as usize);
+        t.lo.push(lo as i64);
+        t.hi.push(hi as i64);
         t.w_lo.push((1.0 - f) as f32);
         t.w_hi.push(f as f32);
     }
@@ -87,7 +59,7 @@ fn linear_taps(mode: CoordMode, in_len: i64, out_len: i64) -> Taps {
 /// The nearest source indices along one axis.
 fn nearest_taps(mode: CoordMode, in_len: i64, out_len: i64) -> Vec<i64> {
     (0..out_len)
-        .map(|o| nearest_index(mode, o, in_len, out_len))
+        .map(|o| mode.nearest_index(o as usize, in_len as usize, out_len as usize) as i64)
         .collect()
 }
 
