@@ -378,9 +378,12 @@ mod tests {
             let rows = cfg.build_with("m", SparseInput::Rows).unwrap();
             let params = |g: &Graph| -> Vec<String> {
                 g.iter()
-                    .filter_map(|(_, n)| match &n.op {
-                        Op::Param(p) => Some(p.name.clone()),
-                        _ => None,
+                    .filter_map(|(_, n)| {
+                        if let Op::Param(p) = &n.op {
+                            Some(p.name.clone())
+                        } else {
+                            None
+                        }
                     })
                     .collect()
             };

@@ -48,9 +48,10 @@ pub fn layer_key(param: &str) -> String {
     }
 }
 
-/// Whether `n` is a sparse lookup: a row gather from a parameter table.
+/// Whether `n` is a sparse lookup: an `embedding` of a parameter table (what the zoo's CTR
+/// models use; an imported model's `gather` of a table is priced as a dense op).
 fn is_sparse_lookup(g: &Graph, n: &Node) -> bool {
-    matches!(n.op, Op::Embedding | Op::Gather { .. })
+    matches!(n.op, Op::Embedding)
         && n.inputs
             .first()
             .is_some_and(|v| matches!(g.node(v.node).op, Op::Param(_)))
@@ -72,18 +73,19 @@ fn assign(g: &Graph) -> (Vec<Option<usize>>, Vec<String>) {
             }
             Some(i)
         };
-        let layer = match &n.op {
-            Op::Param(p) => named(&p.name),
-            Op::Input | Op::Constant(_) => None,
-            _ if n.name.contains('.') => named(&n.name),
-            _ => {
-                let by_param = n
-                    .inputs
-                    .iter()
-                    .find(|v| matches!(g.node(v.node).op, Op::Param(_)))
-                    .and_then(|v| of[v.node.index()]);
-                by_param.or_else(|| n.inputs.iter().filter_map(|v| of[v.node.index()]).max())
-            }
+        let layer = if let Op::Param(p) = &n.op {
+            named(&p.name)
+        } else if n.op.is_source() {
+            None
+        } else if n.name.contains('.') {
+            named(&n.name)
+        } else {
+            let by_param = n
+                .inputs
+                .iter()
+                .find(|v| matches!(g.node(v.node).op, Op::Param(_)))
+                .and_then(|v| of[v.node.index()]);
+            by_param.or_else(|| n.inputs.iter().filter_map(|v| of[v.node.index()]).max())
         };
         of[id.index()] = layer;
     }

@@ -132,10 +132,12 @@ impl WordPiece {
             .map_err(|e| DataError::Config(format!("{}: {e}", path.display())))
     }
 
-    /// Writes the vocabulary file (one piece per line).
+    /// Writes the vocabulary file (one piece per line), atomically: ranks that train the
+    /// same vocabulary at once each rename a complete file, so a rank that finds the file
+    /// never reads half of one.
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
-        std::fs::write(path, self.to_text())
-            .map_err(|e| DataError::Config(format!("{}: {e}", path.display())))
+        crate::io::write_atomically(path, self.to_text().as_bytes())
+            .map_err(|e| DataError::Config(e.to_string()))
     }
 
     /// The vocabulary file's text.
