@@ -128,12 +128,9 @@ pub struct CtrBatch {
     pub keys: Vec<u64>,
 }
 
-/// splitmix64's finaliser: a bijective 64-bit mix.
-pub fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+/// splitmix64's step from state `z`: a bijective 64-bit mix (the loader's generator).
+pub fn mix64(z: u64) -> u64 {
+    super::loader::SplitMix(z).next_u64()
 }
 
 /// The key of categorical value `v` (or an empty field) in slot `slot`.

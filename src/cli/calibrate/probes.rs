@@ -53,6 +53,24 @@ fn best_seconds(budget: Budget, mut f: impl FnMut() -> anyhow::Result<()>) -> an
 /// times two FMA ports.
 const ACCUMULATORS: usize = 12;
 
+/// One thread's FMA loop on 512-bit vectors: `iters` × ACCUMULATORS × 16 lanes × 2 FLOPs.
+/// On cores that split 512-bit FMAs in two (Zen 4) this measures the same peak as AVX2; on
+/// cores with two 512-bit FMA units it measures twice it, which the AVX2 loop would miss.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn fma_block_avx512(iters: u64, seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm512_set1_ps(0.999_999);
+    let b = _mm512_set1_ps(1e-7);
+    let mut acc = [_mm512_set1_ps(seed); ACCUMULATORS];
+    for _ in 0..iters {
+        for x in acc.iter_mut() {
+            *x = _mm512_fmadd_ps(*x, a, b);
+        }
+    }
+    acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+}
+
 /// One thread's FMA loop: `iters` × ACCUMULATORS × 8 lanes × 2 FLOPs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -86,22 +104,63 @@ fn fma_block_scalar(iters: u64, seed: f32) -> f32 {
     acc.iter().sum()
 }
 
+/// The widest FMA loop this CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FmaPath {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+impl FmaPath {
+    fn detect() -> FmaPath {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f") {
+                return FmaPath::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return FmaPath::Avx2;
+            }
+        }
+        FmaPath::Portable
+    }
+
+    /// f32 lanes per accumulator.
+    fn lanes(self) -> u64 {
+        match self {
+            FmaPath::Avx512 => 16,
+            FmaPath::Avx2 | FmaPath::Portable => 8,
+        }
+    }
+
+    fn block(self, iters: u64, seed: f32) -> f32 {
+        match self {
+            // SAFETY: `detect` found AVX-512F.
+            #[cfg(target_arch = "x86_64")]
+            FmaPath::Avx512 => unsafe { fma_block_avx512(iters, seed) },
+            // SAFETY: `detect` found AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            FmaPath::Avx2 => unsafe { fma_block_avx2(iters, seed) },
+            _ => fma_block_scalar(iters, seed),
+        }
+    }
+
+    fn how(self) -> &'static str {
+        match self {
+            FmaPath::Avx512 => "AVX-512 FMA loop, 12 independent 16-lane accumulators per thread",
+            FmaPath::Avx2 => "AVX2 FMA loop, 12 independent 8-lane accumulators per thread",
+            FmaPath::Portable => "portable mul_add loop (no AVX2/FMA detected)",
+        }
+    }
+}
+
 /// The measured f32 FMA throughput of `threads` threads, FLOP/s, and how it was measured.
 pub fn fma_peak(threads: usize, budget: Budget) -> (f64, &'static str) {
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
-    #[cfg(not(target_arch = "x86_64"))]
-    let avx2 = false;
+    let path = FmaPath::detect();
     let iters: u64 = 1 << 16;
-    let block = move |seed: f32| -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
-            return unsafe { fma_block_avx2(iters, seed) };
-        }
-        fma_block_scalar(iters, seed)
-    };
-    let flops_per_block = (iters * ACCUMULATORS as u64 * 8 * 2) as f64;
+    let block = move |seed: f32| -> f32 { path.block(iters, seed) };
+    let flops_per_block = (iters * ACCUMULATORS as u64 * path.lanes() * 2) as f64;
     let mut best = 0.0f64;
     for _ in 0..budget.blocks.max(1) {
         let start = Instant::now();
@@ -126,12 +185,7 @@ pub fn fma_peak(threads: usize, budget: Budget) -> (f64, &'static str) {
         let rate = blocks as f64 * flops_per_block / start.elapsed().as_secs_f64();
         best = best.max(rate);
     }
-    let how = if avx2 {
-        "AVX2 FMA loop, 12 independent 8-lane accumulators per thread"
-    } else {
-        "portable mul_add loop (no AVX2/FMA detected)"
-    };
-    (best, how)
+    (best, path.how())
 }
 
 /// One GEMM shape `[m, k] × [k, n]` and its measured rate.
