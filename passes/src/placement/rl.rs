@@ -11,6 +11,9 @@
 
 use super::problem::Placement;
 use super::solve::Solver;
+// SplitMix64 (the data loader's): small, seeded, good enough for sampling actions and
+// initial weights.
+use oar_runtime::data::SplitMix as Rng;
 use std::collections::BTreeMap;
 
 /// Training budget and policy size.
@@ -33,24 +36,6 @@ impl Default for RlConfig {
             learning_rate: 0.05,
             seed: 1,
         }
-    }
-}
-
-/// SplitMix64: small, seeded, good enough for sampling actions and initial weights.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

@@ -22,7 +22,7 @@ mod source;
 pub mod wordpiece;
 
 pub use augment::{hflip, random_crop, resize_bilinear, Augment};
-pub use loader::{eval_batches, Batch, Loader, LoaderConfig, LoaderPosition};
+pub use loader::{eval_batches, Batch, Loader, LoaderConfig, LoaderPosition, SplitMix};
 pub use mlm::{MlmConfig, MlmLoader, TextValidation};
 pub use source::{BatchSource, StepBatch};
 pub use wordpiece::WordPiece;
