@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Test setup for the PaddleClas and PaddleNLP comparisons (tests/paddle_lcnet.rs,
-tests/paddle_ernie.rs): installs PaddlePaddle (CPU), PaddleClas's and PaddleNLP's source.
+"""Test setup for the PaddleClas, PaddleNLP and PaddleDetection comparisons
+(tests/paddle_lcnet.rs, tests/paddle_ernie.rs, tests/paddle_picodet.rs): installs PaddlePaddle
+(CPU), PaddleClas's, PaddleNLP's and PaddleDetection's source.
 
     python3 scripts/paddle_setup.py
 
@@ -10,7 +11,10 @@ only needs PaddleClas's model code, which tests/paddle/lcnet_run.py loads withou
 package's __init__ (which imports those dependencies). paddlenlp is installed without its
 dependencies for the same reason (datasets, paddle2onnx, dill < 0.3.5, ...): the ERNIE test
 needs only its ERNIE configuration and modeling code, which tests/paddle/ernie_paddle.py loads
-without the package __init__s. A registry that cannot be reached leaves paddle missing, and
+without the package __init__s. paddledet likewise (its dependencies pin numpy < 2 through
+opencv and scipy builds and pull pycocotools, shapely, lap, ...): the PicoDet test loads only
+ESNet, CSPPAN and PicoHead (tests/paddle/picodet_run.py), which import yaml and six besides
+paddle and tqdm. A registry that cannot be reached leaves paddle missing, and
 the tests skip with a message.
 """
 import subprocess
@@ -34,11 +38,13 @@ def found(package):
 def main():
     if not have("paddle") and not pip("install", "paddlepaddle==3.3.1"):
         print("paddle_setup: could not install paddlepaddle (registry unreachable?)", file=sys.stderr)
-    # paddleclas's model code imports tqdm (ppcls/utils/download.py); with --no-deps nothing
-    # else brings it, and a fresh machine does not have it.
-    if not have("tqdm") and not pip("install", "tqdm"):
-        print("paddle_setup: could not install tqdm (registry unreachable?)", file=sys.stderr)
-    for package, version in [("paddleclas", "2.6.0"), ("paddlenlp", "2.8.1")]:
+    # paddleclas's model code imports tqdm (ppcls/utils/download.py), paddledet's yaml
+    # (ppdet/core/workspace.py) and six (ppdet/modeling/layers.py); with --no-deps nothing
+    # else brings them, and a fresh machine does not have them.
+    for module, package in [("tqdm", "tqdm"), ("yaml", "pyyaml"), ("six", "six")]:
+        if not have(module) and not pip("install", package):
+            print(f"paddle_setup: could not install {package} (registry unreachable?)", file=sys.stderr)
+    for package, version in [("paddleclas", "2.6.0"), ("paddlenlp", "2.8.1"), ("paddledet", "2.6.0")]:
         if not found(package) and not pip("install", "--no-deps", f"{package}=={version}"):
             print(f"paddle_setup: could not install {package} (registry unreachable?)", file=sys.stderr)
 

@@ -8,6 +8,7 @@ packages=(
   libclang-rt-22-dev
   libopenmpi-dev openmpi-bin graphviz pkg-config zlib1g-dev libzstd-dev libxml2-dev
   python3.11-doc
+  fonts-dejavu-core  # the fonts scripts/ocr_setup.py renders the OCR test images in
   # Headless Chromium loads the HTML reports in tests/html_report.rs (~290 MB, ~70 s).
   chromium
 )

@@ -11,6 +11,8 @@ python3 scripts/paddle_setup.py
 python3 scripts/data_setup.py target/data/digits
 # The Python 3.11 docs (python3.11-doc) as a text corpus for the ERNIE masked-LM tests.
 python3 scripts/text_setup.py target/data/pydoc
+# Rendered text images, their ground truth and rapidocr-onnxruntime's results (tests/ocr.rs).
+python3 scripts/ocr_setup.py target/data/ocr
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -102,9 +102,9 @@ fn every_unsupported_op_is_listed_at_once() {
     let bytes = model(
         vec![
             node("Relu", "a", &["x"], &["r"]),
-            node("NonMaxSuppression", "nms1", &["r"], &["s"]),
+            node("RoiAlign", "roi1", &["r"], &["s"]),
             node("Einsum", "e", &["s"], &["t"]),
-            node("NonMaxSuppression", "nms2", &["t"], &["y"]),
+            node("RoiAlign", "roi2", &["t"], &["y"]),
         ],
         vec![],
     );

@@ -8,25 +8,12 @@
 
 mod cli_util;
 
-use cli_util::{oar, text_corpus};
+use cli_util::{digits, oar, scratch_dir, text_corpus};
 use oar::runtime::io::weights::load_safetensors;
 use std::path::{Path, PathBuf};
 
-fn digits() -> Option<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/data/digits");
-    if d.join("images.npy").exists() {
-        Some(d)
-    } else {
-        eprintln!("skipped: no {} (run scripts/data_setup.py)", d.display());
-        None
-    }
-}
-
 fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("oar-distill-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
+    scratch_dir("distill", tag)
 }
 
 fn s(p: &Path) -> &str {

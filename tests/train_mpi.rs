@@ -6,7 +6,7 @@
 
 mod cli_util;
 
-use cli_util::{fails, log_lines, mpirun, mpirun_available, ok, text_corpus};
+use cli_util::{fails, mpirun, mpirun_available, ok, step_losses, text_corpus};
 use std::path::{Path, PathBuf};
 
 fn scratch(name: &str) -> PathBuf {
@@ -33,13 +33,6 @@ fn args(data: &Path, dir: &Path, log: &str) -> Vec<String> {
     a
 }
 
-fn losses(path: &Path) -> Vec<f64> {
-    log_lines(path, "step")
-        .iter()
-        .map(|r| r["loss"].as_f64().expect("a loss"))
-        .collect()
-}
-
 #[test]
 fn ernie_dp2_and_dp4_losses_equal_one_process() {
     let (Some(data), true) = (text_corpus(), mpirun_available()) else {
@@ -47,7 +40,7 @@ fn ernie_dp2_and_dp4_losses_equal_one_process() {
     };
     let dir = scratch("ernie");
     ok(&args(&data, &dir, "single.jsonl"));
-    let want = losses(&dir.join("single.jsonl"));
+    let want = step_losses(&dir.join("single.jsonl"));
     assert_eq!(want.len(), 5, "{want:?}");
     for n in [2, 4] {
         let log = format!("dp{n}.jsonl");
@@ -70,7 +63,7 @@ fn ernie_dp2_and_dp4_losses_equal_one_process() {
                 0 => dir.join(&log),
                 r => dir.join(format!("dp{n}.rank{r}.jsonl")),
             };
-            let got = losses(&path);
+            let got = step_losses(&path);
             assert_eq!(got.len(), want.len(), "dp{n} rank {r}");
             for (k, (a, b)) in want.iter().zip(&got).enumerate() {
                 assert!(
@@ -131,7 +124,7 @@ fn ernie_dp2_zero2_equals_one_process_and_saves_full_state() {
         a
     };
     ok(&steps6("single.jsonl"));
-    let want = losses(&dir.join("single.jsonl"));
+    let want = step_losses(&dir.join("single.jsonl"));
     assert_eq!(want.len(), 6, "{want:?}");
     let mut a = args(&data, &dir, "zero.jsonl");
     let ck = dir.join("ck");
@@ -151,7 +144,7 @@ fn ernie_dp2_zero2_equals_one_process_and_saves_full_state() {
         "{stdout}"
     );
     for (r, log) in [(0, "zero.jsonl"), (1, "zero.rank1.jsonl")] {
-        let got = losses(&dir.join(log));
+        let got = step_losses(&dir.join(log));
         assert_eq!(got.len(), 5, "rank {r}");
         for (k, (a, b)) in want.iter().zip(&got).enumerate() {
             assert!(
@@ -163,7 +156,7 @@ fn ernie_dp2_zero2_equals_one_process_and_saves_full_state() {
     let mut resume = steps6("resumed.jsonl");
     resume.extend(["--resume".into(), ck.display().to_string()]);
     ok(&resume);
-    let got = losses(&dir.join("resumed.jsonl"));
+    let got = step_losses(&dir.join("resumed.jsonl"));
     let (a, b) = (want[5], *got.last().expect("step 6"));
     assert!(
         (a - b).abs() <= 1e-5 * a.abs().max(1e-3),

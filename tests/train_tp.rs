@@ -8,7 +8,9 @@
 
 mod cli_util;
 
-use cli_util::{log_lines, mpirun, mpirun_available, ok, text_corpus};
+use cli_util::{
+    assert_rank_losses, mpirun_available, mpirun_fails, mpirun_ok, ok, step_losses, text_corpus,
+};
 use oar::runtime::io::checkpoint::load_latest_good;
 use std::path::{Path, PathBuf};
 
@@ -41,24 +43,6 @@ fn args(data: &Path, dir: &Path, name: &str) -> Vec<String> {
     a
 }
 
-fn losses(path: &Path) -> Vec<f64> {
-    log_lines(path, "step")
-        .iter()
-        .map(|r| r["loss"].as_f64().expect("a loss"))
-        .collect()
-}
-
-fn run_ranks(n: u64, a: &[String]) -> String {
-    let out = mpirun(n, a);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{a:?}:\n{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 #[test]
 fn ernie_tp2_and_dp2_tp2_equal_one_process() {
     let (Some(data), true) = (text_corpus(), mpirun_available()) else {
@@ -66,7 +50,7 @@ fn ernie_tp2_and_dp2_tp2_equal_one_process() {
     };
     let dir = scratch("ernie");
     ok(&args(&data, &dir, "single"));
-    let want = losses(&dir.join("single.jsonl"));
+    let want = step_losses(&dir.join("single.jsonl"));
     assert_eq!(want.len(), 4, "{want:?}");
     let (want_w, _) = load_latest_good(&dir.join("single")).expect("single checkpoint");
     for (name, n, flags) in [
@@ -75,23 +59,10 @@ fn ernie_tp2_and_dp2_tp2_equal_one_process() {
     ] {
         let mut a = args(&data, &dir, name);
         a.extend(flags.iter().map(|s| s.to_string()));
-        let stdout = run_ranks(n, &a);
+        let stdout = mpirun_ok(n, &a);
         assert_eq!(stdout.matches("final loss").count(), 1, "rank 0 alone");
         assert!(stdout.contains("tensor parallel: dp"), "{stdout}");
-        for r in 0..n {
-            let log = match r {
-                0 => dir.join(format!("{name}.jsonl")),
-                r => dir.join(format!("{name}.rank{r}.jsonl")),
-            };
-            let got = losses(&log);
-            assert_eq!(got.len(), want.len(), "{name} rank {r}");
-            for (k, (a, b)) in want.iter().zip(&got).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-5 * a.abs().max(1e-3),
-                    "{name} rank {r} step {k}: {a} vs {b}"
-                );
-            }
-        }
+        assert_rank_losses(&dir, name, n, &want);
         let (got_w, _) = load_latest_good(&dir.join(name)).expect("tp checkpoint");
         assert_eq!(
             got_w.weights.keys().collect::<Vec<_>>(),
@@ -128,14 +99,6 @@ fn ernie_tp2_and_dp2_tp2_equal_one_process() {
     }
 }
 
-fn failure(n: u64, a: &[String]) -> String {
-    let out = mpirun(n, a);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "{a:?} should fail");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
 #[test]
 fn bad_tensor_parallel_layouts_are_clear_errors() {
     let (Some(data), true) = (text_corpus(), mpirun_available()) else {
@@ -145,7 +108,7 @@ fn bad_tensor_parallel_layouts_are_clear_errors() {
     // Hidden 32 does not split into 3 columns.
     let mut a = args(&data, &dir, "tp3");
     a.extend(["--tp".into(), "3".into()]);
-    let e = failure(3, &a);
+    let e = mpirun_fails(3, &a);
     assert!(
         e.contains("self_attn.q_proj.weight") && e.contains("dim 1") && e.contains("--tp 3"),
         "{e}"
@@ -153,7 +116,7 @@ fn bad_tensor_parallel_layouts_are_clear_errors() {
     // Two tensor ranks asked, three started.
     let mut a = args(&data, &dir, "tp2n3");
     a.extend(["--tp".into(), "2".into()]);
-    let e = failure(3, &a);
+    let e = mpirun_fails(3, &a);
     assert!(
         e.contains("needs 2 ranks") && e.contains("started 3"),
         "{e}"

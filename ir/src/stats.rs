@@ -59,6 +59,11 @@ pub fn paddle_macs(
             let w = dims(&inputs[1]);
             out * (w[1] * w[2] * w[3] + u64::from(inputs.len() > 2))
         }
+        // Paddle's counter has no rule for DeformConv2D; counted as the conv it computes.
+        Op::DeformConv2d(_) => {
+            let w = dims(&inputs[3]);
+            out * (w[1] * w[2] * w[3] + u64::from(inputs.len() > 4))
+        }
         Op::ConvTranspose2d(_) => {
             let w = dims(&inputs[1]);
             numel(&inputs[0]) * w[1] * w[2] * w[3] + if inputs.len() > 2 { out } else { 0 }
@@ -94,6 +99,7 @@ pub fn paddle_macs(
         | Op::Reduce(_)
         | Op::Pool(_)
         | Op::Resize(_)
+        | Op::Nms(_)
         | Op::Concat { .. }
         | Op::Split { .. }
         | Op::Slice(_)

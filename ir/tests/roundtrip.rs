@@ -171,7 +171,7 @@ impl Gen {
             0
         };
         let r = &mut self.rng;
-        let op = match r.below(25) {
+        let op = match r.below(26) {
             0 => {
                 let unary = [
                     UnaryOp::Neg,
@@ -431,9 +431,52 @@ impl Gen {
                 (op, vec![x])
             }
             23 => return self.propose_grad(x, axis),
+            24 => return self.propose_detect(),
             _ => (Op::Send { peer: r.below(4) }, vec![x]),
         };
         Some(op)
+    }
+
+    /// A detection op on fresh parameters: `nms`/`matrix_nms` or `deform_conv2d`.
+    fn propose_detect(&mut self) -> Option<(Op, Vec<ValueRef>)> {
+        let opt = |s: &mut Self, v: u64| s.rng.chance(0.5).then_some(v);
+        if self.rng.chance(0.5) {
+            let m = self.rng.below(6) + 1;
+            let c = self.rng.below(3) + 1;
+            let boxes = self.param(&[2, m, 4]);
+            let scores = self.param(&[2, c, m]);
+            let kind = if self.rng.chance(0.5) {
+                NmsKind::Hard {
+                    iou_threshold: self.rng.float(),
+                }
+            } else {
+                NmsKind::Matrix {
+                    gaussian: self.rng.chance(0.5),
+                    sigma: *self.rng.pick(&[2.0, 0.5]),
+                    post_threshold: self.rng.float(),
+                }
+            };
+            let attrs = NmsAttrs {
+                kind,
+                score_threshold: self.rng.float(),
+                nms_top_k: opt(self, 5),
+                max_per_class: opt(self, 3),
+                keep_top_k: self.rng.below(9) + 1,
+                background: opt(self, 0),
+                normalized: self.rng.chance(0.5),
+            };
+            return Some((Op::Nms(attrs), vec![boxes, scores]));
+        }
+        let dg = self.rng.below(2) + 1;
+        let x = self.param(&[1, 2 * dg, 5, 5]);
+        let w = self.param(&[3, 2 * dg, 3, 3]);
+        let offset = self.param(&[1, 18 * dg, 3, 3]);
+        let mask = self.param(&[1, 9 * dg, 3, 3]);
+        let attrs = DeformConvAttrs {
+            conv: ConvAttrs::default(),
+            deform_groups: dg,
+        };
+        Some((Op::DeformConv2d(attrs), vec![x, offset, mask, w]))
     }
 
     /// A gradient op on `x`, with the forward op that makes its cotangent.

@@ -1,17 +1,21 @@
 //! oar-models: the model zoo, written in the DSL. Each entry builds an `ir::Graph`; large
 //! configurations build with symbolic batch and sequence and never allocate weights.
 
+pub mod csp_pan;
 pub mod ctr;
 pub mod ernie;
+pub mod esnet;
 pub mod lcnet;
+pub mod picodet;
 
 use oar_frontend::BuildError;
-use oar_ir::Graph;
+use oar_ir::{Graph, Op};
 use std::collections::BTreeMap;
 
 pub use ctr::{CtrConfig, CtrKind, SparseInput, SparseTable};
 pub use ernie::ErnieConfig;
 pub use lcnet::LcNetConfig;
+pub use picodet::PicoDetConfig;
 
 /// One zoo entry.
 pub struct ZooEntry {
@@ -41,6 +45,18 @@ macro_rules! lcnet {
             description: "ImageNet classifier, 224x224",
             report_bindings: &[("N", 1)],
             build: || LcNetConfig::new($scale).build($name),
+        }
+    };
+}
+
+macro_rules! picodet {
+    ($name:literal, $cfg:expr, $desc:literal) => {
+        ZooEntry {
+            name: $name,
+            family: "PP-PicoDet",
+            description: $desc,
+            report_bindings: &[("N", 1)],
+            build: || $cfg.build($name),
         }
     };
 }
@@ -94,6 +110,13 @@ pub fn zoo() -> Vec<ZooEntry> {
         lcnet!("lcnet_x1_5", 1.5),
         lcnet!("lcnet_x2_0", 2.0),
         lcnet!("lcnet_x2_5", 2.5),
+        picodet!("picodet_s_320", PicoDetConfig::s(320), "COCO detector, ESNet 0.75x + CSP-PAN 96 + PicoHead, raw head outputs"),
+        picodet!("picodet_s_416", PicoDetConfig::s(416), "COCO detector, ESNet 0.75x + CSP-PAN 96 + PicoHead, raw head outputs"),
+        picodet!("picodet_m_320", PicoDetConfig::m(320), "COCO detector, ESNet 1.0x + CSP-PAN 128 + PicoHead, raw head outputs"),
+        picodet!("picodet_m_416", PicoDetConfig::m(416), "COCO detector, ESNet 1.0x + CSP-PAN 128 + PicoHead, raw head outputs"),
+        picodet!("picodet_l_320", PicoDetConfig::l(320), "COCO detector, ESNet 1.25x + CSP-PAN 160 + PicoHead, raw head outputs"),
+        picodet!("picodet_l_416", PicoDetConfig::l(416), "COCO detector, ESNet 1.25x + CSP-PAN 160 + PicoHead, raw head outputs"),
+        picodet!("picodet_l_640", PicoDetConfig::l(640), "COCO detector, ESNet 1.25x + CSP-PAN 160 + PicoHead, raw head outputs"),
         ernie!("ernie-3.0-tiny", ErnieConfig::tiny(), "PaddleNLP ernie-3.0-tiny-pico-v2-zh: 3L/128H/2 heads, MLM pre-training graph"),
         ernie!("ernie-3.0-titan-tiny", ErnieConfig::titan_tiny(), "test size: 2+1 layers, hidden 128, NLU/NLG modules, Titan losses"),
         ernie!("ernie-3.0-nano-zh", ErnieConfig::nano(), "4L/312H/12 heads, MLM pre-training graph"),
@@ -143,4 +166,28 @@ pub fn ernie_config(name: &str) -> Option<ErnieConfig> {
         "ernie-3.0-titan" => ErnieConfig::titan(),
         _ => return None,
     })
+}
+
+/// The PP-PicoDet configuration behind a zoo name (`picodet_s_320` … `picodet_l_640`), for
+/// callers that change the input size or the classes.
+pub fn picodet_config(name: &str) -> Option<PicoDetConfig> {
+    zoo()
+        .iter()
+        .any(|e| e.name == name)
+        .then(|| PicoDetConfig::from_name(name))
+        .flatten()
+}
+
+/// Parameter elements a training step updates: every parameter but batch norms' running
+/// mean and variance (the count `paddle.summary` and the papers' tables report).
+pub fn trainable_param_elements(g: &Graph, bindings: &BTreeMap<String, u64>) -> u64 {
+    let running: std::collections::BTreeSet<_> = g
+        .iter()
+        .filter(|(_, n)| matches!(n.op, Op::BatchNorm { .. }))
+        .flat_map(|(_, n)| n.inputs.iter().skip(3).map(|v| v.node))
+        .collect();
+    g.iter()
+        .filter(|(id, n)| matches!(n.op, Op::Param(_)) && !running.contains(id))
+        .map(|(_, n)| n.outputs[0].shape.numel().eval(bindings, 1))
+        .sum()
 }

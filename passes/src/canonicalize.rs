@@ -221,6 +221,8 @@ fn identity_source(g: &Graph, id: NodeId) -> Option<ValueRef> {
         | Op::Pool(_)
         | Op::GlobalPool(_)
         | Op::Resize(_)
+        | Op::Nms(_)
+        | Op::DeformConv2d(_)
         | Op::Split { .. }
         | Op::Gather { .. }
         | Op::GatherElements { .. }

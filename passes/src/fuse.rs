@@ -52,6 +52,8 @@ impl Fuse {
             | Op::LayerNorm { .. }
             | Op::Pool(_)
             | Op::Resize(_)
+            | Op::Nms(_)
+            | Op::DeformConv2d(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)

@@ -77,8 +77,9 @@ const OURS: &[(&str, &str, &str)] = &[
     ("fused", "fused(%x) {func=@body}", "f32[2,3]"),
 ];
 
-/// Ops with several spellings or inputs that the table above cannot express.
-const OURS_ELSEWHERE: &[&str] = &["where", "batch_norm"];
+/// Ops with several spellings or inputs that the table above cannot express
+/// (`deform_conv2d`: offsets and masks shaped by the conv; tests/autodiff_deform.rs).
+const OURS_ELSEWHERE: &[&str] = &["where", "batch_norm", "deform_conv2d"];
 
 /// The other rules file's ops (conv, pooling, resize, gathers).
 const CONV_POOL_GATHER: &[&str] = &[
@@ -112,11 +113,15 @@ const NO_GRADIENT: &[&str] = &[
     "reduce_scatter",
     "all_to_all",
     "broadcast",
+    // Box selection: a discrete choice.
+    "nms",
+    "matrix_nms",
     // Gradient ops themselves: autodiff is first order.
     "conv2d_grad_weight",
     "pool_grad",
     "scatter_add",
     "gather_grad",
+    "deform_conv2d_grad",
 ];
 
 #[test]

@@ -13,7 +13,8 @@
 use oar_ir::dist::ReduceOp;
 use oar_ir::op::{
     all_op_names, op_from_attrs, BinaryOp, CommGroup, ConvAttrs, CoordMode, DropoutMode, GradOp,
-    Literal, Op, ParamAttrs, PoolAttrs, PoolKind, ResizeAttrs, ResizeMode, SliceAttrs, UnaryOp,
+    Literal, NmsAttrs, NmsKind, Op, ParamAttrs, PoolAttrs, PoolKind, ResizeAttrs, ResizeMode,
+    SliceAttrs, UnaryOp,
 };
 use oar_ir::{DType, Dim};
 use oar_passes::autodiff::check::{check_gradients, uniform, GradCheck};
@@ -35,6 +36,7 @@ use Decision::{Fd, NoGrad};
 const CORE: &str = "autodiff_core.rs";
 const CONV: &str = "autodiff_conv.rs";
 const THIS: &str = "autodiff_fd_coverage.rs";
+const DEFORM: &str = "autodiff_deform.rs";
 
 /// `autodiff_core.rs`'s table of unary cases, which its `unary_ops` proptest runs.
 fn unary(u: UnaryOp) -> Decision {
@@ -142,6 +144,8 @@ fn decision(op: &Op) -> Decision {
         },
         Op::GlobalPool(_) => Fd(&[(CONV, "global_pooling_nchw_and_rank3", "Op::GlobalPool")]),
         Op::Resize(_) => Fd(&[(CONV, "resize_nearest_and_bilinear", "Op::Resize")]),
+        Op::DeformConv2d(_) => Fd(&[(DEFORM, "deform_conv2d_every_operand", "deform_conv2d(")]),
+        Op::Nms(_) => NoGrad("selects boxes: a discrete choice carries no gradient"),
         Op::Concat { .. } => Fd(&[(CORE, SHAPE, "concat(")]),
         Op::Split { .. } => Fd(&[(CORE, SHAPE, "split(")]),
         Op::Slice(_) => Fd(&[(CORE, "slices_with_steps", "slice(")]),
@@ -179,6 +183,7 @@ fn source(file: &str) -> &'static str {
         CORE => include_str!("autodiff_core.rs"),
         CONV => include_str!("autodiff_conv.rs"),
         THIS => include_str!("autodiff_fd_coverage.rs"),
+        DEFORM => include_str!("autodiff_deform.rs"),
         other => panic!("unknown test file {other}"),
     }
 }
@@ -254,6 +259,28 @@ fn sample_ops() -> Vec<Op> {
             mask_of: None,
         },
         Op::CausalMask { fill: -1e9 },
+        Op::Nms(NmsAttrs {
+            kind: NmsKind::Hard { iou_threshold: 0.5 },
+            score_threshold: 0.1,
+            nms_top_k: None,
+            max_per_class: None,
+            keep_top_k: 4,
+            background: None,
+            normalized: true,
+        }),
+        Op::Nms(NmsAttrs {
+            kind: NmsKind::Matrix {
+                gaussian: false,
+                sigma: 2.0,
+                post_threshold: 0.1,
+            },
+            score_threshold: 0.1,
+            nms_top_k: None,
+            max_per_class: None,
+            keep_top_k: 4,
+            background: None,
+            normalized: true,
+        }),
         Op::Resize(ResizeAttrs {
             mode: ResizeMode::Bilinear,
             coord: CoordMode::HalfPixel,

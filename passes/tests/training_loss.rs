@@ -166,7 +166,7 @@ fn distillation_losses_scale_by_t_squared() {
     let tch = data(n * c, 9, 4.0);
     let ty = TensorType::f32(&[n as u64, c as u64]);
     for temp in [1.0, 2.5] {
-        for kind in [SoftLoss::Kl, SoftLoss::SoftCrossEntropy] {
+        for kind in [SoftLoss::Kl, SoftLoss::SoftCrossEntropy, SoftLoss::Js] {
             let got = eval(
                 &[("student", ty.clone()), ("teacher", ty.clone())],
                 vec![t(&s, &[n, c]), t(&tch, &[n, c])],
@@ -180,6 +180,10 @@ fn distillation_losses_scale_by_t_squared() {
                     want += match kind {
                         SoftLoss::Kl => pt[k] * (pt[k].ln() - ps[k].ln()),
                         SoftLoss::SoftCrossEntropy => -pt[k] * ps[k].ln(),
+                        SoftLoss::Js => {
+                            let m = 0.5 * (pt[k] + ps[k]);
+                            0.5 * (pt[k] * (pt[k] / m).ln() + ps[k] * (ps[k] / m).ln())
+                        }
                     };
                 }
             }

@@ -203,7 +203,7 @@ fn mlp_joint_gradients_are_the_frozen_distill_and_plain_gradients() {
     let hard = LossKind::CrossEntropy {
         label_smoothing: 0.0,
     };
-    for soft in [SoftLoss::Kl, SoftLoss::SoftCrossEntropy] {
+    for soft in [SoftLoss::Kl, SoftLoss::SoftCrossEntropy, SoftLoss::Js] {
         let cfg = OnlineDistill {
             soft,
             ..distill_cfg(hard.clone())
@@ -549,4 +549,92 @@ fn bad_pairs_and_settings_are_clear_errors() {
     assert!(err.contains("maps must have one type"), "{err}");
     // A plain step of either model still builds (the joint one does not change them).
     build_train_step(&t, &TrainConfig::new(adamw())).unwrap();
+}
+
+/// SSLD's unlabelled rows (label `IGNORE_INDEX`): both hard losses average over the labelled
+/// rows only, the soft term (here the Jensen–Shannon divergence) over every row — checked
+/// against the logits the step computes, in f64.
+#[test]
+fn unlabeled_rows_skip_the_hard_losses_not_the_soft_term() {
+    let (t, s) = mlp();
+    let cfg = OnlineDistill {
+        soft: SoftLoss::Js,
+        unlabeled: true,
+        teacher: TeacherMode::Frozen,
+        ..distill_cfg(LossKind::CrossEntropy {
+            label_smoothing: 0.0,
+        })
+    };
+    let (_, _, joint) = weights(&t, &s);
+    let lg = append_online_loss(&t, &s, &cfg).unwrap();
+    let mut g = lg.graph.clone();
+    g.state.clear();
+    g.set_outputs(vec![
+        lg.student_logits,
+        lg.teacher_logits,
+        lg.student_hard,
+        lg.teacher_hard,
+        lg.distill,
+        lg.loss,
+    ]);
+    let ignore = loss::IGNORE_INDEX;
+    let labels = vec![0, ignore, 1, ignore, 3, 0];
+    let mut batch = mlp_batch();
+    batch[1] = HostTensor::i64(vec![6], labels.clone());
+    let out = run_with_options(&g, &batch, &joint, RunOptions::training(0, 1))
+        .unwrap()
+        .outputs;
+    let (sl, tl) = (out[0].to_f64(), out[1].to_f64());
+    let log_softmax = |row: &[f64], temp: f64| {
+        let z: Vec<f64> = row.iter().map(|v| v / temp).collect();
+        let m = z.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = m + z.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        z.iter().map(|v| v - lse).collect::<Vec<f64>>()
+    };
+    let hard = |logits: &[f64]| {
+        let rows: Vec<f64> = (0..6)
+            .filter(|&r| labels[r] != ignore)
+            .map(|r| -log_softmax(&logits[r * 4..r * 4 + 4], 1.0)[labels[r] as usize])
+            .collect();
+        rows.iter().sum::<f64>() / rows.len() as f64
+    };
+    let mut js = 0.0;
+    for r in 0..6 {
+        let ps = log_softmax(&sl[r * 4..r * 4 + 4], cfg.temperature);
+        let pt = log_softmax(&tl[r * 4..r * 4 + 4], cfg.temperature);
+        for k in 0..4 {
+            let (a, b) = (pt[k].exp(), ps[k].exp());
+            let m = 0.5 * (a + b);
+            js += 0.5 * (a * (a / m).ln() + b * (b / m).ln());
+        }
+    }
+    let t2 = cfg.temperature * cfg.temperature;
+    let want_distill = cfg.alpha * t2 * js / 6.0;
+    let scalar = |k: usize| out[k].to_f64()[0];
+    let close = |got: f64, want: f64, what: &str| {
+        assert!(
+            (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+            "{what}: {got} vs {want}"
+        );
+    };
+    close(scalar(2), hard(&sl), "student hard loss over labelled rows");
+    close(scalar(3), hard(&tl), "teacher hard loss over labelled rows");
+    close(scalar(4), want_distill, "soft term over every row");
+    // Frozen teacher: L = (1 − α)·student hard + distill.
+    close(
+        scalar(5),
+        (1.0 - cfg.alpha) * hard(&sl) + want_distill,
+        "joint loss",
+    );
+    // Label smoothing has no masked form: refused, not ignored.
+    let smoothed = OnlineDistill {
+        hard: LossKind::CrossEntropy {
+            label_smoothing: 0.1,
+        },
+        ..cfg
+    };
+    let err = append_online_loss(&t, &s, &smoothed)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("label smoothing"), "{err}");
 }

@@ -4,6 +4,7 @@
 
 pub mod comm;
 pub mod data;
+pub mod index;
 pub mod init;
 pub mod interp;
 pub mod io;
@@ -11,6 +12,7 @@ pub mod program;
 pub mod ps;
 pub mod tensor;
 pub mod train;
+pub mod vision;
 
 pub use interp::{
     run, run_on_rank, run_with_options, train_step, InterpError, RunOptions, RunResult,

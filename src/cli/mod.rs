@@ -9,9 +9,11 @@ mod export;
 mod inspect;
 mod launch;
 mod models;
+mod ocr;
 mod plan;
 mod plan_heterps;
 mod run;
+mod shitu;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -47,9 +49,14 @@ enum Command {
     /// Inspect a training checkpoint or convert it to one safetensors file.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
+    /// Read the text in images (PP-OCR: detect, classify direction, recognise), compiled.
+    Ocr(ocr::OcrArgs),
     /// Cluster presets and files.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// PP-ShiTu retrieval: build a gallery index, query it with an image, score retrieval.
+    #[command(subcommand)]
+    Shitu(shitu::ShituCommand),
 }
 
 /// Runs one parsed command line.
@@ -65,5 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(c) => cluster::run(c),
         Command::Checkpoint(c) => checkpoint::run(c),
         Command::Launch(a) => launch::run(a),
+        Command::Ocr(a) => ocr::run(a),
+        Command::Shitu(c) => shitu::run(c),
     }
 }

@@ -2,7 +2,7 @@
 
 use clap::Args;
 use oar::ir::stats::{graph_stats, human};
-use oar::models::zoo;
+use oar::models::{trainable_param_elements, zoo};
 
 #[derive(Args, Debug)]
 pub struct ModelsArgs {
@@ -17,6 +17,7 @@ pub fn run(a: ModelsArgs) -> anyhow::Result<()> {
         let g = (e.build)()?;
         let b = e.bindings();
         let s = graph_stats(&g, &b);
+        let trainable = trainable_param_elements(&g, &b);
         let input: Vec<String> = g
             .inputs()
             .iter()
@@ -24,15 +25,16 @@ pub fn run(a: ModelsArgs) -> anyhow::Result<()> {
             .map(|&i| g.node(i).outputs[0].to_string())
             .collect();
         let at: Vec<String> = b.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        rows.push((e, s, input.join(""), at.join(",")));
+        rows.push((e, s, trainable, input.join(""), at.join(",")));
     }
     if a.json {
         let j: Vec<_> = rows
             .iter()
-            .map(|(e, s, input, at)| {
+            .map(|(e, s, trainable, input, at)| {
                 serde_json::json!({
                     "name": e.name, "family": e.family, "description": e.description,
                     "input": input, "at": at, "params": s.param_elements,
+                    "trainable_params": trainable,
                     "macs": s.paddle_macs, "flops": s.flops, "nodes": s.nodes,
                 })
             })
@@ -44,7 +46,7 @@ pub fn run(a: ModelsArgs) -> anyhow::Result<()> {
         "{:<20} {:<10} {:>9} {:>9} {:>9}  {:<18} {:<12} description\n",
         "name", "family", "params", "MACs", "FLOPs", "input", "at"
     );
-    for (e, s, input, at) in &rows {
+    for (e, s, _, input, at) in &rows {
         out += &format!(
             "{:<20} {:<10} {:>9} {:>9} {:>9}  {:<18} {:<12} {}\n",
             e.name,
@@ -57,6 +59,7 @@ pub fn run(a: ModelsArgs) -> anyhow::Result<()> {
             e.description
         );
     }
-    out += "\nMACs as paddle.flops counts them (batch norm and pooling included); FLOPs count a multiply-accumulate as 2.\n";
+    out += "\nMACs as paddle.flops counts them (batch norm and pooling included); FLOPs count a multiply-accumulate as 2.\n\
+        params include batch-norm running statistics; --json also gives trainable_params (without them).\n";
     super::common::emit(&out, None)
 }

@@ -37,6 +37,8 @@ mod memory;
 #[path = "train_ps.rs"]
 mod ctr;
 // The loop driver (progress bar, log, summary) shared by the image, text and distillation paths.
+#[path = "train_pp.rs"]
+mod pp;
 #[path = "train_run.rs"]
 mod run;
 #[path = "train_text.rs"]
@@ -217,8 +219,11 @@ fn image_input(contract: &StepContract) -> anyhow::Result<[usize; 3]> {
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
-    if a.distill.teacher.is_some() {
+    if a.distill.active() {
         return distill::run(a);
+    }
+    if a.distill.teacher_weights.is_some() || a.distill.unlabeled.is_some() {
+        bail!("--teacher-weights and --unlabeled belong to distillation: add --teacher MODEL or --distill-from MODEL");
     }
     let spec = a.model.clone();
     if let Some(cfg) = oar::models::ctr_config(&spec) {
@@ -227,8 +232,26 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     if let Some(cfg) = oar::models::ernie_config(&spec) {
         return text::run(cfg, &spec, &a);
     }
-    let model = match oar::models::lcnet_config(&spec) {
-        Some(mut cfg) => {
+    let mut loss = LossKind::CrossEntropy {
+        label_smoothing: a.label_smoothing,
+    };
+    let shitu = oar::models::lcnet::shitu_config(&spec);
+    let model = match (oar::models::lcnet_config(&spec), shitu) {
+        // PP-ShiTu's extractor: the embedding, trained through an ArcMargin head over the
+        // data's classes (PP-ShiTu's margin 0.2, scale 30).
+        (_, Some(mut cfg)) => {
+            let data = load_dir(&a.data)?;
+            cfg.backbone.image_size = a.image_size.unwrap_or(data.image_shape()[1] as u64);
+            loss = LossKind::ArcMargin {
+                classes: data.classes as u64,
+                margin: 0.2,
+                scale: 30.0,
+            };
+            cfg.build(&spec)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("cannot build {spec}"))?
+        }
+        (Some(mut cfg), None) => {
             // A zoo classifier sized to the data: its classes, and the data's image size
             // unless --image-size says otherwise.
             let data = load_dir(&a.data)?;
@@ -238,25 +261,23 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("cannot build {spec}"))?
         }
-        None => oar::load_graph(&spec).with_context(|| format!("cannot load {spec}"))?,
+        (None, None) => oar::load_graph(&spec).with_context(|| format!("cannot load {spec}"))?,
     };
     if model.mode == ExecMode::Training {
         return train_graph(model, None, &spec, &a).map(drop);
     }
     // An inference model: bind the batch, then build its training step.
-    let cfg = train_config(
-        &a,
-        LossKind::CrossEntropy {
-            label_smoothing: a.label_smoothing,
-        },
-    )?;
+    let metric_learning = matches!(loss, LossKind::ArcMargin { .. });
+    let cfg = train_config(&a, loss)?;
     let bind = |n: u64| specialize(&model, &BTreeMap::from([("N".to_string(), n)]));
     dist::prepare(&a, &cfg, |n| Ok(bind(n)?))?;
     let model = bind(a.batch as u64)
         .with_context(|| format!("{spec}: shapes must be static once the batch N is bound"))?;
     let step = build_train_step(&model, &cfg)
         .with_context(|| format!("cannot build the training step of {spec}"))?;
-    train_graph(step.graph, Some(model), &spec, &a).map(drop)
+    // An embedding model has no logits to evaluate: the step's own cosine logits are.
+    let eval_graph = (!metric_learning).then_some(model);
+    train_graph(step.graph, eval_graph, &spec, &a).map(drop)
 }
 
 /// The step configuration the flags give: optimizer and its hyper-parameters, clipping,
@@ -357,7 +378,15 @@ pub(crate) fn train_graph(
         check_resume(&ck.config, &stream, dir)?;
     }
     let (train_split, val) = data.split(a.holdout, seed)?;
+    // Unlabelled images join the training split only: validation needs labels.
+    let train_split = match &a.distill.unlabeled {
+        Some(dir) => train_split
+            .with_unlabeled(dir)
+            .with_context(|| format!("--unlabeled {}", dir.display()))?,
+        None => train_split,
+    };
     let n_train = train_split.len();
+    let train_split_unlabeled = train_split.unlabeled();
     let lc = LoaderConfig {
         batch: a.batch,
         seed,
@@ -380,7 +409,10 @@ pub(crate) fn train_graph(
         val: (!val.is_empty()).then_some(&val),
         seed,
         stream,
-        what: format!("{n_train} training samples"),
+        what: match train_split_unlabeled {
+            0 => format!("{n_train} training samples"),
+            u => format!("{n_train} training samples, {u} of them unlabelled"),
+        },
         compile_by_default: true,
         loss_parts: distill::loss_parts(&graph),
     };

@@ -48,6 +48,21 @@ pub struct DistArgs {
     /// `--dp M` (a dp × tp mesh, tensor ranks innermost).
     #[arg(long, value_name = "N")]
     pub tp: Option<u64>,
+    /// Pipeline-parallel ranks (a zoo ERNIE's layers cut into N stages, see
+    /// docs/distributed.md): run N processes under `mpirun -n N`, or N·M with `--dp M`
+    /// (a dp × pp grid, pipeline ranks innermost).
+    #[arg(long, value_name = "N")]
+    pub pp: Option<u64>,
+    /// Micro-batches per step under --pp (default: the pp degree); they must divide each
+    /// rank's share of --batch.
+    #[arg(long, value_name = "M", requires = "pp")]
+    pub micro_batches: Option<u64>,
+    /// Pipeline schedule under --pp: gpipe, 1f1b or interleaved (with --chunks).
+    #[arg(long, value_name = "NAME", default_value = "1f1b")]
+    pub pp_schedule: String,
+    /// Model chunks per pipeline rank under --pp-schedule interleaved (virtual stages).
+    #[arg(long, value_name = "V", requires = "pp")]
+    pub chunks: Option<u64>,
     /// The model for one rank's share of the batch and the step's configuration, from the
     /// model's front end ([`prepare`]); each rank builds its step from them ([`runner`]).
     #[arg(skip)]
@@ -65,9 +80,19 @@ impl DistArgs {
         self.tp.filter(|&t| t > 1)
     }
 
+    /// The pipeline-parallel degree when above one.
+    pub fn pp_degree(&self) -> Option<u64> {
+        self.pp.filter(|&p| p > 1)
+    }
+
+    /// Micro-batches per step under --pp.
+    pub fn micro(&self) -> u64 {
+        self.micro_batches.or(self.pp).unwrap_or(1).max(1)
+    }
+
     /// Whether the run has more than one rank.
     pub fn distributed(&self) -> bool {
-        self.degree().is_some() || self.tp_degree().is_some()
+        self.degree().is_some() || self.tp_degree().is_some() || self.pp_degree().is_some()
     }
 }
 
@@ -78,6 +103,8 @@ pub struct Dist {
     pub dp: u64,
     /// Tensor-parallel degree (1 without --tp).
     pub tp: u64,
+    /// Pipeline-parallel degree (1 without --pp).
+    pub pp: u64,
 }
 
 impl Dist {
@@ -88,10 +115,14 @@ impl Dist {
             return Ok(None);
         }
         let (dp, tp) = (a.dp.unwrap_or(1).max(1), a.tp.unwrap_or(1).max(1));
-        let n = dp * tp;
-        let flags = match (a.degree(), a.tp_degree()) {
-            (Some(_), Some(_)) => format!("--dp {dp} --tp {tp}"),
-            (None, Some(_)) => format!("--tp {tp}"),
+        let pp = a.pp.unwrap_or(1).max(1);
+        let n = dp * tp * pp;
+        let flags = match (a.degree(), a.tp_degree(), a.pp_degree()) {
+            (_, Some(_), Some(_)) => bail!("--tp with --pp is not supported yet: drop one of them"),
+            (Some(_), None, Some(_)) => format!("--dp {dp} --pp {pp}"),
+            (None, None, Some(_)) => format!("--pp {pp}"),
+            (Some(_), Some(_), None) => format!("--dp {dp} --tp {tp}"),
+            (None, Some(_), None) => format!("--tp {tp}"),
             _ => format!("--dp {dp}"),
         };
         if !launched_by_mpi() {
@@ -106,11 +137,22 @@ impl Dist {
         if tp > 1 && a.zero.is_some_and(|z| z > 0) {
             bail!("--zero with --tp is not supported yet: drop one of them");
         }
+        if pp > 1 && a.zero.is_some_and(|z| z > 0) {
+            bail!("--zero with --pp is not supported yet: drop one of them");
+        }
+        let m = a.micro();
+        if pp > 1 && !(batch as u64).is_multiple_of(dp * m) {
+            bail!(
+                "--batch {batch} does not split into {m} micro-batches on each of {dp} \
+                 data-parallel ranks (--micro-batches {m}: dp × micro-batches must divide it)"
+            );
+        }
         let comm = MpiComm::init().context("cannot initialise MPI")?;
         if comm.world_size() != n {
-            let needs = match tp {
-                1 => String::new(),
-                _ => format!(" needs {n} ranks (dp {dp} × tp {tp})"),
+            let needs = match (tp, pp) {
+                (1, 1) => String::new(),
+                (_, 1) => format!(" needs {n} ranks (dp {dp} × tp {tp})"),
+                _ => format!(" needs {n} ranks (dp {dp} × pp {pp})"),
             };
             bail!(
                 "{flags}{needs}, but mpirun started {} ranks: they must agree",
@@ -122,6 +164,7 @@ impl Dist {
             comm: Arc::new(comm),
             dp,
             tp,
+            pp,
         }))
     }
 
@@ -185,7 +228,7 @@ impl SyncObserver<'_> {
 
     fn barrier(&self, step: u64) -> Result<(), TrainError> {
         let Some(d) = self.dist else { return Ok(()) };
-        let all: Vec<u64> = (0..d.dp * d.tp).collect();
+        let all: Vec<u64> = (0..d.dp * d.tp * d.pp).collect();
         d.comm.barrier(&all).map_err(|e| {
             TrainError::Log(format!(
                 "rank {}: after the checkpoint at step {step}: {e}",
@@ -225,6 +268,20 @@ pub fn prepare(
     // Tensor parallelism partitions the single-process step (`train_tp.rs`).
     if a.dist.tp_degree().is_some() {
         let model = model_for(a.batch as u64)?;
+        let _ = a.dist.step.set((model, cfg.clone()));
+        return Ok(());
+    }
+    // Pipeline stages are built for one micro-batch (`train_pp.rs`).
+    if a.dist.pp_degree().is_some() {
+        let (dp, m) = (a.dist.dp.unwrap_or(1).max(1), a.dist.micro());
+        if !(a.batch as u64).is_multiple_of(dp * m) {
+            bail!(
+                "--batch {} does not split into {m} micro-batches on each of {dp} data-parallel \
+                 ranks (--micro-batches {m}: dp × micro-batches must divide it)",
+                a.batch
+            );
+        }
+        let model = model_for(a.batch as u64 / (dp * m))?;
         let _ = a.dist.step.set((model, cfg.clone()));
         return Ok(());
     }

@@ -35,26 +35,64 @@ use std::path::PathBuf;
 pub struct DistillArgs {
     /// Distil from this teacher (a zoo image classifier such as `lcnet_x0_5`, or an inference
     /// graph file taking the same input as the student): the model above is the student.
-    #[arg(long, value_name = "MODEL")]
+    #[arg(long, value_name = "MODEL", conflicts_with = "distill_from")]
     pub(super) teacher: Option<String>,
+    /// SSLD (PaddleClas's semi-supervised label distillation) from this trained teacher
+    /// (give its weights with --teacher-weights): the teacher stays frozen and the student
+    /// learns from its soft labels alone — by default alpha 1 (no ground-truth term), the
+    /// Jensen–Shannon divergence, temperature 1 — on the labelled data and any --unlabeled.
+    #[arg(long, value_name = "MODEL")]
+    pub(super) distill_from: Option<String>,
+    /// Images without labels (a directory of `images*.npy` shards, the shape of --data's)
+    /// added to the training split: the soft term covers them, the hard losses skip them.
+    #[arg(long, value_name = "DIR")]
+    pub(super) unlabeled: Option<PathBuf>,
     /// `online`: teacher and student train in the same step; `frozen`: the teacher's
     /// weights stay fixed (give them with --teacher-weights).
-    #[arg(long, value_name = "MODE", default_value = "online", value_parser = ["online", "frozen"])]
+    #[arg(long, value_name = "MODE", default_value = "online", value_parser = ["online", "frozen"], conflicts_with = "distill_from")]
     distill: String,
-    /// Weight of the soft (teacher) term; the student's hard loss gets 1 − alpha.
-    #[arg(long, default_value_t = 0.5)]
-    alpha: f64,
+    /// Weight of the soft (teacher) term; the student's hard loss gets 1 − alpha. Default
+    /// 0.5 (1 with --distill-from).
+    #[arg(long)]
+    alpha: Option<f64>,
     /// Softmax temperature of the soft term (scaled by T² so its gradient keeps its size).
-    #[arg(long, default_value_t = 2.0)]
-    temperature: f64,
-    /// How the softened distributions are compared.
-    #[arg(long, default_value = "kl", value_parser = ["kl", "soft-ce"])]
-    soft_loss: String,
+    /// Default 2 (1 with --distill-from).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// How the softened distributions are compared: KL divergence, soft cross-entropy or
+    /// Jensen–Shannon divergence. Default kl (js with --distill-from).
+    #[arg(long, value_parser = ["kl", "soft-ce", "js"])]
+    soft_loss: Option<String>,
     /// The teacher's initial weights (safetensors under the teacher's own parameter names,
     /// e.g. `shard-00000-of-00001.safetensors` of an `oar train TEACHER --save` checkpoint,
     /// or what `oar checkpoint convert` writes).
-    #[arg(long, value_name = "FILE", requires = "teacher")]
-    teacher_weights: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub(super) teacher_weights: Option<PathBuf>,
+}
+
+impl DistillArgs {
+    /// Whether any distillation is asked for.
+    pub(super) fn active(&self) -> bool {
+        self.teacher.is_some() || self.distill_from.is_some()
+    }
+
+    /// The teacher's model name, from --teacher or --distill-from.
+    fn teacher_spec(&self) -> Option<&str> {
+        self.teacher.as_deref().or(self.distill_from.as_deref())
+    }
+
+    fn ssld(&self) -> bool {
+        self.distill_from.is_some()
+    }
+
+    /// `online` or `frozen` (SSLD's teacher is frozen).
+    fn mode(&self) -> &str {
+        if self.ssld() {
+            "frozen"
+        } else {
+            &self.distill
+        }
+    }
 }
 
 /// What a model family supplies: two inference models with static shapes whose first
@@ -80,14 +118,20 @@ fn config(d: &DistillArgs, optim: OptimConfig, hard: LossKind) -> anyhow::Result
     Ok(OnlineDistill {
         optim,
         hard,
-        temperature: d.temperature,
-        alpha: d.alpha,
-        soft: match d.soft_loss.as_str() {
+        temperature: d.temperature.unwrap_or(if d.ssld() { 1.0 } else { 2.0 }),
+        alpha: d.alpha.unwrap_or(if d.ssld() { 1.0 } else { 0.5 }),
+        soft: match d
+            .soft_loss
+            .as_deref()
+            .unwrap_or(if d.ssld() { "js" } else { "kl" })
+        {
             "kl" => SoftLoss::Kl,
             "soft-ce" => SoftLoss::SoftCrossEntropy,
-            other => bail!("unknown --soft-loss `{other}`; known: kl, soft-ce"),
+            "js" => SoftLoss::Js,
+            other => bail!("unknown --soft-loss `{other}`; known: kl, soft-ce, js"),
         },
-        teacher: match d.distill.as_str() {
+        unlabeled: d.unlabeled.is_some(),
+        teacher: match d.mode() {
             "online" => TeacherMode::Online,
             "frozen" => TeacherMode::Frozen,
             other => bail!("unknown --distill `{other}`; known: online, frozen"),
@@ -138,16 +182,24 @@ fn image_model(spec: &str, a: &TrainArgs, data: &Dataset) -> anyhow::Result<Grap
 /// `oar train STUDENT --teacher TEACHER`: a zoo ERNIE student distils on a text corpus,
 /// anything else on image data.
 pub(super) fn run(mut a: TrainArgs) -> anyhow::Result<()> {
-    let Some(teacher_spec) = a.distill.teacher.clone() else {
-        bail!("distillation needs --teacher MODEL");
+    let Some(teacher_spec) = a.distill.teacher_spec().map(str::to_string) else {
+        bail!("distillation needs --teacher MODEL or --distill-from MODEL");
     };
-    if a.distill.distill == "frozen" && a.distill.teacher_weights.is_none() && a.resume.is_none() {
+    if a.distill.mode() == "frozen" && a.distill.teacher_weights.is_none() && a.resume.is_none() {
+        let flag = if a.distill.ssld() {
+            "--distill-from"
+        } else {
+            "--distill frozen"
+        };
         bail!(
-            "--distill frozen keeps the teacher's weights fixed: give trained ones with \
+            "{flag} keeps the teacher's weights fixed: give trained ones with \
              --teacher-weights FILE (e.g. shard-00000-of-00001.safetensors of `oar train {teacher_spec} --save DIR`)"
         );
     }
     if let Some(cfg) = oar::models::ernie_config(&a.model) {
+        if a.distill.unlabeled.is_some() {
+            bail!("--unlabeled adds image shards to an image classifier's data; {} trains on a text corpus", a.model);
+        }
         return run_text(a, cfg, &teacher_spec);
     }
     if a.text.ernie_overrides() {
@@ -259,7 +311,12 @@ fn last_hidden(model: &Graph, cfg: &ErnieConfig, role: &str) -> anyhow::Result<S
 fn joint_spec(a: &TrainArgs, teacher_spec: &str) -> String {
     format!(
         "{} (teacher {teacher_spec}, {})",
-        a.model, a.distill.distill
+        a.model,
+        if a.distill.ssld() {
+            "ssld"
+        } else {
+            a.distill.mode()
+        }
     )
 }
 

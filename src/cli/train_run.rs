@@ -171,7 +171,9 @@ pub(super) fn run_loop<L: BatchSource>(
     }
     let mut runner: Box<dyn StepRunner> = match runner {
         Some(_) if d.is_some() => {
-            bail!("--dp and --tp run the step in the interpreter for now; drop --backend llvm")
+            bail!(
+                "--dp, --tp and --pp run the step in the interpreter for now; drop --backend llvm"
+            )
         }
         Some(mut r) => {
             planned = Some(r.planned_bytes());
@@ -185,6 +187,7 @@ pub(super) fn run_loop<L: BatchSource>(
             match &d {
                 // Tensor parallelism partitions the single-process step (tp::runner).
                 Some(d) if d.tp > 1 => Box::new(tp::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
+                Some(d) if d.pp > 1 => Box::new(pp::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
                 Some(d) => Box::new(dist::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
                 None => Box::new(r),
             }

@@ -118,3 +118,70 @@ pub fn mpirun<S: AsRef<OsStr>>(n: u64, args: &[S]) -> Output {
         .output()
         .expect("run mpirun")
 }
+
+/// The digits `scripts/data_setup.py` writes, or `None` (saying the test skips).
+pub fn digits() -> Option<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/data/digits");
+    if d.join("images.npy").exists() {
+        Some(d)
+    } else {
+        eprintln!("skipped: no {} (run scripts/data_setup.py)", d.display());
+        None
+    }
+}
+
+/// A fresh scratch directory `oar-{what}-{tag}-{pid}` in the temp dir.
+pub fn scratch_dir(what: &str, tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("oar-{what}-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+/// The `loss` of every `step` record in a JSON-lines log.
+pub fn step_losses(path: &Path) -> Vec<f64> {
+    log_lines(path, "step")
+        .iter()
+        .map(|r| r["loss"].as_f64().expect("a loss"))
+        .collect()
+}
+
+/// `mpirun -n N oar ARGS`, which must succeed; its stdout.
+pub fn mpirun_ok(n: u64, a: &[String]) -> String {
+    let out = mpirun(n, a);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{a:?}:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `mpirun -n N oar ARGS`, which must fail with a message, not a panic; its stderr.
+pub fn mpirun_fails(n: u64, a: &[String]) -> String {
+    let out = mpirun(n, a);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{a:?} should fail");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// Every rank's per-step losses of run `name` (logs `dir/{name}.jsonl` for rank 0,
+/// `dir/{name}.rank{r}.jsonl` for the others) equal `want` to 1e-5 relative.
+pub fn assert_rank_losses(dir: &Path, name: &str, ranks: u64, want: &[f64]) {
+    for r in 0..ranks {
+        let log = match r {
+            0 => dir.join(format!("{name}.jsonl")),
+            r => dir.join(format!("{name}.rank{r}.jsonl")),
+        };
+        let got = step_losses(&log);
+        assert_eq!(got.len(), want.len(), "{name} rank {r}");
+        for (k, (a, b)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1e-3),
+                "{name} rank {r} step {k}: {a} vs {b}"
+            );
+        }
+    }
+}

@@ -38,6 +38,8 @@ pub(super) fn module(g: &Graph, b: &BTreeMap<String, u64>) -> Result<String, Mli
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::Resize(_)
+            | Op::Nms(_)
+            | Op::DeformConv2d(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)
@@ -399,6 +401,8 @@ fn lower_node(
         | Op::Recv { .. }
         | Op::ConvTranspose2d(_)
         | Op::Resize(_)
+        | Op::Nms(_)
+        | Op::DeformConv2d(_)
         | Op::AllReduce { .. }
         | Op::AllGather { .. }
         | Op::ReduceScatter { .. }

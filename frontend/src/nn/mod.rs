@@ -4,6 +4,7 @@
 
 mod attention;
 mod conv;
+mod detect;
 mod linear;
 mod norm;
 
@@ -13,6 +14,9 @@ pub use attention::{
 };
 pub use conv::{
     Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, SeBlock, SeBlockConfig,
+};
+pub use detect::{
+    add_coord, anchor_points, distance_to_box, gfl_integral, spp, AnchorPoints, DropBlock,
 };
 pub use linear::{Dropout, Embedding, EmbeddingConfig, Linear, LinearConfig};
 pub use norm::{BatchNorm2d, BatchNorm2dConfig, LayerNorm, LayerNormConfig};

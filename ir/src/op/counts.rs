@@ -92,6 +92,19 @@ pub fn op_cost(
             };
             (f, rw)
         }
+        // A compare per score; the pairwise IoUs that follow depend on how many boxes pass.
+        Op::Nms(_) => (inputs.get(1).map(numel).unwrap_or(0), rw),
+        // The conv's MACs, plus a bilinear sample (7) and its mask scale (1) per tap and
+        // input channel at every output position.
+        Op::DeformConv2d(_) => {
+            let w = dims(&inputs[3]);
+            macs = out_elems * w[1] * w[2] * w[3];
+            let o = dims(&outputs[0]);
+            let c = dims(&inputs[0])[1];
+            let sampled = o[0] * c * w[2] * w[3] * o[2] * o[3];
+            let bias = if inputs.len() > 4 { out_elems } else { 0 };
+            (2 * macs + 8 * sampled + bias, rw)
+        }
         Op::Gather { .. } | Op::GatherElements { .. } | Op::Embedding => {
             let idx = inputs
                 .get(1)
@@ -121,6 +134,22 @@ pub fn op_cost(
         }
         Op::Grad(GradOp::ScatterAdd { .. }) => (inputs.get(2).map(numel).unwrap_or(0), rw),
         Op::Grad(GradOp::Gather { .. }) => (inputs.get(1).map(numel).unwrap_or(0), rw),
+        // Twice the forward's MACs (input and weight gradients), plus 4 bilinear weights'
+        // derivatives per sample.
+        Op::Grad(GradOp::DeformConv2d(_)) => {
+            let w = dims(&inputs[3]);
+            let dy = inputs.get(4).map(dims).unwrap_or_default();
+            let out_elems = dy.iter().product::<u64>();
+            macs = 2 * out_elems * w[1] * w[2] * w[3];
+            let c = dims(&inputs[0])[1];
+            let sampled = dy.first().copied().unwrap_or(0)
+                * c
+                * w[2]
+                * w[3]
+                * dy.get(2).copied().unwrap_or(0)
+                * dy.get(3).copied().unwrap_or(0);
+            (2 * macs + 16 * sampled, rw)
+        }
         Op::FusedConv2d { conv, epilogue } => {
             let c = epilogue_cost(
                 &Op::Conv2d(conv.clone()),

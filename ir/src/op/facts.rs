@@ -41,6 +41,8 @@ impl Op {
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::Resize(_)
+            | Op::DeformConv2d(_)
+            | Op::Nms(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)
@@ -91,6 +93,8 @@ impl Op {
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::Resize(_)
+            | Op::DeformConv2d(_)
+            | Op::Nms(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)
@@ -145,6 +149,8 @@ impl Op {
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::Resize(_)
+            | Op::DeformConv2d(_)
+            | Op::Nms(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)
@@ -195,6 +201,8 @@ impl Op {
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::Resize(_)
+            | Op::DeformConv2d(_)
+            | Op::Nms(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)
@@ -243,6 +251,8 @@ impl Op {
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::Resize(_)
+            | Op::DeformConv2d(_)
+            | Op::Nms(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)
@@ -330,6 +340,8 @@ impl Op {
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::Resize(_)
+            | Op::DeformConv2d(_)
+            | Op::Nms(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)
@@ -383,6 +395,8 @@ impl Op {
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::Resize(_)
+            | Op::DeformConv2d(_)
+            | Op::Nms(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)
@@ -412,6 +426,8 @@ impl Op {
             Op::Input | Op::Param(_) => true,
             // Gradient ops are emitted by autodiff itself; differentiating twice is not supported.
             Op::Constant(_) | Op::Recv { .. } | Op::Send { .. } | Op::Shape | Op::Grad(_) => false,
+            // Selections and counts: no gradient flows through a discrete choice of boxes.
+            Op::Nms(_) => false,
             Op::Binary(b) => !b.is_comparison(),
             Op::Cast { to } => to.is_float(),
             Op::Unary(_)
@@ -429,6 +445,7 @@ impl Op {
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::Resize(_)
+            | Op::DeformConv2d(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)
@@ -495,6 +512,8 @@ impl Op {
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::Resize(_)
+            | Op::DeformConv2d(_)
+            | Op::Nms(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)

@@ -4,7 +4,7 @@
 //! per-op matches across the workspace decide for the family once, and each place that
 //! differs per gradient op matches [`GradOp`] exhaustively.
 
-use super::{ConvAttrs, PoolAttrs, PoolKind};
+use super::{ConvAttrs, DeformConvAttrs, PoolAttrs, PoolKind};
 use serde::{Deserialize, Serialize};
 
 /// One gradient op.
@@ -27,14 +27,18 @@ pub enum GradOp {
     /// slices added into a zero tensor at their indices (repeated ids accumulate).
     /// `embedding`'s table gradient is the `axis = 0` case.
     Gather { axis: i64, rows: u64 },
+    /// `deform_conv2d_grad(x, offset, mask, w, dy)`: the gradients `(dx, doffset, dmask,
+    /// dw)` of `deform_conv2d(x, offset, mask, w)` (the bias gradient is a sum of `dy`).
+    DeformConv2d(DeformConvAttrs),
 }
 
 /// The text names of the gradient ops.
-pub const GRAD_NAMES: [&str; 4] = [
+pub const GRAD_NAMES: [&str; 5] = [
     "conv2d_grad_weight",
     "pool_grad",
     "scatter_add",
     "gather_grad",
+    "deform_conv2d_grad",
 ];
 
 impl GradOp {
@@ -45,6 +49,7 @@ impl GradOp {
             GradOp::Pool(_) => GRAD_NAMES[1],
             GradOp::ScatterAdd { .. } => GRAD_NAMES[2],
             GradOp::Gather { .. } => GRAD_NAMES[3],
+            GradOp::DeformConv2d(_) => GRAD_NAMES[4],
         }
     }
 }

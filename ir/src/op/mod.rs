@@ -5,12 +5,14 @@
 
 mod attrs;
 mod counts;
+mod detect;
 mod facts;
 mod grad;
 mod shape;
 
 pub use attrs::{all_op_names, op_attrs, op_from_attrs, Attr, AttrError};
 pub use counts::{op_cost, OpCost};
+pub use detect::{DeformConvAttrs, NmsAttrs, NmsKind};
 pub use facts::LoadTime;
 pub use grad::{pool_kind_name, GradOp, GRAD_NAMES};
 pub use shape::{infer_types, norm_axis, InferCtx, ShapeError};
@@ -419,6 +421,8 @@ pub enum Op {
     MatMul(MatMulAttrs),
     Conv2d(ConvAttrs),
     ConvTranspose2d(ConvTransposeAttrs),
+    /// Modulated deformable convolution (DCNv2): x, offset, mask, w, optional bias.
+    DeformConv2d(DeformConvAttrs),
     // Normalisation.
     /// Batch norm: inputs x, scale, bias, running mean, running var (ONNX order).
     /// Without `momentum` (inference form) it normalises with the running statistics and
@@ -455,6 +459,9 @@ pub enum Op {
     Pool(PoolAttrs),
     GlobalPool(PoolKind),
     Resize(ResizeAttrs),
+    // Detection post-processing.
+    /// Multiclass NMS (hard or matrix) of boxes, scores; outputs padded to `keep_top_k`.
+    Nms(NmsAttrs),
     // Shape ops.
     Concat {
         axis: i64,
@@ -560,7 +567,9 @@ impl Op {
             Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Dropout { .. } => {
                 "elementwise"
             }
-            Op::MatMul(_) | Op::Conv2d(_) | Op::ConvTranspose2d(_) => "contraction",
+            Op::MatMul(_) | Op::Conv2d(_) | Op::ConvTranspose2d(_) | Op::DeformConv2d(_) => {
+                "contraction"
+            }
             Op::BatchNorm { .. }
             | Op::LayerNorm { .. }
             | Op::Softmax { .. }
@@ -568,6 +577,7 @@ impl Op {
             | Op::LogSoftmax { .. } => "normalization",
             Op::Reduce(_) => "reduction",
             Op::Pool(_) | Op::GlobalPool(_) | Op::Resize(_) => "pool/resize",
+            Op::Nms(_) => "detection",
             Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)

@@ -351,6 +351,8 @@ pub(super) fn rule(
         | Op::Pool(_)
         | Op::GlobalPool(_)
         | Op::Resize(_)
+        | Op::Nms(_)
+        | Op::DeformConv2d(_)
         | Op::Concat { .. }
         | Op::Split { .. }
         | Op::Slice(_)

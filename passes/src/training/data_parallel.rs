@@ -206,9 +206,10 @@ fn share(
             let total = e.max(total, one)?;
             e.div(mine, total)
         }
-        LossKind::CrossEntropy { .. } | LossKind::Mse | LossKind::Distill { .. } => {
-            e.scalar(1.0 / dp.size as f64)
-        }
+        LossKind::CrossEntropy { .. }
+        | LossKind::Mse
+        | LossKind::Distill { .. }
+        | LossKind::ArcMargin { .. } => e.scalar(1.0 / dp.size as f64),
     }
 }
 

@@ -136,6 +136,9 @@ pub enum SoftLoss {
     /// Soft cross-entropy `−Σ p_t·log p_s`: the KL plus the teacher's entropy, which has no
     /// gradient with respect to the student.
     SoftCrossEntropy,
+    /// Jensen–Shannon divergence `½·KL(p_t ‖ m) + ½·KL(p_s ‖ m)`, `m = (p_t + p_s)/2`:
+    /// symmetric and bounded by ln 2, the soft loss of SSLD (PaddleClas's `JSDivLoss`).
+    Js,
 }
 
 /// Distillation loss between `student` and `teacher` logits of one type `f32[..., C]` at
@@ -191,6 +194,23 @@ pub fn distillation_rows(
         SoftLoss::SoftCrossEntropy => {
             let m = e.mul(pt, log_ps)?;
             e.unary(UnaryOp::Neg, m)?
+        }
+        SoftLoss::Js => {
+            // log m = logaddexp(log p_t, log p_s) − ln 2, from the log-probabilities so a
+            // class whose probability underflows in one model still has a finite log m.
+            let hi = e.max(log_pt, log_ps)?;
+            let (dt, ds) = (e.sub(log_pt, hi)?, e.sub(log_ps, hi)?);
+            let (et, es) = (e.unary(UnaryOp::Exp, dt)?, e.unary(UnaryOp::Exp, ds)?);
+            let sum = e.add(et, es)?;
+            let log_sum = e.unary(UnaryOp::Log, sum)?;
+            let log_m = e.add(hi, log_sum)?;
+            let log_m = e.offset(log_m, -std::f64::consts::LN_2)?;
+            let ps = e.unary(UnaryOp::Exp, log_ps)?;
+            let kt = e.sub(log_pt, log_m)?;
+            let ks = e.sub(log_ps, log_m)?;
+            let (kt, ks) = (e.mul(pt, kt)?, e.mul(ps, ks)?);
+            let both = e.add(kt, ks)?;
+            e.scale(both, 0.5)?
         }
     };
     e.reduce(ReduceOp::Sum, per_class, vec![-1], false)

@@ -8,11 +8,13 @@
 //! goes through the same passes and backends as inference; only the schedule runs on the
 //! host and reaches the graph through the `lr` input.
 
+pub mod arcmargin;
 pub mod data_parallel;
 mod emit;
 pub mod loss;
 pub mod online;
 pub mod optim;
+pub mod pipeline;
 pub mod precision;
 pub mod recompute;
 pub mod sync_bn;
@@ -114,6 +116,15 @@ pub enum LossKind {
         temperature: f64,
         alpha: f64,
         soft: SoftLoss,
+    },
+    /// Metric learning (PP-ShiTu): the model's first output is an embedding `f32[N, D]`;
+    /// an ArcMargin head over `classes` classes (additive angular `margin`, logit `scale`)
+    /// and softmax cross-entropy against `i64` `labels` (see [`arcmargin::arc_margin`]).
+    /// The step's logits are `scale·cos θ` without the margin.
+    ArcMargin {
+        classes: u64,
+        margin: f64,
+        scale: f64,
     },
 }
 
@@ -261,6 +272,7 @@ pub fn append_loss(model: &Graph, cfg: &TrainConfig) -> Result<LossGraph, TrainE
     batch_norm_training_form(&mut g, cfg.bn_momentum)?;
 
     let mut e = Emit::new(&mut g, "loss");
+    let mut logits = logits;
     let loss = match &cfg.loss {
         LossKind::CrossEntropy { label_smoothing } => {
             let labels = e.input(LABELS_INPUT, labels_type(&lt))?;
@@ -286,6 +298,17 @@ pub fn append_loss(model: &Graph, cfg: &TrainConfig) -> Result<LossGraph, TrainE
             let a = e.scale(soft, *alpha)?;
             let b = e.scale(hard, 1.0 - alpha)?;
             e.add(a, b)?
+        }
+        LossKind::ArcMargin {
+            classes,
+            margin,
+            scale,
+        } => {
+            let labels = e.input(LABELS_INPUT, labels_type(&lt))?;
+            let (loss, cos_logits) =
+                arcmargin::arc_margin(&mut e, logits, labels, *classes, *margin, *scale)?;
+            logits = cos_logits;
+            loss
         }
     };
     Ok(LossGraph {

@@ -87,6 +87,10 @@ pub struct OnlineDistill {
     /// Momentum of the running statistics of every training-form batch_norm.
     #[serde(default = "default_bn_momentum")]
     pub bn_momentum: f64,
+    /// Some rows carry no label ([`loss::IGNORE_INDEX`]: SSLD's unlabelled images): the
+    /// hard losses score only the labelled rows, the soft term covers every row.
+    #[serde(default)]
+    pub unlabeled: bool,
 }
 
 fn default_bn_momentum() -> f64 {
@@ -108,6 +112,7 @@ impl OnlineDistill {
             hidden: Vec::new(),
             attention: Vec::new(),
             bn_momentum: default_bn_momentum(),
+            unlabeled: false,
         }
     }
 }
@@ -316,18 +321,30 @@ fn stopped(
 
 fn hard_loss(
     e: &mut Emit,
-    kind: &LossKind,
+    cfg: &OnlineDistill,
     logits: ValueRef,
     labels: ValueRef,
 ) -> Result<ValueRef, TrainError> {
+    let kind = &cfg.hard;
     match kind {
+        // Unlabelled rows: the masked form, which skips IGNORE_INDEX labels.
+        LossKind::CrossEntropy { label_smoothing } if cfg.unlabeled => {
+            if *label_smoothing != 0.0 {
+                return Err(config(format!(
+                    "label smoothing ({label_smoothing}) with unlabelled rows is not supported"
+                )));
+            }
+            loss::masked_cross_entropy(e, logits, labels)
+        }
         LossKind::CrossEntropy { label_smoothing } => {
             loss::softmax_cross_entropy(e, logits, labels, *label_smoothing)
         }
         LossKind::MaskedLm => loss::masked_cross_entropy(e, logits, labels),
-        LossKind::Mse | LossKind::Distill { .. } => Err(config(format!(
-            "the hard loss of online distillation is cross_entropy or masked_lm, not {kind:?}"
-        ))),
+        LossKind::Mse | LossKind::Distill { .. } | LossKind::ArcMargin { .. } => {
+            Err(config(format!(
+                "the hard loss of online distillation is cross_entropy or masked_lm, not {kind:?}"
+            )))
+        }
     }
 }
 
@@ -371,8 +388,8 @@ pub fn append_online_loss(
     let mut projections = Vec::new();
     let mut e = Emit::new(&mut g, "distill");
     let labels = e.input(LABELS_INPUT, labels_type(&lt))?;
-    let teacher_hard = hard_loss(&mut e, &cfg.hard, tl, labels)?;
-    let student_hard = hard_loss(&mut e, &cfg.hard, sl, labels)?;
+    let teacher_hard = hard_loss(&mut e, cfg, tl, labels)?;
+    let student_hard = hard_loss(&mut e, cfg, sl, labels)?;
     let target = stopped(&mut e, &mut stop, tl)?;
     let soft = match cfg.hard {
         // A masked LM is scored where the labels are: the soft term too, so it weighs the

@@ -54,7 +54,7 @@ pub enum DataError {
 pub struct Dataset {
     /// `[n, c, h, w]` f32.
     pub images: HostTensor,
-    /// One class index per image.
+    /// One class index per image, or [`UNLABELED`].
     pub labels: Vec<i64>,
     /// Number of classes (labels are in `0..classes`).
     pub classes: usize,
@@ -121,6 +121,23 @@ impl Dataset {
 
 /// Pairs of (images, labels) shard files in `dir`, in suffix order.
 fn shards(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, DataError> {
+    image_shards(dir)?
+        .into_iter()
+        .map(|(images, s)| {
+            let labels = dir.join(format!("labels{s}.npy"));
+            if !labels.is_file() {
+                return Err(DataError::Layout {
+                    dir: dir.display().to_string(),
+                    message: format!("images{s}.npy has no matching labels{s}.npy"),
+                });
+            }
+            Ok((images, labels))
+        })
+        .collect()
+}
+
+/// The image shard files in `dir` with their suffixes (`images{suffix}.npy`), in order.
+fn image_shards(dir: &Path) -> Result<Vec<(PathBuf, String)>, DataError> {
     let layout = |message: String| DataError::Layout {
         dir: dir.display().to_string(),
         message,
@@ -146,22 +163,14 @@ fn shards(dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>, DataError> {
                 .into(),
         ));
     }
-    suffixes
+    Ok(suffixes
         .into_iter()
-        .map(|s| {
-            let labels = dir.join(format!("labels{s}.npy"));
-            if !labels.is_file() {
-                return Err(layout(format!(
-                    "images{s}.npy has no matching labels{s}.npy"
-                )));
-            }
-            Ok((dir.join(format!("images{s}.npy")), labels))
-        })
-        .collect()
+        .map(|s| (dir.join(format!("images{s}.npy")), s))
+        .collect())
 }
 
-/// Reads one (images, labels) shard pair, checking dtypes and shapes.
-fn read_shard(images: &Path, labels: &Path) -> Result<(HostTensor, Vec<i64>), DataError> {
+/// Reads one images shard, checking its dtype and shape.
+fn read_images(images: &Path) -> Result<HostTensor, DataError> {
     let x = read_npy(images)?;
     if x.shape.len() != 4 || x.shape[1..].contains(&0) || x.as_f32().is_none() {
         return Err(DataError::Shape {
@@ -170,6 +179,12 @@ fn read_shard(images: &Path, labels: &Path) -> Result<(HostTensor, Vec<i64>), Da
             found: x.describe(),
         });
     }
+    Ok(x)
+}
+
+/// Reads one (images, labels) shard pair, checking dtypes and shapes.
+fn read_shard(images: &Path, labels: &Path) -> Result<(HostTensor, Vec<i64>), DataError> {
+    let x = read_images(images)?;
     let y = read_npy(labels)?;
     let Some(ys) = y.as_i64().filter(|_| y.shape.len() == 1) else {
         return Err(DataError::Shape {
@@ -256,4 +271,41 @@ pub fn load_dir(dir: &Path) -> Result<Dataset, DataError> {
         labels,
         classes,
     })
+}
+
+/// The label of an image without one (SSLD's unlabelled data): the masked losses' ignore
+/// index, so a hard loss skips the row.
+pub const UNLABELED: i64 = mlm::IGNORE_LABEL;
+
+impl Dataset {
+    /// This dataset followed by the images of `dir` (its `images*.npy` shards; any labels
+    /// there are not read) labelled [`UNLABELED`]. The images must have this dataset's shape.
+    pub fn with_unlabeled(&self, dir: &Path) -> Result<Dataset, DataError> {
+        let shape = self.image_shape();
+        let mut pixels = self.images.as_f32().unwrap_or_default().to_vec();
+        let mut labels = self.labels.clone();
+        for (path, _) in image_shards(dir)? {
+            let x = read_images(&path)?;
+            if x.shape[1..] != shape {
+                return Err(DataError::Shape {
+                    path: path.display().to_string(),
+                    expected: format!("images of shape {shape:?}, as the labelled data's"),
+                    found: x.describe(),
+                });
+            }
+            pixels.extend_from_slice(x.as_f32().unwrap_or_default());
+            labels.extend(std::iter::repeat_n(UNLABELED, x.shape[0]));
+        }
+        let n = labels.len();
+        Ok(Dataset {
+            images: HostTensor::f32(vec![n, shape[0], shape[1], shape[2]], pixels),
+            labels,
+            classes: self.classes,
+        })
+    }
+
+    /// How many samples carry no label.
+    pub fn unlabeled(&self) -> usize {
+        self.labels.iter().filter(|&&l| l == UNLABELED).count()
+    }
 }

@@ -8,10 +8,12 @@
 mod collective;
 mod data_movement;
 pub mod debug;
+mod deform;
 mod elementwise;
 pub(crate) mod float;
 mod grad_ops;
 mod linalg;
+mod nms;
 mod norm_reduce_pool;
 mod precision;
 mod training;
@@ -212,6 +214,8 @@ fn eval(
             let s = &out_shapes[0];
             one(norm_reduce_pool::resize(ins[0], r, [s[2], s[3]]))
         }
+        Op::Nms(a) => nms::nms(ins[0], ins[1], a),
+        Op::DeformConv2d(a) => one(deform::deform_conv2d(ins, a)),
         Op::Concat { axis } => one(data_movement::concat(ins, *axis)),
         Op::Split { axis, sizes } => data_movement::split(ins[0], *axis, sizes),
         Op::Slice(s) => one(data_movement::slice(ins[0], s)),
@@ -230,6 +234,7 @@ fn eval(
         Op::Grad(GradOp::Conv2dWeight { conv, kernel }) => {
             one(grad_ops::conv2d_grad_weight(ins[0], ins[1], conv, *kernel))
         }
+        Op::Grad(GradOp::DeformConv2d(a)) => deform::deform_conv2d_grad(ins, a),
         Op::Grad(GradOp::Pool(p)) => one(grad_ops::pool_grad(ins[0], ins[1], p)),
         Op::Grad(GradOp::ScatterAdd { axis }) => {
             one(grad_ops::scatter_add(ins[0], ins[1], ins[2], *axis))

@@ -14,6 +14,8 @@
 
 pub mod contract;
 pub mod metrics;
+pub mod pipeline;
+pub mod pipeline_comm;
 pub mod schedule;
 pub mod train_loop;
 

@@ -137,6 +137,8 @@ pub(crate) fn lower(
         | Op::Pool(_)
         | Op::GlobalPool(_)
         | Op::Resize(_)
+        | Op::Nms(_)
+        | Op::DeformConv2d(_)
         | Op::Concat { .. }
         | Op::Split { .. }
         | Op::Slice(_)

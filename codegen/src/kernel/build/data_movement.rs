@@ -228,6 +228,8 @@ pub(crate) fn lower(
         | Op::Pool(_)
         | Op::GlobalPool(_)
         | Op::Resize(_)
+        | Op::Nms(_)
+        | Op::DeformConv2d(_)
         | Op::Reshape { .. }
         | Op::Squeeze { .. }
         | Op::Unsqueeze { .. }
@@ -262,7 +264,7 @@ pub(crate) fn lower_grad(
     match g {
         GradOp::ScatterAdd { axis } => scatter_add(b, name, *axis, ins, out),
         GradOp::Gather { axis, rows } => gather_grad(b, name, *axis, *rows as i64, ins, out),
-        GradOp::Conv2dWeight { .. } | GradOp::Pool(_) => {
+        GradOp::Conv2dWeight { .. } | GradOp::Pool(_) | GradOp::DeformConv2d(_) => {
             super::grad_ops::lower(b, name, g, ins, out)
         }
     }

@@ -95,6 +95,9 @@ pub(crate) fn lower(
         GradOp::Pool(p) => pool(b, name, p, ins, out),
         GradOp::ScatterAdd { axis } => scatter_add(b, name, *axis, ins, out),
         GradOp::Gather { axis, rows } => gather(b, name, *axis, *rows as i64, ins, out),
+        GradOp::DeformConv2d(_) => {
+            Err("`deform_conv2d_grad` has no CPU kernel yet (the interpreter runs it)".into())
+        }
     }
 }
 

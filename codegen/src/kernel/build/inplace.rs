@@ -63,6 +63,8 @@ pub(crate) fn expr_operator(op: &Op) -> Option<ExprOp> {
         | Op::Pool(_)
         | Op::GlobalPool(_)
         | Op::Resize(_)
+        | Op::Nms(_)
+        | Op::DeformConv2d(_)
         | Op::Concat { .. }
         | Op::Split { .. }
         | Op::Slice(_)

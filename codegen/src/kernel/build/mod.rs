@@ -347,6 +347,8 @@ pub fn build_kernels(
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::Resize(_)
+            | Op::Nms(_)
+            | Op::DeformConv2d(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)
@@ -577,6 +579,16 @@ fn lower_node(
         // conv2d's data gradient; a reference loop nest like the gradient ops.
         Op::ConvTranspose2d(t) => grad_ops::conv_transpose(b, name, t, ins, &outs[0]),
         Op::Resize(r) => resize::lower(b, name, r, &ins[0], &outs[0]),
+        // NMS is a sort and a data-dependent greedy walk, not a loop nest, and the packaged
+        // executor (package/runtime.c) runs kernel steps only: no host-call escape yet.
+        Op::Nms(_) => Err(format!(
+            "`{}` has no CPU kernel: detection post-processing runs in the interpreter \
+             (`oar run`); the compiled executor has no host-op step yet",
+            op.name()
+        )),
+        Op::DeformConv2d(_) => {
+            Err("`deform_conv2d` has no CPU kernel yet (the interpreter runs it)".to_string())
+        }
         Op::Input
         | Op::Param(_)
         | Op::Constant(_)

@@ -289,6 +289,8 @@ pub(crate) fn lower(
         | Op::BatchNorm { .. }
         | Op::CausalMask { .. }
         | Op::Resize(_)
+        | Op::Nms(_)
+        | Op::DeformConv2d(_)
         | Op::Concat { .. }
         | Op::Split { .. }
         | Op::Slice(_)

@@ -82,6 +82,8 @@ pub fn export_model(
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::Resize(_)
+            | Op::Nms(_)
+            | Op::DeformConv2d(_)
             | Op::Concat { .. }
             | Op::Split { .. }
             | Op::Slice(_)

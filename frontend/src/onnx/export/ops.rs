@@ -202,6 +202,21 @@ pub(super) fn emit(ex: &mut Exporter, id: NodeId) -> Result<(), String> {
                 "fused kernel @{func} has no ONNX form; export the graph before fusion (without --pipeline)"
             ))
         }
+        // NonMaxSuppression returns a variable-length index list and no scores: the padded
+        // detections have no ONNX operator to map onto.
+        Op::Nms(_) => {
+            return Err(format!(
+                "`{}` has no ONNX export: ONNX NonMaxSuppression returns only a variable-length \
+                 index list (export the graph up to the raw head outputs)",
+                node.op.name()
+            ))
+        }
+        Op::DeformConv2d(_) => {
+            return Err(format!(
+                "`deform_conv2d` maps to ONNX DeformConv, which needs opset 19; oar exports opset {}",
+                super::EXPORT_OPSET
+            ))
+        }
         Op::Input
         | Op::Param(_)
         | Op::Constant(_)
@@ -219,7 +234,12 @@ pub(super) fn emit(ex: &mut Exporter, id: NodeId) -> Result<(), String> {
             vec![out],
             vec![("axis", A::I(*axis)), ("reduction", A::S("add"))],
         ),
-        Op::Grad(GradOp::Conv2dWeight { .. } | GradOp::Pool(_) | GradOp::Gather { .. }) => {
+        Op::Grad(
+            GradOp::Conv2dWeight { .. }
+            | GradOp::Pool(_)
+            | GradOp::Gather { .. }
+            | GradOp::DeformConv2d(_),
+        ) => {
             return Err(format!(
                 "the gradient op `{}` has no ONNX operator; export the forward graph, not the training step",
                 node.op.name()

@@ -6,8 +6,8 @@ use super::super::tensor::{dtype_of, OnnxTensor};
 use super::attrs::Attrs;
 use super::known::Known;
 use super::{
-    compute_dtype, linalg_norm_pool, pointwise, sanitize, shape_ops, symbol_name, ImportOptions,
-    Importer, NodeCx, Val, PARAM_MIN_ELEMENTS,
+    compute_dtype, detect, linalg_norm_pool, pointwise, sanitize, shape_ops, symbol_name,
+    ImportOptions, Importer, NodeCx, Val, PARAM_MIN_ELEMENTS,
 };
 use oar_ir::op::{Literal, ParamAttrs};
 use oar_ir::{DType, Dim, Op, TensorType, ValueRef};
@@ -131,6 +131,7 @@ impl Importer {
         let outs = match node.op_type.as_str() {
             op if pointwise::handles(op) => pointwise::convert(self, &cx)?,
             op if shape_ops::handles(op) => shape_ops::convert(self, &cx)?,
+            op if detect::handles(op) => detect::convert(self, &cx)?,
             _ => linalg_norm_pool::convert(self, &cx)?,
         };
         for (name, val) in node.output.iter().zip(outs) {

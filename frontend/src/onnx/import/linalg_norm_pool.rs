@@ -157,7 +157,7 @@ fn need_2d(t: &TensorType, what: &str) -> Result<(), String> {
     }
 }
 
-fn static_hw(t: &TensorType, what: &str) -> Result<[u64; 2], String> {
+pub(super) fn static_hw(t: &TensorType, what: &str) -> Result<[u64; 2], String> {
     need_2d(t, what)?;
     match (t.shape.0[2].as_static(), t.shape.0[3].as_static()) {
         (Some(a), Some(b)) => Ok([a, b]),
@@ -212,7 +212,11 @@ fn padding(
     }
 }
 
-fn conv_attrs(cx: &NodeCx, x: &TensorType, kernel: [u64; 2]) -> Result<ConvAttrs, String> {
+pub(super) fn conv_attrs(
+    cx: &NodeCx,
+    x: &TensorType,
+    kernel: [u64; 2],
+) -> Result<ConvAttrs, String> {
     let a = &cx.attrs;
     if let Some(k) = a.ints("kernel_shape")? {
         if k.len() != 2 || pair(&k) != kernel {

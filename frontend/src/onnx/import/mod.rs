@@ -4,6 +4,7 @@
 //! dynamic dims carried as IR symbols.
 
 mod attrs;
+mod detect;
 mod importer;
 mod known;
 mod linalg_norm_pool;
@@ -33,6 +34,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "ConstantOfShape",
     "Conv",
     "ConvTranspose",
+    "DeformConv",
     "Div",
     "Dropout",
     "Elu",
@@ -63,6 +65,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Mish",
     "Mul",
     "Neg",
+    "NonMaxSuppression",
     "Pow",
     "PRelu",
     "Reciprocal",

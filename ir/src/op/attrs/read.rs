@@ -272,6 +272,13 @@ impl<'a> AttrReader<'a> {
             groups: self.uint_or("groups", 1)?,
         })
     }
+
+    fn deform(&mut self) -> Result<DeformConvAttrs, AttrError> {
+        Ok(DeformConvAttrs {
+            conv: self.conv()?,
+            deform_groups: self.uint_or("deform_groups", 1)?,
+        })
+    }
 }
 
 fn literal(r: &AttrReader, items: &[Attr], declared: &[TensorType]) -> Result<Literal, AttrError> {
@@ -456,6 +463,37 @@ pub fn op_from_attrs(
             })?;
             Op::Resize(ResizeAttrs { mode, coord, size })
         }
+        "nms" | "matrix_nms" => {
+            let kind = if name == "nms" {
+                NmsKind::Hard {
+                    iou_threshold: r.float("iou_threshold")?,
+                }
+            } else {
+                NmsKind::Matrix {
+                    post_threshold: r.float("post_threshold")?,
+                    gaussian: r.bool_or("gaussian", false)?,
+                    sigma: r.float_or("sigma", 2.0)?,
+                }
+            };
+            let mut opt = |k: &str| -> Result<Option<u64>, AttrError> {
+                match r.take(k) {
+                    Some(a) => r.to_uint(k, &a).map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (nms_top_k, max_per_class, background) =
+                (opt("nms_top_k")?, opt("max_per_class")?, opt("background")?);
+            Op::Nms(NmsAttrs {
+                kind,
+                score_threshold: r.float("score_threshold")?,
+                nms_top_k,
+                max_per_class,
+                keep_top_k: r.uint("keep_top_k")?,
+                background,
+                normalized: r.bool_or("normalized", true)?,
+            })
+        }
+        "deform_conv2d" => Op::DeformConv2d(r.deform()?),
         "concat" => Op::Concat {
             axis: r.int("axis")?,
         },
@@ -571,6 +609,7 @@ pub fn op_from_attrs(
         "scatter_add" => Op::Grad(GradOp::ScatterAdd {
             axis: r.int_or("axis", 0)?,
         }),
+        "deform_conv2d_grad" => Op::Grad(GradOp::DeformConv2d(r.deform()?)),
         "gather_grad" => Op::Grad(GradOp::Gather {
             axis: r.int_or("axis", 0)?,
             rows: r.uint("rows")?,

@@ -83,7 +83,48 @@ fn grad_attrs(w: &mut AttrWriter, g: &GradOp) {
             w.put("axis", Attr::Int(*axis))
                 .put("rows", Attr::Int(*rows as i64));
         }
+        GradOp::DeformConv2d(d) => deform_attrs(w, d),
     }
+}
+
+fn deform_attrs(w: &mut AttrWriter, d: &DeformConvAttrs) {
+    conv_attrs(w, &d.conv);
+    w.put_unless(
+        "deform_groups",
+        d.deform_groups,
+        1,
+        Attr::Int(d.deform_groups as i64),
+    );
+}
+
+fn nms_attrs(w: &mut AttrWriter, n: &NmsAttrs) {
+    match n.kind {
+        NmsKind::Hard { iou_threshold } => {
+            w.put("iou_threshold", Attr::Float(iou_threshold));
+        }
+        NmsKind::Matrix {
+            gaussian,
+            sigma,
+            post_threshold,
+        } => {
+            w.put("post_threshold", Attr::Float(post_threshold))
+                .put_unless("gaussian", gaussian, false, boolean(true))
+                .put_unless("sigma", sigma, 2.0, Attr::Float(sigma));
+        }
+    }
+    w.put("score_threshold", Attr::Float(n.score_threshold))
+        .put("keep_top_k", Attr::Int(n.keep_top_k as i64));
+    let optional = [
+        ("nms_top_k", n.nms_top_k),
+        ("max_per_class", n.max_per_class),
+        ("background", n.background),
+    ];
+    for (name, v) in optional {
+        if let Some(v) = v {
+            w.put(name, Attr::Int(v as i64));
+        }
+    }
+    w.put_unless("normalized", n.normalized, true, boolean(false));
 }
 
 fn conv_attrs(w: &mut AttrWriter, c: &ConvAttrs) {
@@ -241,6 +282,8 @@ pub fn op_attrs(op: &Op) -> Vec<(&'static str, Attr)> {
             );
         }
         Op::Pool(p) => pool_attrs(&mut w, p),
+        Op::Nms(n) => nms_attrs(&mut w, n),
+        Op::DeformConv2d(d) => deform_attrs(&mut w, d),
         Op::Resize(r) => {
             let mode = match r.mode {
                 ResizeMode::Nearest => "nearest",

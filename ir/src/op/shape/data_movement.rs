@@ -279,6 +279,8 @@ pub(super) fn infer(op: &Op, inputs: &[TensorType]) -> R<Vec<TensorType>> {
         | Op::Pool(_)
         | Op::GlobalPool(_)
         | Op::Resize(_)
+        | Op::Nms(_)
+        | Op::DeformConv2d(_)
         | Op::AllReduce { .. }
         | Op::AllGather { .. }
         | Op::ReduceScatter { .. }

@@ -116,6 +116,7 @@ pub(super) fn infer(
             dims.extend(dy.shape.0[a + idx.rank()..].iter().cloned());
             Ok(vec![TensorType::new(dy.dtype, dims)])
         }
+        GradOp::DeformConv2d(d) => super::detect::deform_conv2d_grad(op, d, inputs, ctx),
     }
 }
 

@@ -29,6 +29,7 @@ fn fail<T>(msg: impl Into<String>) -> R<T> {
 }
 
 mod data_movement;
+mod detect;
 mod grad;
 mod helpers;
 
@@ -353,6 +354,8 @@ pub fn infer_types(
             dims.extend(std::iter::repeat_n(Dim::Static(1), x.rank() - 2));
             one(TensorType::new(x.dtype, dims))
         }
+        Op::Nms(n) => detect::nms(op, n, inputs),
+        Op::DeformConv2d(d) => detect::deform_conv2d(op, d, inputs, ctx),
         Op::Resize(r) => {
             arity(op, inputs, &[1])?;
             let x = &inputs[0];

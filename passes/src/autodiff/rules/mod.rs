@@ -7,6 +7,7 @@
 
 mod conv_pool;
 mod data_movement;
+mod deform;
 mod elementwise;
 mod fused;
 mod gather;
@@ -38,6 +39,12 @@ pub fn vjp(cx: &mut GradCx, node: NodeId, gy: &[Option<ValueRef>], want: &[bool]
         Op::ConvTranspose2d(_) => conv_pool::conv_transpose2d(cx, node, gy, want),
         Op::Pool(_) | Op::GlobalPool(_) => conv_pool::pool(cx, node, gy, want),
         Op::Resize(_) => conv_pool::resize(cx, node, gy, want),
+        Op::DeformConv2d(_) => deform::deform_conv2d(cx, node, gy, want),
+        Op::Nms(_) => Err(no_rule(
+            cx,
+            node,
+            "selects boxes: a discrete choice carries no gradient (train on the head's outputs)",
+        )),
         Op::BatchNorm { .. } => norm::batch_norm(cx, node, gy, want),
         Op::LayerNorm { .. } => norm::layer_norm(cx, node, gy, want),
         Op::Softmax { .. } | Op::LogSoftmax { .. } => norm::softmax(cx, node, gy, want),
