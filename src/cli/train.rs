@@ -39,6 +39,8 @@ mod ctr;
 // The loop driver (progress bar, log, summary) shared by the image, text and distillation paths.
 #[path = "train_pp.rs"]
 mod pp;
+#[path = "train_pp_tp.rs"]
+mod pptp;
 #[path = "train_run.rs"]
 mod run;
 #[path = "train_text.rs"]

@@ -45,7 +45,8 @@ pub struct DistArgs {
     pub zero: Option<u8>,
     /// Tensor-parallel ranks (Megatron splits of a zoo ERNIE's attention and feed-forward
     /// weights, see docs/distributed.md): run N processes under `mpirun -n N`, or N·M with
-    /// `--dp M` (a dp × tp mesh, tensor ranks innermost).
+    /// `--dp M` (a dp × tp mesh, tensor ranks innermost); with `--pp P`, each pipeline
+    /// stage split over N ranks (a dp × pp × tp grid, tensor ranks innermost).
     #[arg(long, value_name = "N")]
     pub tp: Option<u64>,
     /// Pipeline-parallel ranks (a zoo ERNIE's layers cut into N stages, see
@@ -118,7 +119,8 @@ impl Dist {
         let pp = a.pp.unwrap_or(1).max(1);
         let n = dp * tp * pp;
         let flags = match (a.degree(), a.tp_degree(), a.pp_degree()) {
-            (_, Some(_), Some(_)) => bail!("--tp with --pp is not supported yet: drop one of them"),
+            (Some(_), Some(_), Some(_)) => format!("--dp {dp} --tp {tp} --pp {pp}"),
+            (None, Some(_), Some(_)) => format!("--tp {tp} --pp {pp}"),
             (Some(_), None, Some(_)) => format!("--dp {dp} --pp {pp}"),
             (None, None, Some(_)) => format!("--pp {pp}"),
             (Some(_), Some(_), None) => format!("--dp {dp} --tp {tp}"),
@@ -152,7 +154,8 @@ impl Dist {
             let needs = match (tp, pp) {
                 (1, 1) => String::new(),
                 (_, 1) => format!(" needs {n} ranks (dp {dp} × tp {tp})"),
-                _ => format!(" needs {n} ranks (dp {dp} × pp {pp})"),
+                (1, _) => format!(" needs {n} ranks (dp {dp} × pp {pp})"),
+                _ => format!(" needs {n} ranks (dp {dp} × pp {pp} × tp {tp})"),
             };
             bail!(
                 "{flags}{needs}, but mpirun started {} ranks: they must agree",
@@ -265,13 +268,14 @@ pub fn prepare(
     cfg: &TrainConfig,
     model_for: impl FnOnce(u64) -> anyhow::Result<Graph>,
 ) -> anyhow::Result<()> {
-    // Tensor parallelism partitions the single-process step (`train_tp.rs`).
-    if a.dist.tp_degree().is_some() {
+    // Tensor parallelism alone partitions the single-process step (`train_tp.rs`).
+    if a.dist.tp_degree().is_some() && a.dist.pp_degree().is_none() {
         let model = model_for(a.batch as u64)?;
         let _ = a.dist.step.set((model, cfg.clone()));
         return Ok(());
     }
-    // Pipeline stages are built for one micro-batch (`train_pp.rs`).
+    // Pipeline stages, split over tensor groups or not, are built for one micro-batch
+    // (`train_pp.rs`).
     if a.dist.pp_degree().is_some() {
         let (dp, m) = (a.dist.dp.unwrap_or(1).max(1), a.dist.micro());
         if !(a.batch as u64).is_multiple_of(dp * m) {

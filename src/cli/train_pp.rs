@@ -1,6 +1,9 @@
-//! `oar train ... --pp N [--dp M]` under `mpirun -n N·M`: pipeline parallelism, alone or
-//! with data parallelism on a `[dp, pp]` grid (rank r at `(r / pp, r % pp)`, pipeline
-//! ranks innermost).
+//! `oar train ... --pp N [--dp M] [--tp T]` under `mpirun -n N·M·T`: pipeline parallelism,
+//! alone or with data and tensor parallelism on a `[dp, pp, tp]` grid (rank r at
+//! `(r / (pp·tp), (r / tp) % pp, r % tp)`: tensor ranks innermost, so a tensor group is
+//! consecutive ranks, which a launcher puts on one host; then the pipeline). Under `--tp`
+//! each stage runs split over its tensor group (`train_pp_tp.rs`) and sends to the same
+//! tensor rank of the next stage; the rest of this module sees whole values.
 //!
 //! Every rank cuts the model into `pp · chunks` stages by layer
 //! (`oar_passes::training::pipeline`) and keeps its own: stage `s` on pipeline rank
@@ -12,14 +15,15 @@
 //! loss), over the pipeline ranks that share a tied parameter, and over the dp ranks of a
 //! stage; the global gradient norm (for `--clip-norm`) is summed over the pipeline; then
 //! each rank runs the optimizer update of its own parameters. The loss every rank reports
-//! is the global batch's. `flush` (collective) broadcasts each stage's parameters and
-//! optimizer state to every rank, so evaluation (the single-process inference graph) and
+//! is the global batch's (`train_pp_step.rs`). `flush` (collective) broadcasts each
+//! stage's parameters and optimizer state to every rank, so evaluation (the single-process inference graph) and
 //! checkpoints (rank 0's) are one process's.
 
 use super::dist::Dist;
+use super::pptp::{split_stage, split_update, Part, SplitStage, TpGroup};
 use super::TrainArgs;
 use anyhow::{bail, Context};
-use oar::ir::dist::ReduceOp;
+use oar::ir::dist::Placement;
 use oar::ir::{Graph, TensorType};
 use oar::passes::training::pipeline::{
     build_pipeline_stages, build_update, loss_units, Stage, LOSS_WEIGHT_INPUT,
@@ -34,10 +38,22 @@ use oar::runtime::{HostTensor, Weights};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+// The step after the schedule: gradient sums, clipping, the update.
+#[path = "train_pp_step.rs"]
+mod step;
+
 /// This process's pipeline rank: its chunks' graphs, its schedule and its update.
 pub struct PpRunner {
     /// The rank's stages, by local chunk.
     stages: Vec<Stage>,
+    /// Under --tp: the same stages and the update split over the rank's tensor group
+    /// (empty and `None` without), the placement of every parameter and optimizer slot
+    /// the rank holds, and its shards of them between steps (`None` until the first
+    /// step cuts them from the whole weights).
+    split: Vec<SplitStage>,
+    tp_update: Option<(TpGroup, Part)>,
+    placements: BTreeMap<String, Vec<Placement>>,
+    local: Option<Weights>,
     actions: Vec<Action>,
     /// Optimizer update of the rank's parameters, and the parameters (name, type).
     update: Graph,
@@ -57,6 +73,8 @@ pub struct PpRunner {
     rank: u64,
     pp: u64,
     dp: u64,
+    /// Tensor-parallel degree (1 without --tp).
+    tp: u64,
     micro: usize,
 }
 
@@ -75,7 +93,14 @@ pub fn runner(a: &TrainArgs, full: InterpRunner, d: &Dist) -> anyhow::Result<PpR
     let lists = schedule(kind, pp, micro, chunks).map_err(|e| anyhow::anyhow!("--pp {pp}: {e}"))?;
     let all = build_pipeline_stages(model, cfg, pp * chunks, (pp, chunks))
         .context("cannot cut the model into pipeline stages")?;
-    let s = (d.rank % d.pp) as usize;
+    let tp = d.tp.max(1);
+    // [dp, pp, tp] coordinates, tensor ranks innermost.
+    let (t, s, dd) = (
+        d.rank % tp,
+        ((d.rank / tp) % d.pp) as usize,
+        d.rank / (tp * d.pp),
+    );
+    let at = |p: usize| (dd * d.pp + p as u64) * tp + t;
     // Pipeline rank p holds stages p, p + pp, …
     let of_rank = |p: usize| -> Vec<&Stage> { all.iter().skip(p).step_by(pp).collect() };
     let params_of = |p: usize| -> Vec<(String, TensorType)> {
@@ -98,9 +123,8 @@ pub fn runner(a: &TrainArgs, full: InterpRunner, d: &Dist) -> anyhow::Result<PpR
         let graphs: Vec<&Graph> = of_rank(p).iter().map(|st| &st.forward).collect();
         let (g, slots) = build_update(&ps, &graphs, &cfg.optim)
             .context("cannot build a stage's optimizer update")?;
-        let base = d.rank - d.rank % d.pp;
         for (n, _) in &ps {
-            holders.entry(n.clone()).or_default().push(base + p as u64);
+            holders.entry(n.clone()).or_default().push(at(p));
         }
         let mut names: Vec<String> = ps.iter().map(|(n, _)| n.clone()).collect();
         names.extend(slots.into_iter().map(|sl| sl.name));
@@ -135,8 +159,12 @@ pub fn runner(a: &TrainArgs, full: InterpRunner, d: &Dist) -> anyhow::Result<PpR
                 )
             })
             .collect();
+        let tps = match tp {
+            1 => String::new(),
+            t => format!(" × tp {t}"),
+        };
         println!(
-            "pipeline parallel: dp {} × pp {pp}, schedule {kind}, {micro} micro-batches of {}, {}",
+            "pipeline parallel: dp {} × pp {pp}{tps}, schedule {kind}, {micro} micro-batches of {}, {}",
             d.dp,
             a.batch as u64 / d.dp / micro as u64,
             parts.join(", ")
@@ -148,10 +176,41 @@ pub fn runner(a: &TrainArgs, full: InterpRunner, d: &Dist) -> anyhow::Result<PpR
         .map(|&i| model.node(i).name.clone())
         .collect();
     step_inputs.extend([LABELS_INPUT.to_string(), "lr".into(), "step".into()]);
+    let stages: Vec<Stage> = all.iter().skip(s).step_by(pp).cloned().collect();
+    let update = update.context("no update for this rank")?;
+    let (mut split, mut tp_update, mut placements) = (Vec::new(), None, BTreeMap::new());
+    if tp > 1 {
+        let group = TpGroup::new((0..tp).map(|k| d.rank - t + k).collect(), d.rank)?;
+        split = stages
+            .iter()
+            .map(|st| split_stage(st, &group))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let u = split_update(&update, &group)?;
+        for part in split.iter().flat_map(|sp| [&sp.forward, &sp.backward]) {
+            placements.extend(part.params.clone());
+        }
+        placements.extend(u.params.clone());
+        if d.rank == 0 {
+            let split = placements
+                .values()
+                .filter(|p| p.iter().any(|x| *x != Placement::Replicate))
+                .count();
+            println!(
+                "tensor groups of {tp}: rank 0 holds {split} of its {} parameters and optimizer \
+                 slots split",
+                placements.len()
+            );
+        }
+        tp_update = Some((group, u));
+    }
     Ok(PpRunner {
-        stages: all.iter().skip(s).step_by(pp).cloned().collect(),
+        stages,
+        split,
+        tp_update,
+        placements,
+        local: None,
         actions: lists[s].clone(),
-        update: update.context("no update for this rank")?,
+        update,
         params,
         held,
         shared,
@@ -164,6 +223,7 @@ pub fn runner(a: &TrainArgs, full: InterpRunner, d: &Dist) -> anyhow::Result<PpR
         rank: d.rank,
         pp: d.pp,
         dp: d.dp,
+        tp,
         micro,
     })
 }
@@ -184,15 +244,21 @@ struct InFlight {
 }
 
 impl PpRunner {
-    /// This rank's pipeline group (the dp replica's ranks) as global ranks.
+    /// Global rank of pipeline rank `p` of this rank's pipeline (same dp replica and
+    /// tensor rank).
     fn pipe_rank(&self, p: usize) -> u64 {
-        self.rank - self.rank % self.pp + p as u64
+        (self.dp_coord() * self.pp + p as u64) * self.tp + self.rank % self.tp
     }
 
+    /// This rank's data-parallel replica.
+    fn dp_coord(&self) -> u64 {
+        self.rank / (self.pp * self.tp)
+    }
+
+    /// The ranks at this rank's pipeline and tensor coordinates in every dp replica.
     fn dp_group(&self) -> Vec<u64> {
-        (0..self.dp)
-            .map(|r| r * self.pp + self.rank % self.pp)
-            .collect()
+        let at = self.rank % (self.pp * self.tp);
+        (0..self.dp).map(|r| r * self.pp * self.tp + at).collect()
     }
 
     /// Runs the action list; returns the summed parameter gradients and the weighted loss.
@@ -210,7 +276,7 @@ impl PpRunner {
         let mut live: BTreeMap<(usize, usize), InFlight> = BTreeMap::new();
         let mut grads: BTreeMap<String, Vec<f32>> = BTreeMap::new();
         let mut loss = 0.0f64;
-        let d = self.rank / self.pp;
+        let d = self.dp_coord();
         let comm_err = |e: oar::runtime::train::pipeline_comm::PipeCommError| contract(step, e);
         for a in &self.actions {
             match *a {
@@ -254,9 +320,14 @@ impl PpRunner {
                     // The last stage's backward recomputes the loss: nothing to run yet.
                     if !st.is_last() {
                         let opts = self.opts(seed, step, d, micro_batch);
-                        let r = run_with_options(&st.forward, &f.inputs, weights, opts)
-                            .map_err(|source| TrainError::Run { step, source })?;
-                        f.out = r.outputs;
+                        f.out = match self.split.get(chunk) {
+                            Some(sp) => sp.forward.run(&f.inputs, weights, opts, comm, step)?,
+                            None => {
+                                run_with_options(&st.forward, &f.inputs, weights, opts)
+                                    .map_err(|source| TrainError::Run { step, source })?
+                                    .outputs
+                            }
+                        };
                     }
                 }
                 Action::Backward { micro_batch, chunk } => {
@@ -276,9 +347,15 @@ impl PpRunner {
                         Some(())
                     };
                     let opts = self.opts(seed, step, d, micro_batch);
-                    let r = run_with_options(&st.backward, &x, weights, opts)
-                        .map_err(|source| TrainError::Run { step, source })?;
-                    let mut outs = r.outputs.into_iter();
+                    let outs = match self.split.get(chunk) {
+                        Some(sp) => sp.backward.run(&x, weights, opts, comm, step)?,
+                        None => {
+                            run_with_options(&st.backward, &x, weights, opts)
+                                .map_err(|source| TrainError::Run { step, source })?
+                                .outputs
+                        }
+                    };
+                    let mut outs = outs.into_iter();
                     if w.is_none() {
                         let l = outs.next().and_then(|t| t.as_f32().map(|v| v[0]));
                         let wt = micro[micro_batch][LOSS_WEIGHT_INPUT].as_f32().map(|v| v[0]);
@@ -370,7 +447,7 @@ impl PpRunner {
         let total = loss_units(&self.loss, labels)
             .ok_or_else(|| contract(step, "the loss cannot be split into micro-batches"))?;
         let rows = batch / parts;
-        let d = (self.rank / self.pp) as usize;
+        let d = self.dp_coord() as usize;
         (0..self.micro)
             .map(|k| {
                 let at = (d * self.micro + k) * rows;
@@ -394,12 +471,6 @@ impl PpRunner {
             })
             .collect()
     }
-
-    fn all_reduce(&self, group: &[u64], buf: &mut [f32], step: u64) -> Result<(), TrainError> {
-        self.comm
-            .all_reduce(group, ReduceOp::Sum, buf)
-            .map_err(|e| contract(step, e))
-    }
 }
 
 impl StepRunner for PpRunner {
@@ -409,96 +480,19 @@ impl StepRunner for PpRunner {
         weights: &mut Weights,
         step: u64,
     ) -> Result<StepOutputs, TrainError> {
-        let micro = self.micro_batches(inputs, step)?;
-        let seed = self.full.seed();
-        let (mut grads, loss) = self.run_schedule(&micro, weights, step, seed)?;
-        // Tied parameters: the pipeline ranks that hold one add their gradients.
-        for (name, group) in &self.shared {
-            let g = grads
-                .get_mut(name)
-                .ok_or_else(|| contract(step, format!("no gradient of `{name}`")))?;
-            self.all_reduce(group, g, step)?;
+        if self.tp_update.is_none() {
+            return self.train_step(inputs, weights, step);
         }
-        // Data parallel: one all-reduce of every gradient over the stage's dp ranks.
-        if self.dp > 1 {
-            let mut flat: Vec<f32> = self
-                .params
-                .iter()
-                .flat_map(|(n, _)| grads[n].clone())
-                .collect();
-            self.all_reduce(&self.dp_group(), &mut flat, step)?;
-            let mut at = 0;
-            for (n, _) in &self.params {
-                let g = grads
-                    .get_mut(n)
-                    .ok_or_else(|| contract(step, "lost a gradient"))?;
-                let len = g.len();
-                g.copy_from_slice(&flat[at..at + len]);
-                at += len;
-            }
-        }
-        // The loss: the last stage's weighted sum, over every dp replica.
-        let world: Vec<u64> = (0..self.pp * self.dp).collect();
-        let mut l = [loss as f32];
-        self.all_reduce(&world, &mut l, step)?;
-        if !l[0].is_finite() {
-            return Err(TrainError::NonFinite {
-                step,
-                loss: l[0],
-                origin: "not traced under --pp (rerun on one process to find it)".into(),
-            });
-        }
-        if let Some(clip) = self.clip {
-            let mut sq = [0f32];
-            for n in &self.counts_norm {
-                sq[0] += grads[n].iter().map(|x| x * x).sum::<f32>();
-            }
-            let pipe: Vec<u64> = (0..self.pp as usize).map(|p| self.pipe_rank(p)).collect();
-            self.all_reduce(&pipe, &mut sq, step)?;
-            let c = clip as f32;
-            let scale = c / sq[0].sqrt().max(c);
-            grads
-                .values_mut()
-                .for_each(|g| g.iter_mut().for_each(|x| *x *= scale));
-        }
-        let by: BTreeMap<&str, &HostTensor> = self
-            .step_inputs
-            .iter()
-            .map(String::as_str)
-            .zip(inputs)
-            .collect();
-        let mut x = Vec::new();
-        for &id in self.update.inputs() {
-            let name = self.update.node(id).name.as_str();
-            let t = match name.strip_suffix(".grad") {
-                Some(p) => {
-                    let (_, ty) = self
-                        .params
-                        .iter()
-                        .find(|(n, _)| n == p)
-                        .ok_or_else(|| contract(step, format!("no parameter `{p}`")))?;
-                    let dims = ty.shape.as_static().unwrap_or_default();
-                    let dims = dims.into_iter().map(|d| d as usize).collect();
-                    HostTensor::f32(dims, grads.remove(p).unwrap_or_default())
-                }
-                None => by
-                    .get(name)
-                    .map(|t| (*t).clone())
-                    .ok_or_else(|| contract(step, format!("no input `{name}`")))?,
-            };
-            x.push(t);
-        }
-        let r = run_with_options(&self.update, &x, weights, RunOptions::training(seed, step))
-            .map_err(|source| TrainError::Run { step, source })?;
-        for (n, v) in r.state {
-            weights.insert(n, v);
-        }
-        Ok(StepOutputs {
-            loss: l[0],
-            logits: HostTensor::f32(vec![0], vec![]),
-            skipped: false,
-            parts: Vec::new(),
-        })
+        let mut local = match (self.local.take(), &self.tp_update) {
+            (Some(l), _) => l,
+            (None, Some((g, _))) => g
+                .slice(weights, &self.placements)
+                .map_err(|e| contract(step, e))?,
+            (None, None) => return Err(contract(step, "no tensor group")),
+        };
+        let out = self.train_step(inputs, &mut local, step);
+        self.local = Some(local);
+        out
     }
 
     fn evaluate(
@@ -510,11 +504,21 @@ impl StepRunner for PpRunner {
         self.full.evaluate(inputs, weights, step)
     }
 
-    /// Broadcasts each pipeline rank's parameters and optimizer state to the whole
-    /// pipeline (collective), so every rank holds the full state.
+    /// Under --tp, all-gathers the rank's split parameters and optimizer state over its
+    /// tensor group; then broadcasts each pipeline rank's to the whole pipeline
+    /// (collective), so every rank holds the full state.
     fn flush(&mut self, weights: &mut Weights) -> Result<(), TrainError> {
         let pipe: Vec<u64> = (0..self.pp as usize).map(|p| self.pipe_rank(p)).collect();
         let err = |e: String| TrainError::Contract(format!("rank {}: gathering: {e}", self.rank));
+        if let (Some((g, _)), Some(local)) = (&self.tp_update, &self.local) {
+            for (name, pl) in &self.placements {
+                let t = local
+                    .get(name)
+                    .ok_or_else(|| err(format!("no shard of `{name}`")))?;
+                let whole = g.gather(self.comm.as_ref(), t, pl).map_err(err)?;
+                weights.insert(name.clone(), whole);
+            }
+        }
         let mut done = BTreeSet::new();
         for (p, names) in self.held.iter().enumerate() {
             for name in names {

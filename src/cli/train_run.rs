@@ -185,9 +185,10 @@ pub(super) fn run_loop<L: BatchSource>(
                 r = r.with_eval_graph(g);
             }
             match &d {
-                // Tensor parallelism partitions the single-process step (tp::runner).
-                Some(d) if d.tp > 1 => Box::new(tp::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
+                // Pipelines (split over tensor groups under --tp too: pp::runner), else
+                // tensor parallelism partitions the single-process step (tp::runner).
                 Some(d) if d.pp > 1 => Box::new(pp::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
+                Some(d) if d.tp > 1 => Box::new(tp::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
                 Some(d) => Box::new(dist::runner(a, r, d).unwrap_or_else(|e| d.fail(&e))),
                 None => Box::new(r),
             }

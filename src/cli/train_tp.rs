@@ -111,7 +111,7 @@ pub fn collective_counts(g: &Graph) -> String {
 }
 
 /// The block of `t` at `coords` under per-axis placements.
-fn shard(t: &HostTensor, pl: &[Placement], mesh: &ProcessMesh, coords: &[u64]) -> HostTensor {
+pub fn shard(t: &HostTensor, pl: &[Placement], mesh: &ProcessMesh, coords: &[u64]) -> HostTensor {
     let mut t = t.clone();
     for (a, p) in pl.iter().enumerate() {
         if let Placement::Shard(d) = p {
