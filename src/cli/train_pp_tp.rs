@@ -41,7 +41,6 @@ pub struct SplitStage {
 
 /// This rank's place in its tensor group: the `[1, tp]` mesh over the group's global ranks
 /// and its coordinates there.
-#[derive(Clone)]
 pub struct TpGroup {
     pub members: Vec<u64>,
     pub rank: u64,
@@ -141,7 +140,8 @@ pub fn split_stage(st: &Stage, group: &TpGroup) -> anyhow::Result<SplitStage> {
         .partition(&st.forward, &f)
         .with_context(|| what("forward"))?;
     // The parameter gradients (the backward's last outputs, in `st.params` order) as
-    // state updates of their parameters: the partitioner leaves them in its placement.
+    // state updates of their parameters: the partitioner leaves each in its parameter's
+    // placement instead of gathering it whole.
     let mut b = st.backward.clone();
     b.state = st.params.iter().map(|(n, _)| n.clone()).collect();
     let ab = group.annotate(&b).with_context(|| what("backward"))?;
