@@ -13,7 +13,8 @@
 //! activations and gradients sent to the neighbouring stages' ranks. Parameter gradients
 //! are summed over the micro-batches (each weighted by its share of the global batch's
 //! loss), over the pipeline ranks that share a tied parameter, and over the dp ranks of a
-//! stage; the global gradient norm (for `--clip-norm`) is summed over the pipeline; then
+//! stage; the global gradient norm (for `--clip-norm`) is summed over the pipeline (and
+//! the tensor group); then
 //! each rank runs the optimizer update of its own parameters. The loss every rank reports
 //! is the global batch's (`train_pp_step.rs`). `flush` (collective) broadcasts each
 //! stage's parameters and optimizer state to every rank, so evaluation (the single-process inference graph) and
