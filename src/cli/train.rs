@@ -39,6 +39,11 @@ mod ctr;
 // The loop driver (progress bar, log, summary) shared by the image, text and distillation paths.
 #[path = "train_pp.rs"]
 mod pp;
+// `--plan auto`: the planner chooses the layout for the MPI world.
+#[path = "plan_auto.rs"]
+mod plan_auto;
+#[path = "plan_auto_show.rs"]
+mod plan_auto_show;
 #[path = "train_run.rs"]
 mod run;
 #[path = "train_text.rs"]
@@ -159,6 +164,8 @@ pub struct TrainArgs {
     #[command(flatten)]
     dist: dist::DistArgs,
     #[command(flatten)]
+    auto: plan_auto::AutoArgs,
+    #[command(flatten)]
     ps_args: ctr::PsArgs,
 }
 
@@ -219,6 +226,9 @@ fn image_input(contract: &StepContract) -> anyhow::Result<[usize; 3]> {
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+    if a.auto.active() {
+        return plan_auto::run(a);
+    }
     if a.distill.active() {
         return distill::run(a);
     }
