@@ -148,6 +148,7 @@ pub fn as_run(mut p: ParallelPlan, layers: usize, global_batch: u64) -> Parallel
     if p.pp == 1 {
         p.micro_batch_size = global_batch / p.dp.max(1);
         p.micro_batches = 1;
+        p.stage_layers = vec![layers];
         return p;
     }
     let chunks = match p.schedule {

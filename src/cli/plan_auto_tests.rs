@@ -105,7 +105,7 @@ fn runnable(model: &ModelSpec, batch: u64, n: u64) -> Vec<ParallelPlan> {
             if (tp > 1 && pp > 1) || batch % dp != 0 || pp as usize > model.layers.len() {
                 continue;
             }
-            let zeros: &[u8] = if tp == 1 && pp == 1 {
+            let zeros: &[u8] = if dp > 1 && tp == 1 && pp == 1 {
                 &[0, 1, 2, 3]
             } else {
                 &[0]
