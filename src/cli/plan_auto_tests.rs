@@ -99,10 +99,10 @@ fn runs_split_stages_by_layer_count_and_keep_one_micro_batch_outside_pipelines()
 fn runnable(model: &ModelSpec, batch: u64, n: u64) -> Vec<ParallelPlan> {
     let heads = model.layers[0].heads;
     let mut out = Vec::new();
-    for tp in (1..=n).filter(|t| n % t == 0 && heads % t == 0) {
-        for pp in (1..=n / tp).filter(|p| (n / tp) % p == 0) {
+    for tp in (1..=n).filter(|&t| n.is_multiple_of(t) && heads.is_multiple_of(t)) {
+        for pp in (1..=n / tp).filter(|&p| (n / tp).is_multiple_of(p)) {
             let dp = n / (tp * pp);
-            if (tp > 1 && pp > 1) || batch % dp != 0 || pp as usize > model.layers.len() {
+            if (tp > 1 && pp > 1) || !batch.is_multiple_of(dp) || pp as usize > model.layers.len() {
                 continue;
             }
             let zeros: &[u8] = if dp > 1 && tp == 1 && pp == 1 {
@@ -115,11 +115,14 @@ fn runnable(model: &ModelSpec, batch: u64, n: u64) -> Vec<ParallelPlan> {
             if pp == 1 {
                 shapes.push((per, 1, Schedule::OneFOneB));
             } else {
-                for mbs in [1, 2, 4, 8].into_iter().filter(|m| per % m == 0) {
+                for mbs in [1u64, 2, 4, 8]
+                    .into_iter()
+                    .filter(|&m| per.is_multiple_of(m))
+                {
                     let m = per / mbs;
                     shapes.push((mbs, m, Schedule::OneFOneB));
                     shapes.push((mbs, m, Schedule::GPipe));
-                    if model.layers.len() as u64 >= 2 * pp && m % pp == 0 {
+                    if model.layers.len() as u64 >= 2 * pp && m.is_multiple_of(pp) {
                         shapes.push((mbs, m, Schedule::Interleaved(2)));
                     }
                 }
