@@ -1,12 +1,13 @@
 //! `oar train ernie-3.0-tiny ... --plan auto --cluster examples/clusters/local-epyc2.toml`
-//! (a cluster file `oar cluster calibrate` wrote on the 2-vCPU EPYC): on 4 ranks through
-//! `oar launch -n 4` and on 2 ranks under `mpirun -n 2`, rank 0 prints the plan it chose for
-//! that many ranks, every rank's log records the same plan, and the per-step losses of
-//! every rank equal those of the same run with the plan's fixed flags (`as flags: …`)
-//! to 1e-5 relative: the run is the plan. Flags the plan replaces, a model the planner does
-//! not describe and a missing --cluster are refused with messages. The tiny ERNIE of the
-//! MPI tests at 2 layers, batch 8, 3 steps. Skips, saying so, without `mpirun` or the
-//! corpus (and fails instead when `CI=true`).
+//! (this CI machine as `oar cluster calibrate` describes it, from a recorded run): on 4
+//! ranks through `oar launch -n 4` and on 2 ranks under `mpirun -n 2`, rank 0 prints the
+//! plan it chose for that many ranks, every rank's log records the same plan, the per-step
+//! losses of every rank equal those of the same run with the plan's fixed flags (`as flags:
+//! …`) to 1e-5 relative, and the runtime reports building the same layout: the run is the
+//! plan. Flags the plan replaces, a model the planner does not describe, a missing or bad
+//! --cluster are refused with messages. The tiny ERNIE of the MPI tests at 2 layers, batch
+//! 8, 3 steps. Skips, saying so, without `mpirun` or the corpus (and fails instead when
+//! `CI=true`).
 
 mod cli_util;
 
@@ -115,6 +116,15 @@ fn check_logs(dir: &Path, name: &str, n: u64, flags: &[String]) {
     }
 }
 
+/// The lines a run prints about the layout it built (tensor/pipeline parallel, ZeRO).
+fn layout_lines(stdout: &str) -> Vec<&str> {
+    let kinds = ["tensor parallel:", "pipeline parallel:", "zero-"];
+    stdout
+        .lines()
+        .filter(|l| kinds.iter().any(|k| l.starts_with(k)))
+        .collect()
+}
+
 #[test]
 fn plan_auto_trains_the_plan_it_prints_on_4_and_2_ranks() {
     let Some(data) = setup() else { return };
@@ -137,6 +147,14 @@ fn plan_auto_trains_the_plan_it_prints_on_4_and_2_ranks() {
         f.extend(flags.iter().cloned());
         let out = mpirun_ok(n, &f);
         assert!(!out.contains("plan auto"), "{out}");
+        // Every layout gives one process's losses, so the runtime's own account of the
+        // layout it built tells which one ran: the same as the flags' run.
+        let built = layout_lines(&out);
+        assert_eq!(layout_lines(&stdout), built, "{stdout}");
+        let special = ["--tp", "--pp", "--zero"];
+        if flags.iter().any(|f| special.contains(&f.as_str())) {
+            assert!(!built.is_empty(), "{out}");
+        }
         let want = step_losses(&dir.join(format!("{fixed}.jsonl")));
         assert_eq!(want.len(), 3, "{want:?}");
         assert_rank_losses(&dir, &name, n, &want);
