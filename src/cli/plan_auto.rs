@@ -212,9 +212,12 @@ pub fn executable_layouts(
 ) -> (Vec<Evaluation>, usize) {
     let all = candidates(model, job, cluster);
     let mut runs: Vec<ParallelPlan> = Vec::new();
+    // Megatron's column split of the feed-forward needs its width to divide too (the
+    // planner checks heads and hidden only).
+    let ffn_splits = |tp: u64| model.layers.iter().all(|l| l.ffn.is_multiple_of(tp));
     for p in &all {
         let r = as_run(p.clone(), model.layers.len(), job.global_batch);
-        if not_executable(&r).is_none() && !runs.contains(&r) {
+        if not_executable(&r).is_none() && ffn_splits(r.tp) && !runs.contains(&r) {
             runs.push(r);
         }
     }

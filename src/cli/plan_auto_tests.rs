@@ -97,9 +97,11 @@ fn runs_split_stages_by_layer_count_and_keep_one_micro_batch_outside_pipelines()
 /// Every layout the runtime runs for `n` ranks, enumerated here from the flags' rules
 /// (not from the planner's candidate list), with the planner's micro-batch sizes.
 fn runnable(model: &ModelSpec, batch: u64, n: u64) -> Vec<ParallelPlan> {
-    let heads = model.layers[0].heads;
+    let (heads, ffn) = (model.layers[0].heads, model.layers[0].ffn);
     let mut out = Vec::new();
-    for tp in (1..=n).filter(|&t| n.is_multiple_of(t) && heads.is_multiple_of(t)) {
+    for tp in
+        (1..=n).filter(|&t| n.is_multiple_of(t) && heads.is_multiple_of(t) && ffn.is_multiple_of(t))
+    {
         for pp in (1..=n / tp).filter(|&p| (n / tp).is_multiple_of(p)) {
             let dp = n / (tp * pp);
             if (tp > 1 && pp > 1) || !batch.is_multiple_of(dp) || pp as usize > model.layers.len() {
