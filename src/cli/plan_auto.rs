@@ -228,6 +228,18 @@ pub fn executable_layouts(
 /// The fastest executable layout that fits (the first of equals).
 pub fn choose(model: &ModelSpec, job: &Job, cluster: &Cluster) -> anyhow::Result<Choice> {
     let (evals, considered) = executable_layouts(model, job, cluster);
+    if evals.is_empty() {
+        bail!(
+            "no layout oar train runs splits {} over {} ranks with --batch {}: the data-parallel \
+             degree must divide the batch, the tensor degree the heads, hidden and feed-forward \
+             widths, and the pipeline degree is at most the {} layers (tp × pp is not run yet); \
+             try another -n or --batch",
+            model.name,
+            cluster.num_devices(),
+            job.global_batch,
+            model.layers.len()
+        );
+    }
     let fitting: Vec<&Evaluation> = evals.iter().filter(|e| e.fits).collect();
     let Some(best) = fitting
         .iter()

@@ -261,3 +261,19 @@ fn the_printed_flags_set_what_the_plan_sets() {
         assert!(!conflicts(&fixed).is_empty() || flags(&p).is_empty());
     }
 }
+
+#[test]
+fn a_world_no_layout_splits_is_refused_with_the_rules() {
+    let cluster = cluster_for(&local(), world(3, 3)).expect("fits");
+    let job = Job {
+        global_batch: 8,
+        seq: 16,
+    };
+    let e = choose(&tiny(), &job, &cluster)
+        .err()
+        .expect("3 ranks cannot split batch 8, 2 heads or 2 layers");
+    assert!(
+        e.to_string().contains("splits ernie-3.0-tiny over 3 ranks"),
+        "{e}"
+    );
+}
