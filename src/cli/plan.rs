@@ -122,24 +122,29 @@ fn model_spec(name: &str) -> anyhow::Result<(ModelSpec, Option<u64>)> {
         }
         bail!("`{name}` is not a transformer the planner knows: give an ERNIE zoo model (see `oar models`) or a TOML config file");
     };
+    Ok((ernie_spec(name, &cfg), None))
+}
+
+/// The planner's view of an ERNIE configuration (a zoo one, or `oar train`'s resized to its
+/// vocabulary and overrides): the universal layers, then the NLU and NLG task modules, which
+/// both run every step.
+pub(crate) fn ernie_spec(name: &str, cfg: &oar::models::ErnieConfig) -> ModelSpec {
     let layer = |s: &oar::models::ernie::StackConfig| LayerSpec {
         hidden: s.hidden,
         heads: s.heads,
         ffn: s.ffn,
     };
-    // Universal layers, then the NLU and NLG task modules, which both run every step.
     let mut layers = vec![layer(&cfg.universal); cfg.universal.layers as usize];
     if let Some(t) = &cfg.task_modules {
         layers.extend(vec![layer(t); 2 * t.layers as usize]);
     }
-    let spec = ModelSpec {
+    ModelSpec {
         name: name.to_string(),
         vocab: cfg.vocab,
         embed_hidden: cfg.universal.hidden,
         extra_embedding_rows: cfg.max_positions + cfg.type_vocab + cfg.task_vocab,
         layers,
-    };
-    Ok((spec, None))
+    }
 }
 
 pub fn run(a: PlanArgs) -> anyhow::Result<()> {

@@ -36,11 +36,17 @@ mod memory;
 // CTR models, in one process or on the parameter server (`--ps`).
 #[path = "train_ps.rs"]
 mod ctr;
-// The loop driver (progress bar, log, summary) shared by the image, text and distillation paths.
+// Pipeline parallelism (`--pp`), and its stages split over tensor groups (`--tp` with `--pp`).
 #[path = "train_pp.rs"]
 mod pp;
 #[path = "train_pp_tp.rs"]
 mod pptp;
+// `--plan auto`: the planner chooses the layout for the MPI world.
+#[path = "plan_auto.rs"]
+mod plan_auto;
+#[path = "plan_auto_show.rs"]
+mod plan_auto_show;
+// The loop driver (progress bar, log, summary) shared by the image, text and distillation paths.
 #[path = "train_run.rs"]
 mod run;
 #[path = "train_text.rs"]
@@ -161,6 +167,8 @@ pub struct TrainArgs {
     #[command(flatten)]
     dist: dist::DistArgs,
     #[command(flatten)]
+    auto: plan_auto::AutoArgs,
+    #[command(flatten)]
     ps_args: ctr::PsArgs,
 }
 
@@ -221,6 +229,9 @@ fn image_input(contract: &StepContract) -> anyhow::Result<[usize; 3]> {
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+    if a.auto.active() {
+        return plan_auto::run(a);
+    }
     if a.distill.active() {
         return distill::run(a);
     }

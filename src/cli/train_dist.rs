@@ -336,18 +336,21 @@ pub fn runner(a: &TrainArgs, full: InterpRunner, d: &Dist) -> anyhow::Result<DpR
 /// `--log FILE` for this rank: rank 0 keeps FILE, rank r writes FILE's stem `.rank<r>.`
 /// extension.
 pub fn log_path(path: &Path, d: Option<&Dist>) -> PathBuf {
-    match d {
-        Some(d) if d.rank > 0 => {
-            let stem = path
-                .file_stem()
-                .map_or("run".into(), |s| s.to_string_lossy());
-            let ext = path
-                .extension()
-                .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
-            path.with_file_name(format!("{stem}.rank{}{ext}", d.rank))
-        }
-        _ => path.to_path_buf(),
+    rank_log_path(path, d.map_or(0, |d| d.rank))
+}
+
+/// [`log_path`] of rank `rank` (before MPI is initialised: `--plan auto` logs its plan).
+pub fn rank_log_path(path: &Path, rank: u64) -> PathBuf {
+    if rank == 0 {
+        return path.to_path_buf();
     }
+    let stem = path
+        .file_stem()
+        .map_or("run".into(), |s| s.to_string_lossy());
+    let ext = path
+        .extension()
+        .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
+    path.with_file_name(format!("{stem}.rank{rank}{ext}"))
 }
 
 /// Runs the per-rank step on this rank's slice; evaluation runs the single-process graphs.

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 pub(super) struct TextArgs {
     /// Tokens per sequence ([CLS] and [SEP] included) of a masked-LM run.
     #[arg(long, default_value_t = 128)]
-    seq: usize,
+    pub(super) seq: usize,
     /// WordPiece vocabulary size trained on the corpus (specials included).
     #[arg(long, default_value_t = 8192)]
     vocab_size: usize,
@@ -301,6 +301,17 @@ pub(super) fn shape(cfg: &ErnieConfig) -> String {
 pub(super) fn run(cfg: ErnieConfig, spec: &str, a: &TrainArgs) -> anyhow::Result<()> {
     let data = prepare(spec, a)?;
     let cfg = student_config(cfg, a, data.wp.len());
+    run_prepared(cfg, spec, a, data)
+}
+
+/// [`run`] once the corpus is loaded and the configuration resized to it (`--plan auto`
+/// plans between the two, for the model the run trains).
+pub(super) fn run_prepared(
+    cfg: ErnieConfig,
+    spec: &str,
+    a: &TrainArgs,
+    data: TextData,
+) -> anyhow::Result<()> {
     let model = masked_lm(&cfg, spec, a)?;
     let tc = train_config(a, LossKind::MaskedLm)?;
     super::dist::prepare(a, &tc, |n| masked_lm_of_batch(&cfg, spec, a, n))?;

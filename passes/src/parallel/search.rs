@@ -275,7 +275,7 @@ pub struct PlanOutcome {
 }
 
 /// Why `alt` lost to `best`: the step-time component that grew most, or its memory.
-fn why(best: &Evaluation, alt: &Evaluation) -> String {
+pub fn why(best: &Evaluation, alt: &Evaluation) -> String {
     if !alt.fits {
         return format!(
             "does not fit: needs {:.1} GiB of {:.0} GiB",

@@ -1,6 +1,7 @@
 //! What the supervisor changes in the rank command between starts: `--resume` from the last
-//! checkpoint, `--dp` for the world size it chose, and that choice itself (the ranks the
-//! slots file offers, within `--min-ranks`/`--max-ranks`, dividing the global `--batch`).
+//! checkpoint, `--dp` for the world size it chose (a `--plan auto` command re-plans for it
+//! itself), and that choice itself (the ranks the slots file offers, within
+//! `--min-ranks`/`--max-ranks`, dividing the global `--batch`).
 //!
 //! The command is the user's `oar` argument list; flags are found both as `--flag VALUE`
 //! and `--flag=VALUE`, the forms clap accepts.
@@ -47,6 +48,8 @@ pub fn with_flag(cmd: &[String], flag: &str, value: &str) -> Vec<String> {
 /// The command a (re)start runs: resuming from `checkpoints` (the `--save` root) when it
 /// holds one — dropping the user's own `--resume` and `--weights`, which the checkpoint
 /// replaces — and with `--dp world` when the command trains data-parallel or `world > 1`.
+/// A `--plan auto` command is left to plan for the world itself (the same planner call as
+/// its first start, for the new size).
 pub fn rank_command(cmd: &[String], resume: Option<&Path>, world: u64) -> Vec<String> {
     let mut out = cmd.to_vec();
     if let Some(dir) = resume {
@@ -54,7 +57,8 @@ pub fn rank_command(cmd: &[String], resume: Option<&Path>, world: u64) -> Vec<St
         out = with_flag(&out, "--resume", &dir.display().to_string());
     }
     let trains = out.first().is_some_and(|c| c == "train");
-    if trains && (world > 1 || flag_value(&out, "--dp").is_some()) {
+    let planned = flag_value(&out, "--plan").is_some();
+    if trains && !planned && (world > 1 || flag_value(&out, "--dp").is_some()) {
         out = with_flag(&out, "--dp", &world.to_string());
     }
     out
@@ -111,6 +115,11 @@ mod tests {
         // Not a training command, or one process without --dp: left as it is.
         assert_eq!(rank_command(&v("run x"), None, 2).join(" "), "run x");
         assert_eq!(rank_command(&v("train m"), None, 1).join(" "), "train m");
+        // --plan auto re-plans for the world on its own: no --dp beside it.
+        assert_eq!(
+            rank_command(&v("train m --plan auto --cluster c.toml"), None, 3).join(" "),
+            "train m --plan auto --cluster c.toml"
+        );
     }
 
     #[test]
