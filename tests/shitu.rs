@@ -65,8 +65,10 @@ fn split_digits(root: &Path) -> Option<(PathBuf, PathBuf)> {
 /// Top-1 retrieval with a briefly trained extractor beats chance (10%) by a wide margin.
 /// Measured 0.4206 (151/359; deterministic: seeded split, init and loader). The threshold
 /// 0.3 is three times chance. NOTE (docs/shitu.md): the same extractor with *random*
-/// weights scores 0.69 — brief ArcMargin training makes the embedding worse here, with the
-/// neck batch norm's running variance exploding (~3e5); an open problem, not hidden.
+/// weights scores 0.69 — but untrained, every batch norm holds mean 0 / variance 1, so that
+/// row is a network without normalisation; with batch statistics the random weights score
+/// 0.16–0.24. The running statistics match the batch statistics after training (within
+/// ~10%); the open problem is slow ArcMargin learning, not hidden.
 #[test]
 fn digits_retrieval_with_an_arcmargin_trained_extractor() {
     let root = scratch("shitu-digits");

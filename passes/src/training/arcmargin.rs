@@ -211,6 +211,41 @@ mod tests {
         assert!(step.unused_params.is_empty(), "{:?}", step.unused_params);
     }
 
+    /// The gradients of PP-ShiTu's training path — an FC, the neck's training-form batch
+    /// norm over `[N, E, 1, 1]`, then ArcMargin — match finite differences (f64), so slow
+    /// ArcMargin training on the digits is not a wrong gradient (docs/shitu.md).
+    #[test]
+    fn arc_margin_gradients_match_finite_differences() {
+        use oar_frontend::nn::BatchNorm2dConfig;
+        let b = ModelBuilder::new("emb");
+        let x = b.input("x", "f32[6,4]");
+        let fc = LinearConfig::new(4, 5).init(&b, "fc");
+        let bn = BatchNorm2dConfig::new(5).init(&b, "bn");
+        let y = bn.forward(&fc.forward(&x).unsqueeze(&[2, 3])).flatten(1);
+        let model = b.finish(&[&y]).unwrap();
+        let lg = append_loss(&model, &cfg()).unwrap();
+        let mut g = lg.graph.clone();
+        g.set_outputs(vec![lg.loss]);
+        crate::training::batch_norm_training_form(&mut g, 0.9).unwrap();
+        g.state.clear();
+        let w = init_weights(&g, 5).unwrap();
+        let xs: Vec<f32> = (0..24)
+            .map(|i| ((i * 29 % 13) as f32 - 6.0) / 4.0)
+            .collect();
+        let inputs = [
+            HostTensor::f32(vec![6, 4], xs),
+            HostTensor::i64(vec![6], vec![0, 1, 2, 2, 1, 0]),
+        ];
+        let r = crate::autodiff::check::check_gradients(
+            &g,
+            &inputs,
+            &w,
+            &crate::autodiff::check::GradCheck::default(),
+        );
+        let compared = r.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!compared.is_empty());
+    }
+
     #[test]
     fn arc_margin_refuses_bad_operands() {
         let b = ModelBuilder::new("emb");
