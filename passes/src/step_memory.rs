@@ -344,8 +344,8 @@ fn forward_nodes(g: &Graph) -> Vec<bool> {
     for v in g.model_outputs() {
         fwd[v.node.index()] = true;
     }
-    for (id, node) in g.iter().collect::<Vec<_>>().into_iter().rev() {
-        if fwd[id.index()] {
+    for (i, node) in g.nodes().iter().enumerate().rev() {
+        if fwd[i] {
             for v in &node.inputs {
                 fwd[v.node.index()] = true;
             }

@@ -11,6 +11,7 @@ mod launch;
 mod models;
 mod ocr;
 mod plan;
+mod plan_cpu;
 mod plan_heterps;
 mod run;
 mod shitu;

@@ -48,7 +48,7 @@ fn plane_floats(c: &ConvAttrs, h: u64, w: u64, kw: u64, phased: bool) -> u64 {
         let (hq, wq) = (hp.div_ceil(2), wp.div_ceil(2));
         4 * (hq * wq + wq + 8)
     } else {
-        hp * wp + (kw.saturating_sub(1)) * c.dilation[1] + 8
+        hp * wp + kw.saturating_sub(1) * c.dilation[1] + 8
     }
 }
 
