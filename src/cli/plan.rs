@@ -166,7 +166,10 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
             let batch = a.batch.unwrap_or(32);
             return match super::plan_cpu::predict(&a.model, &cluster, batch, a.seq, &a.cpu)? {
                 Some(p) => p.emit(a.format, a.output.as_deref()),
-                None => Err(e),
+                None => Err(e.context(format!(
+                    "`{}` has no zoo graph: on one CPU device `oar plan` takes a zoo model (see `oar models`) or a transformer",
+                    a.model
+                ))),
             };
         }
         Err(e) => return Err(e),
