@@ -180,25 +180,23 @@ pub fn predict_step_memory(
     for (id, node) in g.iter() {
         let v0 = ValueRef::new(id, 0);
         let step = id.index();
-        match &node.op {
-            Op::Input => {
-                m.inputs += static_bytes(g, id, 0)?;
-                continue;
+        // Inputs, parameters and constants each keep their own buffer.
+        if let Op::Input = &node.op {
+            m.inputs += static_bytes(g, id, 0)?;
+            continue;
+        }
+        if let Op::Param(p) = &node.op {
+            let b = static_bytes(g, id, 0)?;
+            if opts.slots.contains(&p.name) {
+                m.optimizer_state += b;
+            } else {
+                m.parameters += b;
             }
-            Op::Param(p) => {
-                let b = static_bytes(g, id, 0)?;
-                if opts.slots.contains(&p.name) {
-                    m.optimizer_state += b;
-                } else {
-                    m.parameters += b;
-                }
-                continue;
-            }
-            Op::Constant(_) | Op::Shape => {
-                m.constants += static_bytes(g, id, 0)?;
-                continue;
-            }
-            _ => {}
+            continue;
+        }
+        if let Op::Constant(_) | Op::Shape = &node.op {
+            m.constants += static_bytes(g, id, 0)?;
+            continue;
         }
         if node.op.is_view() {
             let r = root.get(&node.inputs[0]).copied().unwrap_or(node.inputs[0]);
