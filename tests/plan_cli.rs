@@ -284,3 +284,75 @@ fn cluster_calibrate_quick_writes_a_file_the_planner_accepts() {
     assert_eq!(json["devices"].as_u64(), Some(1), "{report}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// On one CPU device the plan is the training step's memory from its graph: PP-LCNet (which
+/// the transformer planner cannot plan) alone, ERNIE beside the transformer report. The
+/// figure itself is checked against the compiled step's allocations in
+/// `codegen/tests/step_memory.rs`.
+#[test]
+fn one_cpu_device_plans_report_the_step_graphs_memory() {
+    let cpu1 = "examples/clusters/cpu1.toml";
+    let report = ok(&[
+        "plan",
+        "lcnet_x0_25",
+        "--cluster",
+        cpu1,
+        "--batch",
+        "32",
+        "--image-size",
+        "64",
+        "--classes",
+        "10",
+        "--threads",
+        "2",
+        "--format",
+        "json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let peak = json["peak_bytes"].as_u64().expect("a peak");
+    let parts = json["breakdown_bytes"].as_object().expect("a breakdown");
+    let sum: u64 = parts.values().filter_map(|v| v.as_u64()).sum();
+    assert_eq!(sum, peak, "{report}");
+    // About 42 MiB (docs/training.md): activations, not weights, dominate.
+    assert!((30 << 20..60 << 20).contains(&peak), "{report}");
+    assert_eq!(json["fits"].as_bool(), Some(true));
+    // A larger batch needs more.
+    let text = ok(&[
+        "plan",
+        "lcnet_x0_25",
+        "--cluster",
+        cpu1,
+        "--batch",
+        "64",
+        "--image-size",
+        "64",
+    ]);
+    assert!(text.contains("activations kept for the backward"), "{text}");
+    // ERNIE: the transformer report is unchanged, the step memory is added.
+    let report = ok(&[
+        "plan",
+        "ernie-3.0-tiny",
+        "--cluster",
+        cpu1,
+        "--batch",
+        "4",
+        "--seq",
+        "32",
+        "--vocab",
+        "8192",
+        "--format",
+        "json",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert!(json["step_time_s"].as_f64().is_some(), "{report}");
+    let step = &json["one_device_step_memory"];
+    assert!(
+        step["peak_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{report}"
+    );
+    // Bad settings are errors, not panics.
+    let err = fails(&["plan", "lcnet_x0_25", "--cluster", cpu1, "--batch", "0"]);
+    assert!(err.contains("--batch"), "{err}");
+    let err = fails(&["plan", "no-such-model", "--cluster", cpu1]);
+    assert!(err.contains("no-such-model"), "{err}");
+}

@@ -14,6 +14,7 @@ pub mod placement;
 pub mod rebuild;
 pub mod report_html;
 pub mod roofline;
+pub mod step_memory;
 pub mod summary;
 pub mod training;
 

@@ -11,6 +11,7 @@ mod launch;
 mod models;
 mod ocr;
 mod plan;
+mod plan_cpu;
 mod plan_heterps;
 mod run;
 mod shitu;
@@ -41,9 +42,10 @@ enum Command {
     /// Train a zoo classifier, a model file or a training-step graph on a directory of .npy
     /// shards (interpreter): autodiff, optimizer, evaluation, checkpoints, exact resume.
     Train(Box<train::TrainArgs>),
-    /// Plan data/tensor/pipeline parallel training of a transformer on a cluster, or (with
-    /// --throughput) the least-cost placement of a CTR model's layers on device kinds (HeterPS).
-    Plan(plan::PlanArgs),
+    /// Plan data/tensor/pipeline parallel training of a transformer on a cluster, the
+    /// training step's memory of a zoo model on one CPU device, or (with --throughput) the
+    /// least-cost placement of a CTR model's layers on device kinds (HeterPS).
+    Plan(Box<plan::PlanArgs>),
     /// Start N ranks of an oar command under OpenMPI's mpirun (`oar launch -n 2 -- train ...`).
     Launch(launch::LaunchArgs),
     /// Inspect a training checkpoint or convert it to one safetensors file.
@@ -68,7 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Compile(a) => compile::run(a),
         Command::Train(a) => train::run(*a),
-        Command::Plan(a) => plan::run(a),
+        Command::Plan(a) => plan::run(*a),
         Command::Cluster(c) => cluster::run(c),
         Command::Checkpoint(c) => checkpoint::run(c),
         Command::Launch(a) => launch::run(a),

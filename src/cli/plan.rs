@@ -29,7 +29,9 @@ pub enum RecomputeArg {
 #[derive(Args, Debug)]
 pub struct PlanArgs {
     /// An ERNIE zoo model or a transformer config file (TOML: layers, hidden, heads, ffn, vocab, seq, causal);
-    /// with --throughput or --heterps, any zoo model (a CTR model) to place on device kinds.
+    /// with --throughput or --heterps, any zoo model (a CTR model) to place on device kinds;
+    /// on a one-CPU-device cluster, any zoo model with a graph (PP-LCNet, the ERNIEs): the
+    /// training step's peak memory, from its step graph.
     model: String,
     /// A cluster preset (see `oar cluster list`) or a cluster file.
     #[arg(long)]
@@ -98,6 +100,8 @@ pub struct PlanArgs {
     seed: u64,
     #[command(flatten)]
     heterps: super::plan_heterps::HeterpsArgs,
+    #[command(flatten)]
+    cpu: super::plan_cpu::CpuStepArgs,
 }
 
 /// Checkpoint bandwidth of one node when none is given: 2 GB/s, an assumption (a node's
@@ -152,12 +156,29 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         let out = a.output.as_deref();
         return super::plan_heterps::run(&a.model, &a.cluster, a.nodes, a.format, out, &a.heterps);
     }
-    let (model, default_seq) = model_spec(&a.model)?;
     let mut cluster = Cluster::resolve(&a.cluster)?;
     if let Some(n) = a.nodes {
         anyhow::ensure!(n > 0, "--nodes must be at least 1");
         cluster = cluster.with_nodes(n);
     }
+    // One CPU device: the training step's memory from its graph, for any zoo model with
+    // one; beside the transformer planner's report for a transformer it knows.
+    let one_cpu = super::plan_cpu::is_one_cpu(&cluster) && a.emit_graph.is_none();
+    let (model, default_seq) = match model_spec(&a.model) {
+        Ok(spec) => spec,
+        Err(e) if one_cpu => {
+            // `oar train`'s default batch.
+            let batch = a.batch.unwrap_or(32);
+            return match super::plan_cpu::predict(&a.model, &cluster, batch, a.seq, &a.cpu)? {
+                Some(p) => p.emit(a.format, a.output.as_deref()),
+                None => Err(e.context(format!(
+                    "`{}` has no zoo graph: on one CPU device `oar plan` takes a zoo model (see `oar models`) or a transformer",
+                    a.model
+                ))),
+            };
+        }
+        Err(e) => return Err(e),
+    };
     let seq = a.seq.or(default_seq).unwrap_or(1024);
     anyhow::ensure!(seq > 0, "--seq must be at least 1");
     let batch = a.batch.unwrap_or(2 * cluster.num_devices());
@@ -220,6 +241,18 @@ pub fn run(a: PlanArgs) -> anyhow::Result<()> {
         Format::Md => report.markdown(),
         Format::Json => serde_json::to_string_pretty(&report.json())? + "\n",
         Format::Html => report.html(),
+    };
+    let out = match one_cpu {
+        true => match super::plan_cpu::predict(&a.model, &cluster, batch, Some(seq), &a.cpu) {
+            Ok(Some(p)) => p.append_to(out, a.format)?,
+            Ok(None) => out,
+            // The transformer report stands without it.
+            Err(e) => {
+                eprintln!("the one-device step memory is not available: {e:#}");
+                out
+            }
+        },
+        false => out,
     };
     super::common::emit(&out, a.output.as_deref())
 }
