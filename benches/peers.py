@@ -37,7 +37,7 @@ def paddle_train_step(variant, batch, size, threads):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "../tests/paddle"))
     import numpy as np
     import paddle
-    from lcnet_run import load_pplcnet_module
+    from paddleclas_run import load_pplcnet_module
     paddle.set_device("cpu")
     net = getattr(load_pplcnet_module(), variant)(pretrained=False, class_num=10)
     net.train()

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Test setup for the PaddleClas, PaddleNLP and PaddleDetection comparisons
-(tests/paddle_lcnet.rs, tests/paddle_ernie.rs, tests/paddle_picodet.rs): installs PaddlePaddle
+(tests/paddle_classifiers.rs, tests/paddle_ernie.rs, tests/paddle_picodet.rs): installs PaddlePaddle
 (CPU), PaddleClas's, PaddleNLP's and PaddleDetection's source.
 
     python3 scripts/paddle_setup.py
 
 paddleclas is installed without its dependencies: they pin numpy < 2 (faiss-cpu,
 opencv-python builds), which would replace the numpy that onnx and onnxruntime need. The test
-only needs PaddleClas's model code, which tests/paddle/lcnet_run.py loads without the
+only needs PaddleClas's model code, which tests/paddle/paddleclas_run.py loads without the
 package's __init__ (which imports those dependencies). paddlenlp is installed without its
 dependencies for the same reason (datasets, paddle2onnx, dill < 0.3.5, ...): the ERNIE test
 needs only its ERNIE configuration and modeling code, which tests/paddle/ernie_paddle.py loads

@@ -6,7 +6,9 @@ pub mod ctr;
 pub mod ernie;
 pub mod esnet;
 pub mod lcnet;
+pub mod mobilenet_v3;
 pub mod picodet;
+pub mod resnet_vd;
 
 use oar_frontend::BuildError;
 use oar_ir::{Graph, Op};
@@ -15,7 +17,9 @@ use std::collections::BTreeMap;
 pub use ctr::{CtrConfig, CtrKind, SparseInput, SparseTable};
 pub use ernie::ErnieConfig;
 pub use lcnet::LcNetConfig;
+pub use mobilenet_v3::{MobileNetV3Config, MobileNetV3Size};
 pub use picodet::PicoDetConfig;
+pub use resnet_vd::ResNetVdConfig;
 
 /// One zoo entry.
 pub struct ZooEntry {
@@ -45,6 +49,38 @@ macro_rules! lcnet {
             description: "ImageNet classifier, 224x224",
             report_bindings: &[("N", 1)],
             build: || LcNetConfig::new($scale).build($name),
+        }
+    };
+}
+
+macro_rules! resnet_vd {
+    ($name:literal, $depth:literal) => {
+        ZooEntry {
+            name: $name,
+            family: "ResNet-vd",
+            description:
+                "ImageNet classifier, 224x224 (PaddleClas ResNet-vd: deep stem, pooled shortcuts)",
+            report_bindings: &[("N", 1)],
+            build: || {
+                let cfg = ResNetVdConfig {
+                    depth: $depth,
+                    class_num: 1000,
+                    image_size: 224,
+                };
+                cfg.build($name)
+            },
+        }
+    };
+}
+
+macro_rules! mobilenet_v3 {
+    ($name:literal, $size:ident, $scale:expr) => {
+        ZooEntry {
+            name: $name,
+            family: "MobileNetV3",
+            description: "ImageNet classifier, 224x224 (PaddleClas layout)",
+            report_bindings: &[("N", 1)],
+            build: || MobileNetV3Config::new(MobileNetV3Size::$size, $scale).build($name),
         }
     };
 }
@@ -110,6 +146,20 @@ pub fn zoo() -> Vec<ZooEntry> {
         lcnet!("lcnet_x1_5", 1.5),
         lcnet!("lcnet_x2_0", 2.0),
         lcnet!("lcnet_x2_5", 2.5),
+        resnet_vd!("resnet18_vd", 18),
+        resnet_vd!("resnet34_vd", 34),
+        resnet_vd!("resnet50_vd", 50),
+        resnet_vd!("resnet101_vd", 101),
+        mobilenet_v3!("mobilenetv3_large_x0_35", Large, 0.35),
+        mobilenet_v3!("mobilenetv3_large_x0_5", Large, 0.5),
+        mobilenet_v3!("mobilenetv3_large_x0_75", Large, 0.75),
+        mobilenet_v3!("mobilenetv3_large_x1_0", Large, 1.0),
+        mobilenet_v3!("mobilenetv3_large_x1_25", Large, 1.25),
+        mobilenet_v3!("mobilenetv3_small_x0_35", Small, 0.35),
+        mobilenet_v3!("mobilenetv3_small_x0_5", Small, 0.5),
+        mobilenet_v3!("mobilenetv3_small_x0_75", Small, 0.75),
+        mobilenet_v3!("mobilenetv3_small_x1_0", Small, 1.0),
+        mobilenet_v3!("mobilenetv3_small_x1_25", Small, 1.25),
         picodet!("picodet_s_320", PicoDetConfig::s(320), "COCO detector, ESNet 0.75x + CSP-PAN 96 + PicoHead, raw head outputs"),
         picodet!("picodet_s_416", PicoDetConfig::s(416), "COCO detector, ESNet 0.75x + CSP-PAN 96 + PicoHead, raw head outputs"),
         picodet!("picodet_m_320", PicoDetConfig::m(320), "COCO detector, ESNet 1.0x + CSP-PAN 128 + PicoHead, raw head outputs"),

@@ -39,7 +39,7 @@ import types
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lcnet_run import read_safetensors  # noqa: E402
+from paddleclas_run import read_safetensors  # noqa: E402
 
 
 def _stub(name, path=None, **attrs):

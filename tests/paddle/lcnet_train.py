@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lcnet_run import load_pplcnet_module, read_safetensors  # noqa: E402
+from paddleclas_run import load_pplcnet_module, read_safetensors  # noqa: E402
 
 
 def main():

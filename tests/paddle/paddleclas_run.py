@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Runs PaddleClas's own PPLCNet on oar's weights and writes its logits.
+"""Runs one of PaddleClas's own classifiers on oar's weights and writes its logits.
 
-    python3 tests/paddle/lcnet_run.py VARIANT WEIGHTS.safetensors INPUT.npy OUT.npy
+    python3 tests/paddle/paddleclas_run.py VARIANT WEIGHTS.safetensors INPUT.npy OUT.npy
 
-VARIANT is a PaddleClas model name such as `PPLCNet_x0_25`: its factory in
-ppcls/arch/backbone/legendary_models/pp_lcnet.py (installed `paddleclas` package) builds the
-model (pretrained=False), put in eval mode.
+VARIANT is a PaddleClas model name such as `PPLCNet_x0_25`, `ResNet50_vd` or
+`MobileNetV3_small_x0_5`: its factory in ppcls/arch/backbone/legendary_models/ (pp_lcnet.py,
+resnet.py, mobilenet_v3.py; installed `paddleclas` package) builds the model
+(pretrained=False), put in eval mode.
 `paddleclas/__init__.py` imports cv2/faiss builds that need numpy < 2, so the package
-__init__s on the way to pp_lcnet.py are replaced by empty packages: the network code that
+__init__s on the way to the model file are replaced by empty packages: the network code that
 runs is PaddleClas's and Paddle's own. Parameters are loaded by name; every Paddle parameter
 must come from the file with the same shape (oar's names follow PaddleClas's).
 
@@ -24,7 +25,18 @@ import types
 import numpy as np
 
 
+# Model-name prefix -> the legendary_models module that defines it.
+MODULES = {"PPLCNet_": "pp_lcnet", "ResNet": "resnet", "MobileNetV3_": "mobilenet_v3"}
+
+
 def load_pplcnet_module():
+    return load_paddleclas_module("pp_lcnet")
+
+
+def load_paddleclas_module(module):
+    target = "paddleclas.ppcls.arch.backbone.legendary_models." + module
+    if "paddleclas.ppcls" in sys.modules:  # the stub packages are already in place
+        return importlib.import_module(target)
     spec = importlib.util.find_spec("paddleclas")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("paddleclas is not installed")
@@ -36,7 +48,9 @@ def load_pplcnet_module():
         m = types.ModuleType(name)
         m.__path__ = [path]
         sys.modules[name] = m
-    return importlib.import_module("paddleclas.ppcls.arch.backbone.legendary_models.pp_lcnet")
+    # ResNet's constructor logs a deprecation through ppcls's logger, which must exist.
+    importlib.import_module("paddleclas.ppcls.utils.logger").init_logger(log_level=40)
+    return importlib.import_module(target)
 
 
 def read_safetensors(path):
@@ -60,7 +74,12 @@ def main():
     variant, weights_path, input_path, out_path = sys.argv[1:5]
     try:
         import paddle
-        mod = load_pplcnet_module()
+        module = next((m for p, m in MODULES.items() if variant.startswith(p)), None)
+        if module is None:
+            print(f"{variant}: not a PaddleClas model this script knows ({list(MODULES)})",
+                  file=sys.stderr)
+            sys.exit(2)
+        mod = load_paddleclas_module(module)
     except ImportError as e:
         print(f"paddle/paddleclas not importable: {e}", file=sys.stderr)
         sys.exit(3)

@@ -1,11 +1,12 @@
-//! oar's `lcnet_*` zoo models against PaddleClas's own `PPLCNet_x*` with shared weights.
+//! oar's PaddleClas classifiers — `lcnet_*`, `resnet*_vd`, `mobilenetv3_*` — against
+//! PaddleClas's own `PPLCNet_x*`, `ResNet*_vd` and `MobileNetV3_*` with shared weights.
 //! Needs paddlepaddle and paddleclas (`python3 scripts/paddle_setup.py`; scripts/test.sh runs
 //! it); skips with a message when they are not importable.
 
 mod common;
 
 use common::*;
-use oar::models::LcNetConfig;
+use oar::models::{LcNetConfig, MobileNetV3Config, MobileNetV3Size, ResNetVdConfig};
 use oar::runtime::io::npy::{read_npy, write_npy};
 use oar::runtime::io::weights::save_safetensors;
 use oar::runtime::train::StepRunner;
@@ -73,7 +74,7 @@ fn weights_for(g: &oar::ir::Graph, seed: u64) -> Weights {
 }
 
 fn paddle_logits(variant: &str, weights: &Path, input: &Path, out: &Path) -> HostTensor {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/paddle/lcnet_run.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/paddle/paddleclas_run.py");
     let o = Command::new("python3")
         .arg(&script)
         .arg(variant)
@@ -97,22 +98,13 @@ fn optimize(g: oar::ir::Graph) -> oar::ir::Graph {
     p.run(g, &cx, |_, _| {}).expect("pipeline").0
 }
 
-/// Builds oar's model at `scale`, runs it on random weights and input in the interpreter
-/// (as built and after the inference pipeline) and in PaddleClas's `variant`, and compares.
-fn compare(scale: f64, variant: &str, seed: u64) {
-    if !have_paddle() {
-        return;
-    }
-    // PPLCNet pools adaptively: a 64×64 image runs the whole network, with a 2×2 last map.
-    let cfg = LcNetConfig {
-        image_size: 64,
-        ..LcNetConfig::new(scale)
-    };
-    let g = cfg.build(variant).expect("build");
+/// Runs oar's `g` on random weights and input in the interpreter (as built and after the
+/// inference pipeline) and PaddleClas's `variant` on the same, and compares the logits.
+fn compare_graph(g: oar::ir::Graph, variant: &str, seed: u64) {
     let weights = weights_for(&g, seed);
     let bindings = BTreeMap::from([("N".to_string(), 2u64)]);
     let inputs = random_inputs(&g, &bindings, seed);
-    let dir = scratch("paddle-lcnet");
+    let dir = scratch("paddle-classifier");
     let (wp, xp, yp) = (
         dir.join("w.safetensors"),
         dir.join("x.npy"),
@@ -130,6 +122,63 @@ fn compare(scale: f64, variant: &str, seed: u64) {
     let e = rel_err(&ours[0], &theirs);
     eprintln!("{variant}: rel err {e:.2e} (inference pipeline)");
     assert!(e <= TOL, "{variant} optimized: rel err {e:.2e} > {TOL:e}");
+}
+
+/// PP-LCNet at `scale` against PaddleClas's `variant`.
+fn compare(scale: f64, variant: &str, seed: u64) {
+    if !have_paddle() {
+        return;
+    }
+    // PPLCNet pools adaptively: a 64×64 image runs the whole network, with a 2×2 last map.
+    let cfg = LcNetConfig {
+        image_size: 64,
+        ..LcNetConfig::new(scale)
+    };
+    compare_graph(cfg.build(variant).expect("build"), variant, seed);
+}
+
+/// ResNet-vd at 64×64 (2×2 last map; every shortcut pools an even map, as at 224).
+fn compare_resnet(depth: u64, variant: &str, seed: u64) {
+    if !have_paddle() {
+        return;
+    }
+    let cfg = ResNetVdConfig {
+        image_size: 64,
+        ..ResNetVdConfig::new(depth).expect("a PaddleClas depth")
+    };
+    compare_graph(cfg.build(variant).expect("build"), variant, seed);
+}
+
+/// MobileNetV3 at 64×64 (2×2 last map).
+fn compare_mobilenet(size: MobileNetV3Size, scale: f64, variant: &str, seed: u64) {
+    if !have_paddle() {
+        return;
+    }
+    let cfg = MobileNetV3Config {
+        image_size: 64,
+        ..MobileNetV3Config::new(size, scale)
+    };
+    compare_graph(cfg.build(variant).expect("build"), variant, seed);
+}
+
+#[test]
+fn resnet50_vd_matches_paddleclas() {
+    compare_resnet(50, "ResNet50_vd", 5);
+}
+
+#[test]
+fn resnet18_vd_matches_paddleclas() {
+    compare_resnet(18, "ResNet18_vd", 6);
+}
+
+#[test]
+fn mobilenetv3_large_x1_0_matches_paddleclas() {
+    compare_mobilenet(MobileNetV3Size::Large, 1.0, "MobileNetV3_large_x1_0", 7);
+}
+
+#[test]
+fn mobilenetv3_small_x0_5_matches_paddleclas() {
+    compare_mobilenet(MobileNetV3Size::Small, 0.5, "MobileNetV3_small_x0_5", 8);
 }
 
 #[test]
