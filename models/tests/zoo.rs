@@ -47,9 +47,11 @@ fn graph_counts(g: &oar_ir::Graph) -> (f64, f64) {
     (p as f64 / 1e6, s.macs as f64 / 1e6)
 }
 
-/// `(name, ours, table)` rows of parameters (M) and a cost: each within its bound or the
-/// whole report fails.
-fn assert_rows(rows: &[(String, (f64, f64), (f64, f64))], params_tol: f64, cost_tol: f64) {
+/// One model against its table: name, (parameters M, cost) ours, (parameters M, cost) the table's.
+type CountRow = (String, (f64, f64), (f64, f64));
+
+/// Each row within its bounds, or the whole report fails.
+fn assert_rows(rows: &[CountRow], params_tol: f64, cost_tol: f64) {
     let report: Vec<String> = rows
         .iter()
         .map(|(name, (p, c), (tp, tc))| {
