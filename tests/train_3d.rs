@@ -11,46 +11,17 @@
 
 mod cli_util;
 
-use cli_util::{
-    assert_rank_losses, mpirun_available, mpirun_fails, mpirun_ok, ok, scratch_dir, step_losses,
-    text_corpus,
-};
+use cli_util::{assert_rank_losses, mpirun_fails, mpirun_ok, ok, scratch_dir, step_losses};
 use oar::runtime::io::checkpoint::load_latest_good;
 use std::path::{Path, PathBuf};
 
-/// The corpus, when it and `mpirun` are here; a skip is a failure under `CI=true`.
 fn setup() -> Option<PathBuf> {
-    let found = match (text_corpus(), mpirun_available()) {
-        (Some(d), true) => Some(d),
-        _ => None,
-    };
-    if found.is_none() && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true: the tp × pp tests need mpirun and the text corpus");
-    }
-    found
+    cli_util::mpi_corpus("the tp × pp tests")
 }
 
 /// The tiny ERNIE at 2 layers, batch 8, `steps` steps, logs and checkpoints under `dir`.
 fn args(data: &Path, dir: &Path, name: &str, steps: &str) -> Vec<String> {
-    let p = |x: &Path| x.display().to_string();
-    let mut a: Vec<String> = cli_util::TINY_ERNIE_TRAIN
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
-    let at = a.iter().position(|x| x == "--layers").expect("--layers") + 1;
-    a[at] = "2".into();
-    a.extend(["--batch", "8", "--steps", steps].map(String::from));
-    a.extend([
-        "--data".into(),
-        p(data),
-        "--vocab".into(),
-        p(&dir.join("vocab.txt")),
-        "--log".into(),
-        p(&dir.join(format!("{name}.jsonl"))),
-        "--save".into(),
-        p(&dir.join(name)),
-    ]);
-    a
+    cli_util::tiny_ernie_args(data, dir, name, ("2", steps), true)
 }
 
 fn with(mut a: Vec<String>, flags: &[&str]) -> Vec<String> {

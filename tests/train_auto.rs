@@ -11,45 +11,19 @@
 
 mod cli_util;
 
-use cli_util::{
-    assert_rank_losses, fails, log_lines, mpirun_available, mpirun_ok, repo, step_losses,
-    text_corpus,
-};
+use cli_util::{assert_rank_losses, fails, log_lines, mpirun_ok, repo, step_losses};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const CLUSTER: &str = "examples/clusters/local-epyc2.toml";
 
 fn setup() -> Option<PathBuf> {
-    let found = match (text_corpus(), mpirun_available()) {
-        (Some(d), true) => Some(d),
-        _ => None,
-    };
-    if found.is_none() && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true: the --plan auto tests need mpirun and the text corpus");
-    }
-    found
+    cli_util::mpi_corpus("the --plan auto tests")
 }
 
 /// The tiny ERNIE at 2 layers, batch 8, 3 steps, logging to `dir/name.jsonl`.
 fn args(data: &Path, dir: &Path, name: &str) -> Vec<String> {
-    let p = |x: &Path| x.display().to_string();
-    let mut a: Vec<String> = cli_util::TINY_ERNIE_TRAIN
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
-    let at = a.iter().position(|x| x == "--layers").expect("--layers") + 1;
-    a[at] = "2".into();
-    a.extend(["--batch", "8", "--steps", "3"].map(String::from));
-    a.extend([
-        "--data".into(),
-        p(data),
-        "--vocab".into(),
-        p(&dir.join("vocab.txt")),
-        "--log".into(),
-        p(&dir.join(format!("{name}.jsonl"))),
-    ]);
-    a
+    cli_util::tiny_ernie_args(data, dir, name, ("2", "3"), false)
 }
 
 fn auto(mut a: Vec<String>) -> Vec<String> {

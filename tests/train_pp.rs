@@ -11,53 +11,17 @@
 
 mod cli_util;
 
-use cli_util::{
-    assert_rank_losses, mpirun_available, mpirun_fails, mpirun_ok, ok, step_losses, text_corpus,
-};
+use cli_util::{assert_rank_losses, mpirun_fails, mpirun_ok, ok, scratch_dir, step_losses};
 use oar::runtime::io::checkpoint::load_latest_good;
 use std::path::{Path, PathBuf};
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("oar-pp-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
-}
-
-/// The corpus, when it and `mpirun` are here; a skip is a failure under `CI=true`.
 fn setup() -> Option<PathBuf> {
-    let found = match (text_corpus(), mpirun_available()) {
-        (Some(d), true) => Some(d),
-        _ => None,
-    };
-    if found.is_none() && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true: the pipeline tests need mpirun and the text corpus");
-    }
-    found
+    cli_util::mpi_corpus("the pipeline tests")
 }
 
-/// The tiny ERNIE's arguments with `layers` layers (TINY_ERNIE_TRAIN's `--layers 1`
-/// replaced), batch 8, 3 steps, logs and checkpoints under `dir`.
+/// The tiny ERNIE with `layers` layers, batch 8, 3 steps, logs and checkpoints under `dir`.
 fn args(data: &Path, dir: &Path, name: &str, layers: &str) -> Vec<String> {
-    let p = |x: &Path| x.display().to_string();
-    let mut a: Vec<String> = cli_util::TINY_ERNIE_TRAIN
-        .iter()
-        .map(|x| x.to_string())
-        .collect();
-    let at = a.iter().position(|x| x == "--layers").expect("--layers") + 1;
-    a[at] = layers.into();
-    a.extend(["--batch", "8", "--steps", "3"].map(String::from));
-    a.extend([
-        "--data".into(),
-        p(data),
-        "--vocab".into(),
-        p(&dir.join("vocab.txt")),
-        "--log".into(),
-        p(&dir.join(format!("{name}.jsonl"))),
-        "--save".into(),
-        p(&dir.join(name)),
-    ]);
-    a
+    cli_util::tiny_ernie_args(data, dir, name, (layers, "3"), true)
 }
 
 /// Runs `flags` on `n` ranks and checks every rank's losses and the checkpoint against the
@@ -115,7 +79,7 @@ fn check_against(
 #[test]
 fn ernie_pp2_schedules_and_dp2_pp2_equal_one_process() {
     let Some(data) = setup() else { return };
-    let dir = scratch("ernie");
+    let dir = scratch_dir("pp", "ernie");
     ok(&args(&data, &dir, "single2", "2"));
     ok(&args(&data, &dir, "single4", "4"));
     let m4 = ["--micro-batches", "4"];
@@ -155,7 +119,7 @@ fn ernie_pp2_schedules_and_dp2_pp2_equal_one_process() {
 #[test]
 fn bad_pipeline_layouts_are_clear_errors() {
     let Some(data) = setup() else { return };
-    let dir = scratch("errors");
+    let dir = scratch_dir("pp", "errors");
     let with = |name: &str, flags: &[&str]| {
         let mut a = args(&data, &dir, name, "2");
         a.extend(flags.iter().map(|s| s.to_string()));

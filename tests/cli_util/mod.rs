@@ -185,3 +185,45 @@ pub fn assert_rank_losses(dir: &Path, name: &str, ranks: u64, want: &[f64]) {
         }
     }
 }
+
+/// The text corpus, when it and `mpirun` are here; a skip is a failure under `CI=true`
+/// (`what` names the tests in the message).
+pub fn mpi_corpus(what: &str) -> Option<PathBuf> {
+    let found = match (text_corpus(), mpirun_available()) {
+        (Some(d), true) => Some(d),
+        _ => None,
+    };
+    if found.is_none() && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true: {what} need mpirun and the text corpus");
+    }
+    found
+}
+
+/// `TINY_ERNIE_TRAIN` with `layers` layers (its `--layers 1` replaced), batch 8, `steps`
+/// steps, the vocabulary at `dir/vocab.txt`, the log at `dir/name.jsonl` and, with `save`,
+/// checkpoints under `dir/name`.
+pub fn tiny_ernie_args(
+    data: &Path,
+    dir: &Path,
+    name: &str,
+    (layers, steps): (&str, &str),
+    save: bool,
+) -> Vec<String> {
+    let p = |x: &Path| x.display().to_string();
+    let mut a: Vec<String> = TINY_ERNIE_TRAIN.iter().map(|x| x.to_string()).collect();
+    let at = a.iter().position(|x| x == "--layers").expect("--layers") + 1;
+    a[at] = layers.into();
+    a.extend(["--batch", "8", "--steps", steps].map(String::from));
+    a.extend([
+        "--data".into(),
+        p(data),
+        "--vocab".into(),
+        p(&dir.join("vocab.txt")),
+        "--log".into(),
+        p(&dir.join(format!("{name}.jsonl"))),
+    ]);
+    if save {
+        a.extend(["--save".into(), p(&dir.join(name))]);
+    }
+    a
+}
